@@ -1,0 +1,5 @@
+import sys
+
+from zk0.cli import main
+
+sys.exit(main())

@@ -1,0 +1,136 @@
+"""The run configuration: every key of `[tool.flwr.app.config]`, typed and validated once.
+
+Flower hands the apps a flat `run_config` mapping (pyproject defaults merged with
+`--run-config` overrides). `RunConfig.from_run_config` turns it into one frozen
+object, or stops with a one-line `ConfigError` naming the offending key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+from zk0.uri import DatasetURI, URIError, parse_dataset_uri
+
+LR_SCHEDULES = ("constant", "cosine")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class ConfigError(ValueError):
+    """A run-config value is missing, mistyped or out of range."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str
+    datasets: tuple[DatasetURI, ...]
+    eval_dataset: DatasetURI
+    num_rounds: int
+    local_steps: int
+    batch_size: int
+    lr: float
+    lr_schedule: str
+    warmup_rounds: int
+    lr_min: float
+    proximal_mu: float
+    fraction_train: float
+    fraction_evaluate: float
+    min_train_clients: int
+    min_evaluate_clients: int
+    min_available_clients: int
+    round_timeout: float
+    node_wait_timeout: float
+    heldout_episodes: int
+    eval_every: int
+    eval_batches: int
+    checkpoint_every: int
+    action_dim: int
+    num_workers: int
+    device: str
+    seed: int
+    output_dir: str
+    wandb: bool
+    wandb_project: str
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> "RunConfig":
+        values: dict[str, Any] = {}
+        known = {f.name.replace("_", "-") for f in fields(cls)}
+        unknown = sorted(set(run_config) - known)
+        if unknown:
+            raise ConfigError(f"unknown run-config key '{unknown[0]}'; valid keys are listed in docs/RUNNING.md")
+        for f in fields(cls):
+            key = f.name.replace("_", "-")
+            if key not in run_config:
+                raise ConfigError(f"run-config key '{key}' is missing; add it to [tool.flwr.app.config]")
+            values[f.name] = _coerce(key, f.type, run_config[key])
+        config = cls(**values)
+        config._validate()
+        return config
+
+    def _validate(self) -> None:
+        positive = ("num_rounds", "local_steps", "batch_size", "eval_every", "eval_batches",
+                    "checkpoint_every", "action_dim", "min_train_clients", "min_evaluate_clients",
+                    "min_available_clients")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"run-config key '{_key(name)}' must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_rounds", "heldout_episodes", "num_workers", "proximal_mu", "lr_min"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"run-config key '{_key(name)}' must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "round_timeout", "node_wait_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"run-config key '{_key(name)}' must be > 0, got {getattr(self, name)}")
+        for name in ("fraction_train", "fraction_evaluate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"run-config key '{_key(name)}' must be in [0, 1], got {getattr(self, name)}")
+        if self.fraction_train == 0.0:
+            raise ConfigError("run-config key 'fraction-train' must be > 0: a round without training does nothing")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"run-config key 'lr-schedule' must be one of {', '.join(LR_SCHEDULES)}; got '{self.lr_schedule}'")
+        if self.device not in DEVICES:
+            raise ConfigError(f"run-config key 'device' must be one of {', '.join(DEVICES)}; got '{self.device}'")
+        if not self.model.strip():
+            raise ConfigError("run-config key 'model' is empty; use 'tiny', a hub id or a local pretrained directory")
+        if not self.output_dir.strip():
+            raise ConfigError("run-config key 'output-dir' is empty; give a directory for run outputs")
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _key(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _coerce(key: str, annotation: Any, value: Any) -> Any:
+    """Convert one raw run-config value to the field's type, or raise ConfigError."""
+    kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"run-config key '{key}' must be true or false, got {value!r}")
+    if kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"run-config key '{key}' must be an integer, got {value!r}")
+    if kind == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"run-config key '{key}' must be a number, got {value!r}")
+    if not isinstance(value, str):
+        raise ConfigError(f"run-config key '{key}' must be a string, got {value!r}")
+    if kind == "str":
+        return value
+    try:
+        if kind == "DatasetURI":
+            return parse_dataset_uri(value)
+        if kind == "tuple[DatasetURI, ...]":
+            uris = tuple(parse_dataset_uri(part) for part in value.split(",") if part.strip())
+            if not uris:
+                raise URIError("no dataset given; list dataset URIs separated by commas")
+            return uris
+    except URIError as err:
+        raise ConfigError(f"run-config key '{key}': {err}") from None
+    raise TypeError(f"unsupported config field type {kind}")

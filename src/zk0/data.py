@@ -1,0 +1,127 @@
+"""A node's LeRobot dataset: open it from its URI, check it fits the policy, split it.
+
+The last `heldout_episodes` episodes are never trained on: they are the node's own
+evaluation data. Action chunks come from `delta_timestamps` derived from the policy
+config, exactly as LeRobot's training script does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator
+
+import torch
+
+from zk0.uri import DatasetURI
+
+if TYPE_CHECKING:
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be opened or does not fit the federation's policy."""
+
+
+@dataclass
+class NodeData:
+    uri: DatasetURI
+    meta: "LeRobotDatasetMetadata"
+    train_episodes: list[int]
+    heldout_episodes: list[int]
+
+    @property
+    def stats(self) -> dict:
+        return self.meta.stats
+
+
+def load_metadata(uri: DatasetURI) -> "LeRobotDatasetMetadata":
+    """Read a dataset's LeRobot metadata, or raise a one-line DatasetError."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+
+    if uri.scheme == "local":
+        if not uri.root.is_dir():
+            raise DatasetError(f"dataset {uri}: directory does not exist; pass the root of a LeRobot dataset")
+        if not (uri.root / "meta" / "info.json").is_file():
+            raise DatasetError(f"dataset {uri}: no meta/info.json, not a LeRobot dataset root (format v3.0)")
+    try:
+        return LeRobotDatasetMetadata(uri.repo_id, root=uri.root)
+    except Exception as err:  # LeRobot/hub raise many types; the operator needs one line
+        hint = "check the repo id and network, or HF_HUB_OFFLINE with a filled HF cache"
+        if uri.scheme == "local":
+            hint = "check that it is a LeRobot v3.0 dataset"
+        raise DatasetError(f"dataset {uri}: cannot read LeRobot metadata ({type(err).__name__}: {err}); {hint}") from None
+
+
+def check_features(uri: DatasetURI, meta: "LeRobotDatasetMetadata", action_dim: int) -> None:
+    """The federation trains one policy: every dataset must speak the same robot's language."""
+    features = meta.features
+    for key in ("observation.state", "action"):
+        if key not in features:
+            raise DatasetError(f"dataset {uri}: no '{key}' feature; SO-100/SO-101 datasets record it")
+        shape = tuple(features[key]["shape"])
+        if shape != (action_dim,):
+            raise DatasetError(
+                f"dataset {uri}: '{key}' has shape {shape}, the federation expects ({action_dim},); "
+                f"set run-config action-dim or use a dataset of the same arm"
+            )
+    if not meta.camera_keys:
+        raise DatasetError(f"dataset {uri}: no camera feature (observation.images.*); SmolVLA needs at least one")
+
+
+def open_node_data(uri: DatasetURI, action_dim: int, heldout_episodes: int) -> NodeData:
+    meta = load_metadata(uri)
+    check_features(uri, meta, action_dim)
+    episodes = list(range(meta.total_episodes))
+    if heldout_episodes >= len(episodes):
+        raise DatasetError(
+            f"dataset {uri}: has {len(episodes)} episodes, cannot hold out {heldout_episodes} and still train; "
+            f"lower run-config heldout-episodes"
+        )
+    split = len(episodes) - heldout_episodes
+    return NodeData(uri=uri, meta=meta, train_episodes=episodes[:split], heldout_episodes=episodes[split:])
+
+
+def delta_timestamps(policy_config, fps: int) -> dict[str, list[float]]:
+    """LeRobot's recipe: observation and action offsets from the policy's delta indices."""
+    deltas = {"action": [i / fps for i in policy_config.action_delta_indices]}
+    if policy_config.observation_delta_indices is not None:
+        obs = [i / fps for i in policy_config.observation_delta_indices]
+        for key in policy_config.input_features:
+            deltas[key] = obs
+    return deltas
+
+
+def open_split(data: NodeData, episodes: list[int], policy_config) -> "LeRobotDataset":
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    return LeRobotDataset(
+        data.uri.repo_id,
+        root=data.uri.root,
+        episodes=episodes,
+        delta_timestamps=delta_timestamps(policy_config, data.meta.fps),
+    )
+
+
+def infinite_batches(dataset, batch_size: int, num_workers: int, seed: int) -> Iterator[dict]:
+    """Shuffled batches forever: local training counts optimizer steps, not epochs."""
+    generator = torch.Generator().manual_seed(seed)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=len(dataset) >= batch_size,
+        num_workers=num_workers,
+        generator=generator,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
+    while True:
+        yield from loader
+
+
+def fixed_batches(dataset, batch_size: int, num_workers: int, max_batches: int) -> torch.utils.data.DataLoader:
+    """The same evenly spaced samples every evaluation, so metrics are comparable across rounds."""
+    count = min(len(dataset), batch_size * max_batches)
+    indices = torch.linspace(0, len(dataset) - 1, count).round().long().unique().tolist()
+    subset = torch.utils.data.Subset(dataset, indices)
+    return torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers)

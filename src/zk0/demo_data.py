@@ -1,0 +1,138 @@
+"""Synthetic SO-100-like LeRobot datasets, written with LeRobot's own writer.
+
+Each dataset is one "robot owner" with one task: a 6-joint arm (state and action in
+degrees-like units, 30 fps) that moves from a random start towards a goal pose
+specific to the task, along a task-specific path. Two cameras see a rendering of the
+arm state on a background coloured by the task. The action depends on the state and
+the task, so a policy can learn it, and each dataset's goal differs, so a federation
+over them is non-IID. The evaluation set holds fresh episodes of every task.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FPS = 30
+JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
+IMAGE_SHAPE = (48, 64, 3)
+CAMERAS = ("observation.images.front", "observation.images.wrist")
+TASKS = (
+    "Put the red LEGO in the bin",
+    "Turn to the right side",
+    "Rub the plush toy with the bottle",
+    "Put the stuffed animal in the mug",
+    "Pick and place the pink knob",
+    "Grab the pen and put it into the cylinder",
+    "Place the X in the top right box",
+    "Pick and place the green box",
+)
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    """How much data one synthetic dataset holds."""
+
+    episodes: int = 8
+    frames_per_episode: int = 45
+
+
+def features() -> dict:
+    joint_feature = {"dtype": "float32", "shape": (len(JOINTS),), "names": list(JOINTS)}
+    camera = {"dtype": "video", "shape": IMAGE_SHAPE, "names": ["height", "width", "channels"]}
+    return {
+        "observation.state": joint_feature,
+        "action": dict(joint_feature),
+        **{key: dict(camera) for key in CAMERAS},
+    }
+
+
+def task_goal(task_index: int) -> np.ndarray:
+    """The goal pose of a task: fixed per task, different across tasks."""
+    rng = np.random.default_rng(1000 + task_index)
+    return rng.uniform(-60.0, 60.0, size=len(JOINTS)).astype(np.float32)
+
+
+def render(state: np.ndarray, task_index: int, camera: int) -> np.ndarray:
+    """A small image of the arm: one bright bar per joint on a task-coloured background."""
+    height, width, _ = IMAGE_SHAPE
+    image = np.zeros(IMAGE_SHAPE, dtype=np.uint8)
+    hue = np.array([(37 * task_index) % 256, (91 * task_index + 60) % 256, (53 * task_index + 120) % 256])
+    image[:] = (hue // 3).astype(np.uint8)
+    bar = width // len(JOINTS)
+    for j, value in enumerate(state):
+        level = int(np.clip((value + 100.0) / 200.0, 0.0, 1.0) * (height - 1))
+        rows = slice(height - 1 - level, height) if camera == 0 else slice(0, level + 1)
+        image[rows, j * bar : (j + 1) * bar - 1, camera] = 230
+    return image
+
+
+def rollout(task_index: int, frames: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """States and actions of one episode: a proportional controller with a task-specific sway."""
+    goal = task_goal(task_index)
+    sway = np.sin(np.arange(len(JOINTS)) + task_index).astype(np.float32) * 4.0
+    state = rng.uniform(-80.0, 80.0, size=len(JOINTS)).astype(np.float32)
+    states, actions = [], []
+    for t in range(frames):
+        action = state + 0.12 * (goal - state) + sway * np.cos(t / 6.0)
+        action = action.astype(np.float32)
+        states.append(state)
+        actions.append(action)
+        state = (action + rng.normal(0.0, 0.3, size=len(JOINTS))).astype(np.float32)
+    return np.stack(states), np.stack(actions)
+
+
+def write_dataset(root: Path, repo_id: str, task_indices: list[int], spec: DemoSpec, seed: int) -> Path:
+    """Write one dataset; episode i uses task `task_indices[i % len(task_indices)]`."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    if root.exists():
+        shutil.rmtree(root)
+    dataset = LeRobotDataset.create(
+        repo_id=repo_id, fps=FPS, features=features(), root=root, robot_type="so100_follower", use_videos=True
+    )
+    rng = np.random.default_rng(seed)
+    for episode in range(spec.episodes):
+        task_index = task_indices[episode % len(task_indices)]
+        states, actions = rollout(task_index, spec.frames_per_episode, rng)
+        for state, action in zip(states, actions):
+            frame = {"observation.state": state, "action": action, "task": TASKS[task_index]}
+            for c, key in enumerate(CAMERAS):
+                frame[key] = render(state, task_index, c)
+            dataset.add_frame(frame)
+        dataset.save_episode()
+    dataset.finalize()
+    return root
+
+
+def write_demo_federation(out_dir: Path, num_clients: int, spec: DemoSpec = DemoSpec()) -> list[Path]:
+    """Write `num_clients` client datasets (one task each) and a held-out `eval` dataset.
+
+    Returns the client roots followed by the eval root. Existing complete datasets are kept.
+    """
+    if not 1 <= num_clients <= len(TASKS):
+        raise ValueError(f"demo data supports 1 to {len(TASKS)} clients, got {num_clients}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(f"client_{i}", [i], 10 + i) for i in range(num_clients)]
+    jobs.append(("eval", list(range(num_clients)), 999))
+    roots = []
+    for name, tasks, seed in jobs:
+        root = out_dir / name
+        if not (root / "meta" / "info.json").exists() or _stale(root, spec):
+            staging = out_dir / f".{name}.partial"
+            write_dataset(staging, f"zk0-demo/{name}", tasks, spec, seed)
+            if root.exists():
+                shutil.rmtree(root)
+            staging.rename(root)
+        roots.append(root)
+    return roots
+
+
+def _stale(root: Path, spec: DemoSpec) -> bool:
+    import json
+
+    info = json.loads((root / "meta" / "info.json").read_text())
+    return info.get("total_episodes") != spec.episodes or info.get("total_frames") != spec.episodes * spec.frames_per_episode

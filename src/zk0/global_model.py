@@ -1,0 +1,36 @@
+"""The server's copy of the policy: it holds the frozen weights, receives the aggregated
+trainable ones, evaluates them on the held-out dataset and is what checkpoints save."""
+
+from __future__ import annotations
+
+from flwr.app import Array, ArrayRecord
+
+from zk0.config import RunConfig
+from zk0.data import fixed_batches, open_node_data, open_split
+from zk0.evaluate import EvalResult, evaluate_policy
+from zk0.model import get_trainable, load_policy, make_processors, resolve_device, set_trainable
+
+
+class GlobalModel:
+    def __init__(self, config: RunConfig) -> None:
+        # The server evaluates on whole eval datasets: nothing of them is trained on.
+        self.data = open_node_data(config.eval_dataset, config.action_dim, heldout_episodes=0)
+        self.policy = load_policy(config.model, self.data.meta, resolve_device(config.device))
+        self.preprocessor, self.postprocessor = make_processors(self.policy, self.data.stats)
+        self._eval_set = open_split(self.data, self.data.train_episodes, self.policy.config)
+        self.config = config
+
+    def arrays(self) -> ArrayRecord:
+        return ArrayRecord({name: Array(value) for name, value in get_trainable(self.policy).items()})
+
+    def load(self, arrays: ArrayRecord) -> None:
+        set_trainable(self.policy, {name: array.numpy() for name, array in arrays.items()})
+
+    def evaluate(self) -> EvalResult:
+        batches = fixed_batches(self._eval_set, self.config.batch_size, self.config.num_workers, self.config.eval_batches)
+        return evaluate_policy(self.policy, self.preprocessor, self.postprocessor, batches)
+
+    @property
+    def num_parameters(self) -> tuple[int, int]:
+        params = list(self.policy.parameters())
+        return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)

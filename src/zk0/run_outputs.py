@@ -1,0 +1,98 @@
+"""Everything a run leaves on the server, under one absolute run directory:
+
+    metrics.jsonl          one JSON object per round
+    checkpoints/           LeRobot pretrained_model checkpoints, `last` and `best` links
+    plots/metrics.png      eval and train metrics over rounds
+    wandb/                 when run-config wandb = true (WANDB_MODE=offline works)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+from zk0.checkpoint import point_link, save_checkpoint
+from zk0.config import RunConfig
+
+
+def make_run_dir(output_dir: str) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    root = Path(output_dir).expanduser().resolve()
+    run_dir = root / stamp
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = root / f"{stamp}-{suffix}"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "plots").mkdir()
+    return run_dir
+
+
+class RunOutputs:
+    def __init__(self, config: RunConfig, run_id: int | None = None) -> None:
+        self.config = config
+        self.run_dir = make_run_dir(config.output_dir)
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.rows: list[dict] = []
+        self.best_mse = math.inf
+        (self.run_dir / "run_config.json").write_text(
+            json.dumps({"run_id": run_id, **{k: str(v) for k, v in vars(config).items()}}, indent=2)
+        )
+        self._wandb = self._start_wandb(run_id) if config.wandb else None
+
+    def _start_wandb(self, run_id: int | None):
+        import wandb
+
+        return wandb.init(
+            project=self.config.wandb_project,
+            name=f"zk0-{self.run_dir.name}",
+            dir=str(self.run_dir),
+            config={k: str(v) for k, v in vars(self.config).items()} | {"flwr_run_id": run_id},
+        )
+
+    def record(self, row: dict) -> None:
+        self.rows.append(row)
+        with self.metrics_path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        if self._wandb is not None:
+            flat = {k: v for k, v in row.items() if isinstance(v, (int, float)) and v is not None}
+            self._wandb.log(flat, step=row["round"])
+
+    def checkpoint(self, server_round: int, policy, preprocessor, postprocessor, metrics: dict) -> Path:
+        path = save_checkpoint(self.run_dir / "checkpoints", server_round, policy, preprocessor, postprocessor, metrics)
+        mse = metrics.get("eval/action_mse")
+        if mse is not None and mse < self.best_mse:
+            self.best_mse = mse
+            point_link(self.run_dir / "checkpoints" / "best", path.name)
+        return path
+
+    def plot(self) -> Path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        panels = [("eval/action_mse", "held-out action MSE"), ("eval/loss", "held-out flow-matching loss"),
+                  ("train/loss", "train loss (weighted)"), ("train/lr", "learning rate")]
+        fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+        for ax, (key, title) in zip(axes.flat, panels):
+            points = [(r["round"], r[key]) for r in self.rows if r.get(key) is not None]
+            if points:
+                ax.plot(*zip(*points), marker="o")
+            ax.set_title(title)
+            ax.set_xlabel("round")
+            ax.grid(alpha=0.3)
+        fig.suptitle(f"zk0 run {self.run_dir.name}")
+        fig.tight_layout()
+        path = self.run_dir / "plots" / "metrics.png"
+        tmp = path.with_name(".metrics.png.tmp")
+        fig.savefig(tmp, dpi=100, format="png")
+        plt.close(fig)
+        tmp.replace(path)
+        return path
+
+    def finish(self) -> None:
+        if self._wandb is not None:
+            self._wandb.finish()
