@@ -1,0 +1,247 @@
+"""What one federated round moves and costs at SmolVLA's real size, built offline.
+
+Builds the real SmolVLA architecture with random weights over a local backbone
+directory with SmolVLM2-500M's shapes (no download), then measures what zk0 sends
+per client per round (the trainable parameters in fp32), the time to put them into a
+Flower ArrayRecord and back, and one server aggregation over two client replies.
+
+    .venv/bin/python bench/real_payload.py [--clients 12] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+# Figures measured when the recipe in the platform notes was checked.
+EXPECTED_PARAMS = 450_046_176
+EXPECTED_TRAINABLE = 99_880_992
+
+# SmolVLM2-500M-Video-Instruct's architecture (HuggingFaceTB/SmolVLM2-500M-Video-Instruct config.json).
+TEXT_CONFIG = {
+    "model_type": "llama",
+    "vocab_size": 49280,
+    "hidden_size": 960,
+    "intermediate_size": 2560,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 15,
+    "num_key_value_heads": 5,
+    "head_dim": 64,
+    "max_position_embeddings": 8192,
+    "rope_theta": 100000.0,
+    "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": False,
+}
+VISION_CONFIG = {
+    "model_type": "smolvlm_vision",
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "image_size": 512,
+    "patch_size": 16,
+}
+SCALE_FACTOR = 4
+
+
+def build_backbone(out: Path) -> Path:
+    """A backbone directory SmolVLA can read by path: real shapes, a small local tokenizer.
+
+    The tokenizer only supplies token ids (its size does not change any weight shape):
+    it is built as zk0.tiny_backbone builds its own, from the same corpus and special tokens.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (
+        PreTrainedTokenizerFast,
+        SmolVLMConfig,
+        SmolVLMImageProcessor,
+        SmolVLMProcessor,
+        SmolVLMVideoProcessor,
+    )
+
+    from zk0.tiny_backbone import EXTRA_SPECIAL_TOKENS, SPECIAL_TOKENS, TOKENIZER_CORPUS
+
+    out.mkdir(parents=True, exist_ok=True)
+
+    specials = list(dict.fromkeys([*SPECIAL_TOKENS.values(), *EXTRA_SPECIAL_TOKENS.values()]))
+    bpe = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(
+        TOKENIZER_CORPUS,
+        trainer=trainers.BpeTrainer(vocab_size=496, special_tokens=specials,
+                                    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False),
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        additional_special_tokens=specials[len(SPECIAL_TOKENS):],
+        extra_special_tokens=EXTRA_SPECIAL_TOKENS,
+        model_max_length=8192,
+        **SPECIAL_TOKENS,
+    )
+    tokenizer.save_pretrained(out)
+    size = {"longest_edge": VISION_CONFIG["image_size"]}
+    SmolVLMProcessor(
+        image_processor=SmolVLMImageProcessor(do_resize=True, size=size, max_image_size=size, do_image_splitting=False),
+        video_processor=SmolVLMVideoProcessor(size=size, max_image_size=size),
+        tokenizer=tokenizer,
+        image_seq_len=(VISION_CONFIG["image_size"] // VISION_CONFIG["patch_size"]) ** 2 // SCALE_FACTOR**2,
+    ).save_pretrained(out)
+    SmolVLMConfig(
+        text_config=TEXT_CONFIG,
+        vision_config=VISION_CONFIG,
+        scale_factor=SCALE_FACTOR,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        vocab_size=TEXT_CONFIG["vocab_size"],
+    ).save_pretrained(out)
+    return out
+
+
+def build_policy(backbone: Path):
+    """SmolVLA with its default config (16 VLM layers, expert width 0.75), SO-100 features, random weights."""
+    import torch
+    from lerobot.configs.types import FeatureType, PolicyFeature
+    from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+    config = SmolVLAConfig(
+        vlm_model_name=str(backbone),
+        device="cpu",
+        input_features={
+            "observation.state": PolicyFeature(FeatureType.STATE, (6,)),
+            "observation.images.front": PolicyFeature(FeatureType.VISUAL, (3, 480, 640)),
+            "observation.images.wrist": PolicyFeature(FeatureType.VISUAL, (3, 480, 640)),
+        },
+        output_features={"action": PolicyFeature(FeatureType.ACTION, (6,))},
+    )
+    torch.manual_seed(0)
+    return SmolVLAPolicy(config)
+
+
+def timed(fn, repeats: int):
+    """(median seconds, last result) of `repeats` calls."""
+    seconds, result = [], None
+    for _ in range(repeats):
+        result = None  # free the previous result before the next call allocates its own
+        started = time.perf_counter()
+        result = fn()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds), result
+
+
+def wire_prep(make_record, repeats: int):
+    """(median seconds, objects) of Flower's send-side split of a fresh ArrayRecord (Arrays cache their chunks)."""
+    from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+
+    seconds, objects = [], None
+    for _ in range(repeats):
+        objects = None
+        record = make_record()
+        started = time.perf_counter()
+        objects = get_all_nested_objects(record)
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds), objects
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux reports KiB
+
+
+def measure(work: Path, args: argparse.Namespace) -> None:
+    import numpy as np
+    from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+    from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+    from zk0.model import get_trainable, set_trainable
+
+    started = time.perf_counter()
+    backbone = build_backbone(work / "backbone")
+    backbone_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    policy = build_policy(backbone)
+    build_seconds = time.perf_counter() - started
+
+    params = list(policy.parameters())
+    total = sum(p.numel() for p in params)
+    trainable = [p for p in params if p.requires_grad]
+    n_trainable = sum(p.numel() for p in trainable)
+    state = policy.state_dict()
+    state_bytes = sum(t.numel() * t.element_size() for t in state.values())
+    print(f"Real-size SmolVLA, random weights, built offline: backbone dir {backbone_seconds:.1f} s, "
+          f"SmolVLAPolicy(config) {build_seconds:.1f} s")
+    print(f"  parameters            {total:>13,}   (notes: {EXPECTED_PARAMS:,}; {'match' if total == EXPECTED_PARAMS else 'DIFFERS'})")
+    print(f"  trainable             {n_trainable:>13,}   (notes: {EXPECTED_TRAINABLE:,}; "
+          f"{'match' if n_trainable == EXPECTED_TRAINABLE else 'DIFFERS'}; {n_trainable / total:.1%} of all)")
+    print(f"  trainable tensors     {len(trainable):>13,}   (state-dict tensors: {len(state)})")
+    print(f"  state dict            {state_bytes:>13,} B (dtypes: {sorted({str(t.dtype) for t in state.values()})})")
+
+    sent, arrays = timed(lambda: get_trainable(policy), args.repeats)
+    build_record, record = timed(lambda: ArrayRecord({name: Array(value) for name, value in arrays.items()}), args.repeats)
+    wire, objects = wire_prep(lambda: ArrayRecord({n: Array(v) for n, v in arrays.items()}), args.repeats)
+    decode, decoded = timed(lambda: {name: array.numpy() for name, array in record.items()}, args.repeats)
+    load, _ = timed(lambda: set_trainable(policy, decoded), args.repeats)
+    payload = record.count_bytes()
+    trainable_fp32 = 4 * n_trainable
+    whole_fp32 = 4 * total
+    per_round = 2 * args.clients * payload
+    print("\nPayload per client per round (one way; down and up are the same size)")
+    print(f"  zk0: trainable fp32   {payload:>13,} B  = {payload / 1e6:7.1f} MB  (ArrayRecord.count_bytes; "
+          f"4 B x trainable = {trainable_fp32:,} + {payload - trainable_fp32:,} B of .npy headers and names)")
+    print(f"  trainable bf16        {2 * n_trainable:>13,} B  = {2 * n_trainable / 1e6:7.1f} MB  (would need a non-bf16 carrier: "
+          f"ArrayRecord rejects bf16)")
+    print(f"  whole model fp32      {whole_fp32:>13,} B  = {whole_fp32 / 1e6:7.1f} MB  ({whole_fp32 / trainable_fp32:.1f}x zk0's)")
+    print(f"  per round, K={args.clients} clients  {per_round:>13,} B  = {per_round / 1e9:7.2f} GB  (down + up; "
+          f"whole model would be {2 * args.clients * whole_fp32 / 1e9:.1f} GB)")
+    print(f"\nSerialization (medians of {args.repeats})")
+    print(f"  get_trainable (params -> fp32 numpy)        {sent:7.3f} s")
+    print(f"  ArrayRecord from numpy ({len(record)} Arrays, np.save)  {build_record:7.3f} s  "
+          f"({payload / build_record / 1e9:.2f} GB/s)")
+    print(f"  Flower wire prep (5 MiB chunks + SHA-256)   {wire:7.3f} s  ({len(objects):,} objects)")
+    print(f"  receive: Array.numpy() for all arrays       {decode:7.3f} s")
+    print(f"  receive: set_trainable into the policy      {load:7.3f} s")
+    del objects, decoded
+
+    halved = ArrayRecord({name: Array(value * np.float32(0.5)) for name, value in arrays.items()})
+    replies = [
+        RecordDict({"arrays": record, "metrics": MetricRecord({"num-examples": 400})}),
+        RecordDict({"arrays": halved, "metrics": MetricRecord({"num-examples": 600})}),
+    ]
+    aggregate, merged = timed(lambda: aggregate_arrayrecords(replies, "num-examples"), args.repeats)
+    name = next(iter(arrays))
+    expected = arrays[name] * np.float32(0.4) + arrays[name] * np.float32(0.5 * 0.6)
+    assert np.allclose(merged[name].numpy(), expected, atol=1e-6), "aggregation result is off"
+    print(f"\nAggregation (flwr aggregate_arrayrecords, 2 replies of {payload / 1e6:.0f} MB; median of {args.repeats})")
+    print(f"  2 replies                                   {aggregate:7.3f} s  "
+          f"(~{aggregate / 2:.2f} s per reply; K={args.clients} would take ~{aggregate / 2 * args.clients:.1f} s)")
+    del replies, halved, merged, record, arrays
+
+    policy.save_pretrained(work / "policy")
+    size = (work / "policy" / "model.safetensors").stat().st_size
+    del policy
+    load, _ = timed(lambda: SmolVLAPolicy.from_pretrained(work / "policy"), args.repeats)
+    print(f"\nModel load at real size (SmolVLAPolicy.from_pretrained, {size / 1e9:.2f} GB fp32 safetensors "
+          f"in the page cache; median of {args.repeats})")
+    print(f"  from_pretrained                             {load:7.3f} s  (of which building the modules with "
+          f"random init, as above: ~{build_seconds:.1f} s; lerobot/smolvla_base is ~0.91 GB, mixed fp32/bf16)")
+    print(f"\nPeak resident memory of this process: {peak_rss_gb():.1f} GB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=12, help="clients per round for the per-round total (default 12)")
+    parser.add_argument("--repeats", type=int, default=3, help="timings per figure; medians are reported (default 3)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="zk0-real-") as tmp:
+        measure(Path(tmp), args)
+
+
+if __name__ == "__main__":
+    main()
