@@ -122,8 +122,10 @@ main() {
   else
     clients=${clients:-$(count_datasets)}
   fi
-  [[ -n $rounds ]] && config+=" num-rounds=$rounds"
-  config+=" output-dir='$output_dir' $extra"
+  # User overrides travel in a second --run-config: flwr applies them after the preset's.
+  local overrides="output-dir='$output_dir'"
+  [[ -n $rounds ]] && overrides+=" num-rounds=$rounds"
+  [[ -n $extra ]] && overrides+=" $extra"
 
   export FLWR_HOME="$SIM_DIR/flwr-home-$$"
   FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=$(free_port)
@@ -140,7 +142,8 @@ main() {
   local out run_id status
   out="$SIM_DIR/flwr-run-$$.log"
   (cd "$ROOT" && flwr run . local-simulation --stream \
-    --federation-config "$(federation_config "$clients")" --run-config "$config") 2>&1 | tee "$out"
+    --federation-config "$(federation_config "$clients")" \
+    ${config:+--run-config "$config"} --run-config "$overrides") 2>&1 | tee "$out"
   run_id=$(grep -oE 'run [0-9]+' "$out" | head -n1 | cut -d' ' -f2 || true)
   rm -f "$out"
   [[ -n $run_id ]] || die "flwr run did not start a run (see the output above)"

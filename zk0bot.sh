@@ -45,9 +45,26 @@ need_tmux() {
   command -v tmux >/dev/null || die "tmux is not installed; install it with: sudo apt-get install -y tmux"
 }
 
-session_running() { tmux has-session -t "=$1" 2>/dev/null; }
+# zk0's sessions live on their own tmux server (one per ZK0_HOME), apart from the
+# operator's own sessions: `tmux -S ~/.zk0/tmux.sock attach -t zk0-superlink`.
+tmx() { tmux -S "$ZK0_HOME/tmux.sock" "$@"; }
 
-session_pid() { tmux list-panes -t "=$1" -F '#{pane_pid}' 2>/dev/null | head -n1; }
+session_running() { tmx has-session -t "=$1" 2>/dev/null; }
+
+session_pid() { tmx list-panes -t "=$1" -F '#{pane_pid}' 2>/dev/null | head -n1; }
+
+# Start a detached session running one command. The tmux server may predate this call,
+# so the variables that steer zk0, Hugging Face, wandb and CUDA are passed explicitly.
+start_session() {
+  local session=$1 dir=$2 flwr_home=$3 log=$4
+  shift 4
+  local prelude command
+  prelude=$(export -p | grep -E '^declare -x (ZK0_|HF_|HUGGINGFACE_|WANDB_|CUDA_|NVIDIA_|OMP_|MKL_|PYTORCH_|TORCH|XDG_CACHE_HOME=|HOME=|PATH=)' || true)
+  command=$(printf '%q ' "$@")
+  mkdir -p "$ZK0_HOME"
+  tmx new-session -d -s "$session" -c "$dir" \
+    "$prelude"$'\n'"export FLWR_HOME=$(printf '%q' "$flwr_home"); exec $command >>$(printf '%q' "$log") 2>&1"
+}
 
 # All descendants of a PID (Flower detaches SuperExec and app processes into new sessions,
 # but they stay children of the SuperLink/SuperNode, so the parent chain finds them).
@@ -66,7 +83,7 @@ stop_session() {
   session_running "$session" || return 0
   pid=$(session_pid "$session")
   pids="$pid $(descendants "$pid" | tr '\n' ' ')"
-  tmux kill-session -t "=$session" 2>/dev/null || true
+  tmx kill-session -t "=$session" 2>/dev/null || true
   # shellcheck disable=SC2086 # word splitting of the PID list is intended
   kill -TERM $pids 2>/dev/null || true
   for _ in $(seq 20); do
@@ -256,11 +273,9 @@ server_start() {
     printf 'port=%s\nhost=%s\nmode=secure\n' "$port" "$host" >"$SERVER_DIR/server.env"
   fi
   write_flwr_connection
-  local log="$SERVER_DIR/superlink.log" quoted
+  local log="$SERVER_DIR/superlink.log"
   : >"$log"
-  quoted=$(printf '%q ' "${args[@]}")
-  tmux new-session -d -s "$SERVER_SESSION" -c "$SERVER_DIR" \
-    "export FLWR_HOME='$SERVER_DIR/flwr-home' PATH='$PATH'; exec flower-superlink $quoted >>'$log' 2>&1"
+  start_session "$SERVER_SESSION" "$SERVER_DIR" "$SERVER_DIR/flwr-home" "$log" flower-superlink "${args[@]}"
   local waited=0
   until server_health; do
     if ! session_running "$SERVER_SESSION"; then
@@ -276,6 +291,7 @@ server_start() {
     waited=$((waited + 1))
   done
   info "SuperLink running: session $SERVER_SESSION, pid $(session_pid "$SERVER_SESSION"), $host:$port ($(server_setting mode))"
+  info "attach with: tmux -S $ZK0_HOME/tmux.sock attach -t $SERVER_SESSION"
   if [[ $insecure -eq 0 ]]; then
     info "node operators need the CA certificate: $SERVER_DIR/certs/ca.crt"
     info "register each node's public key with: zk0bot.sh server register <node.pub>"
@@ -476,10 +492,7 @@ client_start() {
   fi
   printf 'dataset-uri=%s\nport=%s\nserver=%s\n' "$uri" "$port" "$server" >"$dir/client.env"
   : >"$log"
-  local quoted
-  quoted=$(printf '%q ' "${args[@]}")
-  tmux new-session -d -s "$session" -c "$dir" \
-    "export FLWR_HOME='$dir/flwr-home' PATH='$PATH'; exec flower-supernode $quoted >>'$log' 2>&1"
+  start_session "$session" "$dir" "$dir/flwr-home" "$log" flower-supernode "${args[@]}"
   wait_for_supernode "$session" "$log" "$dir" "$server"
   info "client running: session $session, pid $(session_pid "$session"), port $port, dataset $uri, server $server"
 }
@@ -602,6 +615,20 @@ run_status() {
     "$(python_bin)" -c 'import json, sys; print(json.load(sys.stdin)["runs"][0]["status"])' 2>/dev/null
 }
 
+# The run id from `flwr run --format json`, or Flower's reason for refusing the run.
+submitted_run_id() {
+  "$(python_bin)" -c '
+import json, sys
+text = sys.stdin.read()
+reply = json.loads(text[text.index("{"):]) if "{" in text else {}
+if reply.get("run-id"):
+    print(reply["run-id"])
+else:
+    reason = [line for line in str(reply.get("error-message", text)).splitlines() if line and "Using SuperLink" not in line]
+    print(reason[0] if reason else "no reply")
+'
+}
+
 run_dir_of() {
   grep -l "\"run_id\": $1," "$SERVER_DIR"/runs/*/run_config.json 2>/dev/null | head -n1 | xargs -r dirname
 }
@@ -624,13 +651,12 @@ cmd_run() {
   server_health || die "the SuperLink does not answer its health check; see: zk0bot.sh server logs"
   local config="output-dir='$SERVER_DIR/runs'"
   [[ -n $rounds ]] && config+=" num-rounds=$rounds"
-  [[ -n $extra ]] && config+=" $extra"
-
+  # The operator's overrides go in a second --run-config, which flwr applies last.
   local out run_id
-  out=$(cd "$ROOT" && flwr_admin run . "$CONNECTION" --format json --run-config "$config" 2>&1) \
-    || die "submitting the run failed: $(tail -n 3 <<<"$out" | tr '\n' ' ')"
-  run_id=$(grep -oE '"run-id": "[0-9]+"' <<<"$out" | grep -oE '[0-9]+' | head -n1 || true)
-  [[ -n $run_id ]] || die "the SuperLink did not start a run: $(tail -n 3 <<<"$out" | tr '\n' ' ')"
+  out=$(cd "$ROOT" && flwr_admin run . "$CONNECTION" --format json --run-config "$config" \
+    ${extra:+--run-config "$extra"} 2>&1) || true
+  run_id=$(submitted_run_id <<<"$out")
+  [[ $run_id =~ ^[0-9]+$ ]] || die "the SuperLink did not start a run: ${run_id:-$(tail -n 1 <<<"$out")}"
   info "run $run_id submitted; outputs under $SERVER_DIR/runs"
   if [[ $stream -eq 1 ]]; then
     flwr_admin log "$run_id" "$CONNECTION" --stream || true

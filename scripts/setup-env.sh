@@ -9,12 +9,14 @@ PYTHON="${ZK0_PYTHON:-python3}"
 
 usage() {
   cat <<USAGE
-Usage: scripts/setup-env.sh [--help]
+Usage: scripts/setup-env.sh [--test] [--help]
 
 Creates (or reuses) the virtual environment at \$ZK0_VENV (default: .venv),
 installs zk0 with its pinned dependencies and test tools, and makes sure the
-FFmpeg shared libraries that torchcodec needs for video decoding are present
-(installed with apt-get when running as root; otherwise the command is printed).
+system tools are present: the FFmpeg shared libraries that torchcodec needs for
+video decoding, tmux and openssl for zk0bot.sh, and with --test also shellcheck.
+Missing ones are installed with apt-get when running as root; otherwise the
+exact command is printed.
 USAGE
 }
 
@@ -27,16 +29,27 @@ check_python() {
     || die "$("$PYTHON" -V 2>&1) is too old; zk0 needs Python 3.11 or newer (set ZK0_PYTHON)"
 }
 
-ensure_ffmpeg() {
-  if ldconfig -p 2>/dev/null | grep -q 'libavcodec\.so'; then
-    return
-  fi
+# Debian packages still missing: ffmpeg (torchcodec decodes LeRobot videos with its
+# libraries), tmux and openssl (zk0bot.sh), shellcheck (tests only).
+missing_packages() {
+  ldconfig -p 2>/dev/null | grep -q 'libavcodec\.so' || echo ffmpeg
+  command -v tmux >/dev/null || echo tmux
+  command -v openssl >/dev/null || echo openssl
+  if [[ $1 -eq 1 ]]; then command -v shellcheck >/dev/null || echo shellcheck; fi
+  return 0
+}
+
+ensure_system_packages() {
+  local packages
+  packages=$(missing_packages "$1" | tr '\n' ' ')
+  [[ -n ${packages// /} ]] || return 0
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    log "installing FFmpeg libraries (torchcodec decodes LeRobot videos with them)"
+    log "installing system packages: $packages"
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null
+    # shellcheck disable=SC2086 # one word per package
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null
   else
-    die "FFmpeg shared libraries are missing; run: sudo apt-get install -y ffmpeg"
+    die "missing system packages; run: sudo apt-get install -y $packages"
   fi
 }
 
@@ -58,13 +71,14 @@ ensure_venv() {
 }
 
 main() {
-  if [[ ${1:-} == "-h" || ${1:-} == "--help" ]]; then
-    usage
-    return 0
-  fi
+  local test_tools=0
+  case ${1:-} in
+    -h | --help) usage; return 0 ;;
+    --test) test_tools=1; shift ;;
+  esac
   [[ $# -eq 0 ]] || die "unexpected argument '$1' (see --help)"
   check_python
-  ensure_ffmpeg
+  ensure_system_packages "$test_tools"
   ensure_venv
 }
 

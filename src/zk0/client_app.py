@@ -55,7 +55,12 @@ def evaluate(msg: Message, context: Context) -> Message:
     session.load_global(msg.content["arrays"])
     result = evaluate_policy(session.policy, session.preprocessor, session.postprocessor, session.heldout_batches())
     metrics = MetricRecord(
-        {"num-examples": result.samples, "eval/loss": result.loss, "eval/action_mse": result.action_mse}
+        {
+            "num-examples": result.samples,
+            "eval/loss": result.loss,
+            "eval/action_mse": result.action_mse,
+            "startup-seconds": session.startup_seconds,
+        }
     )
     return Message(content=RecordDict({"metrics": metrics, "node": session.identity()}), reply_to=msg)
 

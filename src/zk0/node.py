@@ -1,8 +1,12 @@
 """What a node keeps between messages: its dataset, the policy fitted to it, its processors.
 
-In simulation one process serves many messages, so the session is cached in memory.
-In deployment a fresh process may serve each message; then what makes start-up cheap
-is on disk (the HF cache, the tiny model cache, the dataset's own metadata and stats).
+In simulation one process serves many messages (and, under Ray, several nodes in
+turn), so the pieces are cached in memory: one policy shared by every node whose
+dataset has the same features (the frozen weights are identical and `load_global`
+overwrites the trainable ones on every message), and a small per-dataset cache of
+metadata, processors and open splits. In deployment a fresh process may serve each
+message; then what makes start-up cheap is on disk (the HF cache, the tiny model
+cache, the dataset's own metadata and stats).
 """
 
 from __future__ import annotations
@@ -11,12 +15,15 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 
 from zk0.config import RunConfig
 from zk0.data import NodeData, fixed_batches, infinite_batches, open_node_data, open_split
 from zk0.model import get_trainable, load_policy, make_processors, resolve_device, set_trainable
 from zk0.uri import DatasetURI, parse_dataset_uri
+
+MAX_CACHED_NODES = 16
+
 
 class NodeConfigError(ValueError):
     """The node was started without a usable dataset."""
@@ -44,25 +51,23 @@ class NodeSession:
     policy: object
     preprocessor: object
     postprocessor: object
+    splits: dict
     startup_seconds: float
-    _splits: dict = field(default_factory=dict)
 
     def load_global(self, arrays: ArrayRecord) -> None:
         set_trainable(self.policy, {name: array.numpy() for name, array in arrays.items()})
 
-    def trainable_arrays(self) -> dict:
-        from flwr.app import Array
-
+    def trainable_arrays(self) -> dict[str, Array]:
         return {name: Array(value) for name, value in get_trainable(self.policy).items()}
 
     def identity(self) -> ConfigRecord:
         return ConfigRecord({"dataset-uri": str(self.data.uri)})
 
     def _split(self, name: str):
-        if name not in self._splits:
+        if name not in self.splits:
             episodes = self.data.train_episodes if name == "train" else self.data.heldout_episodes
-            self._splits[name] = open_split(self.data, episodes, self.policy.config)
-        return self._splits[name]
+            self.splits[name] = open_split(self.data, episodes, self.policy.config)
+        return self.splits[name]
 
     def train_batches(self, seed: int):
         return infinite_batches(self._split("train"), self.config.batch_size, self.config.num_workers, self.config.seed + seed)
@@ -71,18 +76,40 @@ class NodeSession:
         return fixed_batches(self._split("heldout"), self.config.batch_size, self.config.num_workers, self.config.eval_batches)
 
 
+@dataclass
+class _CachedNode:
+    data: NodeData
+    preprocessor: object
+    postprocessor: object
+    splits: dict = field(default_factory=dict)
+
+
 def node_session(context: Context) -> NodeSession:
-    config = RunConfig.from_run_config(context.run_config)
-    uri = node_dataset(config, dict(context.node_config))
+    """This node's session for this message; `startup_seconds` is what getting it cost."""
     started = time.perf_counter()
-    session = _session(config, uri)
-    session.startup_seconds = time.perf_counter() - started
-    return session
+    config = RunConfig.from_run_config(context.run_config)
+    node = _cached_node(config, node_dataset(config, dict(context.node_config)))
+    policy = _shared_policy(config, node.data.meta)
+    return NodeSession(config, node.data, policy, node.preprocessor, node.postprocessor, node.splits,
+                       startup_seconds=time.perf_counter() - started)
 
 
-@lru_cache(maxsize=1)
-def _session(config: RunConfig, uri: DatasetURI) -> NodeSession:
+@lru_cache(maxsize=MAX_CACHED_NODES)
+def _cached_node(config: RunConfig, uri: DatasetURI) -> _CachedNode:
     data = open_node_data(uri, config.action_dim, config.heldout_episodes)
-    policy = load_policy(config.model, data.meta, resolve_device(config.device))
-    preprocessor, postprocessor = make_processors(policy, data.stats)
-    return NodeSession(config, data, policy, preprocessor, postprocessor, startup_seconds=0.0)
+    preprocessor, postprocessor = make_processors(_shared_policy(config, data.meta), data.stats)
+    return _CachedNode(data, preprocessor, postprocessor)
+
+
+_policy: dict[tuple, object] = {}
+
+
+def _shared_policy(config: RunConfig, meta):
+    """One policy per process, rebuilt only when the model, device or dataset features change."""
+    device = resolve_device(config.device)
+    features = tuple(sorted((key, tuple(spec["shape"])) for key, spec in meta.features.items()))
+    key = (config.model, device, features)
+    if key not in _policy:
+        _policy.clear()
+        _policy[key] = load_policy(config.model, meta, device)
+    return _policy[key]

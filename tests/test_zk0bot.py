@@ -1,0 +1,271 @@
+"""zk0bot.sh end to end: real SuperLink and SuperNodes on 127.0.0.1, TLS and node auth on.
+
+One secure federation (a server and two clients, each in its own tmux session) is
+started for the module; the tests then run through it in order: the unregistered node
+is refused, a 2-round run completes, a node killed mid-run ends the run within its
+bound, and a restarted node rejoins. `zk0bot.sh stop` must leave no process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ZK0BOT = ROOT / "zk0bot.sh"
+TINY_RUN = (
+    "model='tiny' local-steps=8 batch-size=4 lr=1e-3 eval-batches=2 num-workers=0 "
+    "checkpoint-every=1 heldout-episodes=2"
+)
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Zk0bot:
+    """Runs zk0bot.sh with one ZK0_HOME and one server port, as an operator would."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "ZK0_HOME": str(home),
+            "ZK0_SERVER_PORT": str(self.port),
+            "ZK0_SERVER_HOST": "127.0.0.1",
+            "ZK0_SERVER": f"127.0.0.1:{self.port}",
+            "ZK0_START_TIMEOUT": "60",
+            "HF_HUB_OFFLINE": "1",
+        }
+
+    def __call__(self, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(ZK0BOT), *args],
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.home,
+        )
+
+    def pane_pids(self) -> list[int]:
+        result = subprocess.run(
+            ["tmux", "-S", str(self.home / "tmux.sock"), "list-panes", "-a", "-F", "#{pane_pid}"],
+            capture_output=True, text=True,
+        )
+        return [int(pid) for pid in result.stdout.split()]
+
+    def process_tree(self) -> list[psutil.Process]:
+        processes = []
+        for pid in self.pane_pids():
+            try:
+                root = psutil.Process(pid)
+                processes += [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+        return processes
+
+    def client_pid(self, uri: str) -> int:
+        client_dir = next(d for d in (self.home / "clients").iterdir() if uri in (d / "client.env").read_text())
+        session = f"zk0-supernode-{client_dir.name}"
+        result = subprocess.run(
+            ["tmux", "-S", str(self.home / "tmux.sock"), "list-panes", "-t", f"={session}", "-F", "#{pane_pid}"],
+            capture_output=True, text=True, check=True,
+        )
+        return int(result.stdout.split()[0])
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory, demo_roots: list[Path]):
+    """A secure SuperLink on 127.0.0.1; its two clients are started by the tests."""
+    bot = Zk0bot(tmp_path_factory.mktemp("zk0home"))
+    started = bot("server", "start")
+    assert started.returncode == 0, started.stderr + started.stdout
+    seen: list[psutil.Process] = []
+    yield bot, [f"local:{root}" for root in demo_roots[:-1]], f"local:{demo_roots[-1]}", seen
+    seen += bot.process_tree()
+    stopped = bot("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    time.sleep(1)
+    survivors = [p for p in seen if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not survivors, f"zk0bot stop left processes behind: {[p.cmdline()[:3] for p in survivors]}"
+
+
+def test_unregistered_node_is_refused_then_joins_after_register(federation):
+    """A node's first start creates its key and is refused until the admin registers it."""
+    bot, clients, _, _ = federation
+    for uri in clients:
+        refused = bot("client", "start", uri)
+        assert refused.returncode != 0
+        assert "not registered" in error_lines(refused)[-1]
+        public_keys = list((bot.home / "clients").glob("*/node.key.pub"))
+        key = next(k for k in public_keys if uri in (k.parent / "client.env").read_text())
+        registered = bot("server", "register", str(key))
+        assert registered.returncode == 0, registered.stderr + registered.stdout
+        joined = bot("client", "start", uri)
+        assert joined.returncode == 0, joined.stderr + joined.stdout
+        again = bot("client", "start", uri)
+        assert again.returncode == 0 and "already running" in again.stdout
+    status = bot("status")
+    assert status.returncode == 0
+    assert "SuperLink: running" in status.stdout and "healthy" in status.stdout
+    assert status.stdout.count(": running, pid") == 2
+
+
+def test_secure_two_round_run_completes_with_outputs(federation):
+    """`zk0bot.sh run --rounds 2` on the tiny preset completes and leaves metrics and checkpoints."""
+    bot, clients, eval_uri, seen = federation
+    seen += bot.process_tree()
+    config = f"{TINY_RUN} datasets='{clients[0]}' eval-dataset='{eval_uri}' node-wait-timeout=60.0 round-timeout=240.0"
+    result = bot("run", "--rounds", "2", "--run-config", config, timeout=900)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "completed" in result.stdout
+    run_dirs = list((bot.home / "server" / "runs").iterdir())
+    assert len(run_dirs) == 1
+    rows = [json.loads(line) for line in (run_dirs[0] / "metrics.jsonl").read_text().splitlines()]
+    assert [row["round"] for row in rows] == [0, 1, 2]
+    assert len(rows[-1]["clients"]) == 2 and len(rows[-1]["bytes_up"]) == 2
+    assert (run_dirs[0] / "checkpoints" / "000002" / "pretrained_model" / "model.safetensors").is_file()
+    assert (run_dirs[0] / "checkpoints" / "last").resolve().name == "000002"
+
+
+def test_killed_node_ends_the_run_within_its_bound(federation):
+    """A SuperNode crash mid-run: the run fails clearly once too few nodes remain, never hangs."""
+    bot, clients, eval_uri, seen = federation
+    seen += bot.process_tree()
+    config = (
+        f"{TINY_RUN} datasets='{clients[0]}' eval-dataset='{eval_uri}' fraction-evaluate=0.0 "
+        f"node-wait-timeout=20.0 round-timeout=90.0"
+    )
+    run = subprocess.Popen(
+        [str(ZK0BOT), "run", "--rounds", "4", "--run-config", config],
+        env=bot.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    victim = bot.client_pid(clients[1])
+    log = next((bot.home / "clients").glob("*/supernode.log"))
+    deadline = time.monotonic() + 300
+    while "round 1" not in "".join(p.read_text() for p in (bot.home / "clients").glob("*/supernode.log")):
+        assert time.monotonic() < deadline, f"round 1 never started; {log.read_text()[-500:]}"
+        time.sleep(1)
+    os.kill(victim, signal.SIGKILL)
+    started = time.monotonic()
+    stdout, stderr = run.communicate(timeout=600)
+    assert run.returncode != 0, stdout + stderr
+    assert "finished:failed" in error_lines(subprocess.CompletedProcess([], 1, stdout, stderr))[-1]
+    assert time.monotonic() - started < 400
+    status = bot("client", "status")
+    assert f"client {clients[1]}: stopped" in status.stdout
+
+
+def test_restarted_node_rejoins_the_next_run(federation):
+    """The crashed client restarts with the same key and the federation trains again."""
+    bot, clients, eval_uri, seen = federation
+    restarted = bot("client", "start", clients[1])
+    assert restarted.returncode == 0, restarted.stderr + restarted.stdout
+    seen += bot.process_tree()
+    config = f"{TINY_RUN} datasets='{clients[0]}' eval-dataset='{eval_uri}' fraction-evaluate=0.0"
+    result = bot("run", "--rounds", "1", "--run-config", config, timeout=600)
+    assert result.returncode == 0, result.stderr + result.stdout
+
+
+@pytest.fixture
+def bot(tmp_path: Path) -> Zk0bot:
+    """zk0bot with a fresh, empty ZK0_HOME (no server started)."""
+    instance = Zk0bot(tmp_path / "home")
+    instance.home.mkdir()
+    yield instance
+    instance("stop")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("frobnicate",), "unknown command 'frobnicate'"),
+        (("server", "start", "--bogus"), "unknown option '--bogus'"),
+        (("client", "start", "not a uri"), "is not a valid dataset URI"),
+        (("client", "start", "local:/nonexistent/dataset"), "directory does not exist"),
+        (("client", "start", "local:relative/path"), "needs an absolute path"),
+        (("run", "--rounds", "2"), "SuperLink is not running"),
+        (("run", "--rounds", "zero"), "--rounds must be a positive integer"),
+        (("server", "register", "/nonexistent.pub"), "does not exist"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(bot: Zk0bot, args: tuple[str, ...], message: str):
+    """Each operator mistake is one `zk0bot: error:` line and a non-zero exit."""
+    result = bot(*args)
+    assert result.returncode != 0
+    lines = error_lines(result)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("zk0bot: error:") and message in lines[0]
+
+
+def test_every_command_has_help(bot: Zk0bot):
+    """--help works on the tool and on every subcommand, without side effects."""
+    for args in [("--help",), ("server", "--help"), ("server", "start", "--help"), ("client", "--help"),
+                 ("client", "start", "--help"), ("run", "--help"), ("status", "--help"), ("stop", "--help"),
+                 ("doctor", "--help")]:
+        result = bot(*args)
+        assert result.returncode == 0 and "Usage" in result.stdout, args
+    assert not (bot.home / "server").exists()
+
+
+def test_port_in_use_is_refused(bot: Zk0bot):
+    """The SuperLink does not start on a port another process holds."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = bot("server", "start", "--port", str(port))
+    assert result.returncode != 0
+    assert f"port {port} on 127.0.0.1 is in use" in error_lines(result)[-1]
+
+
+def test_unreachable_server_is_reported(bot: Zk0bot, demo_roots: list[Path], tmp_path: Path):
+    """A client pointed at a closed port gives up after ZK0_START_TIMEOUT with a clear line."""
+    ca = tmp_path / "ca.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(tmp_path / "ca.key"), "-out", str(ca), "-days", "1", "-subj", "/CN=test"],
+        check=True, capture_output=True,
+    )
+    result = bot("client", "start", f"local:{demo_roots[0]}", "--server", f"127.0.0.1:{free_port()}",
+                 "--ca-cert", str(ca), ZK0_START_TIMEOUT="8")
+    assert result.returncode != 0
+    assert "could not connect to the server" in error_lines(result)[-1]
+    assert "stopped" in bot("client", "status").stdout
+
+
+def test_missing_tmux_is_reported(bot: Zk0bot, tmp_path: Path):
+    """Without tmux on PATH, zk0bot says how to install it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for directory in ("/usr/local/bin", "/usr/bin", "/bin"):
+        for tool in Path(directory).iterdir():
+            if tool.name != "tmux" and not (bin_dir / tool.name).exists():
+                (bin_dir / tool.name).symlink_to(tool)
+    result = bot("server", "start", PATH=str(bin_dir))
+    assert result.returncode != 0
+    assert error_lines(result) == ["zk0bot: error: tmux is not installed; install it with: sudo apt-get install -y tmux"]
+
+
+def test_shell_scripts_pass_shellcheck():
+    """Bash is first-class code here: every script is shellcheck clean."""
+    scripts = [ROOT / "zk0bot.sh", ROOT / "train-fl-simulation.sh", *ROOT.glob("scripts/*.sh"),
+               *ROOT.glob("website/*.sh"), *ROOT.glob("*.sh"), ROOT / ".ci" / "run"]
+    scripts = sorted({path for path in scripts if path.exists()})
+    result = subprocess.run(["shellcheck", *map(str, scripts)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
