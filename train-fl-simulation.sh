@@ -134,6 +134,8 @@ main() {
   # The app runs in this environment: never let the SuperLink install packages per run.
   export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
   export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 RAY_DEDUP_LOGS=0
+  # GPU shares are set explicitly above; keep Ray from rewriting CUDA_VISIBLE_DEVICES otherwise.
+  export RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=0
   export PATH="$VENV/bin:$PATH"
   write_flower_config
   trap 'stop_superlink; rm -rf "$FLWR_HOME"' EXIT
@@ -144,12 +146,14 @@ main() {
   (cd "$ROOT" && flwr run . local-simulation --stream \
     --federation-config "$(federation_config "$clients")" \
     ${config:+--run-config "$config"} --run-config "$overrides") 2>&1 | tee "$out"
+  local reason
   run_id=$(grep -oE 'run [0-9]+' "$out" | head -n1 | cut -d' ' -f2 || true)
+  reason=$(grep -oE 'zk0: error: .*' "$out" | tail -n1 | sed 's/^zk0: error: //' || true)
   rm -f "$out"
   [[ -n $run_id ]] || die "flwr run did not start a run (see the output above)"
   status=$(run_status "$run_id")
   if [[ $status != "finished:completed" ]]; then
-    die "run $run_id ended with status '$status'; see the log above"
+    die "run $run_id ended with status '$status': ${reason:-see the log above}"
   fi
   log "run $run_id finished: $status"
 }

@@ -679,7 +679,9 @@ cmd_run() {
   local run_dir
   run_dir=$(run_dir_of "$run_id")
   if [[ $status != finished:completed ]]; then
-    die "run $run_id ended as '$status'; see: zk0bot.sh server logs${run_dir:+ (partial outputs in $run_dir)}"
+    local reason
+    reason=$(flwr_admin log "$run_id" "$CONNECTION" --show 2>/dev/null | grep -oE 'zk0: error: .*' | tail -n1 || true)
+    die "run $run_id ended as '$status': ${reason#zk0: error: }${reason:+; }see: zk0bot.sh server logs${run_dir:+ (partial outputs in $run_dir)}"
   fi
   info "run $run_id completed; outputs in ${run_dir:-$SERVER_DIR/runs}"
 }

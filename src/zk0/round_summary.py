@@ -8,7 +8,7 @@ from zk0.evaluate import EvalResult
 from zk0.strategy import RoundRecord
 
 
-def _weighted(clients: dict[str, dict], key: str) -> float | None:
+def _weighted(clients: dict[int, dict], key: str) -> float | None:
     pairs = [(m[key], m["num-examples"]) for m in clients.values() if key in m]
     total = sum(weight for _, weight in pairs)
     return sum(value * weight for value, weight in pairs) / total if total else None
@@ -26,11 +26,11 @@ def round_row(server_round: int, record: RoundRecord | None, result: EvalResult 
         "train/proximal-term": _weighted(record.clients, "train/proximal-term"),
         "train/lr": record.lr if server_round > 0 else None,
         "client_eval/action_mse": _weighted(record.client_eval, "eval/action_mse"),
-        "clients": record.clients,
-        "client_eval": record.client_eval,
+        "clients": record.named(record.clients),
+        "client_eval": record.named(record.client_eval),
         "failures": record.failures,
-        "bytes_down": record.bytes_down,
-        "bytes_up": record.bytes_up,
+        "bytes_down": record.named(record.bytes_down),
+        "bytes_up": record.named(record.bytes_up),
         "seconds": time.perf_counter() - record.started,
     }
     return row

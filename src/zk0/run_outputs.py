@@ -31,25 +31,26 @@ def make_run_dir(output_dir: str) -> Path:
 
 
 class RunOutputs:
-    def __init__(self, config: RunConfig, run_id: int | None = None) -> None:
+    def __init__(self, config: RunConfig, run_config: dict, run_id: int | None = None) -> None:
+        """`run_config` is Flower's raw mapping: saved as is, it can be passed back with --run-config."""
         self.config = config
         self.run_dir = make_run_dir(config.output_dir)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.rows: list[dict] = []
         self.best_mse = math.inf
         (self.run_dir / "run_config.json").write_text(
-            json.dumps({"run_id": run_id, **{k: str(v) for k, v in vars(config).items()}}, indent=2)
+            json.dumps({"run_id": run_id, "run_config": run_config}, indent=2)
         )
-        self._wandb = self._start_wandb(run_id) if config.wandb else None
+        self._wandb = self._start_wandb(run_config, run_id) if config.wandb else None
 
-    def _start_wandb(self, run_id: int | None):
+    def _start_wandb(self, run_config: dict, run_id: int | None):
         import wandb
 
         return wandb.init(
             project=self.config.wandb_project,
             name=f"zk0-{self.run_dir.name}",
             dir=str(self.run_dir),
-            config={k: str(v) for k, v in vars(self.config).items()} | {"flwr_run_id": run_id},
+            config={**run_config, "flwr-run-id": run_id},
         )
 
     def record(self, row: dict) -> None:

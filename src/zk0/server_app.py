@@ -4,26 +4,39 @@ LeRobot checkpoints and per-round metrics in one run directory."""
 from __future__ import annotations
 
 import time
-from logging import INFO
+from logging import ERROR, INFO
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
-from zk0.config import RunConfig
+from zk0.config import ConfigError, RunConfig
+from zk0.data import DatasetError
 from zk0.global_model import GlobalModel
+from zk0.model import ModelError
 from zk0.round_summary import round_row, summary_line
 from zk0.run_outputs import RunOutputs
-from zk0.strategy import ZK0FedProx
+from zk0.strategy import FederationError, ZK0FedProx
+
+# Errors with a one-line, operator-facing message: logged as such before the run fails.
+OPERATOR_ERRORS = (ConfigError, DatasetError, ModelError, FederationError)
 
 app = ServerApp()
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    try:
+        federate(grid, context)
+    except OPERATOR_ERRORS as err:
+        log(ERROR, "zk0: error: %s", err)
+        raise
+
+
+def federate(grid: Grid, context: Context) -> None:
     config = RunConfig.from_run_config(context.run_config)
     model = GlobalModel(config)
-    outputs = RunOutputs(config, run_id=context.run_id)
+    outputs = RunOutputs(config, dict(context.run_config), run_id=context.run_id)
     total, trainable = model.num_parameters
     log(INFO, "zk0 run directory: %s", outputs.run_dir)
     log(INFO, "Model %s: %d parameters, %d trainable (sent each round)", config.model, total, trainable)

@@ -27,21 +27,30 @@ class FederationError(RuntimeError):
 
 @dataclass
 class RoundRecord:
-    """What one round moved and what the clients reported."""
+    """What one round moved and what the clients reported, keyed by Flower node id."""
 
     lr: float = 0.0
     started: float = field(default_factory=time.perf_counter)
-    bytes_down: dict[str, int] = field(default_factory=dict)
-    bytes_up: dict[str, int] = field(default_factory=dict)
-    clients: dict[str, dict] = field(default_factory=dict)
-    client_eval: dict[str, dict] = field(default_factory=dict)
+    names: dict[int, str] = field(default_factory=dict)
+    bytes_down: dict[int, int] = field(default_factory=dict)
+    bytes_up: dict[int, int] = field(default_factory=dict)
+    clients: dict[int, dict] = field(default_factory=dict)
+    client_eval: dict[int, dict] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
+    def sent(self, messages: list[Message], payload: int) -> None:
+        for message in messages:
+            node = message.metadata.dst_node_id
+            self.bytes_down[node] = self.bytes_down.get(node, 0) + payload
 
-def _client_name(reply: Message) -> str:
+    def named(self, per_node: dict[int, object]) -> dict[str, object]:
+        """Node-id keyed values, keyed by `<node id>:<dataset uri>` for people."""
+        return {self.names.get(node, str(node)): value for node, value in per_node.items()}
+
+
+def _dataset_uri(reply: Message) -> str:
     node = reply.content.config_records.get("node")
-    uri = node["dataset-uri"] if node is not None and "dataset-uri" in node else "?"
-    return f"{reply.metadata.src_node_id}:{uri}"
+    return node["dataset-uri"] if node is not None and "dataset-uri" in node else "?"
 
 
 class ZK0FedProx(FedProx):
@@ -57,20 +66,18 @@ class ZK0FedProx(FedProx):
         self.config = config
         self.rounds: dict[int, RoundRecord] = {}
 
-    def _wait_for_nodes(self, grid: Grid, needed: int) -> None:
+    def _wait_for_nodes(self, grid: Grid, needed: int) -> bool:
+        """Wait up to node-wait-timeout for `needed` connected nodes (Flower's own wait has no deadline)."""
         deadline = time.monotonic() + self.config.node_wait_timeout
         announced = False
-        while (connected := len(list(grid.get_node_ids()))) < needed:
+        while len(list(grid.get_node_ids())) < needed:
             if time.monotonic() > deadline:
-                raise FederationError(
-                    f"only {connected} of the {needed} required clients connected within "
-                    f"{self.config.node_wait_timeout:.0f}s (run-config node-wait-timeout); start more clients "
-                    f"or lower min-available-clients"
-                )
+                return False
             if not announced:
-                log(INFO, "Waiting for clients: %d connected, %d required", connected, needed)
+                log(INFO, "Waiting for clients: %d connected, %d required", len(list(grid.get_node_ids())), needed)
                 announced = True
             time.sleep(1.0)
+        return True
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -84,12 +91,16 @@ class ZK0FedProx(FedProx):
             warmup_rounds=self.config.warmup_rounds,
             lr_min=self.config.lr_min,
         )
-        self._wait_for_nodes(grid, max(self.min_available_nodes, self.min_train_nodes))
+        needed = max(self.min_available_nodes, self.min_train_nodes)
+        if not self._wait_for_nodes(grid, needed):
+            raise FederationError(
+                f"round {server_round}: only {len(list(grid.get_node_ids()))} of the {needed} required clients "
+                f"connected within {self.config.node_wait_timeout:.0f}s (run-config node-wait-timeout); "
+                f"start more clients or lower min-available-clients"
+            )
         config["lr"] = record.lr
         messages = list(super().configure_train(server_round, arrays, config, grid))
-        payload = arrays.count_bytes()
-        for message in messages:
-            record.bytes_down[str(message.metadata.dst_node_id)] = payload
+        record.sent(messages, arrays.count_bytes())
         return messages
 
     def aggregate_train(
@@ -98,13 +109,13 @@ class ZK0FedProx(FedProx):
         replies = list(replies)
         record = self.rounds.setdefault(server_round, RoundRecord())
         for reply in replies:
+            node = reply.metadata.src_node_id
             if reply.has_error():
-                record.failures.append(f"{reply.metadata.src_node_id}: {reply.error.reason}")
+                record.failures.append(f"{node}: {reply.error.reason}")
                 continue
-            name = _client_name(reply)
-            record.bytes_up[name] = reply.content["arrays"].count_bytes()
-            record.bytes_down[name] = record.bytes_down.pop(str(reply.metadata.src_node_id), 0)
-            record.clients[name] = dict(reply.content["metrics"])
+            record.names[node] = f"{node}:{_dataset_uri(reply)}"
+            record.bytes_up[node] = reply.content["arrays"].count_bytes()
+            record.clients[node] = dict(reply.content["metrics"])
         if not record.clients:
             raise FederationError(
                 f"round {server_round}: no client returned a training result ({len(record.failures)} failed: "
@@ -115,10 +126,24 @@ class ZK0FedProx(FedProx):
                 len(record.failures), len(record.clients))
         return super().aggregate_train(server_round, replies)
 
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        if self.fraction_evaluate == 0.0:
+            return []
+        if not self._wait_for_nodes(grid, max(self.min_available_nodes, self.min_evaluate_nodes)):
+            log(WARNING, "Round %d: too few clients connected for client-side evaluation; skipping it", server_round)
+            return []
+        messages = list(super().configure_evaluate(server_round, arrays, config, grid))
+        self.rounds.setdefault(server_round, RoundRecord()).sent(messages, arrays.count_bytes())
+        return messages
+
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)
         record = self.rounds.setdefault(server_round, RoundRecord())
         for reply in replies:
             if not reply.has_error():
-                record.client_eval[_client_name(reply)] = dict(reply.content["metrics"])
+                node = reply.metadata.src_node_id
+                record.names.setdefault(node, f"{node}:{_dataset_uri(reply)}")
+                record.client_eval[node] = dict(reply.content["metrics"])
         return super().aggregate_evaluate(server_round, replies)
