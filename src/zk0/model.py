@@ -11,16 +11,13 @@ encoder stay frozen, as in SmolVLA's recipe) travel between server and clients.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from zk0.paths import cache_dir
+from zk0.paths import build_once, cache_dir
 from zk0.tiny_backbone import ensure_tiny_backbone
 
 TINY = "tiny"
@@ -65,33 +62,23 @@ def ensure_tiny_policy(root: Path) -> Path:
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
 
     backbone = ensure_tiny_backbone(root)
-    target = root / f"tiny-smolvla-{backbone.name}"
-    if (target / "model.safetensors").is_file():
-        return target
-    config = SmolVLAConfig(
-        vlm_model_name=str(backbone),
-        device="cpu",
-        input_features={
-            "observation.state": PolicyFeature(FeatureType.STATE, (6,)),
-            "observation.images.front": PolicyFeature(FeatureType.VISUAL, (3, 64, 64)),
-        },
-        output_features={"action": PolicyFeature(FeatureType.ACTION, (6,))},
-        **TINY_OVERRIDES,
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(TINY_SEED)
-        policy = SmolVLAPolicy(config)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-smolvla-", dir=root))
-    try:
-        policy.save_pretrained(staging)
-        try:
-            os.rename(staging, target)
-        except OSError:
-            if not (target / "model.safetensors").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    def build(staging: Path) -> None:
+        config = SmolVLAConfig(
+            vlm_model_name=str(backbone),
+            device="cpu",
+            input_features={
+                "observation.state": PolicyFeature(FeatureType.STATE, (6,)),
+                "observation.images.front": PolicyFeature(FeatureType.VISUAL, (3, 64, 64)),
+            },
+            output_features={"action": PolicyFeature(FeatureType.ACTION, (6,))},
+            **TINY_OVERRIDES,
+        )
+        with torch.random.fork_rng():
+            torch.manual_seed(TINY_SEED)
+            SmolVLAPolicy(config).save_pretrained(staging)
+
+    return build_once(root / f"tiny-smolvla-{backbone.name}", "model.safetensors", build)
 
 
 def load_policy(model: str, dataset_meta, device: str):

@@ -9,10 +9,9 @@ hundred thousand parameters, built deterministically without any download.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from zk0.paths import build_once
 
 # Bump when the files written below change, so stale caches are rebuilt.
 BACKBONE_VERSION = 1
@@ -138,23 +137,5 @@ def _build(out: Path) -> None:
 
 
 def ensure_tiny_backbone(cache_dir: Path) -> Path:
-    """Return the tiny backbone directory under `cache_dir`, building it once.
-
-    Safe when several processes (server and clients) race: each builds into a
-    private temporary directory and the first atomic rename wins.
-    """
-    target = cache_dir / f"tiny-smolvlm-v{BACKBONE_VERSION}"
-    if (target / "zk0_backbone.json").exists():
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-smolvlm-", dir=cache_dir))
-    try:
-        _build(staging)
-        try:
-            os.rename(staging, target)
-        except OSError:
-            if not (target / "zk0_backbone.json").exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    """Return the tiny backbone directory under `cache_dir`, building it once."""
+    return build_once(cache_dir / f"tiny-smolvlm-v{BACKBONE_VERSION}", "zk0_backbone.json", _build)
