@@ -1,0 +1,79 @@
+"""Shared fixtures: real LeRobot datasets and the real tiny SmolVLA, built once per session.
+
+Everything runs on the CPU without network: the Hugging Face Hub is switched to
+offline mode before LeRobot is imported, and zk0's model cache lives in a session
+temporary directory, so no test depends on (or fills) `~/.cache`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+# Small datasets keep the session fast; 4 episodes leave 2 to train on and 2 held out.
+DEMO_EPISODES = 4
+DEMO_FRAMES = 30
+
+
+@pytest.fixture(scope="session", autouse=True)
+def zk0_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point zk0's cache (tiny backbone and tiny policy) at a session directory."""
+    path = tmp_path_factory.mktemp("zk0-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ZK0_CACHE_DIR", str(path))
+        yield path
+
+
+@pytest.fixture(scope="session")
+def demo_roots(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two synthetic SO-100 client datasets and a held-out eval dataset, written with LeRobot's writer."""
+    from zk0.demo_data import DemoSpec, write_demo_federation
+
+    spec = DemoSpec(episodes=DEMO_EPISODES, frames_per_episode=DEMO_FRAMES)
+    return write_demo_federation(tmp_path_factory.mktemp("demo-data"), num_clients=2, spec=spec)
+
+
+@pytest.fixture(scope="session")
+def eval_data(demo_roots: list[Path]):
+    """The eval dataset opened as the server opens it: every episode, features checked."""
+    from zk0.data import open_node_data
+    from zk0.uri import parse_dataset_uri
+
+    return open_node_data(parse_dataset_uri(f"local:{demo_roots[-1]}"), action_dim=6, heldout_episodes=0)
+
+
+@pytest.fixture(scope="session")
+def session_policy(zk0_cache_dir: Path, eval_data):
+    """The tiny SmolVLA fitted to the demo features (built once; tests get copies)."""
+    from zk0.model import load_policy
+
+    return load_policy("tiny", eval_data.meta, "cpu")
+
+
+@pytest.fixture
+def tiny_policy(session_policy):
+    """A private copy of the tiny SmolVLA that a test may train or modify."""
+    return copy.deepcopy(session_policy)
+
+
+@pytest.fixture(scope="session")
+def processors(session_policy, eval_data):
+    """SmolVLA's pre/post processors with the eval dataset's normalization statistics."""
+    from zk0.model import make_processors
+
+    return make_processors(session_policy, eval_data.stats)
+
+
+@pytest.fixture(scope="session")
+def eval_split(session_policy, eval_data):
+    """The eval episodes as a LeRobotDataset yielding SmolVLA's action chunks."""
+    from zk0.data import open_split
+
+    return open_split(eval_data, eval_data.train_episodes, session_policy.config)
+

@@ -1,0 +1,109 @@
+"""Run-config parsing: pyproject's defaults parse, and every bad value stops with one line naming its key."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from zk0.config import ConfigError, RunConfig
+from zk0.uri import DatasetURI
+
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+@pytest.fixture(scope="module")
+def defaults() -> dict:
+    """The `[tool.flwr.app.config]` table exactly as Flower hands it to the apps."""
+    with PYPROJECT.open("rb") as handle:
+        return tomllib.load(handle)["tool"]["flwr"]["app"]["config"]
+
+
+def parse_error(defaults: dict, **overrides) -> str:
+    """Parse the defaults with `overrides` (underscores become dashes) and return the ConfigError text."""
+    run_config = dict(defaults) | {key.replace("_", "-"): value for key, value in overrides.items()}
+    with pytest.raises(ConfigError) as caught:
+        RunConfig.from_run_config(run_config)
+    return str(caught.value)
+
+
+def test_pyproject_defaults_parse(defaults):
+    """The shipped defaults form a valid config: SmolVLA base, 12 hub datasets, a hub eval set."""
+    config = RunConfig.from_run_config(defaults)
+    assert config.model == "lerobot/smolvla_base"
+    assert len(config.datasets) == 12
+    assert all(uri.scheme == "hf" for uri in config.datasets)
+    assert config.eval_dataset == DatasetURI("hf", "Hupy440/Two_Cubes_and_Two_Buckets_v2")
+    assert config.lr_schedule == "cosine"
+    assert isinstance(config.lr, float) and isinstance(config.num_rounds, int)
+
+
+def test_every_field_has_a_default(defaults):
+    """Each RunConfig field has a pyproject key and vice versa, so `flwr run` works with no overrides."""
+    fields = {name.replace("_", "-") for name in RunConfig.__dataclass_fields__}
+    assert fields == set(defaults)
+
+
+def test_integer_is_accepted_where_a_number_is_expected(defaults):
+    """TOML `lr = 1` is an int; a float field takes it as 1.0."""
+    config = RunConfig.from_run_config(defaults | {"lr": 1})
+    assert config.lr == 1.0 and isinstance(config.lr, float)
+
+
+def test_dataset_list_tolerates_spaces_and_mixed_schemes(defaults):
+    """`datasets` is a comma list of URIs; blanks around items and empty items are ignored."""
+    config = RunConfig.from_run_config(defaults | {"datasets": " hf:a/b , c/d,, local:/data/e "})
+    assert config.datasets == (DatasetURI("hf", "a/b"), DatasetURI("hf", "c/d"), DatasetURI("local", "/data/e"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"num_rounds": "3"}, "num-rounds"),
+        ({"num_rounds": 2.5}, "num-rounds"),
+        ({"batch_size": True}, "batch-size"),
+        ({"lr": "fast"}, "lr"),
+        ({"wandb": "yes"}, "wandb"),
+        ({"model": 7}, "model"),
+        ({"eval_dataset": "local:relative/path"}, "eval-dataset"),
+        ({"datasets": "a/b,not a uri"}, "datasets"),
+        ({"datasets": " , "}, "datasets"),
+        ({"num_rounds": 0}, "num-rounds"),
+        ({"proximal_mu": -0.1}, "proximal-mu"),
+        ({"lr": 0}, "lr"),
+        ({"fraction_train": 1.5}, "fraction-train"),
+        ({"fraction_train": 0.0}, "fraction-train"),
+        ({"lr_schedule": "linear"}, "lr-schedule"),
+        ({"device": "tpu"}, "device"),
+        ({"model": "  "}, "model"),
+        ({"output_dir": ""}, "output-dir"),
+    ],
+)
+def test_bad_value_names_its_key_on_one_line(defaults, overrides, key):
+    """A mistyped, out-of-range or unparsable value raises a one-line ConfigError quoting the key."""
+    message = parse_error(defaults, **overrides)
+    assert f"'{key}'" in message
+    assert "\n" not in message
+
+
+def test_unknown_key_is_named(defaults):
+    """A typo in a key is reported, not silently ignored."""
+    message = parse_error(defaults, num_round=3)
+    assert "'num-round'" in message and "\n" not in message
+
+
+def test_missing_key_is_named(defaults):
+    """A run config lacking a key says which one and where to add it."""
+    run_config = dict(defaults)
+    del run_config["batch-size"]
+    with pytest.raises(ConfigError, match="'batch-size' is missing"):
+        RunConfig.from_run_config(run_config)
+
+
+def test_config_is_frozen_and_replace_returns_a_copy(defaults):
+    """The parsed config cannot be changed by accident; `replace` makes a modified copy."""
+    config = RunConfig.from_run_config(defaults)
+    with pytest.raises(AttributeError):
+        config.lr = 1.0
+    assert config.replace(lr=1.0).lr == 1.0 and config.lr == 1e-4

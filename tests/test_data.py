@@ -1,0 +1,126 @@
+"""A node's dataset: opening, checking and splitting it, and `zk0 check-dataset`'s one-line errors.
+
+The bad datasets are real LeRobot v3.0 datasets written with LeRobot's own writer,
+just for the wrong robot (7 joints) or without a camera.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zk0.data import DatasetError, infinite_batches, open_node_data, open_split
+from zk0.uri import parse_dataset_uri
+
+ZK0 = [sys.executable, "-m", "zk0"]
+
+
+def write_dataset(root: Path, *, dim: int, camera: bool) -> Path:
+    """A minimal LeRobot dataset: 3 episodes of 4 frames, `dim`-dimensional state and action."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    vector = {"dtype": "float32", "shape": (dim,), "names": None}
+    features = {"observation.state": vector, "action": dict(vector)}
+    if camera:
+        features["observation.images.front"] = {"dtype": "image", "shape": (16, 16, 3), "names": ["height", "width", "channels"]}
+    dataset = LeRobotDataset.create(repo_id=f"test/{root.name}", fps=30, features=features, root=root, use_videos=False)
+    for _ in range(3):
+        for _ in range(4):
+            frame = {"observation.state": np.zeros(dim, np.float32), "action": np.zeros(dim, np.float32), "task": "wave"}
+            if camera:
+                frame["observation.images.front"] = np.zeros((16, 16, 3), np.uint8)
+            dataset.add_frame(frame)
+        dataset.save_episode()
+    dataset.finalize()
+    return root
+
+
+@pytest.fixture(scope="module")
+def bad_datasets(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bad-datasets")
+    return {
+        "seven_joints": write_dataset(root / "seven_joints", dim=7, camera=True),
+        "no_camera": write_dataset(root / "no_camera", dim=6, camera=False),
+    }
+
+
+def check_dataset(uri: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Run `zk0 check-dataset URI` as an operator would, with an empty offline HF home."""
+    env = os.environ | {"HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([*ZK0, "check-dataset", uri], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_last_episodes_are_held_out(demo_roots):
+    """The last `heldout_episodes` episodes are kept for evaluation and never trained on."""
+    data = open_node_data(parse_dataset_uri(f"local:{demo_roots[0]}"), action_dim=6, heldout_episodes=2)
+    assert data.train_episodes == [0, 1]
+    assert data.heldout_episodes == [2, 3]
+    assert data.meta.camera_keys == ["observation.images.front", "observation.images.wrist"]
+    assert "action" in data.stats
+
+
+def test_holding_out_every_episode_is_refused(demo_roots):
+    """A node must keep at least one episode to train on."""
+    uri = parse_dataset_uri(f"local:{demo_roots[0]}")
+    with pytest.raises(DatasetError, match="cannot hold out 4") as caught:
+        open_node_data(uri, action_dim=6, heldout_episodes=4)
+    assert "\n" not in str(caught.value)
+
+
+def test_batches_carry_action_chunks_and_never_run_out(demo_roots, session_policy):
+    """Training batches hold SmolVLA's action chunk (with padding flags) and cycle past the epoch end,
+    in the same order for the same seed."""
+    data = open_node_data(parse_dataset_uri(f"local:{demo_roots[0]}"), action_dim=6, heldout_episodes=3)
+    split = open_split(data, data.train_episodes, session_policy.config)
+    batch_size = 16
+    assert len(split) < 2 * batch_size
+
+    def first_batches(seed: int) -> list[dict]:
+        return list(itertools.islice(infinite_batches(split, batch_size, num_workers=0, seed=seed), 3))
+
+    batches = first_batches(seed=7)
+    chunk = session_policy.config.chunk_size
+    assert batches[0]["action"].shape == (batch_size, chunk, 6)
+    assert batches[0]["action_is_pad"].shape == (batch_size, chunk)
+    assert [b["index"].tolist() for b in batches] == [b["index"].tolist() for b in first_batches(seed=7)]
+
+
+def test_check_dataset_accepts_a_good_dataset(demo_roots, tmp_path):
+    """A fitting dataset gets one `ok:` line describing it and exit 0."""
+    result = check_dataset(f"local:{demo_roots[0]}", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: local:") and "4 episodes" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("missing", "directory does not exist"),
+        ("bad_uri", "is not a valid dataset URI"),
+        ("not_lerobot", "not a LeRobot dataset root"),
+        ("seven_joints", "has shape (7,), the federation expects (6,)"),
+        ("no_camera", "no camera feature"),
+        ("hub_offline", "cannot read LeRobot metadata"),
+    ],
+)
+def test_check_dataset_errors_are_one_line(case, expected, bad_datasets, tmp_path):
+    """Every unusable dataset gives exactly one `zk0: error:` line on stderr, nothing on stdout, exit != 0."""
+    uris = {
+        "missing": f"local:{tmp_path / 'nowhere'}",
+        "bad_uri": "just a name",
+        "not_lerobot": f"local:{tmp_path}",
+        "hub_offline": "hf:zk0-tests/does-not-exist",
+        **{name: f"local:{path}" for name, path in bad_datasets.items()},
+    }
+    result = check_dataset(uris[case], tmp_path)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("zk0: error: ") and expected in lines[0]

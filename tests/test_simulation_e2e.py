@@ -1,0 +1,247 @@
+"""End to end: `./train-fl-simulation.sh --tiny` runs a real Flower simulation (SuperLink, Ray,
+2 ClientApps training the tiny SmolVLA on LeRobot datasets) and leaves a complete run directory.
+
+The simulation runs once per module as a subprocess, exactly as an operator starts it;
+the tests below then read what it left behind. Every process it spawns inherits a
+unique marker variable, so leftovers are found without touching anyone else's processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from zk0.config import RunConfig
+from zk0.schedule import round_lr
+
+pytestmark = pytest.mark.timeout(900)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = REPO_ROOT / "train-fl-simulation.sh"
+CLIENTS, ROUNDS, LOCAL_STEPS = 2, 3, 40  # LOCAL_STEPS: the --tiny preset's
+# Overrides of preset keys (the preset's lr schedule is constant): they must win, and give the
+# lr check below a warm-up round and a decay to compare against.
+SCHEDULE = "lr-schedule='cosine' warmup-rounds=1 lr-min=2e-4"
+MARKER = "ZK0_TEST_RUN_MARKER"
+
+
+@dataclass
+class SimulationRun:
+    returncode: int
+    timed_out: bool
+    output: str
+    leftovers: list[str]
+
+
+def marked_processes(marker: str) -> dict[int, str]:
+    """Live processes (pid -> command line) whose environment carries `MARKER=marker`."""
+    found = {}
+    needle = f"{MARKER}={marker}".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if needle in (proc / "environ").read_bytes().split(b"\0"):
+                found[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:160]
+        except OSError:
+            continue
+    return found
+
+
+def run_simulation(args: list[str], sim_dir: Path, log_path: Path, timeout: float) -> SimulationRun:
+    """Run the script from outside the repo; report its exit code, output and surviving processes.
+
+    Processes still alive a short grace period after the script exits are recorded as
+    leftovers and then ended, so a failing test does not burden the machine.
+    """
+    marker = uuid.uuid4().hex
+    env = os.environ | {"ZK0_SIM_DIR": str(sim_dir), MARKER: marker}
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [str(SCRIPT), *args], cwd=log_path.parent, env=env, stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        timed_out = False
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait()
+    deadline = time.monotonic() + 15
+    while marked_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    leftovers = marked_processes(marker)
+    for pid in leftovers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+    return SimulationRun(process.returncode, timed_out, log_path.read_text(errors="replace"), sorted(leftovers.values()))
+
+
+@pytest.fixture(scope="module")
+def sim_dir(tmp_path_factory) -> Path:
+    """The script's scratch space (demo datasets, Flower home), shared by this module's runs."""
+    return tmp_path_factory.mktemp("zk0-sim")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, sim_dir) -> tuple[SimulationRun, Path]:
+    """One complete `--tiny` simulation: 2 clients, 3 rounds, a cosine schedule; the run and its output dir."""
+    work = tmp_path_factory.mktemp("tiny-run")
+    output_dir = work / "outputs"
+    args = ["--tiny", "--clients", str(CLIENTS), "--rounds", str(ROUNDS), "--output-dir", str(output_dir),
+            "--run-config", SCHEDULE]
+    run = run_simulation(args, sim_dir, work / "sim.log", timeout=600)
+    return run, output_dir
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_run) -> Path:
+    run, output_dir = tiny_run
+    assert run.returncode == 0, run.output[-4000:]
+    return next(output_dir.iterdir())
+
+
+@pytest.fixture(scope="module")
+def rows(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def run_config(run_dir) -> RunConfig:
+    """The run's configuration as the server saw it (saved raw, parsed again here)."""
+    return RunConfig.from_run_config(json.loads((run_dir / "run_config.json").read_text())["run_config"])
+
+
+@pytest.fixture(scope="module")
+def final_policy(run_dir):
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+    return SmolVLAPolicy.from_pretrained(run_dir / "checkpoints" / f"{ROUNDS:06d}" / "pretrained_model")
+
+
+def test_run_succeeds_with_one_run_directory(tiny_run):
+    """The script exits 0 and writes exactly one timestamped run directory."""
+    run, output_dir = tiny_run
+    assert run.returncode == 0, run.output[-4000:]
+    assert len(list(output_dir.iterdir())) == 1
+    assert "finished:completed" in run.output
+
+
+def test_no_flower_or_ray_process_outlives_the_script(tiny_run):
+    """SuperLink, SuperExec, Ray and the ClientApp actors are all gone once the script returns."""
+    run, _ = tiny_run
+    assert run.leftovers == []
+
+
+def test_metrics_cover_every_round(rows, run_config):
+    """metrics.jsonl has rounds 0..3: held-out eval each round, training figures from round 1."""
+    assert run_config.num_rounds == ROUNDS
+    assert [row["round"] for row in rows] == list(range(ROUNDS + 1))
+    for row in rows:
+        assert row["eval/loss"] > 0 and row["eval/action_mse"] > 0
+        assert row["seconds"] >= 0
+    assert rows[0]["train/loss"] is None and rows[0]["clients"] == {}
+    for row in rows[1:]:
+        assert row["train/loss"] > 0
+        assert row["failures"] == []
+        assert len(row["clients"]) == len(row["client_eval"]) == CLIENTS
+
+
+def test_each_client_reports_its_training(rows):
+    """Every round, each client reports its samples, loss, proximal term, steps and time."""
+    for row in rows[1:]:
+        for name, metrics in row["clients"].items():
+            assert re.fullmatch(r"\d+:local:/.+/client_\d", name)
+            assert metrics["train/steps"] == LOCAL_STEPS
+            assert metrics["num-examples"] > 0
+            assert metrics["train/loss"] > 0 and metrics["train/proximal-term"] >= 0
+            assert metrics["train/seconds"] > 0
+
+
+def test_federated_training_improves_the_held_out_metric(rows):
+    """Three rounds of FedProx lower the server's held-out action MSE below the untrained model's."""
+    assert rows[-1]["eval/action_mse"] < rows[0]["eval/action_mse"]
+
+
+def test_clients_train_at_the_servers_learning_rate(rows, run_config):
+    """The lr each client reports is the one the server's schedule gives for that round
+    (here: half the peak in the warm-up round, the peak, then the minimum)."""
+    assert run_config.lr_schedule == "cosine" and run_config.warmup_rounds == 1
+    assert [row["train/lr"] for row in rows[1:]] == pytest.approx([5e-4, 1e-3, 2e-4])
+    for row in rows[1:]:
+        expected = round_lr(
+            row["round"], run_config.num_rounds, lr=run_config.lr, schedule=run_config.lr_schedule,
+            warmup_rounds=run_config.warmup_rounds, lr_min=run_config.lr_min,
+        )
+        assert row["train/lr"] == pytest.approx(expected)
+        assert [m["train/lr"] for m in row["clients"].values()] == pytest.approx([expected] * CLIENTS)
+
+
+def test_only_trainable_parameters_travel(rows, final_policy):
+    """Each client uploads ~4 bytes per trainable parameter (float32) plus key overhead, never
+    the frozen VLM; it downloads the same payload twice a round (to train, then to evaluate)."""
+    trainable = [p for p in final_policy.parameters() if p.requires_grad]
+    trainable_bytes = 4 * sum(p.numel() for p in trainable)
+    model_bytes = 4 * sum(p.numel() for p in final_policy.parameters())
+    assert trainable_bytes < model_bytes / 2
+    for row in rows[1:]:
+        assert set(row["bytes_up"]) == set(row["bytes_down"]) == set(row["clients"])
+        for client, uploaded in row["bytes_up"].items():
+            assert trainable_bytes <= uploaded <= trainable_bytes + 512 * len(trainable)
+            assert uploaded < model_bytes
+            assert row["bytes_down"][client] == 2 * uploaded
+
+
+def test_final_checkpoint_loads_with_lerobot(run_dir, final_policy):
+    """checkpoints/000003/pretrained_model is a LeRobot policy directory fitted to the demo robot."""
+    assert final_policy.config.output_features["action"].shape == (6,)
+    assert (run_dir / "checkpoints" / f"{ROUNDS:06d}" / "pretrained_model" / "policy_preprocessor.json").is_file()
+
+
+def test_last_and_best_point_at_real_checkpoints(run_dir, rows):
+    """`last` is the final round; `best` is the checkpoint with the lowest held-out action MSE."""
+    checkpoints = run_dir / "checkpoints"
+    assert os.readlink(checkpoints / "last") == f"{ROUNDS:06d}"
+    best = checkpoints / os.readlink(checkpoints / "best")
+    assert (best / "pretrained_model" / "model.safetensors").is_file()
+    best_mse = json.loads((best / "zk0_round.json").read_text())["eval/action_mse"]
+    assert best_mse == min(row["eval/action_mse"] for row in rows[1:])
+    assert not [p.name for p in checkpoints.iterdir() if p.name.startswith(".")]
+
+
+def test_metrics_plot_is_a_png(run_dir):
+    """plots/metrics.png is a complete, decodable PNG."""
+    path = run_dir / "plots" / "metrics.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        image.verify()
+        assert image.format == "PNG" and image.size[0] > 100
+
+
+def test_failing_run_exits_non_zero_and_cleans_up(sim_dir, tmp_path):
+    """When the ServerApp fails at start (its eval dataset does not exist), the script reports
+    the cause, exits non-zero in bounded time and leaves no process behind."""
+    run = run_simulation(
+        ["--tiny", "--clients", str(CLIENTS), "--output-dir", str(tmp_path / "outputs"),
+         "--run-config", "eval-dataset='local:/nonexistent'"],
+        sim_dir, tmp_path / "sim.log", timeout=420,
+    )
+    assert not run.timed_out, run.output[-4000:]
+    assert run.returncode != 0
+    errors = [line for line in run.output.splitlines() if line.startswith("zk0-sim: error:")]
+    assert errors and "local:/nonexistent: directory does not exist" in errors[-1]
+    assert run.leftovers == []
+
