@@ -77,6 +77,8 @@ def test_dataset_list_tolerates_spaces_and_mixed_schemes(defaults):
         ({"lr_schedule": "linear"}, "lr-schedule"),
         ({"device": "tpu"}, "device"),
         ({"model": "  "}, "model"),
+        ({"model": "smolvla base"}, "model"),
+        ({"heldout_episodes": 0}, "heldout-episodes"),
         ({"output_dir": ""}, "output-dir"),
     ],
 )

@@ -8,6 +8,7 @@ object, or stops with a one-line `ConfigError` naming the offending key.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
@@ -15,6 +16,7 @@ from zk0.uri import DatasetURI, URIError, parse_dataset_uri
 
 LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class ConfigError(ValueError):
@@ -91,8 +93,16 @@ class RunConfig:
             raise ConfigError(f"run-config key 'lr-schedule' must be one of {', '.join(LR_SCHEDULES)}; got '{self.lr_schedule}'")
         if self.device not in DEVICES:
             raise ConfigError(f"run-config key 'device' must be one of {', '.join(DEVICES)}; got '{self.device}'")
-        if not self.model.strip():
-            raise ConfigError("run-config key 'model' is empty; use 'tiny', a hub id or a local pretrained directory")
+        if not (self.model == "tiny" or self.model.startswith("/") or _HUB_ID.match(self.model)):
+            raise ConfigError(
+                f"run-config key 'model' is '{self.model}'; use 'tiny', a hub id such as "
+                f"'lerobot/smolvla_base' or an absolute path to a pretrained_model directory"
+            )
+        if self.fraction_evaluate > 0 and self.heldout_episodes == 0:
+            raise ConfigError(
+                "run-config key 'heldout-episodes' is 0 but fraction-evaluate > 0: clients need held-out "
+                "episodes to evaluate on; set heldout-episodes >= 1 or fraction-evaluate = 0.0"
+            )
         if not self.output_dir.strip():
             raise ConfigError("run-config key 'output-dir' is empty; give a directory for run outputs")
 
