@@ -80,6 +80,11 @@ stop_superlink() {
   done
 }
 
+# The text of the error box flwr prints, on one line.
+boxed_error() {
+  sed -n 's/^│ *\(.*[^ ]\) *│$/\1/p' "$1" | tr '\n' ' ' | sed 's/ *$//'
+}
+
 run_status() {
   "$VENV/bin/flwr" ls local-simulation --run-id "$1" --format json 2>/dev/null \
     | "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["runs"][0]["status"])' 2>/dev/null \
@@ -138,19 +143,17 @@ main() {
   export RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=0
   export PATH="$VENV/bin:$PATH"
   write_flower_config
-  trap 'stop_superlink; rm -rf "$FLWR_HOME"' EXIT
+  local out="$SIM_DIR/flwr-run-$$.log"
+  trap 'stop_superlink; rm -rf "$FLWR_HOME" "$out"' EXIT
 
   log "starting the simulation: $clients clients, outputs under $output_dir"
-  local out run_id status
-  out="$SIM_DIR/flwr-run-$$.log"
+  local run_id status reason
   (cd "$ROOT" && flwr run . local-simulation --stream \
     --federation-config "$(federation_config "$clients")" \
-    ${config:+--run-config "$config"} --run-config "$overrides") 2>&1 | tee "$out"
-  local reason
+    ${config:+--run-config "$config"} --run-config "$overrides") 2>&1 | tee "$out" || true
   run_id=$(grep -oE 'run [0-9]+' "$out" | head -n1 | cut -d' ' -f2 || true)
   reason=$(grep -oE 'zk0: error: .*' "$out" | tail -n1 | sed 's/^zk0: error: //' || true)
-  rm -f "$out"
-  [[ -n $run_id ]] || die "flwr run did not start a run (see the output above)"
+  [[ -n $run_id ]] || die "flwr run did not start a run: $(boxed_error "$out")"
   status=$(run_status "$run_id")
   if [[ $status != "finished:completed" ]]; then
     die "run $run_id ended with status '$status': ${reason:-see the log above}"
