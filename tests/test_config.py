@@ -103,9 +103,15 @@ def test_missing_key_is_named(defaults):
         RunConfig.from_run_config(run_config)
 
 
-def test_config_is_frozen_and_replace_returns_a_copy(defaults):
-    """The parsed config cannot be changed by accident; `replace` makes a modified copy."""
+def test_config_is_frozen(defaults):
+    """The parsed config cannot be changed by accident."""
     config = RunConfig.from_run_config(defaults)
     with pytest.raises(AttributeError):
         config.lr = 1.0
-    assert config.replace(lr=1.0).lr == 1.0 and config.lr == 1e-4
+
+
+def test_evaluation_and_checkpoint_rounds(defaults):
+    """Evaluate at round 0, every eval-every rounds and at the end; checkpoint likewise, never at 0."""
+    config = RunConfig.from_run_config({**defaults, "num-rounds": 7, "eval-every": 3, "checkpoint-every": 5})
+    assert [r for r in range(8) if config.evaluates_after(r)] == [0, 3, 6, 7]
+    assert [r for r in range(8) if config.checkpoints_after(r)] == [5, 7]

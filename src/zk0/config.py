@@ -7,7 +7,6 @@ object, or stops with a one-line `ConfigError` naming the offending key.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
@@ -106,8 +105,13 @@ class RunConfig:
         if not self.output_dir.strip():
             raise ConfigError("run-config key 'output-dir' is empty; give a directory for run outputs")
 
-    def replace(self, **changes: Any) -> "RunConfig":
-        return dataclasses.replace(self, **changes)
+    def evaluates_after(self, server_round: int) -> bool:
+        """Server evaluation: before training, every `eval-every` rounds and after the last."""
+        return server_round == 0 or server_round % self.eval_every == 0 or server_round == self.num_rounds
+
+    def checkpoints_after(self, server_round: int) -> bool:
+        """Checkpoints: every `checkpoint-every` rounds and after the last."""
+        return server_round > 0 and (server_round % self.checkpoint_every == 0 or server_round == self.num_rounds)
 
 
 def _key(name: str) -> str:

@@ -46,17 +46,15 @@ def federate(grid: Grid, context: Context) -> None:
         """Called by Flower at round 0 and after each round with the new global weights."""
         model.load(arrays)
         started = time.perf_counter()
-        evaluated = server_round == 0 or server_round % config.eval_every == 0 or server_round == config.num_rounds
-        result = model.evaluate() if evaluated else None
-        eval_seconds = time.perf_counter() - started
-        row = round_row(server_round, strategy.rounds.get(server_round), result, eval_seconds)
+        result = model.evaluate() if config.evaluates_after(server_round) else None
+        row = round_row(server_round, strategy.rounds.get(server_round), result, time.perf_counter() - started)
+        eval_metrics = {k: v for k, v in row.items() if k.startswith("eval/") and v is not None}
         outputs.record(row)
-        if server_round > 0 and (server_round % config.checkpoint_every == 0 or server_round == config.num_rounds):
-            outputs.checkpoint(server_round, model.policy, model.preprocessor, model.postprocessor,
-                               {k: v for k, v in row.items() if k.startswith("eval/")})
+        if config.checkpoints_after(server_round):
+            outputs.checkpoint(server_round, model.policy, model.preprocessor, model.postprocessor, eval_metrics)
         outputs.plot()
         log(INFO, summary_line(row, config.num_rounds))
-        return MetricRecord({k: v for k, v in row.items() if k.startswith("eval/") and v is not None}) if result else None
+        return MetricRecord(eval_metrics) if result else None
 
     try:
         strategy.start(
