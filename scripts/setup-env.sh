@@ -16,7 +16,8 @@ installs zk0 with its pinned dependencies and test tools, and makes sure the
 system tools are present: the FFmpeg shared libraries that torchcodec needs for
 video decoding, tmux and openssl for zk0bot.sh, and with --test also shellcheck.
 Missing ones are installed with apt-get when running as root; otherwise the
-exact command is printed.
+exact command is printed. Finally it registers the 'local-simulation' connection
+in \$FLWR_HOME/config.toml (default ~/.flwr) for 'flwr run . local-simulation'.
 USAGE
 }
 
@@ -70,6 +71,23 @@ ensure_venv() {
   printf '%s\n' "$want" >"$stamp"
 }
 
+# Researchers run `flwr run . local-simulation`: register that connection in the user's
+# Flower config (never in pyproject.toml, which flwr would rewrite). In-memory state:
+# the local SuperLink's SQLite mode chokes on large model payloads.
+ensure_flwr_connection() {
+  FLWR_TELEMETRY_ENABLED=0 "$VENV/bin/python" - <<'PY'
+import tomllib
+from flwr.cli.flower_config import init_flwr_config
+from flwr.supercore.utils import get_flwr_home
+
+init_flwr_config()
+path = get_flwr_home() / "config.toml"
+if "local-simulation" not in tomllib.loads(path.read_text()).get("superlink", {}):
+    with path.open("a") as config:
+        config.write('\n[superlink.local-simulation]\naddress = ":local-in-memory:"\n')
+PY
+}
+
 main() {
   local test_tools=0
   case ${1:-} in
@@ -80,6 +98,7 @@ main() {
   check_python
   ensure_system_packages "$test_tools"
   ensure_venv
+  ensure_flwr_connection
 }
 
 main "$@"
