@@ -143,17 +143,17 @@ main() {
   export RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=0
   export PATH="$VENV/bin:$PATH"
   write_flower_config
-  local out="$SIM_DIR/flwr-run-$$.log"
-  trap 'stop_superlink; rm -rf "$FLWR_HOME" "$out"' EXIT
+  RUN_LOG="$SIM_DIR/flwr-run-$$.log"
+  trap 'stop_superlink; rm -rf "$FLWR_HOME" "$RUN_LOG"' EXIT
 
   log "starting the simulation: $clients clients, outputs under $output_dir"
   local run_id status reason
   (cd "$ROOT" && flwr run . local-simulation --stream \
     --federation-config "$(federation_config "$clients")" \
-    ${config:+--run-config "$config"} --run-config "$overrides") 2>&1 | tee "$out" || true
-  run_id=$(grep -oE 'run [0-9]+' "$out" | head -n1 | cut -d' ' -f2 || true)
-  reason=$(grep -oE 'zk0: error: .*' "$out" | tail -n1 | sed 's/^zk0: error: //' || true)
-  [[ -n $run_id ]] || die "flwr run did not start a run: $(boxed_error "$out")"
+    ${config:+--run-config "$config"} --run-config "$overrides") 2>&1 | tee "$RUN_LOG" || true
+  run_id=$(grep -oE 'run [0-9]+' "$RUN_LOG" | head -n1 | cut -d' ' -f2 || true)
+  reason=$(grep -oE 'zk0: error: .*' "$RUN_LOG" | tail -n1 | sed 's/^zk0: error: //' || true)
+  [[ -n $run_id ]] || die "flwr run did not start a run: $(boxed_error "$RUN_LOG")"
   status=$(run_status "$run_id")
   if [[ $status != "finished:completed" ]]; then
     die "run $run_id ended with status '$status': ${reason:-see the log above}"
