@@ -172,14 +172,16 @@ def test_killed_node_ends_the_run_within_its_bound(federation):
 
 
 def test_restarted_node_rejoins_the_next_run(federation):
-    """The crashed client restarts with the same key and the federation trains again."""
+    """The crashed client restarts with the same key and the federation trains again (logs streamed)."""
     bot, clients, eval_uri, seen = federation
     restarted = bot("client", "start", clients[1])
     assert restarted.returncode == 0, restarted.stderr + restarted.stdout
     seen += bot.process_tree()
     config = f"{TINY_RUN} datasets='{clients[0]}' eval-dataset='{eval_uri}' fraction-evaluate=0.0"
-    result = bot("run", "--rounds", "1", "--run-config", config, timeout=600)
+    result = bot("run", "--rounds", "1", "--stream", "--run-config", config, timeout=600)
     assert result.returncode == 0, result.stderr + result.stdout
+    assert "[round 1/1] eval action MSE" in result.stdout
+    assert "clients 2 ok, 0 failed" in result.stdout
 
 
 @pytest.fixture
