@@ -74,17 +74,26 @@ class RunOutputs:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
-        panels = [("eval/action_mse", "held-out action MSE"), ("eval/loss", "held-out flow-matching loss"),
-                  ("train/loss", "train loss (weighted)"), ("train/lr", "learning rate")]
+        panels = [
+            ("held-out action MSE (dataset units)", [("eval/action_mse", "server"), ("client_eval/action_mse", "clients")]),
+            ("held-out flow-matching loss", [("eval/loss", "server")]),
+            ("train loss (weighted)", [("train/loss", "clients")]),
+            ("learning rate", [("train/lr", "server schedule")]),
+        ]
         fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-        for ax, (key, title) in zip(axes.flat, panels):
-            points = [(r["round"], r[key]) for r in self.rows if r.get(key) is not None]
-            if points:
-                ax.plot(*zip(*points), marker="o")
+        for ax, (title, series) in zip(axes.flat, panels):
+            for key, label in series:
+                points = [(r["round"], r[key]) for r in self.rows if r.get(key) is not None]
+                if points:
+                    ax.plot(*zip(*points), marker="o", label=label)
             ax.set_title(title)
             ax.set_xlabel("round")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
+            if len(series) > 1:
+                ax.legend()
         fig.suptitle(f"zk0 run {self.run_dir.name}")
         fig.tight_layout()
         path = self.run_dir / "plots" / "metrics.png"
