@@ -9,9 +9,9 @@ usage() {
   cat <<USAGE
 Usage: ./run-tests.sh [--help] [PYTEST_ARGS...]
 
-Creates or reuses the environment (scripts/setup-env.sh: virtual environment,
-pinned dependencies, FFmpeg), then runs the whole test suite under tests/ with
-the environment's pytest. Extra arguments go to pytest unchanged, e.g.
+Creates or reuses the environment (scripts/setup-env.sh --test: virtual
+environment, pinned dependencies, FFmpeg, tmux, openssl, shellcheck), then runs
+the whole test suite under tests/ with the environment's pytest. Extra arguments go to pytest unchanged, e.g.
   ./run-tests.sh -k config            only tests whose name matches 'config'
   ./run-tests.sh tests/test_uri.py -x  one file, stop at the first failure
 CPU only, no network needed once installed; the end-to-end simulation tests
@@ -26,7 +26,7 @@ main() {
     usage
     return 0
   fi
-  "$ROOT/scripts/setup-env.sh"
+  "$ROOT/scripts/setup-env.sh" --test
   cd "$ROOT"
   local status=0
   "$VENV/bin/python" -m pytest -p no:cacheprovider "$@" || status=$?
