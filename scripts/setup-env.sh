@@ -14,7 +14,8 @@ Usage: scripts/setup-env.sh [--test] [--help]
 Creates (or reuses) the virtual environment at \$ZK0_VENV (default: .venv),
 installs zk0 with its pinned dependencies and test tools, and makes sure the
 system tools are present: the FFmpeg shared libraries that torchcodec needs for
-video decoding, tmux and openssl for zk0bot.sh, and with --test also shellcheck.
+video decoding, tmux, openssl and ssh-keygen for zk0bot.sh, and with --test also
+shellcheck and curl.
 Missing ones are installed with apt-get when running as root; otherwise the
 exact command is printed. Finally it registers the 'local-simulation' connection
 in \$FLWR_HOME/config.toml (default ~/.flwr) for 'flwr run . local-simulation'.
@@ -31,12 +32,16 @@ check_python() {
 }
 
 # Debian packages still missing: ffmpeg (torchcodec decodes LeRobot videos with its
-# libraries), tmux and openssl (zk0bot.sh), shellcheck (tests only).
+# libraries), tmux, openssl and ssh-keygen (zk0bot.sh); shellcheck and curl (tests only).
 missing_packages() {
   ldconfig -p 2>/dev/null | grep -q 'libavcodec\.so' || echo ffmpeg
   command -v tmux >/dev/null || echo tmux
   command -v openssl >/dev/null || echo openssl
-  if [[ $1 -eq 1 ]]; then command -v shellcheck >/dev/null || echo shellcheck; fi
+  command -v ssh-keygen >/dev/null || echo openssh-client
+  if [[ $1 -eq 1 ]]; then
+    command -v shellcheck >/dev/null || echo shellcheck
+    command -v curl >/dev/null || echo curl
+  fi
   return 0
 }
 
