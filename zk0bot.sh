@@ -751,6 +751,7 @@ PY
   fi
   if command -v tmux >/dev/null; then ok "tmux $(tmux -V | cut -d' ' -f2)"; else bad "tmux missing" "sudo apt-get install -y tmux"; fi
   if command -v openssl >/dev/null; then ok "openssl"; else bad "openssl missing (certificates)" "sudo apt-get install -y openssl"; fi
+  if command -v ssh-keygen >/dev/null; then ok "ssh-keygen"; else bad "ssh-keygen missing (node keys)" "sudo apt-get install -y openssh-client"; fi
 
   if [[ -f $SERVER_DIR/certs/server.pem ]]; then
     if openssl x509 -checkend 86400 -noout -in "$SERVER_DIR/certs/server.pem" >/dev/null 2>&1; then
