@@ -49,58 +49,14 @@ SCALE_FACTOR = 4
 
 
 def build_backbone(out: Path) -> Path:
-    """A backbone directory SmolVLA can read by path: real shapes, a small local tokenizer.
+    """A backbone directory SmolVLA can read by path: real shapes, zk0's small local tokenizer.
 
-    The tokenizer only supplies token ids (its size does not change any weight shape):
-    it is built as zk0.tiny_backbone builds its own, from the same corpus and special tokens.
+    The tokenizer only supplies token ids (its size does not change any weight shape).
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (
-        PreTrainedTokenizerFast,
-        SmolVLMConfig,
-        SmolVLMImageProcessor,
-        SmolVLMProcessor,
-        SmolVLMVideoProcessor,
-    )
-
-    from zk0.tiny_backbone import EXTRA_SPECIAL_TOKENS, SPECIAL_TOKENS, TOKENIZER_CORPUS
+    from zk0.tiny_backbone import write_backbone
 
     out.mkdir(parents=True, exist_ok=True)
-
-    specials = list(dict.fromkeys([*SPECIAL_TOKENS.values(), *EXTRA_SPECIAL_TOKENS.values()]))
-    bpe = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(
-        TOKENIZER_CORPUS,
-        trainer=trainers.BpeTrainer(vocab_size=496, special_tokens=specials,
-                                    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False),
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        additional_special_tokens=specials[len(SPECIAL_TOKENS):],
-        extra_special_tokens=EXTRA_SPECIAL_TOKENS,
-        model_max_length=8192,
-        **SPECIAL_TOKENS,
-    )
-    tokenizer.save_pretrained(out)
-    size = {"longest_edge": VISION_CONFIG["image_size"]}
-    SmolVLMProcessor(
-        image_processor=SmolVLMImageProcessor(do_resize=True, size=size, max_image_size=size, do_image_splitting=False),
-        video_processor=SmolVLMVideoProcessor(size=size, max_image_size=size),
-        tokenizer=tokenizer,
-        image_seq_len=(VISION_CONFIG["image_size"] // VISION_CONFIG["patch_size"]) ** 2 // SCALE_FACTOR**2,
-    ).save_pretrained(out)
-    SmolVLMConfig(
-        text_config=TEXT_CONFIG,
-        vision_config=VISION_CONFIG,
-        scale_factor=SCALE_FACTOR,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        vocab_size=TEXT_CONFIG["vocab_size"],
-    ).save_pretrained(out)
+    write_backbone(out, TEXT_CONFIG, VISION_CONFIG, SCALE_FACTOR)
     return out
 
 

@@ -10,6 +10,7 @@ over them is non-IID. The evaluation set holds fresh episodes of every task.
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +133,5 @@ def write_demo_federation(out_dir: Path, num_clients: int, spec: DemoSpec = Demo
 
 
 def _stale(root: Path, spec: DemoSpec) -> bool:
-    import json
-
     info = json.loads((root / "meta" / "info.json").read_text())
     return info.get("total_episodes") != spec.episodes or info.get("total_frames") != spec.episodes * spec.frames_per_episode

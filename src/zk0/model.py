@@ -92,7 +92,8 @@ def load_policy(model: str, dataset_meta, device: str):
     try:
         config = PreTrainedConfig.from_pretrained(path)
     except Exception as err:
-        raise ModelError(f"model '{model}': cannot load its config ({type(err).__name__}: {err})") from None
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ModelError(f"model '{model}': cannot load its config ({type(err).__name__}: {reason})") from None
     if config.type != "smolvla":
         raise ModelError(f"model '{model}' is a '{config.type}' policy; zk0 trains SmolVLA")
     features = dataset_to_policy_features(dataset_meta.features)

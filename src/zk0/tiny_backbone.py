@@ -42,40 +42,39 @@ TOKENIZER_CORPUS = [
     "If the cube is red, put it in the white bucket; if white, in the red bucket.",
 ]
 
-IMAGE_SIZE = 64
-PATCH_SIZE = 16
+TOKENIZER_VOCAB = 496  # a byte-level BPE over the small corpus above; the embedding table may be larger
+
+TINY_TEXT_CONFIG = {
+    "model_type": "llama",
+    "vocab_size": 512,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "max_position_embeddings": 2048,
+    "rope_theta": 100000.0,
+    "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": False,
+}
+TINY_VISION_CONFIG = {
+    "model_type": "smolvlm_vision",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "image_size": 64,
+    "patch_size": 16,
+}
+TINY_SCALE_FACTOR = 2
 
 
-def _text_config() -> dict:
-    return {
-        "model_type": "llama",
-        "vocab_size": 512,
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 16,
-        "max_position_embeddings": 2048,
-        "rope_theta": 100000.0,
-        "rms_norm_eps": 1e-5,
-        "tie_word_embeddings": False,
-    }
+def write_backbone(out: Path, text_config: dict, vision_config: dict, scale_factor: int) -> None:
+    """Write a SmolVLM backbone directory (tokenizer, processor, config) of the given shapes.
 
-
-def _vision_config() -> dict:
-    return {
-        "model_type": "smolvlm_vision",
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "image_size": IMAGE_SIZE,
-        "patch_size": PATCH_SIZE,
-    }
-
-
-def _build(out: Path) -> None:
+    The tiny preset uses the TINY_* shapes; bench/real_payload.py passes SmolVLM2-500M's.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
         PreTrainedTokenizerFast,
@@ -90,7 +89,7 @@ def _build(out: Path) -> None:
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=_text_config()["vocab_size"] - 16,
+        vocab_size=TOKENIZER_VOCAB,
         special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
@@ -105,37 +104,33 @@ def _build(out: Path) -> None:
     )
     tokenizer.save_pretrained(out)
 
-    image_processor = SmolVLMImageProcessor(
-        do_resize=True,
-        size={"longest_edge": IMAGE_SIZE},
-        max_image_size={"longest_edge": IMAGE_SIZE},
-        do_image_splitting=False,
-    )
-    video_processor = SmolVLMVideoProcessor(
-        size={"longest_edge": IMAGE_SIZE}, max_image_size={"longest_edge": IMAGE_SIZE}
-    )
+    size = {"longest_edge": vision_config["image_size"]}
     processor = SmolVLMProcessor(
-        image_processor=image_processor,
+        image_processor=SmolVLMImageProcessor(do_resize=True, size=size, max_image_size=size, do_image_splitting=False),
         tokenizer=tokenizer,
-        video_processor=video_processor,
-        image_seq_len=(IMAGE_SIZE // PATCH_SIZE) ** 2 // 4,
+        video_processor=SmolVLMVideoProcessor(size=size, max_image_size=size),
+        image_seq_len=(vision_config["image_size"] // vision_config["patch_size"]) ** 2 // scale_factor**2,
     )
     processor.save_pretrained(out)
 
     config = SmolVLMConfig(
-        text_config=_text_config(),
-        vision_config=_vision_config(),
-        scale_factor=2,
+        text_config=text_config,
+        vision_config=vision_config,
+        scale_factor=scale_factor,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        vocab_size=_text_config()["vocab_size"],
+        vocab_size=text_config["vocab_size"],
     )
     config.save_pretrained(out)
+
+
+def _build_tiny(out: Path) -> None:
+    write_backbone(out, TINY_TEXT_CONFIG, TINY_VISION_CONFIG, TINY_SCALE_FACTOR)
     (out / "zk0_backbone.json").write_text(json.dumps({"version": BACKBONE_VERSION}))
 
 
 def ensure_tiny_backbone(cache_dir: Path) -> Path:
     """Return the tiny backbone directory under `cache_dir`, building it once."""
-    return build_once(cache_dir / f"tiny-smolvlm-v{BACKBONE_VERSION}", "zk0_backbone.json", _build)
+    return build_once(cache_dir / f"tiny-smolvlm-v{BACKBONE_VERSION}", "zk0_backbone.json", _build_tiny)
