@@ -5,7 +5,14 @@
 # node operator runs one SuperNode per dataset (`client start <dataset-uri>`). Every
 # component lives in its own tmux session with its own FLWR_HOME, port and log file
 # under $ZK0_HOME. TLS and SuperNode authentication are on unless --insecure is given.
+#
+# Server topology: the SuperLink (Fleet, Control and Runtime APIs on one port) listens on
+# 127.0.0.1 only; a reverse proxy (nginx) serves the public port and forwards nothing but
+# the Fleet API; the ServerApp runs under a SuperExec that authenticates to the Runtime API
+# with a shared secret. Admin commands talk to the SuperLink on 127.0.0.1.
 set -euo pipefail
+# Keys, logs, run outputs and checkpoints are private to the operator.
+umask 077
 
 ROOT="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
 VENV="${ZK0_VENV:-$ROOT/.venv}"
@@ -13,9 +20,14 @@ ZK0_HOME="${ZK0_HOME:-$HOME/.zk0}"
 SERVER_DIR="$ZK0_HOME/server"
 CLIENTS_DIR="$ZK0_HOME/clients"
 SERVER_SESSION="zk0-superlink"
+SUPEREXEC_SESSION="zk0-superexec"
+PROXY_SESSION="zk0-proxy"
 DEFAULT_SERVER_PORT=9092
 START_TIMEOUT="${ZK0_START_TIMEOUT:-90}"
-CONNECTION="zk0"
+# A name no directory in the admin's working directory can shadow (flwr reads a bare
+# `zk0` as an app path when ./zk0/pyproject.toml exists, e.g. in $HOME after install).
+CONNECTION="zk0-superlink"
+PROG="zk0bot"
 
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
 
@@ -41,6 +53,19 @@ use_venv() {
   export PATH="$VENV/bin:$PATH"
 }
 
+# ZK0_HOME holds keys and logs: a private directory, created on first use.
+ensure_home() {
+  [[ ! -e $ZK0_HOME || -d $ZK0_HOME ]] || die "ZK0_HOME=$ZK0_HOME exists and is not a directory; set ZK0_HOME to a directory"
+  local err
+  err=$(mkdir -p "$ZK0_HOME" 2>&1) || die "cannot create ZK0_HOME=$ZK0_HOME (${err##*: }); set ZK0_HOME to a writable directory"
+  chmod 700 "$ZK0_HOME" 2>/dev/null || true
+}
+
+# `opt_value "$@"` inside an option loop: the option's value must follow it.
+opt_value() {
+  [[ $# -ge 2 && -n $2 && $2 != --* ]] || die "option $1 needs a value (see --help)"
+}
+
 need_tmux() {
   command -v tmux >/dev/null || die "tmux is not installed; install it with: sudo apt-get install -y tmux"
 }
@@ -53,17 +78,24 @@ session_running() { tmx has-session -t "=$1" 2>/dev/null; }
 
 session_pid() { tmx list-panes -t "=$1" -F '#{pane_pid}' 2>/dev/null | head -n1; }
 
-# Start a detached session running one command. The tmux server may predate this call,
-# so the variables that steer zk0, Hugging Face, wandb and CUDA are passed explicitly.
+# Start a detached session running one command, its output appended to `log`. The tmux
+# server may predate this call, so the variables that steer zk0, Hugging Face, wandb and
+# CUDA are passed explicitly. With `restart`, the command is started again whenever it
+# exits: SuperNodes exit when they lose the SuperLink and come back once it returns.
 start_session() {
-  local session=$1 dir=$2 flwr_home=$3 log=$4
-  shift 4
-  local prelude command
-  prelude=$(export -p | grep -E '^declare -x (ZK0_|HF_|HUGGINGFACE_|WANDB_|CUDA_|NVIDIA_|OMP_|MKL_|PYTORCH_|TORCH|XDG_CACHE_HOME=|HOME=|PATH=)' || true)
+  local session=$1 dir=$2 flwr_home=$3 log=$4 mode=$5
+  shift 5
+  local prelude command qlog body
+  prelude=$(export -p | grep -E '^declare -x (ZK0_|HF_|HUGGINGFACE_|WANDB_|CUDA_|NVIDIA_|OMP_|MKL_|PYTORCH_|TORCH|PYTHONPATH=|XDG_CACHE_HOME=|HOME=|PATH=)' || true)
   command=$(printf '%q ' "$@")
-  mkdir -p "$ZK0_HOME"
+  qlog=$(printf '%q' "$log")
+  if [[ $mode == restart ]]; then
+    body="while :; do $command >>$qlog 2>&1; echo \"zk0bot: \$(date -u +%FT%TZ) $session exited (status \$?); restarting in 5 s\" >>$qlog; sleep 5; done"
+  else
+    body="exec $command >>$qlog 2>&1"
+  fi
   tmx new-session -d -s "$session" -c "$dir" \
-    "$prelude"$'\n'"export FLWR_HOME=$(printf '%q' "$flwr_home"); exec $command >>$(printf '%q' "$log") 2>&1"
+    "umask 077"$'\n'"$prelude"$'\n'"export FLWR_HOME=$(printf '%q' "$flwr_home"); $body"
 }
 
 # All descendants of a PID (Flower detaches SuperExec and app processes into new sessions,
@@ -131,10 +163,10 @@ wants_help() {
   return 1
 }
 
-# Write the connection the flwr CLI uses to reach this machine's SuperLink.
+# The connection the flwr CLI uses to reach this machine's SuperLink (on 127.0.0.1).
 write_flwr_connection() {
   local port mode
-  port=$(server_setting port)
+  port=$(server_setting link_port)
   mode=$(server_setting mode)
   mkdir -p "$SERVER_DIR/flwr-home"
   {
@@ -152,13 +184,15 @@ write_flwr_connection() {
 }
 
 server_setting() {
-  [[ -f $SERVER_DIR/server.env ]] || die "no server has been started from $ZK0_HOME; run: zk0bot.sh server start"
+  [[ -f $SERVER_DIR/server.env ]] || die "no server has been started from $ZK0_HOME; run: $PROG server start"
   sed -n "s/^$1=//p" "$SERVER_DIR/server.env"
 }
 
+# The flwr CLI against this machine's SuperLink, from a neutral directory: flwr reads a
+# connection name as an app path when the working directory holds a matching folder.
 flwr_admin() {
   use_venv
-  FLWR_HOME="$SERVER_DIR/flwr-home" flwr "$@"
+  (cd "$SERVER_DIR" && FLWR_HOME="$SERVER_DIR/flwr-home" flwr "$@")
 }
 
 # ---------------------------------------------------------------------------
@@ -200,13 +234,103 @@ install_given_certs() {
   chmod 600 "$dir/server.key"
 }
 
+# Refuse unreadable or mismatched certificates before anything starts (else the SuperLink
+# and the proxy die with a traceback or a cryptic log line).
+check_server_certs() {
+  local dir="$SERVER_DIR/certs" file
+  for file in ca.crt server.pem; do
+    openssl x509 -noout -in "$dir/$file" 2>/dev/null \
+      || die "$dir/$file is not a readable PEM certificate; replace it (or move $dir away to create new ones)"
+  done
+  openssl pkey -noout -in "$dir/server.key" 2>/dev/null \
+    || die "$dir/server.key is not a readable private key; replace it (or move $dir away to create new ones)"
+  [[ $(openssl x509 -noout -pubkey -in "$dir/server.pem" 2>/dev/null) == "$(openssl pkey -pubout -in "$dir/server.key" 2>/dev/null)" ]] \
+    || die "$dir/server.key does not belong to $dir/server.pem; give the matching key"
+  openssl verify -CAfile "$dir/ca.crt" "$dir/server.pem" >/dev/null 2>&1 \
+    || die "$dir/server.pem is not signed by $dir/ca.crt; give the CA that issued it"
+}
+
+# The SuperExec's shared secret for the Runtime API: only processes holding it can take a
+# run's ServerApp task.
+ensure_superexec_secret() {
+  local secret="$SERVER_DIR/superexec.secret"
+  [[ -s $secret ]] || "$(python_bin)" -c 'import secrets, sys; open(sys.argv[1], "w").write(secrets.token_hex(32))' "$secret"
+  chmod 600 "$secret"
+}
+
 # ---------------------------------------------------------------------------
 # server
 # ---------------------------------------------------------------------------
 
-server_health() {
+# nginx is in /usr/sbin, which is not on a non-root user's PATH.
+nginx_bin() {
+  local candidate
+  for candidate in "$(command -v nginx 2>/dev/null || true)" /usr/sbin/nginx /sbin/nginx; do
+    [[ -n $candidate && -x $candidate ]] && { echo "$candidate"; return 0; }
+  done
+  die "nginx is not installed (the server's public port is served by it); install it: sudo apt-get install -y nginx"
+}
+
+# The reverse proxy on the public port: TLS with zk0's server certificate, and only the
+# Fleet API (what SuperNodes use) forwarded; Control and Runtime APIs are refused.
+write_proxy_config() {
+  local host=$1 port=$2 link_port=$3 mode=$4 dir="$SERVER_DIR/proxy" certs="$SERVER_DIR/certs"
+  local listen="listen $host:$port ssl;" upstream="https://127.0.0.1:$link_port" tls_lines upstream_tls user_line=""
+  mkdir -p "$dir/tmp"
+  tls_lines="ssl_certificate $certs/server.pem;
+    ssl_certificate_key $certs/server.key;
+    ssl_protocols TLSv1.2 TLSv1.3;"
+  upstream_tls="proxy_ssl_trusted_certificate $certs/ca.crt;
+      proxy_ssl_verify on;
+      proxy_ssl_name localhost;"
+  if [[ $mode == insecure ]]; then
+    listen="listen $host:$port;" upstream="http://127.0.0.1:$link_port" tls_lines="" upstream_tls=""
+  fi
+  # As root, nginx's workers would switch to an unprivileged user that cannot read ZK0_HOME.
+  [[ $(id -u) -eq 0 ]] && user_line="user root;"
+  cat >"$dir/nginx.conf" <<CONF
+# Generated by zk0bot server start; rewritten on every start.
+$user_line
+worker_processes 1;
+pid $dir/nginx.pid;
+daemon off;
+error_log $SERVER_DIR/proxy.log warn;
+events { worker_connections 512; }
+http {
+  client_body_temp_path $dir/tmp/body;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
+  # Refused requests are logged (who tried what); Fleet traffic is not.
+  map \$status \$zk0_refused { ~^[23] 0; default 1; }
+  log_format zk0 '\$time_iso8601 \$remote_addr "\$request" \$status';
+  access_log $SERVER_DIR/proxy.log zk0 if=\$zk0_refused;
+  client_max_body_size 0;
+  proxy_request_buffering off;
+  proxy_buffering off;
+  proxy_read_timeout 900s;
+  proxy_send_timeout 900s;
+  server {
+    $listen
+    $tls_lines
+    location /v1/fleet/ {
+      proxy_pass $upstream;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      $upstream_tls
+    }
+    location / {
+      return 403 "zk0: only the Fleet API is served on this port\n";
+    }
+  }
+}
+CONF
+}
+
+link_health() {
   local port mode
-  port=$(server_setting port)
+  port=$(server_setting link_port)
   mode=$(server_setting mode)
   "$(python_bin)" - "$port" "$mode" "$SERVER_DIR/certs/ca.crt" <<'PY' 2>/dev/null
 import sys, httpx
@@ -216,112 +340,234 @@ sys.exit(0 if httpx.get(f"{scheme}://127.0.0.1:{port}/health", verify=verify, ti
 PY
 }
 
+# The public port answers (the proxy refuses "/" with 403 by design).
+proxy_health() {
+  local port mode
+  port=$(server_setting port)
+  mode=$(server_setting mode)
+  "$(python_bin)" - "$port" "$mode" "$SERVER_DIR/certs/ca.crt" <<'PY' 2>/dev/null
+import sys, httpx
+port, mode, ca = sys.argv[1:]
+scheme, verify = ("http", False) if mode == "insecure" else ("https", ca)
+sys.exit(0 if httpx.get(f"{scheme}://127.0.0.1:{port}/", verify=verify, timeout=2).status_code == 403 else 1)
+PY
+}
+
+server_health() { link_health && proxy_health; }
+
 usage_server() {
   cat <<'USAGE'
-Usage: zk0bot.sh server <command> [options]
+Usage: zk0bot server <command> [options]
 
 Commands:
   start [--port P] [--host H] [--insecure] [--ca-cert F --cert F --key F]
-          Start the SuperLink in tmux session zk0-superlink. Creates a CA and a
-          server certificate once (or installs the given ones) and enables TLS and
-          SuperNode authentication. --host is the address to listen on (default
-          0.0.0.0; ZK0_SERVER_HOST), --port the port (default 9092; ZK0_SERVER_PORT).
-          Extra certificate names/IPs: ZK0_SERVER_HOSTNAMES="fl.example.org,203.0.113.7".
-  stop    Stop the SuperLink and everything it started.
-  status  Session, PID, port, health, nodes and recent runs.
+          Start the server: the SuperLink (on 127.0.0.1 only, session zk0-superlink),
+          the SuperExec that runs ServerApps (zk0-superexec) and the public reverse
+          proxy (nginx, zk0-proxy), which forwards only the Fleet API the nodes use.
+          Creates a CA and a server certificate once (or installs the given ones),
+          enables TLS and SuperNode authentication, and re-registers every node key
+          registered before (kept in ~/.zk0/server/nodes/). --host/--port: the public
+          address (default 0.0.0.0:9092; ZK0_SERVER_HOST, ZK0_SERVER_PORT). Extra
+          certificate names/IPs: ZK0_SERVER_HOSTNAMES="fl.example.org,203.0.113.7".
+          Starts only what is not running, so it also recovers from a crash.
+  stop    Stop the proxy, the SuperExec, the SuperLink and everything they started.
+  status  Sessions, PIDs, ports, health, nodes and recent runs.
   logs [-f]
-          Show (or follow) the SuperLink log.
+          Show (or follow) the SuperLink log (proxy: proxy.log, SuperExec: superexec.log).
   register <node-public-key-file>
           Allow a node (its operator sends you the .pub file `client start` printed).
-  nodes   Registered and connected nodes.
+  nodes   Registered and connected nodes, with the dataset each key was created for.
 USAGE
 }
 
-server_start() {
-  local port="${ZK0_SERVER_PORT:-$DEFAULT_SERVER_PORT}" host="${ZK0_SERVER_HOST:-0.0.0.0}" insecure=0
-  local ca="" cert="" key=""
-  while [[ $# -gt 0 ]]; do
-    case $1 in
-      --port) port=${2:?--port needs a value}; shift ;;
-      --host) host=${2:?--host needs a value}; shift ;;
-      --insecure) insecure=1 ;;
-      --ca-cert) ca=${2:?--ca-cert needs a file}; shift ;;
-      --cert) cert=${2:?--cert needs a file}; shift ;;
-      --key) key=${2:?--key needs a file}; shift ;;
-      *) die "unknown option '$1' for 'server start' (see: zk0bot.sh server --help)" ;;
-    esac
-    shift
-  done
-  check_port "$port"
-  need_tmux
-  use_venv
-  if session_running "$SERVER_SESSION"; then
-    info "SuperLink already running (session $SERVER_SESSION, port $(server_setting port))"
-    return 0
-  fi
-  port_free "$host" "$port" || die "port $port on $host is in use; stop what uses it or choose another with --port"
-  mkdir -p "$SERVER_DIR/runs"
-  local args=(--port "$port" --host "$host" --disable-runtime-dependency-installation)
-  if [[ $insecure -eq 1 ]]; then
-    warn "--insecure: no TLS and no node authentication. Anyone who reaches port $port can join or submit code. Use only for local experiments."
-    args+=(--insecure)
-    printf 'port=%s\nhost=%s\nmode=insecure\n' "$port" "$host" >"$SERVER_DIR/server.env"
-  else
-    if [[ -n $ca$cert$key ]]; then install_given_certs "$ca" "$cert" "$key"; else ensure_server_certs; fi
-    args+=(--ssl-ca-certfile "$SERVER_DIR/certs/ca.crt" --ssl-certfile "$SERVER_DIR/certs/server.pem"
-      --ssl-keyfile "$SERVER_DIR/certs/server.key" --enable-supernode-auth)
-    printf 'port=%s\nhost=%s\nmode=secure\n' "$port" "$host" >"$SERVER_DIR/server.env"
-  fi
-  write_flwr_connection
-  local log="$SERVER_DIR/superlink.log"
-  : >"$log"
-  start_session "$SERVER_SESSION" "$SERVER_DIR" "$SERVER_DIR/flwr-home" "$log" flower-superlink "${args[@]}"
-  local waited=0
-  until server_health; do
-    if ! session_running "$SERVER_SESSION"; then
+wait_until() {
+  local what=$1 session=$2 log=$3 check=$4 waited=0
+  until "$check"; do
+    if ! session_running "$session"; then
       show_log_tail "$log"
-      die "the SuperLink exited during start-up (log: $log)"
+      die "$what exited during start-up (log: $log)"
     fi
     if ((waited >= START_TIMEOUT)); then
       show_log_tail "$log"
-      stop_session "$SERVER_SESSION"
-      die "the SuperLink did not become healthy within ${START_TIMEOUT}s (log: $log)"
+      die "$what did not become ready within ${START_TIMEOUT}s (log: $log)"
     fi
     sleep 1
     waited=$((waited + 1))
   done
-  info "SuperLink running: session $SERVER_SESSION, pid $(session_pid "$SERVER_SESSION"), $host:$port ($(server_setting mode))"
-  info "attach with: tmux -S $ZK0_HOME/tmux.sock attach -t $SERVER_SESSION"
-  if [[ $insecure -eq 0 ]]; then
-    info "node operators need the CA certificate: $SERVER_DIR/certs/ca.crt"
-    info "register each node's public key with: zk0bot.sh server register <node.pub>"
+}
+
+server_start() {
+  # A restart keeps the address of the last start unless told otherwise.
+  local last_port="" last_host=""
+  if [[ -f $SERVER_DIR/server.env ]]; then
+    last_port=$(server_setting port)
+    last_host=$(server_setting host)
   fi
+  local port="${ZK0_SERVER_PORT:-${last_port:-$DEFAULT_SERVER_PORT}}" host="${ZK0_SERVER_HOST:-${last_host:-0.0.0.0}}"
+  local insecure=0 ca="" cert="" key=""
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --port) opt_value "$@"; port=$2; shift ;;
+      --host) opt_value "$@"; host=$2; shift ;;
+      --insecure) insecure=1 ;;
+      --ca-cert) opt_value "$@"; ca=$2; shift ;;
+      --cert) opt_value "$@"; cert=$2; shift ;;
+      --key) opt_value "$@"; key=$2; shift ;;
+      *) die "unknown option '$1' for 'server start' (see: $PROG server --help)" ;;
+    esac
+    shift
+  done
+  check_port "$port"
+  [[ -z $ca$cert$key || (-n $ca && -n $cert && -n $key) ]] || die "--ca-cert, --cert and --key go together; give all three"
+  ensure_home
+  need_tmux
+  use_venv
+  local nginx
+  nginx=$(nginx_bin)
+  if session_running "$SERVER_SESSION" && session_running "$SUPEREXEC_SESSION" && session_running "$PROXY_SESSION"; then
+    info "server already running (public port $(server_setting port), SuperLink 127.0.0.1:$(server_setting link_port))"
+    return 0
+  fi
+  mkdir -p "$SERVER_DIR/runs" "$SERVER_DIR/nodes"
+  chmod 700 "$SERVER_DIR"
+  local mode=secure link_port
+  [[ $insecure -eq 1 ]] && mode=insecure
+  if session_running "$SERVER_SESSION"; then
+    link_port=$(server_setting link_port)
+  else
+    port_free "$host" "$port" || session_running "$PROXY_SESSION" \
+      || die "port $port on $host is in use; stop what uses it or choose another with --port"
+    link_port=$(free_local_port)
+  fi
+  if [[ $mode == insecure ]]; then
+    warn "--insecure: no TLS and no node authentication. Anyone who reaches port $port can join the federation. Use only for local experiments."
+  else
+    if [[ -n $ca ]]; then install_given_certs "$ca" "$cert" "$key"; else ensure_server_certs; fi
+    check_server_certs
+  fi
+  ensure_superexec_secret
+  printf 'port=%s\nhost=%s\nmode=%s\nlink_port=%s\n' "$port" "$host" "$mode" "$link_port" >"$SERVER_DIR/server.env"
+  write_flwr_connection
+
+  local secret="$SERVER_DIR/superexec.secret" tls_link=() tls_exec=(--insecure)
+  if [[ $mode == secure ]]; then
+    tls_link=(--ssl-ca-certfile "$SERVER_DIR/certs/ca.crt" --ssl-certfile "$SERVER_DIR/certs/server.pem"
+      --ssl-keyfile "$SERVER_DIR/certs/server.key" --enable-supernode-auth)
+    tls_exec=(--root-certificates "$SERVER_DIR/certs/ca.crt")
+  else
+    tls_link=(--insecure)
+  fi
+  if ! session_running "$SERVER_SESSION"; then
+    log_start "$SERVER_DIR/superlink.log"
+    start_session "$SERVER_SESSION" "$SERVER_DIR" "$SERVER_DIR/flwr-home" "$SERVER_DIR/superlink.log" once \
+      flower-superlink --host 127.0.0.1 --port "$link_port" "${tls_link[@]}" --isolation process \
+      --superexec-auth-secret-file "$secret" --disable-runtime-dependency-installation
+    wait_until "the SuperLink" "$SERVER_SESSION" "$SERVER_DIR/superlink.log" link_health
+    reregister_nodes
+  fi
+  if ! session_running "$SUPEREXEC_SESSION"; then
+    log_start "$SERVER_DIR/superexec.log"
+    start_session "$SUPEREXEC_SESSION" "$SERVER_DIR" "$SERVER_DIR/flwr-home" "$SERVER_DIR/superexec.log" restart \
+      flower-superexec --runtime-api-address "127.0.0.1:$link_port" "${tls_exec[@]}" \
+      --superexec-auth-secret-file "$secret"
+  fi
+  if ! session_running "$PROXY_SESSION"; then
+    write_proxy_config "$host" "$port" "$link_port" "$mode"
+    "$nginx" -t -q -e "$SERVER_DIR/proxy.log" -c "$SERVER_DIR/proxy/nginx.conf" 2>/dev/null \
+      || die "the proxy configuration was refused: $("$nginx" -t -q -e /dev/stderr -c "$SERVER_DIR/proxy/nginx.conf" 2>&1 | head -n1)"
+    log_start "$SERVER_DIR/proxy.log"
+    start_session "$PROXY_SESSION" "$SERVER_DIR" "$SERVER_DIR/flwr-home" "$SERVER_DIR/proxy.log" once \
+      "$nginx" -e "$SERVER_DIR/proxy.log" -c "$SERVER_DIR/proxy/nginx.conf"
+    wait_until "the proxy (nginx)" "$PROXY_SESSION" "$SERVER_DIR/proxy.log" proxy_health
+  fi
+  info "server running ($mode): public port $host:$port (Fleet API only, session $PROXY_SESSION), SuperLink 127.0.0.1:$link_port (session $SERVER_SESSION)"
+  info "attach with: tmux -S $ZK0_HOME/tmux.sock attach -t $SERVER_SESSION"
+  if [[ $mode == secure ]]; then
+    info "node operators need the CA certificate: $SERVER_DIR/certs/ca.crt"
+    info "register each node's public key with: $PROG server register <node.pub>"
+  fi
+}
+
+# Logs are appended across restarts, with a line marking each start.
+log_start() {
+  printf '=== zk0bot %s: start %s ===\n' "$(date -u +%FT%TZ)" "$(basename "$1" .log)" >>"$1"
+}
+
+free_local_port() {
+  "$(python_bin)" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Registrations live in the SuperLink's memory; the keys kept in nodes/ restore them.
+reregister_nodes() {
+  [[ $(server_setting mode) == secure ]] || return 0
+  local key count=0
+  for key in "$SERVER_DIR"/nodes/*.pub; do
+    [[ -f $key ]] || continue
+    if register_key "$key" >/dev/null; then count=$((count + 1)); fi
+  done
+  [[ $count -eq 0 ]] || info "re-registered $count node key(s) from $SERVER_DIR/nodes"
+}
+
+# Register one public key with the SuperLink; keep it (and the node id Flower gave it) in
+# nodes/ for restarts and for `server nodes`. Prints Flower's reason on failure.
+register_key() {
+  local key=$1 out id kept
+  kept="$SERVER_DIR/nodes/$(awk '{print $2}' "$key" | sha256sum | cut -c1-16)"
+  out=$(flwr_admin supernode register "$key" "$CONNECTION" --format json 2>&1) || true
+  id=$("$(python_bin)" -c '
+import json, sys
+text = sys.stdin.read()
+try:
+    reply = json.loads(text[text.index("{"):])
+except ValueError:
+    reply = {}
+if reply.get("success"):
+    print(reply["node-id"])
+else:
+    lines = [l for l in str(reply.get("error-message", text)).splitlines() if l.strip()]
+    print("error: " + (lines[-1] if lines else "no reply"))
+' <<<"$out")
+  if [[ $id == *"already in use"* ]]; then
+    id=$(cat "$kept.id" 2>/dev/null || echo "(already registered)")
+  elif [[ $id == error:* ]]; then
+    warn "could not register $key: ${id#error: }"
+    return 1
+  fi
+  [[ $key -ef $kept.pub ]] || cp "$key" "$kept.pub"
+  [[ $id == "(already registered)" ]] || echo "$id" >"$kept.id"
+  echo "$id"
 }
 
 server_stop() {
   require_no_args "$@"
   need_tmux
-  if session_running "$SERVER_SESSION"; then
-    stop_session "$SERVER_SESSION"
-    info "SuperLink stopped"
-  else
-    info "SuperLink is not running"
-  fi
+  local session any=0
+  for session in "$PROXY_SESSION" "$SUPEREXEC_SESSION" "$SERVER_SESSION"; do
+    if session_running "$session"; then
+      stop_session "$session"
+      any=1
+    fi
+  done
+  if [[ $any -eq 1 ]]; then info "server stopped"; else info "server is not running"; fi
 }
 
 server_status() {
   require_no_args "$@"
   need_tmux
-  if ! session_running "$SERVER_SESSION"; then
-    info "SuperLink: not running"
-    return 0
-  fi
-  local health=unhealthy
-  server_health && health=healthy
-  info "SuperLink: running, session $SERVER_SESSION, pid $(session_pid "$SERVER_SESSION"), port $(server_setting port), $(server_setting mode), $health"
+  use_venv
+  local session state health
+  for session in "$SERVER_SESSION" "$SUPEREXEC_SESSION" "$PROXY_SESSION"; do
+    state="not running"
+    session_running "$session" && state="running, pid $(session_pid "$session")"
+    info "$session: $state"
+  done
+  session_running "$SERVER_SESSION" || { info "SuperLink: not running"; return 0; }
+  health=unhealthy
+  link_health && health=healthy
+  info "SuperLink: running, 127.0.0.1:$(server_setting link_port), public port $(server_setting port), $(server_setting mode), $health"
   info "runs directory: $SERVER_DIR/runs"
   [[ $health == healthy ]] || return 0
-  flwr_admin supernode list "$CONNECTION" 2>/dev/null | sed -n '/┏/,$p' || true
+  server_nodes
   flwr_admin ls "$CONNECTION" 2>/dev/null | sed -n '/┏/,$p' | head -n 12 || true
 }
 
@@ -334,24 +580,45 @@ server_logs() {
     esac
     shift
   done
-  [[ -f $SERVER_DIR/superlink.log ]] || die "no SuperLink log yet ($SERVER_DIR/superlink.log); run: zk0bot.sh server start"
+  [[ -f $SERVER_DIR/superlink.log ]] || die "no SuperLink log yet ($SERVER_DIR/superlink.log); run: $PROG server start"
   tail -n 100 "${follow[@]}" "$SERVER_DIR/superlink.log"
 }
 
 server_register() {
-  [[ $# -eq 1 ]] || die "usage: zk0bot.sh server register <node-public-key-file>"
-  local key=$1
+  [[ $# -eq 1 ]] || die "usage: $PROG server register <node-public-key-file>"
+  local key=$1 id
   [[ -f $key ]] || die "public key file '$key' does not exist"
   grep -q '^ecdsa-sha2-nistp384 ' "$key" || die "'$key' is not a node public key (expected an 'ecdsa-sha2-nistp384 ...' line from zk0bot client start)"
   [[ $(server_setting mode) == secure ]] || die "the server runs with --insecure: node authentication is off, nothing to register"
-  session_running "$SERVER_SESSION" || die "the SuperLink is not running; start it first: zk0bot.sh server start"
-  flwr_admin supernode register "$key" "$CONNECTION"
+  session_running "$SERVER_SESSION" || die "the SuperLink is not running; start it first: $PROG server start"
+  id=$(register_key "$key" 2>&1) || die "registering $key failed: ${id#*could not register "$key": }"
+  info "registered node $id ($(awk '{print $3}' "$key")); the key is kept in $SERVER_DIR/nodes for restarts"
 }
 
+# Flower's node table, with the key name (zk0-node-<dataset>) each node id was registered for.
 server_nodes() {
   require_no_args "$@"
-  session_running "$SERVER_SESSION" || die "the SuperLink is not running; start it first: zk0bot.sh server start"
-  flwr_admin supernode list "$CONNECTION"
+  session_running "$SERVER_SESSION" || die "the SuperLink is not running; start it first: $PROG server start"
+  local json
+  json=$(flwr_admin supernode list "$CONNECTION" --format json 2>&1) \
+    || die "listing nodes failed: $(grep -v '^\s*$' <<<"$json" | tail -n1)"
+  NODES_JSON=$json "$(python_bin)" - "$SERVER_DIR/nodes" <<'PY'
+import json, os, sys
+from pathlib import Path
+
+text = os.environ["NODES_JSON"]
+nodes = json.loads(text[text.index("{"):]).get("nodes", [])
+names = {}
+for id_file in Path(sys.argv[1]).glob("*.id"):
+    key = id_file.with_suffix(".pub")
+    parts = key.read_text().split() if key.is_file() else []
+    names[id_file.read_text().strip()] = parts[2] if len(parts) > 2 else key.name
+print(f"{'node id':>20}  {'status':<10}  key")
+for node in nodes:
+    print(f"{node['node-id']:>20}  {node['status']:<10}  {names.get(node['node-id'], '(registered outside zk0bot)')}")
+if not nodes:
+    print("(no nodes registered)")
+PY
 }
 
 cmd_server() {
@@ -369,7 +636,7 @@ cmd_server() {
     logs) server_logs "$@" ;;
     register) server_register "$@" ;;
     nodes) server_nodes "$@" ;;
-    *) die "unknown server command '$sub' (see: zk0bot.sh server --help)" ;;
+    *) die "unknown server command '$sub' (see: $PROG server --help)" ;;
   esac
 }
 
@@ -379,7 +646,7 @@ cmd_server() {
 
 usage_client() {
   cat <<'USAGE'
-Usage: zk0bot.sh client <command> [options]
+Usage: zk0bot client <command> [options]
 
 Commands:
   start <dataset-uri> [--server HOST:PORT] [--ca-cert FILE] [--port P] [--insecure]
@@ -414,15 +681,21 @@ known_clients() {
   return 0
 }
 
-validate_dataset() {
-  local uri=$1
-  local out
-  if [[ $uri == local:* ]]; then
-    out=$("$VENV/bin/zk0" check-dataset "$uri" 2>&1 >/dev/null) || die "${out#zk0: error: }"
-  else
-    out=$("$(python_bin)" -c 'import sys; from zk0.uri import parse_dataset_uri; parse_dataset_uri(sys.argv[1])' "$uri" 2>&1) \
-      || die "$(tail -n1 <<<"$out" | sed 's/^zk0.uri.URIError: //')"
+# The URI's form, and for local: datasets that the directory exists (milliseconds).
+check_uri() {
+  local uri=$1 out
+  out=$("$(python_bin)" -c 'import sys; from zk0.uri import parse_dataset_uri; parse_dataset_uri(sys.argv[1])' "$uri" 2>&1) \
+    || die "$(tail -n1 <<<"$out" | sed 's/^zk0.uri.URIError: //')"
+  if [[ $uri == local:* && ! -d ${uri#local:} ]]; then
+    die "dataset $uri: directory does not exist; pass the root of a LeRobot dataset"
   fi
+}
+
+# A local dataset opens and fits the policy (seconds: LeRobot is imported).
+validate_dataset() {
+  local uri=$1 out
+  [[ $uri == local:* ]] || return 0
+  out=$("$VENV/bin/zk0" check-dataset "$uri" 2>&1 >/dev/null) || die "${out#zk0: error: }"
 }
 
 next_free_port() {
@@ -445,24 +718,32 @@ default_ca_cert() {
 }
 
 client_start() {
-  local uri="" server="${ZK0_SERVER:-127.0.0.1:$DEFAULT_SERVER_PORT}" ca port="" insecure=0
+  local uri="" server="${ZK0_SERVER:-127.0.0.1:$DEFAULT_SERVER_PORT}" ca port="" insecure=0 threads=""
   ca=$(default_ca_cert)
   while [[ $# -gt 0 ]]; do
     case $1 in
-      --server) server=${2:?--server needs HOST:PORT}; shift ;;
-      --ca-cert) ca=${2:?--ca-cert needs a file}; shift ;;
-      --port) port=${2:?--port needs a value}; shift ;;
+      --server) opt_value "$@"; server=$2; shift ;;
+      --ca-cert) opt_value "$@"; ca=$2; shift ;;
+      --port) opt_value "$@"; port=$2; shift ;;
+      --threads) opt_value "$@"; threads=$2; shift ;;
       --insecure) insecure=1 ;;
-      -*) die "unknown option '$1' for 'client start' (see: zk0bot.sh client --help)" ;;
+      -*) die "unknown option '$1' for 'client start' (see: $PROG client --help)" ;;
       *) [[ -z $uri ]] || die "client start takes one dataset URI, got '$uri' and '$1'"; uri=$1 ;;
     esac
     shift
   done
-  [[ -n $uri ]] || die "usage: zk0bot.sh client start <dataset-uri>  (hf:owner/name or local:/absolute/path)"
-  [[ $server == *:* ]] || die "--server must be HOST:PORT, got '$server'"
+  # Arguments first: they are checked in milliseconds, the dataset and server in seconds.
+  [[ -n $uri ]] || die "usage: $PROG client start <dataset-uri>  (hf:owner/name or local:/absolute/path)"
+  [[ $server =~ ^[^:]+:[0-9]+$ ]] || die "--server must be HOST:PORT, got '$server'"
+  [[ -z $port ]] || check_port "$port"
+  [[ -z $threads || $threads =~ ^[1-9][0-9]*$ ]] || die "--threads must be a positive integer, got '$threads'"
+  check_uri "$uri"
+  if [[ $insecure -eq 0 ]]; then
+    [[ -f $ca ]] || die "CA certificate '$ca' not found; get ca.crt from the server admin and pass --ca-cert FILE (or set ZK0_CA_CERT)"
+  fi
+  ensure_home
   need_tmux
   use_venv
-  validate_dataset "$uri"
 
   local id dir session log
   id=$(client_id "$uri")
@@ -473,46 +754,85 @@ client_start() {
     info "client for $uri already running (session $session, port $(client_setting "$id" port))"
     return 0
   fi
+  validate_dataset "$uri"
+  check_server "$server" "$insecure" "$ca"
   mkdir -p "$dir/flwr-home"
   if [[ -z $port ]]; then port=$(next_free_port); fi
-  check_port "$port"
   port_free 127.0.0.1 "$port" || die "port $port is in use; choose another with --port"
+  # Clients on one machine share its cores: each torch process would otherwise take all of them.
+  [[ -n $threads ]] || threads=$(default_threads)
 
-  local args=(--superlink "$server" --port "$port" --node-config "dataset-uri='$uri'")
+  local args=(--superlink "$server" --port "$port" --node-config "dataset-uri='$uri' threads=$threads")
   if [[ $insecure -eq 1 ]]; then
     warn "--insecure: the connection to $server is not encrypted and this node is not authenticated. Use only for local experiments."
     args+=(--insecure)
   else
-    [[ -f $ca ]] || die "CA certificate '$ca' not found; get ca.crt from the server admin and pass --ca-cert FILE (or set ZK0_CA_CERT)"
     if [[ ! -f $dir/node.key ]]; then
       ssh-keygen -q -t ecdsa -b 384 -N "" -C "zk0-node-$id" -f "$dir/node.key"
       info "created this node's key pair: $dir/node.key(.pub)"
     fi
     args+=(--root-certificates "$ca" --auth-supernode-private-key "$dir/node.key")
   fi
-  printf 'dataset-uri=%s\nport=%s\nserver=%s\n' "$uri" "$port" "$server" >"$dir/client.env"
-  : >"$log"
-  start_session "$session" "$dir" "$dir/flwr-home" "$log" flower-supernode "${args[@]}"
-  wait_for_supernode "$session" "$log" "$dir" "$server"
-  info "client running: session $session, pid $(session_pid "$session"), port $port, dataset $uri, server $server"
+  local activated=""
+  [[ -f $dir/client.env ]] && activated=$(client_setting "$id" activated)
+  printf 'dataset-uri=%s\nport=%s\nserver=%s\nthreads=%s\nactivated=%s\n' "$uri" "$port" "$server" "$threads" "$activated" >"$dir/client.env"
+  log_start "$log"
+  local from
+  from=$(wc -l <"$log")
+  OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
+    start_session "$session" "$dir" "$dir/flwr-home" "$log" restart flower-supernode "${args[@]}"
+  wait_for_supernode "$session" "$log" "$dir" "$server" "$from" "$activated"
+  sed -i 's/^activated=.*/activated=1/' "$dir/client.env"
+  info "client running: session $session, pid $(session_pid "$session"), port $port, dataset $uri, server $server, $threads thread(s)"
+}
+
+# The server is reachable and both sides agree on TLS (answers in seconds; Flower's own
+# retries take minutes and end with a generic message).
+check_server() {
+  local server=$1 insecure=$2 ca=$3 out
+  local trust=(--ca-cert "$ca")
+  [[ $insecure -eq 1 ]] && trust=(--insecure)
+  out=$("$VENV/bin/zk0" check-server "$server" "${trust[@]}" 2>&1 >/dev/null) || die "${out#zk0: error: }"
+}
+
+default_threads() {
+  local cores running=1 id
+  cores=$(nproc 2>/dev/null || echo 1)
+  for id in $(known_clients); do
+    session_running "zk0-supernode-$id" && running=$((running + 1))
+  done
+  echo $((cores / running > 0 ? cores / running : 1))
 }
 
 wait_for_supernode() {
-  local session=$1 log=$2 dir=$3 server=$4 waited=0
-  until grep -q 'SuperNode ID:' "$log"; do
-    if grep -q 'Failed to activate SuperNode' "$log" || ! session_running "$session"; then
-      stop_session "$session"
-      if grep -q 'Failed to activate SuperNode' "$log"; then
-        printf 'zk0bot: this node is not registered with the server. Send this public key to the admin:\n' >&2
-        cat "$dir/node.key.pub" >&2
-        die "node not registered: the admin must run 'zk0bot.sh server register node.pub' (file: $dir/node.key.pub), then start again"
-      fi
+  local session=$1 log=$2 dir=$3 server=$4 from=$5 activated=$6 waited=0 told=0
+  new_log() { tail -n +"$((from + 1))" "$log"; }
+  until new_log | grep -q 'SuperNode ID:'; do
+    if ! session_running "$session"; then
       show_log_tail "$log"
       die "the SuperNode exited during start-up (log: $log)"
+    fi
+    if new_log | grep -q 'Failed to activate SuperNode'; then
+      # A node stopped moments ago stays "online" on the server until its heartbeats
+      # lapse (about a minute); the session retries until then. A key the server never
+      # accepted is refused for good.
+      if [[ $activated != 1 ]]; then
+        stop_session "$session"
+        printf 'zk0bot: this node is not registered with the server. Send this public key to the admin:\n' >&2
+        cat "$dir/node.key.pub" >&2
+        die "node not registered: the admin must run '$PROG server register node.pub' (file: $dir/node.key.pub), then start again"
+      fi
+      if [[ $told -eq 0 ]]; then
+        info "the server still sees this node online from its last start; retrying until that lapses (about a minute)"
+        told=1
+      fi
     fi
     if ((waited >= START_TIMEOUT)); then
       show_log_tail "$log"
       stop_session "$session"
+      if [[ $told -eq 1 ]]; then
+        die "the server refused to activate this node for ${START_TIMEOUT}s: its key may have been unregistered; ask the admin ('$PROG server nodes'), then start again"
+      fi
       die "could not connect to the server at $server within ${START_TIMEOUT}s: check ZK0_SERVER/--server, the network and the CA certificate"
     fi
     sleep 1
@@ -525,18 +845,18 @@ pick_client() {
   local uri=${1:-} ids
   if [[ -n $uri ]]; then
     ids=$(client_id "$uri")
-    [[ -f $CLIENTS_DIR/$ids/client.env ]] || die "no client for '$uri' on this machine (see: zk0bot.sh client status)"
+    [[ -f $CLIENTS_DIR/$ids/client.env ]] || die "no client for '$uri' on this machine (see: $PROG client status)"
     echo "$ids"
     return
   fi
   ids=$(known_clients)
   [[ -n $ids ]] || die "no client has been started on this machine"
-  [[ $(wc -l <<<"$ids") -eq 1 ]] || die "several clients on this machine; name one by its dataset URI (see: zk0bot.sh client status)"
+  [[ $(wc -l <<<"$ids") -eq 1 ]] || die "several clients on this machine; name one by its dataset URI (see: $PROG client status)"
   echo "$ids"
 }
 
 client_stop() {
-  [[ $# -le 1 ]] || die "usage: zk0bot.sh client stop [<dataset-uri>]"
+  [[ $# -le 1 ]] || die "usage: $PROG client stop [<dataset-uri>]"
   need_tmux
   local ids id
   if [[ $# -eq 1 ]]; then ids=$(pick_client "$1"); else ids=$(known_clients); fi
@@ -558,7 +878,7 @@ client_status() {
     if session_running "zk0-supernode-$id"; then
       state="running, pid $(session_pid "zk0-supernode-$id")"
     fi
-    info "client $(client_setting "$id" dataset-uri): $state, session zk0-supernode-$id, port $(client_setting "$id" port), server $(client_setting "$id" server)"
+    info "client $(client_setting "$id" dataset-uri): $state, session zk0-supernode-$id, port $(client_setting "$id" port), server $(client_setting "$id" server), threads $(client_setting "$id" threads)"
   done
   [[ $any -eq 1 ]] || info "no clients on this machine"
 }
@@ -591,7 +911,7 @@ cmd_client() {
     stop) client_stop "$@" ;;
     status) client_status "$@" ;;
     logs) client_logs "$@" ;;
-    *) die "unknown client command '$sub' (see: zk0bot.sh client --help)" ;;
+    *) die "unknown client command '$sub' (see: $PROG client --help)" ;;
   esac
 }
 
@@ -601,7 +921,7 @@ cmd_client() {
 
 usage_run() {
   cat <<'USAGE'
-Usage: zk0bot.sh run [--rounds N] [--run-config "key=value ..."] [--stream]
+Usage: zk0bot run [--rounds N] [--run-config "key=value ..."] [--stream]
 
 Submit the zk0 app to this machine's SuperLink and wait until the run ends.
 Outputs land in $ZK0_HOME/server/runs/<timestamp>/ (metrics.jsonl, checkpoints/,
@@ -637,23 +957,23 @@ cmd_run() {
   local rounds="" extra="" stream=0
   while [[ $# -gt 0 ]]; do
     case $1 in
-      --rounds) rounds=${2:?--rounds needs a number}; shift ;;
-      --run-config) extra=${2:?--run-config needs \"key=value ...\"}; shift ;;
+      --rounds) opt_value "$@"; rounds=$2; shift ;;
+      --run-config) opt_value "$@"; extra=$2; shift ;;
       --stream) stream=1 ;;
       -h | --help) usage_run; return 0 ;;
-      *) die "unknown option '$1' for 'run' (see: zk0bot.sh run --help)" ;;
+      *) die "unknown option '$1' for 'run' (see: $PROG run --help)" ;;
     esac
     shift
   done
   [[ -z $rounds || $rounds =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive integer, got '$rounds'"
   need_tmux
-  session_running "$SERVER_SESSION" || die "the SuperLink is not running; start it first: zk0bot.sh server start"
-  server_health || die "the SuperLink does not answer its health check; see: zk0bot.sh server logs"
+  session_running "$SERVER_SESSION" || die "the SuperLink is not running; start it first: $PROG server start"
+  server_health || die "the SuperLink does not answer its health check; see: $PROG server logs"
   local config="output-dir='$SERVER_DIR/runs'"
   [[ -n $rounds ]] && config+=" num-rounds=$rounds"
   # The operator's overrides go in a second --run-config, which flwr applies last.
   local out run_id
-  out=$(cd "$ROOT" && flwr_admin run . "$CONNECTION" --format json --run-config "$config" \
+  out=$(flwr_admin run "$ROOT" "$CONNECTION" --format json --run-config "$config" \
     ${extra:+--run-config "$extra"} 2>&1) || true
   run_id=$(submitted_run_id <<<"$out")
   [[ $run_id =~ ^[0-9]+$ ]] || die "the SuperLink did not start a run: ${run_id:-$(tail -n 1 <<<"$out")}"
@@ -681,7 +1001,7 @@ cmd_run() {
   if [[ $status != finished:completed ]]; then
     local reason
     reason=$(flwr_admin log "$run_id" "$CONNECTION" --show 2>/dev/null | grep -oE 'zk0: error: .*' | tail -n1 || true)
-    die "run $run_id ended as '$status': ${reason#zk0: error: }${reason:+; }see: zk0bot.sh server logs${run_dir:+ (partial outputs in $run_dir)}"
+    die "run $run_id ended as '$status': ${reason#zk0: error: }${reason:+; }see: $PROG server logs${run_dir:+ (partial outputs in $run_dir)}"
   fi
   info "run $run_id completed; outputs in ${run_dir:-$SERVER_DIR/runs}"
 }
@@ -691,7 +1011,7 @@ cmd_run() {
 # ---------------------------------------------------------------------------
 
 cmd_status() {
-  [[ ${1:-} == -h || ${1:-} == --help ]] && { echo "Usage: zk0bot.sh status    (server and clients on this machine)"; return 0; }
+  [[ ${1:-} == -h || ${1:-} == --help ]] && { echo "Usage: $PROG status    (server and clients on this machine)"; return 0; }
   require_no_args "$@"
   need_tmux
   if [[ -f $SERVER_DIR/server.env ]]; then server_status; else info "SuperLink: never started on this machine"; fi
@@ -699,7 +1019,7 @@ cmd_status() {
 }
 
 cmd_stop() {
-  [[ ${1:-} == -h || ${1:-} == --help ]] && { echo "Usage: zk0bot.sh stop    (every zk0 client and server on this machine)"; return 0; }
+  [[ ${1:-} == -h || ${1:-} == --help ]] && { echo "Usage: $PROG stop    (every zk0 client and server on this machine)"; return 0; }
   require_no_args "$@"
   need_tmux
   client_stop
@@ -708,7 +1028,7 @@ cmd_stop() {
 
 cmd_doctor() {
   [[ ${1:-} == -h || ${1:-} == --help ]] && {
-    echo "Usage: zk0bot.sh doctor    (check this machine for running zk0; prints a fix for each problem)"
+    echo "Usage: $PROG doctor    (check this machine for running zk0; prints a fix for each problem)"
     return 0
   }
   require_no_args "$@"
@@ -757,7 +1077,7 @@ PY
     if openssl x509 -checkend 86400 -noout -in "$SERVER_DIR/certs/server.pem" >/dev/null 2>&1; then
       ok "server certificate $SERVER_DIR/certs/server.pem valid"
     else
-      bad "server certificate expired or unreadable" "move $SERVER_DIR/certs away and run: zk0bot.sh server start"
+      bad "server certificate expired or unreadable" "move $SERVER_DIR/certs away and run: $PROG server start"
     fi
   fi
   local ca
@@ -772,7 +1092,7 @@ PY
     if [[ -x $VENV/bin/python ]] && "$VENV/bin/python" -c 'import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()' "$host" "$port" 2>/dev/null; then
       ok "server $ZK0_SERVER reachable"
     else
-      bad "server $ZK0_SERVER not reachable" "check the address, that the server runs (zk0bot.sh server status there) and firewalls"
+      bad "server $ZK0_SERVER not reachable" "check the address, that the server runs ($PROG server status there) and firewalls"
     fi
   else
     note "ZK0_SERVER not set: the server's reachability was not checked (clients default to 127.0.0.1:$DEFAULT_SERVER_PORT)"
@@ -785,7 +1105,7 @@ usage() {
   cat <<'USAGE'
 zk0bot: run a zk0 federation (federated SmolVLA training with Flower).
 
-Usage: zk0bot.sh <command> [options]      (every command takes --help)
+Usage: zk0bot <command> [options]      (every command takes --help)
 
 Server admin:
   server start|stop|status|logs [-f]       the SuperLink, in tmux session zk0-superlink
@@ -822,7 +1142,7 @@ main() {
     status) cmd_status "$@" ;;
     stop) cmd_stop "$@" ;;
     doctor) cmd_doctor "$@" ;;
-    *) die "unknown command '$cmd' (see: zk0bot.sh --help)" ;;
+    *) die "unknown command '$cmd' (see: $PROG --help)" ;;
   esac
 }
 

@@ -75,14 +75,16 @@ class Zk0bot:
                 continue
         return processes
 
-    def client_pid(self, uri: str) -> int:
+    def client_processes(self, uri: str) -> list[psutil.Process]:
+        """The client's tmux pane (its restart loop) and everything under it (the SuperNode...)."""
         client_dir = next(d for d in (self.home / "clients").iterdir() if uri in (d / "client.env").read_text())
         session = f"zk0-supernode-{client_dir.name}"
         result = subprocess.run(
             ["tmux", "-S", str(self.home / "tmux.sock"), "list-panes", "-t", f"={session}", "-F", "#{pane_pid}"],
             capture_output=True, text=True, check=True,
         )
-        return int(result.stdout.split()[0])
+        pane = psutil.Process(int(result.stdout.split()[0]))
+        return [pane, *pane.children(recursive=True)]
 
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
@@ -123,7 +125,10 @@ def test_unregistered_node_is_refused_then_joins_after_register(federation):
     status = bot("status")
     assert status.returncode == 0
     assert "SuperLink: running" in status.stdout and "healthy" in status.stdout
-    assert status.stdout.count(": running, pid") == 2
+    clients_running = [line for line in status.stdout.splitlines() if line.startswith("zk0bot: client ") and ": running, pid" in line]
+    assert len(clients_running) == 2
+    for session in ("zk0-superlink", "zk0-superexec", "zk0-proxy"):
+        assert f"{session}: running, pid" in status.stdout
 
 
 def test_secure_two_round_run_completes_with_outputs(federation):
@@ -143,6 +148,81 @@ def test_secure_two_round_run_completes_with_outputs(federation):
     assert (run_dirs[0] / "checkpoints" / "last").resolve().name == "000002"
 
 
+def outsider_flwr(bot: Zk0bot, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """The real flwr CLI of someone holding only the public ca.crt, aimed at the public port."""
+    home = tmp_path / "outsider-flwr"
+    home.mkdir(exist_ok=True)
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes((bot.home / "server" / "certs" / "ca.crt").read_bytes())
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "target"\n\n[superlink.target]\naddress = "127.0.0.1:{bot.port}"\n'
+        f'root-certificates = "{ca}"\n'
+    )
+    return subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "flwr"), *args], env={**os.environ, "FLWR_HOME": str(home)},
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+
+
+def test_outsider_cannot_steer_the_federation(federation, tmp_path: Path):
+    """Holding only ca.crt and the public port: registering a node, listing/starting/stopping runs,
+    listing/unregistering nodes and taking a ServerApp task are all refused; the admin path works."""
+    bot, _, _, _ = federation
+    key = tmp_path / "outsider.key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-b", "384", "-N", "", "-f", str(key)], check=True)
+    attempts = {
+        "register": ("supernode", "register", f"{key}.pub", "target", "--format", "json"),
+        "list nodes": ("supernode", "list", "target", "--format", "json"),
+        "unregister": ("supernode", "unregister", "1", "target", "--format", "json"),
+        "list runs": ("ls", "target", "--format", "json"),
+        "run": ("run", str(ROOT), "target", "--format", "json"),
+        "stop": ("stop", "1", "target", "--format", "json"),
+    }
+    for name, args in attempts.items():
+        result = outsider_flwr(bot, tmp_path, *args)
+        assert '"success": true' not in result.stdout, (name, result.stdout)
+    import httpx
+
+    ca = str(tmp_path / "ca.crt")
+    base = f"https://127.0.0.1:{bot.port}"
+    for path in ("/v1/runtime/acquire-task", "/v1/control/list-runs", "/v1/control/register-node", "/health"):
+        reply = httpx.post(base + path, verify=ca, content=b"", headers={"Content-Type": "application/protobuf"})
+        assert reply.status_code == 403, (path, reply.status_code)
+    admin = bot("server", "nodes")
+    assert admin.returncode == 0 and "registered" not in admin.stderr, admin.stderr
+    assert admin.stdout.count("zk0-node-") == 2  # the two clients, named by their key, nobody else
+    link_port = int(dict(line.split("=", 1) for line in (bot.home / "server" / "server.env").read_text().split())["link_port"])
+    listening = {c.laddr.ip for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == link_port}
+    assert listening == {"127.0.0.1"}
+    secret_needed = httpx.post(f"https://127.0.0.1:{link_port}/v1/runtime/acquire-task", verify=ca, content=b"",
+                               headers={"Content-Type": "application/protobuf"})
+    assert secret_needed.status_code == 401
+
+
+def test_state_under_zk0_home_is_private(federation):
+    """Keys, logs, run outputs and checkpoints are readable by the operator only."""
+    bot, _, _, _ = federation
+    exposed = [str(path) for path in [bot.home, *bot.home.rglob("*")]
+               if not path.is_symlink() and path.stat().st_mode & 0o077]
+    assert exposed == []
+
+
+def test_tls_mismatches_are_named_in_seconds(federation, tmp_path: Path):
+    """A client with another CA, or started --insecure against the TLS server, is told
+    'certificate/TLS mismatch' within seconds instead of a generic timeout."""
+    bot, clients, _, _ = federation
+    other = Zk0bot(tmp_path / "other-node")
+    other.home.mkdir()
+    other.port = bot.port
+    other.env["ZK0_SERVER"] = bot.env["ZK0_SERVER"]
+    for args in (("--ca-cert", str(make_ca(tmp_path))), ("--insecure",)):
+        started = time.monotonic()
+        result = other("client", "start", clients[0], *args)
+        assert result.returncode != 0
+        assert "certificate/TLS mismatch" in error_lines(result)[-1], result.stderr
+        assert time.monotonic() - started < 30
+
+
 def test_killed_node_ends_the_run_within_its_bound(federation):
     """A SuperNode crash mid-run: the run fails clearly once too few nodes remain, never hangs."""
     bot, clients, eval_uri, seen = federation
@@ -155,13 +235,14 @@ def test_killed_node_ends_the_run_within_its_bound(federation):
         [str(ZK0BOT), "run", "--rounds", "4", "--run-config", config],
         env=bot.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    victim = bot.client_pid(clients[1])
+    victims = bot.client_processes(clients[1])
     log = next((bot.home / "clients").glob("*/supernode.log"))
     deadline = time.monotonic() + 300
     while "round 1" not in "".join(p.read_text() for p in (bot.home / "clients").glob("*/supernode.log")):
         assert time.monotonic() < deadline, f"round 1 never started; {log.read_text()[-500:]}"
         time.sleep(1)
-    os.kill(victim, signal.SIGKILL)
+    for victim in victims:  # the node's machine dies: its SuperNode and the loop that restarts it
+        victim.send_signal(signal.SIGKILL)
     started = time.monotonic()
     stdout, stderr = run.communicate(timeout=600)
     assert run.returncode != 0, stdout + stderr
@@ -236,19 +317,25 @@ def test_port_in_use_is_refused(bot: Zk0bot):
     assert f"port {port} on 127.0.0.1 is in use" in error_lines(result)[-1]
 
 
-def test_unreachable_server_is_reported(bot: Zk0bot, demo_roots: list[Path], tmp_path: Path):
-    """A client pointed at a closed port gives up after ZK0_START_TIMEOUT with a clear line."""
-    ca = tmp_path / "ca.crt"
+def make_ca(tmp_path: Path) -> Path:
+    ca = tmp_path / "other-ca.crt"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(tmp_path / "ca.key"), "-out", str(ca), "-days", "1", "-subj", "/CN=test"],
+         "-keyout", str(tmp_path / "other-ca.key"), "-out", str(ca), "-days", "1", "-subj", "/CN=test"],
         check=True, capture_output=True,
     )
+    return ca
+
+
+def test_unreachable_server_is_reported(bot: Zk0bot, demo_roots: list[Path], tmp_path: Path):
+    """A client pointed at a closed port says so in seconds, and nothing is left running."""
+    started = time.monotonic()
     result = bot("client", "start", f"local:{demo_roots[0]}", "--server", f"127.0.0.1:{free_port()}",
-                 "--ca-cert", str(ca), ZK0_START_TIMEOUT="8")
+                 "--ca-cert", str(make_ca(tmp_path)))
     assert result.returncode != 0
     assert "could not connect to the server" in error_lines(result)[-1]
-    assert "stopped" in bot("client", "status").stdout
+    assert time.monotonic() - started < 30
+    assert ": running" not in bot("client", "status").stdout
 
 
 def test_missing_tmux_is_reported(bot: Zk0bot, tmp_path: Path):

@@ -3,6 +3,8 @@
     zk0 demo-data OUT_DIR [--clients K]   write K synthetic SO-100 datasets + a held-out eval set
     zk0 check-dataset URI                 check that a dataset opens and fits the policy
     zk0 prepare-tiny                      build the tiny SmolVLA in the cache (done lazily otherwise)
+    zk0 check-server HOST:PORT (--ca-cert F | --insecure)
+                                          reach the server and check both sides agree on TLS
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 from pathlib import Path
 
 from zk0.data import DatasetError, open_node_data
+from zk0.preflight import PreflightError, check_plain, check_tls
 from zk0.uri import URIError, parse_dataset_uri
 
 
@@ -42,6 +45,15 @@ def _prepare_tiny(_: argparse.Namespace) -> int:
     return 0
 
 
+def _check_server(args: argparse.Namespace) -> int:
+    if args.insecure:
+        check_plain(args.address)
+    else:
+        check_tls(args.address, args.ca_cert)
+    print(f"ok: {args.address} reachable{'' if args.insecure else ', TLS certificate verified'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zk0", description="zk0: federated SmolVLA training with Flower")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     tiny = sub.add_parser("prepare-tiny", help="build the tiny SmolVLA preset in the cache")
     tiny.set_defaults(func=_prepare_tiny)
+
+    server = sub.add_parser("check-server", help="reach the server and check that both sides agree on TLS")
+    server.add_argument("address", help="HOST:PORT of the server's public port")
+    trust = server.add_mutually_exclusive_group(required=True)
+    trust.add_argument("--ca-cert", help="the federation's CA certificate (ca.crt from the admin)")
+    trust.add_argument("--insecure", action="store_true", help="the server runs without TLS")
+    server.set_defaults(func=_check_server)
     return parser
 
 
@@ -68,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DatasetError, URIError, ValueError) as err:
+    except (DatasetError, URIError, PreflightError, ValueError) as err:
         print(f"zk0: error: {err}", file=sys.stderr)
         return 2
 

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 
 from zk0.config import RunConfig
@@ -87,11 +88,23 @@ class _CachedNode:
 def node_session(context: Context) -> NodeSession:
     """This node's session for this message; `startup_seconds` is what getting it cost."""
     started = time.perf_counter()
+    _apply_threads(context.node_config)
     config = RunConfig.from_run_config(context.run_config)
     node = _cached_node(config, node_dataset(config, dict(context.node_config)))
     policy = _shared_policy(config, node.data.meta)
     return NodeSession(config, node.data, policy, node.preprocessor, node.postprocessor, node.splits,
                        startup_seconds=time.perf_counter() - started)
+
+
+def _apply_threads(node_config) -> None:
+    """Node-config `threads`: the torch threads this node may use (zk0bot shares the cores out)."""
+    if "threads" not in node_config:
+        return
+    threads = node_config["threads"]
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise NodeConfigError(f"node-config 'threads' must be a positive integer, got {threads!r}")
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 @lru_cache(maxsize=MAX_CACHED_NODES)
