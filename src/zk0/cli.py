@@ -54,6 +54,18 @@ def _check_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def _push(args: argparse.Namespace) -> int:
+    from zk0.push import dry_run, push
+
+    if args.dry_run:
+        selected = dry_run(Path(args.source), args.repo_id, Path(args.dry_run), args.checkpoint)
+        print(f"wrote {args.dry_run}: {selected.describe()} with its model card; nothing uploaded")
+    else:
+        selected, url = push(Path(args.source), args.repo_id, args.checkpoint, args.public)
+        print(f"pushed {selected.describe()} to {url} ({'public' if args.public else 'private'})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zk0", description="zk0: federated SmolVLA training with Flower")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     trust.add_argument("--ca-cert", help="the federation's CA certificate (ca.crt from the admin)")
     trust.add_argument("--insecure", action="store_true", help="the server runs without TLS")
     server.set_defaults(func=_check_server)
+
+    share = sub.add_parser("push", help="upload a checkpoint with a LeRobot model card to the Hugging Face Hub")
+    share.add_argument("source", help="a run directory, a checkpoint directory (checkpoints/000005) "
+                       "or its pretrained_model")
+    share.add_argument("--repo-id", required=True, help="Hub model repo to create or update, owner/name")
+    share.add_argument("--checkpoint", help="for a run directory: best (default), last or a round number")
+    share.add_argument("--public", action="store_true", help="make a new repo public (default: private)")
+    share.add_argument("--dry-run", metavar="DIR",
+                       help="write the folder that would be uploaded into DIR (new or empty); upload nothing")
+    share.set_defaults(func=_push)
     return parser
 
 

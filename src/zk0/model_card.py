@@ -1,0 +1,215 @@
+"""The Hub model card of a zk0 checkpoint, in LeRobot's conventions.
+
+Metadata as `lerobot`'s own `push_model_to_hub` writes it (library_name `lerobot`,
+pipeline_tag `robotics`, apache-2.0, base_model, datasets), plus zk0's tags. The body
+says what zk0 is, the run's settings, the held-out metric per round and how to load
+the policy. Only hub ids are named: local datasets and models are described, never
+given by path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from zk0.uri import URIError, parse_dataset_uri
+
+TAGS = ["lerobot", "smolvla", "robotics", "federated-learning", "flower"]
+LOCAL_DATASET = "local dataset (not published)"
+# Run-config keys shown in the card, in this order (the rest are in the uploaded run_config.json).
+SETTINGS = ("num-rounds", "local-steps", "batch-size", "lr", "lr-schedule", "warmup-rounds", "lr-min",
+            "proximal-mu", "fraction-train", "min-train-clients", "eval-batches", "checkpoint-every", "seed")
+
+
+@dataclass(frozen=True)
+class CardInput:
+    repo_id: str
+    round: int | None
+    labels: tuple[str, ...]  # which of the run's `best`/`last` links point at this checkpoint
+    run_config: dict[str, Any] | None  # None: the checkpoint is not inside a run directory
+    metrics: list[dict[str, Any]]
+    local_backbone: bool  # config.json names its VLM backbone by a local path (the tiny preset)
+
+
+def hub_dataset(uri: str) -> str | None:
+    """The hub id of a dataset URI, or None for a local (or unreadable) one."""
+    try:
+        parsed = parse_dataset_uri(uri)
+    except URIError:
+        return None
+    return parsed.location if parsed.scheme == "hf" else None
+
+
+def hub_model(model: str | None) -> str | None:
+    """The run's `model` when it is a hub id (not `tiny`, not a local path)."""
+    if not model or model == "tiny" or model.startswith("/"):
+        return None
+    return model if hub_dataset(model) else None
+
+
+def client_datasets(run_config: dict[str, Any] | None, rows: list[dict[str, Any]]) -> tuple[list[str], str]:
+    """The client dataset URIs that took part, and where that list came from.
+
+    metrics.jsonl names every client that trained (`clients` keys are `<node id>:<dataset uri>`),
+    which is what a deployment used; the run config's `datasets` (simulation only) is the fallback.
+    """
+    seen: list[str] = []
+    for row in rows:
+        for name in row.get("clients") or {}:
+            _, known, uri = str(name).partition(":")  # a node that never named its dataset has no `:<uri>` or `:?`
+            if known and uri != "?" and uri not in seen:
+                seen.append(uri)
+    if seen:
+        return seen, "the clients that trained, from metrics.jsonl"
+    listed = str((run_config or {}).get("datasets", ""))
+    return [part.strip() for part in listed.split(",") if part.strip()], "run-config `datasets`"
+
+
+def eval_dataset(run_config: dict[str, Any] | None) -> str | None:
+    uri = (run_config or {}).get("eval-dataset")
+    return str(uri).strip() if uri else None
+
+
+def card_data(info: CardInput) -> ModelCardData:
+    base_model = hub_model((info.run_config or {}).get("model"))
+    clients, _ = client_datasets(info.run_config, info.metrics)
+    eval_uri = eval_dataset(info.run_config)
+    datasets: list[str] = []
+    for uri in [*clients, *([eval_uri] if eval_uri else [])]:
+        repo = hub_dataset(uri)
+        if repo and repo not in datasets:
+            datasets.append(repo)
+    return ModelCardData(
+        license="apache-2.0",
+        library_name="lerobot",
+        pipeline_tag="robotics",
+        tags=list(TAGS),
+        base_model=base_model,
+        datasets=datasets or None,
+    )
+
+
+def build_card(info: CardInput) -> ModelCard:
+    body = "\n".join([
+        f"# {info.repo_id.split('/', 1)[1]}",
+        "",
+        "A [SmolVLA](https://huggingface.co/lerobot/smolvla_base) robot policy trained with "
+        "[zk0](https://github.com/ivelin/zk0): federated fine-tuning of LeRobot's SmolVLA across "
+        "SO-100/SO-101 robot owners with [Flower](https://flower.ai). Each owner trains on their own "
+        "LeRobot dataset on their own machine; only SmolVLA's trainable weights (action expert and "
+        "projections) travel to the server, which combines them with FedProx, evaluates the global "
+        "policy on a held-out dataset and saves LeRobot checkpoints.",
+        "",
+        *_checkpoint_section(info),
+        *_settings_section(info.run_config, info.metrics),
+        *_metrics_section(info.metrics, info.round),
+        *_usage_section(info.repo_id, info.local_backbone),
+        *_files_section(),
+    ])
+    return ModelCard(f"---\n{card_data(info).to_yaml()}\n---\n\n{body}")
+
+
+def _checkpoint_section(info: CardInput) -> list[str]:
+    total = info.run_config.get("num-rounds") if info.run_config else None
+    if info.round is None:
+        lines = ["## This checkpoint", "", "A zk0 global model; its round is not recorded with it."]
+    else:
+        of = f" of {total}" if total else ""
+        lines = ["## This checkpoint", "", f"The global model after federated round {info.round}{of}."]
+    if "best" in info.labels:
+        lines.append("It is the run's `best` checkpoint: the lowest held-out action MSE among its checkpoints.")
+    if "last" in info.labels:
+        lines.append("It is the run's `last` (newest) checkpoint.")
+    return [*lines, ""]
+
+
+def _settings_section(run_config: dict[str, Any] | None, rows: list[dict[str, Any]]) -> list[str]:
+    if run_config is None:
+        return ["## Training run", "", "The run's settings were not available (the checkpoint was pushed "
+                "without its run directory).", ""]
+    model = run_config.get("model")
+    base = hub_model(model)
+    if base:
+        start = f"[`{base}`](https://huggingface.co/{base})"
+    elif model == "tiny":
+        start = "zk0's `tiny` preset (a small random SmolVLA for offline tests, not a useful policy)"
+    else:
+        start = "a local checkpoint (not published)"
+    clients, source = client_datasets(run_config, rows)
+    eval_uri = eval_dataset(run_config)
+    lines = ["## Training run", "", f"Started from {start}, trained with FedProx (proximal μ = "
+             f"{run_config.get('proximal-mu')}) on {len(clients)} client dataset(s).", "",
+             "| setting | value |", "|---|---|"]
+    lines += [f"| `{key}` | `{run_config[key]}` |" for key in SETTINGS if key in run_config]
+    lines += ["", f"Client datasets ({source}):", ""]
+    lines += [f"- {_dataset_line(uri)}" for uri in clients] or ["- none listed"]
+    lines += ["", f"Held-out evaluation dataset (`eval-dataset`): {_dataset_line(eval_uri) if eval_uri else 'not listed'}", ""]
+    return lines
+
+
+def _dataset_line(uri: str) -> str:
+    repo = hub_dataset(uri)
+    return f"[`{repo}`](https://huggingface.co/datasets/{repo})" if repo else LOCAL_DATASET
+
+
+def _metrics_section(rows: list[dict[str, Any]], this_round: int | None) -> list[str]:
+    lines = ["## Held-out evaluation", ""]
+    evaluated = [r for r in rows if r.get("eval/action_mse") is not None or r.get("eval/loss") is not None]
+    if not evaluated:
+        return [*lines, "No server evaluation is recorded with this checkpoint.", ""]
+    lines += [
+        "The server's evaluation on `eval-dataset` after each round (round 0 is the starting model). "
+        "`eval/action_mse`: open-loop MSE of the predicted action chunk against the recorded actions, "
+        "in the dataset's units (lower is better); `eval/loss`: SmolVLA's flow-matching loss.",
+        "",
+        "| round | eval/action_mse | eval/loss |",
+        "|---|---|---|",
+    ]
+    for row in evaluated:
+        mark = " (this checkpoint)" if row.get("round") == this_round else ""
+        lines.append(f"| {row.get('round')}{mark} | {_number(row.get('eval/action_mse'))} | {_number(row.get('eval/loss'))} |")
+    return [*lines, ""]
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "–"
+
+
+def _usage_section(repo_id: str, local_backbone: bool) -> list[str]:
+    lines = [
+        "## Use it with LeRobot",
+        "",
+        "```python",
+        "from lerobot.policies.factory import make_pre_post_processors",
+        "from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy",
+        "",
+        f'policy = SmolVLAPolicy.from_pretrained("{repo_id}")',
+        f'preprocessor, postprocessor = make_pre_post_processors(policy.config, pretrained_path="{repo_id}")',
+        "",
+        '# observation: {"observation.state": tensor, "observation.images.<camera>": tensor, "task": str}',
+        "action = postprocessor(policy.select_action(preprocessor(observation)))",
+        "```",
+        "",
+        "The saved processors normalize with the statistics of the server's held-out dataset; "
+        "`make_pre_post_processors(..., preprocessor_overrides={\"normalizer_processor\": {\"stats\": stats}}, "
+        "postprocessor_overrides={\"unnormalizer_processor\": {\"stats\": stats}})` uses your own dataset's.",
+        "",
+    ]
+    if local_backbone:
+        lines += ["This checkpoint's `config.json` names its VLM backbone by a local directory (zk0's `tiny` "
+                  "test preset), so it loads only where that directory exists.", ""]
+    return lines
+
+
+def _files_section() -> list[str]:
+    return [
+        "## Files",
+        "",
+        "The checkpoint's `pretrained_model` files (config, weights, processors) unchanged, this card, and "
+        "the run's `run_config.json`, `metrics.jsonl` and `zk0_round.json` where present. In those three, "
+        "local filesystem paths (`local:` dataset URIs, `output-dir`, a local `model` path, paths in "
+        "messages) are replaced by `<local path>`.",
+        "",
+    ]
