@@ -3,6 +3,7 @@
     zk0 demo-data OUT_DIR [--clients K]   write K synthetic SO-100 datasets + a held-out eval set
     zk0 check-dataset URI                 check that a dataset opens and fits the policy
     zk0 prepare-tiny                      build the tiny SmolVLA in the cache (done lazily otherwise)
+    zk0 baseline RUN_DIR                  train a run's centralized baseline with lerobot-train, compare
 """
 
 from __future__ import annotations
@@ -42,6 +43,18 @@ def _prepare_tiny(_: argparse.Namespace) -> int:
     return 0
 
 
+def _baseline(args: argparse.Namespace) -> int:
+    from zk0.baseline import markdown_table, run_baseline
+
+    def progress(message: str) -> None:
+        print(f"zk0 baseline: {message}", file=sys.stderr)
+
+    comparison = run_baseline(Path(args.run_dir), log=progress)
+    print(markdown_table(comparison), end="")
+    progress(f"wrote {Path(comparison['run_dir']) / 'baseline'}/comparison.{{json,md,png}}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zk0", description="zk0: federated SmolVLA training with Flower")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     tiny = sub.add_parser("prepare-tiny", help="build the tiny SmolVLA preset in the cache")
     tiny.set_defaults(func=_prepare_tiny)
+
+    baseline = sub.add_parser(
+        "baseline", help="train a finished run's centralized baseline with lerobot-train and compare held-out MSE"
+    )
+    baseline.add_argument("run_dir", help="a zk0 run directory (outputs/<timestamp>); results go to RUN_DIR/baseline/")
+    baseline.set_defaults(func=_baseline)
     return parser
 
 
