@@ -5,6 +5,9 @@
     zk0 prepare-tiny                      build the tiny SmolVLA in the cache (done lazily otherwise)
     zk0 check-server HOST:PORT (--ca-cert F | --insecure)
                                           reach the server and check both sides agree on TLS
+    zk0 baseline RUN_DIR                  train a run's centralized baseline with lerobot-train, compare
+    zk0 push RUN_OR_CHECKPOINT --repo-id owner/name [--public] [--dry-run DIR]
+                                          upload a checkpoint with a LeRobot model card
 """
 
 from __future__ import annotations
@@ -66,6 +69,18 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _baseline(args: argparse.Namespace) -> int:
+    from zk0.baseline import markdown_table, run_baseline
+
+    def progress(message: str) -> None:
+        print(f"zk0 baseline: {message}", file=sys.stderr)
+
+    comparison = run_baseline(Path(args.run_dir), log=progress)
+    print(markdown_table(comparison), end="")
+    progress(f"wrote {Path(comparison['run_dir']) / 'baseline'}/comparison.{{json,md,png}}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zk0", description="zk0: federated SmolVLA training with Flower")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     share.add_argument("--dry-run", metavar="DIR",
                        help="write the folder that would be uploaded into DIR (new or empty); upload nothing")
     share.set_defaults(func=_push)
+
+    baseline = sub.add_parser(
+        "baseline", help="train a finished run's centralized baseline with lerobot-train and compare held-out MSE"
+    )
+    baseline.add_argument("run_dir", help="a zk0 run directory (outputs/<timestamp>); results go to RUN_DIR/baseline/")
+    baseline.set_defaults(func=_baseline)
     return parser
 
 

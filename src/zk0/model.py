@@ -55,11 +55,22 @@ def pretrained_path(model: str) -> str:
     return model
 
 
+# Bump when the cached tiny policy's contents change, so stale caches are rebuilt beside them.
+TINY_POLICY_VERSION = 2
+
+
 def ensure_tiny_policy(root: Path) -> Path:
-    """Write the tiny SmolVLA (seeded random weights) once; every process then loads the same weights."""
+    """Write the tiny SmolVLA (seeded random weights) once; every process then loads the same weights.
+
+    The directory is a complete LeRobot pretrained_model, processors included, so that
+    `lerobot-train --policy.path=<it>` starts from it (it refuses a directory without them).
+    The processors carry no statistics: whoever uses them supplies a dataset's, as
+    `lerobot-train` does with its training dataset's.
+    """
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+    from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
 
     backbone = ensure_tiny_backbone(root)
 
@@ -77,8 +88,11 @@ def ensure_tiny_policy(root: Path) -> Path:
         with torch.random.fork_rng():
             torch.manual_seed(TINY_SEED)
             SmolVLAPolicy(config).save_pretrained(staging)
+        for processor in make_smolvla_pre_post_processors(config, dataset_stats=None):
+            processor.save_pretrained(staging)
 
-    return build_once(root / f"tiny-smolvla-{backbone.name}", "model.safetensors", build)
+    name = f"tiny-smolvla-v{TINY_POLICY_VERSION}-{backbone.name}"
+    return build_once(root / name, "model.safetensors", build)
 
 
 def load_policy(model: str, dataset_meta, device: str):

@@ -1,0 +1,357 @@
+"""The centralized baseline of a federated run: same start, data, batch size, samples and lr.
+
+`run_baseline(run_dir)` reads a finished zk0 run directory and, under `<run>/baseline/`:
+
+    data/train/            the union of the clients' training episodes (each client's last
+                           `heldout-episodes` episodes left out), merged with LeRobot's tools
+    start_model/           the run's start model fitted to that data's features, as every
+                           zk0 node fits it (zk0.model.load_policy), with its processors
+    train/                 `lerobot-train` output: checkpoints/<step>/pretrained_model, ...
+    lerobot-train.log      its console output
+    comparison.json/.md    FL vs centralized held-out action MSE per round-equivalent
+    comparison.png         the same as a plot
+
+Round r of the federation and the centralized checkpoint after r x S steps have seen the
+same number of samples, S being the optimizer steps all clients ran per round
+(clients x local-steps, from metrics.jsonl). Both are scored with zk0's held-out metric on
+the run's eval dataset, each with its OWN saved processors (normalization statistics), as
+LeRobot's loader gives them.
+
+Learning rate (zk0.schedule.round_lr -> lerobot-train's SmolVLA preset, AdamW with the same
+betas, weight decay and grad clip as the clients):
+- constant: cosine_decay_with_warmup with no warm-up and decay_lr = peak lr, i.e. exactly
+  constant;
+- cosine: cosine_decay_with_warmup over steps: warm-up over warmup-rounds x S steps, decay
+  to lr-min at the last step. The FL lr is constant within a round and its cosine starts
+  after warm-up; LeRobot's is per step and its cosine counts from step 0: close, not equal.
+The centralized optimizer keeps its AdamW state throughout; FL clients start a fresh AdamW
+every round and add the proximal term, both part of what the comparison measures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from zk0.config import ConfigError, RunConfig
+from zk0.data import DatasetError, fixed_batches, open_node_data, open_split
+from zk0.evaluate import EvalResult, evaluate_policy
+from zk0.model import load_policy, make_processors, resolve_device
+from zk0.schedule import round_lr
+from zk0.train import BETAS, GRAD_CLIP_NORM, WEIGHT_DECAY
+from zk0.uri import DatasetURI, parse_dataset_uri
+
+BASELINE = "baseline"
+TRAIN_REPO_ID = "zk0-baseline/train"
+
+
+class BaselineError(ValueError):
+    """A run directory or a step of the baseline that cannot go on; one line for the operator."""
+
+
+@dataclass(frozen=True)
+class FederatedRun:
+    run_dir: Path
+    run_id: int | None
+    config: RunConfig
+    rows: dict[int, dict]  # metrics.jsonl by round
+    datasets: tuple[DatasetURI, ...]  # the datasets clients actually trained on
+    steps_per_round: int  # optimizer steps of all clients together in one round
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.num_rounds * self.steps_per_round
+
+    def checkpoint(self, server_round: int) -> Path | None:
+        path = self.run_dir / "checkpoints" / f"{server_round:06d}" / "pretrained_model"
+        return path if (path / "config.json").is_file() else None
+
+
+def read_run(run_dir: Path) -> FederatedRun:
+    """A finished zk0 run directory, or a one-line BaselineError saying what is missing."""
+    config_path, metrics_path = run_dir / "run_config.json", run_dir / "metrics.jsonl"
+    for path in (config_path, metrics_path):
+        if not path.is_file():
+            raise BaselineError(f"{run_dir}: no {path.name}; give a zk0 run directory (outputs/<timestamp>)")
+    try:
+        saved = json.loads(config_path.read_text())
+        raw_config = dict(saved["run_config"])
+        rows = {row["round"]: row for row in map(json.loads, filter(str.strip, metrics_path.read_text().splitlines()))}
+    except (ValueError, KeyError, TypeError) as err:
+        raise BaselineError(f"{run_dir}: unreadable run_config.json or metrics.jsonl ({type(err).__name__}: {err})") from None
+    try:
+        config = RunConfig.from_run_config(raw_config)
+    except ConfigError as err:
+        raise BaselineError(f"{config_path}: {err}") from None
+    missing = [r for r in range(1, config.num_rounds + 1) if r not in rows]
+    if missing:
+        raise BaselineError(
+            f"{run_dir}: metrics.jsonl lacks round(s) {missing[:5]} of num-rounds {config.num_rounds}; "
+            f"the baseline needs a finished run"
+        )
+    steps = {r: sum(c.get("train/steps", config.local_steps) for c in rows[r].get("clients", {}).values())
+             for r in range(1, config.num_rounds + 1)}
+    idle = [r for r, count in steps.items() if count == 0]
+    if idle:
+        raise BaselineError(f"{run_dir}: metrics.jsonl has no client training in round(s) {idle[:5]}")
+    if len(set(steps.values())) != 1:
+        raise BaselineError(
+            f"{run_dir}: the clients' optimizer steps per round vary ({sorted(set(steps.values()))}, e.g. failed "
+            f"clients); a round has no single centralized equivalent"
+        )
+    return FederatedRun(run_dir, saved.get("run_id"), config, rows, _trained_datasets(config, rows), steps[1])
+
+
+def _trained_datasets(config: RunConfig, rows: dict[int, dict]) -> tuple[DatasetURI, ...]:
+    """Client keys are `<node id>:<dataset uri>`: in deployment they, not `datasets`, say what trained."""
+    uris = {key.split(":", 1)[1] for row in rows.values() for key in row.get("clients", {}) if ":" in key}
+    if not uris or "?" in uris:
+        return config.datasets
+    return tuple(parse_dataset_uri(uri) for uri in sorted(uris))
+
+
+def lr_options(config: RunConfig, steps_per_round: int, total_steps: int) -> dict[str, float | int]:
+    """lerobot-train options (SmolVLA preset: cosine_decay_with_warmup) matching the federation's lr."""
+    if config.lr_schedule == "constant":
+        warmup, decay_lr = 0, config.lr  # decay to the peak itself: a constant lr
+    else:
+        warmup, decay_lr = config.warmup_rounds * steps_per_round, config.lr_min
+    return {
+        "policy.optimizer_lr": config.lr,
+        "policy.scheduler_warmup_steps": warmup,
+        "policy.scheduler_decay_steps": total_steps,
+        "policy.scheduler_decay_lr": decay_lr,
+    }
+
+
+def merge_training_data(run: FederatedRun, out: Path):
+    """The union of the clients' training episodes as one local LeRobot dataset at `out`."""
+    from lerobot.datasets.dataset_tools import delete_episodes, merge_datasets
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    parts_dir = out.parent / ".parts"
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    parts = []
+    try:
+        for index, uri in enumerate(run.datasets):
+            data = open_node_data(uri, run.config.action_dim, run.config.heldout_episodes)
+            dataset = LeRobotDataset(uri.repo_id, root=uri.root)
+            if data.heldout_episodes:
+                dataset = delete_episodes(
+                    dataset, data.heldout_episodes, output_dir=parts_dir / str(index), repo_id=f"zk0-baseline/part-{index}"
+                )
+            parts.append(dataset)
+        merged = merge_datasets(parts, TRAIN_REPO_ID, output_dir=out)
+    except DatasetError as err:
+        raise BaselineError(str(err)) from None
+    except Exception as err:  # LeRobot raises many types (different fps, features, robot types, ...)
+        raise BaselineError(f"cannot merge the federation's datasets for lerobot-train ({type(err).__name__}: {err})") from None
+    finally:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    return merged.meta
+
+
+def write_start_model(run: FederatedRun, meta, out: Path) -> Path:
+    """The run's start model with the merged data's features and processors, saved as lerobot-train reads it.
+
+    `lerobot-train` keeps a pretrained config's input features; zk0 nodes fit them to their
+    dataset, so the baseline starts from the same fitting.
+    """
+    policy = load_policy(run.config.model, meta, "cpu")
+    policy.save_pretrained(out)
+    for processor in make_processors(policy, meta.stats):
+        processor.save_pretrained(out)
+    return out
+
+
+def lerobot_train_command(run: FederatedRun, start_model: Path, data_root: Path, out: Path, device: str) -> list[str]:
+    config = run.config
+    options = {
+        "policy.path": start_model,
+        "policy.device": device,
+        "policy.push_to_hub": "false",
+        "policy.optimizer_betas": f"[{BETAS[0]},{BETAS[1]}]",
+        "policy.optimizer_weight_decay": WEIGHT_DECAY,
+        "policy.optimizer_grad_clip_norm": GRAD_CLIP_NORM,
+        **lr_options(config, run.steps_per_round, run.total_steps),
+        "dataset.repo_id": TRAIN_REPO_ID,
+        "dataset.root": data_root,
+        "output_dir": out,
+        "job_name": "zk0-baseline",
+        "batch_size": config.batch_size,
+        "steps": run.total_steps,
+        # Every round-equivalent the federation was evaluated or checkpointed at.
+        "save_freq": run.steps_per_round * math.gcd(config.eval_every, config.checkpoint_every),
+        "log_freq": run.steps_per_round,
+        "eval_freq": 0,
+        "num_workers": config.num_workers,
+        "seed": config.seed,
+        "wandb.enable": "false",
+    }
+    return [str(Path(sys.executable).parent / "lerobot-train"), *(f"--{key}={value}" for key, value in options.items())]
+
+
+def run_lerobot_train(command: list[str], log_path: Path, device: str) -> None:
+    if not Path(command[0]).is_file():
+        raise BaselineError(f"{command[0]} not found; install LeRobot in this Python environment")
+    env = dict(os.environ, WANDB_MODE="disabled")
+    if device == "cuda":
+        env["ACCELERATE_MIXED_PRECISION"] = "bf16"  # zk0 clients train under bf16 autocast on CUDA
+    with log_path.open("w") as log:
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    if code != 0:
+        lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+        raise BaselineError(f"lerobot-train failed (exit {code}): {lines[-1] if lines else 'no output'}; log: {log_path}")
+
+
+def score(weights: Path, processors: Path, eval_set, config: RunConfig, device: str) -> EvalResult:
+    """zk0's held-out metric for a pretrained_model directory, normalized by `processors`' saved stats."""
+    from lerobot.configs.policies import PreTrainedConfig
+    from lerobot.policies.factory import make_pre_post_processors
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+    policy_config = PreTrainedConfig.from_pretrained(weights)
+    policy_config.device = device
+    policy = SmolVLAPolicy.from_pretrained(weights, config=policy_config).to(device)
+    preprocessor, postprocessor = make_pre_post_processors(
+        policy.config, pretrained_path=str(processors), preprocessor_overrides={"device_processor": {"device": device}}
+    )
+    batches = fixed_batches(eval_set, config.batch_size, config.num_workers, config.eval_batches)
+    return evaluate_policy(policy, preprocessor, postprocessor, batches)
+
+
+def compare(run: FederatedRun, start_model: Path, train_dir: Path, device: str) -> list[dict]:
+    """One row per FL round with a score: FL (its checkpoint, else metrics.jsonl) vs centralized."""
+    from lerobot.configs.policies import PreTrainedConfig
+    from lerobot.utils.train_utils import get_step_checkpoint_dir
+
+    config = run.config
+    eval_data = open_node_data(config.eval_dataset, config.action_dim, heldout_episodes=0)
+    eval_set = open_split(eval_data, eval_data.train_episodes, PreTrainedConfig.from_pretrained(start_model))
+    rows = []
+    for server_round in sorted(run.rows):
+        logged = run.rows[server_round].get("eval/action_mse")
+        fl_checkpoint = run.checkpoint(server_round)
+        fl = score(fl_checkpoint, fl_checkpoint, eval_set, config, device).action_mse if fl_checkpoint else logged
+        if fl is None:
+            continue
+        steps = server_round * run.steps_per_round
+        if server_round == 0:
+            # Step 0 of lerobot-train: the start weights under the training data's statistics.
+            central = score(start_model, start_model, eval_set, config, device).action_mse
+        else:
+            directory = get_step_checkpoint_dir(train_dir, run.total_steps, steps) / "pretrained_model"
+            central = score(directory, directory, eval_set, config, device).action_mse if directory.is_dir() else None
+        rows.append({
+            "round": server_round,
+            "central_steps": steps,
+            "fl_action_mse": fl,
+            "fl_source": "checkpoint" if fl_checkpoint else "metrics.jsonl",
+            "fl_logged_action_mse": logged,
+            "central_action_mse": central,
+            "gap_pct": 100.0 * (fl - central) / central if central else None,
+        })
+    return rows
+
+
+def write_report(comparison: dict, out: Path) -> None:
+    (out / "comparison.json").write_text(json.dumps(comparison, indent=2, default=str))
+    (out / "comparison.md").write_text(markdown_table(comparison))
+    _plot(comparison, out / "comparison.png")
+
+
+def markdown_table(comparison: dict) -> str:
+    def fmt(value, spec, unit=""):
+        return "-" if value is None else format(value, spec) + unit
+
+    lines = [
+        f"# FL vs centralized: run {comparison['run_name']}",
+        "",
+        f"Held-out action MSE on `{comparison['eval_dataset']}` (lower is better). Round r of the federation "
+        f"vs `lerobot-train` after r x {comparison['steps_per_round']} steps at batch {comparison['batch_size']} "
+        f"(the same samples). Gap: (FL - centralized) / centralized.",
+        "",
+        "| round | centralized steps | FL action MSE | FL scored from | centralized action MSE | gap |",
+        "|---:|---:|---:|---|---:|---:|",
+    ]
+    for row in comparison["rows"]:
+        lines.append(
+            f"| {row['round']} | {row['central_steps']} | {fmt(row['fl_action_mse'], '.4f')} | {row['fl_source']} | "
+            f"{fmt(row['central_action_mse'], '.4f')} | {fmt(row['gap_pct'], '+.1f', '%')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _plot(comparison: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, label in (("fl_action_mse", "federated"), ("central_action_mse", "centralized (lerobot-train)")):
+        points = [(row["round"], row[key]) for row in comparison["rows"] if row[key] is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel(f"round (centralized: x {comparison['steps_per_round']} steps)")
+    ax.set_ylabel("held-out action MSE (dataset units)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    ax.set_title(f"zk0 run {comparison['run_name']}: federated vs centralized")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)
+
+
+def run_baseline(run_dir: Path, log=print) -> dict:
+    """Train the centralized baseline of `run_dir` and compare; returns comparison.json's content."""
+    run_dir = run_dir.resolve()
+    run = read_run(run_dir)
+    out = run_dir / BASELINE
+    if out.exists():
+        raise BaselineError(f"{out} already exists; delete it to run the baseline again")
+    config = run.config
+    device = resolve_device(config.device)
+    (out / "data").mkdir(parents=True)
+
+    log(f"merging the training episodes of {len(run.datasets)} dataset(s) into {out / 'data' / 'train'}")
+    meta = merge_training_data(run, out / "data" / "train")
+    start_model = write_start_model(run, meta, out / "start_model")
+    command = lerobot_train_command(run, start_model, out / "data" / "train", out / "train", device)
+    log(f"lerobot-train: {run.total_steps} steps at batch {config.batch_size} on {device}; log: {out / 'lerobot-train.log'}")
+    run_lerobot_train(command, out / "lerobot-train.log", device)
+
+    log("scoring federated and centralized checkpoints on the held-out eval dataset")
+    rows = compare(run, start_model, out / "train", device)
+    fl_lrs = [round_lr(r, config.num_rounds, lr=config.lr, schedule=config.lr_schedule,
+                       warmup_rounds=config.warmup_rounds, lr_min=config.lr_min) for r in range(1, config.num_rounds + 1)]
+    comparison = {
+        "run_dir": str(run_dir),
+        "run_name": run_dir.name,
+        "run_id": run.run_id,
+        "model": config.model,
+        "datasets": [str(uri) for uri in run.datasets],
+        "eval_dataset": str(config.eval_dataset),
+        "heldout_episodes": config.heldout_episodes,
+        "train_data": {"root": str(out / "data" / "train"), "episodes": meta.total_episodes, "frames": meta.total_frames},
+        "num_rounds": config.num_rounds,
+        "steps_per_round": run.steps_per_round,
+        "total_steps": run.total_steps,
+        "batch_size": config.batch_size,
+        "lr": {"fl_schedule": config.lr_schedule, "fl_per_round": fl_lrs,
+               "lerobot_train": lr_options(config, run.steps_per_round, run.total_steps)},
+        "device": device,
+        "lerobot_train_command": command,
+        "rows": rows,
+    }
+    write_report(comparison, out)
+    return comparison

@@ -1,0 +1,217 @@
+"""`zk0 baseline`: a finished federated run's centralized twin, trained by LeRobot's own `lerobot-train`.
+
+The federated run here is written by hand (no Flower): run_config.json, metrics.jsonl and a
+real zk0 checkpoint of the tiny policy, over the conftest demo datasets. `zk0 baseline`
+then really merges the data, really runs `lerobot-train` (a few steps) and really scores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from zk0.baseline import TRAIN_REPO_ID, lr_options
+from zk0.checkpoint import save_checkpoint
+from zk0.cli import main
+from zk0.config import RunConfig
+from zk0.data import fixed_batches
+from zk0.evaluate import evaluate_policy
+from zk0.schedule import round_lr
+
+ROOT = Path(__file__).resolve().parents[1]
+HELDOUT = 2  # of the demo's 4 episodes per client
+LOCAL_STEPS, BATCH, ROUNDS, CLIENTS = 2, 2, 2, 2
+STEPS_PER_ROUND = CLIENTS * LOCAL_STEPS
+
+
+def run_config(demo_roots: list[Path], **overrides) -> dict:
+    """pyproject's run config with a small federation over the demo datasets."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    config.update({
+        "model": "tiny",
+        "datasets": ",".join(f"local:{root}" for root in demo_roots[:-1]),
+        "eval-dataset": f"local:{demo_roots[-1]}",
+        "num-rounds": ROUNDS, "local-steps": LOCAL_STEPS, "batch-size": BATCH, "lr": 1e-3,
+        "lr-schedule": "constant", "warmup-rounds": 0, "heldout-episodes": HELDOUT, "eval-batches": 2,
+        "eval-every": 1, "checkpoint-every": 2, "num-workers": 0, "device": "cpu",
+    })
+    config.update(overrides)
+    return config
+
+
+def write_fl_run(run_dir: Path, config: dict, policy, processors, eval_split) -> float:
+    """A finished 2-round run: round 2 checkpointed (zk0's own writer), every round evaluated.
+
+    Returns the logged round-2 action MSE: the server's in-process evaluation of the checkpointed weights.
+    """
+    preprocessor, postprocessor = processors
+    batches = fixed_batches(eval_split, config["batch-size"], 0, config["eval-batches"])
+    mse = evaluate_policy(policy, preprocessor, postprocessor, batches).action_mse
+    save_checkpoint(run_dir / "checkpoints", ROUNDS, policy, preprocessor, postprocessor, {"eval/action_mse": mse})
+    (run_dir / "run_config.json").write_text(json.dumps({"run_id": 7, "run_config": config}))
+    uris = config["datasets"].split(",")
+    rows = []
+    for server_round in range(ROUNDS + 1):
+        clients = {} if server_round == 0 else {
+            f"{node}:{uri}": {"num-examples": LOCAL_STEPS * BATCH, "train/steps": LOCAL_STEPS} for node, uri in enumerate(uris)
+        }
+        rows.append({"round": server_round, "eval/action_mse": mse * (1 + 0.1 * (ROUNDS - server_round)), "clients": clients})
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return mse
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory, demo_roots, session_policy, processors, eval_split):
+    """`zk0 baseline` run once on a fake finished run; yields (run dir, exit code, logged round-2 MSE, stdout)."""
+    run_dir = tmp_path_factory.mktemp("outputs") / "20260101-000000"
+    run_dir.mkdir()
+    mse = write_fl_run(run_dir, run_config(demo_roots), session_policy, processors, eval_split)
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["baseline", str(run_dir)])
+    return run_dir, code, mse, stdout.getvalue()
+
+
+def test_lerobot_train_ran_with_the_federations_steps_and_lr(baseline):
+    """2 rounds x 2 clients x 2 local steps = 8 steps, a checkpoint per round-equivalent, lr held constant."""
+    run_dir, code, _, _ = baseline
+    assert code == 0
+    checkpoints = run_dir / "baseline" / "train" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir() if p.name.isdigit()) == ["000004", "000008"]
+    for step in ("000004", "000008"):
+        state = checkpoints / step / "training_state"
+        assert json.loads((state / "training_step.json").read_text())["step"] == int(step)
+        groups = json.loads((state / "optimizer_param_groups.json").read_text())
+        assert groups[0]["lr"] == pytest.approx(1e-3)
+        assert tuple(groups[0]["betas"]) == (0.9, 0.95)
+
+
+def test_merged_data_is_the_clients_training_episodes_only(baseline, demo_roots):
+    """Each client's last HELDOUT episodes are left out; the rest are there, frame for frame."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+
+    run_dir = baseline[0]
+    merged = LeRobotDataset(TRAIN_REPO_ID, root=run_dir / "baseline" / "data" / "train")
+    expected = []
+    for root in demo_roots[:-1]:
+        meta = LeRobotDatasetMetadata(f"local/{root.name}", root=root)
+        client = LeRobotDataset(f"local/{root.name}", root=root, episodes=list(range(meta.total_episodes - HELDOUT)))
+        expected.append(torch.stack(list(client.hf_dataset["action"])))
+    assert merged.meta.total_episodes == CLIENTS * (4 - HELDOUT)
+    assert torch.equal(torch.stack(list(merged.hf_dataset["action"])), torch.cat(expected))
+    assert int(merged.meta.stats["action"]["count"][0]) == merged.meta.total_frames
+    assert not (run_dir / "baseline" / "data" / ".parts").exists()
+
+
+def test_centralized_model_normalizes_with_the_merged_data_and_loads(baseline):
+    """The final checkpoint is a LeRobot policy whose processors carry the training union's statistics."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+    run_dir = baseline[0]
+    final = run_dir / "baseline" / "train" / "checkpoints" / "000008" / "pretrained_model"
+    policy = SmolVLAPolicy.from_pretrained(final)
+    assert set(policy.config.input_features) == {"observation.state", "observation.images.front", "observation.images.wrist"}
+    meta = LeRobotDatasetMetadata(TRAIN_REPO_ID, root=run_dir / "baseline" / "data" / "train")
+    [stats_file] = final.glob("policy_preprocessor_step_*_normalizer_processor.safetensors")
+    saved = load_file(stats_file)
+    np.testing.assert_allclose(saved["action.mean"].numpy(), meta.stats["action"]["mean"], rtol=1e-6)
+
+
+def test_comparison_table_and_plot(baseline):
+    """Every round compared; round 2 rescored from its checkpoint reproduces the server's own number."""
+    run_dir, _, logged_mse, stdout = baseline
+    out = run_dir / "baseline"
+    comparison = json.loads((out / "comparison.json").read_text())
+    rows = {row["round"]: row for row in comparison["rows"]}
+    assert sorted(rows) == [0, 1, 2]
+    assert [rows[r]["central_steps"] for r in (0, 1, 2)] == [0, 4, 8]
+    assert rows[1]["fl_source"] == "metrics.jsonl" and rows[2]["fl_source"] == "checkpoint"
+    assert rows[2]["fl_action_mse"] == pytest.approx(logged_mse, rel=1e-5)
+    for row in rows.values():
+        assert math.isfinite(row["fl_action_mse"]) and math.isfinite(row["central_action_mse"])
+        assert row["gap_pct"] == pytest.approx(100 * (row["fl_action_mse"] / row["central_action_mse"] - 1))
+    assert comparison["total_steps"] == 8 and comparison["train_data"]["episodes"] == 4
+    table = (out / "comparison.md").read_text()
+    assert stdout.endswith(table) and sum(line.startswith("| ") for line in table.splitlines()) == 1 + 3
+    assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("problem", ["missing", "unfinished", "existing"])
+def test_bad_run_dir_is_one_line_exit_2(problem, tmp_path, demo_roots, capsys):
+    run_dir = tmp_path / "run"
+    if problem != "missing":
+        run_dir.mkdir()
+        (run_dir / "run_config.json").write_text(json.dumps({"run_id": 1, "run_config": run_config(demo_roots)}))
+        rows = [{"round": 0, "eval/action_mse": 1.0, "clients": {}}]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    if problem == "existing":
+        (run_dir / "baseline").mkdir()
+        rows = [{"round": r, "clients": {"1:local:/x": {"train/steps": 2}}} for r in (1, 2)]
+        with (run_dir / "metrics.jsonl").open("a") as handle:
+            handle.write("".join(json.dumps(row) + "\n" for row in rows))
+    assert main(["baseline", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zk0: error: ") and err.count("\n") == 1
+    assert {"missing": "no run_config.json", "unfinished": "lacks round(s) [1, 2]", "existing": "already exists"}[problem] in err
+
+
+def test_cosine_lr_maps_to_lerobots_warmup_cosine(demo_roots):
+    """LeRobot's per-step schedule starts, peaks and ends where the federation's per-round one does."""
+    from lerobot.optim.schedulers import CosineDecayWithWarmupSchedulerConfig
+
+    config = RunConfig.from_run_config(run_config(demo_roots, **{
+        "lr-schedule": "cosine", "num-rounds": 10, "warmup-rounds": 2, "lr": 1e-4, "lr-min": 2.5e-6,
+    }))
+    steps_per_round, total = 50, 500
+    options = lr_options(config, steps_per_round, total)
+    scheduler = CosineDecayWithWarmupSchedulerConfig(
+        num_warmup_steps=options["policy.scheduler_warmup_steps"], num_decay_steps=options["policy.scheduler_decay_steps"],
+        peak_lr=options["policy.optimizer_lr"], decay_lr=options["policy.scheduler_decay_lr"],
+    )
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=options["policy.optimizer_lr"])
+    lambda_lr = scheduler.build(optimizer, total)
+    lrs = []
+    for _ in range(total + 1):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        lambda_lr.step()
+    fl = lambda r: round_lr(r, 10, lr=1e-4, schedule="cosine", warmup_rounds=2, lr_min=2.5e-6)
+    assert lrs[0] < fl(1) and max(lrs) == pytest.approx(1e-4, rel=0.02)
+    assert int(np.argmax(lrs)) == pytest.approx(2 * steps_per_round, abs=1)  # peak where FL's warm-up ends
+    assert lrs[total] == pytest.approx(fl(10), rel=1e-6)  # both end at lr-min
+
+
+def test_lerobot_train_starts_from_the_cached_tiny_model(tmp_path, demo_roots, zk0_cache_dir):
+    """The tiny preset is a complete pretrained_model: lerobot-train starts from it and normalizes
+    with its training dataset's statistics (the tiny model's processors carry none)."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+
+    from zk0.model import ensure_tiny_policy
+
+    tiny = ensure_tiny_policy(zk0_cache_dir)
+    client = demo_roots[0]
+    out = tmp_path / "train"
+    command = [
+        str(Path(sys.executable).parent / "lerobot-train"), f"--policy.path={tiny}", "--policy.device=cpu",
+        "--policy.push_to_hub=false", f"--dataset.repo_id=local/{client.name}", f"--dataset.root={client}",
+        f"--output_dir={out}", "--steps=1", "--batch_size=2", "--num_workers=0", "--wandb.enable=false",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, WANDB_MODE="disabled"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    final = out / "checkpoints" / "000001" / "pretrained_model"
+    [stats_file] = final.glob("policy_preprocessor_step_*_normalizer_processor.safetensors")
+    meta = LeRobotDatasetMetadata(f"local/{client.name}", root=client)
+    np.testing.assert_allclose(load_file(stats_file)["observation.state.mean"].numpy(), meta.stats["observation.state"]["mean"], rtol=1e-6)
