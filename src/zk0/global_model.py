@@ -3,12 +3,13 @@ trainable ones, evaluates them on the held-out dataset and is what checkpoints s
 
 from __future__ import annotations
 
-from flwr.app import Array, ArrayRecord
+import numpy as np
 
 from zk0.config import RunConfig
 from zk0.data import fixed_batches, open_node_data, open_split
 from zk0.evaluate import EvalResult, evaluate_policy
 from zk0.model import get_trainable, load_policy, make_processors, resolve_device, set_trainable
+from zk0.stats import with_stats
 
 
 class GlobalModel:
@@ -20,11 +21,17 @@ class GlobalModel:
         self._eval_set = open_split(self.data, self.data.train_episodes, self.policy.config)
         self.config = config
 
-    def arrays(self) -> ArrayRecord:
-        return ArrayRecord({name: Array(value) for name, value in get_trainable(self.policy).items()})
+    def use_federation_stats(self, federation: dict) -> None:
+        """Evaluate, and ship checkpoints, in the federation's units (zk0.stats)."""
+        self.preprocessor, self.postprocessor = make_processors(self.policy, with_stats(self.data.stats, federation))
 
-    def load(self, arrays: ArrayRecord) -> None:
-        set_trainable(self.policy, {name: array.numpy() for name, array in arrays.items()})
+    def weights(self) -> dict[str, np.ndarray]:
+        """The trainable parameters in fp32 (a copy: the policy keeps training nothing here,
+        but the caller may hold these across loads)."""
+        return {name: value.copy() for name, value in get_trainable(self.policy).items()}
+
+    def load(self, weights: dict[str, np.ndarray]) -> None:
+        set_trainable(self.policy, weights)
 
     def evaluate(self) -> EvalResult:
         batches = fixed_batches(self._eval_set, self.config.batch_size, self.config.num_workers, self.config.eval_batches)

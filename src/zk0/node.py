@@ -1,4 +1,5 @@
-"""What a node keeps between messages: its dataset, the policy fitted to it, its processors.
+"""What a node keeps between messages: its dataset, the policy fitted to it, its processors
+(one pair per normalization: the federation's pooled statistics, or the dataset's own).
 
 In simulation one process serves many messages (and, under Ray, several nodes in
 turn), so the pieces are cached in memory: one policy shared by every node whose
@@ -16,11 +17,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context
+from flwr.app import ConfigRecord, Context
 
 from zk0.config import RunConfig
 from zk0.data import NodeData, fixed_batches, infinite_batches, open_node_data, open_split
 from zk0.model import get_trainable, load_policy, make_processors, resolve_device, set_trainable
+from zk0.stats import fingerprint, node_stats, with_stats
 from zk0.uri import DatasetURI, parse_dataset_uri
 
 MAX_CACHED_NODES = 16
@@ -50,25 +52,45 @@ class NodeSession:
     config: RunConfig
     data: NodeData
     policy: object
-    preprocessor: object
-    postprocessor: object
-    splits: dict
+    cached: "_CachedNode"
     startup_seconds: float
+    preprocessor: object = None
+    postprocessor: object = None
 
-    def load_global(self, arrays: ArrayRecord) -> None:
-        set_trainable(self.policy, {name: array.numpy() for name, array in arrays.items()})
+    def __post_init__(self) -> None:
+        self.use_federation_stats(None)
 
-    def trainable_arrays(self) -> dict[str, Array]:
-        return {name: Array(value) for name, value in get_trainable(self.policy).items()}
+    def use_federation_stats(self, federation: dict | None) -> None:
+        """Normalize with the federation's pooled statistics (None: this dataset's own)."""
+        key = fingerprint(federation) if federation else "local"
+        if key not in self.cached.processors:
+            stats = with_stats(self.data.stats, federation) if federation else self.data.stats
+            self.cached.processors[key] = make_processors(self.policy, stats)
+        self.preprocessor, self.postprocessor = self.cached.processors[key]
+
+    def load_weights(self, weights: dict) -> None:
+        set_trainable(self.policy, weights)
+
+    def trainable_weights(self) -> dict:
+        return dict(get_trainable(self.policy))
+
+    def statistics(self) -> dict:
+        """What this node contributes to the federation's normalization (zk0.stats)."""
+        return node_stats(self.data.stats, self.policy.config)
 
     def identity(self) -> ConfigRecord:
         return ConfigRecord({"dataset-uri": str(self.data.uri)})
 
+    @property
+    def has_heldout(self) -> bool:
+        return bool(self.data.heldout_episodes)
+
     def _split(self, name: str):
-        if name not in self.splits:
+        splits = self.cached.splits
+        if name not in splits:
             episodes = self.data.train_episodes if name == "train" else self.data.heldout_episodes
-            self.splits[name] = open_split(self.data, episodes, self.policy.config)
-        return self.splits[name]
+            splits[name] = open_split(self.data, episodes, self.policy.config)
+        return splits[name]
 
     def train_batches(self, seed: int):
         return infinite_batches(self._split("train"), self.config.batch_size, self.config.num_workers, self.config.seed + seed)
@@ -80,8 +102,7 @@ class NodeSession:
 @dataclass
 class _CachedNode:
     data: NodeData
-    preprocessor: object
-    postprocessor: object
+    processors: dict = field(default_factory=dict)  # stats fingerprint -> (preprocessor, postprocessor)
     splits: dict = field(default_factory=dict)
 
 
@@ -92,8 +113,9 @@ def node_session(context: Context) -> NodeSession:
     config = RunConfig.from_run_config(context.run_config)
     node = _cached_node(config, node_dataset(config, dict(context.node_config)))
     policy = _shared_policy(config, node.data.meta)
-    return NodeSession(config, node.data, policy, node.preprocessor, node.postprocessor, node.splits,
-                       startup_seconds=time.perf_counter() - started)
+    session = NodeSession(config, node.data, policy, node, startup_seconds=0.0)
+    session.startup_seconds = time.perf_counter() - started
+    return session
 
 
 def _apply_threads(node_config) -> None:
@@ -109,9 +131,7 @@ def _apply_threads(node_config) -> None:
 
 @lru_cache(maxsize=MAX_CACHED_NODES)
 def _cached_node(config: RunConfig, uri: DatasetURI) -> _CachedNode:
-    data = open_node_data(uri, config.action_dim, config.heldout_episodes)
-    preprocessor, postprocessor = make_processors(_shared_policy(config, data.meta), data.stats)
-    return _CachedNode(data, preprocessor, postprocessor)
+    return _CachedNode(open_node_data(uri, config.action_dim, config.heldout_episodes))
 
 
 _policy: dict[tuple, object] = {}

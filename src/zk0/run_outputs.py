@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,17 +32,52 @@ def make_run_dir(output_dir: str) -> Path:
 
 
 class RunOutputs:
-    def __init__(self, config: RunConfig, run_config: dict, run_id: int | None = None) -> None:
-        """`run_config` is Flower's raw mapping: saved as is, it can be passed back with --run-config."""
+    def __init__(self, config: RunConfig, run_config: dict, run_id: int | None = None,
+                 resume_round: int | None = None) -> None:
+        """`run_config` is Flower's raw mapping: saved as is, it can be passed back with --run-config.
+
+        With `resume_round`, the run directory is `resume-from`'s: metrics.jsonl keeps the rows up
+        to that round (a crash may have left a later, unfinished one) and `best` is recomputed.
+        """
         self.config = config
-        self.run_dir = make_run_dir(config.output_dir)
-        self.metrics_path = self.run_dir / "metrics.jsonl"
         self.rows: list[dict] = []
         self.best_mse = math.inf
+        if resume_round is None:
+            self.run_dir = make_run_dir(config.output_dir)
+        else:
+            self.run_dir = self.resume_dir(config)
+            self._resume(resume_round)
+        self.metrics_path = self.run_dir / "metrics.jsonl"
         (self.run_dir / "run_config.json").write_text(
             json.dumps({"run_id": run_id, "run_config": run_config}, indent=2)
         )
         self._wandb = self._start_wandb(run_config, run_id) if config.wandb else None
+
+    @staticmethod
+    def resume_dir(config: RunConfig) -> Path:
+        return Path(config.resume_from).expanduser().resolve()
+
+    @property
+    def best_mse_or_none(self) -> float | None:
+        return None if math.isinf(self.best_mse) else self.best_mse
+
+    def _resume(self, last_round: int) -> None:
+        path = self.run_dir / "metrics.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+        self.rows = [row for row in rows if row["round"] <= last_round]
+        tmp = path.with_name(".metrics.jsonl.tmp")
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in self.rows))
+        tmp.replace(path)
+        checkpoints = self.run_dir / "checkpoints"
+        for stale in [p for p in checkpoints.iterdir() if p.name.isdigit() and int(p.name) > last_round]:
+            shutil.rmtree(stale)
+        kept = [row for row in self.rows if (checkpoints / f"{row['round']:06d}").is_dir()
+                and row.get("eval/action_mse") is not None]
+        if kept:
+            best = min(kept, key=lambda row: row["eval/action_mse"])
+            self.best_mse = best["eval/action_mse"]
+            point_link(checkpoints / "best", f"{best['round']:06d}")
+            point_link(checkpoints / "last", f"{max(row['round'] for row in kept):06d}")
 
     def _start_wandb(self, run_config: dict, run_id: int | None):
         import wandb

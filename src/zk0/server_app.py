@@ -1,22 +1,26 @@
-"""zk0 ServerApp: FedProx over SmolVLA's trainable parameters, held-out evaluation,
-LeRobot checkpoints and per-round metrics in one run directory."""
+"""zk0 ServerApp: FedProx (or a robust aggregator) over SmolVLA's trainable parameters,
+federated normalization statistics, held-out evaluation, LeRobot checkpoints and
+per-round metrics in one run directory, and a saved run state after every round so
+an interrupted run can resume (run-config `resume-from`)."""
 
 from __future__ import annotations
 
+import random
 import time
 from logging import ERROR, INFO
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
+from zk0 import run_state
 from zk0.config import ConfigError, RunConfig
 from zk0.data import DatasetError
 from zk0.global_model import GlobalModel
 from zk0.model import ModelError
 from zk0.round_summary import round_row, summary_line
 from zk0.run_outputs import RunOutputs
-from zk0.strategy import FederationError, ZK0FedProx
+from zk0.strategy import FederationError, make_strategy
 
 # Errors with a one-line, operator-facing message: logged as such before the run fails.
 OPERATOR_ERRORS = (ConfigError, DatasetError, ModelError, FederationError)
@@ -33,36 +37,76 @@ def main(grid: Grid, context: Context) -> None:
         raise
 
 
+def _resume_state(config: RunConfig) -> run_state.RunState | None:
+    if not config.resume_from:
+        return None
+    try:
+        state = run_state.load(RunOutputs.resume_dir(config))
+    except FileNotFoundError as err:
+        raise ConfigError(f"run-config key 'resume-from': {err}") from None
+    if state.round >= config.num_rounds:
+        raise ConfigError(
+            f"run-config key 'resume-from': that run already completed round {state.round} of num-rounds "
+            f"{config.num_rounds}; raise num-rounds to train further"
+        )
+    return state
+
+
 def federate(grid: Grid, context: Context) -> None:
     config = RunConfig.from_run_config(context.run_config)
+    resumed = _resume_state(config)
     model = GlobalModel(config)
-    outputs = RunOutputs(config, dict(context.run_config), run_id=context.run_id)
+    outputs = RunOutputs(config, dict(context.run_config), run_id=context.run_id,
+                         resume_round=resumed.round if resumed else None)
     total, trainable = model.num_parameters
     log(INFO, "zk0 run directory: %s", outputs.run_dir)
-    log(INFO, "Model %s: %d parameters, %d trainable (sent each round)", config.model, total, trainable)
-    strategy = ZK0FedProx(config)
+    log(INFO, "Model %s: %d parameters, %d trainable (codec %s)", config.model, total, trainable, config.update_codec)
+    strategy = make_strategy(config)
+    done = 0
+    if resumed:
+        done = resumed.round
+        model.load(resumed.global_weights)
+        run_state.restore_rng(resumed)
+        federation_stats = run_state.stats_from_json(resumed.federation_stats)
+        log(INFO, "Resuming after round %d of %d", done, config.num_rounds)
+    else:
+        federation_stats = strategy.collect_statistics(grid) if config.normalization == "federated" else None
+    if federation_stats:
+        model.use_federation_stats(federation_stats)
+        strategy.federation_stats = federation_stats
+    strategy.round_offset = done
 
-    def end_of_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        """Called by Flower at round 0 and after each round with the new global weights."""
-        model.load(arrays)
-        started = time.perf_counter()
+    def end_of_round(step: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """Called by Flower before the first round (step 0) and after each one."""
+        server_round = step + done
+        if step == 0 and resumed:
+            return None  # round `done` was evaluated and recorded before the interruption
+        started = strategy.rounds[server_round].started if server_round in strategy.rounds else time.perf_counter()
+        model.load({name: array.numpy() for name, array in arrays.items()})
+        eval_started = time.perf_counter()
         result = model.evaluate() if config.evaluates_after(server_round) else None
-        row = round_row(server_round, strategy.rounds.get(server_round), result, time.perf_counter() - started)
+        row = round_row(server_round, strategy.rounds.get(server_round), result,
+                        time.perf_counter() - eval_started, started=started)
         eval_metrics = {k: v for k, v in row.items() if k.startswith("eval/") and v is not None}
         outputs.record(row)
         if config.checkpoints_after(server_round):
             outputs.checkpoint(server_round, model.policy, model.preprocessor, model.postprocessor, eval_metrics)
         outputs.plot()
+        run_state.save(outputs.run_dir, run_state.RunState(
+            round=server_round, global_weights=model.weights(), best_mse=outputs.best_mse_or_none,
+            federation_stats=run_state.stats_to_json(federation_stats), python_rng=random.getstate(),
+        ))
         log(INFO, summary_line(row, config.num_rounds))
         return MetricRecord(eval_metrics) if result else None
 
+    initial = resumed.global_weights if resumed else model.weights()
     try:
         strategy.start(
             grid=grid,
-            initial_arrays=model.arrays(),
+            initial_arrays=ArrayRecord({name: Array(value) for name, value in initial.items()}),
             train_config=ConfigRecord(),
             evaluate_config=ConfigRecord(),
-            num_rounds=config.num_rounds,
+            num_rounds=config.num_rounds - done,
             timeout=config.round_timeout,
             evaluate_fn=end_of_round,
         )

@@ -1,0 +1,104 @@
+"""The server's run state after each completed round, so a run can resume where it stopped.
+
+    <run dir>/state/global.safetensors   fp32 global trainable weights after `round`
+    <run dir>/state/state.json           round, best metric, federation statistics, RNG
+
+Written into a staging directory and renamed into place, so a crash leaves either the
+previous round's state or this one's, never a mix. metrics.jsonl and the checkpoints are
+the run's other record; a resumed run truncates metrics.jsonl to the saved round.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+STATE = "state"
+
+
+@dataclass
+class RunState:
+    round: int
+    global_weights: dict[str, np.ndarray]
+    best_mse: float | None
+    federation_stats: dict[str, dict[str, list]] | None
+    python_rng: object
+
+
+def save(run_dir: Path, state: RunState) -> None:
+    from safetensors.numpy import save_file
+
+    target = run_dir / STATE
+    staging = run_dir / f".{STATE}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.global_weights.items()},
+              str(staging / "global.safetensors"))
+    (staging / "state.json").write_text(json.dumps({
+        "round": state.round,
+        "best_mse": state.best_mse,
+        "federation_stats": state.federation_stats,
+        "python_rng": _encode_rng(state.python_rng),
+    }))
+    for path in staging.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    old = run_dir / f".{STATE}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.rename(target, old)
+    os.rename(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load(run_dir: Path) -> RunState:
+    from safetensors.numpy import load_file
+
+    path = run_dir / STATE
+    if not (path / "state.json").is_file():
+        old = run_dir / f".{STATE}.old"  # a crash between the two renames
+        path = old if (old / "state.json").is_file() else path
+    if not (path / "state.json").is_file():
+        raise FileNotFoundError(f"{run_dir} has no saved run state (no completed round to resume from)")
+    saved = json.loads((path / "state.json").read_text())
+    return RunState(
+        round=saved["round"],
+        global_weights=load_file(str(path / "global.safetensors")),
+        best_mse=saved["best_mse"],
+        federation_stats=saved["federation_stats"],
+        python_rng=_decode_rng(saved["python_rng"]),
+    )
+
+
+def _encode_rng(rng_state) -> list:
+    version, internal, gauss = rng_state
+    return [version, list(internal), gauss]
+
+
+def _decode_rng(saved: list):
+    version, internal, gauss = saved
+    return (version, tuple(internal), gauss)
+
+
+def restore_rng(state: RunState) -> None:
+    """Flower samples nodes with `random`; resuming continues its sequence."""
+    random.setstate(state.python_rng)
+
+
+def stats_to_json(stats: dict | None) -> dict | None:
+    if stats is None:
+        return None
+    return {feature: {key: np.asarray(value).tolist() for key, value in values.items()} for feature, values in stats.items()}
+
+
+def stats_from_json(saved: dict | None) -> dict | None:
+    if saved is None:
+        return None
+    return {feature: {key: np.asarray(value, dtype=np.float64) for key, value in values.items()}
+            for feature, values in saved.items()}

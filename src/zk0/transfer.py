@@ -1,0 +1,107 @@
+"""What travels each round: the global model down to a node, its update back up.
+
+Run-config `update-codec` picks the encoding (zk0.codec):
+- `fp32`: full weights both ways, exactly (what zk0 sent before codecs existed).
+- `bf16`: full weights both ways in bfloat16.
+- `q8`, `q4`, `q3`, `q2`: block-quantized deltas both ways.
+  Down: the server keeps a *broadcast*, the weights every node reconstructs this round.
+  A node that holds the previous broadcast receives `Q(global - previous)` and adds it;
+  any other node (first round, late joiner, lost state) receives the broadcast whole in
+  bf16. Broadcasts are kept bf16-representable, so both paths give bit-identical
+  weights, and each round's delta aims at the true fp32 global: the rounding error of
+  one round is corrected by the next instead of accumulating.
+  Up: the node sends `Q(local - broadcast + residual)` with error feedback (the
+  quantization residual is carried into its next update, zk0.codec.ErrorFeedback).
+The server decodes every reply to fp32 weights, aggregates in fp32 and keeps the fp32
+global; checkpoints are fp32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from zk0.codec import CODECS, ErrorFeedback, decode, encode
+
+DEFAULT_CODEC = "q3"
+FULL_CODECS = ("fp32", "bf16")
+
+Weights = dict[str, np.ndarray]
+
+
+def is_delta(arrays: Mapping[str, np.ndarray]) -> bool:
+    """A quantized message carries a delta; fp32/bf16 messages carry whole weights."""
+    return any("@q" in name for name in arrays)
+
+
+def bf16_round(weights: Mapping[str, np.ndarray]) -> Weights:
+    return decode(encode(weights, "bf16"))
+
+
+def _add(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> Weights:
+    return {name: a[name] + b[name] for name in a}
+
+
+def _sub(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> Weights:
+    return {name: a[name] - b[name] for name in a}
+
+
+@dataclass
+class Broadcast:
+    """The global model as the nodes receive it in one round."""
+
+    round: int
+    weights: Weights  # what every node holds after receiving it
+    full: dict[str, np.ndarray]  # encoded whole weights
+    delta: dict[str, np.ndarray] | None  # encoded delta from the previous broadcast, if any
+    previous_round: int | None
+
+
+def make_broadcast(global_weights: Mapping[str, np.ndarray], previous: Broadcast | None, codec: str,
+                   server_round: int) -> Broadcast:
+    if codec not in CODECS:
+        raise ValueError(f"unknown update codec '{codec}'; use one of {', '.join(CODECS)}")
+    if codec == "fp32":
+        weights = {name: np.array(value, dtype=np.float32) for name, value in global_weights.items()}
+        return Broadcast(server_round, weights, encode(weights, "fp32"), None, None)
+    delta = None
+    if codec not in FULL_CODECS and previous is not None:
+        delta = encode(_sub(global_weights, previous.weights), codec)
+        weights = bf16_round(_add(previous.weights, decode(delta)))
+    else:
+        weights = bf16_round(global_weights)
+    return Broadcast(server_round, weights, encode(weights, "bf16"), delta,
+                     previous.round if delta is not None else None)
+
+
+def download(broadcast: Broadcast, node_holds: int | None) -> tuple[dict[str, np.ndarray], int | None]:
+    """The arrays for one node, and the broadcast round they build on (None: whole weights)."""
+    if broadcast.delta is not None and node_holds == broadcast.previous_round:
+        return broadcast.delta, broadcast.previous_round
+    return broadcast.full, None
+
+
+def receive(arrays: Mapping[str, np.ndarray], held: Mapping[str, np.ndarray] | None) -> Weights:
+    """Node side: the broadcast weights from a download."""
+    decoded = decode(arrays)
+    if not is_delta(arrays):
+        return decoded
+    if held is None:
+        raise ValueError("received a delta but this node holds no previous global model")
+    return bf16_round(_add(held, decoded))
+
+
+def upload(local: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], codec: str,
+           feedback: ErrorFeedback) -> dict[str, np.ndarray]:
+    """Node side: the encoded update for the server."""
+    if codec in FULL_CODECS:
+        return encode(local, codec)
+    return feedback.compress(_sub(local, reference), codec)
+
+
+def receive_update(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> Weights:
+    """Server side: a node's local weights in fp32."""
+    decoded = decode(arrays)
+    return _add(reference, decoded) if is_delta(arrays) else decoded
