@@ -1,9 +1,11 @@
 """What one federated round moves and costs at SmolVLA's real size, built offline.
 
-Builds the real SmolVLA architecture with random weights over a local backbone
-directory with SmolVLM2-500M's shapes (no download), then measures what zk0 sends
-per client per round (the trainable parameters in fp32), the time to put them into a
-Flower ArrayRecord and back, and one server aggregation over two client replies.
+Builds the `smolvla-shape` model preset in zk0's cache unless it is there already
+(SmolVLA's real architecture over SmolVLM2-500M's shapes, seeded random weights, no
+download: ~7 GB of memory, 1.8 GB on disk; `ZK0_CACHE_DIR` moves the cache), loads it
+back and checks its parameter counts, then measures what zk0 sends per client per round
+(the trainable parameters in fp32), the time to put them into a Flower ArrayRecord and
+back, and one server aggregation over two client replies.
 
     .venv/bin/python bench/real_payload.py [--clients 12] [--repeats 3]
 """
@@ -13,72 +15,39 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-# Figures measured when the recipe in the platform notes was checked.
+# lerobot/smolvla_base's figures, measured when the recipe in the platform notes was checked.
 EXPECTED_PARAMS = 450_046_176
 EXPECTED_TRAINABLE = 99_880_992
 
-# SmolVLM2-500M-Video-Instruct's architecture (HuggingFaceTB/SmolVLM2-500M-Video-Instruct config.json).
-TEXT_CONFIG = {
-    "model_type": "llama",
-    "vocab_size": 49280,
-    "hidden_size": 960,
-    "intermediate_size": 2560,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 15,
-    "num_key_value_heads": 5,
-    "head_dim": 64,
-    "max_position_embeddings": 8192,
-    "rope_theta": 100000.0,
-    "rms_norm_eps": 1e-5,
-    "tie_word_embeddings": False,
-}
-VISION_CONFIG = {
-    "model_type": "smolvlm_vision",
-    "hidden_size": 768,
-    "intermediate_size": 3072,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "image_size": 512,
-    "patch_size": 16,
-}
-SCALE_FACTOR = 4
+
+def build_preset(cache: Path) -> tuple[Path, float, bool]:
+    """(directory, seconds, whether it was built now) of the `smolvla-shape` preset in `cache`."""
+    from zk0.model import SMOLVLA_SHAPE, ensure_preset_policy
+
+    started_at = time.time()
+    started = time.perf_counter()
+    path = ensure_preset_policy(SMOLVLA_SHAPE, cache)
+    seconds = time.perf_counter() - started
+    return path, seconds, (path / "model.safetensors").stat().st_mtime >= started_at
 
 
-def build_backbone(out: Path) -> Path:
-    """A backbone directory SmolVLA can read by path: real shapes, zk0's small local tokenizer.
-
-    The tokenizer only supplies token ids (its size does not change any weight shape).
-    """
-    from zk0.tiny_backbone import write_backbone
-
-    out.mkdir(parents=True, exist_ok=True)
-    write_backbone(out, TEXT_CONFIG, VISION_CONFIG, SCALE_FACTOR)
-    return out
-
-
-def build_policy(backbone: Path):
-    """SmolVLA with its default config (16 VLM layers, expert width 0.75), SO-100 features, random weights."""
-    import torch
-    from lerobot.configs.types import FeatureType, PolicyFeature
-    from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
+def load_checked(path: Path):
+    """The saved preset loaded back strictly (file and model hold the same tensors), with smolvla_base's counts."""
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
 
-    config = SmolVLAConfig(
-        vlm_model_name=str(backbone),
-        device="cpu",
-        input_features={
-            "observation.state": PolicyFeature(FeatureType.STATE, (6,)),
-            "observation.images.front": PolicyFeature(FeatureType.VISUAL, (3, 480, 640)),
-            "observation.images.wrist": PolicyFeature(FeatureType.VISUAL, (3, 480, 640)),
-        },
-        output_features={"action": PolicyFeature(FeatureType.ACTION, (6,))},
-    )
-    torch.manual_seed(0)
-    return SmolVLAPolicy(config)
+    policy = SmolVLAPolicy.from_pretrained(path, strict=True)
+    params = list(policy.parameters())
+    total = sum(p.numel() for p in params)
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    if (total, trainable) != (EXPECTED_PARAMS, EXPECTED_TRAINABLE):
+        raise SystemExit(
+            f"smolvla-shape at {path} has {total:,} parameters ({trainable:,} trainable) but lerobot/smolvla_base "
+            f"has {EXPECTED_PARAMS:,} ({EXPECTED_TRAINABLE:,}): fix the preset's shapes (zk0.model.PRESETS)"
+        )
+    return policy
 
 
 def timed(fn, repeats: int):
@@ -110,20 +79,20 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux reports KiB
 
 
-def measure(work: Path, args: argparse.Namespace) -> None:
+def measure(args: argparse.Namespace) -> None:
     import numpy as np
     from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
     from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
 
     from zk0.model import get_trainable, set_trainable
+    from zk0.paths import cache_dir
 
+    path, build_seconds, built = build_preset(cache_dir())
+    size = (path / "model.safetensors").stat().st_size
     started = time.perf_counter()
-    backbone = build_backbone(work / "backbone")
-    backbone_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    policy = build_policy(backbone)
-    build_seconds = time.perf_counter() - started
+    policy = load_checked(path)
+    first_load = time.perf_counter() - started
 
     params = list(policy.parameters())
     total = sum(p.numel() for p in params)
@@ -131,11 +100,12 @@ def measure(work: Path, args: argparse.Namespace) -> None:
     n_trainable = sum(p.numel() for p in trainable)
     state = policy.state_dict()
     state_bytes = sum(t.numel() * t.element_size() for t in state.values())
-    print(f"Real-size SmolVLA, random weights, built offline: backbone dir {backbone_seconds:.1f} s, "
-          f"SmolVLAPolicy(config) {build_seconds:.1f} s")
-    print(f"  parameters            {total:>13,}   (notes: {EXPECTED_PARAMS:,}; {'match' if total == EXPECTED_PARAMS else 'DIFFERS'})")
-    print(f"  trainable             {n_trainable:>13,}   (notes: {EXPECTED_TRAINABLE:,}; "
-          f"{'match' if n_trainable == EXPECTED_TRAINABLE else 'DIFFERS'}; {n_trainable / total:.1%} of all)")
+    how = "built and saved" if built else "found in the cache"
+    print(f"Real-size SmolVLA, random weights, built offline (model preset 'smolvla-shape'): {how} in "
+          f"{build_seconds:.1f} s, {size / 1e9:.2f} GB on disk; from_pretrained {first_load:.1f} s")
+    print(f"  {path}")
+    print(f"  parameters            {total:>13,}   (= lerobot/smolvla_base's, checked)")
+    print(f"  trainable             {n_trainable:>13,}   (= lerobot/smolvla_base's, checked; {n_trainable / total:.1%} of all)")
     print(f"  trainable tensors     {len(trainable):>13,}   (state-dict tensors: {len(state)})")
     print(f"  state dict            {state_bytes:>13,} B (dtypes: {sorted({str(t.dtype) for t in state.values()})})")
 
@@ -179,14 +149,12 @@ def measure(work: Path, args: argparse.Namespace) -> None:
           f"(~{aggregate / 2:.2f} s per reply; K={args.clients} would take ~{aggregate / 2 * args.clients:.1f} s)")
     del replies, halved, merged, record, arrays
 
-    policy.save_pretrained(work / "policy")
-    size = (work / "policy" / "model.safetensors").stat().st_size
     del policy
-    load, _ = timed(lambda: SmolVLAPolicy.from_pretrained(work / "policy"), args.repeats)
+    load, _ = timed(lambda: SmolVLAPolicy.from_pretrained(path), args.repeats)
     print(f"\nModel load at real size (SmolVLAPolicy.from_pretrained, {size / 1e9:.2f} GB fp32 safetensors "
           f"in the page cache; median of {args.repeats})")
-    print(f"  from_pretrained                             {load:7.3f} s  (of which building the modules with "
-          f"random init, as above: ~{build_seconds:.1f} s; lerobot/smolvla_base is ~0.91 GB, mixed fp32/bf16)")
+    print(f"  from_pretrained                             {load:7.3f} s  (lerobot/smolvla_base is ~0.91 GB, "
+          f"mixed fp32/bf16)")
     print(f"\nPeak resident memory of this process: {peak_rss_gb():.1f} GB")
 
 
@@ -195,8 +163,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=12, help="clients per round for the per-round total (default 12)")
     parser.add_argument("--repeats", type=int, default=3, help="timings per figure; medians are reported (default 3)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="zk0-real-") as tmp:
-        measure(Path(tmp), args)
+    measure(args)
 
 
 if __name__ == "__main__":

@@ -92,11 +92,14 @@ class RunConfig:
             raise ConfigError(f"run-config key 'lr-schedule' must be one of {', '.join(LR_SCHEDULES)}; got '{self.lr_schedule}'")
         if self.device not in DEVICES:
             raise ConfigError(f"run-config key 'device' must be one of {', '.join(DEVICES)}; got '{self.device}'")
-        if not (self.model == "tiny" or self.model.startswith("/") or _HUB_ID.match(self.model)):
-            raise ConfigError(
-                f"run-config key 'model' is '{self.model}'; use 'tiny', a hub id such as "
-                f"'lerobot/smolvla_base' or an absolute path to a pretrained_model directory"
-            )
+        if not (self.model.startswith("/") or _HUB_ID.match(self.model)):
+            from zk0.model import PRESETS  # torch comes with it: only paid for a preset name
+
+            if self.model not in PRESETS:
+                raise ConfigError(
+                    f"run-config key 'model' is '{self.model}'; use a preset ({', '.join(PRESETS)}), a hub id "
+                    f"such as 'lerobot/smolvla_base' or an absolute path to a pretrained_model directory"
+                )
         if self.fraction_evaluate > 0 and self.heldout_episodes == 0:
             raise ConfigError(
                 "run-config key 'heldout-episodes' is 0 but fraction-evaluate > 0: clients need held-out "

@@ -1,9 +1,15 @@
 """The policy: LeRobot's SmolVLA, from a preset, fitted to a dataset's features.
 
 `model` is a hub id (`lerobot/smolvla_base`, the real default), a local pretrained
-directory, or `tiny`: a SmolVLA over a tiny locally generated SmolVLM backbone,
-materialised once in the cache as an ordinary pretrained directory, so both follow
-the same `from_pretrained` path.
+directory, or a preset built offline with seeded random weights:
+
+- `tiny`: SmolVLA over a tiny SmolVLM backbone, for tests and demos;
+- `smolvla-shape`: SmolVLA's real architecture and default config over SmolVLM2-500M's
+  shapes (450M parameters, 100M trainable), the stand-in for `lerobot/smolvla_base`
+  wherever the hub is unreachable (sizes, memory, timings; it has learnt nothing).
+
+A preset is materialised once in zk0's cache as an ordinary pretrained directory, so
+presets and hub models follow the same `from_pretrained` path.
 
 Only trainable parameters (action expert and projections; the VLM and vision
 encoder stay frozen, as in SmolVLA's recipe) travel between server and clients.
@@ -12,25 +18,52 @@ encoder stay frozen, as in SmolVLA's recipe) travel between server and clients.
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from zk0.paths import build_once, cache_dir
-from zk0.tiny_backbone import ensure_tiny_backbone
+from zk0.tiny_backbone import SMOLVLM2_500M_BACKBONE, TINY_BACKBONE, BackboneShape, ensure_backbone
 
 TINY = "tiny"
-TINY_SEED = 0
-TINY_OVERRIDES = {
-    "load_vlm_weights": False,
-    "num_vlm_layers": 4,
-    "num_expert_layers": -1,
-    "resize_imgs_with_padding": (64, 64),
-    "chunk_size": 10,
-    "n_action_steps": 10,
-    "num_steps": 5,
-    "tokenizer_max_length": 24,
+SMOLVLA_SHAPE = "smolvla-shape"
+PRESET_SEED = 0
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A SmolVLA with seeded random weights: backbone shapes plus SmolVLAConfig overrides.
+
+    Its input features only make the saved directory complete (an SO-100 arm: 6 joint
+    states and actions); `load_policy` replaces them with the dataset's.
+    """
+
+    directory: str  # name in the cache; bump its version when the saved contents change
+    backbone: BackboneShape
+    overrides: dict = field(default_factory=dict)  # SmolVLAConfig fields that differ from its defaults
+    cameras: tuple[str, ...] = ("front",)
+    image_shape: tuple[int, int, int] = (3, 480, 640)
+
+
+PRESETS = {
+    TINY: Preset(
+        "tiny-smolvla-v2",
+        TINY_BACKBONE,
+        overrides={
+            "num_vlm_layers": 4,
+            "resize_imgs_with_padding": (64, 64),
+            "chunk_size": 10,
+            "n_action_steps": 10,
+            "num_steps": 5,
+            "tokenizer_max_length": 24,
+        },
+        image_shape=(3, 64, 64),
+    ),
+    # SmolVLAConfig's defaults are lerobot/smolvla_base's architecture: 16 of the VLM's
+    # 32 layers kept, an action expert 0.75 as wide, chunks of 50 actions.
+    SMOLVLA_SHAPE: Preset("smolvla-shape-v1", SMOLVLM2_500M_BACKBONE, cameras=("front", "wrist")),
 }
 
 
@@ -48,51 +81,78 @@ def resolve_device(device: str) -> str:
 
 def pretrained_path(model: str) -> str:
     """The `from_pretrained` argument for a model preset."""
-    if model == TINY:
-        return str(ensure_tiny_policy(cache_dir()))
+    if model in PRESETS:
+        return str(ensure_preset_policy(model, cache_dir()))
     if model.startswith("/") and not (Path(model) / "config.json").is_file():
         raise ModelError(f"model '{model}': no config.json there; give a LeRobot pretrained_model directory")
     return model
 
 
-# Bump when the cached tiny policy's contents change, so stale caches are rebuilt beside them.
-TINY_POLICY_VERSION = 2
+def _preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ModelError(f"model preset '{name}' does not exist; presets are {', '.join(PRESETS)}")
+    return PRESETS[name]
 
 
-def ensure_tiny_policy(root: Path) -> Path:
-    """Write the tiny SmolVLA (seeded random weights) once; every process then loads the same weights.
+def preset_config(name: str, root: Path):
+    """The SmolVLAConfig of preset `name`, its backbone directory written under `root` if missing."""
+    from lerobot.configs.types import FeatureType, PolicyFeature
+    from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
+
+    preset = _preset(name)
+    image = PolicyFeature(FeatureType.VISUAL, preset.image_shape)
+    images = {f"observation.images.{camera}": image for camera in preset.cameras}
+    return SmolVLAConfig(
+        vlm_model_name=str(ensure_backbone(root, preset.backbone)),
+        # The preset's weights are all in its own checkpoint; none come from the backbone.
+        load_vlm_weights=False,
+        device="cpu",
+        input_features={"observation.state": PolicyFeature(FeatureType.STATE, (6,)), **images},
+        output_features={"action": PolicyFeature(FeatureType.ACTION, (6,))},
+        **preset.overrides,
+    )
+
+
+def seeded_policy(config):
+    """SmolVLAPolicy(config) with the presets' seeded random weights, on torch's current default device.
+
+    Under `with torch.device("meta"):` it allocates nothing, which counts a real-size
+    model's parameters in seconds.
+    """
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+    with torch.random.fork_rng():
+        torch.manual_seed(PRESET_SEED)
+        return SmolVLAPolicy(config)
+
+
+def ensure_preset_policy(name: str, root: Path) -> Path:
+    """Write preset `name` under `root` once; every process then loads the same weights.
 
     The directory is a complete LeRobot pretrained_model, processors included, so that
     `lerobot-train --policy.path=<it>` starts from it (it refuses a directory without them).
     The processors carry no statistics: whoever uses them supplies a dataset's, as
-    `lerobot-train` does with its training dataset's.
+    `lerobot-train` does with its training dataset's. At real size (`smolvla-shape`)
+    the build takes ~7 GB of memory and writes 1.8 GB.
     """
-    from lerobot.configs.types import FeatureType, PolicyFeature
-    from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
-    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
     from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
 
-    backbone = ensure_tiny_backbone(root)
+    preset = _preset(name)
+    backbone = ensure_backbone(root, preset.backbone)
 
     def build(staging: Path) -> None:
-        config = SmolVLAConfig(
-            vlm_model_name=str(backbone),
-            device="cpu",
-            input_features={
-                "observation.state": PolicyFeature(FeatureType.STATE, (6,)),
-                "observation.images.front": PolicyFeature(FeatureType.VISUAL, (3, 64, 64)),
-            },
-            output_features={"action": PolicyFeature(FeatureType.ACTION, (6,))},
-            **TINY_OVERRIDES,
-        )
-        with torch.random.fork_rng():
-            torch.manual_seed(TINY_SEED)
-            SmolVLAPolicy(config).save_pretrained(staging)
+        config = preset_config(name, root)
+        seeded_policy(config).save_pretrained(staging)
         for processor in make_smolvla_pre_post_processors(config, dataset_stats=None):
             processor.save_pretrained(staging)
 
-    name = f"tiny-smolvla-v{TINY_POLICY_VERSION}-{backbone.name}"
-    return build_once(root / name, "model.safetensors", build)
+    # The backbone's name is part of the directory's: its path is recorded in config.json.
+    return build_once(root / f"{preset.directory}-{backbone.name}", "model.safetensors", build)
+
+
+def ensure_tiny_policy(root: Path) -> Path:
+    """The `tiny` preset's directory under `root` (built once)."""
+    return ensure_preset_policy(TINY, root)
 
 
 def load_policy(model: str, dataset_meta, device: str):

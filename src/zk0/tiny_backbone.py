@@ -1,14 +1,17 @@
-"""A tiny SmolVLM backbone (config + tokenizer + processor) generated locally.
+"""SmolVLM backbone directories (config + tokenizer + processor) generated locally.
 
 SmolVLA reads its VLM backbone by name (`vlm_model_name`). Real runs use
-`HuggingFaceTB/SmolVLM2-500M-Video-Instruct` from the hub; offline runs and tests
-point it at a directory written here: the same architecture family at a few
-hundred thousand parameters, built deterministically without any download.
+`HuggingFaceTB/SmolVLM2-500M-Video-Instruct` from the hub; offline runs point it at a
+directory written here, built deterministically without any download, in one of two
+shapes: `TINY_BACKBONE` (the same architecture family at a few hundred thousand
+parameters, for tests) or `SMOLVLM2_500M_BACKBONE` (SmolVLM2-500M's real shapes).
+Only shapes are written: the weights are whatever the SmolVLA built over it holds.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from zk0.paths import build_once
@@ -44,37 +47,78 @@ TOKENIZER_CORPUS = [
 
 TOKENIZER_VOCAB = 496  # a byte-level BPE over the small corpus above; the embedding table may be larger
 
-TINY_TEXT_CONFIG = {
-    "model_type": "llama",
-    "vocab_size": 512,
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "head_dim": 16,
-    "max_position_embeddings": 2048,
-    "rope_theta": 100000.0,
-    "rms_norm_eps": 1e-5,
-    "tie_word_embeddings": False,
-}
-TINY_VISION_CONFIG = {
-    "model_type": "smolvlm_vision",
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "image_size": 64,
-    "patch_size": 16,
-}
-TINY_SCALE_FACTOR = 2
+
+@dataclass(frozen=True)
+class BackboneShape:
+    """A SmolVLM architecture: its cache directory name and transformers sub-configs."""
+
+    name: str
+    text_config: dict
+    vision_config: dict
+    scale_factor: int
 
 
-def write_backbone(out: Path, text_config: dict, vision_config: dict, scale_factor: int) -> None:
-    """Write a SmolVLM backbone directory (tokenizer, processor, config) of the given shapes.
+TINY_BACKBONE = BackboneShape(
+    "tiny-smolvlm",
+    text_config={
+        "model_type": "llama",
+        "vocab_size": 512,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "max_position_embeddings": 2048,
+        "rope_theta": 100000.0,
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": False,
+    },
+    vision_config={
+        "model_type": "smolvlm_vision",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 64,
+        "patch_size": 16,
+    },
+    scale_factor=2,
+)
 
-    The tiny preset uses the TINY_* shapes; bench/real_payload.py passes SmolVLM2-500M's.
-    """
+# HuggingFaceTB/SmolVLM2-500M-Video-Instruct's config.json. The small local tokenizer
+# only supplies token ids: its size changes no weight shape (the vocab is the embedding's).
+SMOLVLM2_500M_BACKBONE = BackboneShape(
+    "smolvlm2-500m-shape",
+    text_config={
+        "model_type": "llama",
+        "vocab_size": 49280,
+        "hidden_size": 960,
+        "intermediate_size": 2560,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 15,
+        "num_key_value_heads": 5,
+        "head_dim": 64,
+        "max_position_embeddings": 8192,
+        "rope_theta": 100000.0,
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": False,
+    },
+    vision_config={
+        "model_type": "smolvlm_vision",
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "image_size": 512,
+        "patch_size": 16,
+    },
+    scale_factor=4,
+)
+
+
+def write_backbone(out: Path, shape: BackboneShape) -> None:
+    """Write a SmolVLM backbone directory (tokenizer, processor, config) of the given shape."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
         PreTrainedTokenizerFast,
@@ -104,6 +148,7 @@ def write_backbone(out: Path, text_config: dict, vision_config: dict, scale_fact
     )
     tokenizer.save_pretrained(out)
 
+    vision_config, scale_factor = shape.vision_config, shape.scale_factor
     size = {"longest_edge": vision_config["image_size"]}
     processor = SmolVLMProcessor(
         image_processor=SmolVLMImageProcessor(do_resize=True, size=size, max_image_size=size, do_image_splitting=False),
@@ -114,23 +159,23 @@ def write_backbone(out: Path, text_config: dict, vision_config: dict, scale_fact
     processor.save_pretrained(out)
 
     config = SmolVLMConfig(
-        text_config=text_config,
+        text_config=shape.text_config,
         vision_config=vision_config,
         scale_factor=scale_factor,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        vocab_size=text_config["vocab_size"],
+        vocab_size=shape.text_config["vocab_size"],
     )
     config.save_pretrained(out)
 
 
-def _build_tiny(out: Path) -> None:
-    write_backbone(out, TINY_TEXT_CONFIG, TINY_VISION_CONFIG, TINY_SCALE_FACTOR)
-    (out / "zk0_backbone.json").write_text(json.dumps({"version": BACKBONE_VERSION}))
+def ensure_backbone(cache_dir: Path, shape: BackboneShape) -> Path:
+    """Return the backbone directory of `shape` under `cache_dir`, building it once."""
 
+    def build(out: Path) -> None:
+        write_backbone(out, shape)
+        (out / "zk0_backbone.json").write_text(json.dumps({"version": BACKBONE_VERSION}))
 
-def ensure_tiny_backbone(cache_dir: Path) -> Path:
-    """Return the tiny backbone directory under `cache_dir`, building it once."""
-    return build_once(cache_dir / f"tiny-smolvlm-v{BACKBONE_VERSION}", "zk0_backbone.json", _build_tiny)
+    return build_once(cache_dir / f"{shape.name}-v{BACKBONE_VERSION}", "zk0_backbone.json", build)
