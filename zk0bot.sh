@@ -372,8 +372,9 @@ Commands:
           Starts only what is not running, so it also recovers from a crash.
   stop    Stop the proxy, the SuperExec, the SuperLink and everything they started.
   status  Sessions, PIDs, ports, health, nodes and recent runs.
-  logs [-f]
-          Show (or follow) the SuperLink log (proxy: proxy.log, SuperExec: superexec.log).
+  logs [-f] [--superlink | --proxy]
+          Show (or follow) the ServerApp's log (round summaries, errors; it runs under
+          the SuperExec), or the SuperLink's, or the proxy's (refused requests).
   register <node-public-key-file>
           Allow a node (its operator sends you the .pub file `client start` printed).
   nodes   Registered and connected nodes, with the dataset each key was created for.
@@ -572,16 +573,19 @@ server_status() {
 }
 
 server_logs() {
-  local follow=()
+  local follow=() component=superexec
   while [[ $# -gt 0 ]]; do
     case $1 in
       -f | --follow) follow=(-f) ;;
-      *) die "unknown option '$1' for 'server logs'" ;;
+      --superlink) component=superlink ;;
+      --proxy) component=proxy ;;
+      *) die "unknown option '$1' for 'server logs' (see: $PROG server --help)" ;;
     esac
     shift
   done
-  [[ -f $SERVER_DIR/superlink.log ]] || die "no SuperLink log yet ($SERVER_DIR/superlink.log); run: $PROG server start"
-  tail -n 100 "${follow[@]}" "$SERVER_DIR/superlink.log"
+  local log="$SERVER_DIR/$component.log"
+  [[ -f $log ]] || die "no $component log yet ($log); run: $PROG server start"
+  tail -n 100 "${follow[@]}" "$log"
 }
 
 server_register() {
@@ -922,10 +926,16 @@ cmd_client() {
 usage_run() {
   cat <<'USAGE'
 Usage: zk0bot run [--rounds N] [--run-config "key=value ..."] [--stream]
+       zk0bot run --resume [RUN_DIR] [--rounds N] [--stream]
 
 Submit the zk0 app to this machine's SuperLink and wait until the run ends.
-Outputs land in $ZK0_HOME/server/runs/<timestamp>/ (metrics.jsonl, checkpoints/,
-plots/). Any [tool.flwr.app.config] key can be overridden with --run-config.
+Outputs land in ~/.zk0/server/runs/<timestamp>/ (metrics.jsonl, checkpoints/,
+plots/, state/). Any [tool.flwr.app.config] key can be overridden with
+--run-config; the string is checked before it is submitted.
+--resume continues an interrupted run (SuperLink or ServerApp crash, server
+restart) from its last completed round, into the same run directory, with the
+run's saved configuration; RUN_DIR defaults to the newest unfinished run.
+--rounds with --resume sets the new total number of rounds.
 --stream prints the run's logs while it runs. Exits 0 only when the run completed.
 USAGE
 }
@@ -953,31 +963,101 @@ run_dir_of() {
   grep -l "\"run_id\": $1," "$SERVER_DIR"/runs/*/run_config.json 2>/dev/null | head -n1 | xargs -r dirname
 }
 
+# The newest run directory whose saved state stops short of its num-rounds.
+unfinished_run() {
+  "$(python_bin)" - "$SERVER_DIR/runs" <<'PY'
+import json, sys
+from pathlib import Path
+
+candidates = []
+runs = Path(sys.argv[1])
+for run in runs.iterdir() if runs.is_dir() else []:
+    state, config = run / "state" / "state.json", run / "run_config.json"
+    if state.is_file() and config.is_file():
+        done = json.loads(state.read_text())["round"]
+        if done < json.loads(config.read_text())["run_config"]["num-rounds"]:
+            candidates.append((state.stat().st_mtime, run))
+if candidates:
+    print(max(candidates)[1])
+PY
+}
+
+# A TOML run config for `flwr run`: the interrupted run's own configuration, plus resume-from.
+write_resume_config() {
+  local run_dir=$1 rounds=$2 out=$3
+  "$(python_bin)" - "$run_dir" "$rounds" "$out" <<'PY'
+import json, sys
+import tomli_w
+
+run_dir, rounds, out = sys.argv[1:]
+config = json.load(open(f"{run_dir}/run_config.json"))["run_config"]
+config["resume-from"] = run_dir
+if rounds:
+    config["num-rounds"] = int(rounds)
+with open(out, "wb") as handle:
+    tomli_w.dump(config, handle)
+PY
+}
+
+# The ServerApp's one-line reason for a failed run: from the run's log, else from the
+# SuperExec's log since the submission (a run that fails at start may leave no run log).
+failure_reason() {
+  local run_id=$1 offset=$2 reason
+  reason=$(flwr_admin log "$run_id" "$CONNECTION" --show 2>/dev/null | grep -oE 'zk0: error: .*' | tail -n1 || true)
+  if [[ -z $reason ]]; then
+    reason=$(tail -c +"$((offset + 1))" "$SERVER_DIR/superexec.log" 2>/dev/null | grep -oE 'zk0: error: .*' | tail -n1 || true)
+  fi
+  echo "${reason#zk0: error: }"
+}
+
 cmd_run() {
-  local rounds="" extra="" stream=0
+  local rounds="" extra="" stream=0 resume=0 resume_dir=""
   while [[ $# -gt 0 ]]; do
     case $1 in
       --rounds) opt_value "$@"; rounds=$2; shift ;;
       --run-config) opt_value "$@"; extra=$2; shift ;;
       --stream) stream=1 ;;
+      --resume)
+        resume=1
+        if [[ $# -ge 2 && $2 != -* ]]; then resume_dir=$2; shift; fi
+        ;;
       -h | --help) usage_run; return 0 ;;
       *) die "unknown option '$1' for 'run' (see: $PROG run --help)" ;;
     esac
     shift
   done
   [[ -z $rounds || $rounds =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive integer, got '$rounds'"
+  [[ $resume -eq 0 || -z $extra ]] || die "--resume uses the interrupted run's own configuration; drop --run-config"
   need_tmux
-  session_running "$SERVER_SESSION" || die "the SuperLink is not running; start it first: $PROG server start"
-  server_health || die "the SuperLink does not answer its health check; see: $PROG server logs"
-  local config="output-dir='$SERVER_DIR/runs'"
+  use_venv
+  local config="output-dir='$SERVER_DIR/runs'" run_config=()
   [[ -n $rounds ]] && config+=" num-rounds=$rounds"
-  # The operator's overrides go in a second --run-config, which flwr applies last.
-  local out run_id
-  out=$(flwr_admin run "$ROOT" "$CONNECTION" --format json --run-config "$config" \
-    ${extra:+--run-config "$extra"} 2>&1) || true
+  if [[ $resume -eq 1 ]]; then
+    [[ -n $resume_dir ]] || resume_dir=$(unfinished_run)
+    [[ -n $resume_dir ]] || die "no unfinished run to resume under $SERVER_DIR/runs; name one: $PROG run --resume RUN_DIR"
+    resume_dir=$(cd "$resume_dir" 2>/dev/null && pwd) || die "run directory '$resume_dir' does not exist"
+    [[ -f $resume_dir/state/state.json ]] || die "$resume_dir has no saved state (no completed round); start a new run instead"
+    write_resume_config "$resume_dir" "$rounds" "$resume_dir/resume.toml"
+    run_config=(--run-config "$resume_dir/resume.toml")
+  else
+    # The operator's overrides go in a second --run-config, which flwr applies last.
+    local out
+    out=$("$VENV/bin/zk0" check-run-config --app-dir "$ROOT" "$config" ${extra:+"$extra"} 2>&1 >/dev/null) \
+      || die "--run-config: ${out#zk0: error: }"
+    run_config=(--run-config "$config" ${extra:+--run-config "$extra"})
+  fi
+  session_running "$SERVER_SESSION" || die "the SuperLink is not running; start it first: $PROG server start"
+  link_health || die "the SuperLink does not answer its health check; see: $PROG server logs"
+  local out run_id offset
+  offset=$(stat -c %s "$SERVER_DIR/superexec.log" 2>/dev/null || echo 0)
+  out=$(flwr_admin run "$ROOT" "$CONNECTION" --format json "${run_config[@]}" 2>&1) || true
   run_id=$(submitted_run_id <<<"$out")
   [[ $run_id =~ ^[0-9]+$ ]] || die "the SuperLink did not start a run: ${run_id:-$(tail -n 1 <<<"$out")}"
-  info "run $run_id submitted; outputs under $SERVER_DIR/runs"
+  if [[ $resume -eq 1 ]]; then
+    info "run $run_id submitted, resuming $resume_dir"
+  else
+    info "run $run_id submitted; outputs under $SERVER_DIR/runs"
+  fi
   if [[ $stream -eq 1 ]]; then
     flwr_admin log "$run_id" "$CONNECTION" --stream || true
   fi
@@ -986,7 +1066,7 @@ cmd_run() {
   while true; do
     if ! status=$(run_status "$run_id") || [[ -z $status ]]; then
       failures=$((failures + 1))
-      ((failures < 10)) || die "lost contact with the SuperLink while waiting for run $run_id"
+      ((failures < 10)) || die "lost contact with the SuperLink while waiting for run $run_id (is it running? $PROG server status)"
       sleep 3
       continue
     fi
@@ -1000,8 +1080,8 @@ cmd_run() {
   run_dir=$(run_dir_of "$run_id")
   if [[ $status != finished:completed ]]; then
     local reason
-    reason=$(flwr_admin log "$run_id" "$CONNECTION" --show 2>/dev/null | grep -oE 'zk0: error: .*' | tail -n1 || true)
-    die "run $run_id ended as '$status': ${reason#zk0: error: }${reason:+; }see: $PROG server logs${run_dir:+ (partial outputs in $run_dir)}"
+    reason=$(failure_reason "$run_id" "$offset")
+    die "run $run_id ended as '$status': ${reason:-no reason was logged}; see: $PROG server logs${run_dir:+ (partial outputs in $run_dir; continue with: $PROG run --resume $run_dir)}"
   fi
   info "run $run_id completed; outputs in ${run_dir:-$SERVER_DIR/runs}"
 }

@@ -285,6 +285,15 @@ def bot(tmp_path: Path) -> Zk0bot:
         (("run", "--rounds", "2"), "SuperLink is not running"),
         (("run", "--rounds", "zero"), "--rounds must be a positive integer"),
         (("server", "register", "/nonexistent.pub"), "does not exist"),
+        (("server", "start", "--port", "abc"), "port 'abc' is not a number"),
+        (("server", "start", "--port"), "option --port needs a value"),
+        (("client", "start", "local:/nonexistent/dataset", "--ca-cert"), "option --ca-cert needs a value"),
+        (("client", "start", "hf:owner/name", "--port", "abc"), "port 'abc' is not a number"),
+        (("client", "start", "hf:owner/name", "--ca-cert", "/nonexistent/ca.crt"), "CA certificate '/nonexistent/ca.crt' not found"),
+        (("client", "start", "hf:owner/name", "--threads", "0"), "--threads must be a positive integer"),
+        (("run", "--run-config", "foo"), "'foo'"),
+        (("run", "--run-config", "bogus-key=1"), "bogus-key"),
+        (("run", "--resume"), "no unfinished run to resume"),
     ],
 )
 def test_bad_input_gives_one_clear_line(bot: Zk0bot, args: tuple[str, ...], message: str):
@@ -358,3 +367,40 @@ def test_shell_scripts_pass_shellcheck():
     scripts = sorted({path for path in scripts if path.exists()})
     result = subprocess.run(["shellcheck", *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_arguments_are_checked_before_slow_work(bot: Zk0bot):
+    """A bad --port or a missing CA is reported in well under the seconds a dataset check costs."""
+    started = time.monotonic()
+    result = bot("client", "start", "hf:owner/name", "--port", "abc")
+    assert result.returncode != 0 and time.monotonic() - started < 5
+
+
+def test_zk0_home_under_a_file_is_one_line(bot: Zk0bot, tmp_path: Path):
+    """ZK0_HOME pointing below a regular file: one line, not a raw mkdir error."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = bot("server", "start", ZK0_HOME=str(blocker / "zk0"))
+    lines = error_lines(result)
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("zk0bot: error: cannot create ZK0_HOME="), lines[0]
+
+
+def test_corrupt_server_certificate_is_one_line(bot: Zk0bot):
+    """A damaged server.pem is named before anything starts (no traceback)."""
+    certs = bot.home / "server" / "certs"
+    certs.mkdir(parents=True)
+    for name in ("ca.crt", "server.pem", "server.key"):
+        (certs / name).write_text("-----BEGIN CERTIFICATE-----\ngarbage\n")
+    result = bot("server", "start")
+    lines = error_lines(result)
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert "is not a readable PEM certificate" in lines[0]
+
+
+def test_messages_name_the_installed_command(bot: Zk0bot):
+    """After install the command is `zk0bot`: no message tells users to run `zk0bot.sh`."""
+    for args in [("--help",), ("server", "--help"), ("client", "--help"), ("run", "--help"), ("frobnicate",),
+                 ("run", "--rounds", "2")]:
+        result = bot(*args)
+        assert "zk0bot.sh" not in result.stdout + result.stderr, args
