@@ -1,0 +1,325 @@
+"""The warm ClientApp executor through real processes on 127.0.0.1 (insecure; TLS is covered elsewhere).
+
+One SuperLink, one SuperNode in `--isolation process` (its tasks protected by a SuperExec
+secret) and one `python -m zk0.executor` are started for the module; the tests then go
+in order: a 2-round run is served by that one process and only its first message pays
+the start-up; a ClientApp that raises gets Flower's error reply and the same process
+serves the next run; a killed executor makes the next run fail within its round-timeout,
+and a restarted one serves the run after it; an executor without the SuperNode's secret
+is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CONNECTION = "zk0-executor-test"
+SERVED = re.compile(
+    r"zk0-executor pid=(?P<pid>\d+) run=(?P<run>\d+) type=(?P<type>\w+) round=(?P<round>\S+) "
+    r"seconds=(?P<seconds>[\d.]+) pull=(?P<pull>[\d.]+) app-load=(?P<app_load>[\d.]+) status=(?P<status>ok|error[^\n]*)"
+)
+TINY_RUN = (
+    "model='tiny' local-steps=4 batch-size=4 eval-batches=2 num-workers=0 min-train-clients=1 "
+    "min-evaluate-clients=1 min-available-clients=1 node-wait-timeout=30.0"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            tail = log.read_text()[-2000:] if log and log.exists() else ""
+            raise AssertionError(f"{what} within {timeout:.0f}s\n{tail}")
+        time.sleep(0.5)
+
+
+class Proc:
+    """One started process in its own process group, its output in a log file."""
+
+    def __init__(self, args: list[str], log: Path, env: dict) -> None:
+        self.log = log
+        with log.open("ab") as out:
+            self.popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                          start_new_session=True, cwd=log.parent)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.alive():
+            try:
+                os.killpg(self.pid, sig)
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.pid, signal.SIGKILL)
+                self.popen.wait(timeout=15)
+        else:
+            try:  # children the leader left behind (a ServerApp, say)
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@dataclass
+class Deployment:
+    tmp: Path
+    env: dict
+    superlink_port: int
+    node_port: int
+    secret: Path
+    clients: list[str]
+    eval_uri: str
+    procs: list[Proc]
+    supernode: Proc | None = None
+    executor: Proc | None = None
+
+    def start(self, name: str, args: list[str]) -> Proc:
+        proc = Proc(args, self.tmp / f"{name}-{len(self.procs)}.log", self.env)
+        self.procs.append(proc)
+        return proc
+
+    def start_supernode(self, dataset_uri: str) -> None:
+        if self.supernode is not None:
+            self.supernode.stop()
+        self.supernode = self.start("supernode", [
+            str(BIN / "flower-supernode"), "--insecure", "--isolation", "process",
+            "--superlink", f"127.0.0.1:{self.superlink_port}", "--port", str(self.node_port),
+            "--superexec-auth-secret-file", str(self.secret), "--node-config", f"dataset-uri='{dataset_uri}'",
+        ])
+        wait_for(lambda: "SuperNode ID" in self.supernode.text(), 60, "the SuperNode did not connect",
+                 self.supernode.log)
+
+    def start_executor(self) -> Proc:
+        self.executor = self.start("executor", [
+            sys.executable, "-m", "zk0.executor", "--runtime-api-address", f"127.0.0.1:{self.node_port}",
+            "--insecure", "--superexec-auth-secret-file", str(self.secret),
+        ])
+        wait_for(lambda: "serving ClientApp tasks" in self.executor.text(), 60, "the executor did not start",
+                 self.executor.log)
+        return self.executor
+
+    def flwr(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "flwr"), *args], env=self.env, capture_output=True, text=True,
+                              timeout=120, cwd=self.tmp)
+
+    def run(self, rounds: int, extra: str = "", timeout: float = 240) -> tuple[int, str, float]:
+        """Submit a zk0 run; wait until it finishes; its id, final status and seconds taken."""
+        config = (
+            f"{TINY_RUN} num-rounds={rounds} datasets='{self.clients[0]}' eval-dataset='{self.eval_uri}' "
+            f"output-dir='{self.tmp / 'runs'}' {extra}"
+        )
+        started = time.monotonic()
+        submitted = self.flwr("run", str(ROOT), CONNECTION, "--format", "json", "--run-config", config)
+        text = submitted.stdout
+        assert "run-id" in text, submitted.stdout + submitted.stderr
+        run_id = int(json.loads(text[text.index("{"):])["run-id"])
+        status = ""
+        while not status.startswith("finished:"):
+            assert time.monotonic() - started < timeout, f"run {run_id} still '{status}' after {timeout:.0f}s"
+            time.sleep(2)
+            listed = self.flwr("ls", CONNECTION, "--run-id", str(run_id), "--format", "json")
+            if listed.returncode == 0:
+                status = json.loads(listed.stdout)["runs"][0]["status"]
+        return run_id, status, time.monotonic() - started
+
+    def served(self, executor: Proc, run_id: int) -> list[dict]:
+        return [m.groupdict() for m in SERVED.finditer(executor.text()) if int(m["run"]) == run_id]
+
+    def server_log(self, run_id: int) -> str:
+        return self.flwr("log", str(run_id), CONNECTION, "--show").stdout
+
+    def metrics(self, run_id: int) -> list[dict]:
+        run_dir = next(p.parent for p in (self.tmp / "runs").glob("*/run_config.json")
+                       if json.loads(p.read_text())["run_id"] == run_id)
+        return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory, demo_roots: list[Path]):
+    tmp = tmp_path_factory.mktemp("executor")
+    superlink_port, node_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
+        "FLWR_HOME": str(tmp / "flwr-home"),
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    (tmp / "flwr-home").mkdir()
+    (tmp / "flwr-home" / "config.toml").write_text(
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+        f'address = "127.0.0.1:{superlink_port}"\ninsecure = true\n'
+    )
+    secret = tmp / "superexec.secret"
+    secret.write_bytes(os.urandom(32))
+    dep = Deployment(tmp, env, superlink_port, node_port, secret,
+                     [f"local:{root}" for root in demo_roots[:-1]], f"local:{demo_roots[-1]}", [])
+    try:
+        superlink = dep.start("superlink", [
+            str(BIN / "flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
+            "--host", "127.0.0.1", "--port", str(superlink_port),
+        ])
+        wait_for(lambda: dep.flwr("ls", CONNECTION, "--format", "json").returncode == 0, 60,
+                 "the SuperLink did not answer", superlink.log)
+        dep.start_supernode(dep.clients[0])
+        dep.start_executor()
+        yield dep
+    finally:
+        for proc in reversed(dep.procs):
+            proc.stop()
+
+
+def test_two_round_run_is_served_by_one_warm_process(deployment: Deployment):
+    """Every message of a 2-round run goes through the one executor; only the first pays the start-up."""
+    dep = deployment
+    run_id, status, _ = dep.run(rounds=2, extra="round-timeout=120.0")
+    assert status == "finished:completed", dep.server_log(run_id)[-3000:]
+    served = dep.served(dep.executor, run_id)
+    assert [(s["type"], s["round"]) for s in served] == [
+        ("train", "1"), ("evaluate", "1"), ("train", "2"), ("evaluate", "2")
+    ], dep.executor.text()[-3000:]
+    assert {int(s["pid"]) for s in served} == {dep.executor.pid}
+    assert all(s["status"] == "ok" for s in served)
+    # The executor's own part (task, FAB, app import) and zk0's (model, processors, dataset).
+    assert all(float(s["app_load"]) < 1.0 for s in served[1:]), "\n".join(map(str, served))
+    rows = dep.metrics(run_id)
+    startups = [
+        client["startup-seconds"] for row in rows[1:] for part in ("clients", "client_eval")
+        for client in row[part].values()
+    ]
+    assert len(startups) == 4
+    assert all(seconds < 1.0 for seconds in startups[1:]), startups
+    assert startups[0] > 5 * max(startups[1:]), startups  # the first message did load the model
+
+
+def test_raising_clientapp_gets_an_error_reply_and_the_executor_keeps_serving(deployment: Deployment):
+    """The SuperNode restarts with a dataset that does not exist: Flower's error reply ends the run;
+    the same executor then serves the next run once the SuperNode has a good dataset again."""
+    dep = deployment
+    missing = dep.tmp / "no-such-dataset"
+    dep.start_supernode(f"local:{missing}")
+    run_id, status, _ = dep.run(rounds=1, extra="round-timeout=120.0 fraction-evaluate=0.0")
+    assert status == "finished:failed"
+    assert "DatasetError" in dep.server_log(run_id) and str(missing) in dep.server_log(run_id)
+    served = dep.served(dep.executor, run_id)
+    assert len(served) == 1 and served[0]["status"].startswith("error <class 'zk0.data.DatasetError'>"), served
+    assert dep.executor.alive()
+
+    dep.start_supernode(dep.clients[0])
+    run_id, status, _ = dep.run(rounds=1, extra="round-timeout=120.0 fraction-evaluate=0.0")
+    assert status == "finished:completed", dep.server_log(run_id)[-3000:]
+    served = dep.served(dep.executor, run_id)
+    assert [(int(s["pid"]), s["status"]) for s in served] == [(dep.executor.pid, "ok")]
+
+
+def test_killed_executor_fails_the_next_run_within_its_timeout_and_a_restart_recovers(deployment: Deployment):
+    """With no executor the SuperNode's task stays pending (nothing on the node times it out): the
+    run fails at its round-timeout. A restarted executor first runs that stale task (the SuperNode
+    drops its reply), then serves the next run."""
+    dep = deployment
+    dep.executor.stop(signal.SIGKILL)
+    run_id, status, seconds = dep.run(rounds=1, extra="round-timeout=10.0 fraction-evaluate=0.0", timeout=150)
+    assert status == "finished:failed"
+    assert "no replies before round-timeout" in dep.server_log(run_id)
+    assert seconds < 150
+    stale_run = run_id
+
+    restarted = dep.start_executor()
+    run_id, status, _ = dep.run(rounds=1, extra="round-timeout=120.0 fraction-evaluate=0.0")
+    assert status == "finished:completed", dep.server_log(run_id)[-3000:]
+    first = SERVED.search(restarted.text())
+    assert first is not None and int(first["run"]) == stale_run
+    served = dep.served(restarted, run_id)
+    assert [(int(s["pid"]), s["status"]) for s in served] == [(restarted.pid, "ok")]
+
+
+def test_executor_without_the_supernode_secret_is_refused(deployment: Deployment):
+    """Only a process holding the SuperNode's SuperExec secret may claim its tasks (and see the weights)."""
+    dep = deployment
+    wrong = dep.tmp / "wrong.secret"
+    wrong.write_bytes(os.urandom(32))
+    result = subprocess.run(
+        [sys.executable, "-m", "zk0.executor", "--runtime-api-address", f"127.0.0.1:{dep.node_port}", "--insecure",
+         "--superexec-auth-secret-file", str(wrong)],
+        env=dep.env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"zk0 executor: the SuperNode at 127.0.0.1:{dep.node_port} refused to hand out tasks (HTTP 401); "
+        "pass the SuperNode's secret with --superexec-auth-secret-file"
+    )
+
+
+# sha256 of the source of Flower 1.42.0's run_clientapp.pull_task_input, which zk0.executor copies.
+FLOWER_PULL_TASK_INPUT_SHA256 = "5607a23e1673ee876930c1b35685b8dfdfd8b3776a436560b0467042e15fc695"
+
+
+def test_executor_follows_the_flower_runtime_it_was_built_on():
+    """zk0.executor repeats the steps of Flower's run_clientapp with Flower's own helpers (and one
+    copied helper): when an upgrade changes them, this fails and the executor must be re-checked."""
+    import flwr
+    from flwr.supernode.runtime import run_clientapp as flower
+
+    pinned = next(dep for dep in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+                  if dep.startswith("flwr"))
+    assert pinned.endswith(f"=={flwr.__version__}"), (pinned, flwr.__version__)
+    steps = inspect.getsource(flower.run_clientapp)
+    for step in ("HeartbeatSender(make_task_heartbeat_fn_http(client))", "pull_task_input(client)",
+                 "install_from_fab(fab.content, skip_prompt=True)", "get_load_client_app_fn(",
+                 "client_app(message=message, context=context)",
+                 "Message(Error(code=e_code, reason=reason), reply_to=message)",
+                 "push_message(client, reply_message, context)", "push_task_output("):
+        assert step in steps, f"Flower's run_clientapp no longer does: {step}"
+    copied = hashlib.sha256(inspect.getsource(flower.pull_task_input).encode()).hexdigest()
+    assert copied == FLOWER_PULL_TASK_INPUT_SHA256, "Flower's pull_task_input changed: re-sync zk0.executor's copy"
+    assert list(inspect.signature(flower.push_message).parameters) == ["client", "message", "context"]
+    assert list(inspect.signature(flower.push_task_output).parameters) == ["client", "context", "sub_status", "details"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--runtime-api-address", "nope", "--insecure"], "--runtime-api-address must be HOST:PORT, got 'nope'"),
+        (["--runtime-api-address", "127.0.0.1:9094"], "pass --insecure"),
+        (["--runtime-api-address", "127.0.0.1:9094", "--insecure", "--superexec-auth-secret-file", "/no/such/file"],
+         "Failed to read SuperExec auth secret"),
+    ],
+)
+def test_bad_arguments_give_one_clear_line(args: list[str], message: str):
+    from zk0.executor import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert message in str(exited.value)
