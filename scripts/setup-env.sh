@@ -9,16 +9,20 @@ PYTHON="${ZK0_PYTHON:-python3}"
 
 usage() {
   cat <<USAGE
-Usage: scripts/setup-env.sh [--test] [--help]
+Usage: scripts/setup-env.sh [--test] [--check] [--help]
 
 Creates (or reuses) the virtual environment at \$ZK0_VENV (default: .venv),
 installs zk0 with its pinned dependencies and test tools, and makes sure the
 system tools are present: the FFmpeg shared libraries that torchcodec needs for
-video decoding, tmux, openssl and ssh-keygen for zk0bot.sh, and with --test also
-shellcheck and curl.
-Missing ones are installed with apt-get when running as root; otherwise the
-exact command is printed. Finally it registers the 'local-simulation' connection
-in \$FLWR_HOME/config.toml (default ~/.flwr) for 'flwr run . local-simulation'.
+video decoding, and for zk0bot tmux, openssl, ssh-keygen and nginx; with --test
+also shellcheck and curl. Missing ones are installed with apt-get when running
+as root (without starting services; an nginx installed here stays disabled at
+boot); otherwise it stops and prints the exact apt-get command. Finally it
+registers the 'local-simulation' connection in \$FLWR_HOME/config.toml
+(default ~/.flwr) for 'flwr run . local-simulation'.
+
+  --test   also the test tools (shellcheck, curl)
+  --check  only check Python and the system packages; install and change nothing
 USAGE
 }
 
@@ -31,31 +35,82 @@ check_python() {
     || die "$("$PYTHON" -V 2>&1) is too old; zk0 needs Python 3.11 or newer (set ZK0_PYTHON)"
 }
 
-# Debian packages still missing: ffmpeg (torchcodec decodes LeRobot videos with its
-# libraries), tmux, openssl and ssh-keygen (zk0bot.sh); shellcheck and curl (tests only).
+# FFmpeg's shared libraries, which torchcodec loads to decode LeRobot's videos, looked up by
+# Python's ctypes: it reads the loader's cache through /sbin/ldconfig by absolute path, so
+# this works for users whose PATH lacks /sbin (where a bare `ldconfig` is not found).
+has_ffmpeg_libs() {
+  "$1" -c 'import ctypes.util as u, sys; sys.exit(not all(map(u.find_library, ("avutil", "avcodec", "avformat", "avdevice", "avfilter", "swscale", "swresample"))))' >/dev/null 2>&1
+}
+
+# nginx lives in /usr/sbin, which is not on a normal user's PATH.
+has_command() {
+  command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]
+}
+
+# Debian packages still missing: ffmpeg (its libraries decode LeRobot videos), and for
+# zk0bot tmux (keeps its processes running), openssl and ssh-keygen (certificates, node
+# keys) and nginx (fronts its server); shellcheck and curl for the tests only.
 missing_packages() {
-  ldconfig -p 2>/dev/null | grep -q 'libavcodec\.so' || echo ffmpeg
-  command -v tmux >/dev/null || echo tmux
-  command -v openssl >/dev/null || echo openssl
-  command -v ssh-keygen >/dev/null || echo openssh-client
+  local package
+  has_ffmpeg_libs "$PYTHON" || echo ffmpeg
+  for package in tmux openssl openssh-client:ssh-keygen nginx; do
+    has_command "${package#*:}" || echo "${package%%:*}"
+  done
   if [[ $1 -eq 1 ]]; then
-    command -v shellcheck >/dev/null || echo shellcheck
-    command -v curl >/dev/null || echo curl
+    has_command shellcheck || echo shellcheck
+    has_command curl || echo curl
   fi
   return 0
 }
 
+remove_policy() {
+  rm -f /usr/sbin/policy-rc.d
+}
+
+# apt-get must not start services: nginx's would take port 80 (zk0bot runs its own nginx),
+# and its install fails where that service cannot start. A policy-rc.d that denies every
+# start is in place while apt-get runs (unless the system has its own), and an nginx
+# installed here is left disabled at boot.
+apt_install() {
+  local own_policy=0
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    own_policy=1
+    trap remove_policy EXIT
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq </dev/null >/dev/null \
+    || die "apt-get update failed; run it to see why, then rerun"
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" </dev/null >/dev/null \
+    || die "apt-get install -y $* failed; run it to see why, then rerun"
+  if [[ " $* " == *" nginx "* ]] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --quiet nginx.service 2>/dev/null || log "note: could not disable the nginx system service; zk0bot does not need it"
+  fi
+  if ((own_policy)); then
+    remove_policy
+    trap - EXIT
+  fi
+}
+
+# Root installs what is missing with apt-get (unless only checking); anyone else gets the
+# exact command, to run with sudo or, without it, to hand to an administrator.
+# $1: 1 to include the test tools; $2: 1 to only check.
 ensure_system_packages() {
-  local packages
-  packages=$(missing_packages "$1" | tr '\n' ' ')
-  [[ -n ${packages// /} ]] || return 0
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    log "installing system packages: $packages"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  local missing
+  missing="$(missing_packages "$1" | paste -sd ' ' -)"
+  [[ -n $missing ]] || return 0
+  if ! command -v apt-get >/dev/null 2>&1; then
+    die "missing system packages (Debian names): $missing; install them with your system's package manager, then rerun"
+  elif [[ $(id -u) -eq 0 && $2 -eq 0 ]]; then
+    log "installing system packages: $missing"
     # shellcheck disable=SC2086 # one word per package
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null
+    apt_install $missing
+  elif [[ $(id -u) -eq 0 ]]; then
+    die "missing system packages: $missing; run: apt-get install -y $missing, then rerun"
+  elif command -v sudo >/dev/null 2>&1; then
+    die "missing system packages: $missing; run: sudo apt-get install -y $missing (or ask an administrator to), then rerun"
   else
-    die "missing system packages; run: sudo apt-get install -y $packages"
+    die "missing system packages: $missing; ask an administrator to run: apt-get install -y $missing (as root), then rerun"
   fi
 }
 
@@ -94,14 +149,19 @@ PY
 }
 
 main() {
-  local test_tools=0
-  case ${1:-} in
-    -h | --help) usage; return 0 ;;
-    --test) test_tools=1; shift ;;
-  esac
-  [[ $# -eq 0 ]] || die "unexpected argument '$1' (see --help)"
+  local test_tools=0 check_only=0
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      -h | --help) usage; return 0 ;;
+      --test) test_tools=1 ;;
+      --check) check_only=1 ;;
+      *) die "unexpected argument '$1' (see --help)" ;;
+    esac
+    shift
+  done
   check_python
-  ensure_system_packages "$test_tools"
+  ensure_system_packages "$test_tools" "$check_only"
+  ((check_only == 0)) || return 0
   ensure_venv
   ensure_flwr_connection
 }

@@ -4,7 +4,9 @@ website/ is served on 127.0.0.1; each run gets a temporary HOME. The installer c
 git, so ZK0_REPO points at this checkout and ZK0_REF at the commit of its HEAD, pinned so
 that commits landing meanwhile don't race the test: the full install tests the committed
 HEAD, not uncommitted changes (the installer script itself is served from the working
-tree). Branch, tag and commit refs are checked on a small throwaway repository. The outer
+tree). Refs, upgrades and refusals are checked on small throwaway repositories (one that
+the installer takes for zk0, one of another project), and an ordinary user (uid 65534) runs
+the line too. The outer
 user's pip cache and pip config are kept so the fresh environment can reuse downloads; it
 still installs PyTorch and the rest into a new venv, which takes minutes and ~9 GB
 (removed afterwards).
@@ -23,6 +25,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from unprivileged import USER_PATH, as_nobody, give_to_nobody, nobody_dir, user_path_without  # noqa: F401 - nobody_dir is a fixture
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALLER = REPO / "website" / "get-zk0bot.sh"
@@ -65,11 +68,13 @@ def installer_env(home: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
-def one_liner(site: str, env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Runs the exact line from the website (plus `bash -s -- ARGS` when args are given)."""
+def one_liner(
+    site: str, env: dict[str, str], *args: str, timeout: float = 60, prefix: list[str] = ()
+) -> subprocess.CompletedProcess:
+    """Runs the exact line from the website (plus `bash -s -- ARGS` when args are given), after prefix."""
     shell = "bash -s -- " + " ".join(args) if args else "bash"
     return subprocess.run(
-        ["bash", "-c", f"curl -fsSL {site}get-zk0bot.sh | {shell}"],
+        [*prefix, "bash", "-c", f"curl -fsSL {site}get-zk0bot.sh | {shell}"],
         env=env,
         cwd=env["HOME"],
         capture_output=True,
@@ -95,11 +100,12 @@ def path_without(tmp_path: Path, *prefixes: str) -> str:
 
 
 def assert_clean_failure(result: subprocess.CompletedProcess, home: Path, message: str) -> None:
+    """One line of stderr, the error containing message, and nothing written to the (fresh) HOME."""
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("zk0-install: error: ") and message in lines[0], lines[0]
-    assert not (home / "zk0").exists() and not (home / ".local").exists()
+    assert list(home.iterdir()) == []
 
 
 @pytest.fixture
@@ -125,9 +131,9 @@ def test_installer_is_shellcheck_clean_and_piped_safe():
     assert lines[-1] == 'main "$@"'
     top_level, in_function = [], False
     for line in lines[:-1]:
-        if re.fullmatch(r"[a-z_]+\(\) \{ .*; \}", line):
+        if re.fullmatch(r"[a-z][a-z0-9_]*\(\) \{ .*; \}", line):
             continue
-        if re.fullmatch(r"[a-z_]+\(\) \{", line):
+        if re.fullmatch(r"[a-z][a-z0-9_]*\(\) \{", line):
             in_function = True
         elif line == "}":
             in_function = False
@@ -145,11 +151,19 @@ def test_help_through_the_pipe(site, home):
     assert list(home.iterdir()) == []
 
 
-@pytest.mark.parametrize("repo", ["/nonexistent", "http://127.0.0.1:9/zk0.git"], ids=["path", "url"])
-def test_unreachable_repo_fails_with_one_clear_line(site, home, repo):
-    """A repository that can't be reached stops the install before anything is written."""
+@pytest.mark.parametrize(
+    ("repo", "reason"),
+    [
+        ("/nonexistent", "'/nonexistent' does not appear to be a git repository"),
+        ("http://127.0.0.1:9/zk0.git", "unable to access 'http://127.0.0.1:9/zk0.git/': Failed to connect to 127.0.0.1 port 9"),
+        ("git://127.0.0.1:9/zk0.git", "unable to connect to 127.0.0.1: 127.0.0.1[0: 127.0.0.1]: errno=Connection refused"),
+    ],
+    ids=["path", "http", "git"],
+)
+def test_unreachable_repo_fails_with_one_clear_line(site, home, repo, reason):
+    """A repository that can't be reached stops the install before anything is written, with git's whole reason."""
     result = one_liner(site, installer_env(home, ZK0_REPO=repo))
-    assert_clean_failure(result, home, f"cannot reach the zk0 repository '{repo}'")
+    assert_clean_failure(result, home, f"cannot reach ZK0_REPO={repo} (check it and your network): {reason}")
 
 
 def test_missing_git_fails_with_one_clear_line(site, home, tmp_path):
@@ -181,49 +195,229 @@ def test_too_little_disk_space_fails_with_one_clear_line(site, home):
     assert "1000000 GB needed" in result.stderr
 
 
+IDENTITY = ("-c", "user.name=zk0 test", "-c", "user.email=test@zk0.invalid")
+
+# What the installer takes for zk0: a pyproject named zk0, zk0bot.sh and scripts/setup-env.sh.
+# The two scripts are stand-ins: the real setup takes minutes and GBs (the full install test
+# below runs it), while these tests are about what the installer does with git.
+TOY_ZK0 = {
+    "pyproject.toml": '[project]\nname = "zk0"\nversion = "0.0.1"\n',
+    "zk0bot.sh": '#!/usr/bin/env bash\necho "Usage: zk0bot (a stand-in)"\n',
+    "scripts/setup-env.sh": '#!/usr/bin/env bash\nmkdir -p "$ZK0_VENV/bin"\n',
+}
+
+
+def in_repo(repo: Path | str, *args: str, check: bool = True) -> str:
+    """git's output for `git -C repo ARGS`, with a committer identity."""
+    result = subprocess.run(["git", "-C", str(repo), *IDENTITY, *args], check=check, capture_output=True, text=True)
+    return result.stdout.strip()
+
+
+def commit(repo: Path | str, files: dict[str, str], message: str) -> str:
+    """Writes files (scripts executable) into repo, commits everything and returns the commit's sha."""
+    for name, text in files.items():
+        path = Path(repo) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        if name.endswith(".sh"):
+            path.chmod(0o755)
+    in_repo(repo, "add", "-A")
+    in_repo(repo, "commit", "-q", "--allow-empty", "-m", message)
+    return in_repo(repo, "rev-parse", "HEAD")
+
+
+def make_repo(path: Path, files: dict[str, str]) -> dict[str, str]:
+    """A repository at path: main (tagged v1), a branch `stable` one commit ahead, and a commit on
+    no branch or tag, only under refs/pull/1/head like a pull request's; their shas and the path."""
+    path.mkdir()
+    in_repo(path, "init", "-q", "-b", "main")
+    sha = {"path": str(path), "v1": commit(path, files, "first")}
+    in_repo(path, "tag", "v1")
+    in_repo(path, "checkout", "-qb", "stable")
+    sha["stable"] = commit(path, {}, "second")
+    in_repo(path, "checkout", "-qb", "pull", "main")
+    sha["pull"] = commit(path, {"NOTES": "a pull request\n"}, "third")
+    in_repo(path, "update-ref", "refs/pull/1/head", "pull")
+    in_repo(path, "checkout", "-q", "main")
+    in_repo(path, "branch", "-qD", "pull")
+    sha["main"] = sha["v1"]
+    return sha
+
+
 @pytest.fixture
-def toy_repo(tmp_path: Path) -> dict[str, str]:
-    """A git repository with no zk0 in it: a tag v1, a branch `stable` one commit ahead, and their shas."""
-    repo = tmp_path / "toy"
-    run = functools.partial(subprocess.run, check=True, capture_output=True, text=True, cwd=repo)
-    repo.mkdir()
-    identity = ("-c", "user.name=zk0 test", "-c", "user.email=test@zk0.invalid")
-    run(["git", "init", "-q", "-b", "main"])
-    (repo / "README.md").write_text("toy\n")
-    run(["git", "add", "README.md"])
-    run(["git", *identity, "commit", "-qm", "first"])
-    run(["git", "tag", "v1"])
-    run(["git", "checkout", "-qb", "stable"])
-    run(["git", *identity, "commit", "-q", "--allow-empty", "-m", "second"])
-    sha = {ref: run(["git", "rev-parse", ref]).stdout.strip() for ref in ("v1", "stable")}
-    return {"path": str(repo), **sha}
+def toy_zk0(tmp_path: Path) -> dict[str, str]:
+    return make_repo(tmp_path / "zk0-src", TOY_ZK0)
 
 
-@pytest.mark.parametrize("ref", ["stable", "v1", "commit"])
-def test_ref_is_checked_out_before_setup(site, home, toy_repo, ref):
-    """A branch becomes a local tracking branch, a tag or commit a detached HEAD; a repo without zk0 then stops cleanly."""
-    wanted = toy_repo["v1"] if ref == "commit" else toy_repo[ref]
-    env = installer_env(home, ZK0_REPO=toy_repo["path"], ZK0_REF=wanted if ref == "commit" else ref, ZK0_MIN_FREE_GB="0")
+@pytest.fixture
+def other_project(tmp_path: Path) -> dict[str, str]:
+    """A repository of another project (same refs as toy_zk0), with an origin of its own."""
+    repo = make_repo(tmp_path / "other", {"README.md": "another project\n"})
+    in_repo(repo["path"], "remote", "add", "origin", "https://example.invalid/other.git")
+    return repo
+
+
+def snapshot(repo: Path) -> dict[str, object]:
+    """What an upgrade could change in repo: refs, HEAD, config, status and the files' contents."""
+    files = {
+        path.relative_to(repo).as_posix(): path.read_bytes()
+        for path in sorted(repo.rglob("*"))
+        if path.is_file() and path.relative_to(repo).parts[0] != ".git"
+    }
+    return {
+        "refs": in_repo(repo, "for-each-ref"),
+        "head": in_repo(repo, "symbolic-ref", "-q", "HEAD", check=False) + in_repo(repo, "rev-parse", "HEAD"),
+        "config": (repo / ".git" / "config").read_text(),
+        "status": in_repo(repo, "status", "--porcelain"),
+        "files": files,
+    }
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    """The installer's error: its last line of stderr, after progress lines only."""
+    assert result.returncode == 1, result
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("zk0-install: error: "), result.stderr
+    assert all(line.startswith("zk0-install: ") and ": error: " not in line for line in lines[:-1]), result.stderr
+    return lines[-1]
+
+
+@pytest.mark.parametrize("ref", ["stable", "v1", "commit", "pull"])
+def test_ref_installs_and_reruns(site, home, toy_zk0, ref):
+    """A branch becomes a local branch tracking origin; a tag, a commit, or a commit on no branch or tag
+    (fetched by its id) a detached HEAD. Running the line again keeps it and exits 0."""
+    wanted = toy_zk0["v1" if ref == "commit" else ref]
+    name = wanted if ref in ("commit", "pull") else ref
+    env = installer_env(home, ZK0_REPO=toy_zk0["path"], ZK0_REF=name, ZK0_MIN_FREE_GB="0")
+    checkout = home / "zk0"
+    for run in ("install", "rerun"):
+        result = one_liner(site, env)
+        assert result.returncode == 0, (run, result.stderr)
+        assert in_repo(checkout, "rev-parse", "HEAD") == wanted
+        branch = in_repo(checkout, "symbolic-ref", "-q", "--short", "HEAD", check=False)
+        assert branch == ("stable" if ref == "stable" else "")
+        if ref == "stable":
+            assert in_repo(checkout, "rev-parse", "--abbrev-ref", "stable@{upstream}") == "origin/stable"
+    assert "updating the existing install" in result.stderr
+    assert (home / ".local" / "bin" / "zk0bot").resolve() == (checkout / "zk0bot.sh").resolve()
+    assert sorted(path.name for path in home.iterdir()) == [".local", "zk0"]
+
+
+@pytest.mark.parametrize("ref", ["no-such-ref", "deadbeef"], ids=["name", "commit-id"])
+def test_unknown_ref_leaves_nothing_behind(site, home, toy_zk0, ref):
+    """A ZK0_REF that names nothing is reported by name; a commit id is looked for in a clone beside
+    the install dir, which is removed again."""
+    env = installer_env(home, ZK0_REPO=toy_zk0["path"], ZK0_REF=ref, ZK0_MIN_FREE_GB="0")
     result = one_liner(site, env)
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1].startswith("zk0-install: error: ")
-    assert "scripts/setup-env.sh is missing" in result.stderr
-    checkout = functools.partial(subprocess.run, capture_output=True, text=True, cwd=home / "zk0")
-    assert checkout(["git", "rev-parse", "HEAD"]).stdout.strip() == wanted
-    branch = checkout(["git", "symbolic-ref", "-q", "--short", "HEAD"]).stdout.strip()
-    assert branch == ("stable" if ref == "stable" else "")
-    if ref == "stable":
-        upstream = checkout(["git", "rev-parse", "--abbrev-ref", "stable@{upstream}"]).stdout.strip()
-        assert upstream == "origin/stable"
+    assert error_line(result) == f"zk0-install: error: ZK0_REF '{ref}' is not a branch, tag or commit of '{toy_zk0['path']}'"
+    assert list(home.iterdir()) == []
 
 
-def test_unknown_ref_fails_with_one_clear_line(site, home, toy_repo):
-    """A ZK0_REF that names nothing in the repository is reported by name."""
-    env = installer_env(home, ZK0_REPO=toy_repo["path"], ZK0_REF="no-such-ref", ZK0_MIN_FREE_GB="0")
+def test_ref_without_zk0_leaves_nothing_behind(site, home, other_project):
+    """A ref of a repository that is not zk0 is refused before anything is put in place."""
+    env = installer_env(home, ZK0_REPO=other_project["path"], ZK0_REF="v1", ZK0_MIN_FREE_GB="0")
     result = one_liner(site, env)
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"zk0-install: error: ZK0_REF 'no-such-ref' is not a branch, tag or commit of '{toy_repo['path']}'"
+    assert error_line(result).startswith(f"zk0-install: error: ZK0_REF 'v1' of '{other_project['path']}' is not a zk0 version")
+    assert list(home.iterdir()) == []
+
+
+@pytest.fixture
+def installed_toy(site, home, toy_zk0) -> tuple[dict[str, str], Path]:
+    """toy_zk0's main installed into home: (env, checkout)."""
+    env = installer_env(home, ZK0_REPO=toy_zk0["path"], ZK0_REF="main", ZK0_MIN_FREE_GB="0")
+    result = one_liner(site, env)
+    assert result.returncode == 0, result.stderr
+    return env, home / "zk0"
+
+
+def test_upgrade_follows_the_branch(site, toy_zk0, installed_toy):
+    """A clean install moves to the branch's new commit."""
+    env, checkout = installed_toy
+    new = commit(toy_zk0["path"], {"CHANGES": "upstream moved on\n"}, "upstream")
+    result = one_liner(site, env)
+    assert result.returncode == 0, result.stderr
+    assert "updating the existing install" in result.stderr
+    assert in_repo(checkout, "rev-parse", "HEAD") == new and (checkout / "CHANGES").is_file()
+    assert in_repo(checkout, "symbolic-ref", "--short", "HEAD") == "main"
+
+
+def test_upgrade_never_drops_local_commits(site, toy_zk0, installed_toy):
+    """A commit made in the install stops the upgrade, changing nothing; kept on a branch, it survives one."""
+    env, checkout = installed_toy
+    upstream = commit(toy_zk0["path"], {"CHANGES": "upstream moved on\n"}, "upstream")
+    mine = commit(checkout, {"mine.txt": "my work\n"}, "my work")
+    before = snapshot(checkout)
+    result = one_liner(site, env)
+    assert error_line(result) == (
+        f"zk0-install: error: {checkout} has 1 local commit(s) that ZK0_REF 'main' lacks and an upgrade would drop; "
+        f"keep them on a branch of your own (git -C {checkout} branch my-work) or push them, "
+        "or set ZK0_INSTALL_DIR to install elsewhere"
+    )
+    assert snapshot(checkout) == before
+    in_repo(checkout, "branch", "my-work")
+    result = one_liner(site, env)
+    assert result.returncode == 0, result.stderr
+    assert in_repo(checkout, "rev-parse", "HEAD") == upstream
+    assert in_repo(checkout, "rev-parse", "my-work") == mine
+
+
+def test_upgrade_never_drops_uncommitted_changes(site, installed_toy):
+    """A change to a tracked file stops the upgrade, changing nothing."""
+    env, checkout = installed_toy
+    with (checkout / "pyproject.toml").open("a") as pyproject:
+        pyproject.write("# my change\n")
+    before = snapshot(checkout)
+    result = one_liner(site, env)
+    assert error_line(result) == (
+        f"zk0-install: error: {checkout} has uncommitted changes to tracked files; "
+        f"commit them on a branch of your own or stash them (git -C {checkout} stash), then rerun"
+    )
+    assert snapshot(checkout) == before
+
+
+def test_another_projects_checkout_is_left_alone(site, home, toy_zk0, other_project):
+    """ZK0_INSTALL_DIR pointing at another project's checkout: refused, its origin, branches and files unchanged."""
+    checkout = Path(other_project["path"])
+    before = snapshot(checkout)
+    env = installer_env(home, ZK0_REPO=toy_zk0["path"], ZK0_INSTALL_DIR=str(checkout), ZK0_MIN_FREE_GB="0")
+    result = one_liner(site, env)
+    assert error_line(result) == (
+        f"zk0-install: error: {checkout} is a git checkout of another project, not zk0; "
+        "the installer leaves it alone: set ZK0_INSTALL_DIR to another directory"
+    )
+    assert snapshot(checkout) == before
+    assert list(home.iterdir()) == []
+
+
+def ordinary_user_env(nobody_dir: Path, path: str) -> dict[str, str]:
+    """Only what an ordinary user's login sets, a HOME of its own, and toy_zk0 as the source."""
+    home = nobody_dir / "home"
+    home.mkdir()
+    repo = make_repo(nobody_dir / "zk0-src", TOY_ZK0)
+    give_to_nobody(nobody_dir)
+    return {"PATH": path, "HOME": str(home), "LANG": "C.UTF-8", "ZK0_REPO": repo["path"], "ZK0_MIN_FREE_GB": "0"}
+
+
+def test_ordinary_user_installs(site, nobody_dir):
+    """uid 65534 with an ordinary PATH (no /sbin, no /usr/sbin) installs: the installed FFmpeg
+    libraries and nginx are found, and no apt-get command is asked for."""
+    env = ordinary_user_env(nobody_dir, USER_PATH)
+    result = one_liner(site, env, prefix=as_nobody())
+    assert result.returncode == 0, result.stderr
+    assert "zk0 is installed." in result.stdout
+    home = Path(env["HOME"])
+    assert (home / ".local" / "bin" / "zk0bot").resolve() == (home / "zk0" / "zk0bot.sh").resolve()
+
+
+def test_ordinary_user_missing_package_writes_nothing(site, nobody_dir):
+    """uid 65534 without tmux or sudo: one line with the command for an administrator, nothing written."""
+    prefix = as_nobody()
+    env = ordinary_user_env(nobody_dir, user_path_without(nobody_dir / "bin", "tmux", "sudo"))
+    result = one_liner(site, env, prefix=prefix)
+    assert_clean_failure(
+        result,
+        Path(env["HOME"]),
+        "missing system packages: tmux; ask an administrator to run: apt-get install -y tmux (as root), then rerun",
     )
 
 

@@ -18,11 +18,15 @@ Usage: curl -fsSL <zk0 site>/get-zk0bot.sh | bash
 Installs zk0 (federated SmolVLA fine-tuning for SO-100/SO-101 robot owners) and the
 zk0bot operator command. Running it again upgrades the install in place.
 
-Steps: checks git, Python 3.11+ and free disk space; installs FFmpeg, tmux and
-openssl with apt-get when run as root (otherwise prints the command to run);
-clones or updates the zk0 source with git; creates the Python environment with
-the project's pinned dependencies (scripts/setup-env.sh, about 6-9 GB with
-PyTorch); links ~/.local/bin/zk0bot to the installed zk0bot.sh.
+Steps: checks git, Python 3.11+, free disk space and that ZK0_REF exists in
+ZK0_REPO; checks the system packages FFmpeg (its shared libraries), tmux, openssl,
+openssh-client and nginx (as root, scripts/setup-env.sh installs missing ones with
+apt-get; anyone else gets the exact command to run and nothing is written);
+clones the zk0 source with git, or updates an existing install; creates the
+Python environment with the project's pinned dependencies (scripts/setup-env.sh,
+about 6-9 GB with PyTorch); links ~/.local/bin/zk0bot to the installed zk0bot.sh.
+An upgrade never destroys work: it stops, changing nothing, when ZK0_INSTALL_DIR
+is another project's checkout, or has uncommitted changes or commits ZK0_REF lacks.
 
 Environment:
   ZK0_INSTALL_DIR  where the source and its .venv go  (default: ~/zk0)
@@ -35,7 +39,7 @@ Environment:
                    new install, 2 for an upgrade)
 
 ZK0_INSTALL_DIR is where the code lives; zk0bot keeps its own state (keys,
-certificates, logs) in ZK0_HOME, which is a different directory.
+certificates, logs) in ZK0_HOME (default: ~/.zk0), which is a different directory.
 USAGE
 }
 
@@ -121,96 +125,202 @@ check_disk() {
   fi
 }
 
-check_repo() {
-  local reason
-  if ! reason="$(GIT_TERMINAL_PROMPT=0 git ls-remote --heads "$REPO" 2>&1 >/dev/null)"; then
-    reason="$(printf '%s\n' "$reason" | grep -v '^[[:space:]]*$' | head -n 1)"
-    die "cannot reach the zk0 repository '$REPO' (${reason:-git ls-remote failed}); check ZK0_REPO and your network"
-  fi
+# git's reason for a failure on one line: the lines up to its first "fatal:" (an ssh
+# error comes before it) and the line after that one if it ends in ':' (git:// errors do).
+git_reason() {
+  awk '
+    !NF || stop { next }
+    { if (fatal) stop = 1; if (sub(/^(fatal|error): /, "")) fatal = 1 }
+    { reason = reason sep $0; sep = /:$/ ? " " : "; " }
+    fatal && !/:$/ { stop = 1 }
+    END { print reason }'
 }
 
-has_ffmpeg_libs() {
-  local ldconfig
-  ldconfig="$(command -v ldconfig || echo /sbin/ldconfig)"
-  "$ldconfig" -p 2>/dev/null | grep -q 'libavcodec\.so'
-}
-
-# FFmpeg's shared libraries decode LeRobot videos (torchcodec); tmux keeps zk0bot's
-# server and client processes running after the terminal closes; openssl makes its certificates.
-ensure_system_packages() {
-  local missing=()
-  has_ffmpeg_libs || missing+=(ffmpeg)
-  command -v tmux >/dev/null 2>&1 || missing+=(tmux)
-  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-  [[ ${#missing[@]} -eq 0 ]] && return
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    log "installing ${missing[*]} with apt-get"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null >/dev/null \
-      || die "apt-get update failed; run it by hand, then rerun"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" </dev/null >/dev/null \
-      || die "apt-get install ${missing[*]} failed; run: apt-get install -y ${missing[*]}"
-  else
-    die "missing system packages: ${missing[*]}; run: sudo apt-get install -y ${missing[*]} (or your OS's equivalent), then rerun"
-  fi
-}
-
-clone_source() {
-  [[ ! -e $INSTALL_DIR ]] || [[ -z "$(ls -A "$INSTALL_DIR")" ]] \
-    || die "$INSTALL_DIR exists and is not a zk0 checkout; remove it or set ZK0_INSTALL_DIR"
-  log "cloning $REPO into $INSTALL_DIR"
-  mkdir -p "$(dirname "$INSTALL_DIR")"
-  GIT_TERMINAL_PROMPT=0 git clone --quiet "$REPO" "$INSTALL_DIR" </dev/null \
-    || die "git clone of '$REPO' into $INSTALL_DIR failed"
-}
-
-update_remote() {
-  local current
-  current="$(git -C "$INSTALL_DIR" remote get-url origin 2>/dev/null || true)"
-  if [[ -z $current ]]; then
-    git -C "$INSTALL_DIR" remote add origin "$REPO"
-  elif [[ $current != "$REPO" ]]; then
-    log "switching the install's origin from $current to $REPO"
-    git -C "$INSTALL_DIR" remote set-url origin "$REPO"
-  fi
-}
-
-# Checks out ZK0_REF: a branch becomes a local branch tracking origin (so `git status`
-# reads normally), a tag or commit a detached HEAD.
-checkout_ref() {
-  local git=(git -C "$INSTALL_DIR") commit
-  GIT_TERMINAL_PROMPT=0 "${git[@]}" fetch --quiet --tags --force --prune origin </dev/null \
-    || die "git fetch from '$REPO' failed"
-  [[ -z "$("${git[@]}" status --porcelain --untracked-files=no)" ]] \
-    || die "$INSTALL_DIR has local changes to tracked files; commit or stash them (git -C $INSTALL_DIR stash), then rerun"
-  if "${git[@]}" rev-parse --quiet --verify "refs/remotes/origin/$REF" >/dev/null; then
-    "${git[@]}" checkout --quiet -B "$REF" "refs/remotes/origin/$REF"
-    "${git[@]}" branch --quiet --set-upstream-to="origin/$REF" "$REF"
-  elif "${git[@]}" rev-parse --quiet --verify "refs/tags/$REF^{commit}" >/dev/null; then
-    "${git[@]}" -c advice.detachedHead=false checkout --quiet --detach "refs/tags/$REF"
-  elif commit="$("${git[@]}" rev-parse --quiet --verify "$REF^{commit}")" \
-    || { GIT_TERMINAL_PROMPT=0 "${git[@]}" fetch --quiet origin "$REF" </dev/null 2>/dev/null \
-      && commit="$("${git[@]}" rev-parse FETCH_HEAD)"; }; then
-    "${git[@]}" -c advice.detachedHead=false checkout --quiet --detach "$commit"
+# Says what ZK0_REF names in ZK0_REPO before anything is written: a branch, a tag, or, for
+# a hexadecimal name, a commit (that one is verified when fetched, outside the install dir).
+resolve_ref() {
+  local listing
+  listing="$(GIT_TERMINAL_PROMPT=0 git ls-remote --heads --tags "$REPO" 2>&1 </dev/null)" \
+    || die "cannot reach ZK0_REPO=$REPO (check it and your network): $(git_reason <<<"$listing")"
+  if awk -v ref="refs/heads/$REF" '$2 == ref { found = 1 } END { exit !found }' <<<"$listing"; then
+    REF_KIND=branch
+  elif awk -v ref="refs/tags/$REF" '$2 == ref { found = 1 } END { exit !found }' <<<"$listing"; then
+    REF_KIND=tag
+  elif [[ $REF =~ ^[0-9a-fA-F]{4,40}$ ]]; then
+    REF_KIND=commit
   else
     die "ZK0_REF '$REF' is not a branch, tag or commit of '$REPO'"
   fi
 }
 
-fetch_source() {
-  if [[ -d $INSTALL_DIR/.git ]]; then
-    log "updating the existing install in $INSTALL_DIR"
-    update_remote
+# FFmpeg's shared libraries, which torchcodec loads to decode LeRobot's videos, looked up by
+# Python's ctypes: it reads the loader's cache through /sbin/ldconfig by absolute path, so
+# this works for users whose PATH lacks /sbin (where a bare `ldconfig` is not found).
+has_ffmpeg_libs() {
+  "$1" -c 'import ctypes.util as u, sys; sys.exit(not all(map(u.find_library, ("avutil", "avcodec", "avformat", "avdevice", "avfilter", "swscale", "swresample"))))' >/dev/null 2>&1
+}
+
+# nginx lives in /usr/sbin, which is not on a normal user's PATH.
+has_command() {
+  command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]
+}
+
+# The Debian packages zk0 needs (the same list as scripts/setup-env.sh): ffmpeg's libraries
+# decode LeRobot videos; tmux keeps zk0bot's processes running after the terminal closes;
+# openssl and ssh-keygen make its certificates and node keys; nginx fronts its server.
+missing_packages() {
+  has_ffmpeg_libs "$PYTHON" || echo ffmpeg
+  local package command
+  for package in tmux openssl openssh-client:ssh-keygen nginx; do
+    command="${package#*:}"
+    has_command "$command" || echo "${package%%:*}"
+  done
+}
+
+# Root gets the missing packages from scripts/setup-env.sh (apt-get) once the source is
+# here; anyone else is told the exact command now, before anything is written.
+check_system_packages() {
+  local missing
+  [[ $(id -u) -ne 0 ]] || return 0
+  missing="$(missing_packages | paste -sd ' ' -)"
+  [[ -n $missing ]] || return 0
+  if ! command -v apt-get >/dev/null 2>&1; then
+    die "missing system packages (Debian names): $missing; install them with your system's package manager, then rerun"
+  elif command -v sudo >/dev/null 2>&1; then
+    die "missing system packages: $missing; run: sudo apt-get install -y $missing (or ask an administrator to), then rerun"
   else
-    clone_source
+    die "missing system packages: $missing; ask an administrator to run: apt-get install -y $missing (as root), then rerun"
   fi
-  checkout_ref
+}
+
+# True when COMMIT of the repository in DIR is a zk0 version: it has zk0bot.sh,
+# scripts/setup-env.sh and a pyproject.toml for the project "zk0".
+is_zk0_commit() {
+  local git=(git -C "$1") commit=$2
+  "${git[@]}" cat-file -e "$commit:zk0bot.sh" 2>/dev/null \
+    && "${git[@]}" cat-file -e "$commit:scripts/setup-env.sh" 2>/dev/null \
+    && "${git[@]}" show "$commit:pyproject.toml" 2>/dev/null | grep -x 'name = "zk0"' >/dev/null
+}
+
+# Fetches ZK0_REPO's branches and tags into DIR under a private namespace, sets TARGET to
+# the commit ZK0_REF names, and removes the namespace again: DIR's branches, remotes and
+# config are untouched, so a refusal afterwards changes nothing.
+fetch_target() {
+  local git=(git -C "$1") reason ns=refs/zk0-incoming
+  reason="$(GIT_TERMINAL_PROMPT=0 "${git[@]}" fetch --quiet --no-tags --force "$REPO" \
+    "+refs/heads/*:$ns/heads/*" "+refs/tags/*:$ns/tags/*" 2>&1 </dev/null)" \
+    || die "cannot fetch ZK0_REPO=$REPO: $(git_reason <<<"$reason")"
+  case $REF_KIND in
+    branch) TARGET="$("${git[@]}" rev-parse --quiet --verify "$ns/heads/$REF^{commit}" || true)" ;;
+    tag) TARGET="$("${git[@]}" rev-parse --quiet --verify "$ns/tags/$REF^{commit}" || true)" ;;
+    commit)
+      # A commit on no branch or tag (a pull request's) can still be fetched by its full id.
+      TARGET="$("${git[@]}" rev-parse --quiet --verify "$REF^{commit}" \
+        || { GIT_TERMINAL_PROMPT=0 "${git[@]}" fetch --quiet --no-tags "$REPO" "$REF" </dev/null >/dev/null 2>&1 \
+          && "${git[@]}" rev-parse --verify "FETCH_HEAD^{commit}"; } || true)"
+      ;;
+  esac
+  "${git[@]}" for-each-ref --format='delete %(refname)' "$ns/" | "${git[@]}" update-ref --stdin
+  [[ -n $TARGET ]] || die "ZK0_REF '$REF' is not a branch, tag or commit of '$REPO'"
+  is_zk0_commit "$1" "$TARGET" \
+    || die "ZK0_REF '$REF' of '$REPO' is not a zk0 version (no zk0bot.sh, scripts/setup-env.sh and pyproject.toml named zk0); choose another ZK0_REF or ZK0_REPO"
+}
+
+# Points DIR's origin at ZK0_REPO and checks out TARGET: a branch as a local branch
+# tracking origin (so `git status` reads normally), a tag or commit as a detached HEAD.
+# refs/zk0/installed remembers what the installer put there, so the next upgrade can
+# tell commits made since then from what it installed.
+checkout_target() {
+  local git=(git -C "$1") current reason
+  reason="$(GIT_TERMINAL_PROMPT=0 "${git[@]}" fetch --quiet --tags --force --prune "$REPO" \
+    "+refs/heads/*:refs/remotes/origin/*" 2>&1 </dev/null)" \
+    || die "cannot fetch ZK0_REPO=$REPO: $(git_reason <<<"$reason")"
+  current="$("${git[@]}" remote get-url origin 2>/dev/null || true)"
+  if [[ -z $current ]]; then
+    "${git[@]}" remote add origin "$REPO"
+  elif [[ $current != "$REPO" ]]; then
+    log "switching the install's origin from $current to $REPO"
+    "${git[@]}" remote set-url origin "$REPO"
+  fi
+  if [[ $REF_KIND == branch ]]; then
+    "${git[@]}" checkout --quiet -B "$REF" "$TARGET"
+    "${git[@]}" branch --quiet --set-upstream-to="origin/$REF" "$REF"
+  else
+    "${git[@]}" -c advice.detachedHead=false checkout --quiet --detach "$TARGET"
+  fi
+  "${git[@]}" update-ref refs/zk0/installed "$TARGET"
+}
+
+remove_staging() {
+  [[ -z ${STAGING:-} ]] || rm -rf "$STAGING"
+}
+
+# A new install is fetched into a hidden directory beside its place and moved there only
+# once ZK0_REF is checked out and is a zk0 version, so a failure leaves nothing behind.
+new_install() {
+  local parent="$INSTALL_DIR"
+  if [[ -e $INSTALL_DIR ]]; then
+    [[ -d $INSTALL_DIR && -z "$(ls -A "$INSTALL_DIR")" ]] \
+      || die "$INSTALL_DIR exists and is not a zk0 checkout; remove it or set ZK0_INSTALL_DIR"
+  fi
+  while [[ ! -d $parent ]]; do
+    parent="$(dirname "$parent")"
+  done
+  log "cloning $REPO into $INSTALL_DIR"
+  trap remove_staging EXIT
+  STAGING="$(mktemp -d "$parent/.zk0-install.XXXXXX")"
+  chmod "$(umask -S)" "$STAGING"
+  git init --quiet "$STAGING"
+  fetch_target "$STAGING"
+  checkout_target "$STAGING"
+  mkdir -p "$(dirname "$INSTALL_DIR")"
+  [[ ! -d $INSTALL_DIR ]] || rmdir "$INSTALL_DIR"
+  mv "$STAGING" "$INSTALL_DIR"
+  STAGING=""
+}
+
+# Commits an upgrade would drop: those reachable from HEAD or from the local branch named
+# ZK0_REF (the two things it moves) and from nothing that stays: TARGET, other branches,
+# remote-tracking branches, tags, or what the installer installed last time.
+dropped_commits() {
+  local git=(git -C "$INSTALL_DIR") tips=(HEAD) keep=("$TARGET")
+  if "${git[@]}" rev-parse --quiet --verify "refs/heads/$REF" >/dev/null; then
+    tips+=("refs/heads/$REF")
+  fi
+  if "${git[@]}" rev-parse --quiet --verify refs/zk0/installed >/dev/null; then
+    keep+=(refs/zk0/installed)
+  fi
+  "${git[@]}" rev-list --count "${tips[@]}" --not --exclude="$REF" --branches --remotes --tags "${keep[@]}"
+}
+
+# An upgrade never destroys work: it leaves alone a checkout of another project, one with
+# uncommitted changes to tracked files, and one with commits the new version lacks.
+upgrade_install() {
+  local git=(git -C "$INSTALL_DIR") dropped
+  is_zk0_commit "$INSTALL_DIR" HEAD \
+    || die "$INSTALL_DIR is a git checkout of another project, not zk0; the installer leaves it alone: set ZK0_INSTALL_DIR to another directory"
+  [[ -z "$("${git[@]}" status --porcelain --untracked-files=no)" ]] \
+    || die "$INSTALL_DIR has uncommitted changes to tracked files; commit them on a branch of your own or stash them (git -C $INSTALL_DIR stash), then rerun"
+  log "updating the existing install in $INSTALL_DIR"
+  fetch_target "$INSTALL_DIR"
+  dropped="$(dropped_commits)"
+  [[ $dropped -eq 0 ]] \
+    || die "$INSTALL_DIR has $dropped local commit(s) that ZK0_REF '$REF' lacks and an upgrade would drop; keep them on a branch of your own (git -C $INSTALL_DIR branch my-work) or push them, or set ZK0_INSTALL_DIR to install elsewhere"
+  checkout_target "$INSTALL_DIR"
+}
+
+fetch_source() {
+  if [[ -e $INSTALL_DIR/.git ]]; then
+    upgrade_install
+  else
+    new_install
+  fi
   COMMIT="$(git -C "$INSTALL_DIR" log -1 --format='%h %s')"
   log "source at $REF ($COMMIT)"
 }
 
 setup_environment() {
   local setup="$INSTALL_DIR/scripts/setup-env.sh"
-  [[ -f $setup ]] || die "$setup is missing; ZK0_REF '$REF' is not an installable zk0 version"
   log "setting up the Python environment in $INSTALL_DIR/.venv (first time: several minutes, ~6-9 GB)"
   ZK0_VENV="$INSTALL_DIR/.venv" ZK0_PYTHON="$PYTHON" bash "$setup" </dev/null \
     || die "environment setup failed; fix the error above and rerun (re-running is safe)"
@@ -218,7 +328,6 @@ setup_environment() {
 
 link_command() {
   local target="$INSTALL_DIR/zk0bot.sh" link="$BIN_DIR/zk0bot"
-  [[ -f $target ]] || die "$target is missing; ZK0_REF '$REF' has no zk0bot command"
   [[ -x $target ]] || die "$target is not executable in ZK0_REF '$REF' (a packaging bug: it must be committed with mode 755)"
   if [[ -e $link && ! -L $link ]]; then
     die "$link exists and is not a symlink; move it away, then rerun"
@@ -256,7 +365,11 @@ Next:
   run the server (admin)      $zk0bot server start
   every command               $zk0bot --help
 
-Upgrade: run the same curl line again. Uninstall: rm -rf $INSTALL_DIR $BIN_DIR/zk0bot
+Upgrade: run the same curl line again.
+Uninstall: $zk0bot stop; rm -rf $INSTALL_DIR $BIN_DIR/zk0bot
+  then, if you no longer need them: ${ZK0_HOME:-$HOME/.zk0} (zk0bot's state: node keys and
+  certificates), ${FLWR_HOME:-$HOME/.flwr} and the caches $HOME/.cache/zk0, $HOME/.cache/huggingface
+  (see docs/INSTALLATION.md).
 SUMMARY
 }
 
@@ -266,8 +379,8 @@ main() {
   check_git
   find_python
   check_disk
-  check_repo
-  ensure_system_packages
+  resolve_ref
+  check_system_packages
   fetch_source
   setup_environment
   link_command
