@@ -755,6 +755,7 @@ client_start() {
   session="zk0-supernode-$id"
   log="$dir/supernode.log"
   if session_running "$session"; then
+    start_executor "$id"
     info "client for $uri already running (session $session, port $(client_setting "$id" port))"
     return 0
   fi
@@ -766,7 +767,13 @@ client_start() {
   # Clients on one machine share its cores: each torch process would otherwise take all of them.
   [[ -n $threads ]] || threads=$(default_threads)
 
-  local args=(--superlink "$server" --port "$port" --node-config "dataset-uri='$uri' threads=$threads")
+  # The SuperNode leaves its messages to one warm executor process (zk0.executor) instead of
+  # starting a fresh ClientApp process per message; the secret keeps other local processes
+  # from taking them.
+  local secret="$dir/superexec.secret"
+  [[ -s $secret ]] || "$(python_bin)" -c 'import secrets, sys; open(sys.argv[1], "w").write(secrets.token_hex(32))' "$secret"
+  local args=(--superlink "$server" --port "$port" --isolation process --superexec-auth-secret-file "$secret"
+    --node-config "dataset-uri='$uri' threads=$threads")
   if [[ $insecure -eq 1 ]]; then
     warn "--insecure: the connection to $server is not encrypted and this node is not authenticated. Use only for local experiments."
     args+=(--insecure)
@@ -787,7 +794,30 @@ client_start() {
     start_session "$session" "$dir" "$dir/flwr-home" "$log" restart flower-supernode "${args[@]}"
   wait_for_supernode "$session" "$log" "$dir" "$server" "$from" "$activated"
   sed -i 's/^activated=.*/activated=1/' "$dir/client.env"
+  start_executor "$id"
   info "client running: session $session, pid $(session_pid "$session"), port $port, dataset $uri, server $server, $threads thread(s)"
+}
+
+# The node's warm ClientApp process, in its own session, restarted if it dies.
+start_executor() {
+  local id=$1 dir="$CLIENTS_DIR/$1" session="zk0-executor-$1" threads waited=0 from
+  session_running "$session" && return 0
+  threads=$(client_setting "$id" threads)
+  log_start "$dir/executor.log"
+  from=$(wc -l <"$dir/executor.log")
+  OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
+    start_session "$session" "$dir" "$dir/flwr-home" "$dir/executor.log" restart \
+    "$(python_bin)" -m zk0.executor --runtime-api-address "127.0.0.1:$(client_setting "$id" port)" --insecure \
+    --superexec-auth-secret-file "$dir/superexec.secret"
+  until tail -n +"$((from + 1))" "$dir/executor.log" | grep -q 'serving ClientApp tasks'; do
+    if ((waited >= START_TIMEOUT)); then
+      show_log_tail "$dir/executor.log"
+      stop_session "$session"
+      die "the ClientApp executor did not start within ${START_TIMEOUT}s (log: $dir/executor.log)"
+    fi
+    sleep 1
+    waited=$((waited + 1))
+  done
 }
 
 # The server is reachable and both sides agree on TLS (answers in seconds; Flower's own
@@ -865,7 +895,8 @@ client_stop() {
   local ids id
   if [[ $# -eq 1 ]]; then ids=$(pick_client "$1"); else ids=$(known_clients); fi
   for id in $ids; do
-    if session_running "zk0-supernode-$id"; then
+    if session_running "zk0-supernode-$id" || session_running "zk0-executor-$id"; then
+      stop_session "zk0-executor-$id"
       stop_session "zk0-supernode-$id"
       info "client $(client_setting "$id" dataset-uri) stopped"
     fi
@@ -881,6 +912,11 @@ client_status() {
     state="stopped"
     if session_running "zk0-supernode-$id"; then
       state="running, pid $(session_pid "zk0-supernode-$id")"
+      if session_running "zk0-executor-$id"; then
+        state+=", executor pid $(session_pid "zk0-executor-$id")"
+      else
+        state+=", executor STOPPED (messages wait until round-timeout; fix: $PROG client start $(client_setting "$id" dataset-uri))"
+      fi
     fi
     info "client $(client_setting "$id" dataset-uri): $state, session zk0-supernode-$id, port $(client_setting "$id" port), server $(client_setting "$id" server), threads $(client_setting "$id" threads)"
   done

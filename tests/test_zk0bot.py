@@ -76,15 +76,17 @@ class Zk0bot:
         return processes
 
     def client_processes(self, uri: str) -> list[psutil.Process]:
-        """The client's tmux pane (its restart loop) and everything under it (the SuperNode...)."""
+        """The client's tmux panes (SuperNode and executor, each under its restart loop) and their children."""
         client_dir = next(d for d in (self.home / "clients").iterdir() if uri in (d / "client.env").read_text())
-        session = f"zk0-supernode-{client_dir.name}"
-        result = subprocess.run(
-            ["tmux", "-S", str(self.home / "tmux.sock"), "list-panes", "-t", f"={session}", "-F", "#{pane_pid}"],
-            capture_output=True, text=True, check=True,
-        )
-        pane = psutil.Process(int(result.stdout.split()[0]))
-        return [pane, *pane.children(recursive=True)]
+        processes = []
+        for session in (f"zk0-supernode-{client_dir.name}", f"zk0-executor-{client_dir.name}"):
+            result = subprocess.run(
+                ["tmux", "-S", str(self.home / "tmux.sock"), "list-panes", "-t", f"={session}", "-F", "#{pane_pid}"],
+                capture_output=True, text=True, check=True,
+            )
+            pane = psutil.Process(int(result.stdout.split()[0]))
+            processes += [pane, *pane.children(recursive=True)]
+        return processes
 
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
