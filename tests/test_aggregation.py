@@ -1,19 +1,37 @@
-"""Server-side aggregation: zk0's FedProx averages real Flower replies weighted by `num-examples`.
+"""Server-side aggregation: zk0's FedProx averages real Flower replies weighted by `num-examples`,
+and files failed clients under their real node id and dataset.
 
-The replies are genuine `flwr.app.Message`s carrying what zk0's ClientApp sends back
-(one ArrayRecord, one MetricRecord, the node's identity as a ConfigRecord); only
-their metadata is written by hand, as the SuperLink would fill it in.
+Rounds run through the strategy's own `configure_train` and `aggregate_train`. `LocalGrid`
+delivers each message to a real Flower ClientApp in this process (as Flower's simulation
+engine does); here that ClientApp answers with scripted weights, shaped exactly as zk0's
+ClientApp answers (one ArrayRecord, one MetricRecord, the node's identity as a ConfigRecord).
+tests/test_robust.py drives zk0's own ClientApp through the same grid.
 """
 
 from __future__ import annotations
 
-import time
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
+from uuid import uuid4
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, Metadata, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.clientapp import ClientApp
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
 
 from zk0.config import RunConfig
 from zk0.strategy import FederationError, ZK0FedProx
@@ -21,45 +39,123 @@ from zk0.strategy import FederationError, ZK0FedProx
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
-@pytest.fixture
-def strategy() -> ZK0FedProx:
+def pyproject_run_config(**overrides) -> dict:
+    """`[tool.flwr.app.config]` as Flower hands it to the apps, with `overrides` (underscores -> dashes)."""
     with PYPROJECT.open("rb") as handle:
         defaults = tomllib.load(handle)["tool"]["flwr"]["app"]["config"]
-    return ZK0FedProx(RunConfig.from_run_config(defaults))
+    return defaults | {key.replace("_", "-"): value for key, value in overrides.items()}
 
 
-def metadata(node_id: int) -> Metadata:
-    """A train reply's metadata: from `node_id` back to the server (node 0)."""
-    return Metadata(
-        run_id=1, message_id=f"reply-{node_id}", src_node_id=node_id, dst_node_id=0,
-        reply_to_message_id=f"ins-{node_id}", group_id="1", created_at=time.time(), ttl=600.0,
-        message_type=MessageType.TRAIN,
-    )
+class LocalGrid(Grid):
+    """A Grid whose nodes are ClientApps in this process.
 
+    Each message goes to `app` with its node's Context, as Flower's simulation engine
+    delivers it; an exception in the ClientApp becomes an error reply, as there. Message
+    ids are assigned on push, as Flower's grids do. Nodes in `offline` get the error reply
+    the SuperLink itself makes for an unavailable node (its sender is the SuperLink); nodes
+    in `silent` never answer (their reply misses the round's timeout). Messages are delivered,
+    and replies returned, in node-id order (Flower returns them as they arrive), so that a
+    round is repeatable.
+    """
 
-def train_reply(node_id: int, weights: dict[str, np.ndarray], num_examples: int, loss: float) -> Message:
-    """What zk0's ClientApp returns after local training on `num_examples` samples."""
-    content = RecordDict({
-        "arrays": ArrayRecord({name: Array(value) for name, value in weights.items()}),
-        "metrics": MetricRecord({"num-examples": num_examples, "train/loss": loss, "train/lr": 1e-4}),
-        "node": ConfigRecord({"dataset-uri": f"local:/data/client_{node_id}"}),
-    })
-    return Message(content, metadata=metadata(node_id))
+    def __init__(self, app: ClientApp, node_configs: dict[int, dict], run_config: dict) -> None:
+        # This process plays the ServerApp: identify it as Flower's ServerApp runtime does,
+        # so that messages it creates carry a run and a sender.
+        TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
+        self.app = app
+        self.contexts = {
+            node: Context(run_id=1, node_id=node, node_config=node_config, state=RecordDict(), run_config=run_config)
+            for node, node_config in node_configs.items()
+        }
+        self.offline: set[int] = set()
+        self.silent: set[int] = set()
+        self._run = None
+        self._replies: dict[str, Message] = {}
 
+    def set_run(self, run) -> None:
+        self._run = run
 
-def failed_reply(node_id: int) -> Message:
-    """A reply that carries an error instead of results (e.g. the client crashed)."""
-    return Message(error=Error(code=0, reason="client crashed"), metadata=metadata(node_id))
+    @property
+    def run(self):
+        return self._run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None) -> Message:
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.contexts)
+
+    def _deliver(self, message: Message) -> Message:
+        node = message.metadata.dst_node_id
+        if node in self.offline:
+            return create_message_error_unavailable_res_message(message.metadata, "node_unavail")
+        try:
+            return self.app(message, self.contexts[node])
+        except Exception as err:  # what Flower's simulation engine turns into an error reply
+            return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=f"{type(err).__name__}: {err}"),
+                           reply_to=message)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        ids = []
+        for message in sorted(messages, key=lambda message: message.metadata.dst_node_id):
+            message.metadata.__dict__["_message_id"] = uuid4().hex  # as flwr's InMemoryGrid does
+            if message.metadata.dst_node_id not in self.silent:
+                self._replies[message.metadata.message_id] = self._deliver(message)
+            ids.append(message.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return [self._replies.pop(message_id) for message_id in message_ids if message_id in self._replies]
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        return self.pull_messages(self.push_messages(messages))
 
 
 def weights(value: float) -> dict[str, np.ndarray]:
     return {"expert.weight": np.full((2, 3), value, np.float32), "expert.bias": np.full(3, -value, np.float32)}
 
 
+def array_record(value: float) -> ArrayRecord:
+    return ArrayRecord({name: Array(array) for name, array in weights(value).items()})
+
+
+def scripted_app(answers: dict[int, tuple[float, int, float] | str]) -> ClientApp:
+    """A ClientApp answering as zk0's does: node -> (weight value, num-examples, loss), or a crash message."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        answer = answers[context.node_id]
+        if isinstance(answer, str):
+            raise RuntimeError(answer)
+        value, num_examples, loss = answer
+        content = RecordDict({
+            "arrays": array_record(value),
+            "metrics": MetricRecord({"num-examples": num_examples, "train/loss": loss, "train/lr": 1e-4}),
+            "node": ConfigRecord({"dataset-uri": f"local:/data/client_{context.node_id}"}),
+        })
+        return Message(content, reply_to=msg)
+
+    return app
+
+
+def run_round(strategy: ZK0FedProx, answers: dict, server_round: int = 1, offline: Iterable[int] = (),
+              silent: Iterable[int] = ()):
+    """One training round: the strategy configures it, the grid delivers, the strategy aggregates."""
+    grid = LocalGrid(scripted_app(answers), {node: {} for node in answers}, pyproject_run_config())
+    grid.offline, grid.silent = set(offline), set(silent)
+    messages = strategy.configure_train(server_round, array_record(0.0), ConfigRecord(), grid)
+    return strategy.aggregate_train(server_round, grid.send_and_receive(messages))
+
+
+@pytest.fixture
+def strategy() -> ZK0FedProx:
+    return ZK0FedProx(RunConfig.from_run_config(pyproject_run_config(node_wait_timeout=1.0)))
+
+
 def test_average_is_weighted_by_num_examples(strategy):
     """A client with three times the samples counts three times as much: (1·10 + 5·30) / 40 = 4."""
-    replies = [train_reply(1, weights(1.0), 10, loss=2.0), train_reply(2, weights(5.0), 30, loss=1.0)]
-    arrays, metrics = strategy.aggregate_train(1, replies)
+    arrays, metrics = run_round(strategy, {11: (1.0, 10, 2.0), 12: (5.0, 30, 1.0)})
     assert np.allclose(arrays["expert.weight"].numpy(), 4.0)
     assert np.allclose(arrays["expert.bias"].numpy(), -4.0)
     assert arrays["expert.weight"].numpy().dtype == np.float32
@@ -68,33 +164,70 @@ def test_average_is_weighted_by_num_examples(strategy):
 
 def test_equal_sample_counts_give_the_plain_mean(strategy):
     """With equal weights the result is the arithmetic mean of the clients' parameters."""
-    replies = [train_reply(n, weights(float(n)), 16, loss=0.5) for n in (1, 2, 3)]
-    arrays, _ = strategy.aggregate_train(1, replies)
+    arrays, _ = run_round(strategy, {n: (float(n), 16, 0.5) for n in (1, 2, 3)})
     assert np.allclose(arrays["expert.weight"].numpy(), 2.0)
+
+
+def test_train_config_carries_round_lr_and_proximal_mu(strategy):
+    """Every training message tells the client the round, its learning rate and FedProx's mu."""
+    grid = LocalGrid(scripted_app({5: (1.0, 1, 1.0), 6: (1.0, 1, 1.0)}), {5: {}, 6: {}}, pyproject_run_config())
+    messages = list(strategy.configure_train(3, array_record(0.0), ConfigRecord(), grid))
+    assert sorted(m.metadata.dst_node_id for m in messages) == [5, 6]
+    config = messages[0].content["config"]
+    assert config["server-round"] == 3
+    assert config["lr"] == strategy.rounds[3].lr > 0
+    assert config["proximal-mu"] == strategy.config.proximal_mu
 
 
 def test_round_record_keeps_each_clients_report_and_upload_size(strategy):
     """The strategy records, per node, its metrics and the bytes of the ArrayRecord it uploaded,
     and names each node by its id and dataset for people reading metrics.jsonl."""
-    replies = [train_reply(1, weights(1.0), 10, loss=2.0), train_reply(2, weights(5.0), 30, loss=1.0)]
-    uploaded = replies[0].content["arrays"].count_bytes()
-    strategy.aggregate_train(3, replies)
+    run_round(strategy, {1: (1.0, 10, 2.0), 2: (5.0, 30, 1.0)}, server_round=3)
     record = strategy.rounds[3]
+    uploaded = array_record(1.0).count_bytes()
     assert record.clients[2]["num-examples"] == 30
     assert record.bytes_up == {1: uploaded, 2: uploaded}
     assert record.named(record.bytes_up) == {"1:local:/data/client_1": uploaded, "2:local:/data/client_2": uploaded}
+    assert record.bytes_down == {1: uploaded, 2: uploaded}
     assert uploaded >= 4 * (6 + 3)
 
 
-def test_failed_client_is_left_out_and_recorded(strategy):
-    """An error reply does not enter the average; the round goes on with the others and notes the failure."""
-    replies = [failed_reply(7), train_reply(1, weights(3.0), 10, loss=1.0)]
-    arrays, _ = strategy.aggregate_train(2, replies)
+def test_failed_client_is_left_out_and_filed_under_its_node_and_dataset(strategy):
+    """An error reply does not enter the average; the round goes on with the others and files the
+    failure under the node's id and the dataset it trained on in earlier rounds."""
+    run_round(strategy, {7: (1.0, 10, 1.0), 8: (2.0, 10, 1.0), 9: (3.0, 10, 1.0)}, server_round=1)
+    arrays, _ = run_round(strategy, {7: "out of memory", 8: (3.0, 10, 1.0), 9: (3.0, 10, 1.0)}, server_round=2)
     assert np.allclose(arrays["expert.weight"].numpy(), 3.0)
-    assert strategy.rounds[2].failures == ["7: client crashed"]
+    assert strategy.rounds[2].failures == ["7:local:/data/client_7: RuntimeError: out of memory"]
+    assert sorted(strategy.rounds[2].clients) == [8, 9]
+
+
+def test_error_made_by_the_superlink_is_filed_under_the_node_it_was_sent_to(strategy):
+    """When a node vanishes the SuperLink answers for it, with its own id as sender: the failure
+    still names the node the message was sent to, not the SuperLink."""
+    run_round(strategy, {41: (1.0, 10, 1.0), 42: (1.0, 10, 1.0), 43: (1.0, 10, 1.0)}, server_round=1)
+    run_round(strategy, {41: (1.0, 10, 1.0), 42: (1.0, 10, 1.0), 43: (1.0, 10, 1.0)}, server_round=2, offline=[42])
+    [failure] = strategy.rounds[2].failures
+    assert failure.startswith("42:local:/data/client_42: ")
+    assert not failure.startswith(f"{SUPERLINK_NODE_ID}:")
+
+
+def test_node_that_never_answers_is_recorded_as_failed(strategy):
+    """Flower hands over only the replies that came before the round's timeout; a node that sent
+    nothing is still recorded as failed."""
+    run_round(strategy, {31: (1.0, 10, 1.0), 32: (1.0, 10, 1.0), 33: (1.0, 10, 1.0)}, silent=[33])
+    assert strategy.rounds[1].failures == ["33: no reply within round-timeout (3600s)"]
+    assert sorted(strategy.rounds[1].clients) == [31, 32]
+
+
+def test_round_below_min_train_clients_stops_the_federation(strategy):
+    """A round needs min-train-clients usable results (2 by default): one is not enough, and the
+    error names the failed node and why, instead of finishing the run as if all went well."""
+    with pytest.raises(FederationError, match=r"only 1 usable training result.*min-train-clients is 2.*21: RuntimeError: disk full"):
+        run_round(strategy, {21: "disk full", 22: (1.0, 10, 1.0)})
 
 
 def test_round_without_any_result_stops_the_federation(strategy):
     """If every client failed there is nothing to aggregate: a FederationError says so."""
-    with pytest.raises(FederationError, match="no client returned a training result"):
-        strategy.aggregate_train(1, [failed_reply(1), failed_reply(2)])
+    with pytest.raises(FederationError, match="only 0 usable training result"):
+        run_round(strategy, {1: "crashed", 2: "crashed"})

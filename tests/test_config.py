@@ -45,6 +45,16 @@ def test_every_field_has_a_default(defaults):
     assert fields == set(defaults)
 
 
+def test_robust_aggregation_keys_accept_their_ranges(defaults):
+    """Every aggregation name parses; a norm ratio of 0 turns the norm rule off, 1 is the strictest."""
+    for name in ("fedprox", "fedtrimmedavg", "fedmedian", "krum", "multikrum"):
+        assert RunConfig.from_run_config(defaults | {"aggregation": name}).aggregation == name
+    assert RunConfig.from_run_config(defaults | {"max-update-norm-ratio": 0}).max_update_norm_ratio == 0.0
+    assert RunConfig.from_run_config(defaults | {"max-update-norm-ratio": 1}).max_update_norm_ratio == 1.0
+    config = RunConfig.from_run_config(defaults | {"trimmed-avg-beta": 0.0, "krum-num-malicious": 0})
+    assert (config.trimmed_avg_beta, config.krum_num_malicious) == (0.0, 0)
+
+
 def test_integer_is_accepted_where_a_number_is_expected(defaults):
     """TOML `lr = 1` is an int; a float field takes it as 1.0."""
     config = RunConfig.from_run_config(defaults | {"lr": 1})
@@ -80,6 +90,13 @@ def test_dataset_list_tolerates_spaces_and_mixed_schemes(defaults):
         ({"model": "smolvla base"}, "model"),
         ({"heldout_episodes": 0}, "heldout-episodes"),
         ({"output_dir": ""}, "output-dir"),
+        ({"aggregation": "fedavgm"}, "aggregation"),
+        ({"max_update_norm_ratio": 0.5}, "max-update-norm-ratio"),
+        ({"max_update_norm_ratio": -1.0}, "max-update-norm-ratio"),
+        ({"trimmed_avg_beta": 0.5}, "trimmed-avg-beta"),
+        ({"trimmed_avg_beta": -0.1}, "trimmed-avg-beta"),
+        ({"krum_num_malicious": -1}, "krum-num-malicious"),
+        ({"multikrum_keep": 0}, "multikrum-keep"),
     ],
 )
 def test_bad_value_names_its_key_on_one_line(defaults, overrides, key):

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from zk0.uri import DatasetURI, URIError, parse_dataset_uri
 
 LR_SCHEDULES = ("constant", "cosine")
+AGGREGATIONS = ("fedprox", "fedtrimmedavg", "fedmedian", "krum", "multikrum")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -35,6 +36,11 @@ class RunConfig:
     warmup_rounds: int
     lr_min: float
     proximal_mu: float
+    aggregation: str
+    max_update_norm_ratio: float
+    trimmed_avg_beta: float
+    krum_num_malicious: int
+    multikrum_keep: int
     fraction_train: float
     fraction_evaluate: float
     min_train_clients: int
@@ -73,11 +79,11 @@ class RunConfig:
     def _validate(self) -> None:
         positive = ("num_rounds", "local_steps", "batch_size", "eval_every", "eval_batches",
                     "checkpoint_every", "action_dim", "min_train_clients", "min_evaluate_clients",
-                    "min_available_clients")
+                    "min_available_clients", "multikrum_keep")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"run-config key '{_key(name)}' must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_rounds", "heldout_episodes", "num_workers", "proximal_mu", "lr_min"):
+        for name in ("warmup_rounds", "heldout_episodes", "num_workers", "proximal_mu", "lr_min", "krum_num_malicious"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"run-config key '{_key(name)}' must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "round_timeout", "node_wait_timeout"):
@@ -90,6 +96,14 @@ class RunConfig:
             raise ConfigError("run-config key 'fraction-train' must be > 0: a round without training does nothing")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"run-config key 'lr-schedule' must be one of {', '.join(LR_SCHEDULES)}; got '{self.lr_schedule}'")
+        if self.aggregation not in AGGREGATIONS:
+            raise ConfigError(f"run-config key 'aggregation' must be one of {', '.join(AGGREGATIONS)}; got '{self.aggregation}'")
+        if not (self.max_update_norm_ratio == 0.0 or self.max_update_norm_ratio >= 1.0):
+            raise ConfigError(
+                f"run-config key 'max-update-norm-ratio' must be 0 (off) or >= 1, got {self.max_update_norm_ratio}"
+            )
+        if not 0.0 <= self.trimmed_avg_beta < 0.5:
+            raise ConfigError(f"run-config key 'trimmed-avg-beta' must be in [0, 0.5), got {self.trimmed_avg_beta}")
         if self.device not in DEVICES:
             raise ConfigError(f"run-config key 'device' must be one of {', '.join(DEVICES)}; got '{self.device}'")
         if not (self.model.startswith("/") or _HUB_ID.match(self.model)):

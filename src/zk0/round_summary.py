@@ -29,6 +29,7 @@ def round_row(server_round: int, record: RoundRecord | None, result: EvalResult 
         "clients": record.named(record.clients),
         "client_eval": record.named(record.client_eval),
         "failures": record.failures,
+        "rejected": record.rejected,
         "bytes_down": record.named(record.bytes_down),
         "bytes_up": record.named(record.bytes_up),
         "seconds": time.perf_counter() - record.started,
@@ -41,9 +42,11 @@ def summary_line(row: dict, num_rounds: int) -> str:
         return "-" if value is None else format(value, spec)
 
     moved = (sum(row["bytes_down"].values()) + sum(row["bytes_up"].values())) / 1e6
+    rejected = len(row["rejected"])
+    failed = f"{len(row['failures']) + rejected} failed" + (f" ({rejected} rejected)" if rejected else "")
     return (
         f"[round {row['round']}/{num_rounds}] eval action MSE {fmt(row['eval/action_mse'], '.4f')} | "
         f"eval loss {fmt(row['eval/loss'], '.4f')} | train loss {fmt(row['train/loss'], '.4f')} | "
-        f"clients {len(row['clients'])} ok, {len(row['failures'])} failed | "
+        f"clients {len(row['clients'])} ok, {failed} | "
         f"{row['seconds']:.1f}s | {moved:.2f} MB moved"
     )

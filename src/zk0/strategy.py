@@ -1,8 +1,14 @@
-"""zk0's FedProx: Flower's FedProx over SmolVLA's trainable parameters, plus
+"""zk0's strategies: a Flower strategy over SmolVLA's trainable parameters (FedProx by
+default, or one of Flower's robust aggregators), plus
 
-- the round's learning rate (from the server's schedule) in every train config;
+- the round's learning rate (from the server's schedule) and `proximal-mu` in every train config;
 - a bounded wait for enough connected nodes (Flower's own wait has no deadline);
-- a per-round record of what each client reported and how many bytes moved.
+- checks on every training reply before it may enter the aggregate (`zk0.validation`):
+  a reply that fails one is rejected, logged and recorded like a failed client;
+- a per-round record of what each client reported, what failed, and how many bytes moved.
+
+`ZK0Strategy` holds all of that and sits before the Flower class in the MRO;
+`make_strategy(config)` picks the Flower class named by run-config `aggregation`.
 """
 
 from __future__ import annotations
@@ -12,17 +18,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedProx
+from flwr.serverapp.strategy import FedMedian, FedProx, FedTrimmedAvg, Krum, MultiKrum
 
 from zk0.config import RunConfig
 from zk0.schedule import round_lr
+from zk0.validation import check_arrays, check_finite, check_metrics, norm_outliers, update_norm
+
+# A node's claimed dataset is only a label; keep a hostile one from flooding the records.
+MAX_LABEL_CHARS = 200
 
 
 class FederationError(RuntimeError):
-    """The federation cannot go on (too few nodes, no results)."""
+    """The federation cannot go on (too few nodes, too few usable results)."""
 
 
 @dataclass
@@ -37,6 +47,12 @@ class RoundRecord:
     clients: dict[int, dict] = field(default_factory=dict)
     client_eval: dict[int, dict] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    rejected: list[dict[str, str]] = field(default_factory=list)
+    # Held only while the round runs: the global model sent for training, and the messages
+    # sent (their ids tell which node a reply answers for).
+    global_arrays: ArrayRecord | None = None
+    train_sent: list[Message] = field(default_factory=list)
+    eval_sent: list[Message] = field(default_factory=list)
 
     def sent(self, messages: list[Message], payload: int) -> None:
         for message in messages:
@@ -48,12 +64,29 @@ class RoundRecord:
         return {self.names.get(node, str(node)): value for node, value in per_node.items()}
 
 
-def _dataset_uri(reply: Message) -> str:
+def _claimed_dataset(reply: Message) -> str | None:
     node = reply.content.config_records.get("node")
-    return node["dataset-uri"] if node is not None and "dataset-uri" in node else "?"
+    return str(node["dataset-uri"])[:MAX_LABEL_CHARS] if node is not None and "dataset-uri" in node else None
 
 
-class ZK0FedProx(FedProx):
+def _addressees(sent: list[Message]) -> dict[str, int]:
+    """Message id -> destination node: a reply names the message it answers. Its own sender id
+    cannot be used: error replies made by the SuperLink (node gone, reply lost) carry the SuperLink's."""
+    return {message.metadata.message_id: message.metadata.dst_node_id for message in sent}
+
+
+def _keep_common_metrics(replies: list[Message]) -> None:
+    """Flower refuses to aggregate MetricRecords with different keys; drop the keys not all replies share."""
+    records = [next(iter(reply.content.metric_records.values())) for reply in replies]
+    common = set.intersection(*(set(record) for record in records)) if records else set()
+    for record in records:
+        for key in [key for key in record if key not in common]:
+            del record[key]
+
+
+class ZK0Strategy:
+    """zk0's side of a strategy. Subclasses put it before a Flower strategy; that one aggregates."""
+
     def __init__(self, config: RunConfig) -> None:
         super().__init__(
             fraction_train=config.fraction_train,
@@ -61,10 +94,34 @@ class ZK0FedProx(FedProx):
             min_train_nodes=config.min_train_clients,
             min_evaluate_nodes=config.min_evaluate_clients,
             min_available_nodes=config.min_available_clients,
-            proximal_mu=config.proximal_mu,
+            **self.flower_arguments(config),
         )
         self.config = config
         self.rounds: dict[int, RoundRecord] = {}
+        # node id -> dataset uri its last accepted reply named: failures are filed under it.
+        self.datasets: dict[int, str] = {}
+
+    @staticmethod
+    def flower_arguments(config: RunConfig) -> dict:
+        """The Flower strategy's own constructor arguments."""
+        return {}
+
+    @property
+    def max_train_examples(self) -> int:
+        """What a node can train on in one round: a larger `num-examples` is a lie."""
+        return self.config.local_steps * self.config.batch_size
+
+    def summary(self) -> None:
+        ratio = self.config.max_update_norm_ratio
+        log(INFO, "\t├──> zk0 aggregation '%s'; a reply is rejected for a wrong structure, non-finite values, "
+            "num-examples > %d, or an update norm > %s", self.config.aggregation, self.max_train_examples,
+            f"{ratio:g} x the round's median" if ratio else "(norm rule off)")
+        super().summary()
+
+    def _label(self, node: int, reply: Message | None = None) -> str:
+        """`<node id>:<dataset>`: the dataset of the node's last accepted reply, else what this reply claims."""
+        dataset = self.datasets.get(node) or (_claimed_dataset(reply) if reply is not None and reply.has_content() else None)
+        return f"{node}:{dataset}" if dataset else str(node)
 
     def _wait_for_nodes(self, grid: Grid, needed: int) -> bool:
         """Wait up to node-wait-timeout for `needed` connected nodes (Flower's own wait has no deadline)."""
@@ -99,32 +156,91 @@ class ZK0FedProx(FedProx):
                 f"start more clients or lower min-available-clients"
             )
         config["lr"] = record.lr
+        # Clients add FedProx's proximal term whatever the server aggregates with; proximal-mu = 0 turns it off.
+        config["proximal-mu"] = self.config.proximal_mu
         messages = list(super().configure_train(server_round, arrays, config, grid))
+        record.global_arrays = arrays
+        record.train_sent = messages
         record.sent(messages, arrays.count_bytes())
         return messages
+
+    def _screen(self, content: RecordDict, expected: dict) -> tuple[str | None, float | None]:
+        """Why this reply may not enter the aggregate (None if it may), and its update norm."""
+        arrays, metrics = content.array_records, content.metric_records
+        if list(arrays) != [self.arrayrecord_key] or len(metrics) != 1:
+            return (f"expected one ArrayRecord '{self.arrayrecord_key}' and one MetricRecord, "
+                    f"got ArrayRecords {sorted(arrays)} and MetricRecords {sorted(metrics)}"), None
+        reason = check_metrics(next(iter(metrics.values())), self.max_train_examples, self.weighted_by_key)
+        if reason:
+            return reason, None
+        try:
+            update = {name: array.numpy() for name, array in arrays[self.arrayrecord_key].items()}
+        except Exception as err:  # any undecodable payload is the node's fault, not the server's
+            return f"tensors could not be decoded ({type(err).__name__})", None
+        reason = check_arrays(update, expected) or check_finite(update)
+        return (reason, None) if reason else (None, update_norm(update, expected))
+
+    def _reject(self, server_round: int, record: RoundRecord, node: int, reply: Message, reason: str) -> None:
+        label = self._label(node, reply)
+        log(WARNING, "Round %d: rejected the update of node %s: %s", server_round, label, reason)
+        record.rejected.append({"node": label, "reason": reason})
+
+    def _fail(self, server_round: int, record: RoundRecord, node: int, reason: str) -> None:
+        label = self._label(node)
+        log(WARNING, "Round %d: node %s failed: %s", server_round, label, reason)
+        record.failures.append(f"{label}: {reason}")
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
         record = self.rounds.setdefault(server_round, RoundRecord())
+        if record.global_arrays is None:
+            raise RuntimeError(f"round {server_round}: aggregate_train called before configure_train")
+        expected = {name: array.numpy() for name, array in record.global_arrays.items()}
+        addressees = _addressees(record.train_sent)
+        answered: set[int] = set()
+        passed: dict[int, Message] = {}
+        norms: dict[int, float] = {}
         for reply in replies:
-            node = reply.metadata.src_node_id
+            node = addressees.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+            answered.add(node)
             if reply.has_error():
-                record.failures.append(f"{node}: {reply.error.reason}")
+                self._fail(server_round, record, node, reply.error.reason)
                 continue
-            record.names[node] = f"{node}:{_dataset_uri(reply)}"
-            record.bytes_up[node] = reply.content["arrays"].count_bytes()
-            record.clients[node] = dict(reply.content["metrics"])
-        if not record.clients:
+            record.names[node] = self._label(node, reply)
+            record.bytes_up[node] = sum(arrays.count_bytes() for arrays in reply.content.array_records.values())
+            reason, norm = self._screen(reply.content, expected)
+            if reason:
+                self._reject(server_round, record, node, reply, reason)
+                continue
+            passed[node], norms[node] = reply, norm
+        for node, reason in norm_outliers(norms, self.config.max_update_norm_ratio).items():
+            self._reject(server_round, record, node, passed.pop(node), reason)
+        for node in addressees.values():
+            if node not in answered:
+                self._fail(server_round, record, node, f"no reply within round-timeout ({self.config.round_timeout:g}s)")
+        for node, reply in passed.items():
+            dataset = _claimed_dataset(reply)
+            if dataset:
+                self.datasets[node] = dataset
+            record.names[node] = self._label(node, reply)
+            record.clients[node] = dict(next(iter(reply.content.metric_records.values())))
+        record.global_arrays, record.train_sent = None, []
+        if len(passed) < self.config.min_train_clients:
+            problems = record.failures + [f"{r['node']}: {r['reason']}" for r in record.rejected]
             raise FederationError(
-                f"round {server_round}: no client returned a training result ({len(record.failures)} failed: "
-                f"{'; '.join(record.failures)[:300] or 'no replies before round-timeout'})"
+                f"round {server_round}: only {len(passed)} usable training result(s), min-train-clients is "
+                f"{self.config.min_train_clients}; failed: {'; '.join(problems)[:600] or 'no replies'}"
             )
-        if record.failures:
-            log(WARNING, "Round %d: %d client(s) failed; aggregating the other %d", server_round,
-                len(record.failures), len(record.clients))
-        return super().aggregate_train(server_round, replies)
+        accepted = list(passed.values())
+        for reply in accepted:
+            # Same tensor order in every reply: Krum compares the flattened concatenations.
+            update = reply.content[self.arrayrecord_key]
+            if list(update) != list(expected):
+                reply.content[self.arrayrecord_key] = ArrayRecord({name: update[name] for name in expected})
+        _keep_common_metrics(accepted)
+        return super().aggregate_train(server_round, accepted)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -135,15 +251,80 @@ class ZK0FedProx(FedProx):
             log(WARNING, "Round %d: too few clients connected for client-side evaluation; skipping it", server_round)
             return []
         messages = list(super().configure_evaluate(server_round, arrays, config, grid))
-        self.rounds.setdefault(server_round, RoundRecord()).sent(messages, arrays.count_bytes())
+        record = self.rounds.setdefault(server_round, RoundRecord())
+        record.eval_sent = messages
+        record.sent(messages, arrays.count_bytes())
         return messages
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        replies = list(replies)
         record = self.rounds.setdefault(server_round, RoundRecord())
+        addressees = _addressees(record.eval_sent)
+        max_examples = self.config.batch_size * self.config.eval_batches
+        accepted = []
         for reply in replies:
-            if not reply.has_error():
-                node = reply.metadata.src_node_id
-                record.names.setdefault(node, f"{node}:{_dataset_uri(reply)}")
-                record.client_eval[node] = dict(reply.content["metrics"])
-        return super().aggregate_evaluate(server_round, replies)
+            if reply.has_error():
+                continue
+            node = addressees.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+            metrics = reply.content.metric_records
+            reason = ("expected one MetricRecord" if len(metrics) != 1
+                      else check_metrics(next(iter(metrics.values())), max_examples, self.weighted_by_key))
+            if reason:
+                log(WARNING, "Round %d: ignored the evaluation reply of node %s: %s", server_round,
+                    self._label(node, reply), reason)
+                continue
+            record.names.setdefault(node, self._label(node, reply))
+            record.client_eval[node] = dict(next(iter(metrics.values())))
+            accepted.append(reply)
+        record.eval_sent = []
+        _keep_common_metrics(accepted)
+        return super().aggregate_evaluate(server_round, accepted)
+
+
+class ZK0FedProx(ZK0Strategy, FedProx):
+    """Weighted average of the updates (FedAvg); clients add the proximal term."""
+
+    @staticmethod
+    def flower_arguments(config: RunConfig) -> dict:
+        return {"proximal_mu": config.proximal_mu}
+
+
+class ZK0FedTrimmedAvg(ZK0Strategy, FedTrimmedAvg):
+    """Per coordinate: the mean after cutting the `trimmed-avg-beta` fraction at each end."""
+
+    @staticmethod
+    def flower_arguments(config: RunConfig) -> dict:
+        return {"beta": config.trimmed_avg_beta}
+
+
+class ZK0FedMedian(ZK0Strategy, FedMedian):
+    """Per coordinate: the median of the updates."""
+
+
+class ZK0Krum(ZK0Strategy, Krum):
+    """The one update closest to its neighbours, tolerating `krum-num-malicious` attackers."""
+
+    @staticmethod
+    def flower_arguments(config: RunConfig) -> dict:
+        return {"num_malicious_nodes": config.krum_num_malicious}
+
+
+class ZK0MultiKrum(ZK0Strategy, MultiKrum):
+    """The weighted average of the `multikrum-keep` updates with the best Krum scores."""
+
+    @staticmethod
+    def flower_arguments(config: RunConfig) -> dict:
+        return {"num_malicious_nodes": config.krum_num_malicious, "num_nodes_to_select": config.multikrum_keep}
+
+
+STRATEGIES: dict[str, type[ZK0Strategy]] = {
+    "fedprox": ZK0FedProx,
+    "fedtrimmedavg": ZK0FedTrimmedAvg,
+    "fedmedian": ZK0FedMedian,
+    "krum": ZK0Krum,
+    "multikrum": ZK0MultiKrum,
+}
+
+
+def make_strategy(config: RunConfig) -> ZK0Strategy:
+    """The strategy run-config `aggregation` names."""
+    return STRATEGIES[config.aggregation](config)

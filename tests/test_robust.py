@@ -1,0 +1,417 @@
+"""Updates that cannot poison the model.
+
+The training replies here come from zk0's real ClientApp training the tiny SmolVLA on five
+demo clients; one node's reply is then tampered with, as a faulty or hostile node would
+send it. Each bad reply must be rejected with its reason, logged and recorded under the
+node's id and dataset, and the global model must be exactly what the strategy makes of the
+honest replies alone. Over a few rounds with one node of five sending x100 updates, every
+`aggregation` keeps the held-out action MSE within 5 % of the federation without it, while
+plain averaging without the norm check does not.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp.strategy import FedMedian, FedProx, FedTrimmedAvg, Krum, MultiKrum
+from test_aggregation import LocalGrid, pyproject_run_config
+
+from zk0.client_app import app as zk0_client_app
+from zk0.config import RunConfig
+from zk0.strategy import FederationError, ZK0Strategy, make_strategy
+from zk0.validation import check_arrays, check_finite, check_metrics, norm_outliers, update_norm
+
+pytestmark = pytest.mark.timeout(600)
+
+CLIENTS, ROUNDS, LOCAL_STEPS, BATCH = 5, 3, 4, 4
+NODES = [7001, 7002, 7003, 7004, 7005]  # Flower node ids of partitions 0..4
+ATTACKER = NODES[-1]
+HONEST = NODES[:-1]
+AGGREGATIONS = ["fedprox", "fedtrimmedavg", "fedmedian", "krum", "multikrum"]
+FLOWER_CLASSES = {"fedprox": FedProx, "fedtrimmedavg": FedTrimmedAvg, "fedmedian": FedMedian,
+                  "krum": Krum, "multikrum": MultiKrum}
+
+Tamper = Callable[[RecordDict, ArrayRecord], None]
+
+
+# --- the pure checks ----------------------------------------------------------------------
+
+def arrays(value: float = 0.0) -> dict[str, np.ndarray]:
+    return {"w": np.full((2, 3), value, np.float32), "b": np.full(3, value, np.float32)}
+
+
+def test_structure_check_names_the_first_problem():
+    expected = arrays()
+    assert check_arrays(arrays(1.0), expected) is None
+    assert check_arrays({"w": expected["w"]}, expected) == "missing tensor 'b'"
+    assert check_arrays(arrays() | {"x": np.zeros(1, np.float32)}, expected) == "unexpected tensor 'x'"
+    assert check_arrays(arrays() | {"b": np.zeros(4, np.float32)}, expected) == "tensor 'b' has shape (4,), expected (3,)"
+    assert check_arrays(arrays() | {"b": np.zeros(3)}, expected) == "tensor 'b' has dtype float64, expected float32"
+
+
+def test_finite_check_counts_nan_and_inf():
+    update = arrays()
+    update["w"][0, :2] = [np.nan, -np.inf]
+    assert check_finite(arrays()) is None
+    assert check_finite(update) == "tensor 'w' has 2 non-finite value(s) (NaN or inf)"
+
+
+def test_update_norm_is_the_l2_distance_over_all_tensors():
+    assert update_norm(arrays(2.0), arrays(1.0)) == pytest.approx(3.0)  # sqrt(9 values * 1)
+    huge = {name: np.full_like(value, 3e38) for name, value in arrays().items()}
+    assert np.isfinite(update_norm(huge, arrays(-3e38)))  # no float32 overflow
+
+
+def test_norm_rule_needs_three_replies_and_can_be_turned_off():
+    assert norm_outliers({"a": 1.0, "b": 1.2, "c": 50.0}, 10.0) == {
+        "c": "update norm 50 exceeds 10 x the round's median update norm 1.2"}
+    assert norm_outliers({"a": 1.0, "b": 1.2, "c": 12.0}, 10.0) == {}
+    assert norm_outliers({"a": 1.0, "c": 500.0}, 10.0) == {}  # median of two is meaningless
+    assert norm_outliers({"a": 1.0, "b": 1.2, "c": 500.0}, 0.0) == {}  # 0 = off
+
+
+def test_metrics_check_caps_num_examples():
+    assert check_metrics({"num-examples": 16, "train/loss": 0.5}, max_examples=16) is None
+    assert check_metrics({"num-examples": 17}, max_examples=16) == (
+        "'num-examples' is 17, more than the 16 the node could have used")
+    assert check_metrics({"num-examples": 0}, max_examples=16) == "'num-examples' is 0, expected >= 1"
+    assert check_metrics({"train/loss": 0.5}, max_examples=16) == "metrics lack 'num-examples'"
+    assert check_metrics({"num-examples": 4, "train/loss": float("nan")}, 16) == "metric 'train/loss' is not a finite number"
+
+
+# --- real replies from zk0's ClientApp ------------------------------------------------------
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Server and five clients share this process: on a busy 2-core machine torch's threads
+    spin against each other and a tiny train step takes 20x longer."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory) -> list[Path]:
+    """Five demo client datasets (one task each) and the eval dataset."""
+    from zk0.demo_data import DemoSpec, write_demo_federation
+
+    return write_demo_federation(tmp_path_factory.mktemp("five"), CLIENTS, DemoSpec(episodes=4, frames_per_episode=30))
+
+
+def run_config(federation: list[Path], **overrides) -> dict:
+    """pyproject's run config with the tiny model on the demo federation, small enough for CI."""
+    return pyproject_run_config(
+        model="tiny", datasets=",".join(f"local:{root}" for root in federation[:-1]),
+        eval_dataset=f"local:{federation[-1]}", num_rounds=ROUNDS, local_steps=LOCAL_STEPS, batch_size=BATCH,
+        lr=1e-3, lr_schedule="constant", warmup_rounds=0, eval_batches=4, num_workers=0, device="cpu",
+        fraction_evaluate=0.0, min_train_clients=2, min_available_clients=2, node_wait_timeout=1.0,
+    ) | {key.replace("_", "-"): value for key, value in overrides.items()}
+
+
+def node_configs(federation: list[Path], nodes: list[int]) -> dict[int, dict]:
+    """Each node's `--node-config`, as a deployed SuperNode is started: its dataset URI."""
+    return {node: {"dataset-uri": f"local:{federation[NODES.index(node)]}"} for node in nodes}
+
+
+def dataset_of(federation: list[Path], node: int) -> str:
+    return f"local:{federation[NODES.index(node)]}"
+
+
+@pytest.fixture(scope="module")
+def global_model(federation, zk0_cache_dir):
+    """The server's model (tiny SmolVLA, eval dataset) and its starting trainable weights."""
+    from zk0.global_model import GlobalModel
+
+    model = GlobalModel(RunConfig.from_run_config(run_config(federation)))
+    return model, model.arrays()
+
+
+def copy_content(content: RecordDict) -> RecordDict:
+    """An independent copy of a reply's records (strategies may modify what they aggregate)."""
+    return RecordDict({
+        key: ArrayRecord({name: Array(a.numpy().copy()) for name, a in record.items()})
+        if isinstance(record, ArrayRecord) else type(record)(dict(record))
+        for key, record in content.items()
+    })
+
+
+def replay_app(contents: dict[int, RecordDict]) -> ClientApp:
+    """A ClientApp that answers each node's train message with that node's recorded reply."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        return Message(copy_content(contents[context.node_id]), reply_to=msg)
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def honest_replies(federation, global_model) -> dict[int, RecordDict]:
+    """Round 1 as zk0's ClientApp answers it on each of the five nodes: node -> reply content."""
+    _, initial = global_model
+    config = run_config(federation)
+    strategy = make_strategy(RunConfig.from_run_config(config))
+    grid = LocalGrid(zk0_client_app, node_configs(federation, NODES), config)
+    messages = strategy.configure_train(1, initial, ConfigRecord(), grid)
+    replies = grid.send_and_receive(messages)
+    assert all(not reply.has_error() for reply in replies), [r.error.reason for r in replies if r.has_error()]
+    return {reply.metadata.src_node_id: reply.content for reply in replies}
+
+
+def numpy_of(content: RecordDict) -> dict[str, np.ndarray]:
+    return {name: array.numpy() for name, array in content["arrays"].items()}
+
+
+def with_arrays(content: RecordDict, update: dict[str, np.ndarray]) -> None:
+    content["arrays"] = ArrayRecord({name: Array(value) for name, value in update.items()})
+
+
+def scaled(factor: float) -> Tamper:
+    """Send global + factor × (the honest update)."""
+    def tamper(content: RecordDict, global_arrays: ArrayRecord) -> None:
+        base = {name: array.numpy() for name, array in global_arrays.items()}
+        with_arrays(content, {name: base[name] + factor * (value - base[name]) for name, value in numpy_of(content).items()})
+    return tamper
+
+
+def poisoned_with_nan(content: RecordDict, global_arrays: ArrayRecord) -> None:
+    update = numpy_of(content)
+    first = next(iter(update))
+    update[first].flat[0] = np.nan
+    with_arrays(content, update)
+
+
+def reshaped(content: RecordDict, global_arrays: ArrayRecord) -> None:
+    update = numpy_of(content)
+    first = next(iter(update))
+    update[first] = update[first].reshape(-1)[:-1]
+    with_arrays(content, update)
+
+
+def missing_tensor(content: RecordDict, global_arrays: ArrayRecord) -> None:
+    update = numpy_of(content)
+    del update[next(iter(update))]
+    with_arrays(content, update)
+
+
+def as_float64(content: RecordDict, global_arrays: ArrayRecord) -> None:
+    with_arrays(content, {name: value.astype(np.float64) for name, value in numpy_of(content).items()})
+
+
+def claims_a_billion_samples(content: RecordDict, global_arrays: ArrayRecord) -> None:
+    content["metrics"]["num-examples"] = 10**9
+
+
+def two_array_records(content: RecordDict, global_arrays: ArrayRecord) -> None:
+    content["extra"] = ArrayRecord({"x": Array(np.zeros(1, np.float32))})
+
+
+CASES = {
+    "nan": (poisoned_with_nan, r"non-finite value\(s\)"),
+    "x100": (scaled(100.0), r"update norm .* exceeds 10 x the round's median update norm"),
+    "wrong shape": (reshaped, r"has shape \(\d+,\), expected \("),
+    "missing tensor": (missing_tensor, r"^missing tensor '"),
+    "wrong dtype": (as_float64, r"has dtype float64, expected float32"),
+    "num-examples 10**9": (claims_a_billion_samples, r"'num-examples' is 1e\+09, more than the 16 the node"),
+    "extra record": (two_array_records, r"^expected one ArrayRecord 'arrays' and one MetricRecord"),
+}
+
+
+def aggregate_round(strategy: ZK0Strategy, config: dict, federation, contents: dict[int, RecordDict], initial):
+    """Round 1 of `strategy` where each node answers with its content in `contents`."""
+    grid = LocalGrid(replay_app(contents), node_configs(federation, list(contents)), config)
+    messages = strategy.configure_train(1, initial, ConfigRecord(), grid)
+    return strategy.aggregate_train(1, grid.send_and_receive(messages))
+
+
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_update_is_rejected_and_the_model_is_the_honest_aggregate(
+    case, aggregation, federation, global_model, honest_replies, caplog
+):
+    """The tampered reply is rejected with its reason, logged once as a WARNING naming node and
+    dataset, recorded in the round; the new global model equals, bit for bit, what the same
+    strategy makes of the four honest replies alone."""
+    _, initial = global_model
+    tamper, reason = CASES[case]
+    config = run_config(federation, aggregation=aggregation)
+    contents = {node: copy_content(content) for node, content in honest_replies.items()}
+    tamper(contents[ATTACKER], initial)
+
+    strategy = make_strategy(RunConfig.from_run_config(config))
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        arrays, _ = aggregate_round(strategy, config, federation, contents, initial)
+    honest_only = make_strategy(RunConfig.from_run_config(config))
+    expected, _ = aggregate_round(honest_only, config, federation, {n: honest_replies[n] for n in HONEST}, initial)
+
+    record = strategy.rounds[1]
+    label = f"{ATTACKER}:{dataset_of(federation, ATTACKER)}"
+    [rejected] = record.rejected
+    assert rejected["node"] == label
+    assert re.search(reason, rejected["reason"]), rejected["reason"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "rejected" in r.getMessage()]
+    assert warnings == [f"Round 1: rejected the update of node {label}: {rejected['reason']}"]
+    assert sorted(record.clients) == HONEST and record.failures == []
+    assert list(arrays) == list(expected)
+    for name in expected:
+        assert np.array_equal(arrays[name].numpy(), expected[name].numpy()), name
+
+
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+def test_every_aggregation_is_zk0_over_flowers_own_strategy(aggregation, federation, global_model):
+    """`aggregation` picks Flower's strategy class; zk0's checks and records come first in the MRO,
+    and every training message carries the round's lr and proximal-mu (clients read both)."""
+    _, initial = global_model
+    config = run_config(federation, aggregation=aggregation, proximal_mu=0.25)
+    strategy = make_strategy(RunConfig.from_run_config(config))
+    assert isinstance(strategy, FLOWER_CLASSES[aggregation]) and isinstance(strategy, ZK0Strategy)
+    mro = type(strategy).__mro__
+    assert mro.index(ZK0Strategy) < mro.index(FLOWER_CLASSES[aggregation])
+    grid = LocalGrid(zk0_client_app, node_configs(federation, NODES), config)
+    [message, *_] = strategy.configure_train(1, initial, ConfigRecord(), grid)
+    assert message.content["config"]["proximal-mu"] == 0.25
+    assert message.content["config"]["lr"] == 1e-3
+
+
+@pytest.mark.parametrize("aggregation", ["fedprox", "krum"])
+def test_tensor_order_and_extra_metrics_do_not_matter(aggregation, federation, global_model, honest_replies):
+    """A reply listing its tensors in another order, or reporting an extra metric, is not an attack:
+    it is accepted, the aggregate is bit for bit what the replies in the usual form give (Krum
+    compares flattened updates, so order would matter to it), and Flower's rule that all
+    MetricRecords share their keys does not stop the round."""
+    _, initial = global_model
+    config = run_config(federation, aggregation=aggregation)
+    contents = {node: copy_content(content) for node, content in honest_replies.items()}
+    update = numpy_of(contents[ATTACKER])
+    with_arrays(contents[ATTACKER], dict(reversed(list(update.items()))))
+    contents[ATTACKER]["metrics"]["train/extra"] = 1.0
+
+    strategy = make_strategy(RunConfig.from_run_config(config))
+    arrays, metrics = aggregate_round(strategy, config, federation, contents, initial)
+    expected, _ = aggregate_round(make_strategy(RunConfig.from_run_config(config)), config, federation,
+                                  honest_replies, initial)
+    assert strategy.rounds[1].rejected == [] and sorted(strategy.rounds[1].clients) == NODES
+    assert strategy.rounds[1].clients[ATTACKER]["train/extra"] == 1.0
+    assert "train/extra" not in metrics and "train/loss" in metrics
+    for name in expected:
+        assert np.array_equal(arrays[name].numpy(), expected[name].numpy()), name
+
+
+def test_bad_evaluation_reply_is_ignored(federation, global_model, caplog):
+    """A client-side evaluation reply with a NaN metric is left out of client_eval with a WARNING;
+    the others count."""
+    _, initial = global_model
+    nodes = NODES[:3]
+    config = run_config(federation, fraction_evaluate=1.0, min_evaluate_clients=3)
+    strategy = make_strategy(RunConfig.from_run_config(config))
+    grid = LocalGrid(zk0_client_app, node_configs(federation, nodes), config)
+    replies = list(grid.send_and_receive(strategy.configure_evaluate(1, initial, ConfigRecord(), grid)))
+    bad = next(reply for reply in replies if reply.metadata.src_node_id == nodes[0])
+    bad.content["metrics"]["eval/action_mse"] = float("nan")
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        metrics = strategy.aggregate_evaluate(1, replies)
+    assert sorted(strategy.rounds[1].client_eval) == nodes[1:]
+    assert np.isfinite(metrics["eval/action_mse"])
+    label = f"{nodes[0]}:{dataset_of(federation, nodes[0])}"
+    assert f"Round 1: ignored the evaluation reply of node {label}: metric 'eval/action_mse' is not a finite number" in [
+        r.getMessage() for r in caplog.records]
+
+
+def test_rejections_below_min_train_clients_stop_the_run(federation, global_model, honest_replies):
+    """With min-train-clients = 5 one rejected node of five leaves too few: the run fails with a
+    FederationError naming the node, its dataset and the reason."""
+    _, initial = global_model
+    config = run_config(federation, min_train_clients=5)
+    contents = {node: copy_content(content) for node, content in honest_replies.items()}
+    poisoned_with_nan(contents[ATTACKER], initial)
+    strategy = make_strategy(RunConfig.from_run_config(config))
+    label = f"{ATTACKER}:{dataset_of(federation, ATTACKER)}"
+    with pytest.raises(FederationError, match=rf"only 4 usable training result\(s\), min-train-clients is 5; "
+                                              rf"failed: {label}: tensor '.*' has 1 non-finite"):
+        aggregate_round(strategy, config, federation, contents, initial)
+
+
+def test_round_summary_counts_rejections_as_failures(federation, global_model, honest_replies):
+    """metrics.jsonl's row lists the rejection; the console line counts it as a failure."""
+    from zk0.round_summary import round_row, summary_line
+
+    _, initial = global_model
+    config = run_config(federation)
+    contents = {node: copy_content(content) for node, content in honest_replies.items()}
+    claims_a_billion_samples(contents[ATTACKER], initial)
+    strategy = make_strategy(RunConfig.from_run_config(config))
+    aggregate_round(strategy, config, federation, contents, initial)
+    row = round_row(1, strategy.rounds[1], None, 0.0)
+    assert row["rejected"] == [{"node": f"{ATTACKER}:{dataset_of(federation, ATTACKER)}",
+                                "reason": "'num-examples' is 1e+09, more than the 16 the node could have used"}]
+    assert len(row["clients"]) == 4
+    assert "clients 4 ok, 1 failed (1 rejected) |" in summary_line(row, ROUNDS)
+
+
+# --- robust aggregation over rounds ------------------------------------------------------------
+
+def tampering_app(tamper: Tamper | None) -> ClientApp:
+    """zk0's ClientApp on every node; the attacker's reply is tampered with before it leaves."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        reply = zk0_client_app(msg, context)
+        if tamper is not None and context.node_id == ATTACKER:
+            tamper(reply.content, msg.content["arrays"])
+        return reply
+
+    return app
+
+
+def federate(federation, global_model, nodes: list[int], tamper: Tamper | None, **overrides) -> tuple[float, ZK0Strategy]:
+    """ROUNDS rounds of zk0's strategy through Flower's `Strategy.start`; the final held-out action MSE."""
+    model, initial = global_model
+    config = run_config(federation, **overrides)
+    strategy = make_strategy(RunConfig.from_run_config(config))
+    grid = LocalGrid(tampering_app(tamper), node_configs(federation, nodes), config)
+    torch.manual_seed(0)  # the same training noise in every run
+    result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=ROUNDS, timeout=60.0,
+                            train_config=ConfigRecord(), evaluate_config=ConfigRecord())
+    model.load(result.arrays)
+    return model.evaluate().action_mse, strategy
+
+
+@pytest.fixture(scope="module")
+def honest_mse(federation, global_model) -> float:
+    """The federation without the attacker: four honest nodes, plain FedProx."""
+    mse, _ = federate(federation, global_model, HONEST, None)
+    return mse
+
+
+@pytest.mark.parametrize(
+    ("aggregation", "norm_ratio"),
+    [("fedprox", 10.0), ("fedtrimmedavg", 0.0), ("fedmedian", 0.0), ("krum", 0.0), ("multikrum", 0.0)],
+)
+def test_robust_aggregation_withstands_a_x100_attacker(aggregation, norm_ratio, federation, global_model, honest_mse):
+    """One node of five sends x100 updates every round. FedProx with the norm check rejects it;
+    the robust aggregators, with the norm check off, outvote it on their own. Either way the
+    held-out action MSE stays within 5 % of the honest-only federation's."""
+    mse, strategy = federate(federation, global_model, NODES, scaled(100.0), aggregation=aggregation,
+                             max_update_norm_ratio=norm_ratio)
+    rejected = [entry["node"].split(":")[0] for r in strategy.rounds.values() for entry in r.rejected]
+    assert rejected == ([str(ATTACKER)] * ROUNDS if norm_ratio else [])
+    assert abs(mse - honest_mse) <= 0.05 * honest_mse, (mse, honest_mse)
+
+
+def test_plain_averaging_without_checks_is_poisoned(federation, global_model, honest_mse):
+    """The same attack against FedProx with the norm check off moves the MSE well past 5 %:
+    the test above would notice a defence that does nothing."""
+    mse, strategy = federate(federation, global_model, NODES, scaled(100.0), max_update_norm_ratio=0.0)
+    assert all(not r.rejected for r in strategy.rounds.values())
+    assert abs(mse - honest_mse) > 0.05 * honest_mse, (mse, honest_mse)
