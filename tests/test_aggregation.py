@@ -43,7 +43,8 @@ def pyproject_run_config(**overrides) -> dict:
     """`[tool.flwr.app.config]` as Flower hands it to the apps, with `overrides` (underscores -> dashes)."""
     with PYPROJECT.open("rb") as handle:
         defaults = tomllib.load(handle)["tool"]["flwr"]["app"]["config"]
-    return defaults | {key.replace("_", "-"): value for key, value in overrides.items()}
+    # Scripted replies carry plain fp32 weights: the fp32 codec (tests/test_transfer.py covers the others).
+    return defaults | {"update-codec": "fp32"} | {key.replace("_", "-"): value for key, value in overrides.items()}
 
 
 class LocalGrid(Grid):

@@ -64,7 +64,7 @@ def run(tmp_path, tiny_policy, processors, demo_roots) -> dict:
             record.clients = {node: {"num-examples": 8, "train/loss": 0.5} for node in names}
             record.failures = [f"13: cannot open {demo_roots[0]}"]
         result = EvalResult(loss=0.6 - 0.1 * server_round, action_mse=MSE[server_round], samples=16)
-        outputs.record(round_row(server_round, record, result, eval_seconds=0.1))
+        outputs.record(round_row(server_round, record, result, eval_seconds=0.1, started=0.0))
         if server_round:
             with torch.no_grad():  # each round's checkpoint has its own weights
                 next(p for p in tiny_policy.parameters() if p.requires_grad).add_(1.0)

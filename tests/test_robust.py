@@ -114,6 +114,8 @@ def run_config(federation: list[Path], **overrides) -> dict:
         eval_dataset=f"local:{federation[-1]}", num_rounds=ROUNDS, local_steps=LOCAL_STEPS, batch_size=BATCH,
         lr=1e-3, lr_schedule="constant", warmup_rounds=0, eval_batches=4, num_workers=0, device="cpu",
         fraction_evaluate=0.0, min_train_clients=2, min_available_clients=2, node_wait_timeout=1.0,
+        # The tampering below edits plain fp32 weights; tests/test_transfer.py covers encoded updates.
+        update_codec="fp32", normalization="local",
     ) | {key.replace("_", "-"): value for key, value in overrides.items()}
 
 
@@ -132,7 +134,7 @@ def global_model(federation, zk0_cache_dir):
     from zk0.global_model import GlobalModel
 
     model = GlobalModel(RunConfig.from_run_config(run_config(federation)))
-    return model, model.arrays()
+    return model, ArrayRecord({name: Array(value) for name, value in model.weights().items()})
 
 
 def copy_content(content: RecordDict) -> RecordDict:
@@ -221,7 +223,7 @@ CASES = {
     "x100": (scaled(100.0), r"update norm .* exceeds 10 x the round's median update norm"),
     "wrong shape": (reshaped, r"has shape \(\d+,\), expected \("),
     "missing tensor": (missing_tensor, r"^missing tensor '"),
-    "wrong dtype": (as_float64, r"has dtype float64, expected float32"),
+    "wrong dtype": (as_float64, r"float64, expected float32"),
     "num-examples 10**9": (claims_a_billion_samples, r"'num-examples' is 1e\+09, more than the 16 the node"),
     "extra record": (two_array_records, r"^expected one ArrayRecord 'arrays' and one MetricRecord"),
 }
@@ -312,7 +314,7 @@ def test_bad_evaluation_reply_is_ignored(federation, global_model, caplog):
     the others count."""
     _, initial = global_model
     nodes = NODES[:3]
-    config = run_config(federation, fraction_evaluate=1.0, min_evaluate_clients=3)
+    config = run_config(federation, fraction_evaluate=1.0, min_evaluate_clients=3, num_rounds=1)  # evaluate: after the last round
     strategy = make_strategy(RunConfig.from_run_config(config))
     grid = LocalGrid(zk0_client_app, node_configs(federation, nodes), config)
     replies = list(grid.send_and_receive(strategy.configure_evaluate(1, initial, ConfigRecord(), grid)))
@@ -351,7 +353,7 @@ def test_round_summary_counts_rejections_as_failures(federation, global_model, h
     claims_a_billion_samples(contents[ATTACKER], initial)
     strategy = make_strategy(RunConfig.from_run_config(config))
     aggregate_round(strategy, config, federation, contents, initial)
-    row = round_row(1, strategy.rounds[1], None, 0.0)
+    row = round_row(1, strategy.rounds[1], None, 0.0, started=0.0)
     assert row["rejected"] == [{"node": f"{ATTACKER}:{dataset_of(federation, ATTACKER)}",
                                 "reason": "'num-examples' is 1e+09, more than the 16 the node could have used"}]
     assert len(row["clients"]) == 4
@@ -383,7 +385,7 @@ def federate(federation, global_model, nodes: list[int], tamper: Tamper | None, 
     torch.manual_seed(0)  # the same training noise in every run
     result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=ROUNDS, timeout=60.0,
                             train_config=ConfigRecord(), evaluate_config=ConfigRecord())
-    model.load(result.arrays)
+    model.load({name: array.numpy() for name, array in result.arrays.items()})
     return model.evaluate().action_mse, strategy
 
 

@@ -15,6 +15,8 @@ from zk0.uri import DatasetURI, URIError, parse_dataset_uri
 
 LR_SCHEDULES = ("constant", "cosine")
 AGGREGATIONS = ("fedprox", "fedtrimmedavg", "fedmedian", "krum", "multikrum")
+UPDATE_CODECS = ("fp32", "bf16", "q8", "q4", "q3", "q2")
+NORMALIZATIONS = ("federated", "local")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -37,6 +39,8 @@ class RunConfig:
     lr_min: float
     proximal_mu: float
     aggregation: str
+    update_codec: str
+    normalization: str
     max_update_norm_ratio: float
     trimmed_avg_beta: float
     krum_num_malicious: int
@@ -59,6 +63,7 @@ class RunConfig:
     output_dir: str
     wandb: bool
     wandb_project: str
+    resume_from: str
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> "RunConfig":
@@ -96,6 +101,12 @@ class RunConfig:
             raise ConfigError("run-config key 'fraction-train' must be > 0: a round without training does nothing")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"run-config key 'lr-schedule' must be one of {', '.join(LR_SCHEDULES)}; got '{self.lr_schedule}'")
+        if self.update_codec not in UPDATE_CODECS:
+            raise ConfigError(f"run-config key 'update-codec' must be one of {', '.join(UPDATE_CODECS)}; got '{self.update_codec}'")
+        if self.normalization not in NORMALIZATIONS:
+            raise ConfigError(f"run-config key 'normalization' must be one of {', '.join(NORMALIZATIONS)}; got '{self.normalization}'")
+        if self.resume_from and not self.resume_from.startswith("/"):
+            raise ConfigError(f"run-config key 'resume-from' must be an absolute run directory path, got '{self.resume_from}'")
         if self.aggregation not in AGGREGATIONS:
             raise ConfigError(f"run-config key 'aggregation' must be one of {', '.join(AGGREGATIONS)}; got '{self.aggregation}'")
         if not (self.max_update_norm_ratio == 0.0 or self.max_update_norm_ratio >= 1.0):

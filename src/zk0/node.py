@@ -3,7 +3,7 @@
 
 In simulation one process serves many messages (and, under Ray, several nodes in
 turn), so the pieces are cached in memory: one policy shared by every node whose
-dataset has the same features (the frozen weights are identical and `load_global`
+dataset has the same features (the frozen weights are identical and `load_weights`
 overwrites the trainable ones on every message), and a small per-dataset cache of
 metadata, processors and open splits. In deployment a fresh process may serve each
 message; then what makes start-up cheap is on disk (the HF cache, the tiny model

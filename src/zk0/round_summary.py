@@ -14,8 +14,10 @@ def _weighted(clients: dict[int, dict], key: str) -> float | None:
     return sum(value * weight for value, weight in pairs) / total if total else None
 
 
-def round_row(server_round: int, record: RoundRecord | None, result: EvalResult | None, eval_seconds: float) -> dict:
-    record = record or RoundRecord(started=time.perf_counter())
+def round_row(server_round: int, record: RoundRecord | None, result: EvalResult | None, eval_seconds: float,
+              started: float) -> dict:
+    """`started`: when the round began (round 0: when its server evaluation began)."""
+    record = record or RoundRecord(started=started)
     row = {
         "round": server_round,
         "eval/loss": result.loss if result else None,
@@ -25,14 +27,16 @@ def round_row(server_round: int, record: RoundRecord | None, result: EvalResult 
         "train/loss": _weighted(record.clients, "train/loss"),
         "train/proximal-term": _weighted(record.clients, "train/proximal-term"),
         "train/lr": record.lr if server_round > 0 else None,
+        "received_eval/action_mse": _weighted(record.received_eval, "eval/action_mse"),
         "client_eval/action_mse": _weighted(record.client_eval, "eval/action_mse"),
         "clients": record.named(record.clients),
+        "received_eval": record.named(record.received_eval),
         "client_eval": record.named(record.client_eval),
         "failures": record.failures,
         "rejected": record.rejected,
         "bytes_down": record.named(record.bytes_down),
         "bytes_up": record.named(record.bytes_up),
-        "seconds": time.perf_counter() - record.started,
+        "seconds": time.perf_counter() - started,
     }
     return row
 

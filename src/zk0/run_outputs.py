@@ -112,16 +112,19 @@ class RunOutputs:
         import matplotlib.pyplot as plt
         from matplotlib.ticker import MaxNLocator
 
+        # (key, label, shift): row r's `received_eval` scores the global model of round r - 1.
         panels = [
-            ("held-out action MSE (dataset units)", [("eval/action_mse", "server"), ("client_eval/action_mse", "clients")]),
-            ("held-out flow-matching loss", [("eval/loss", "server")]),
-            ("train loss (weighted)", [("train/loss", "clients")]),
-            ("learning rate", [("train/lr", "server schedule")]),
+            ("held-out action MSE (dataset units)", [("eval/action_mse", "server", 0),
+                                                     ("received_eval/action_mse", "clients", -1),
+                                                     ("client_eval/action_mse", "clients, final model", 0)]),
+            ("held-out flow-matching loss", [("eval/loss", "server", 0)]),
+            ("train loss (weighted)", [("train/loss", "clients", 0)]),
+            ("learning rate", [("train/lr", "server schedule", 0)]),
         ]
         fig, axes = plt.subplots(2, 2, figsize=(10, 7))
         for ax, (title, series) in zip(axes.flat, panels):
-            for key, label in series:
-                points = [(r["round"], r[key]) for r in self.rows if r.get(key) is not None]
+            for key, label, shift in series:
+                points = [(r["round"] + shift, r[key]) for r in self.rows if r.get(key) is not None]
                 if points:
                     ax.plot(*zip(*points), marker="o", label=label)
             ax.set_title(title)

@@ -18,11 +18,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedMedian, FedProx, FedTrimmedAvg, Krum, MultiKrum
 
+from zk0 import stats, transfer
+from zk0.codec import CodecError
 from zk0.config import RunConfig
 from zk0.schedule import round_lr
 from zk0.validation import check_arrays, check_finite, check_metrics, norm_outliers, update_norm
@@ -46,17 +48,20 @@ class RoundRecord:
     bytes_up: dict[int, int] = field(default_factory=dict)
     clients: dict[int, dict] = field(default_factory=dict)
     client_eval: dict[int, dict] = field(default_factory=dict)
+    received_eval: dict[int, dict] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     rejected: list[dict[str, str]] = field(default_factory=list)
-    # Held only while the round runs: the global model sent for training, and the messages
-    # sent (their ids tell which node a reply answers for).
-    global_arrays: ArrayRecord | None = None
+    # Held only while the round runs: the broadcast sent for training (what each node now
+    # holds, the base of its update), and the messages sent (their ids tell which node a
+    # reply answers for).
+    broadcast: transfer.Broadcast | None = None
     train_sent: list[Message] = field(default_factory=list)
     eval_sent: list[Message] = field(default_factory=list)
 
-    def sent(self, messages: list[Message], payload: int) -> None:
+    def sent(self, messages: list[Message]) -> None:
         for message in messages:
             node = message.metadata.dst_node_id
+            payload = sum(record.count_bytes() for record in message.content.array_records.values())
             self.bytes_down[node] = self.bytes_down.get(node, 0) + payload
 
     def named(self, per_node: dict[int, object]) -> dict[str, object]:
@@ -98,6 +103,12 @@ class ZK0Strategy:
         )
         self.config = config
         self.rounds: dict[int, RoundRecord] = {}
+        # Flower counts rounds from 1 on every start; a resumed run continues after `round_offset`.
+        self.round_offset = 0
+        self.federation_stats: dict | None = None
+        # The last broadcast, and the broadcast round each node holds (the base of a delta download).
+        self.broadcast: transfer.Broadcast | None = None
+        self.holds: dict[int, int] = {}
         # node id -> dataset uri its last accepted reply named: failures are filed under it.
         self.datasets: dict[int, str] = {}
 
@@ -139,6 +150,7 @@ class ZK0Strategy:
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        server_round += self.round_offset
         record = self.rounds.setdefault(server_round, RoundRecord())
         record.lr = round_lr(
             server_round,
@@ -158,27 +170,91 @@ class ZK0Strategy:
         config["lr"] = record.lr
         # Clients add FedProx's proximal term whatever the server aggregates with; proximal-mu = 0 turns it off.
         config["proximal-mu"] = self.config.proximal_mu
-        messages = list(super().configure_train(server_round, arrays, config, grid))
-        record.global_arrays = arrays
+        broadcast = transfer.make_broadcast(
+            {name: array.numpy() for name, array in arrays.items()}, self.broadcast, self.config.update_codec, server_round
+        )
+        config["broadcast-round"] = server_round
+        sampled = super().configure_train(server_round, ArrayRecord(), config, grid)
+        messages = [self._train_message(message.metadata.dst_node_id, broadcast, config) for message in sampled]
+        self.broadcast = record.broadcast = broadcast
         record.train_sent = messages
-        record.sent(messages, arrays.count_bytes())
+        record.sent(messages)
         return messages
 
-    def _screen(self, content: RecordDict, expected: dict) -> tuple[str | None, float | None]:
-        """Why this reply may not enter the aggregate (None if it may), and its update norm."""
+    def _train_message(self, node: int, broadcast: transfer.Broadcast, config: ConfigRecord) -> Message:
+        """One node's train message: the broadcast whole, or as a delta if the node holds the previous one."""
+        arrays, base = transfer.download(broadcast, self.holds.get(node))
+        node_config = ConfigRecord(dict(config))
+        node_config["reference-round"] = -1 if base is None else base
+        content = RecordDict({
+            self.arrayrecord_key: ArrayRecord({name: Array(value) for name, value in arrays.items()}),
+            self.configrecord_key: node_config,
+        })
+        if self.federation_stats:
+            content["stats"] = stats.to_record(self.federation_stats)
+        return Message(content=content, dst_node_id=node, message_type=MessageType.TRAIN)
+
+    def collect_statistics(self, grid: Grid) -> dict:
+        """Before round 1: every connected node's normalization statistics, pooled (zk0.stats)."""
+        needed = max(self.min_available_nodes, self.min_train_nodes)
+        if not self._wait_for_nodes(grid, needed):
+            raise FederationError(
+                f"only {len(list(grid.get_node_ids()))} of the {needed} required clients connected within "
+                f"{self.config.node_wait_timeout:.0f}s (run-config node-wait-timeout); start more clients or lower "
+                f"min-available-clients"
+            )
+        messages = [Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY) for node in grid.get_node_ids()]
+        addressees = _addressees(messages)
+        reports, problems = [], []
+        for reply in grid.send_and_receive(messages, timeout=self.config.round_timeout):
+            node = addressees.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+            if reply.has_error():
+                problems.append(f"{self._label(node)}: {reply.error.reason}")
+                continue
+            try:
+                reports.append(stats.from_record(reply.content["stats"]))
+            except (KeyError, ValueError) as err:
+                problems.append(f"{self._label(node, reply)}: unusable statistics ({err})")
+        for problem in problems:
+            log(WARNING, "Normalization statistics: node %s", problem)
+        if len(reports) < self.config.min_train_clients:
+            raise FederationError(
+                f"only {len(reports)} node(s) reported normalization statistics, min-train-clients is "
+                f"{self.config.min_train_clients}: {'; '.join(problems)[:600] or 'no replies'}"
+            )
+        try:
+            pooled = stats.pool(reports)
+        except ValueError as err:
+            raise FederationError(f"cannot pool the nodes' normalization statistics: {err}") from None
+        frames = int(next(iter(pooled.values()))["count"].sum()) if pooled else 0
+        log(INFO, "Normalization: pooled statistics of %d node(s), %d frames (%s)", len(reports), frames, ", ".join(pooled))
+        return pooled
+
+    def _screen(self, content: RecordDict, expected: dict) -> tuple[str | None, float | None, dict | None]:
+        """Why this reply may not enter the aggregate (None if it may), its update norm, and its
+        weights decoded to fp32 (zk0.transfer: a delta is added to the broadcast the node received)."""
         arrays, metrics = content.array_records, content.metric_records
         if list(arrays) != [self.arrayrecord_key] or len(metrics) != 1:
             return (f"expected one ArrayRecord '{self.arrayrecord_key}' and one MetricRecord, "
-                    f"got ArrayRecords {sorted(arrays)} and MetricRecords {sorted(metrics)}"), None
+                    f"got ArrayRecords {sorted(arrays)} and MetricRecords {sorted(metrics)}"), None, None
         reason = check_metrics(next(iter(metrics.values())), self.max_train_examples, self.weighted_by_key)
         if reason:
-            return reason, None
+            return reason, None, None
         try:
-            update = {name: array.numpy() for name, array in arrays[self.arrayrecord_key].items()}
+            encoded = {name: array.numpy() for name, array in arrays[self.arrayrecord_key].items()}
         except Exception as err:  # any undecodable payload is the node's fault, not the server's
-            return f"tensors could not be decoded ({type(err).__name__})", None
-        reason = check_arrays(update, expected) or check_finite(update)
-        return (reason, None) if reason else (None, update_norm(update, expected))
+            return f"tensors could not be decoded ({type(err).__name__})", None, None
+        if transfer.is_delta(encoded) != (self.config.update_codec not in transfer.FULL_CODECS):
+            return f"update not encoded with the run's update-codec '{self.config.update_codec}'", None, None
+        try:
+            values = transfer.decode(encoded)
+        except CodecError as err:
+            return f"tensors could not be decoded ({err})", None, None
+        reason = check_arrays(values, expected) or check_finite(values)
+        if reason:
+            return reason, None, None
+        update = {name: expected[name] + values[name] for name in expected} if transfer.is_delta(encoded) else values
+        return None, update_norm(update, expected), update
 
     def _reject(self, server_round: int, record: RoundRecord, node: int, reply: Message, reason: str) -> None:
         label = self._label(node, reply)
@@ -193,28 +269,32 @@ class ZK0Strategy:
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        server_round += self.round_offset
         replies = list(replies)
         record = self.rounds.setdefault(server_round, RoundRecord())
-        if record.global_arrays is None:
+        if record.broadcast is None:
             raise RuntimeError(f"round {server_round}: aggregate_train called before configure_train")
-        expected = {name: array.numpy() for name, array in record.global_arrays.items()}
+        expected = record.broadcast.weights
         addressees = _addressees(record.train_sent)
         answered: set[int] = set()
         passed: dict[int, Message] = {}
         norms: dict[int, float] = {}
+        decoded: dict[int, dict] = {}
         for reply in replies:
             node = addressees.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
             answered.add(node)
             if reply.has_error():
                 self._fail(server_round, record, node, reply.error.reason)
+                self.holds.pop(node, None)  # unknown whether it kept this round's broadcast
                 continue
+            self.holds[node] = record.broadcast.round
             record.names[node] = self._label(node, reply)
             record.bytes_up[node] = sum(arrays.count_bytes() for arrays in reply.content.array_records.values())
-            reason, norm = self._screen(reply.content, expected)
+            reason, norm, weights = self._screen(reply.content, expected)
             if reason:
                 self._reject(server_round, record, node, reply, reason)
                 continue
-            passed[node], norms[node] = reply, norm
+            passed[node], norms[node], decoded[node] = reply, norm, weights
         for node, reason in norm_outliers(norms, self.config.max_update_norm_ratio).items():
             self._reject(server_round, record, node, passed.pop(node), reason)
         for node in addressees.values():
@@ -225,38 +305,56 @@ class ZK0Strategy:
             if dataset:
                 self.datasets[node] = dataset
             record.names[node] = self._label(node, reply)
-            record.clients[node] = dict(next(iter(reply.content.metric_records.values())))
-        record.global_arrays, record.train_sent = None, []
+            metrics = dict(next(iter(reply.content.metric_records.values())))
+            record.clients[node] = {k: v for k, v in metrics.items() if not k.startswith("received/")}
+            if "received/eval-action-mse" in metrics:
+                record.received_eval[node] = {
+                    "num-examples": metrics["received/eval-examples"],
+                    "eval/loss": metrics["received/eval-loss"],
+                    "eval/action_mse": metrics["received/eval-action-mse"],
+                }
+        record.broadcast, record.train_sent = None, []
         if len(passed) < self.config.min_train_clients:
             problems = record.failures + [f"{r['node']}: {r['reason']}" for r in record.rejected]
             raise FederationError(
                 f"round {server_round}: only {len(passed)} usable training result(s), min-train-clients is "
                 f"{self.config.min_train_clients}; failed: {'; '.join(problems)[:600] or 'no replies'}"
             )
-        accepted = list(passed.values())
-        for reply in accepted:
-            # Same tensor order in every reply: Krum compares the flattened concatenations.
-            update = reply.content[self.arrayrecord_key]
-            if list(update) != list(expected):
-                reply.content[self.arrayrecord_key] = ArrayRecord({name: update[name] for name in expected})
+        # Flower aggregates fp32 weights in the global model's tensor order (Krum compares the
+        # flattened concatenations), in a fixed node order (float sums depend on it: same run,
+        # same result).
+        accepted = []
+        for node in sorted(passed, key=lambda n: (record.names[n], n)):
+            reply = passed[node]
+            reply.content[self.arrayrecord_key] = ArrayRecord({name: Array(decoded[node][name]) for name in expected})
+            accepted.append(reply)
         _keep_common_metrics(accepted)
         return super().aggregate_train(server_round, accepted)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        if self.fraction_evaluate == 0.0:
+        """Only after the last round: every round's train message already scores the global
+        model it brings on the node's held-out episodes (`received_eval`)."""
+        server_round += self.round_offset
+        if self.fraction_evaluate == 0.0 or server_round != self.config.num_rounds:
             return []
         if not self._wait_for_nodes(grid, max(self.min_available_nodes, self.min_evaluate_nodes)):
-            log(WARNING, "Round %d: too few clients connected for client-side evaluation; skipping it", server_round)
+            log(WARNING, "Round %d: too few clients connected for the final client-side evaluation; skipping it", server_round)
             return []
-        messages = list(super().configure_evaluate(server_round, arrays, config, grid))
+        codec = "fp32" if self.config.update_codec == "fp32" else "bf16"
+        weights = transfer.encode({name: array.numpy() for name, array in arrays.items()}, codec)
+        final = ArrayRecord({name: Array(value) for name, value in weights.items()})
+        messages = list(super().configure_evaluate(server_round, final, config, grid))
+        if messages and self.federation_stats:  # Flower's messages share one RecordDict
+            messages[0].content["stats"] = stats.to_record(self.federation_stats)
         record = self.rounds.setdefault(server_round, RoundRecord())
         record.eval_sent = messages
-        record.sent(messages, arrays.count_bytes())
+        record.sent(messages)
         return messages
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        server_round += self.round_offset
         record = self.rounds.setdefault(server_round, RoundRecord())
         addressees = _addressees(record.eval_sent)
         max_examples = self.config.batch_size * self.config.eval_batches
