@@ -1142,6 +1142,13 @@ cmd_stop() {
   server_stop
 }
 
+# FFmpeg's shared libraries, which torchcodec loads to decode LeRobot's videos, looked up by
+# Python's ctypes: it reads the loader's cache through /sbin/ldconfig by absolute path, so
+# this works for users whose PATH lacks /sbin (where a bare `ldconfig` is not found).
+has_ffmpeg_libs() {
+  "$1" -c 'import ctypes.util as u, sys; sys.exit(not all(map(u.find_library, ("avutil", "avcodec", "avformat", "avdevice", "avfilter", "swscale", "swresample"))))' >/dev/null 2>&1
+}
+
 cmd_doctor() {
   [[ ${1:-} == -h || ${1:-} == --help ]] && {
     echo "Usage: $PROG doctor    (check this machine for running zk0; prints a fix for each problem)"
@@ -1180,11 +1187,12 @@ PY
   else
     bad "no python environment at $VENV" "$ROOT/scripts/setup-env.sh  (or rerun the installer)"
   fi
-  if ldconfig -p 2>/dev/null | grep -q 'libavcodec\.so'; then
+  if has_ffmpeg_libs "$(command -v python3 || echo "$VENV/bin/python")"; then
     ok "FFmpeg libraries (video decoding)"
   else
     bad "FFmpeg libraries missing (LeRobot videos cannot be decoded)" "sudo apt-get install -y ffmpeg"
   fi
+  if [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null; then ok "nginx (the server's public port)"; else bad "nginx missing (needed to run a server)" "sudo apt-get install -y nginx"; fi
   if command -v tmux >/dev/null; then ok "tmux $(tmux -V | cut -d' ' -f2)"; else bad "tmux missing" "sudo apt-get install -y tmux"; fi
   if command -v openssl >/dev/null; then ok "openssl"; else bad "openssl missing (certificates)" "sudo apt-get install -y openssl"; fi
   if command -v ssh-keygen >/dev/null; then ok "ssh-keygen"; else bad "ssh-keygen missing (node keys)" "sudo apt-get install -y openssh-client"; fi

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from unprivileged import USER_PATH, as_nobody, nobody_dir  # noqa: F401 - nobody_dir is a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 ZK0BOT = ROOT / "zk0bot.sh"
@@ -406,3 +407,31 @@ def test_messages_name_the_installed_command(bot: Zk0bot):
                  ("run", "--rounds", "2")]:
         result = bot(*args)
         assert "zk0bot.sh" not in result.stdout + result.stderr, args
+
+
+def test_an_ordinary_user_runs_doctor_and_a_server(nobody_dir: Path):
+    """uid 65534 with a plain PATH (no /sbin): doctor finds FFmpeg and nginx, and the server
+    (SuperLink, SuperExec, nginx proxy) starts, answers and stops under that user's own ZK0_HOME."""
+    port = free_port()
+    env = {"PATH": USER_PATH, "HOME": str(nobody_dir), "ZK0_HOME": str(nobody_dir / "zk0home"),
+           "ZK0_VENV": str(ROOT / ".venv"), "ZK0_SERVER_HOST": "127.0.0.1", "ZK0_SERVER_PORT": str(port),
+           "ZK0_START_TIMEOUT": "60", "LANG": "C.UTF-8"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*as_nobody(), str(ZK0BOT), *args], env=env, capture_output=True, text=True,
+                              timeout=180, cwd=nobody_dir)
+
+    doctor = run("doctor")
+    assert "ok    FFmpeg libraries" in doctor.stdout, doctor.stdout
+    assert "ok    nginx" in doctor.stdout, doctor.stdout
+    usable = subprocess.run([*as_nobody(), "test", "-x", str(ROOT / ".venv" / "bin" / "python")]).returncode == 0
+    if not usable:  # e.g. a venv built on an interpreter under /root (pyenv): only root can run it
+        pytest.skip("this checkout's .venv interpreter is not executable by uid 65534")
+    try:
+        started = run("server", "start")
+        assert started.returncode == 0, started.stderr + started.stdout
+        status = run("server", "status")
+        assert "healthy" in status.stdout and "zk0-proxy: running" in status.stdout, status.stdout + status.stderr
+    finally:
+        stopped = run("stop")
+    assert stopped.returncode == 0, stopped.stderr
