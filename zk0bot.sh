@@ -306,6 +306,8 @@ http {
   map \$status \$zk0_refused { ~^[23] 0; default 1; }
   log_format zk0 '\$time_iso8601 \$remote_addr "\$request" \$status';
   access_log $SERVER_DIR/proxy.log zk0 if=\$zk0_refused;
+  # What crossed the public port, per request (bytes received and sent): the federation's traffic.
+  log_format zk0_bytes '\$time_iso8601 \$remote_addr \$uri \$status \$request_length \$bytes_sent';
   client_max_body_size 0;
   proxy_request_buffering off;
   proxy_buffering off;
@@ -315,6 +317,7 @@ http {
     $listen
     $tls_lines
     location /v1/fleet/ {
+      access_log $SERVER_DIR/fleet-traffic.log zk0_bytes;
       proxy_pass $upstream;
       proxy_http_version 1.1;
       proxy_set_header Connection "";

@@ -11,6 +11,8 @@ round scores the final global model. Frames, frozen weights and the dataset neve
 
 from __future__ import annotations
 
+import time
+
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -47,8 +49,10 @@ def _receive_global(session: NodeSession, msg: Message, context: Context) -> dic
 
 
 def _evaluate(session: NodeSession) -> MetricRecord:
+    started = time.perf_counter()
     result = evaluate_policy(session.policy, session.preprocessor, session.postprocessor, session.heldout_batches())
-    return MetricRecord({"num-examples": result.samples, "eval/loss": result.loss, "eval/action_mse": result.action_mse})
+    return MetricRecord({"num-examples": result.samples, "eval/loss": result.loss, "eval/action_mse": result.action_mse,
+                         "eval/seconds": time.perf_counter() - started})
 
 
 @app.query()
@@ -95,7 +99,8 @@ def train(msg: Message, context: Context) -> Message:
     }
     if held_out is not None:
         metrics.update({"received/eval-examples": held_out["num-examples"], "received/eval-loss": held_out["eval/loss"],
-                        "received/eval-action-mse": held_out["eval/action_mse"]})
+                        "received/eval-action-mse": held_out["eval/action_mse"],
+                        "received/eval-seconds": held_out["eval/seconds"]})
     content = RecordDict({
         "arrays": ArrayRecord({name: Array(value) for name, value in upload.items()}),
         "metrics": MetricRecord(metrics),

@@ -34,6 +34,7 @@ def round_row(server_round: int, record: RoundRecord | None, result: EvalResult 
         "client_eval": record.named(record.client_eval),
         "failures": record.failures,
         "rejected": record.rejected,
+        "aggregate/seconds": record.aggregate_seconds,
         "bytes_down": record.named(record.bytes_down),
         "bytes_up": record.named(record.bytes_up),
         "seconds": time.perf_counter() - started,

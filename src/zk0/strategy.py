@@ -51,6 +51,7 @@ class RoundRecord:
     received_eval: dict[int, dict] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     rejected: list[dict[str, str]] = field(default_factory=list)
+    aggregate_seconds: float | None = None  # decoding, checks and aggregation of the updates
     # Held only while the round runs: the broadcast sent for training (what each node now
     # holds, the base of its update), and the messages sent (their ids tell which node a
     # reply answers for).
@@ -270,6 +271,7 @@ class ZK0Strategy:
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         server_round += self.round_offset
+        started = time.perf_counter()
         replies = list(replies)
         record = self.rounds.setdefault(server_round, RoundRecord())
         if record.broadcast is None:
@@ -312,6 +314,7 @@ class ZK0Strategy:
                     "num-examples": metrics["received/eval-examples"],
                     "eval/loss": metrics["received/eval-loss"],
                     "eval/action_mse": metrics["received/eval-action-mse"],
+                    "eval/seconds": metrics.get("received/eval-seconds"),
                 }
         record.broadcast, record.train_sent = None, []
         if len(passed) < self.config.min_train_clients:
@@ -329,7 +332,9 @@ class ZK0Strategy:
             reply.content[self.arrayrecord_key] = ArrayRecord({name: Array(decoded[node][name]) for name in expected})
             accepted.append(reply)
         _keep_common_metrics(accepted)
-        return super().aggregate_train(server_round, accepted)
+        result = super().aggregate_train(server_round, accepted)
+        record.aggregate_seconds = time.perf_counter() - started
+        return result
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
