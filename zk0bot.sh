@@ -439,9 +439,13 @@ server_start() {
   if session_running "$SERVER_SESSION"; then
     link_port=$(server_setting link_port)
   else
-    port_free "$host" "$port" || session_running "$PROXY_SESSION" \
-      || die "port $port on $host is in use; stop what uses it or choose another with --port"
-    link_port=$(free_local_port)
+    # A SuperLink that died takes its runs with it: its SuperExec and proxy start afresh too.
+    stop_session "$SUPEREXEC_SESSION"
+    stop_session "$PROXY_SESSION"
+    port_free "$host" "$port" || die "port $port on $host is in use; stop what uses it or choose another with --port"
+    link_port=""
+    [[ -f $SERVER_DIR/server.env ]] && link_port=$(server_setting link_port)
+    [[ -n $link_port ]] && port_free 127.0.0.1 "$link_port" || link_port=$(free_local_port)
   fi
   if [[ $mode == insecure ]]; then
     warn "--insecure: no TLS and no node authentication. Anyone who reaches port $port can join the federation. Use only for local experiments."
