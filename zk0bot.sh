@@ -660,13 +660,18 @@ usage_client() {
 Usage: zk0bot client <command> [options]
 
 Commands:
-  start <dataset-uri> [--server HOST:PORT] [--ca-cert FILE] [--port P] [--insecure]
+  start <dataset-uri> [--server HOST:PORT] [--ca-cert FILE] [--port P] [--threads N]
+        [--rename-map JSON] [--insecure]
           Start a SuperNode that trains on this node's dataset, in tmux session
           zk0-supernode-<id>. <dataset-uri> is hf:owner/name, owner/name or
           local:/absolute/path. The first start creates the node's key pair and prints
           the public key to send to the server admin. --server defaults to
           $ZK0_SERVER (127.0.0.1:9092); --ca-cert to $ZK0_CA_CERT, else the local
-          server's CA, else $ZK0_HOME/ca.crt.
+          server's CA, else $ZK0_HOME/ca.crt. Messages are served by one warm
+          executor process (session zk0-executor-<id>). --threads: torch threads
+          (default: the cores shared among this machine's clients). --rename-map:
+          map this dataset's camera names onto the federation's, LeRobot style:
+          '{"observation.images.top": "observation.images.front"}'.
   stop [<dataset-uri>]     Stop one client (or all of them).
   status                   Every client on this machine: session, PID, port, dataset.
   logs [<dataset-uri>] [-f]
@@ -729,7 +734,7 @@ default_ca_cert() {
 }
 
 client_start() {
-  local uri="" server="${ZK0_SERVER:-127.0.0.1:$DEFAULT_SERVER_PORT}" ca port="" insecure=0 threads=""
+  local uri="" server="${ZK0_SERVER:-127.0.0.1:$DEFAULT_SERVER_PORT}" ca port="" insecure=0 threads="" rename=""
   ca=$(default_ca_cert)
   while [[ $# -gt 0 ]]; do
     case $1 in
@@ -737,6 +742,7 @@ client_start() {
       --ca-cert) opt_value "$@"; ca=$2; shift ;;
       --port) opt_value "$@"; port=$2; shift ;;
       --threads) opt_value "$@"; threads=$2; shift ;;
+      --rename-map) opt_value "$@"; rename=$2; shift ;;
       --insecure) insecure=1 ;;
       -*) die "unknown option '$1' for 'client start' (see: $PROG client --help)" ;;
       *) [[ -z $uri ]] || die "client start takes one dataset URI, got '$uri' and '$1'"; uri=$1 ;;
@@ -749,6 +755,12 @@ client_start() {
   [[ -z $port ]] || check_port "$port"
   [[ -z $threads || $threads =~ ^[1-9][0-9]*$ ]] || die "--threads must be a positive integer, got '$threads'"
   check_uri "$uri"
+  if [[ -n $rename ]]; then
+    local err
+    [[ $rename != *"'"* ]] || die "--rename-map must not contain single quotes; write it as '{\"observation.images.top\": \"observation.images.front\"}'"
+    err=$("$(python_bin)" -c 'import sys; from zk0.cameras import parse_rename_map; parse_rename_map(sys.argv[1])' "$rename" 2>&1) \
+      || die "--rename-map: $(tail -n1 <<<"$err" | sed 's/^zk0.cameras.CameraError: //')"
+  fi
   if [[ $insecure -eq 0 ]]; then
     [[ -f $ca ]] || die "CA certificate '$ca' not found; get ca.crt from the server admin and pass --ca-cert FILE (or set ZK0_CA_CERT)"
   fi
@@ -779,8 +791,10 @@ client_start() {
   # from taking them.
   local secret="$dir/superexec.secret"
   [[ -s $secret ]] || "$(python_bin)" -c 'import secrets, sys; open(sys.argv[1], "w").write(secrets.token_hex(32))' "$secret"
+  local node_config="dataset-uri='$uri' threads=$threads"
+  [[ -z $rename ]] || node_config+=" rename-map='$rename'"
   local args=(--superlink "$server" --port "$port" --isolation process --superexec-auth-secret-file "$secret"
-    --node-config "dataset-uri='$uri' threads=$threads")
+    --node-config "$node_config")
   if [[ $insecure -eq 1 ]]; then
     warn "--insecure: the connection to $server is not encrypted and this node is not authenticated. Use only for local experiments."
     args+=(--insecure)

@@ -65,8 +65,10 @@ def query(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     session = node_session(context)
-    received = _receive_global(session, msg, context)
     config = msg.content["config"]
+    if config.get("cameras"):
+        session.check_cameras(str(config["cameras"]).split(","))
+    received = _receive_global(session, msg, context)
     server_round = int(config["server-round"])
     # The global model as it arrived, scored on this node's held-out episodes: the
     # client-side metric of the previous round's aggregate, without a second message.

@@ -91,15 +91,13 @@ def delta_timestamps(policy_config, fps: int) -> dict[str, list[float]]:
     return deltas
 
 
-def open_split(data: NodeData, episodes: list[int], policy_config) -> "LeRobotDataset":
+def open_split(data: NodeData, episodes: list[int], policy_config, rename_map: dict | None = None) -> "LeRobotDataset":
+    """The episodes as a LeRobotDataset; `rename_map` (zk0.cameras): the policy's camera names -> the dataset's."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    return LeRobotDataset(
-        data.uri.repo_id,
-        root=data.uri.root,
-        episodes=episodes,
-        delta_timestamps=delta_timestamps(policy_config, data.meta.fps),
-    )
+    original = {new: old for old, new in (rename_map or {}).items()}
+    deltas = {original.get(key, key): offsets for key, offsets in delta_timestamps(policy_config, data.meta.fps).items()}
+    return LeRobotDataset(data.uri.repo_id, root=data.uri.root, episodes=episodes, delta_timestamps=deltas)
 
 
 def infinite_batches(dataset, batch_size: int, num_workers: int, seed: int) -> Iterator[dict]:

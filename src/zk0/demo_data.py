@@ -41,13 +41,13 @@ class DemoSpec:
     frames_per_episode: int = 45
 
 
-def features() -> dict:
+def features(cameras: tuple[str, ...] = CAMERAS) -> dict:
     joint_feature = {"dtype": "float32", "shape": (len(JOINTS),), "names": list(JOINTS)}
     camera = {"dtype": "video", "shape": IMAGE_SHAPE, "names": ["height", "width", "channels"]}
     return {
         "observation.state": joint_feature,
         "action": dict(joint_feature),
-        **{key: dict(camera) for key in CAMERAS},
+        **{key: dict(camera) for key in cameras},
     }
 
 
@@ -86,14 +86,15 @@ def rollout(task_index: int, frames: int, rng: np.random.Generator) -> tuple[np.
     return np.stack(states), np.stack(actions)
 
 
-def write_dataset(root: Path, repo_id: str, task_indices: list[int], spec: DemoSpec, seed: int) -> Path:
+def write_dataset(root: Path, repo_id: str, task_indices: list[int], spec: DemoSpec, seed: int,
+                  cameras: tuple[str, ...] = CAMERAS) -> Path:
     """Write one dataset; episode i uses task `task_indices[i % len(task_indices)]`."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     if root.exists():
         shutil.rmtree(root)
     dataset = LeRobotDataset.create(
-        repo_id=repo_id, fps=FPS, features=features(), root=root, robot_type="so100_follower", use_videos=True
+        repo_id=repo_id, fps=FPS, features=features(cameras), root=root, robot_type="so100_follower", use_videos=True
     )
     rng = np.random.default_rng(seed)
     for episode in range(spec.episodes):
@@ -101,7 +102,7 @@ def write_dataset(root: Path, repo_id: str, task_indices: list[int], spec: DemoS
         states, actions = rollout(task_index, spec.frames_per_episode, rng)
         for state, action in zip(states, actions):
             frame = {"observation.state": state, "action": action, "task": TASKS[task_index]}
-            for c, key in enumerate(CAMERAS):
+            for c, key in enumerate(cameras):
                 frame[key] = render(state, task_index, c)
             dataset.add_frame(frame)
         dataset.save_episode()

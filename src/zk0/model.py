@@ -155,8 +155,11 @@ def ensure_tiny_policy(root: Path) -> Path:
     return ensure_preset_policy(TINY, root)
 
 
-def load_policy(model: str, dataset_meta, device: str):
-    """SmolVLA from `model`, its input/output features taken from the dataset (as `lerobot-train` does)."""
+def load_policy(model: str, dataset_meta, device: str, rename_map: dict[str, str] | None = None):
+    """SmolVLA from `model`, its input/output features taken from the dataset (as `lerobot-train` does),
+    cameras renamed by `rename_map` (zk0.cameras)."""
+    from zk0.cameras import renamed
+
     from lerobot.configs.policies import PreTrainedConfig
     from lerobot.datasets.utils import dataset_to_policy_features
     from lerobot.configs.types import FeatureType
@@ -170,7 +173,7 @@ def load_policy(model: str, dataset_meta, device: str):
         raise ModelError(f"model '{model}': cannot load its config ({type(err).__name__}: {reason})") from None
     if config.type != "smolvla":
         raise ModelError(f"model '{model}' is a '{config.type}' policy; zk0 trains SmolVLA")
-    features = dataset_to_policy_features(dataset_meta.features)
+    features = dataset_to_policy_features(renamed(dataset_meta.features, rename_map or {}))
     config.output_features = {k: f for k, f in features.items() if f.type is FeatureType.ACTION}
     config.input_features = {k: f for k, f in features.items() if k not in config.output_features}
     config.device = device

@@ -22,6 +22,8 @@ from flwr.app import ConfigRecord, Context
 from zk0.config import RunConfig
 from zk0.data import NodeData, fixed_batches, infinite_batches, open_node_data, open_split
 from zk0.model import get_trainable, load_policy, make_processors, resolve_device, set_trainable
+from zk0.cameras import CameraError, RenamedDataset, cameras, parse_rename_map, renamed
+from zk0.cameras import check as check_cameras
 from zk0.stats import fingerprint, node_stats, with_stats
 from zk0.uri import DatasetURI, parse_dataset_uri
 
@@ -60,11 +62,19 @@ class NodeSession:
     def __post_init__(self) -> None:
         self.use_federation_stats(None)
 
+    @property
+    def dataset_stats(self) -> dict:
+        return renamed(self.data.stats, self.cached.rename_map)
+
+    @property
+    def cameras(self) -> list[str]:
+        return cameras(self.policy.config.input_features)
+
     def use_federation_stats(self, federation: dict | None) -> None:
         """Normalize with the federation's pooled statistics (None: this dataset's own)."""
         key = fingerprint(federation) if federation else "local"
         if key not in self.cached.processors:
-            stats = with_stats(self.data.stats, federation) if federation else self.data.stats
+            stats = with_stats(self.dataset_stats, federation) if federation else self.dataset_stats
             self.cached.processors[key] = make_processors(self.policy, stats)
         self.preprocessor, self.postprocessor = self.cached.processors[key]
 
@@ -76,10 +86,15 @@ class NodeSession:
 
     def statistics(self) -> dict:
         """What this node contributes to the federation's normalization (zk0.stats)."""
-        return node_stats(self.data.stats, self.policy.config)
+        return node_stats(self.dataset_stats, self.policy.config)
 
     def identity(self) -> ConfigRecord:
-        return ConfigRecord({"dataset-uri": str(self.data.uri)})
+        return ConfigRecord({"dataset-uri": str(self.data.uri), "cameras": ",".join(self.cameras)})
+
+    def check_cameras(self, federation_cameras: list[str]) -> None:
+        reason = check_cameras(self.cameras, federation_cameras)
+        if reason:
+            raise CameraError(f"dataset {self.data.uri}: {reason}")
 
     @property
     def has_heldout(self) -> bool:
@@ -89,7 +104,8 @@ class NodeSession:
         splits = self.cached.splits
         if name not in splits:
             episodes = self.data.train_episodes if name == "train" else self.data.heldout_episodes
-            splits[name] = open_split(self.data, episodes, self.policy.config)
+            split = open_split(self.data, episodes, self.policy.config, self.cached.rename_map)
+            splits[name] = RenamedDataset(split, self.cached.rename_map) if self.cached.rename_map else split
         return splits[name]
 
     def train_batches(self, seed: int):
@@ -102,6 +118,7 @@ class NodeSession:
 @dataclass
 class _CachedNode:
     data: NodeData
+    rename_map: dict = field(default_factory=dict)  # node-config rename-map (zk0.cameras)
     processors: dict = field(default_factory=dict)  # stats fingerprint -> (preprocessor, postprocessor)
     splits: dict = field(default_factory=dict)
 
@@ -111,8 +128,9 @@ def node_session(context: Context) -> NodeSession:
     started = time.perf_counter()
     _apply_threads(context.node_config)
     config = RunConfig.from_run_config(context.run_config)
-    node = _cached_node(config, node_dataset(config, dict(context.node_config)))
-    policy = _shared_policy(config, node.data.meta)
+    rename_json = str(context.node_config.get("rename-map", ""))
+    node = _cached_node(config, node_dataset(config, dict(context.node_config)), rename_json)
+    policy = _shared_policy(config, node.data.meta, node.rename_map)
     session = NodeSession(config, node.data, policy, node, startup_seconds=0.0)
     session.startup_seconds = time.perf_counter() - started
     return session
@@ -130,19 +148,19 @@ def _apply_threads(node_config) -> None:
 
 
 @lru_cache(maxsize=MAX_CACHED_NODES)
-def _cached_node(config: RunConfig, uri: DatasetURI) -> _CachedNode:
-    return _CachedNode(open_node_data(uri, config.action_dim, config.heldout_episodes))
+def _cached_node(config: RunConfig, uri: DatasetURI, rename_json: str) -> _CachedNode:
+    return _CachedNode(open_node_data(uri, config.action_dim, config.heldout_episodes), parse_rename_map(rename_json))
 
 
 _policy: dict[tuple, object] = {}
 
 
-def _shared_policy(config: RunConfig, meta):
-    """One policy per process, rebuilt only when the model, device or dataset features change."""
+def _shared_policy(config: RunConfig, meta, rename_map: dict[str, str]):
+    """One policy per process, rebuilt only when the model, device or (renamed) dataset features change."""
     device = resolve_device(config.device)
-    features = tuple(sorted((key, tuple(spec["shape"])) for key, spec in meta.features.items()))
+    features = tuple(sorted((key, tuple(spec["shape"])) for key, spec in renamed(meta.features, rename_map).items()))
     key = (config.model, device, features)
     if key not in _policy:
         _policy.clear()
-        _policy[key] = load_policy(config.model, meta, device)
+        _policy[key] = load_policy(config.model, meta, device, rename_map)
     return _policy[key]

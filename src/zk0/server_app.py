@@ -14,6 +14,7 @@ from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
 from zk0 import run_state
+from zk0.cameras import cameras
 from zk0.config import ConfigError, RunConfig
 from zk0.data import DatasetError
 from zk0.global_model import GlobalModel
@@ -62,6 +63,7 @@ def federate(grid: Grid, context: Context) -> None:
     log(INFO, "zk0 run directory: %s", outputs.run_dir)
     log(INFO, "Model %s: %d parameters, %d trainable (codec %s)", config.model, total, trainable, config.update_codec)
     strategy = make_strategy(config)
+    strategy.cameras = cameras(model.policy.config.input_features)
     done = 0
     if resumed:
         done = resumed.round

@@ -24,6 +24,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedMedian, FedProx, FedTrimmedAvg, Krum, MultiKrum
 
 from zk0 import stats, transfer
+from zk0.cameras import check as check_cameras
 from zk0.codec import CodecError
 from zk0.config import RunConfig
 from zk0.schedule import round_lr
@@ -107,6 +108,7 @@ class ZK0Strategy:
         # Flower counts rounds from 1 on every start; a resumed run continues after `round_offset`.
         self.round_offset = 0
         self.federation_stats: dict | None = None
+        self.cameras: list[str] = []  # the federation's camera features (the server's policy's)
         # The last broadcast, and the broadcast round each node holds (the base of a delta download).
         self.broadcast: transfer.Broadcast | None = None
         self.holds: dict[int, int] = {}
@@ -175,6 +177,7 @@ class ZK0Strategy:
             {name: array.numpy() for name, array in arrays.items()}, self.broadcast, self.config.update_codec, server_round
         )
         config["broadcast-round"] = server_round
+        config["cameras"] = ",".join(self.cameras)
         sampled = super().configure_train(server_round, ArrayRecord(), config, grid)
         messages = [self._train_message(message.metadata.dst_node_id, broadcast, config) for message in sampled]
         self.broadcast = record.broadcast = broadcast
@@ -212,12 +215,18 @@ class ZK0Strategy:
             if reply.has_error():
                 problems.append(f"{self._label(node)}: {reply.error.reason}")
                 continue
+            identity = reply.content.config_records.get("node")
+            reason = check_cameras(str(identity["cameras"]).split(",") if identity and identity.get("cameras") else [],
+                                   self.cameras) if self.cameras else None
+            if reason:
+                problems.append(f"{self._label(node, reply)}: refused: {reason}")
+                continue
             try:
                 reports.append(stats.from_record(reply.content["stats"]))
             except (KeyError, ValueError) as err:
                 problems.append(f"{self._label(node, reply)}: unusable statistics ({err})")
         for problem in problems:
-            log(WARNING, "Normalization statistics: node %s", problem)
+            log(WARNING, "Round 0: node %s", problem)
         if len(reports) < self.config.min_train_clients:
             raise FederationError(
                 f"only {len(reports)} node(s) reported normalization statistics, min-train-clients is "
