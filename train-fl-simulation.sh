@@ -9,20 +9,25 @@ SIM_DIR="${ZK0_SIM_DIR:-$ROOT/.zk0-sim}"
 usage() {
   cat <<USAGE
 Usage: ./train-fl-simulation.sh [--tiny] [--rounds N] [--clients K] [--output-dir DIR]
-                                [--run-config "key=value ..."] [--help]
+                                [--run-config "key=value ..."]... [--verbose] [--help]
 
 Sets up the environment if needed, then runs a federated SmolVLA training in
 Flower's simulation engine with K simulated clients, and stops every process it
-started when done. Exits non-zero if the run failed.
+started when done. Exits non-zero if the run failed (2: bad options or run config).
 
   --tiny              the embedded tiny default: a tiny SmolVLA built locally and
                       synthetic SO-100 datasets (one per client + a held-out set);
                       no network, a few minutes on a laptop CPU
-  --rounds N          federated rounds (run-config num-rounds)
-  --clients K         simulated clients; without --tiny, the first K of the
-                      run-config 'datasets' list train (default: all of them)
-  --output-dir DIR    where run directories go (default: ./outputs)
-  --run-config "..."  extra run-config overrides, e.g. "local-steps=50 lr=3e-4"
+  --rounds N          federated rounds (same as --run-config "num-rounds=N")
+  --clients K         simulated clients (--tiny: 1 to 8, default 2); without --tiny,
+                      the first K of the run-config 'datasets' list train (default: all)
+  --output-dir DIR    where run directories go (default: ./outputs; same as
+                      --run-config "output-dir='/abs/DIR'")
+  --run-config "..."  run-config overrides, e.g. "local-steps=50 lr=3e-4"; applied
+                      after --tiny's preset, --rounds and --output-dir, so any key
+                      can be overridden; may be repeated (later ones win)
+  --verbose           show everything Flower, Ray and the clients print (default:
+                      one line per round, warnings and errors)
   -h, --help          this help
 
 Real runs (without --tiny) use pyproject.toml's defaults: lerobot/smolvla_base
@@ -32,17 +37,60 @@ USAGE
 
 log() { printf 'zk0-sim: %s\n' "$*" >&2; }
 die() { printf 'zk0-sim: error: %s\n' "$*" >&2; exit 1; }
+# Bad input (options, run config): exit 2, as zk0's own commands do.
+bad_input() { printf 'zk0-sim: error: %s\n' "$*" >&2; exit 2; }
+
+# Lines of the run's output that nobody can act on, hidden unless --verbose:
+# Flower's note on its changed default federation size (the script sets the size), Ray
+# actors ending at shutdown, LeRobot loading a policy, the app copied into Flower's home.
+NOISE='Since flwr 1\.32, default simulated SuperNodes|Manually terminating ClientAppActor'
+NOISE+='|Reducing the number of VLM layers|Loading weights from local directory|Successfully installed zk0 to '
 
 free_port() {
   "$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-count_datasets() {
-  "$VENV/bin/python" - "$ROOT/pyproject.toml" <<'PY'
-import sys, tomllib
-config = tomllib.load(open(sys.argv[1], "rb"))["tool"]["flwr"]["app"]["config"]
+# The merged run config (pyproject defaults, then each string in order) as JSON, or the
+# one line naming what is wrong in the strings.
+checked_run_config() {
+  local errors status=0 merged
+  errors=$(mktemp)
+  merged=$("$VENV/bin/zk0" check-run-config --app-dir "$ROOT" --json "$@" 2>"$errors") || status=$?
+  if [[ $status -ne 0 ]]; then
+    local reason
+    reason=$(sed -n 's/^zk0: error: //p' "$errors" | tail -n1)
+    [[ -n $reason ]] || reason="checking the run config failed: $(tail -n1 "$errors")"
+    rm -f "$errors"
+    bad_input "$reason"
+  fi
+  rm -f "$errors"
+  printf '%s\n' "$merged"
+}
+
+# From the merged run config: the number of datasets, then output-dir (a relative one is
+# relative to the ServerApp's working directory, the repository root).
+run_config_facts() {
+  "$VENV/bin/python" -c '
+import json, os, sys
+config = json.load(sys.stdin)
 print(len([d for d in config["datasets"].split(",") if d.strip()]))
-PY
+print(os.path.join(sys.argv[1], config["output-dir"]))' "$ROOT"
+}
+
+# K synthetic client datasets and the eval set; prints their URIs (see zk0 demo-data).
+demo_data() {
+  local clients=$1 errors status=0 uris
+  errors=$(mktemp)
+  uris=$("$VENV/bin/zk0" demo-data "$SIM_DIR/demo-data-$clients" --clients "$clients" 2>"$errors") || status=$?
+  if [[ $status -ne 0 ]]; then
+    local reason
+    reason=$(sed -n 's/^zk0: error: //p' "$errors" | tail -n1)
+    rm -f "$errors"
+    [[ $status -eq 2 && -n $reason ]] && bad_input "--clients $clients: $reason"
+    die "writing the demo datasets failed${reason:+: $reason}; run '$VENV/bin/zk0 demo-data $SIM_DIR/demo-data-$clients --clients $clients' to see why"
+  fi
+  rm -f "$errors"
+  printf '%s\n' "$uris"
 }
 
 # The connection lives in $FLWR_HOME/config.toml (never in pyproject.toml, which flwr
@@ -91,46 +139,67 @@ run_status() {
     || echo "unknown"
 }
 
+# The console: everything with --verbose; otherwise the noise lines above are dropped
+# (the full output stays in the run log the script reads).
+console() {
+  if [[ $1 -eq 1 ]]; then
+    cat
+  else
+    grep --line-buffered -v -E "$NOISE" || true
+  fi
+}
+
 main() {
-  local tiny=0 rounds="" clients="" output_dir="$ROOT/outputs" extra=""
+  local tiny=0 verbose=0 rounds="" clients="" output_dir="$ROOT/outputs"
+  local -a user_configs=()
   while [[ $# -gt 0 ]]; do
     case $1 in
       --tiny) tiny=1 ;;
-      --rounds) rounds=${2:?--rounds needs a number}; shift ;;
-      --clients) clients=${2:?--clients needs a number}; shift ;;
-      --output-dir) output_dir=${2:?--output-dir needs a directory}; shift ;;
-      --run-config) extra=${2:?--run-config needs \"key=value ...\"}; shift ;;
+      --verbose) verbose=1 ;;
+      --rounds) [[ $# -ge 2 ]] || bad_input "--rounds needs a number"; rounds=$2; shift ;;
+      --clients) [[ $# -ge 2 ]] || bad_input "--clients needs a number"; clients=$2; shift ;;
+      --output-dir) [[ $# -ge 2 && -n $2 ]] || bad_input "--output-dir needs a directory"; output_dir=$2; shift ;;
+      --run-config) [[ $# -ge 2 ]] || bad_input "--run-config needs \"key=value ...\""; user_configs+=("$2"); shift ;;
       -h | --help) usage; return 0 ;;
-      *) die "unknown option '$1' (see --help)" ;;
+      *) bad_input "unknown option '$1' (see --help)" ;;
     esac
     shift
   done
-  [[ -z $rounds || $rounds =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive integer, got '$rounds'"
-  [[ -z $clients || $clients =~ ^[1-9][0-9]*$ ]] || die "--clients must be a positive integer, got '$clients'"
+  [[ -z $rounds || $rounds =~ ^[1-9][0-9]*$ ]] || bad_input "--rounds must be a positive integer, got '$rounds'"
+  [[ -z $clients || $clients =~ ^[1-9][0-9]*$ ]] || bad_input "--clients must be a positive integer, got '$clients'"
+  [[ $output_dir == /* ]] || output_dir="$PWD/$output_dir"
+  [[ $output_dir != *\'* ]] || bad_input "--output-dir must not contain a single quote, got '$output_dir'"
 
   "$ROOT/scripts/setup-env.sh"
-  mkdir -p "$output_dir"
-  output_dir="$(cd "$output_dir" && pwd)"
 
-  local config=""
+  # Each layer travels in its own --run-config (a key twice in ONE string is an error):
+  # the --tiny preset, then --output-dir/--rounds, then the user's strings. flwr applies
+  # them in order, so a later layer wins: every key is the user's to set.
+  local -a run_configs=()
   if [[ $tiny -eq 1 ]]; then
     clients=${clients:-2}
-    local uris
+    local uris preset
     log "preparing $clients synthetic SO-100 datasets and the tiny SmolVLA (cached after the first run)"
-    uris=$("$VENV/bin/zk0" demo-data "$SIM_DIR/demo-data-$clients" --clients "$clients" 2>/dev/null) \
-      || die "writing the demo datasets failed; run '$VENV/bin/zk0 demo-data $SIM_DIR/demo-data-$clients' to see why"
+    uris=$(demo_data "$clients")
     "$VENV/bin/zk0" prepare-tiny >/dev/null 2>&1 || die "building the tiny model failed; run '$VENV/bin/zk0 prepare-tiny'"
-    config="model='tiny' datasets='$(sed -n 1p <<<"$uris")' eval-dataset='$(sed -n 2p <<<"$uris")'"
-    config+=" num-rounds=3 local-steps=40 batch-size=8 lr=1e-3 lr-schedule='constant' warmup-rounds=0"
-    config+=" eval-batches=4 checkpoint-every=1 num-workers=0 min-train-clients=$clients"
-    config+=" min-evaluate-clients=$clients min-available-clients=$clients node-wait-timeout=120.0"
-  else
-    clients=${clients:-$(count_datasets)}
+    preset="model='tiny' datasets='$(sed -n 1p <<<"$uris")' eval-dataset='$(sed -n 2p <<<"$uris")'"
+    preset+=" num-rounds=3 local-steps=40 batch-size=8 lr=1e-3 lr-schedule='constant' warmup-rounds=0"
+    preset+=" eval-batches=4 checkpoint-every=1 num-workers=0 min-train-clients=$clients"
+    preset+=" min-evaluate-clients=$clients min-available-clients=$clients node-wait-timeout=120.0"
+    run_configs+=("$preset")
   fi
-  # User overrides travel in a second --run-config: flwr applies them after the preset's.
-  local overrides="output-dir='$output_dir'"
-  [[ -n $rounds ]] && overrides+=" num-rounds=$rounds"
-  [[ -n $extra ]] && overrides+=" $extra"
+  local shorthands="output-dir='$output_dir'"
+  [[ -n $rounds ]] && shorthands+=" num-rounds=$rounds"
+  run_configs+=("$shorthands" ${user_configs[@]+"${user_configs[@]}"})
+
+  local merged facts datasets outputs
+  merged=$(checked_run_config "${run_configs[@]}")
+  facts=$(run_config_facts <<<"$merged")
+  datasets=$(sed -n 1p <<<"$facts")
+  outputs=$(sed -n 2p <<<"$facts")
+  clients=${clients:-$datasets}
+  [[ $clients -le $datasets ]] \
+    || bad_input "--clients $clients but run-config 'datasets' lists $datasets; give at most $datasets clients or more datasets"
 
   export FLWR_HOME="$SIM_DIR/flwr-home-$$"
   FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=$(free_port)
@@ -138,7 +207,12 @@ main() {
   export FLWR_LOCAL_SUPERLINK_HTTP_API_PORT FLWR_LOCAL_CONTROL_API_PORT
   # The app runs in this environment: never let the SuperLink install packages per run.
   export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
-  export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 RAY_DEDUP_LOGS=0
+  export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 RAY_DEDUP_LOGS=0 PYTHONUNBUFFERED=1
+  if [[ $verbose -eq 0 ]]; then
+    # Quiet: Flower's own records from WARNING up (zk0's round lines stay, see zk0/logs.py),
+    # and no per-client progress bars: under Ray every refresh of one becomes a line.
+    export FLWR_LOG_LEVEL=WARNING TQDM_DISABLE=1
+  fi
   # GPU shares are set explicitly above; keep Ray from rewriting CUDA_VISIBLE_DEVICES otherwise.
   export RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=0
   export PATH="$VENV/bin:$PATH"
@@ -146,11 +220,15 @@ main() {
   RUN_LOG="$SIM_DIR/flwr-run-$$.log"
   trap 'stop_superlink; rm -rf "$FLWR_HOME" "$RUN_LOG"' EXIT
 
-  log "starting the simulation: $clients clients, outputs under $output_dir"
-  local run_id status reason
+  log "starting the simulation: $clients clients, outputs under $outputs"
+  local run_id status reason arg
+  local -a run_args=()
+  for arg in "${run_configs[@]}"; do
+    run_args+=(--run-config "$arg")
+  done
   (cd "$ROOT" && flwr run . local-simulation --stream \
-    --federation-config "$(federation_config "$clients")" \
-    ${config:+--run-config "$config"} --run-config "$overrides") 2>&1 | tee "$RUN_LOG" || true
+    --federation-config "$(federation_config "$clients")" "${run_args[@]}") 2>&1 \
+    | tee "$RUN_LOG" | console "$verbose" || true
   run_id=$(grep -oE 'run [0-9]+' "$RUN_LOG" | head -n1 | cut -d' ' -f2 || true)
   reason=$(grep -oE 'zk0: error: .*' "$RUN_LOG" | tail -n1 | sed 's/^zk0: error: //' || true)
   [[ -n $run_id ]] || die "flwr run did not start a run: $(boxed_error "$RUN_LOG")"

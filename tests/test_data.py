@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -50,9 +52,9 @@ def bad_datasets(tmp_path_factory) -> dict[str, Path]:
     }
 
 
-def check_dataset(uri: str, tmp_path: Path) -> subprocess.CompletedProcess:
+def check_dataset(uri: str, tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `zk0 check-dataset URI` as an operator would, with an empty offline HF home."""
-    env = os.environ | {"HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1"}
+    env = env or os.environ | {"HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1"}
     return subprocess.run([*ZK0, "check-dataset", uri], capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -124,3 +126,43 @@ def test_check_dataset_errors_are_one_line(case, expected, bad_datasets, tmp_pat
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("zk0: error: ") and expected in lines[0]
+
+
+@pytest.mark.parametrize(
+    "missing",
+    ["data/chunk-000/file-000.parquet", "videos/observation.images.wrist/chunk-000/file-000.mp4", "meta/tasks.parquet"],
+)
+def test_local_dataset_with_a_missing_file_never_downloads(missing, demo_roots, tmp_path):
+    """A `local:` dataset missing a file LeRobot would fetch from the Hub gives one line naming
+    the file, with the Hub reachable in principle (HF_HUB_OFFLINE unset, HF_ENDPOINT pointing
+    at a listening socket here): the socket proves no request was even attempted."""
+    root = shutil.copytree(demo_roots[0], tmp_path / "copy")
+    (root / missing).unlink()
+    with socket.create_server(("127.0.0.1", 0)) as hub:
+        hub.setblocking(False)
+        env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+        env |= {"HF_HOME": str(tmp_path / "hf-home"), "HF_ENDPOINT": f"http://127.0.0.1:{hub.getsockname()[1]}"}
+        result = check_dataset(f"local:{root}", tmp_path, env=env)
+        with pytest.raises(BlockingIOError):
+            hub.accept()
+    assert result.returncode != 0 and result.stdout == ""
+    assert result.stderr.splitlines() == [f"zk0: error: dataset local:{root}: file {missing} is missing; "
+                                          f"the dataset is incomplete"]
+
+
+def test_local_split_whose_files_lack_an_episode_is_an_error(demo_roots, session_policy, tmp_path):
+    """Files present but not holding an episode their metadata lists: opening that split is a
+    DatasetError, where LeRobot would otherwise download the episode from the Hub."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    root = shutil.copytree(demo_roots[0], tmp_path / "copy")
+    data_file = root / "data" / "chunk-000" / "file-000.parquet"
+    table = pq.read_table(data_file)
+    pq.write_table(table.filter(pc.field("episode_index") != 3), data_file)
+    data = open_node_data(parse_dataset_uri(f"local:{root}"), action_dim=6, heldout_episodes=2)
+    assert len(open_split(data, [0, 1], session_policy.config)) > 0
+    with pytest.raises(DatasetError, match="do not hold every episode"):
+        open_split(data, [2, 3], session_policy.config)
+    with pytest.raises(DatasetError, match=r"cannot read episodes \[3\]"):
+        open_split(data, [3], session_policy.config)

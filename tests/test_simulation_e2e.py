@@ -98,11 +98,14 @@ def sim_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, sim_dir) -> tuple[SimulationRun, Path]:
-    """One complete `--tiny` simulation: 2 clients, 3 rounds, a cosine schedule; the run and its output dir."""
+    """One complete `--tiny` simulation: 2 clients, 3 rounds, a cosine schedule; the run and its output dir.
+
+    The output dir comes in the user's --run-config, which must win over the script's own
+    `output-dir` (from --output-dir here) rather than collide with it."""
     work = tmp_path_factory.mktemp("tiny-run")
     output_dir = work / "outputs"
-    args = ["--tiny", "--clients", str(CLIENTS), "--rounds", str(ROUNDS), "--output-dir", str(output_dir),
-            "--run-config", SCHEDULE]
+    args = ["--tiny", "--clients", str(CLIENTS), "--rounds", str(ROUNDS), "--output-dir", str(work / "overridden"),
+            "--run-config", f"{SCHEDULE} output-dir='{output_dir}'"]
     run = run_simulation(args, sim_dir, work / "sim.log", timeout=600)
     return run, output_dir
 
@@ -133,11 +136,25 @@ def final_policy(run_dir):
 
 
 def test_run_succeeds_with_one_run_directory(tiny_run):
-    """The script exits 0 and writes exactly one timestamped run directory."""
+    """The script exits 0 and writes exactly one timestamped run directory, where the user's
+    --run-config output-dir says (not where the script's own --output-dir would put it)."""
     run, output_dir = tiny_run
     assert run.returncode == 0, run.output[-4000:]
     assert len(list(output_dir.iterdir())) == 1
+    assert not (output_dir.parent / "overridden").exists()
     assert "finished:completed" in run.output
+
+
+def test_console_shows_one_line_per_round(tiny_run):
+    """By default the console holds the per-round summaries and a few lines around them: no
+    Flower banners or result dumps, no per-client progress bars, no loading chatter."""
+    run, _ = tiny_run
+    lines = run.output.splitlines()
+    summaries = [line for line in lines if re.search(r"\[round \d+/\d+\] eval action MSE", line)]
+    assert len(summaries) == ROUNDS + 1, run.output
+    assert len(lines) <= ROUNDS + 1 + 12, run.output
+    for noise in ("Final results", "ConfigRecord (train)", "step/s", "Manually terminating", "default simulated SuperNodes"):
+        assert noise not in run.output
 
 
 def test_no_flower_or_ray_process_outlives_the_script(tiny_run):
@@ -233,15 +250,38 @@ def test_metrics_plot_is_a_png(run_dir):
 
 def test_failing_run_exits_non_zero_and_cleans_up(sim_dir, tmp_path):
     """When the ServerApp fails at start (its eval dataset does not exist), the script reports
-    the cause, exits non-zero in bounded time and leaves no process behind."""
+    the cause, exits non-zero in bounded time and leaves no process behind. With --verbose the
+    console also shows what Flower prints (hidden by default)."""
     run = run_simulation(
-        ["--tiny", "--clients", str(CLIENTS), "--output-dir", str(tmp_path / "outputs"),
+        ["--tiny", "--clients", str(CLIENTS), "--output-dir", str(tmp_path / "outputs"), "--verbose",
          "--run-config", "eval-dataset='local:/nonexistent'"],
         sim_dir, tmp_path / "sim.log", timeout=420,
     )
     assert not run.timed_out, run.output[-4000:]
-    assert run.returncode != 0
+    assert run.returncode == 1
     errors = [line for line in run.output.splitlines() if line.startswith("zk0-sim: error:")]
     assert errors and "local:/nonexistent: directory does not exist" in errors[-1]
+    assert "Starting Flower Simulation" in run.output and "default simulated SuperNodes" in run.output
+    assert run.leftovers == []
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--clients", "9"], "--clients 9: demo data supports 1 to 8 clients, got 9"),
+        (["--run-config", "foo"], "run-config token 'foo' in \"foo\" is not key=value"),
+        (["--run-config", "lr=1e-3 lr=2e-3"], "run-config key 'lr' is given twice"),
+        (["--run-config", "num-rounds=2", "--run-config", "lokal-steps=5"], "unknown run-config key 'lokal-steps'"),
+        (["--run-config", "eval-batches=0"], "run-config key 'eval-batches' must be >= 1, got 0"),
+    ],
+)
+def test_bad_input_fails_fast_naming_it(args, error, sim_dir, tmp_path):
+    """Bad options and run configs stop the script before any simulation starts: exit 2 and
+    one line naming the option or key (Flower would skip, misreport or not name it)."""
+    run = run_simulation(["--tiny", *args], sim_dir, tmp_path / "sim.log", timeout=120)
+    assert run.returncode == 2, run.output[-4000:]
+    errors = [line for line in run.output.splitlines() if line.startswith("zk0-sim: error:")]
+    assert len(errors) == 1 and error in errors[0], run.output
+    assert "Starting local SuperLink" not in run.output
     assert run.leftovers == []
 

@@ -8,6 +8,8 @@
     zk0 baseline RUN_DIR                  train a run's centralized baseline with lerobot-train, compare
     zk0 push RUN_OR_CHECKPOINT --repo-id owner/name [--public] [--dry-run DIR]
                                           upload a checkpoint with a LeRobot model card
+    zk0 check-run-config [--app-dir DIR] [--json] "k=v ..." ["k=v ..." ...]
+                                          check --run-config strings as Flower will read them
 """
 
 from __future__ import annotations
@@ -81,6 +83,19 @@ def _baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_run_config(args: argparse.Namespace) -> int:
+    import json
+
+    from zk0.run_config_args import merged_run_config
+
+    merged = merged_run_config(args.strings, Path(args.app_dir))
+    if args.json:
+        print(json.dumps(merged))
+    else:
+        print(f"ok: {len(args.strings)} run-config string(s) valid over {Path(args.app_dir).resolve()}/pyproject.toml")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zk0", description="zk0: federated SmolVLA training with Flower")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     baseline.add_argument("run_dir", help="a zk0 run directory (outputs/<timestamp>); results go to RUN_DIR/baseline/")
     baseline.set_defaults(func=_baseline)
+
+    run_config = sub.add_parser(
+        "check-run-config", help="check --run-config strings as Flower will read them, naming any bad key"
+    )
+    run_config.add_argument("strings", nargs="+", metavar="STRING",
+                            help="a --run-config argument (\"key=value ...\"); later ones override earlier ones")
+    run_config.add_argument("--app-dir", default=".", help="the Flower app directory with pyproject.toml (default .)")
+    run_config.add_argument("--json", action="store_true", help="print the merged run config as JSON")
+    run_config.set_defaults(func=_check_run_config)
     return parser
 
 

@@ -3,11 +3,18 @@
 The last `heldout_episodes` episodes are never trained on: they are the node's own
 evaluation data. Action chunks come from `delta_timestamps` derived from the policy
 config, exactly as LeRobot's training script does.
+
+A `local:` dataset never touches the network: LeRobot downloads whatever file of a
+dataset it cannot read, so every file it will read is checked first, and a split is
+opened so that a file found missing later is an error, not a download.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import torch
@@ -43,6 +50,9 @@ def load_metadata(uri: DatasetURI) -> "LeRobotDatasetMetadata":
             raise DatasetError(f"dataset {uri}: directory does not exist; pass the root of a LeRobot dataset")
         if not (uri.root / "meta" / "info.json").is_file():
             raise DatasetError(f"dataset {uri}: no meta/info.json, not a LeRobot dataset root (format v3.0)")
+        _require_files(uri, [Path("meta/tasks.parquet")])
+        if not any((uri.root / "meta" / "episodes").glob("*/*.parquet")):
+            raise DatasetError(f"dataset {uri}: no meta/episodes/chunk-*/file-*.parquet; the dataset is incomplete")
     try:
         return LeRobotDatasetMetadata(uri.repo_id, root=uri.root)
     except Exception as err:  # LeRobot/hub raise many types; the operator needs one line
@@ -68,10 +78,27 @@ def check_features(uri: DatasetURI, meta: "LeRobotDatasetMetadata", action_dim: 
         raise DatasetError(f"dataset {uri}: no camera feature (observation.images.*); SmolVLA needs at least one")
 
 
+def _require_files(uri: DatasetURI, paths: list[Path]) -> None:
+    """A local dataset's files that LeRobot would otherwise try to download when missing."""
+    missing = sorted({path for path in paths if not (uri.root / path).is_file()})
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DatasetError(f"dataset {uri}: file {missing[0]} is missing{more}; the dataset is incomplete")
+
+
+def episode_files(meta: "LeRobotDatasetMetadata", episodes: list[int]) -> list[Path]:
+    """The data parquet and video files (relative to the root) that hold these episodes."""
+    paths = {meta.get_data_file_path(ep) for ep in episodes}
+    paths |= {meta.get_video_file_path(ep, key) for key in meta.video_keys for ep in episodes}
+    return sorted(paths)
+
+
 def open_node_data(uri: DatasetURI, action_dim: int, heldout_episodes: int) -> NodeData:
     meta = load_metadata(uri)
     check_features(uri, meta, action_dim)
     episodes = list(range(meta.total_episodes))
+    if uri.scheme == "local":
+        _require_files(uri, episode_files(meta, episodes))
     if heldout_episodes >= len(episodes):
         raise DatasetError(
             f"dataset {uri}: has {len(episodes)} episodes, cannot hold out {heldout_episodes} and still train; "
@@ -97,11 +124,59 @@ def open_split(data: NodeData, episodes: list[int], policy_config, rename_map: d
 
     original = {new: old for old, new in (rename_map or {}).items()}
     deltas = {original.get(key, key): offsets for key, offsets in delta_timestamps(policy_config, data.meta.fps).items()}
-    return LeRobotDataset(data.uri.repo_id, root=data.uri.root, episodes=episodes, delta_timestamps=deltas)
+    dataset_class = _local_dataset_class() if data.uri.scheme == "local" else LeRobotDataset
+    return dataset_class(data.uri.repo_id, root=data.uri.root, episodes=episodes, delta_timestamps=deltas)
+
+
+@functools.cache
+def _local_dataset_class():
+    """LeRobotDataset for a dataset on this machine: what LeRobot 0.4.4 would download
+    (data it cannot load, episodes or videos it cannot find) is a DatasetError instead."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    class LocalLeRobotDataset(LeRobotDataset):
+        def load_hf_dataset(self):
+            try:
+                return super().load_hf_dataset()
+            except (FileNotFoundError, NotADirectoryError, ValueError) as err:  # ValueError: no rows at all
+                raise DatasetError(
+                    f"dataset local:{self.root}: cannot read episodes {self.episodes} from its data files "
+                    f"({type(err).__name__}: {err}); the dataset is incomplete"
+                ) from None
+
+        def _check_cached_episodes_sufficient(self) -> bool:
+            if not super()._check_cached_episodes_sufficient():
+                raise DatasetError(
+                    f"dataset local:{self.root}: its files do not hold every episode and video its metadata "
+                    f"lists; the dataset is incomplete"
+                )
+            return True
+
+    return LocalLeRobotDataset
+
+
+def stream_seed(seed: int, dataset) -> int:
+    """The seed of one node's round: `seed` mixed with the dataset's root, so nodes draw
+    different shuffles and noise; 32 bits, as NumPy's seeding requires."""
+    key = f"{seed}:{getattr(dataset, 'root', '')}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "big")
 
 
 def infinite_batches(dataset, batch_size: int, num_workers: int, seed: int) -> Iterator[dict]:
-    """Shuffled batches forever: local training counts optimizer steps, not epochs."""
+    """Shuffled batches forever: local training counts optimizer steps, not epochs.
+
+    Everything random in the training these batches feed follows from `seed` and the
+    dataset. Starting the stream (the first `next`) seeds Python's, NumPy's and torch's
+    generators with LeRobot's `set_seed`, as its training script does: SmolVLA draws its
+    flow-matching noise and time from torch's global generator, and a process may have
+    served other nodes or rounds before. The DataLoader shuffles with its own generator,
+    which also seeds its workers (torch seeds `random`, NumPy and torch in each worker
+    from it), so `num-workers` > 0 stays reproducible.
+    """
+    from lerobot.utils.random_utils import set_seed
+
+    seed = stream_seed(seed, dataset)
+    set_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(
         dataset,

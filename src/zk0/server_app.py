@@ -18,6 +18,7 @@ from zk0.cameras import cameras
 from zk0.config import ConfigError, RunConfig
 from zk0.data import DatasetError
 from zk0.global_model import GlobalModel
+from zk0.logs import keep_zk0_lines
 from zk0.model import ModelError
 from zk0.round_summary import round_row, summary_line
 from zk0.run_outputs import RunOutputs
@@ -31,6 +32,7 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    keep_zk0_lines()
     try:
         federate(grid, context)
     except OPERATOR_ERRORS as err:

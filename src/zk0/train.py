@@ -3,6 +3,10 @@
 Read top to bottom: set up the optimizer as SmolVLA's recipe does, keep one copy of
 the global trainable weights on the device, then loop: batch -> normalize/tokenize ->
 flow-matching loss + (mu/2)*||w - w_global||^2 -> clip -> step.
+
+SmolVLA draws its flow-matching noise and time from torch's global generator: the batch
+stream (`zk0.data.infinite_batches`) seeds it when it yields the first batch, so a local
+round is a function of the weights, the data and the seed alone.
 """
 
 from __future__ import annotations

@@ -1,0 +1,38 @@
+"""The console of a zk0 app process: Flower's chatter can be quieted, zk0's own lines stay.
+
+zk0 logs through Flower's logger (`flwr.common.log`), so `FLWR_LOG_LEVEL` (which
+Flower applies to its console handler at import) would hide zk0's per-round summary
+along with Flower's banners. `keep_zk0_lines()` lets zk0's own records through at INFO
+while Flower's still need the level the user chose: `train-fl-simulation.sh` runs with
+`FLWR_LOG_LEVEL=WARNING` unless `--verbose`, and shows one line per round.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flwr.common.logger import console_handler
+
+PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+class _ZK0LinesFilter(logging.Filter):
+    """Passes records at `level` and above, and zk0's own records (logged from its modules) at INFO."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= self.level:
+            return True
+        return record.levelno >= logging.INFO and str(Path(record.pathname).resolve().parent) == PACKAGE_DIR
+
+
+def keep_zk0_lines() -> None:
+    """Call once at app start (idempotent). No effect unless Flower's console level is above INFO."""
+    if console_handler.level <= logging.INFO or any(isinstance(f, _ZK0LinesFilter) for f in console_handler.filters):
+        return
+    console_handler.addFilter(_ZK0LinesFilter(console_handler.level))
+    console_handler.setLevel(logging.INFO)
