@@ -336,7 +336,7 @@ class ZK0Strategy:
         # flattened concatenations), in a fixed node order (float sums depend on it: same run,
         # same result).
         accepted = []
-        for node in sorted(passed, key=lambda n: (record.names[n], n)):
+        for node in sorted(passed, key=lambda n: (self.datasets.get(n, ""), n)):  # node ids vary between runs
             reply = passed[node]
             reply.content[self.arrayrecord_key] = ArrayRecord({name: Array(decoded[node][name]) for name in expected})
             accepted.append(reply)
