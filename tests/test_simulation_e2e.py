@@ -174,7 +174,10 @@ def test_metrics_cover_every_round(rows, run_config):
     for row in rows[1:]:
         assert row["train/loss"] > 0
         assert row["failures"] == []
-        assert len(row["clients"]) == len(row["client_eval"]) == CLIENTS
+        assert len(row["clients"]) == len(row["received_eval"]) == CLIENTS
+        assert row["received_eval/action_mse"] > 0
+    # One message per round: clients evaluate the final model once, after the last round.
+    assert [len(row["client_eval"]) for row in rows] == [0] * ROUNDS + [CLIENTS]
 
 
 def test_each_client_reports_its_training(rows):
@@ -207,19 +210,43 @@ def test_clients_train_at_the_servers_learning_rate(rows, run_config):
         assert [m["train/lr"] for m in row["clients"].values()] == pytest.approx([expected] * CLIENTS)
 
 
-def test_only_trainable_parameters_travel(rows, final_policy):
-    """Each client uploads ~4 bytes per trainable parameter (float32) plus key overhead, never
-    the frozen VLM; it downloads the same payload twice a round (to train, then to evaluate)."""
-    trainable = [p for p in final_policy.parameters() if p.requires_grad]
-    trainable_bytes = 4 * sum(p.numel() for p in trainable)
-    model_bytes = 4 * sum(p.numel() for p in final_policy.parameters())
-    assert trainable_bytes < model_bytes / 2
+def test_compact_updates_travel(rows, final_policy, run_config):
+    """Only trainable parameters travel, never the frozen VLM, and compactly: round 1's download is
+    the global model whole in bf16 (~2 B per trainable parameter), later downloads and every upload
+    are q3 deltas (~3/8 B per parameter); after the last round the final model goes down whole once."""
+    assert run_config.update_codec == "q3"
+    trainable = sum(p.numel() for p in final_policy.parameters() if p.requires_grad)
+    assert 4 * trainable < 4 * sum(p.numel() for p in final_policy.parameters()) / 2
+    whole_bf16 = 2 * trainable
     for row in rows[1:]:
         assert set(row["bytes_up"]) == set(row["bytes_down"]) == set(row["clients"])
         for client, uploaded in row["bytes_up"].items():
-            assert trainable_bytes <= uploaded <= trainable_bytes + 512 * len(trainable)
-            assert uploaded < model_bytes
-            assert row["bytes_down"][client] == 2 * uploaded
+            assert trainable * 3 / 8 < uploaded < trainable  # q3 codes + bf16 scales + headers: < 1 B/param
+            down = row["bytes_down"][client]
+            expected_whole = (row["round"] == 1) + (row["round"] == ROUNDS)  # round 1, final evaluation
+            assert expected_whole * whole_bf16 < down < expected_whole * whole_bf16 * 1.2 + trainable
+
+
+def test_readme_and_running_sample_lines_are_what_the_code_prints(rows):
+    """The summary lines quoted in README.md and docs/RUNNING.md have the code's format, and the
+    README's (the --tiny default's last round) moves the bytes this run moved."""
+    from zk0.round_summary import summary_line
+
+    pattern = re.compile(r"\[round (\d+)/(\d+)\] eval action MSE ([\d.]+) \| eval loss ([\d.]+) \| train loss ([\d.]+) \| "
+                         r"clients (\d+) ok, (\d+) failed \| ([\d.]+)s \| ([\d.]+) MB moved")
+    readme = (REPO_ROOT / "README.md").read_text()
+    running = (REPO_ROOT / "docs" / "RUNNING.md").read_text().replace("\n  ", " ")
+    samples = [*pattern.finditer(readme), *pattern.finditer(running)]
+    assert len(samples) >= 2
+    for sample in samples:
+        rnd, total, mse, loss, train, ok, failed, seconds, moved = sample.groups()
+        row = {"round": int(rnd), "eval/action_mse": float(mse), "eval/loss": float(loss), "train/loss": float(train),
+               "clients": dict.fromkeys(range(int(ok))), "failures": [None] * int(failed), "rejected": [],
+               "seconds": float(seconds), "bytes_down": {0: float(moved) * 1e6}, "bytes_up": {}}
+        assert summary_line(row, int(total)) == sample.group(0)
+    readme_moved = pattern.search(readme).group(9)
+    last = rows[-1]
+    assert readme_moved == f"{(sum(last['bytes_down'].values()) + sum(last['bytes_up'].values())) / 1e6:.2f}"
 
 
 def test_final_checkpoint_loads_with_lerobot(run_dir, final_policy):

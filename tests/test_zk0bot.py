@@ -239,9 +239,9 @@ def test_killed_node_ends_the_run_within_its_bound(federation):
         env=bot.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     victims = bot.client_processes(clients[1])
-    log = next((bot.home / "clients").glob("*/supernode.log"))
+    log = next((bot.home / "clients").glob("*/executor.log"))  # the warm ClientApp process's output
     deadline = time.monotonic() + 300
-    while "round 1" not in "".join(p.read_text() for p in (bot.home / "clients").glob("*/supernode.log")):
+    while "round 1" not in "".join(p.read_text() for p in (bot.home / "clients").glob("*/executor.log")):
         assert time.monotonic() < deadline, f"round 1 never started; {log.read_text()[-500:]}"
         time.sleep(1)
     for victim in victims:  # the node's machine dies: its SuperNode and the loop that restarts it
