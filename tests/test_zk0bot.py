@@ -528,3 +528,17 @@ def test_an_ordinary_user_runs_a_server(nobody_dir: Path):
     finally:
         stopped = run("stop")
     assert stopped.returncode == 0, stopped.stderr
+
+
+def test_insecure_server_still_keeps_the_control_api_private(bot: Zk0bot):
+    """--insecure (local experiments): a loud warning, plain HTTP, and still only the Fleet API
+    on the public port."""
+    import httpx
+
+    started = bot("server", "start", "--insecure")
+    assert started.returncode == 0, started.stderr + started.stdout
+    assert "WARNING: --insecure" in started.stderr
+    for path in ("/v1/control/list-runs", "/v1/runtime/acquire-task"):
+        assert httpx.post(f"http://127.0.0.1:{bot.port}{path}", content=b"").status_code == 403
+    status = bot("server", "status")
+    assert "insecure, healthy" in status.stdout, status.stdout + status.stderr
