@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from zk0.uri import DatasetURI, URIError, parse_dataset_uri
 
 LR_SCHEDULES = ("constant", "cosine")
-AGGREGATIONS = ("fedprox", "fedtrimmedavg", "fedmedian", "krum", "multikrum")
+AGGREGATIONS = ("fedprox", "fedavgm", "fedtrimmedavg", "fedmedian", "krum", "multikrum")
 UPDATE_CODECS = ("fp32", "bf16", "q8", "q4", "q3", "q2")
 NORMALIZATIONS = ("federated", "local")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -43,6 +43,8 @@ class RunConfig:
     normalization: str
     max_update_norm_ratio: float
     trimmed_avg_beta: float
+    server_lr: float
+    server_momentum: float
     krum_num_malicious: int
     multikrum_keep: int
     fraction_train: float
@@ -113,6 +115,10 @@ class RunConfig:
             raise ConfigError(
                 f"run-config key 'max-update-norm-ratio' must be 0 (off) or >= 1, got {self.max_update_norm_ratio}"
             )
+        if self.server_lr <= 0:
+            raise ConfigError(f"run-config key 'server-lr' must be > 0, got {self.server_lr}")
+        if not 0.0 <= self.server_momentum < 1.0:
+            raise ConfigError(f"run-config key 'server-momentum' must be in [0, 1), got {self.server_momentum}")
         if not 0.0 <= self.trimmed_avg_beta < 0.5:
             raise ConfigError(f"run-config key 'trimmed-avg-beta' must be in [0, 0.5), got {self.trimmed_avg_beta}")
         if self.device not in DEVICES:

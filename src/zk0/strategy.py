@@ -21,7 +21,7 @@ from logging import INFO, WARNING
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedMedian, FedProx, FedTrimmedAvg, Krum, MultiKrum
+from flwr.serverapp.strategy import FedAvgM, FedMedian, FedProx, FedTrimmedAvg, Krum, MultiKrum
 
 from zk0 import stats, transfer
 from zk0.cameras import check as check_cameras
@@ -178,7 +178,7 @@ class ZK0Strategy:
         )
         config["broadcast-round"] = server_round
         config["cameras"] = ",".join(self.cameras)
-        sampled = super().configure_train(server_round, ArrayRecord(), config, grid)
+        sampled = super().configure_train(server_round, arrays, config, grid)
         messages = [self._train_message(message.metadata.dst_node_id, broadcast, config) for message in sampled]
         self.broadcast = record.broadcast = broadcast
         record.train_sent = messages
@@ -408,6 +408,15 @@ class ZK0FedTrimmedAvg(ZK0Strategy, FedTrimmedAvg):
         return {"beta": config.trimmed_avg_beta}
 
 
+class ZK0FedAvgM(ZK0Strategy, FedAvgM):
+    """The weighted average as a pseudo-gradient, applied with server momentum (`server-momentum`)
+    and step size (`server-lr`); resuming restarts the momentum."""
+
+    @staticmethod
+    def flower_arguments(config: RunConfig) -> dict:
+        return {"server_learning_rate": config.server_lr, "server_momentum": config.server_momentum}
+
+
 class ZK0FedMedian(ZK0Strategy, FedMedian):
     """Per coordinate: the median of the updates."""
 
@@ -430,6 +439,7 @@ class ZK0MultiKrum(ZK0Strategy, MultiKrum):
 
 STRATEGIES: dict[str, type[ZK0Strategy]] = {
     "fedprox": ZK0FedProx,
+    "fedavgm": ZK0FedAvgM,
     "fedtrimmedavg": ZK0FedTrimmedAvg,
     "fedmedian": ZK0FedMedian,
     "krum": ZK0Krum,
