@@ -375,9 +375,10 @@ Commands:
           Starts only what is not running, so it also recovers from a crash.
   stop    Stop the proxy, the SuperExec, the SuperLink and everything they started.
   status  Sessions, PIDs, ports, health, nodes and recent runs.
-  logs [-f] [--superlink | --proxy]
-          Show (or follow) the ServerApp's log (round summaries, errors; it runs under
-          the SuperExec), or the SuperLink's, or the proxy's (refused requests).
+  logs [-f] [--superlink | --superexec | --proxy]
+          Show (or follow) the newest run's ServerApp log (runs/<run>/server.log: round
+          summaries, warnings, errors), or the SuperLink's, the SuperExec's, or the
+          proxy's (refused requests).
   register <node-public-key-file>
           Allow a node (its operator sends you the .pub file `client start` printed).
   nodes   Registered and connected nodes, with the dataset each key was created for.
@@ -580,19 +581,34 @@ server_status() {
 }
 
 server_logs() {
-  local follow=() component=superexec
+  local follow=() component=run log
   while [[ $# -gt 0 ]]; do
     case $1 in
       -f | --follow) follow=(-f) ;;
       --superlink) component=superlink ;;
+      --superexec) component=superexec ;;
       --proxy) component=proxy ;;
       *) die "unknown option '$1' for 'server logs' (see: $PROG server --help)" ;;
     esac
     shift
   done
-  local log="$SERVER_DIR/$component.log"
-  [[ -f $log ]] || die "no $component log yet ($log); run: $PROG server start"
+  if [[ $component == run ]]; then
+    log=$(newest_run_log)
+    [[ -n $log ]] || die "no run has written a log yet under $SERVER_DIR/runs; see '$PROG server logs --superlink'"
+  else
+    log="$SERVER_DIR/$component.log"
+    [[ -f $log ]] || die "no $component log yet ($log); run: $PROG server start"
+  fi
   tail -n 100 "${follow[@]}" "$log"
+}
+
+# The newest run's ServerApp log (round summaries, warnings, errors).
+newest_run_log() {
+  local newest="" log
+  for log in "$SERVER_DIR"/runs/*/server.log; do
+    [[ -f $log && ( -z $newest || $log -nt $newest ) ]] && newest=$log
+  done
+  echo "$newest"
 }
 
 server_register() {
@@ -1056,13 +1072,13 @@ with open(out, "wb") as handle:
 PY
 }
 
-# The ServerApp's one-line reason for a failed run: from the run's log, else from the
-# SuperExec's log since the submission (a run that fails at start may leave no run log).
+# The ServerApp's one-line reason for a failed run: from Flower's run log, else from the
+# run directory's server.log.
 failure_reason() {
-  local run_id=$1 offset=$2 reason
+  local run_id=$1 run_dir=$2 reason
   reason=$(flwr_admin log "$run_id" "$CONNECTION" --show 2>/dev/null | grep -oE 'zk0: error: .*' | tail -n1 || true)
-  if [[ -z $reason ]]; then
-    reason=$(tail -c +"$((offset + 1))" "$SERVER_DIR/superexec.log" 2>/dev/null | grep -oE 'zk0: error: .*' | tail -n1 || true)
+  if [[ -z $reason && -n $run_dir ]]; then
+    reason=$(grep -oE 'zk0: error: .*' "$run_dir/server.log" 2>/dev/null | tail -n1 || true)
   fi
   echo "${reason#zk0: error: }"
 }
@@ -1105,8 +1121,7 @@ cmd_run() {
   fi
   session_running "$SERVER_SESSION" || die "the SuperLink is not running; start it first: $PROG server start"
   link_health || die "the SuperLink does not answer its health check; see: $PROG server logs"
-  local out run_id offset
-  offset=$(stat -c %s "$SERVER_DIR/superexec.log" 2>/dev/null || echo 0)
+  local out run_id
   out=$(flwr_admin run "$ROOT" "$CONNECTION" --format json "${run_config[@]}" 2>&1) || true
   run_id=$(submitted_run_id <<<"$out")
   [[ $run_id =~ ^[0-9]+$ ]] || die "the SuperLink did not start a run: ${run_id:-$(tail -n 1 <<<"$out")}"
@@ -1137,7 +1152,7 @@ cmd_run() {
   run_dir=$(run_dir_of "$run_id")
   if [[ $status != finished:completed ]]; then
     local reason
-    reason=$(failure_reason "$run_id" "$offset")
+    reason=$(failure_reason "$run_id" "$run_dir")
     die "run $run_id ended as '$status': ${reason:-no reason was logged}; see: $PROG server logs${run_dir:+ (partial outputs in $run_dir; continue with: $PROG run --resume $run_dir)}"
   fi
   info "run $run_id completed; outputs in ${run_dir:-$SERVER_DIR/runs}"

@@ -9,6 +9,7 @@ while Flower's still need the level the user chose: `train-fl-simulation.sh` run
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -36,3 +37,20 @@ def keep_zk0_lines() -> None:
         return
     console_handler.addFilter(_ZK0LinesFilter(console_handler.level))
     console_handler.setLevel(logging.INFO)
+
+
+@contextlib.contextmanager
+def run_log(path: Path):
+    """zk0's lines (and everyone's warnings) also go to `path`, the run directory's server.log:
+    in deployment the ServerApp's console is not kept anywhere an operator can read."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.addFilter(_ZK0LinesFilter(logging.WARNING))
+    handler.setLevel(logging.INFO)
+    logger = logging.getLogger("flwr")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()

@@ -18,7 +18,7 @@ from zk0.cameras import cameras
 from zk0.config import ConfigError, RunConfig
 from zk0.data import DatasetError
 from zk0.global_model import GlobalModel
-from zk0.logs import keep_zk0_lines
+from zk0.logs import keep_zk0_lines, run_log
 from zk0.model import ModelError
 from zk0.round_summary import round_row, summary_line
 from zk0.run_outputs import RunOutputs
@@ -36,7 +36,8 @@ def main(grid: Grid, context: Context) -> None:
     try:
         federate(grid, context)
     except OPERATOR_ERRORS as err:
-        log(ERROR, "zk0: error: %s", err)
+        if not getattr(err, "zk0_logged", False):
+            log(ERROR, "zk0: error: %s", err)
         raise
 
 
@@ -61,6 +62,16 @@ def federate(grid: Grid, context: Context) -> None:
     model = GlobalModel(config)
     outputs = RunOutputs(config, dict(context.run_config), run_id=context.run_id,
                          resume_round=resumed.round if resumed else None)
+    with run_log(outputs.run_dir / "server.log"):
+        try:
+            _federate(grid, context, config, resumed, model, outputs)
+        except OPERATOR_ERRORS as err:
+            log(ERROR, "zk0: error: %s", err)  # into server.log too
+            err.zk0_logged = True
+            raise
+
+
+def _federate(grid: Grid, context: Context, config: RunConfig, resumed, model: GlobalModel, outputs: RunOutputs) -> None:
     total, trainable = model.num_parameters
     log(INFO, "zk0 run directory: %s", outputs.run_dir)
     log(INFO, "Model %s: %d parameters, %d trainable (codec %s)", config.model, total, trainable, config.update_codec)
