@@ -149,6 +149,9 @@ def test_secure_two_round_run_completes_with_outputs(federation):
     assert len(rows[-1]["clients"]) == 2 and len(rows[-1]["bytes_up"]) == 2
     assert (run_dirs[0] / "checkpoints" / "000002" / "pretrained_model" / "model.safetensors").is_file()
     assert (run_dirs[0] / "checkpoints" / "last").resolve().name == "000002"
+    assert "[round 2/2] eval action MSE" in (run_dirs[0] / "server.log").read_text()
+    logs = bot("server", "logs")
+    assert logs.returncode == 0 and "[round 2/2] eval action MSE" in logs.stdout
 
 
 def outsider_flwr(bot: Zk0bot, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
