@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -96,8 +97,13 @@ def error_lines(result: subprocess.CompletedProcess) -> list[str]:
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory, demo_roots: list[Path]):
-    """A secure SuperLink on 127.0.0.1; its two clients are started by the tests."""
+    """A secure SuperLink on 127.0.0.1; its two clients are started by the tests.
+
+    Every command runs from a directory holding `zk0/pyproject.toml`, as $HOME does after the
+    default install: flwr must not read the connection name as an app path there."""
     bot = Zk0bot(tmp_path_factory.mktemp("zk0home"))
+    (bot.home / "zk0").mkdir()
+    (bot.home / "zk0" / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
     started = bot("server", "start")
     assert started.returncode == 0, started.stderr + started.stdout
     seen: list[psutil.Process] = []
@@ -130,6 +136,10 @@ def test_unregistered_node_is_refused_then_joins_after_register(federation):
     assert "SuperLink: running" in status.stdout and "healthy" in status.stdout
     clients_running = [line for line in status.stdout.splitlines() if line.startswith("zk0bot: client ") and ": running, pid" in line]
     assert len(clients_running) == 2
+    for line in clients_running:  # the machine's cores are shared out, and every client has its executor
+        assert re.search(r"threads [1-9]\d*$", line) and ", executor pid " in line, line
+    nodes = bot("server", "nodes")
+    assert nodes.returncode == 0 and nodes.stdout.count(" online ") == 2, nodes.stdout + nodes.stderr
     for session in ("zk0-superlink", "zk0-superexec", "zk0-proxy"):
         assert f"{session}: running, pid" in status.stdout
 
@@ -227,6 +237,25 @@ def test_tls_mismatches_are_named_in_seconds(federation, tmp_path: Path):
         assert result.returncode != 0
         assert "certificate/TLS mismatch" in error_lines(result)[-1], result.stderr
         assert time.monotonic() - started < 30
+
+
+def test_run_that_fails_at_start_names_the_reason(federation):
+    """A run whose ServerApp fails before it has a run directory (its eval dataset does not exist)
+    ends non-zero with the ServerApp's one-line reason."""
+    bot, clients, _, _ = federation
+    result = bot("run", "--rounds", "1", "--run-config", f"{TINY_RUN} eval-dataset='local:/nonexistent/eval'", timeout=300)
+    assert result.returncode != 0
+    assert "local:/nonexistent/eval: directory does not exist" in error_lines(result)[-1], result.stderr
+
+
+def test_client_restarted_right_after_stop_rejoins(federation):
+    """`client stop` then `client start` at once: the server still holds the old connection for
+    about a minute; start waits for it (saying so) instead of claiming the node is unregistered."""
+    bot, clients, _, _ = federation
+    assert bot("client", "stop", clients[0]).returncode == 0
+    again = bot("client", "start", clients[0], timeout=300)
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert "not registered" not in again.stderr
 
 
 def test_killed_node_ends_the_run_within_its_bound(federation):
