@@ -68,7 +68,7 @@ def comparable(row: dict) -> dict:
         return value
 
     out = strip(row)
-    for key in ("clients", "client_eval", "bytes_down", "bytes_up"):
+    for key in ("clients", "received_eval", "client_eval", "bytes_down", "bytes_up"):
         out[key] = by_dataset(row[key])
     return out
 
