@@ -102,8 +102,9 @@ def federation(tmp_path_factory: pytest.TempPathFactory, demo_roots: list[Path])
     Every command runs from a directory holding `zk0/pyproject.toml`, as $HOME does after the
     default install: flwr must not read the connection name as an app path there."""
     bot = Zk0bot(tmp_path_factory.mktemp("zk0home"))
-    (bot.home / "zk0").mkdir()
+    (bot.home / "zk0").mkdir(mode=0o700)
     (bot.home / "zk0" / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
+    (bot.home / "zk0" / "pyproject.toml").chmod(0o600)  # the privacy test checks all of ZK0_HOME
     started = bot("server", "start")
     assert started.returncode == 0, started.stderr + started.stdout
     seen: list[psutil.Process] = []
