@@ -1032,8 +1032,9 @@ else:
 '
 }
 
+# The run directory of a run id; none yet when the run failed before creating it.
 run_dir_of() {
-  grep -l "\"run_id\": $1," "$SERVER_DIR"/runs/*/run_config.json 2>/dev/null | head -n1 | xargs -r dirname
+  { grep -l "\"run_id\": $1," "$SERVER_DIR"/runs/*/run_config.json 2>/dev/null || true; } | head -n1 | xargs -r dirname
 }
 
 # The newest run directory whose saved state stops short of its num-rounds.
