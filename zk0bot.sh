@@ -356,7 +356,6 @@ sys.exit(0 if httpx.get(f"{scheme}://127.0.0.1:{port}/", verify=verify, timeout=
 PY
 }
 
-server_health() { link_health && proxy_health; }
 
 usage_server() {
   cat <<'USAGE'
