@@ -331,31 +331,22 @@ http {
 CONF
 }
 
-link_health() {
-  local port mode
-  port=$(server_setting link_port)
-  mode=$(server_setting mode)
-  "$(python_bin)" - "$port" "$mode" "$SERVER_DIR/certs/ca.crt" <<'PY' 2>/dev/null
+# GET http(s)://127.0.0.1:PORT/PATH with the server's CA: succeeds on EXPECT ("ok": any 2xx).
+probe() {
+  local port=$1 path=$2 expect=$3
+  "$(python_bin)" - "$port" "$(server_setting mode)" "$SERVER_DIR/certs/ca.crt" "$path" "$expect" <<'PY' 2>/dev/null
 import sys, httpx
-port, mode, ca = sys.argv[1:]
+port, mode, ca, path, expect = sys.argv[1:]
 scheme, verify = ("http", False) if mode == "insecure" else ("https", ca)
-sys.exit(0 if httpx.get(f"{scheme}://127.0.0.1:{port}/health", verify=verify, timeout=2).is_success else 1)
+reply = httpx.get(f"{scheme}://127.0.0.1:{port}{path}", verify=verify, timeout=2)
+sys.exit(0 if (reply.is_success if expect == "ok" else reply.status_code == int(expect)) else 1)
 PY
 }
+
+link_health() { probe "$(server_setting link_port)" /health ok; }
 
 # The public port answers (the proxy refuses "/" with 403 by design).
-proxy_health() {
-  local port mode
-  port=$(server_setting port)
-  mode=$(server_setting mode)
-  "$(python_bin)" - "$port" "$mode" "$SERVER_DIR/certs/ca.crt" <<'PY' 2>/dev/null
-import sys, httpx
-port, mode, ca = sys.argv[1:]
-scheme, verify = ("http", False) if mode == "insecure" else ("https", ca)
-sys.exit(0 if httpx.get(f"{scheme}://127.0.0.1:{port}/", verify=verify, timeout=2).status_code == 403 else 1)
-PY
-}
-
+proxy_health() { probe "$(server_setting port)" / 403; }
 
 usage_server() {
   cat <<'USAGE'
