@@ -305,14 +305,13 @@ def run_dirs(bot: Zk0bot) -> set[Path]:
     return set((bot.home / "server" / "runs").iterdir())
 
 
-def wait_for_round(run_dir_holder: list, bot: Zk0bot, before: set[Path], round_done: int, timeout: float = 300) -> Path:
+def wait_for_round(bot: Zk0bot, before: set[Path], round_done: int, timeout: float = 300) -> Path:
     """The new run directory once its saved state has passed `round_done`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for run_dir in run_dirs(bot) - before:
             state = run_dir / "state" / "state.json"
             if state.is_file() and json.loads(state.read_text())["round"] >= round_done:
-                run_dir_holder.append(run_dir)
                 return run_dir
         time.sleep(1)
     raise AssertionError(f"no run reached round {round_done} within {timeout}s")
@@ -338,17 +337,22 @@ def assert_resumed_like_an_uninterrupted_run(run_dir: Path, rounds: int) -> None
 RESUME_ROUNDS = 4
 
 
+def start_run_past_round_one(bot: Zk0bot, clients: list[str], eval_uri: str) -> tuple[subprocess.Popen, Path, set[Path]]:
+    """A RESUME_ROUNDS-round `zk0bot run` in the background, once its state holds round 1: the
+    process, its run directory, and the run directories that existed before it."""
+    config = f"{TINY_RUN} datasets='{clients[0]}' eval-dataset='{eval_uri}' fraction-evaluate=0.0 node-wait-timeout=120.0"
+    before = run_dirs(bot)
+    run = subprocess.Popen([str(ZK0BOT), "run", "--rounds", str(RESUME_ROUNDS), "--run-config", config],
+                           env=bot.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return run, wait_for_round(bot, before, 1), before
+
+
 def test_superlink_killed_mid_run_then_resumed(federation):
     """SIGKILL of the SuperLink mid-run: `server start` brings it back with the node keys (the
     SuperNodes reconnect by themselves), and `run --resume` completes the remaining rounds in the
     same run directory, with one metrics row per round as an uninterrupted run."""
     bot, clients, eval_uri, seen = federation
-    config = f"{TINY_RUN} datasets='{clients[0]}' eval-dataset='{eval_uri}' fraction-evaluate=0.0 node-wait-timeout=120.0"
-    before = run_dirs(bot)
-    run = subprocess.Popen([str(ZK0BOT), "run", "--rounds", str(RESUME_ROUNDS), "--run-config", config],
-                           env=bot.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    holder: list[Path] = []
-    run_dir = wait_for_round(holder, bot, before, 1)
+    run, run_dir, before = start_run_past_round_one(bot, clients, eval_uri)
     os.kill(session_pane_pid(bot, "zk0-superlink"), signal.SIGKILL)
     _, stderr = run.communicate(timeout=120)
     assert run.returncode != 0
@@ -367,12 +371,7 @@ def test_serverapp_killed_mid_run_then_resumed(federation):
     """SIGKILL of the ServerApp process alone: the run fails, naming how to continue; `run --resume`
     (newest unfinished run) completes it."""
     bot, clients, eval_uri, seen = federation
-    config = f"{TINY_RUN} datasets='{clients[0]}' eval-dataset='{eval_uri}' fraction-evaluate=0.0 node-wait-timeout=120.0"
-    before = run_dirs(bot)
-    run = subprocess.Popen([str(ZK0BOT), "run", "--rounds", str(RESUME_ROUNDS), "--run-config", config],
-                           env=bot.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    holder: list[Path] = []
-    run_dir = wait_for_round(holder, bot, before, 1)
+    run, run_dir, _ = start_run_past_round_one(bot, clients, eval_uri)
     superexec = psutil.Process(session_pane_pid(bot, "zk0-superexec"))
     serverapps = [p for p in superexec.children(recursive=True) if "flwr-serverapp" in " ".join(p.cmdline())]
     assert serverapps
