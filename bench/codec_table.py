@@ -68,7 +68,7 @@ def measure_real_size(codecs: list[str], repeats: int) -> list[dict]:
             down, _ = transfer.download(broadcast, node_holds=1)
             received = transfer.receive(down, first.weights)
             up = transfer.upload(local, received, codec, ErrorFeedback())
-            transfer.receive_update(up, broadcast.weights)
+            transfer.decode_update(up, broadcast.weights)
             times.append(time.perf_counter() - started)
         decode(up)  # warm
         rows.append({

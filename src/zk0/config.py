@@ -11,11 +11,11 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
+from zk0.aggregation import AGGREGATIONS
+from zk0.codec import CODECS as UPDATE_CODECS
 from zk0.uri import DatasetURI, URIError, parse_dataset_uri
 
 LR_SCHEDULES = ("constant", "cosine")
-AGGREGATIONS = ("fedprox", "fedavgm", "fedtrimmedavg", "fedmedian", "krum", "multikrum")
-UPDATE_CODECS = ("fp32", "bf16", "q8", "q4", "q3", "q2")
 NORMALIZATIONS = ("federated", "local")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")

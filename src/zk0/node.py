@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
-from flwr.app import ConfigRecord, Context
+from flwr.app import Context
 
 from zk0.config import RunConfig
 from zk0.data import NodeData, fixed_batches, infinite_batches, open_node_data, open_split
 from zk0.model import get_trainable, load_policy, make_processors, resolve_device, set_trainable
 from zk0.cameras import CameraError, RenamedDataset, cameras, parse_rename_map, renamed
 from zk0.cameras import check as check_cameras
+from zk0.protocol import NodeIdentity
 from zk0.stats import fingerprint, node_stats, with_stats
 from zk0.uri import DatasetURI, parse_dataset_uri
 
@@ -88,8 +89,8 @@ class NodeSession:
         """What this node contributes to the federation's normalization (zk0.stats)."""
         return node_stats(self.dataset_stats, self.policy.config)
 
-    def identity(self) -> ConfigRecord:
-        return ConfigRecord({"dataset-uri": str(self.data.uri), "cameras": ",".join(self.cameras)})
+    def identity(self) -> NodeIdentity:
+        return NodeIdentity(str(self.data.uri), tuple(self.cameras))
 
     def check_cameras(self, federation_cameras: list[str]) -> None:
         reason = check_cameras(self.cameras, federation_cameras)

@@ -13,7 +13,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
-from zk0 import run_state
+from zk0 import run_state, stats
 from zk0.cameras import cameras
 from zk0.config import ConfigError, RunConfig
 from zk0.data import DatasetError
@@ -85,7 +85,7 @@ def _federate(grid: Grid, context: Context, config: RunConfig, resumed, model: G
         federation_stats = run_state.stats_from_json(resumed.federation_stats)
         log(INFO, "Resuming after round %d of %d", done, config.num_rounds)
     else:
-        federation_stats = strategy.collect_statistics(grid) if config.normalization == "federated" else None
+        federation_stats = strategy.collect_statistics(grid, stats.feature_shapes(model.policy.config)) if config.normalization == "federated" else None
     if federation_stats:
         model.use_federation_stats(federation_stats)
         strategy.federation_stats = federation_stats

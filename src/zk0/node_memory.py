@@ -1,10 +1,12 @@
 """What a node must remember between rounds of a run: the last global model it received
 (the base of the next delta download) and its error-feedback residual.
 
-Kept in memory for the next message of this process, and on disk so that a fresh
-ClientApp process (deployment), another simulation worker or a restarted node picks it
-up: `<zk0 cache>/node-state/run-<run id>-node-<node id>/`, written atomically.
-States of runs untouched for two days are removed.
+On disk, so that a fresh ClientApp process (deployment), another simulation worker or a
+restarted node picks it up: `<zk0 cache>/node-state/run-<run id>-node-<node id>/`, written
+atomically; memories of runs untouched for two days are removed. The last one is also kept
+in this process, keyed by run and node, and used only while the disk holds the same
+version: in simulation several processes serve the same node in turn, and a copy another
+process has since replaced must never be trusted.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,33 +29,50 @@ STALE_SECONDS = 2 * 24 * 3600
 
 
 @dataclass
-class NodeState:
+class NodeMemory:
+    run_id: int
+    node_id: int
     reference_round: int | None = None
     reference: dict[str, np.ndarray] | None = None
     feedback: ErrorFeedback = field(default_factory=ErrorFeedback)
+    version: str = ""  # changes with every save
+
+    @classmethod
+    def load(cls, run_id: int, node_id: int) -> "NodeMemory":
+        key = (run_id, node_id)
+        path = _dir(run_id, node_id)
+        cached = _memory.get(key)
+        if cached is not None and cached.version == _version(path):
+            return cached
+        _memory.clear()  # one node's memory per process at a time: bounded
+        _memory[key] = _read(path, run_id, node_id)
+        return _memory[key]
+
+    def save(self) -> None:
+        self.version = uuid.uuid4().hex
+        _save(self)
+        _memory.clear()
+        _memory[(self.run_id, self.node_id)] = self
 
 
-_memory: dict[tuple[int, int], NodeState] = {}
+_memory: dict[tuple[int, int], NodeMemory] = {}
 
 
 def _dir(run_id: int, node_id: int) -> Path:
     return cache_dir() / "node-state" / f"run-{run_id}-node-{node_id}"
 
 
-def load(run_id: int, node_id: int) -> NodeState:
-    key = (run_id, node_id)
-    if key not in _memory:
-        _memory.clear()  # one node's state per process at a time: bounded memory
-        _memory[key] = _read(_dir(run_id, node_id))
-    return _memory[key]
+def _version(path: Path) -> str:
+    try:
+        return json.loads((path / "state.json").read_text()).get("version", "")
+    except (OSError, ValueError):
+        return ""
 
 
-def save(run_id: int, node_id: int, state: NodeState) -> None:
+def _save(state: NodeMemory) -> None:
     from safetensors.numpy import save_file
 
-    _memory.clear()
-    _memory[(run_id, node_id)] = state
-    target = _dir(run_id, node_id)
+    target = _dir(state.run_id, state.node_id)
     target.parent.mkdir(parents=True, exist_ok=True)
     _purge_stale(target.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
@@ -63,7 +83,7 @@ def save(run_id: int, node_id: int, state: NodeState) -> None:
         residual = state.feedback.state_dict()
         if residual:
             save_file(residual, str(staging / "residual.safetensors"))
-        (staging / "state.json").write_text(json.dumps({"reference_round": state.reference_round}))
+        (staging / "state.json").write_text(json.dumps({"reference_round": state.reference_round, "version": state.version}))
         old = target.with_name(f".{target.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if target.exists():
@@ -74,13 +94,14 @@ def save(run_id: int, node_id: int, state: NodeState) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _read(path: Path) -> NodeState:
+def _read(path: Path, run_id: int, node_id: int) -> NodeMemory:
     from safetensors.numpy import load_file
 
-    state = NodeState()
+    state = NodeMemory(run_id, node_id)
     if not (path / "state.json").is_file():
         return state
-    state.reference_round = json.loads((path / "state.json").read_text())["reference_round"]
+    saved = json.loads((path / "state.json").read_text())
+    state.reference_round, state.version = saved["reference_round"], saved.get("version", "")
     if (path / "reference.safetensors").is_file():
         state.reference = decode(load_file(str(path / "reference.safetensors")))
     if (path / "residual.safetensors").is_file():

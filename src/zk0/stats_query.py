@@ -1,0 +1,69 @@
+"""Round 0: ask every connected node for its normalization statistics, check each node's
+report (its cameras, then zk0.stats.check and the outlier rule) and pool the rest.
+
+A node whose report is refused is named in one line and trains in no round of this run.
+"""
+
+from __future__ import annotations
+
+from logging import INFO, WARNING
+
+from flwr.app import Message, MessageType, RecordDict
+from flwr.common import log
+from flwr.serverapp import Grid
+
+from zk0 import stats
+from zk0.cameras import check as check_cameras
+from zk0.failures import one_line
+from zk0.protocol import ProtocolError, StatsReport
+from zk0.rounds import Roster
+
+
+def collect(grid: Grid, nodes: list[int], roster: Roster, cameras: list[str], shapes: dict, min_nodes: int,
+            timeout: float) -> tuple[dict | None, list[str]]:
+    """The pooled statistics of the nodes whose reports pass (None if fewer than `min_nodes`
+    do), and one line per refused or failed node."""
+    messages = [Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY) for node in nodes]
+    addressees = {message.metadata.message_id: message.metadata.dst_node_id for message in messages}
+    reports: dict[int, dict] = {}
+    problems: list[str] = []
+
+    def refuse(node: int, reason: str, identity=None) -> None:
+        roster.refuse(node, reason)
+        problems.append(f"{roster.label(node, identity)}: refused: {reason}")
+
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        node = addressees.get(reply.metadata.reply_to_message_id)
+        if node is None or node in reports or node in roster.refused:
+            continue  # not an answer to this query, or a second one
+        if reply.has_error():
+            roster.refuse(node, "no statistics")
+            problems.append(f"{roster.label(node)}: failed: {one_line(reply.error.reason)}")
+            continue
+        try:
+            report = StatsReport.from_content(reply.content)
+        except ProtocolError as err:
+            refuse(node, f"unusable statistics ({err})")
+            continue
+        reason = (check_cameras(list(report.identity.cameras), cameras) if cameras else None) \
+            or stats.check(report.stats, shapes)
+        if reason:
+            refuse(node, reason, report.identity)
+            continue
+        roster.label(node, report.identity)
+        reports[node] = report.stats
+    for node in nodes:
+        if node not in reports and node not in roster.refused:
+            roster.refuse(node, "no statistics")
+            problems.append(f"{roster.label(node)}: failed: no reply within round-timeout ({timeout:g}s)")
+    for node, reason in stats.outliers(reports).items():
+        del reports[node]
+        refuse(node, reason)
+    for problem in problems:
+        log(WARNING, "Round 0: %s", problem)
+    if len(reports) < min_nodes:
+        return None, problems
+    pooled = stats.pool([reports[node] for node in sorted(reports, key=lambda n: (roster.claims.get(n, ""), n))])
+    frames = int(next(iter(pooled.values()))["count"].sum()) if pooled else 0
+    log(INFO, "Normalization: pooled statistics of %d node(s), %d frames (%s)", len(reports), frames, ", ".join(pooled))
+    return pooled, problems
