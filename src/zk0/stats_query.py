@@ -24,6 +24,8 @@ def collect(grid: Grid, nodes: list[int], roster: Roster, cameras: list[str], sh
     """The pooled statistics of the nodes whose reports pass (None if fewer than `min_nodes`
     do), and one line per refused or failed node."""
     messages = [Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY) for node in nodes]
+    replies = grid.send_and_receive(messages, timeout=timeout)
+    # Message ids are given as the grid pushes the messages; a reply names the one it answers.
     addressees = {message.metadata.message_id: message.metadata.dst_node_id for message in messages}
     reports: dict[int, dict] = {}
     problems: list[str] = []
@@ -32,7 +34,7 @@ def collect(grid: Grid, nodes: list[int], roster: Roster, cameras: list[str], sh
         roster.refuse(node, reason)
         problems.append(f"{roster.label(node, identity)}: refused: {reason}")
 
-    for reply in grid.send_and_receive(messages, timeout=timeout):
+    for reply in replies:
         node = addressees.get(reply.metadata.reply_to_message_id)
         if node is None or node in reports or node in roster.refused:
             continue  # not an answer to this query, or a second one

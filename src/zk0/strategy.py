@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import random
 import time
-import traceback
 from collections.abc import Iterable
-from logging import DEBUG, INFO, WARNING
+from logging import INFO, WARNING
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common import log
@@ -28,7 +27,6 @@ from flwr.serverapp import Grid
 
 from zk0 import stats_query, transfer
 from zk0.aggregation import AGGREGATIONS
-from zk0.codec import CodecError
 from zk0.config import RunConfig
 from zk0.failures import one_line
 from zk0.protocol import (
@@ -36,30 +34,17 @@ from zk0.protocol import (
     METRICS,
     EvaluateInstructions,
     EvaluateReport,
-    ProtocolError,
     TrainInstructions,
-    TrainReport,
     array_record,
     claimed_identity,
 )
 from zk0.rounds import RoundRecord, Roster
 from zk0.schedule import round_lr
-from zk0.validation import Rejected, norm_outliers, screen_update
+from zk0.validation import Screened, guarded, norm_outliers, screen_reply
 
 
 class FederationError(RuntimeError):
     """The federation cannot go on (too few nodes, too few usable results)."""
-
-
-def _guarded(check, *args) -> tuple[object | None, str | None]:
-    """`check(*args)` on what a node sent, and None; or None and the reason it failed, never a raise."""
-    try:
-        return check(*args), None
-    except (ProtocolError, Rejected, CodecError) as err:
-        return None, str(err)
-    except Exception as err:  # a reply no check foresaw is still only that node's problem
-        log(DEBUG, "unforeseen reply: %s", traceback.format_exc())
-        return None, f"malformed reply ({type(err).__name__})"
 
 
 class ZK0Strategy:
@@ -178,7 +163,7 @@ class ZK0Strategy:
         if record.broadcast is None:
             raise RuntimeError(f"round {server_round}: aggregate_train called before configure_train")
         expected = record.broadcast.weights
-        accepted: dict[int, tuple[TrainReport, dict]] = {}
+        accepted: dict[int, Screened] = {}
         norms: dict[int, float] = {}
         answered: set[int] = set()
         for reply in replies:
@@ -198,22 +183,19 @@ class ZK0Strategy:
                 self._reject(server_round, record, node, f"a '{reply.metadata.message_type}' reply to a train message")
                 continue
             self.roster.label(node, claimed_identity(reply.content))
-            report, reason = _guarded(TrainReport.from_content, reply.content)
-            if report is not None:
-                screened, reason = _guarded(screen_update, report, expected, self.config.update_codec,
-                                            self.max_train_examples)
-            if reason:
-                self._reject(server_round, record, node, reason)
+            screened = screen_reply(reply.content, expected, self.config.update_codec, self.max_train_examples)
+            if isinstance(screened, str):
+                self._reject(server_round, record, node, screened)
                 continue
-            accepted[node] = (report, screened[0])
-            norms[node] = screened[1]
+            accepted[node], norms[node] = screened, screened.norm
         for node, reason in norm_outliers(norms, self.config.max_update_norm_ratio).items():
             del accepted[node]
             self._reject(server_round, record, node, reason)
         for node in record.addressees.values():
             if node not in answered:
                 self._fail(server_round, record, node, f"no reply within round-timeout ({self.config.round_timeout:g}s)")
-        for node, (report, _) in accepted.items():
+        for node, screened in accepted.items():
+            report = screened.report
             record.trained(node, self.roster.label(node), report.metrics, report.num_examples, report.received)
         record.broadcast, record.outbox = None, []
         if len(accepted) < self.config.min_train_clients:
@@ -226,15 +208,15 @@ class ZK0Strategy:
         record.aggregate_seconds = time.perf_counter() - started
         return result
 
-    def _flower_replies(self, accepted: dict[int, tuple[TrainReport, dict]], expected: dict) -> list[Message]:
+    def _flower_replies(self, accepted: dict[int, Screened], expected: dict) -> list[Message]:
         """The accepted updates as Flower aggregates them: fp32 weights in the global model's
         tensor order (Krum compares flattened concatenations), the metrics every reply shares,
         in dataset order (float sums depend on the order; node ids differ between runs)."""
         order = sorted(accepted, key=lambda n: (self.roster.claims.get(n, ""), n))
-        common = set.intersection(*(set(accepted[n][0].metrics) for n in order))
+        common = set.intersection(*(set(accepted[n].report.metrics) for n in order))
         messages = []
         for node in order:
-            report, weights = accepted[node]
+            report, weights = accepted[node].report, accepted[node].weights
             metrics = {"num-examples": report.num_examples, **{k: v for k, v in report.metrics.items() if k in common}}
             content = RecordDict({ARRAYS: array_record({name: weights[name] for name in expected}),
                                   METRICS: MetricRecord(metrics)})
@@ -284,7 +266,7 @@ class ZK0Strategy:
             if node is None or reply.has_error() or node in scores or node in self.roster.refused:
                 continue
             self.roster.label(node, claimed_identity(reply.content))
-            report, reason = _guarded(EvaluateReport.from_content, reply.content)
+            report, reason = guarded(EvaluateReport.from_content, reply.content)
             if report is not None and report.scores.num_examples > max_examples:
                 reason = (f"'num-examples' is {report.scores.num_examples}, more than the {max_examples} "
                           f"the node could have used")

@@ -11,14 +11,18 @@ the other nodes', or an inflated sample count that would buy it more weight.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from logging import DEBUG
 from typing import TypeVar
 
 import numpy as np
+from flwr.common import log
 
 from zk0 import transfer
 from zk0.codec import CodecError
-from zk0.protocol import TrainReport
+from zk0.protocol import ProtocolError, TrainReport
 
 # With fewer replies the median of the update norms says nothing about which one is odd
 # (with two, a huge update drags the median up to half its own norm).
@@ -101,3 +105,34 @@ def screen_update(report: TrainReport, broadcast: Mapping[str, np.ndarray], code
     if reason:
         raise Rejected(reason)
     return values, update_norm(values, broadcast)
+
+
+@dataclass
+class Screened:
+    """A training reply that passed: what the node reported, its fp32 weights, its update norm."""
+
+    report: TrainReport
+    weights: dict[str, np.ndarray]
+    norm: float
+
+
+def guarded(check: Callable, *args) -> tuple[object | None, str | None]:
+    """`check(*args)` on what a node sent, and None; or None and why it failed. Never raises:
+    whatever a reply holds, the worst it can do is cost its node the round."""
+    try:
+        return check(*args), None
+    except (ProtocolError, Rejected, CodecError) as err:
+        return None, str(err)
+    except Exception as err:  # a reply no check foresaw is still only that node's problem
+        log(DEBUG, "unforeseen reply: %s", traceback.format_exc())
+        return None, f"malformed reply ({type(err).__name__})"
+
+
+def screen_reply(content, broadcast: Mapping[str, np.ndarray], codec: str, max_examples: int) -> Screened | str:
+    """A training reply's content, parsed (zk0.protocol) and screened (`screen_update`), or the
+    reason it may not enter the aggregate."""
+    report, reason = guarded(TrainReport.from_content, content)
+    if report is None:
+        return reason
+    screened, reason = guarded(screen_update, report, broadcast, codec, max_examples)
+    return reason if screened is None else Screened(report, *screened)
