@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def real_shapes() -> dict[str, tuple[int, ...]]:
     import torch
 
-    from zk0.model import SMOLVLA_SHAPE, preset_config, seeded_policy
+    from zk0.presets import SMOLVLA_SHAPE, preset_config, seeded_policy
     from zk0.paths import cache_dir
 
     config = preset_config(SMOLVLA_SHAPE, cache_dir())

@@ -199,7 +199,7 @@ def test_lerobot_train_starts_from_the_cached_tiny_model(tmp_path, demo_roots, z
     with its training dataset's statistics (the tiny model's processors carry none)."""
     from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
 
-    from zk0.model import ensure_tiny_policy
+    from zk0.presets import ensure_tiny_policy
 
     tiny = ensure_tiny_policy(zk0_cache_dir)
     client = demo_roots[0]

@@ -43,7 +43,7 @@ def _check_dataset(args: argparse.Namespace) -> int:
 
 
 def _prepare_tiny(_: argparse.Namespace) -> int:
-    from zk0.model import ensure_tiny_policy
+    from zk0.presets import ensure_tiny_policy
     from zk0.paths import cache_dir
 
     print(ensure_tiny_policy(cache_dir()))

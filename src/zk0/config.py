@@ -124,7 +124,7 @@ class RunConfig:
         if self.device not in DEVICES:
             raise ConfigError(f"run-config key 'device' must be one of {', '.join(DEVICES)}; got '{self.device}'")
         if not (self.model.startswith("/") or _HUB_ID.match(self.model)):
-            from zk0.model import PRESETS  # torch comes with it: only paid for a preset name
+            from zk0.presets import PRESETS  # torch comes with it: only paid for a preset name
 
             if self.model not in PRESETS:
                 raise ConfigError(
