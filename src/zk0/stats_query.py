@@ -15,8 +15,22 @@ from flwr.serverapp import Grid
 from zk0 import stats
 from zk0.cameras import check as check_cameras
 from zk0.failures import one_line
-from zk0.protocol import ProtocolError, StatsReport
+from zk0.protocol import ProtocolError, StatsReport, claimed_identity
 from zk0.rounds import Roster
+from zk0.validation import Rejected, guarded
+
+
+def _screen(content, cameras: list[str], shapes: dict) -> StatsReport:
+    """A statistics reply that may be pooled, or Rejected / ProtocolError with the reason."""
+    try:
+        report = StatsReport.from_content(content)
+    except ProtocolError as err:
+        raise Rejected(f"unusable statistics ({err})") from None
+    reason = (check_cameras(list(report.identity.cameras), cameras) if cameras else None) \
+        or stats.check(report.stats, shapes)
+    if reason:
+        raise Rejected(reason)
+    return report
 
 
 def collect(grid: Grid, nodes: list[int], roster: Roster, cameras: list[str], shapes: dict, min_nodes: int,
@@ -42,15 +56,10 @@ def collect(grid: Grid, nodes: list[int], roster: Roster, cameras: list[str], sh
             roster.refuse(node, "no statistics")
             problems.append(f"{roster.label(node)}: failed: {one_line(reply.error.reason)}")
             continue
-        try:
-            report = StatsReport.from_content(reply.content)
-        except ProtocolError as err:
-            refuse(node, f"unusable statistics ({err})")
-            continue
-        reason = (check_cameras(list(report.identity.cameras), cameras) if cameras else None) \
-            or stats.check(report.stats, shapes)
+        identity = claimed_identity(reply.content)
+        report, reason = guarded(_screen, reply.content, cameras, shapes)
         if reason:
-            refuse(node, reason, report.identity)
+            refuse(node, reason, identity)
             continue
         roster.label(node, report.identity)
         reports[node] = report.stats
