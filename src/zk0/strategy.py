@@ -86,22 +86,26 @@ class ZK0Strategy:
     # ------------------------------------------------------------------ nodes
 
     def _wait_for_nodes(self, grid: Grid, needed: int) -> list[int]:
-        """The eligible connected nodes, once at least `needed` are (FederationError after node-wait-timeout:
-        Flower's own wait has no deadline)."""
+        """The eligible (connected, never refused) nodes, once min-available-clients are connected
+        and `needed` of them are eligible; FederationError after node-wait-timeout (Flower's own
+        wait has no deadline)."""
         deadline = time.monotonic() + self.config.node_wait_timeout
         announced = False
         while True:
-            nodes = self.roster.eligible(list(grid.get_node_ids()))
-            if len(nodes) >= needed:
+            connected = list(grid.get_node_ids())
+            nodes = self.roster.eligible(connected)
+            if len(connected) >= self.min_available_nodes and len(nodes) >= needed:
                 return nodes
             if time.monotonic() > deadline:
+                refused = f" ({len(connected) - len(nodes)} refused for this run)" if len(nodes) < len(connected) else ""
                 raise FederationError(
-                    f"only {len(nodes)} of the {needed} required clients connected (and not refused) within "
-                    f"{self.config.node_wait_timeout:.0f}s (run-config node-wait-timeout); start more clients or "
-                    f"lower min-available-clients"
+                    f"{len(connected)} client(s) connected{refused} within {self.config.node_wait_timeout:.0f}s "
+                    f"(run-config node-wait-timeout); {max(needed, self.min_available_nodes)} usable ones are "
+                    f"required: start more clients or lower min-available-clients / min-train-clients"
                 )
             if not announced:
-                log(INFO, "Waiting for clients: %d connected, %d required", len(nodes), needed)
+                log(INFO, "Waiting for clients: %d connected (%d usable), %d required", len(connected), len(nodes),
+                    max(needed, self.min_available_nodes))
                 announced = True
             time.sleep(1.0)
 
@@ -113,7 +117,7 @@ class ZK0Strategy:
     def collect_statistics(self, grid: Grid, shapes: dict) -> dict:
         """Before round 1: the nodes' normalization statistics, checked and pooled (zk0.stats_query)."""
         self.roster.refresh_names()
-        nodes = self._wait_for_nodes(grid, max(self.min_available_nodes, self.min_train_nodes))
+        nodes = self._wait_for_nodes(grid, self.min_train_nodes)
         pooled, problems = stats_query.collect(grid, nodes, self.roster, self.cameras, shapes,
                                                self.config.min_train_clients, self.config.round_timeout)
         if pooled is None:
@@ -134,7 +138,7 @@ class ZK0Strategy:
                              lr_min=self.config.lr_min)
         self.roster.refresh_names()
         try:
-            nodes = self._wait_for_nodes(grid, max(self.min_available_nodes, self.min_train_nodes))
+            nodes = self._wait_for_nodes(grid, self.min_train_nodes)
         except FederationError as err:
             raise FederationError(f"round {server_round}: {err}") from None
         nodes = self._sample(nodes, self.fraction_train, self.min_train_nodes, server_round)
@@ -243,7 +247,7 @@ class ZK0Strategy:
         if self.fraction_evaluate == 0.0 or server_round != self.config.num_rounds:
             return []
         try:
-            nodes = self._wait_for_nodes(grid, max(self.min_available_nodes, self.min_evaluate_nodes))
+            nodes = self._wait_for_nodes(grid, self.min_evaluate_nodes)
         except FederationError:
             log(WARNING, "Round %d: too few clients connected for the final client-side evaluation; skipping it", server_round)
             return []
