@@ -39,9 +39,10 @@ class RoundRecord:
     # when the grid pushes them).
     broadcast: transfer.Broadcast | None = None
     outbox: list[Message] = field(default_factory=list)
+    _addressees: dict[str, int] | None = field(default=None, repr=False)
 
     def sent(self, messages: list[Message]) -> None:
-        self.outbox = list(messages)
+        self.outbox, self._addressees = list(messages), None
         for message in messages:
             node = message.metadata.dst_node_id
             payload = sum(record.count_bytes() for record in message.content.array_records.values())
@@ -49,7 +50,14 @@ class RoundRecord:
 
     @property
     def addressees(self) -> dict[str, int]:
-        return {message.metadata.message_id: message.metadata.dst_node_id for message in self.outbox}
+        """Message id -> node, read once the grid has pushed the messages (and given their ids)."""
+        if self._addressees is None:
+            self._addressees = {message.metadata.message_id: message.metadata.dst_node_id for message in self.outbox}
+        return self._addressees
+
+    def closed(self) -> None:
+        """The round's replies are in: drop what was held only while it ran."""
+        self.broadcast, self.outbox, self._addressees = None, [], None
 
     def addressee(self, reply: Message) -> int | None:
         """The node a reply answers for; None for a reply to no message of this round. The

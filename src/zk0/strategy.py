@@ -167,41 +167,11 @@ class ZK0Strategy:
         if record.broadcast is None:
             raise RuntimeError(f"round {server_round}: aggregate_train called before configure_train")
         expected = record.broadcast.weights
-        accepted: dict[int, Screened] = {}
-        norms: dict[int, float] = {}
-        answered: set[int] = set()
-        for reply in replies:
-            node = record.addressee(reply)
-            if node is None or node in answered:
-                log(WARNING, "Round %d: ignored a reply to no message of this round (from node %s)",
-                    server_round, reply.metadata.src_node_id)
-                continue
-            answered.add(node)
-            if reply.has_error():
-                self._fail(server_round, record, node, one_line(reply.error.reason))
-                self.roster.holds.pop(node, None)  # unknown whether it kept this round's broadcast
-                continue
-            self.roster.holds[node] = record.broadcast.round
-            record.received(node, reply)
-            if reply.metadata.message_type != MessageType.TRAIN:
-                self._reject(server_round, record, node, f"a '{reply.metadata.message_type}' reply to a train message")
-                continue
-            self.roster.label(node, claimed_identity(reply.content))
-            screened = screen_reply(reply.content, expected, self.config.update_codec, self.max_train_examples)
-            if isinstance(screened, str):
-                self._reject(server_round, record, node, screened)
-                continue
-            accepted[node], norms[node] = screened, screened.norm
-        for node, reason in norm_outliers(norms, self.config.max_update_norm_ratio).items():
-            del accepted[node]
-            self._reject(server_round, record, node, reason)
-        for node in record.addressees.values():
-            if node not in answered:
-                self._fail(server_round, record, node, f"no reply within round-timeout ({self.config.round_timeout:g}s)")
+        accepted = self._screen_train_replies(server_round, record, replies)
         for node, screened in accepted.items():
             report = screened.report
             record.trained(node, self.roster.label(node), report.metrics, report.num_examples, report.received)
-        record.broadcast, record.outbox = None, []
+        record.closed()
         if len(accepted) < self.config.min_train_clients:
             problems = record.failures + [f"{r['node']}: {r['reason']}" for r in record.rejected]
             raise FederationError(
@@ -211,6 +181,49 @@ class ZK0Strategy:
         result = super().aggregate_train(server_round, self._flower_replies(accepted, expected))
         record.aggregate_seconds = time.perf_counter() - started
         return result
+
+    def _screen_train_replies(self, server_round: int, record: RoundRecord,
+                              replies: Iterable[Message]) -> dict[int, Screened]:
+        """Every reply filed under the node it answers for: failed, rejected or accepted; then the
+        norm rule over the accepted ones, and the nodes that never answered."""
+        accepted: dict[int, Screened] = {}
+        answered: set[int] = set()
+        for reply in replies:
+            node = record.addressee(reply)
+            if node is None or node in answered:
+                log(WARNING, "Round %d: ignored a reply to no message of this round (from node %s)",
+                    server_round, reply.metadata.src_node_id)
+                continue
+            answered.add(node)
+            screened = self._screen_train_reply(server_round, record, node, reply)
+            if screened is not None:
+                accepted[node] = screened
+        norms = {node: screened.norm for node, screened in accepted.items()}
+        for node, reason in norm_outliers(norms, self.config.max_update_norm_ratio).items():
+            del accepted[node]
+            self._reject(server_round, record, node, reason)
+        for node in record.addressees.values():
+            if node not in answered:
+                self._fail(server_round, record, node, f"no reply within round-timeout ({self.config.round_timeout:g}s)")
+        return accepted
+
+    def _screen_train_reply(self, server_round: int, record: RoundRecord, node: int, reply: Message) -> Screened | None:
+        if reply.has_error():
+            self._fail(server_round, record, node, one_line(reply.error.reason))
+            self.roster.holds.pop(node, None)  # unknown whether it kept this round's broadcast
+            return None
+        self.roster.holds[node] = record.broadcast.round
+        record.received(node, reply)
+        self.roster.label(node, claimed_identity(reply.content))
+        if reply.metadata.message_type != MessageType.TRAIN:
+            self._reject(server_round, record, node, f"a '{reply.metadata.message_type}' reply to a train message")
+            return None
+        screened = screen_reply(reply.content, record.broadcast.weights, self.config.update_codec,
+                                self.max_train_examples)
+        if isinstance(screened, str):
+            self._reject(server_round, record, node, screened)
+            return None
+        return screened
 
     def _flower_replies(self, accepted: dict[int, Screened], expected: dict) -> list[Message]:
         """The accepted updates as Flower aggregates them: fp32 weights in the global model's
@@ -280,7 +293,7 @@ class ZK0Strategy:
                 continue
             record.evaluated(node, self.roster.label(node), report.scores)
             scores[node] = report.scores
-        record.outbox = []
+        record.closed()
         if not scores:
             return None
         total = sum(s.num_examples for s in scores.values())
