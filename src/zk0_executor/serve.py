@@ -164,6 +164,7 @@ class AppLoader:
         self.policy = policy
         self.fab_hash: str | None = None
         self.package: str | None = None
+        self._sys_path = list(sys.path)  # Flower's loader puts each FAB's directory in front
         self._load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
 
     def load(self, run: Run, fab: Fab) -> ClientApp:
@@ -181,10 +182,12 @@ class AppLoader:
         return self._load(run.fab_id, run.fab_version, fab.hash_str)
 
     def _forget_app_modules(self) -> None:
-        """As a fresh process would: the app's modules (and their caches, the model) are imported anew."""
+        """As a fresh process would: the app's modules (and their caches, the model) are imported anew,
+        and no earlier FAB's directory stays on the import path."""
         prefix = f"{self.package}."
         for name in [n for n in sys.modules if (n == self.package or n.startswith(prefix))]:
             del sys.modules[name]
+        sys.path[:] = self._sys_path
         gc.collect()
         log(INFO, "zk0 executor: new app version; reloading package '%s'", self.package)
 
