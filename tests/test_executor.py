@@ -405,9 +405,9 @@ def test_executor_follows_the_flower_runtime_it_was_built_on():
     assert not set(FLOWER_NAMES_NOT_USED) & set(vars(executor_flower))
     # The Runtime API clients carry the interceptors Flower's own clients carry (tracing, version, token/secret).
     task = {type(i).__name__ for i in executor_flower.task_interceptors("token")}
-    assert task == flower_interceptors(flower.run_clientapp)
+    assert task == flower_interceptors(flower.run_clientapp), "the executor's task client differs from Flower's"
     superexec = {type(i).__name__ for i in executor_flower.superexec_interceptors(b"secret")}
-    assert superexec == flower_interceptors(run_superexec.run_superexec)
+    assert superexec == flower_interceptors(run_superexec.run_superexec), "the executor's poller differs from Flower's"
 
 
 def test_the_executor_is_fenced_off_from_the_app_and_its_flower_surface_is_one_module():
