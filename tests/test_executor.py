@@ -294,6 +294,7 @@ def test_a_fab_that_is_not_the_installed_zk0_is_refused_until_its_operator_allow
     assert dep.executor.alive()
 
     allowing = dep.start_executor("--allow-app", digest.upper())
+    assert f"the zk0 installed at {installed_app_dir()} and 1 FAB(s) allowed by hash" in allowing.text()
     run_id, status, _ = dep.run(rounds=1, extra="round-timeout=120.0 fraction-evaluate=0.0", app=modified)
     assert status == "finished:completed", dep.server_log(run_id)[-3000:]
     assert [(s["type"], s["status"]) for s in dep.served(allowing, run_id)] == [("query", "ok"), ("train", "ok")]
@@ -351,7 +352,7 @@ FLOWER_NAMES_NOT_USED = {
     "register_signal_handlers": "one-shot exit handlers; the executor's own SIGINT/SIGTERM answer the task and stop",
     "flwr_exit": "the one-shot process exits after its task; the executor serves the next one",
     "ExitCode": "exit codes of the one-shot process, as above",
-    "make_simple_http_retry_invoker": "its retries never end a task; the executor bounds each task's retries",
+    "make_simple_http_retry_invoker": "it SIGINTs its process on HTTP 401; the executor bounds a task's retries instead",
     "make_task_heartbeat_fn_http": "it raises SIGINT when the SuperNode drops the task; the executor logs it instead",
     "RUNTIME_DEPENDENCY_INSTALL": "no runtime dependency installation: the app runs in the installed environment",
     "install_app_dependencies": "no runtime dependency installation, as above",

@@ -253,7 +253,9 @@ def serve(endpoint: Endpoint, policy: AppPolicy) -> None:
     poller = _client(endpoint, superexec_interceptors(endpoint.auth_secret), None)
     loader = AppLoader(policy)
     request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
-    print(f"zk0-executor pid={os.getpid()} serving ClientApp tasks of the SuperNode at {endpoint.address}", flush=True)
+    allowed = f" and {len(policy.allowed)} FAB(s) allowed by hash" if policy.allowed else ""
+    print(f"zk0-executor pid={os.getpid()} serving ClientApp tasks of the SuperNode at {endpoint.address}: "
+          f"the zk0 installed at {policy.installed}{allowed}", flush=True)
     wait, reachable = POLL_MIN_SECONDS, True
     try:
         while True:
