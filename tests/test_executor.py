@@ -409,6 +409,7 @@ def test_executor_follows_the_flower_runtime_it_was_built_on():
     assert task == flower_interceptors(flower.run_clientapp), "the executor's task client differs from Flower's"
     superexec = {type(i).__name__ for i in executor_flower.superexec_interceptors(b"secret")}
     assert superexec == flower_interceptors(run_superexec.run_superexec), "the executor's poller differs from Flower's"
+    assert run_superexec._SUPEREXEC_AUTH_METHODS == {executor_flower.ACQUIRE_TASK_METHOD}  # what the secret signs
 
 
 def test_the_executor_is_fenced_off_from_the_app_and_its_flower_surface_is_one_module():
