@@ -667,7 +667,7 @@ Usage: zk0bot client <command> [options]
 
 Commands:
   start <dataset-uri> [--server HOST:PORT] [--ca-cert FILE] [--port P] [--threads N]
-        [--rename-map JSON] [--insecure]
+        [--rename-map JSON] [--allow-app SHA256]... [--insecure]
           Start a SuperNode that trains on this node's dataset, in tmux session
           zk0-supernode-<id>. <dataset-uri> is hf:owner/name, owner/name or
           local:/absolute/path. The first start creates the node's key pair and prints
@@ -678,6 +678,9 @@ Commands:
           (default: the cores shared among this machine's clients). --rename-map:
           map this dataset's camera names onto the federation's, LeRobot style:
           '{"observation.images.top": "observation.images.front"}'.
+          The executor runs only the zk0 installed here; --allow-app also lets it run
+          the FAB with that SHA-256 (its refusal line in executor.log names it). The
+          allowed list is the last start's: starting with another list restarts the executor.
   stop [<dataset-uri>]     Stop one client (or all of them).
   status                   Every client on this machine: session, PID, port, dataset.
   logs [<dataset-uri>] [-f]
@@ -742,6 +745,7 @@ default_ca_cert() {
 client_start() {
   local uri="" server="${ZK0_SERVER:-127.0.0.1:$DEFAULT_SERVER_PORT}" ca port="" insecure=0 threads="" rename=""
   ca=$(default_ca_cert)
+  local allow=()
   while [[ $# -gt 0 ]]; do
     case $1 in
       --server) opt_value "$@"; server=$2; shift ;;
@@ -749,6 +753,7 @@ client_start() {
       --port) opt_value "$@"; port=$2; shift ;;
       --threads) opt_value "$@"; threads=$2; shift ;;
       --rename-map) opt_value "$@"; rename=$2; shift ;;
+      --allow-app) opt_value "$@"; check_sha256 "$2"; allow+=("${2,,}"); shift ;;
       --insecure) insecure=1 ;;
       -*) die "unknown option '$1' for 'client start' (see: $PROG client --help)" ;;
       *) [[ -z $uri ]] || die "client start takes one dataset URI, got '$uri' and '$1'"; uri=$1 ;;
@@ -780,7 +785,7 @@ client_start() {
   session="zk0-supernode-$id"
   log="$dir/supernode.log"
   if session_running "$session"; then
-    start_executor "$id"
+    start_executor "$id" "${allow[@]}"
     info "client for $uri already running (session $session, port $(client_setting "$id" port))"
     return 0
   fi
@@ -792,7 +797,7 @@ client_start() {
   # Clients on one machine share its cores: each torch process would otherwise take all of them.
   [[ -n $threads ]] || threads=$(default_threads)
 
-  # The SuperNode leaves its messages to one warm executor process (zk0.executor) instead of
+  # The SuperNode leaves its messages to one warm executor process (zk0_executor) instead of
   # starting a fresh ClientApp process per message; the secret keeps other local processes
   # from taking them.
   local secret="$dir/superexec.secret"
@@ -821,21 +826,35 @@ client_start() {
     start_session "$session" "$dir" "$dir/flwr-home" "$log" restart flower-supernode "${args[@]}"
   wait_for_supernode "$session" "$log" "$dir" "$server" "$from" "$activated"
   sed -i 's/^activated=.*/activated=1/' "$dir/client.env"
-  start_executor "$id"
+  start_executor "$id" "${allow[@]}"
   info "client running: session $session, pid $(session_pid "$session"), port $port, dataset $uri, server $server, $threads thread(s)"
 }
 
-# The node's warm ClientApp process, in its own session, restarted if it dies.
+check_sha256() {
+  [[ $1 =~ ^[0-9a-fA-F]{64}$ ]] || die "--allow-app takes a FAB's SHA-256 (64 hex digits), got '$1'"
+}
+
+# The node's warm ClientApp process, in its own session, restarted if it dies. It runs the
+# installed zk0 and the FABs whose SHA-256 follow the id; another list restarts it.
 start_executor() {
-  local id=$1 dir="$CLIENTS_DIR/$1" session="zk0-executor-$1" threads waited=0 from
-  session_running "$session" && return 0
+  local id=$1 dir="$CLIENTS_DIR/$1" session="zk0-executor-$1" threads waited=0 from allowed hash
+  shift
+  allowed=$(printf '%s\n' "$@" | sort -u)
+  if session_running "$session"; then
+    [[ $allowed == "$(cat "$dir/allowed-apps" 2>/dev/null)" ]] && return 0
+    info "restarting the ClientApp executor: its allowed FABs (--allow-app) changed"
+    stop_session "$session"
+  fi
+  printf '%s\n' "$allowed" >"$dir/allowed-apps"
+  local allow_args=()
+  for hash in $allowed; do allow_args+=(--allow-app "$hash"); done
   threads=$(client_setting "$id" threads)
   log_start "$dir/executor.log"
   from=$(wc -l <"$dir/executor.log")
   OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
     start_session "$session" "$dir" "$dir/flwr-home" "$dir/executor.log" restart \
-    "$(python_bin)" -m zk0.executor --runtime-api-address "127.0.0.1:$(client_setting "$id" port)" --insecure \
-    --superexec-auth-secret-file "$dir/superexec.secret"
+    "$(python_bin)" -m zk0_executor --runtime-api-address "127.0.0.1:$(client_setting "$id" port)" --insecure \
+    --superexec-auth-secret-file "$dir/superexec.secret" "${allow_args[@]}"
   until tail -n +"$((from + 1))" "$dir/executor.log" | grep -q 'serving ClientApp tasks'; do
     if ((waited >= START_TIMEOUT)); then
       show_log_tail "$dir/executor.log"
