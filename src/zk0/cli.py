@@ -73,13 +73,14 @@ def _push(args: argparse.Namespace) -> int:
 
 def _baseline(args: argparse.Namespace) -> int:
     from zk0.baseline import markdown_table, run_baseline
+    from zk0.run_dir import RunDir
 
     def progress(message: str) -> None:
         print(f"zk0 baseline: {message}", file=sys.stderr)
 
     comparison = run_baseline(Path(args.run_dir), log=progress)
     print(markdown_table(comparison), end="")
-    progress(f"wrote {Path(comparison['run_dir']) / 'baseline'}/comparison.{{json,md,png}}")
+    progress(f"wrote {RunDir.at(comparison['run_dir']).baseline}/comparison.{{json,md,png}}")
     return 0
 
 
