@@ -50,10 +50,12 @@ def _saved(run_dir: Path) -> Path | None:
     return path if (path / STATE_FILE).is_file() else None
 
 
-def saved_round(run_dir: Path) -> int | None:
-    """The last completed round saved in `run_dir`, or None when no round completed."""
+def last_saved(run_dir: Path) -> tuple[int, float] | None:
+    """(the last completed round saved in `run_dir`, when it was saved), or None when no round completed."""
     path = _saved(run_dir)
-    return None if path is None else json.loads((path / STATE_FILE).read_text())["round"]
+    if path is None:
+        return None
+    return json.loads((path / STATE_FILE).read_text())["round"], (path / STATE_FILE).stat().st_mtime
 
 
 def load(run_dir: Path) -> RunState:
