@@ -73,6 +73,7 @@ def test_resume_of_a_named_run_with_more_rounds(tmp_path, capsys):
     ("case", "expected"),
     [
         ("missing", "run directory '/nope' does not exist"),
+        ("a file", "is not a directory"),
         ("nothing unfinished", "no unfinished run to resume under"),
         ("not a run", "is not a zk0 run directory (no run_config.json)"),
         ("no state", "has no saved state (no completed round); start a new run instead"),
@@ -84,6 +85,7 @@ def test_resume_refusals_are_one_line_and_write_nothing(tmp_path, capsys, case, 
     done = make_run(runs, "20260101-000000", 1, num_rounds=2, done=2)
     args = {
         "missing": ["/nope"],
+        "a file": [str(done.record)],
         "nothing unfinished": [],
         "not a run": [str(tmp_path)],
         "no state": [str(make_run(runs, "20260102-000000", 2, num_rounds=2, done=None).path)],

@@ -93,8 +93,10 @@ def prepare_resume(runs_dir: Path, run_dir: str | None, rounds: int | None) -> R
         if run is None:
             raise AdminError(f"no unfinished run to resume under {runs_dir}; name one: {OPERATOR} run --resume RUN_DIR")
     else:
-        if not Path(run_dir).expanduser().is_dir():
-            raise AdminError(f"run directory '{run_dir}' does not exist; give a run directory under {runs_dir}")
+        given = Path(run_dir).expanduser()
+        if not given.is_dir():
+            problem = "is not a directory" if given.exists() else "does not exist"
+            raise AdminError(f"run directory '{run_dir}' {problem}; give a run directory under {runs_dir}")
         run = RunDir.at(run_dir)
     record = run.read_record()
     if record is None:
