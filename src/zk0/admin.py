@@ -146,7 +146,11 @@ def json_reply(text: str) -> dict:
 
 def submit(app_dir: Path, connection: str, run_configs: list[str]) -> int:
     overrides = [arg for value in run_configs for arg in ("--run-config", value)]
-    result = flwr("run", str(app_dir), connection, "--format", "json", *overrides)
+    try:
+        result = flwr("run", str(app_dir), connection, "--format", "json", *overrides)
+    except subprocess.TimeoutExpired:
+        raise AdminError(f"the SuperLink did not answer `flwr run` within {FLWR_TIMEOUT:.0f} s; "
+                         f"check it: {OPERATOR} server status") from None
     text = result.stdout + result.stderr
     reply = json_reply(result.stdout) or json_reply(text)
     run_id = str(reply.get("run-id") or "")
