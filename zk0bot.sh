@@ -583,22 +583,12 @@ server_logs() {
     shift
   done
   if [[ $component == run ]]; then
-    log=$(newest_run_log)
-    [[ -n $log ]] || die "no run has written a log yet under $SERVER_DIR/runs; see '$PROG server logs --superlink'"
+    log=$(zk0_admin newest-log "$SERVER_DIR/runs")
   else
     log="$SERVER_DIR/$component.log"
     [[ -f $log ]] || die "no $component log yet ($log); run: $PROG server start"
   fi
   tail -n 100 "${follow[@]}" "$log"
-}
-
-# The newest run's ServerApp log (round summaries, warnings, errors).
-newest_run_log() {
-  local newest="" log
-  for log in "$SERVER_DIR"/runs/*/server.log; do
-    [[ -f $log && ( -z $newest || $log -nt $newest ) ]] && newest=$log
-  done
-  echo "$newest"
 }
 
 server_register() {
@@ -1022,75 +1012,14 @@ run's saved configuration; RUN_DIR defaults to the newest unfinished run.
 USAGE
 }
 
-run_status() {
-  flwr_admin ls "$CONNECTION" --run-id "$1" --format json 2>/dev/null |
-    "$(python_bin)" -c 'import json, sys; print(json.load(sys.stdin)["runs"][0]["status"])' 2>/dev/null
-}
-
-# The run id from `flwr run --format json`, or Flower's reason for refusing the run.
-submitted_run_id() {
-  "$(python_bin)" -c '
-import json, sys
-text = sys.stdin.read()
-reply = json.loads(text[text.index("{"):]) if "{" in text else {}
-if reply.get("run-id"):
-    print(reply["run-id"])
-else:
-    reason = [line for line in str(reply.get("error-message", text)).splitlines() if line and "Using SuperLink" not in line]
-    print(reason[0] if reason else "no reply")
-'
-}
-
-# The run directory of a run id; none yet when the run failed before creating it.
-run_dir_of() {
-  { grep -l "\"run_id\": $1," "$SERVER_DIR"/runs/*/run_config.json 2>/dev/null || true; } | head -n1 | xargs -r dirname
-}
-
-# The newest run directory whose saved state stops short of its num-rounds.
-unfinished_run() {
-  "$(python_bin)" - "$SERVER_DIR/runs" <<'PY'
-import json, sys
-from pathlib import Path
-
-candidates = []
-runs = Path(sys.argv[1])
-for run in runs.iterdir() if runs.is_dir() else []:
-    state, config = run / "state" / "state.json", run / "run_config.json"
-    if state.is_file() and config.is_file():
-        done = json.loads(state.read_text())["round"]
-        if done < json.loads(config.read_text())["run_config"]["num-rounds"]:
-            candidates.append((state.stat().st_mtime, run))
-if candidates:
-    print(max(candidates)[1])
-PY
-}
-
-# A TOML run config for `flwr run`: the interrupted run's own configuration, plus resume-from.
-write_resume_config() {
-  local run_dir=$1 rounds=$2 out=$3
-  "$(python_bin)" - "$run_dir" "$rounds" "$out" <<'PY'
-import json, sys
-import tomli_w
-
-run_dir, rounds, out = sys.argv[1:]
-config = json.load(open(f"{run_dir}/run_config.json"))["run_config"]
-config["resume-from"] = run_dir
-if rounds:
-    config["num-rounds"] = int(rounds)
-with open(out, "wb") as handle:
-    tomli_w.dump(config, handle)
-PY
-}
-
-# The ServerApp's one-line reason for a failed run: from Flower's run log, else from the
-# run directory's server.log.
-failure_reason() {
-  local run_id=$1 run_dir=$2 reason
-  reason=$(flwr_admin log "$run_id" "$CONNECTION" --show 2>/dev/null | grep -oE 'zk0: error: .*' | tail -n1 || true)
-  if [[ -z $reason && -n $run_dir ]]; then
-    reason=$(grep -oE 'zk0: error: .*' "$run_dir/server.log" 2>/dev/null | tail -n1 || true)
-  fi
-  echo "${reason#zk0: error: }"
+# `zk0 admin ...`, the run bookkeeping in Python (zk0.admin), against this machine's SuperLink:
+# its output, or die with its one-line reason.
+zk0_admin() {
+  local err
+  python_bin >/dev/null
+  { err=$(FLWR_HOME="$SERVER_DIR/flwr-home" "$VENV/bin/zk0" admin "$@" 2>&1 >&3 3>&-); } 3>&1 && return 0
+  err=$(tail -n 1 <<<"$err")
+  die "${err#zk0: error: }"
 }
 
 cmd_run() {
@@ -1116,12 +1045,10 @@ cmd_run() {
   local config="output-dir='$SERVER_DIR/runs'" run_config=()
   [[ -n $rounds ]] && config+=" num-rounds=$rounds"
   if [[ $resume -eq 1 ]]; then
-    [[ -n $resume_dir ]] || resume_dir=$(unfinished_run)
-    [[ -n $resume_dir ]] || die "no unfinished run to resume under $SERVER_DIR/runs; name one: $PROG run --resume RUN_DIR"
-    resume_dir=$(cd "$resume_dir" 2>/dev/null && pwd) || die "run directory '$resume_dir' does not exist"
-    [[ -f $resume_dir/state/state.json ]] || die "$resume_dir has no saved state (no completed round); start a new run instead"
-    write_resume_config "$resume_dir" "$rounds" "$resume_dir/resume.toml"
-    run_config=(--run-config "$resume_dir/resume.toml")
+    local prepared resume_config
+    prepared=$(zk0_admin resume "$SERVER_DIR/runs" ${resume_dir:+"$resume_dir"} ${rounds:+--rounds "$rounds"})
+    { read -r resume_dir; read -r resume_config; } <<<"$prepared"
+    run_config=(--run-config "$resume_config")
   else
     # The operator's overrides go in a second --run-config, which flwr applies last.
     local out
@@ -1131,10 +1058,8 @@ cmd_run() {
   fi
   session_running "$SERVER_SESSION" || die "the SuperLink is not running; start it first: $PROG server start"
   link_health || die "the SuperLink does not answer its health check; see: $PROG server logs"
-  local out run_id
-  out=$(flwr_admin run "$ROOT" "$CONNECTION" --format json "${run_config[@]}" 2>&1) || true
-  run_id=$(submitted_run_id <<<"$out")
-  [[ $run_id =~ ^[0-9]+$ ]] || die "the SuperLink did not start a run: ${run_id:-$(tail -n 1 <<<"$out")}"
+  local run_id
+  run_id=$(zk0_admin submit "$ROOT" --connection "$CONNECTION" "${run_config[@]}")
   if [[ $resume -eq 1 ]]; then
     info "run $run_id submitted, resuming $resume_dir"
   else
@@ -1144,28 +1069,7 @@ cmd_run() {
     flwr_admin log "$run_id" "$CONNECTION" --stream || true
   fi
 
-  local status="" last="" failures=0
-  while true; do
-    if ! status=$(run_status "$run_id") || [[ -z $status ]]; then
-      failures=$((failures + 1))
-      ((failures < 10)) || die "lost contact with the SuperLink while waiting for run $run_id (is it running? $PROG server status)"
-      sleep 3
-      continue
-    fi
-    failures=0
-    [[ $status != "$last" ]] && info "run $run_id: $status"
-    last=$status
-    [[ $status == finished:* ]] && break
-    sleep 3
-  done
-  local run_dir
-  run_dir=$(run_dir_of "$run_id")
-  if [[ $status != finished:completed ]]; then
-    local reason
-    reason=$(failure_reason "$run_id" "$run_dir")
-    die "run $run_id ended as '$status': ${reason:-no reason was logged}; see: $PROG server logs${run_dir:+ (partial outputs in $run_dir; continue with: $PROG run --resume $run_dir)}"
-  fi
-  info "run $run_id completed; outputs in ${run_dir:-$SERVER_DIR/runs}"
+  zk0_admin wait "$run_id" "$SERVER_DIR/runs" --connection "$CONNECTION" | while IFS= read -r line; do info "$line"; done
 }
 
 # ---------------------------------------------------------------------------

@@ -416,6 +416,7 @@ def bot(tmp_path: Path) -> Zk0bot:
         (("run", "--run-config", "foo"), "'foo'"),
         (("run", "--run-config", "bogus-key=1"), "bogus-key"),
         (("run", "--resume"), "no unfinished run to resume"),
+        (("run", "--resume", "/nope"), "run directory '/nope' does not exist"),
     ],
 )
 def test_bad_input_gives_one_clear_line(bot: Zk0bot, args: tuple[str, ...], message: str):

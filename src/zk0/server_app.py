@@ -62,7 +62,7 @@ def federate(grid: Grid, context: Context) -> None:
     model = GlobalModel(config)
     outputs = RunOutputs(config, dict(context.run_config), run_id=context.run_id,
                          resume_round=resumed.round if resumed else None)
-    with run_log(outputs.run_dir / "server.log"):
+    with run_log(outputs.paths.server_log):
         try:
             _federate(grid, context, config, resumed, model, outputs)
         except OPERATOR_ERRORS as err:
