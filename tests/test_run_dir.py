@@ -76,12 +76,12 @@ def test_damaged_records_are_one_line_naming_the_file(tmp_path, record, metrics,
 
 def test_no_other_module_spells_the_layout():
     """The layout lives in run_dir.py: readers and writers name files through RunDir.
-    (node_state.py keeps a node's own state directory, not a run directory.)"""
+    (node_memory.py keeps a node's own state directory, not a run directory.)"""
     names = re.compile(r"""["'/](metrics\.jsonl|run_config\.json|server\.log|state\.json|global\.safetensors|"""
                        r"""zk0_round\.json|resume\.toml|checkpoints|plots)["'/]|06d""")
     offenders = [
         f"{path.name}:{number}: {line.strip()}"
-        for path in sorted(SRC.glob("*.py")) if path.name not in ("run_dir.py", "node_state.py")
+        for path in sorted(SRC.glob("*.py")) if path.name not in ("run_dir.py", "node_memory.py")
         for number, line in enumerate(path.read_text().splitlines(), start=1)
         if names.search(line) and not line.lstrip().startswith("#")
     ]

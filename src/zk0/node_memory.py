@@ -12,9 +12,7 @@ process has since replaced must never be trusted.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zk0 import atomic
 from zk0.codec import ErrorFeedback, decode, encode
 from zk0.paths import cache_dir
 
@@ -40,7 +39,7 @@ class NodeMemory:
     @classmethod
     def load(cls, run_id: int, node_id: int) -> "NodeMemory":
         key = (run_id, node_id)
-        path = _dir(run_id, node_id)
+        path = _saved(run_id, node_id)
         cached = _memory.get(key)
         if cached is not None and cached.version == _version(path):
             return cached
@@ -62,6 +61,11 @@ def _dir(run_id: int, node_id: int) -> Path:
     return cache_dir() / "node-state" / f"run-{run_id}-node-{node_id}"
 
 
+def _saved(run_id: int, node_id: int) -> Path:
+    """The saved memory's directory (the previous one if a crash interrupted a save)."""
+    return atomic.surviving_dir(_dir(run_id, node_id))
+
+
 def _version(path: Path) -> str:
     try:
         return json.loads((path / "state.json").read_text()).get("version", "")
@@ -75,8 +79,7 @@ def _save(state: NodeMemory) -> None:
     target = _dir(state.run_id, state.node_id)
     target.parent.mkdir(parents=True, exist_ok=True)
     _purge_stale(target.parent)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with atomic.replace_dir(target) as staging:
         if state.reference is not None:
             # Delta codecs keep references bf16-representable: bf16 on disk is exact.
             save_file(encode(state.reference, "bf16"), str(staging / "reference.safetensors"))
@@ -84,14 +87,6 @@ def _save(state: NodeMemory) -> None:
         if residual:
             save_file(residual, str(staging / "residual.safetensors"))
         (staging / "state.json").write_text(json.dumps({"reference_round": state.reference_round, "version": state.version}))
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            os.rename(target, old)
-        os.rename(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _read(path: Path, run_id: int, node_id: int) -> NodeMemory:
