@@ -54,7 +54,7 @@ def collect(grid: Grid, nodes: list[int], roster: Roster, cameras: list[str], sh
             continue  # not an answer to this query, or a second one
         if reply.has_error():
             roster.refuse(node, "no statistics")
-            problems.append(f"{roster.label(node)}: failed: {one_line(reply.error.reason)}")
+            problems.append(f"{roster.label(node)}: {one_line(reply.error.reason)}")
             continue
         identity = claimed_identity(reply.content)
         report, reason = guarded(_screen, reply.content, cameras, shapes)
@@ -66,7 +66,7 @@ def collect(grid: Grid, nodes: list[int], roster: Roster, cameras: list[str], sh
     for node in nodes:
         if node not in reports and node not in roster.refused:
             roster.refuse(node, "no statistics")
-            problems.append(f"{roster.label(node)}: failed: no reply within round-timeout ({timeout:g}s)")
+            problems.append(f"{roster.label(node)}: no reply within round-timeout ({timeout:g}s)")
     for node, reason in stats.outliers(reports).items():
         del reports[node]
         refuse(node, reason)
