@@ -24,6 +24,8 @@ SUPEREXEC_SESSION="zk0-superexec"
 PROXY_SESSION="zk0-proxy"
 DEFAULT_SERVER_PORT=9092
 START_TIMEOUT="${ZK0_START_TIMEOUT:-90}"
+# fleet-traffic.log (~80 bytes per Fleet request) and its one older part, fleet-traffic.log.1.
+FLEET_LOG_MAX_BYTES=$((64 * 1024 * 1024))
 # A name no directory in the admin's working directory can shadow (flwr reads a bare
 # `zk0` as an app path when ./zk0/pyproject.toml exists, e.g. in $HOME after install).
 CONNECTION="zk0-superlink"
@@ -565,6 +567,7 @@ server_start() {
       || die "the proxy configuration was refused: $("$nginx" -t -q -e /dev/stderr -c "$SERVER_DIR/proxy/nginx.conf" 2>&1 | head -n1)"
     log_start "$SERVER_DIR/proxy.log"
     start_session "$PROXY_SESSION" "$SERVER_DIR" "$SERVER_DIR/flwr-home" "$SERVER_DIR/proxy.log" once \
+      "$(python_bin)" -m zk0.log_cap "$SERVER_DIR/fleet-traffic.log" "$FLEET_LOG_MAX_BYTES" -- \
       "$nginx" -e "$SERVER_DIR/proxy.log" -c "$SERVER_DIR/proxy/nginx.conf"
     wait_until "the proxy (nginx)" "$PROXY_SESSION" "$SERVER_DIR/proxy.log" proxy_health
   fi
