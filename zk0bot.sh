@@ -7,9 +7,10 @@
 # under $ZK0_HOME. TLS and SuperNode authentication are on unless --insecure is given.
 #
 # Server topology: the SuperLink (Fleet, Control and Runtime APIs on one port) listens on
-# 127.0.0.1 only; a reverse proxy (nginx) serves the public port and forwards nothing but
-# the Fleet API; the ServerApp runs under a SuperExec that authenticates to the Runtime API
-# with a shared secret. Admin commands talk to the SuperLink on 127.0.0.1.
+# 127.0.0.1 and admits only nginx, by client certificate. nginx serves the public port,
+# forwarding nothing but the Fleet API, and an admin port on 127.0.0.1: the Control API for
+# requests bearing the admin's token, the Runtime API for the SuperExec (shared secret) and
+# each run's ServerApp (its task token). Admin commands go through the admin port.
 set -euo pipefail
 # Keys, logs, run outputs and checkpoints are private to the operator.
 umask 077
@@ -444,9 +445,12 @@ Usage: zk0bot server <command> [options]
 
 Commands:
   start [--port P] [--host H] [--insecure] [--ca-cert F --cert F --key F]
-          Start the server: the SuperLink (on 127.0.0.1 only, session zk0-superlink),
-          the SuperExec that runs ServerApps (zk0-superexec) and the public reverse
-          proxy (nginx, zk0-proxy), which forwards only the Fleet API the nodes use.
+          Start the server: the SuperLink (on 127.0.0.1, admitting only the proxy,
+          session zk0-superlink), the SuperExec that runs ServerApps (zk0-superexec)
+          and the reverse proxy (nginx, zk0-proxy): on the public port it forwards only
+          the Fleet API the nodes use; on an admin port on 127.0.0.1 the Control API,
+          for requests bearing your token (~/.zk0/server/admin.token; zk0bot and
+          FLWR_HOME=~/.zk0/server/flwr-home flwr send it).
           Creates a CA and a server certificate once (or installs the given ones),
           enables TLS and SuperNode authentication, and re-registers every node key
           registered before (kept in ~/.zk0/server/nodes/). --host/--port: the public
@@ -683,9 +687,10 @@ server_status() {
     info "$session: $state"
   done
   session_running "$SERVER_SESSION" || { info "SuperLink: not running"; return 0; }
+  # Healthy: the SuperLink answers, and so does the admin port the Control API goes through.
   health=unhealthy
-  link_health && health=healthy
-  info "SuperLink: running, 127.0.0.1:$(server_setting link_port), public port $(server_setting port), $(server_setting mode), $health"
+  link_health && admin_health && health=healthy
+  info "SuperLink: running, 127.0.0.1:$(server_setting link_port), public port $(server_setting port), admin port 127.0.0.1:$(server_setting admin_port), $(server_setting mode), $health"
   info "runs directory: $SERVER_DIR/runs"
   [[ $health == healthy ]] || return 0
   server_nodes
@@ -752,8 +757,8 @@ server_register() {
   info "registered node $id as '$name'; the key is kept in $SERVER_DIR/nodes for restarts"
 }
 
-# Flower's node table, with the name each node id was registered under and its key's comment
-# (zk0-node-<dataset>).
+# Flower's node table, with the name each node id was registered under and, when it differs,
+# its key's comment (zk0-node-<dataset>).
 server_nodes() {
   require_no_args "$@"
   session_running "$SERVER_SESSION" || die "the SuperLink is not running; start it first: $PROG server start"
@@ -774,10 +779,10 @@ for id_file in Path(sys.argv[1]).glob("*.id"):
     parts = key.read_text().split() if key.is_file() else []
     comment = parts[2] if len(parts) > 2 else key.name
     kept[id_file.read_text().strip()] = (clean_name(name.read_text()) if name.is_file() else "") or comment, comment
-print(f"{'node id':>20}  {'status':<10}  {'name':<24}  key")
+print(f"{'node id':>20}  {'status':<10}  {'name':<24}  key (when not the name)")
 for node in nodes:
     name, comment = kept.get(node["node-id"], ("(registered outside zk0bot)", ""))
-    print(f"{node['node-id']:>20}  {node['status']:<10}  {name:<24}  {comment}")
+    print(f"{node['node-id']:>20}  {node['status']:<10}  {name:<24}  {comment if comment != name else ''}".rstrip())
 if not nodes:
     print("(no nodes registered)")
 PY

@@ -62,6 +62,7 @@ def test_names_are_registered_shown_and_follow_restarts(server: Zk0bot, tmp_path
 def test_a_bad_name_is_one_line(tmp_path: Path, name: str, message: str):
     """Checked before anything else: no server needed."""
     bot = Zk0bot(tmp_path / "home")
+    bot.home.mkdir()
     result = bot("server", "register", str(node_key(tmp_path, "k", "c")), "--name", name)
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
