@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from test_zk0bot import ROOT, Zk0bot
+from test_zk0bot import ROOT, Zk0bot, free_port
 from unprivileged import NOBODY, as_nobody, give_to_nobody, nobody_dir  # noqa: F401 - nobody_dir is a fixture
 
 FLWR = str(ROOT / ".venv" / "bin" / "flwr")
@@ -165,3 +165,25 @@ def test_the_admin_keeps_flwr_and_zk0bot(server: Zk0bot):
     assert '"success": true' in listed.stdout and '"status": "running"' in listed.stdout, listed.stdout
     assert os.stat(server.home / "server" / "flwr-home" / "credentials.yaml").st_mode & 0o077 == 0
     assert ssl.PEM_cert_to_DER_cert((server.home / "server" / "certs" / "link-client.crt").read_text())
+
+
+LINK = [str(ROOT / ".venv" / "bin" / "python"), "-m", "zk0.private_link"]
+
+
+def test_the_link_refuses_a_missing_client_ca_in_one_line(tmp_path: Path):
+    for args in ([], ["--insecure"], [str(tmp_path / "missing.crt"), "--insecure"]):
+        result = subprocess.run([*LINK, *args], capture_output=True, text=True, timeout=60)
+        assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "missing.crt is not a readable PEM certificate" in result.stderr
+
+
+def test_the_link_never_serves_without_tls(tmp_path: Path):
+    """--insecure would serve plain HTTP to anyone: the wrapper stops before uvicorn binds."""
+    cert = tmp_path / "client.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(tmp_path / "client.key"), "-out", str(cert), "-subj", "/CN=t"],
+                   check=True, capture_output=True)
+    result = subprocess.run([*LINK, str(cert), "--insecure", "--port", str(free_port())], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path, env={**os.environ, "FLWR_HOME": str(tmp_path)})
+    assert result.returncode != 0
+    assert "zk0.private_link: the SuperLink must run with TLS" in result.stderr, result.stderr[-1000:]

@@ -36,8 +36,10 @@ def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
         sys.exit("usage: python -m zk0.private_link CLIENT_CA <flower-superlink arguments>")
     client_ca = sys.argv.pop(1)
-    with open(client_ca, encoding="ascii") as pem:  # fail here, not at the first connection
-        ssl.create_default_context(cadata=pem.read())
+    try:  # fail here, in one line, not at the first connection
+        ssl.create_default_context(cafile=client_ca)
+    except (OSError, ssl.SSLError) as err:
+        sys.exit(f"zk0.private_link: {client_ca} is not a readable PEM certificate ({err})")
     uvicorn.run = require_client_certificate(uvicorn.run, client_ca)
     sys.argv[0] = "flower-superlink"
     flower_superlink()
