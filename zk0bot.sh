@@ -296,9 +296,9 @@ nginx_bin() {
   die "nginx is not installed (the server's public port is served by it); install it: sudo apt-get install -y nginx"
 }
 
-# nginx's workers when zk0bot runs as root: an unprivileged account, not the one the tests
-# (and Debian) use for `nobody`'s processes when www-data exists. The master reads every
-# key and certificate before it drops to this user, and the workers open no file.
+# nginx's workers when zk0bot runs as root: an unprivileged account, www-data (Debian's nginx
+# default) where it exists, else nobody. The master opens every key, certificate and log
+# before its workers drop to this user; they write only to descriptors they inherit.
 proxy_worker_user() {
   if getent passwd www-data >/dev/null; then echo "www-data www-data"; else echo "nobody $(id -gn nobody)"; fi
 }
@@ -348,9 +348,10 @@ http {
   # What crossed the public port, per request (bytes received and sent): the federation's traffic.
   log_format zk0_bytes '\$time_iso8601 \$remote_addr \$uri \$status \$request_length \$bytes_sent';
   # Bodies stream to the SuperLink, which reads each whole before it checks the node: the
-  # size cap is what bounds that. Flower moves arrays in 5 MiB chunks (FLWR_PRIVATE_MAX_ARRAY_
-  # CHUNK_SIZE); the largest Fleet request is a push-object of one chunk, 5,242,995 bytes
-  # measured (5 MiB + 115 bytes of protobuf). 8 MiB leaves 60% for framing.
+  # size cap is what bounds that. Flower moves arrays in 5 MiB chunks (its
+  # FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE); the largest Fleet request is a push-object of one
+  # chunk, 5,242,995 bytes measured (5 MiB + 115 bytes of protobuf); records other than
+  # arrays (metrics, configs, zk0's statistics) travel whole and are KBs. 8 MiB leaves 60%.
   client_max_body_size 8m;
   proxy_request_buffering off;
   proxy_buffering off;
