@@ -357,17 +357,20 @@ http {
   proxy_buffering off;
   proxy_read_timeout 900s;
   proxy_send_timeout 900s;
-  # Per client address. A SuperNode keeps at most ~4 connections (2 concurrent object pushes
-  # or pulls, a heartbeat, its poll) and makes ~24 requests/s moving chunks at 1 Gbit/s; the
-  # limits leave room for a dozen nodes behind one NAT address and refuse floods with 429.
-  limit_req_zone \$binary_remote_addr zone=zk0_rate:10m rate=300r/s;
+  # Per client address. A SuperNode keeps at most ~4 requests in flight (2 concurrent object
+  # pushes or pulls, a heartbeat, its poll); a tiny zk0 run's busiest second was 117 requests
+  # from one address (3 nodes); a real model's message is ~1,000 objects and chunks per node.
+  # The limits leave room for a dozen nodes behind one NAT address. Refusals are 503, which
+  # Flower's SuperNode retries with backoff (429 would fail its round): a node over the limit
+  # is slowed, a flood is turned away before it reaches the SuperLink.
+  limit_req_zone \$binary_remote_addr zone=zk0_rate:10m rate=500r/s;
   limit_conn_zone \$binary_remote_addr zone=zk0_conn:10m;
-  limit_req_status 429;
-  limit_conn_status 429;
+  limit_req_status 503;
+  limit_conn_status 503;
   server {
     $listen
     $public_tls
-    limit_req zone=zk0_rate burst=1000 nodelay;
+    limit_req zone=zk0_rate burst=2000 nodelay;
     limit_conn zk0_conn 64;
     location /v1/fleet/ {
       access_log $SERVER_DIR/fleet-traffic.log zk0_bytes;

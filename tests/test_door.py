@@ -1,5 +1,6 @@
 """Limits at the door (the public port's nginx): bodies larger than Flower's largest request are
-refused with 413 before the SuperLink reads them, a flood from one address gets 429, the
+refused with 413 before the SuperLink reads them, a flood from one address gets 503 (which
+Flower's SuperNode retries with backoff: a real node is slowed, never failed), the
 workers run unprivileged and still forward, and fleet-traffic.log stays under its cap."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from zk0.log_cap import cap
 
 MIB = 1024 * 1024
 LARGEST_FLEET_REQUEST = 5 * MIB + 115  # a push-object of one full 5 MiB chunk (measured, see zk0bot.sh)
-BURST, RATE = 1000, 300  # limit_req in write_proxy_config
+BURST, RATE = 2000, 500  # limit_req in write_proxy_config
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def test_oversized_bodies_are_refused_before_the_superlink(server: Zk0bot):
     assert log.read_text().count("/v1/fleet/push-object") - lines_before <= 1  # the chunked one, cut at 8 MiB
     assert link.memory_info().rss - rss_before < 64 * MIB  # it never held the 256 MiB
     largest = httpx.post(url, verify=ca(server), content=b"\0" * LARGEST_FLEET_REQUEST, headers=PUSH, timeout=60)
-    assert largest.status_code not in (413, 429, 502), largest.status_code  # reaches the SuperLink
+    assert largest.status_code not in (413, 502, 503), largest.status_code  # reaches the SuperLink
 
 
 def test_workers_run_unprivileged_and_forward(server: Zk0bot):
@@ -79,7 +80,7 @@ def test_workers_run_unprivileged_and_forward(server: Zk0bot):
     if os.geteuid() == 0:
         assert {p.username() for p in workers} <= {"www-data", "nobody"}, [p.username() for p in workers]
     reply = httpx.post(public(server) + "/v1/fleet/pull-messages", verify=ca(server), content=b"", headers=PUSH)
-    assert reply.status_code not in (403, 413, 429, 502), reply.status_code  # the SuperLink answered
+    assert reply.status_code not in (403, 413, 502, 503), reply.status_code  # the SuperLink answered
     assert "pull-messages" in (server.home / "server" / "fleet-traffic.log").read_text()
 
 
@@ -100,17 +101,17 @@ def pipelined(bot: Zk0bot, requests: int, last: bytes = GET) -> list[bytes]:
     return re.findall(rb"HTTP/1\.1 (\d{3}) ", bytes(received))
 
 
-def test_a_flood_from_one_address_gets_429(server: Zk0bot):
+def test_a_flood_from_one_address_gets_503(server: Zk0bot):
     """Pipelined requests on a few connections: limit_req admits at most BURST + RATE x elapsed + 1,
     and the Fleet API shares the address's budget."""
     started = time.monotonic()
-    statuses = [status for last in (GET,) * 5 + (FLEET,) for status in pipelined(server, 1000, last)]
+    statuses = [status for last in (GET,) * 9 + (FLEET,) for status in pipelined(server, 1000, last)]
     elapsed = time.monotonic() - started
-    admitted, limited = statuses.count(b"403"), statuses.count(b"429")
-    assert admitted + limited == len(statuses) == 6000, set(statuses)
+    admitted, limited = statuses.count(b"403"), statuses.count(b"503")
+    assert admitted + limited == len(statuses) == 10000, set(statuses)
     assert admitted <= BURST + RATE * elapsed + 1, (admitted, elapsed)
     assert limited > 0, (admitted, elapsed)
-    assert statuses[-1] == b"429"  # the Fleet request, sent right after 999 others
+    assert statuses[-1] == b"503"  # the Fleet request, sent right after 999 others
 
 
 def test_the_traffic_log_is_capped_while_nginx_keeps_appending(tmp_path: Path):
