@@ -472,7 +472,8 @@ Commands:
           NAME (1-64 printable characters, unique; default: the key's comment, e.g.
           zk0-node-<dataset>) labels the node in `server nodes` and the run's logs and
           metrics, across SuperLink restarts.
-  nodes   Registered and connected nodes: node id, status, name, and the key's comment.
+  nodes   Registered and connected nodes: node id, status, name, and the key's comment
+          where it is not the name.
 USAGE
 }
 
