@@ -251,18 +251,20 @@ class TrainInstructions:
 class EvaluateInstructions:
     """After the last round: the final global model, whole."""
 
+    server_round: int
     model: dict[str, np.ndarray]
     stats: dict | None = None
 
     def to_content(self) -> RecordDict:
-        content = RecordDict({ARRAYS: array_record(self.model)})
+        content = RecordDict({ARRAYS: array_record(self.model), CONFIG: ConfigRecord({"server-round": self.server_round})})
         if self.stats:
             content[STATS] = stats_record(self.stats)
         return content
 
     @classmethod
     def from_content(cls, content: RecordDict) -> "EvaluateInstructions":
-        return cls(read_arrays(content[ARRAYS]), read_stats(content[STATS]) if STATS in content else None)
+        return cls(int(content[CONFIG]["server-round"]), read_arrays(content[ARRAYS]),
+                   read_stats(content[STATS]) if STATS in content else None)
 
 
 # ---------------------------------------------------------------- node -> server

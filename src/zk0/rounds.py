@@ -74,9 +74,9 @@ class RoundRecord:
         if received is not None:
             self.received_eval[node] = received.metrics()
 
-    def evaluated(self, node: int, label: str, scores: Scores) -> None:
+    def evaluated(self, node: int, label: str, scores: Scores, metrics: dict) -> None:
         self.names[node] = label
-        self.client_eval[node] = scores.metrics()
+        self.client_eval[node] = {**scores.metrics(), **metrics}
 
     def named(self, per_node: dict[int, object]) -> dict[str, object]:
         """Node-id keyed values, keyed by the nodes' labels for people."""

@@ -34,9 +34,9 @@ def _screen(content, cameras: list[str], shapes: dict) -> StatsReport:
 
 
 def collect(grid: Grid, nodes: list[int], roster: Roster, cameras: list[str], shapes: dict, min_nodes: int,
-            timeout: float) -> tuple[dict | None, list[str]]:
+            timeout: float) -> tuple[dict | None, int, list[str]]:
     """The pooled statistics of the nodes whose reports pass (None if fewer than `min_nodes`
-    do), and one line per refused or failed node."""
+    do), how many passed, and one line per refused or failed node."""
     messages = [Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY) for node in nodes]
     replies = grid.send_and_receive(messages, timeout=timeout)
     # Message ids are given as the grid pushes the messages; a reply names the one it answers.
@@ -73,8 +73,8 @@ def collect(grid: Grid, nodes: list[int], roster: Roster, cameras: list[str], sh
     for problem in problems:
         log(WARNING, "Round 0: %s", problem)
     if len(reports) < min_nodes:
-        return None, problems
+        return None, len(reports), problems
     pooled = stats.pool([reports[node] for node in sorted(reports, key=lambda n: (roster.claims.get(n, ""), n))])
     frames = int(next(iter(pooled.values()))["count"].sum()) if pooled else 0
     log(INFO, "Normalization: pooled statistics of %d node(s), %d frames (%s)", len(reports), frames, ", ".join(pooled))
-    return pooled, problems
+    return pooled, len(reports), problems

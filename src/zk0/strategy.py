@@ -118,11 +118,11 @@ class ZK0Strategy:
         """Before round 1: the nodes' normalization statistics, checked and pooled (zk0.stats_query)."""
         self.roster.refresh_names()
         nodes = self._wait_for_nodes(grid, self.min_train_nodes)
-        pooled, problems = stats_query.collect(grid, nodes, self.roster, self.cameras, shapes,
-                                               self.config.min_train_clients, self.config.round_timeout)
+        pooled, usable, problems = stats_query.collect(grid, nodes, self.roster, self.cameras, shapes,
+                                                       self.config.min_train_clients, self.config.round_timeout)
         if pooled is None:
             raise FederationError(
-                f"too few nodes reported usable normalization statistics, min-train-clients is "
+                f"only {usable} node(s) reported usable normalization statistics, min-train-clients is "
                 f"{self.config.min_train_clients}: {'; '.join(problems)[:600] or 'no replies'}"
             )
         return pooled
@@ -268,8 +268,8 @@ class ZK0Strategy:
         codec = "fp32" if self.config.update_codec == "fp32" else "bf16"
         model = transfer.encode({name: array.numpy() for name, array in arrays.items()}, codec)
         # One content per message: Flower may not share records between messages.
-        messages = [Message(EvaluateInstructions(model, self.federation_stats).to_content(), dst_node_id=node,
-                            message_type=MessageType.EVALUATE) for node in nodes]
+        messages = [Message(EvaluateInstructions(server_round, model, self.federation_stats).to_content(),
+                            dst_node_id=node, message_type=MessageType.EVALUATE) for node in nodes]
         self._record(server_round).sent(messages)
         return messages
 
@@ -291,7 +291,7 @@ class ZK0Strategy:
                 log(WARNING, "Round %d: ignored the evaluation reply of %s: %s", server_round,
                     self.roster.label(node), reason)
                 continue
-            record.evaluated(node, self.roster.label(node), report.scores)
+            record.evaluated(node, self.roster.label(node), report.scores, report.metrics)
             scores[node] = report.scores
         record.closed()
         if not scores:
