@@ -6,6 +6,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${ZK0_VENV:-$ROOT/.venv}"
 PYTHON="${ZK0_PYTHON:-python3}"
+# shellcheck disable=SC1091 # scripts/lib.sh is checked on its own
+source "$ROOT/scripts/lib.sh"
 
 usage() {
   cat <<USAGE
@@ -33,18 +35,6 @@ check_python() {
   command -v "$PYTHON" >/dev/null || die "no '$PYTHON' found; install Python 3.11+ (apt-get install python3 python3-venv)"
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || die "$("$PYTHON" -V 2>&1) is too old; zk0 needs Python 3.11 or newer (set ZK0_PYTHON)"
-}
-
-# FFmpeg's shared libraries, which torchcodec loads to decode LeRobot's videos, looked up by
-# Python's ctypes: it reads the loader's cache through /sbin/ldconfig by absolute path, so
-# this works for users whose PATH lacks /sbin (where a bare `ldconfig` is not found).
-has_ffmpeg_libs() {
-  "$1" -c 'import ctypes.util as u, sys; sys.exit(not all(map(u.find_library, ("avutil", "avcodec", "avformat", "avdevice", "avfilter", "swscale", "swresample"))))' >/dev/null 2>&1
-}
-
-# nginx lives in /usr/sbin, which is not on a normal user's PATH.
-has_command() {
-  command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]
 }
 
 # Debian packages still missing: ffmpeg (its libraries decode LeRobot videos), and for
@@ -105,12 +95,9 @@ ensure_system_packages() {
     log "installing system packages: $missing"
     # shellcheck disable=SC2086 # one word per package
     apt_install $missing
-  elif [[ $(id -u) -eq 0 ]]; then
-    die "missing system packages: $missing; run: apt-get install -y $missing, then rerun"
-  elif command -v sudo >/dev/null 2>&1; then
-    die "missing system packages: $missing; run: sudo apt-get install -y $missing (or ask an administrator to), then rerun"
   else
-    die "missing system packages: $missing; ask an administrator to run: apt-get install -y $missing (as root), then rerun"
+    # shellcheck disable=SC2086 # one word per package
+    die "missing system packages: $missing; $(apt_hint $missing), then rerun"
   fi
 }
 

@@ -24,6 +24,7 @@ def script(nobody_dir: Path) -> Path:
     copy = nobody_dir / "scripts" / "setup-env.sh"
     copy.parent.mkdir()
     shutil.copy(SETUP, copy)
+    shutil.copy(SETUP.parent / "lib.sh", copy.parent)
     return copy
 
 

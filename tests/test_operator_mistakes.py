@@ -1,0 +1,118 @@
+"""Operator mistakes (issue 18): nothing a typo can destroy, service accounts work, one clear line.
+
+zk0bot runs for real here (openssl, tmux, a SuperLink where a start is needed); each test
+fails on the code before the fix it covers.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_zk0bot import ZK0BOT, Zk0bot, error_lines
+from unprivileged import as_nobody, nobody_dir, user_env, user_path_without  # noqa: F401 - nobody_dir is a fixture
+
+NOLOGIN = "/usr/sbin/nologin"
+
+
+@pytest.fixture
+def bot(tmp_path: Path) -> Zk0bot:
+    """zk0bot with a fresh, empty ZK0_HOME; whatever a test started is stopped afterwards."""
+    instance = Zk0bot(tmp_path / "home")
+    instance.home.mkdir()
+    yield instance
+    instance("stop")
+
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def make_server_certs(dir: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it, as an admin's own PKI would give."""
+    dir.mkdir(parents=True)
+    ca, ca_key, cert, key, csr, ext = (dir / name for name in ("ca.crt", "ca.key", "server.pem", "server.key",
+                                                                "server.csr", "server.ext"))
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+            "-keyout", str(ca_key), "-out", str(ca), "-subj", f"/CN=test CA {dir.name}")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", str(key), "-out", str(csr), "-subj", "/CN=zk0-superlink")
+    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+            "-days", "2", "-out", str(cert), "-extfile", str(ext))
+    return ca, cert, key
+
+
+def installed_certs(bot: Zk0bot) -> dict[str, bytes]:
+    certs = bot.home / "server" / "certs"
+    return {name: (certs / name).read_bytes() for name in ("ca.crt", "server.pem", "server.key")}
+
+
+@pytest.mark.parametrize("which", ["all", "key"])
+def test_bad_given_certificates_change_nothing(bot: Zk0bot, tmp_path: Path, which: str):
+    """`server start --ca-cert/--cert/--key` with a wrong file: one line naming it, and the
+    federation's CA, certificate and key stay as they were (the next start still works)."""
+    ca, cert, key = make_server_certs(bot.home / "server" / "certs")
+    before = installed_certs(bot)
+    garbage = tmp_path / "G"
+    garbage.write_text("not a PEM file\n")
+    _, _, other_key = make_server_certs(tmp_path / "other")
+    given = (garbage, garbage, garbage) if which == "all" else (ca, cert, other_key)
+    result = bot("server", "start", "--ca-cert", str(given[0]), "--cert", str(given[1]), "--key", str(given[2]))
+    lines = error_lines(result)
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert "nothing was changed" in lines[0] and str(given[2] if which == "key" else garbage) in lines[0], lines[0]
+    assert installed_certs(bot) == before
+    assert not list((bot.home / "server" / "certs").glob("backup-*"))
+
+
+def test_given_certificates_replace_the_old_ones_which_are_kept(bot: Zk0bot, tmp_path: Path):
+    """Good files are installed and the server starts on them; the replaced files are kept."""
+    make_server_certs(bot.home / "server" / "certs")
+    before = installed_certs(bot)
+    ca, cert, key = make_server_certs(tmp_path / "admin-pki")
+    result = bot("server", "start", "--ca-cert", str(ca), "--cert", str(cert), "--key", str(key))
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert installed_certs(bot) == {"ca.crt": ca.read_bytes(), "server.pem": cert.read_bytes(),
+                                    "server.key": key.read_bytes()}
+    (backup,) = (bot.home / "server" / "certs").glob("backup-*")
+    assert {name: (backup / name).read_bytes() for name in before} == before
+    assert not (bot.home / "server" / "certs" / "ca.key").exists()  # the old CA's key went with the old CA
+    assert "healthy" in bot("server", "status").stdout
+
+
+def test_server_starts_for_an_account_with_a_nologin_shell(bot: Zk0bot):
+    """tmux falls back to the login shell: with SHELL a nologin (service accounts), the
+    SuperLink, SuperExec and proxy sessions still start and stay up."""
+    started = bot("server", "start", "--insecure", SHELL=NOLOGIN)
+    assert started.returncode == 0, started.stderr + started.stdout
+    status = bot("server", "status", SHELL=NOLOGIN)
+    assert "insecure, healthy" in status.stdout and "zk0-proxy: running" in status.stdout, status.stdout
+
+
+def test_doctor_checks_that_sessions_run(bot: Zk0bot):
+    """doctor runs a command in a tmux session the way every start does (here as a nologin account)."""
+    doctor = bot("doctor", SHELL=NOLOGIN)
+    assert any(line.startswith("  ok    tmux ") and "sessions run commands" in line
+               for line in doctor.stdout.splitlines()), doctor.stdout
+
+
+def test_doctor_names_a_zk0_home_that_cannot_be_created(bot: Zk0bot, tmp_path: Path):
+    """ZK0_HOME below a regular file: doctor fails and names it (start would fail on it)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    doctor = bot("doctor", ZK0_HOME=str(blocker / "zk0"))
+    assert doctor.returncode != 0
+    assert f"  FAIL  ZK0_HOME {blocker / 'zk0'} cannot be created: {blocker} is not a writable directory" \
+        in doctor.stdout.splitlines(), doctor.stdout
+
+
+def test_a_user_without_sudo_is_told_whom_to_ask(nobody_dir: Path):
+    """uid 65534 without sudo: zk0bot names the command for an administrator, not `sudo apt-get`."""
+    env = user_env(nobody_dir, PATH=user_path_without(nobody_dir / "bin", "tmux", "sudo"),
+                   ZK0_HOME=str(nobody_dir / "zk0home"))
+    result = subprocess.run([*as_nobody(), str(ZK0BOT), "server", "start"], env=env, capture_output=True,
+                            text=True, timeout=60, cwd=nobody_dir)
+    assert error_lines(result) == [
+        "zk0bot: error: tmux is not installed; ask an administrator to run: apt-get install -y tmux (as root)"]
