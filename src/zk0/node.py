@@ -104,7 +104,7 @@ class NodeSession:
         splits = self.cached.splits
         if name not in splits:
             episodes = self.data.train_episodes if name == "train" else self.data.heldout_episodes
-            split = open_split(self.data, episodes, self.policy.config, self.cached.rename_map)
+            split = open_split(self.data, episodes, self.policy.config)
             splits[name] = RenamedDataset(split, self.cached.rename_map) if self.cached.rename_map else split
         return splits[name]
 
