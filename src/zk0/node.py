@@ -28,6 +28,8 @@ from zk0.stats import fingerprint, node_stats, with_stats
 from zk0.uri import DatasetURI, parse_dataset_uri
 
 MAX_CACHED_NODES = 16
+DEPLOYMENT_RENAME = "node-config rename-map"
+SIMULATION_RENAME = "run-config rename-maps (one map per dataset URI)"
 
 
 class NodeConfigError(ValueError):
@@ -56,6 +58,7 @@ class NodeSession:
     policy: object
     cached: "_CachedNode"
     startup_seconds: float
+    rename_via: str = DEPLOYMENT_RENAME  # how this node maps its cameras, for refusals
     preprocessor: object = None
     postprocessor: object = None
 
@@ -89,10 +92,11 @@ class NodeSession:
         return node_stats(self.dataset_stats, self.policy.config)
 
     def identity(self) -> ConfigRecord:
-        return ConfigRecord({"dataset-uri": str(self.data.uri), "cameras": ",".join(self.cameras)})
+        return ConfigRecord({"dataset-uri": str(self.data.uri), "cameras": ",".join(self.cameras),
+                             "rename-via": self.rename_via})
 
     def check_cameras(self, federation_cameras: list[str]) -> None:
-        reason = check_cameras(self.cameras, federation_cameras)
+        reason = check_cameras(self.cameras, federation_cameras, self.rename_via)
         if reason:
             raise CameraError(f"dataset {self.data.uri}: {reason}")
 
@@ -118,7 +122,7 @@ class NodeSession:
 @dataclass
 class _CachedNode:
     data: NodeData
-    rename_map: dict = field(default_factory=dict)  # node-config rename-map (zk0.cameras)
+    rename_map: dict = field(default_factory=dict)  # node-config rename-map or run-config rename-maps (zk0.cameras)
     processors: dict = field(default_factory=dict)  # stats fingerprint -> (preprocessor, postprocessor)
     splits: dict = field(default_factory=dict)
 
@@ -128,12 +132,22 @@ def node_session(context: Context) -> NodeSession:
     started = time.perf_counter()
     _apply_threads(context.node_config)
     config = RunConfig.from_run_config(context.run_config)
-    rename_json = str(context.node_config.get("rename-map", ""))
-    node = _cached_node(config, node_dataset(config, dict(context.node_config)), rename_json)
+    node_config = dict(context.node_config)
+    uri = node_dataset(config, node_config)
+    rename_json, rename_via = _rename_map(config, node_config, uri)
+    node = _cached_node(config, uri, rename_json)
     policy = _shared_policy(config, node.data.meta, node.rename_map)
-    session = NodeSession(config, node.data, policy, node, startup_seconds=0.0)
+    session = NodeSession(config, node.data, policy, node, startup_seconds=0.0, rename_via=rename_via)
     session.startup_seconds = time.perf_counter() - started
     return session
+
+
+def _rename_map(config: RunConfig, node_config: dict, uri: DatasetURI) -> tuple[str, str]:
+    """The node's camera mapping (JSON) and the way it is given: node-config `rename-map` in
+    deployment; in simulation, where a node's config holds only its partition, run-config `rename-maps`."""
+    if "dataset-uri" in node_config:
+        return str(node_config.get("rename-map", "")), DEPLOYMENT_RENAME
+    return config.rename_map_json(uri), SIMULATION_RENAME
 
 
 def _apply_threads(node_config) -> None:

@@ -217,7 +217,7 @@ class ZK0Strategy:
                 continue
             identity = reply.content.config_records.get("node")
             reason = check_cameras(str(identity["cameras"]).split(",") if identity and identity.get("cameras") else [],
-                                   self.cameras) if self.cameras else None
+                                   self.cameras, identity.get("rename-via") if identity else None) if self.cameras else None
             if reason:
                 problems.append(f"{self._label(node, reply)}: refused: {reason}")
                 continue
