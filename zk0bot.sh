@@ -140,9 +140,12 @@ stop_session() {
 
 port_free() { port_is_free "$(python_bin)" "$@"; }
 
+# Decimal only: bash arithmetic would read 08 as a bad octal number and print its own error.
 check_port() {
   local port=$1
-  [[ $port =~ ^[0-9]+$ && $port -ge 1 && $port -le 65535 ]] || die "port '$port' is not a number in 1-65535"
+  if ! [[ $port =~ ^[1-9][0-9]{0,4}$ ]] || ((port > 65535)); then
+    die "port '$port' is not a number in 1-65535"
+  fi
 }
 
 # Print the last lines of a log after a failed start, so the operator sees why.
@@ -764,10 +767,12 @@ default_ca_cert() {
 
 client_start() {
   local uri="" server="${ZK0_SERVER:-127.0.0.1:$DEFAULT_SERVER_PORT}" ca port="" insecure=0 threads="" rename=""
+  local server_given=0
+  [[ -z ${ZK0_SERVER:-} ]] || server_given=1
   ca=$(default_ca_cert)
   while [[ $# -gt 0 ]]; do
     case $1 in
-      --server) opt_value "$@"; server=$2; shift ;;
+      --server) opt_value "$@"; server=$2; server_given=1; shift ;;
       --ca-cert) opt_value "$@"; ca=$2; shift ;;
       --port) opt_value "$@"; port=$2; shift ;;
       --threads) opt_value "$@"; threads=$2; shift ;;
@@ -781,6 +786,7 @@ client_start() {
   # Arguments first: they are checked in milliseconds, the dataset and server in seconds.
   [[ -n $uri ]] || die "usage: $PROG client start <dataset-uri>  (hf:owner/name or local:/absolute/path)"
   [[ $server =~ ^[^:]+:[0-9]+$ ]] || die "--server must be HOST:PORT, got '$server'"
+  check_port "${server##*:}"
   [[ -z $port ]] || check_port "$port"
   [[ -z $threads || $threads =~ ^[1-9][0-9]*$ ]] || die "--threads must be a positive integer, got '$threads'"
   check_uri "$uri"
@@ -803,6 +809,7 @@ client_start() {
   session="zk0-supernode-$id"
   log="$dir/supernode.log"
   if session_running "$session"; then
+    refuse_changes "$id" "$uri" "$server_given" "$server" "$port" "$threads"
     start_executor "$id"
     info "client for $uri already running (session $session, port $(client_setting "$id" port))"
     return 0
@@ -846,6 +853,20 @@ client_start() {
   sed -i 's/^activated=.*/activated=1/' "$dir/client.env"
   start_executor "$id"
   info "client running: session $session, pid $(session_pid "$session"), port $port, dataset $uri, server $server, $threads thread(s)"
+}
+
+# A running client keeps its settings: a start asking for another server, port or thread
+# count is refused (not silently ignored), with the commands that apply it.
+refuse_changes() {
+  local id=$1 uri=$2 server_given=$3 server=$4 port=$5 threads=$6 changed=""
+  if [[ $server_given -eq 1 && $server != "$(client_setting "$id" server)" ]]; then
+    changed="server $(client_setting "$id" server)"
+  elif [[ -n $port && $port != "$(client_setting "$id" port)" ]]; then
+    changed="port $(client_setting "$id" port)"
+  elif [[ -n $threads && $threads != "$(client_setting "$id" threads)" ]]; then
+    changed="$(client_setting "$id" threads) thread(s)"
+  fi
+  [[ -z $changed ]] || die "the client for $uri already runs with $changed; to change it, stop it first: $PROG client stop $uri, then start it again with the new options"
 }
 
 # The node's warm ClientApp process, in its own session, restarted if it dies.
@@ -1342,6 +1363,7 @@ main() {
   local cmd=${1:-}
   [[ -n $cmd ]] || { usage; exit 1; }
   shift
+  [[ $START_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "ZK0_START_TIMEOUT must be a whole number of seconds, got '$START_TIMEOUT'"
   case $cmd in
     -h | --help | help) usage ;;
     server) cmd_server "$@" ;;

@@ -11,7 +11,7 @@ source "$ROOT/scripts/lib.sh"
 
 usage() {
   cat <<USAGE
-Usage: scripts/setup-env.sh [--test] [--check] [--help]
+Usage: scripts/setup-env.sh [--test] [--simulation] [--check] [--help]
 
 Creates (or reuses) the virtual environment at \$ZK0_VENV (default: .venv),
 installs zk0 with its pinned dependencies and test tools, and makes sure the
@@ -23,8 +23,9 @@ boot); otherwise it stops and prints the exact apt-get command. Finally it
 registers the 'local-simulation' connection in \$FLWR_HOME/config.toml
 (default ~/.flwr) for 'flwr run . local-simulation'.
 
-  --test   also the test tools (shellcheck, curl)
-  --check  only check Python and the system packages; install and change nothing
+  --test        also the test tools (shellcheck, curl)
+  --simulation  only what the simulation needs (FFmpeg): not zk0bot's tools
+  --check       only check Python and the system packages; install and change nothing
 USAGE
 }
 
@@ -40,12 +41,15 @@ check_python() {
 # Debian packages still missing: ffmpeg (its libraries decode LeRobot videos), and for
 # zk0bot tmux (keeps its processes running), openssl and ssh-keygen (certificates, node
 # keys) and nginx (fronts its server); shellcheck and curl for the tests only.
+# $1: 1 for the test tools; $2: 1 for the simulation's needs only.
 missing_packages() {
   local package
   has_ffmpeg_libs "$PYTHON" || echo ffmpeg
-  for package in tmux openssl openssh-client:ssh-keygen nginx; do
-    has_command "${package#*:}" || echo "${package%%:*}"
-  done
+  if [[ $2 -eq 0 ]]; then
+    for package in tmux openssl openssh-client:ssh-keygen nginx; do
+      has_command "${package#*:}" || echo "${package%%:*}"
+    done
+  fi
   if [[ $1 -eq 1 ]]; then
     has_command shellcheck || echo shellcheck
     has_command curl || echo curl
@@ -84,10 +88,10 @@ apt_install() {
 
 # Root installs what is missing with apt-get (unless only checking); anyone else gets the
 # exact command, to run with sudo or, without it, to hand to an administrator.
-# $1: 1 to include the test tools; $2: 1 to only check.
+# $1: 1 to include the test tools; $2: 1 to only check; $3: 1 for the simulation's needs only.
 ensure_system_packages() {
   local missing
-  missing="$(missing_packages "$1" | paste -sd ' ' -)"
+  missing="$(missing_packages "$1" "$3" | paste -sd ' ' -)"
   [[ -n $missing ]] || return 0
   if ! command -v apt-get >/dev/null 2>&1; then
     die "missing system packages (Debian names): $missing; install them with your system's package manager, then rerun"
@@ -136,18 +140,19 @@ PY
 }
 
 main() {
-  local test_tools=0 check_only=0
+  local test_tools=0 check_only=0 simulation=0
   while [[ $# -gt 0 ]]; do
     case $1 in
       -h | --help) usage; return 0 ;;
       --test) test_tools=1 ;;
+      --simulation) simulation=1 ;;
       --check) check_only=1 ;;
       *) die "unexpected argument '$1' (see --help)" ;;
     esac
     shift
   done
   check_python
-  ensure_system_packages "$test_tools" "$check_only"
+  ensure_system_packages "$test_tools" "$check_only" "$simulation"
   ((check_only == 0)) || return 0
   ensure_venv
   ensure_flwr_connection

@@ -116,3 +116,39 @@ def test_a_user_without_sudo_is_told_whom_to_ask(nobody_dir: Path):
                             text=True, timeout=60, cwd=nobody_dir)
     assert error_lines(result) == [
         "zk0bot: error: tmux is not installed; ask an administrator to run: apt-get install -y tmux (as root)"]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (("server", "start", "--port", "08"), {}, "port '08' is not a number in 1-65535"),
+        (("server", "start", "--port", "65536"), {}, "port '65536' is not a number in 1-65535"),
+        (("server", "start"), {"ZK0_SERVER_PORT": "010"}, "port '010' is not a number in 1-65535"),
+        (("client", "start", "hf:owner/name", "--server", "host:08", "--insecure"), {}, "port '08' is not a number"),
+        (("client", "start", "hf:owner/name", "--port", "09", "--insecure"), {}, "port '09' is not a number"),
+        (("status",), {"ZK0_START_TIMEOUT": "9s"}, "ZK0_START_TIMEOUT must be a whole number of seconds, got '9s'"),
+    ],
+)
+def test_bad_numbers_are_one_line_without_bash_errors(bot: Zk0bot, args, env, message):
+    """Numbers bash would misread (08 as octal) or choke on are refused in zk0bot's own words."""
+    result = bot(*args, **env)
+    lines = error_lines(result)
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("zk0bot: error:") and message in lines[0], lines[0]
+
+
+def test_restarting_a_running_client_with_another_server_is_refused(bot: Zk0bot, demo_roots):
+    """`client start --server X` for a client that runs against another server: one line saying
+    how to apply it (stop, then start), and the running client is left as it was."""
+    started = bot("server", "start", "--insecure")
+    assert started.returncode == 0, started.stderr + started.stdout
+    uri = f"local:{demo_roots[0]}"
+    joined = bot("client", "start", uri, "--insecure")
+    assert joined.returncode == 0, joined.stderr + joined.stdout
+    again = bot("client", "start", uri, "--insecure", "--server", "127.0.0.1:1")
+    lines = error_lines(again)
+    assert again.returncode != 0 and len(lines) == 1, again.stderr
+    assert f"already runs with server 127.0.0.1:{bot.port}" in lines[0] and f"zk0bot client stop {uri}" in lines[0]
+    assert f"client {uri}: running" in bot("client", "status").stdout
+    same = bot("client", "start", uri, "--insecure")
+    assert same.returncode == 0 and "already running" in same.stdout

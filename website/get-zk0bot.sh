@@ -136,6 +136,35 @@ git_reason() {
     END { print reason }'
 }
 
+# The install location (for a new install, the nearest directory above it that exists) must
+# be writable by this user; mktemp and git would otherwise fail in their own words.
+check_writable() {
+  local where="$INSTALL_DIR"
+  while [[ ! -e $where ]]; do
+    where="$(dirname "$where")"
+  done
+  [[ -d $where ]] || die "$where is not a directory; set ZK0_INSTALL_DIR to a directory path"
+  [[ -w $where && -x $where ]] \
+    || die "cannot write to $where (install location $INSTALL_DIR); set ZK0_INSTALL_DIR to a directory you can write, or ask its owner for access"
+}
+
+# A failed step as one line: a full disk says so (git, mktemp and mv say it over several
+# lines of their own), anything else gives git's reason.
+fail_step() {
+  local what=$1 output=$2
+  if grep -qi 'no space left on device' <<<"$output"; then
+    die "$what: the disk is full; free some space or set ZK0_INSTALL_DIR to a bigger disk, then rerun"
+  fi
+  die "$what: $(git_reason <<<"$output")"
+}
+
+# Runs a command that writes the install, its output kept for fail_step.
+quietly() {
+  local what=$1 output
+  shift
+  output="$("$@" 2>&1 </dev/null)" || fail_step "$what" "$output"
+}
+
 # Says what ZK0_REF names in ZK0_REPO before anything is written: a branch, a tag, or, for
 # a hexadecimal name, a commit (that one is verified when fetched, outside the install dir).
 resolve_ref() {
@@ -209,7 +238,7 @@ fetch_target() {
   local git=(git -C "$1") reason ns=refs/zk0-incoming
   reason="$(GIT_TERMINAL_PROMPT=0 "${git[@]}" fetch --quiet --no-tags --force "$REPO" \
     "+refs/heads/*:$ns/heads/*" "+refs/tags/*:$ns/tags/*" 2>&1 </dev/null)" \
-    || die "cannot fetch ZK0_REPO=$REPO: $(git_reason <<<"$reason")"
+    || fail_step "cannot fetch ZK0_REPO=$REPO" "$reason"
   case $REF_KIND in
     branch) TARGET="$("${git[@]}" rev-parse --quiet --verify "$ns/heads/$REF^{commit}" || true)" ;;
     tag) TARGET="$("${git[@]}" rev-parse --quiet --verify "$ns/tags/$REF^{commit}" || true)" ;;
@@ -234,21 +263,21 @@ checkout_target() {
   local git=(git -C "$1") current reason
   reason="$(GIT_TERMINAL_PROMPT=0 "${git[@]}" fetch --quiet --tags --force --prune "$REPO" \
     "+refs/heads/*:refs/remotes/origin/*" 2>&1 </dev/null)" \
-    || die "cannot fetch ZK0_REPO=$REPO: $(git_reason <<<"$reason")"
+    || fail_step "cannot fetch ZK0_REPO=$REPO" "$reason"
   current="$("${git[@]}" remote get-url origin 2>/dev/null || true)"
   if [[ -z $current ]]; then
-    "${git[@]}" remote add origin "$REPO"
+    quietly "cannot set the install's origin" "${git[@]}" remote add origin "$REPO"
   elif [[ $current != "$REPO" ]]; then
     log "switching the install's origin from $current to $REPO"
-    "${git[@]}" remote set-url origin "$REPO"
+    quietly "cannot set the install's origin" "${git[@]}" remote set-url origin "$REPO"
   fi
   if [[ $REF_KIND == branch ]]; then
-    "${git[@]}" checkout --quiet -B "$REF" "$TARGET"
-    "${git[@]}" branch --quiet --set-upstream-to="origin/$REF" "$REF"
+    quietly "cannot check out $REF in $1" "${git[@]}" checkout --quiet -B "$REF" "$TARGET"
+    quietly "cannot check out $REF in $1" "${git[@]}" branch --quiet --set-upstream-to="origin/$REF" "$REF"
   else
-    "${git[@]}" -c advice.detachedHead=false checkout --quiet --detach "$TARGET"
+    quietly "cannot check out $REF in $1" "${git[@]}" -c advice.detachedHead=false checkout --quiet --detach "$TARGET"
   fi
-  "${git[@]}" update-ref refs/zk0/installed "$TARGET"
+  quietly "cannot record the installed version in $1" "${git[@]}" update-ref refs/zk0/installed "$TARGET"
 }
 
 remove_staging() {
@@ -268,14 +297,16 @@ new_install() {
   done
   log "cloning $REPO into $INSTALL_DIR"
   trap remove_staging EXIT
-  STAGING="$(mktemp -d "$parent/.zk0-install.XXXXXX")"
+  local made
+  made="$(mktemp -d "$parent/.zk0-install.XXXXXX" 2>&1)" || fail_step "cannot create a directory in $parent" "$made"
+  STAGING=$made
   chmod "$(umask -S)" "$STAGING"
-  git init --quiet "$STAGING"
+  quietly "cannot create a git repository in $parent" git init --quiet "$STAGING"
   fetch_target "$STAGING"
   checkout_target "$STAGING"
-  mkdir -p "$(dirname "$INSTALL_DIR")"
+  quietly "cannot create $(dirname "$INSTALL_DIR")" mkdir -p "$(dirname "$INSTALL_DIR")"
   [[ ! -d $INSTALL_DIR ]] || rmdir "$INSTALL_DIR"
-  mv "$STAGING" "$INSTALL_DIR"
+  quietly "cannot move the new install into $INSTALL_DIR" mv "$STAGING" "$INSTALL_DIR"
   STAGING=""
 }
 
@@ -379,6 +410,7 @@ main() {
   check_git
   find_python
   check_disk
+  check_writable
   resolve_ref
   check_system_packages
   fetch_source

@@ -25,6 +25,7 @@ from flwr.serverapp.strategy import FedAvgM, FedMedian, FedProx, FedTrimmedAvg, 
 
 from zk0 import stats, transfer
 from zk0.cameras import check as check_cameras
+from zk0.failures import one_line
 from zk0.codec import CodecError
 from zk0.config import RunConfig
 from zk0.schedule import round_lr
@@ -213,7 +214,7 @@ class ZK0Strategy:
         for reply in grid.send_and_receive(messages, timeout=self.config.round_timeout):
             node = addressees.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
             if reply.has_error():
-                problems.append(f"{self._label(node)}: {reply.error.reason}")
+                problems.append(f"{self._label(node)}: {one_line(reply.error.reason)}")
                 continue
             identity = reply.content.config_records.get("node")
             reason = check_cameras(str(identity["cameras"]).split(",") if identity and identity.get("cameras") else [],
@@ -272,7 +273,7 @@ class ZK0Strategy:
         record.rejected.append({"node": label, "reason": reason})
 
     def _fail(self, server_round: int, record: RoundRecord, node: int, reason: str) -> None:
-        label = self._label(node)
+        label, reason = self._label(node), one_line(reason)
         log(WARNING, "Round %d: node %s failed: %s", server_round, label, reason)
         record.failures.append(f"{label}: {reason}")
 
