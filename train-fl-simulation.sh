@@ -95,17 +95,9 @@ demo_data() {
   printf '%s\n' "$uris"
 }
 
-# The connection lives in $FLWR_HOME/config.toml (never in pyproject.toml, which flwr
-# would rewrite). In-memory state: SQLite mode chokes on large model payloads.
+# In-memory state: the local SuperLink's SQLite mode chokes on large model payloads.
 write_flower_config() {
-  mkdir -p "$FLWR_HOME"
-  cat >"$FLWR_HOME/config.toml" <<TOML
-[superlink]
-default = "local-simulation"
-
-[superlink.local-simulation]
-address = ":local-in-memory:"
-TOML
+  write_flwr_config "$FLWR_HOME/config.toml" local-simulation ":local-in-memory:"
 }
 
 # Simulated clients share the machine: one CPU each, and an equal share of a GPU if present.

@@ -169,22 +169,9 @@ wants_help() {
 
 # The connection the flwr CLI uses to reach this machine's SuperLink (on 127.0.0.1).
 write_flwr_connection() {
-  local port mode
-  port=$(server_setting link_port)
-  mode=$(server_setting mode)
-  mkdir -p "$SERVER_DIR/flwr-home"
-  {
-    echo '[superlink]'
-    echo "default = \"$CONNECTION\""
-    echo
-    echo "[superlink.$CONNECTION]"
-    echo "address = \"127.0.0.1:$port\""
-    if [[ $mode == insecure ]]; then
-      echo 'insecure = true'
-    else
-      echo "root-certificates = \"$SERVER_DIR/certs/ca.crt\""
-    fi
-  } >"$SERVER_DIR/flwr-home/config.toml"
+  local trust='insecure = true'
+  [[ $(server_setting mode) == insecure ]] || trust="root-certificates = \"$SERVER_DIR/certs/ca.crt\""
+  write_flwr_config "$SERVER_DIR/flwr-home/config.toml" "$CONNECTION" "127.0.0.1:$(server_setting link_port)" "$trust"
 }
 
 server_setting() {
@@ -1289,7 +1276,7 @@ PY
   else
     bad "FFmpeg libraries missing (LeRobot videos cannot be decoded)" "$(apt_hint ffmpeg)"
   fi
-  if [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null; then ok "nginx (the server's public port)"; else bad "nginx missing (needed to run a server)" "$(apt_hint nginx)"; fi
+  if has_command nginx; then ok "nginx (the server's public port)"; else bad "nginx missing (needed to run a server)" "$(apt_hint nginx)"; fi
   if ! command -v tmux >/dev/null; then
     bad "tmux missing" "$(apt_hint tmux)"
   elif sessions_work; then

@@ -45,3 +45,25 @@ except OSError:
     sys.exit(1)
 PY
 }
+
+# A Flower connection's table for $FLWR_HOME/config.toml ($1: name, $2: address, then extra
+# `key = value` lines). Connections live there, never in pyproject.toml, which flwr rewrites.
+flwr_connection() {
+  local name=$1 address=$2 line
+  shift 2
+  printf '[superlink.%s]\naddress = "%s"\n' "$name" "$address"
+  for line in "$@"; do
+    printf '%s\n' "$line"
+  done
+}
+
+# A config.toml holding one connection, the default ($1: the file; the rest as flwr_connection).
+write_flwr_config() {
+  local file=$1
+  shift
+  mkdir -p "$(dirname "$file")"
+  {
+    printf '[superlink]\ndefault = "%s"\n\n' "$1"
+    flwr_connection "$@"
+  } >"$file"
+}

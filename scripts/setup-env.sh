@@ -126,17 +126,20 @@ ensure_venv() {
 # Flower config (never in pyproject.toml, which flwr would rewrite). In-memory state:
 # the local SuperLink's SQLite mode chokes on large model payloads.
 ensure_flwr_connection() {
-  FLWR_TELEMETRY_ENABLED=0 "$VENV/bin/python" - <<'PY'
-import tomllib
+  local config
+  config=$(FLWR_TELEMETRY_ENABLED=0 "$VENV/bin/python" - <<'PY'
+import contextlib, sys, tomllib
 from flwr.cli.flower_config import init_flwr_config
 from flwr.supercore.utils import get_flwr_home
 
-init_flwr_config()
+with contextlib.redirect_stdout(sys.stderr):  # stdout is the path this prints
+    init_flwr_config()
 path = get_flwr_home() / "config.toml"
 if "local-simulation" not in tomllib.loads(path.read_text()).get("superlink", {}):
-    with path.open("a") as config:
-        config.write('\n[superlink.local-simulation]\naddress = ":local-in-memory:"\n')
+    print(path)
 PY
+  )
+  [[ -z $config ]] || { echo; flwr_connection local-simulation ":local-in-memory:"; } >>"$config"
 }
 
 main() {
