@@ -26,7 +26,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from unprivileged import USER_PATH, as_nobody, give_to_nobody, nobody_dir, user_path_without  # noqa: F401 - nobody_dir is a fixture
+from unprivileged import USER_PATH, as_nobody, give_to_nobody, nobody_dir, user_env, user_path_without  # noqa: F401 - nobody_dir is a fixture
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALLER = REPO / "website" / "get-zk0bot.sh"
@@ -391,12 +391,13 @@ def test_another_projects_checkout_is_left_alone(site, home, toy_zk0, other_proj
 
 
 def ordinary_user_env(nobody_dir: Path, path: str) -> dict[str, str]:
-    """Only what an ordinary user's login sets, a HOME of its own, and toy_zk0 as the source."""
+    """Only what an ordinary user's login sets (no SHELL: uid 65534's is nologin), a HOME of its own,
+    and toy_zk0 as the source."""
     home = nobody_dir / "home"
     home.mkdir()
     repo = make_repo(nobody_dir / "zk0-src", TOY_ZK0)
     give_to_nobody(nobody_dir)
-    return {"PATH": path, "HOME": str(home), "LANG": "C.UTF-8", "ZK0_REPO": repo["path"], "ZK0_MIN_FREE_GB": "0"}
+    return user_env(home, PATH=path, ZK0_REPO=repo["path"], ZK0_MIN_FREE_GB="0")
 
 
 def test_ordinary_user_installs(site, nobody_dir):

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_zk0bot import ZK0BOT, Zk0bot, error_lines
+from test_zk0bot import ROOT, ZK0BOT, Zk0bot, error_lines
 from unprivileged import as_nobody, nobody_dir, user_env, user_path_without  # noqa: F401 - nobody_dir is a fixture
 
 NOLOGIN = "/usr/sbin/nologin"
@@ -152,3 +152,16 @@ def test_restarting_a_running_client_with_another_server_is_refused(bot: Zk0bot,
     assert f"client {uri}: running" in bot("client", "status").stdout
     same = bot("client", "start", uri, "--insecure")
     assert same.returncode == 0 and "already running" in same.stdout
+
+
+def test_doctor_names_an_environment_this_user_cannot_run(nobody_dir: Path):
+    """A venv built on an interpreter only root can run (pyenv under /root): doctor says so,
+    not "all checks passed" nor "no python environment"."""
+    venv_python = ROOT / ".venv" / "bin" / "python"
+    if subprocess.run([*as_nobody(), "test", "-x", str(venv_python)]).returncode == 0:
+        pytest.skip("uid 65534 can run this checkout's .venv interpreter")
+    env = user_env(nobody_dir, ZK0_HOME=str(nobody_dir / "zk0home"), ZK0_VENV=str(ROOT / ".venv"))
+    doctor = subprocess.run([*as_nobody(), str(ZK0BOT), "doctor"], env=env, capture_output=True, text=True,
+                            timeout=120, cwd=nobody_dir)
+    assert doctor.returncode != 0
+    assert f"  FAIL  the python environment {ROOT / '.venv'} is not usable by this user" in doctor.stdout, doctor.stdout
