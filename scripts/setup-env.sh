@@ -119,7 +119,10 @@ ensure_venv() {
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e "${ROOT}[test]"
   "$VENV/bin/python" -m pip check >/dev/null || die "pip check failed in $VENV; see '$VENV/bin/pip check'"
-  printf '%s\n' "$want" >"$stamp"
+  # Replaced by rename, never rewritten in place: a venv copied with hard links (cp -al)
+  # shares the file with its original, whose stamp must keep naming its own pyproject.toml.
+  printf '%s\n' "$want" >"$stamp.new"
+  mv -f "$stamp.new" "$stamp"
 }
 
 # Researchers run `flwr run . local-simulation`: register that connection in the user's
