@@ -59,10 +59,15 @@ use_venv() {
 # ZK0_HOME holds keys and logs: a private directory, created on first use.
 ensure_home() {
   [[ ! -e $ZK0_HOME || -d $ZK0_HOME ]] || die "ZK0_HOME=$ZK0_HOME exists and is not a directory; set ZK0_HOME to a directory"
+  home_fits_socket || die "ZK0_HOME=$ZK0_HOME is too long for tmux's socket (at most $((MAX_SOCKET - 10)) characters); set ZK0_HOME to a shorter path"
   local err
   err=$(mkdir -p "$ZK0_HOME" 2>&1) || die "cannot create ZK0_HOME=$ZK0_HOME (${err##*: }); set ZK0_HOME to a writable directory"
   chmod 700 "$ZK0_HOME" 2>/dev/null || true
 }
+
+# tmux's socket ($ZK0_HOME/tmux.sock) is a Unix socket: its path holds at most 107 bytes.
+MAX_SOCKET=107
+home_fits_socket() { ((${#ZK0_HOME} + 10 <= MAX_SOCKET)); }
 
 # `opt_value "$@"` inside an option loop: the option's value must follow it.
 opt_value() {
@@ -1222,7 +1227,10 @@ home_creatable() {
   local dir=$ZK0_HOME
   while [[ ! -e $dir && $dir == */* ]]; do dir=${dir%/*}; done
   [[ -n $dir ]] || dir=/
-  if [[ -d $dir && -w $dir && -x $dir ]]; then
+  if ! home_fits_socket; then
+    bad "ZK0_HOME $ZK0_HOME is too long for tmux's socket (at most $((MAX_SOCKET - 10)) characters)" \
+      "set ZK0_HOME to a shorter path"
+  elif [[ -d $dir && -w $dir && -x $dir ]]; then
     ok "ZK0_HOME $ZK0_HOME$([[ $dir == "$ZK0_HOME" ]] || echo " (created on first start)")"
   else
     bad "ZK0_HOME $ZK0_HOME cannot be $([[ $dir == "$ZK0_HOME" ]] && echo used || echo created): $dir is not a writable directory" \

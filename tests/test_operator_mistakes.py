@@ -165,3 +165,15 @@ def test_doctor_names_an_environment_this_user_cannot_run(nobody_dir: Path):
                             timeout=120, cwd=nobody_dir)
     assert doctor.returncode != 0
     assert f"  FAIL  the python environment {ROOT / '.venv'} is not usable by this user" in doctor.stdout, doctor.stdout
+
+
+def test_zk0_home_too_long_for_tmux_is_one_line(bot: Zk0bot, tmp_path: Path):
+    """tmux's socket lives in ZK0_HOME and a socket path has at most 107 bytes: a longer
+    ZK0_HOME is named by doctor and by start (tmux would say "File name too long")."""
+    home = tmp_path / ("h" * (120 - len(str(tmp_path))))
+    doctor = bot("doctor", ZK0_HOME=str(home))
+    assert f"  FAIL  ZK0_HOME {home} is too long for tmux's socket" in doctor.stdout, doctor.stdout
+    started = bot("server", "start", ZK0_HOME=str(home))
+    lines = error_lines(started)
+    assert started.returncode != 0 and len(lines) == 1, started.stderr
+    assert f"ZK0_HOME={home} is too long for tmux's socket" in lines[0]
