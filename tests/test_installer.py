@@ -514,3 +514,11 @@ def test_full_disk_is_one_line_and_leaves_nothing(site, home, tmp_path, tiny_dis
     assert error_line(result).endswith(": the disk is full; free some space or set ZK0_INSTALL_DIR to a bigger disk, "
                                        "then rerun"), result.stderr
     assert list(tiny_disk.iterdir()) == [] and list(home.iterdir()) == []
+
+
+def test_missing_git_hint_fits_the_user(site, home, tmp_path):
+    """The install command for git is the one this user can run: root is not told to use sudo."""
+    if os.geteuid() != 0:
+        pytest.skip("checks root's hint; ordinary users' hints are checked with the system packages")
+    result = one_liner(site, installer_env(home, PATH=path_without(tmp_path, "git")))
+    assert_clean_failure(result, home, "git is not installed; run: apt-get install -y git, then rerun")

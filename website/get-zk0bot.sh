@@ -77,9 +77,23 @@ configure() {
   fi
 }
 
+# How this user installs Debian packages (the same words as scripts/setup-env.sh and zk0bot,
+# which share scripts/lib.sh; this script runs before the source is here): root runs
+# apt-get, a user with sudo runs it through sudo, anyone else asks an administrator.
+apt_hint() {
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install $* (Debian names) with your system's package manager"
+  elif [[ $(id -u) -eq 0 ]]; then
+    echo "run: apt-get install -y $*"
+  elif command -v sudo >/dev/null 2>&1; then
+    echo "run: sudo apt-get install -y $* (or ask an administrator to)"
+  else
+    echo "ask an administrator to run: apt-get install -y $* (as root)"
+  fi
+}
+
 check_git() {
-  command -v git >/dev/null 2>&1 \
-    || die "git is not installed; install it first (Debian/Ubuntu: sudo apt-get install -y git), then rerun"
+  command -v git >/dev/null 2>&1 || die "git is not installed; $(apt_hint git), then rerun"
 }
 
 python_ok() {
@@ -101,10 +115,10 @@ find_python() {
       fi
     done
     [[ -n $PYTHON ]] \
-      || die "no Python 3.11 or newer found; install one (Debian/Ubuntu: sudo apt-get install -y python3 python3-venv) or set ZK0_PYTHON"
+      || die "no Python 3.11 or newer found; $(apt_hint python3 python3-venv), or set ZK0_PYTHON to one"
   fi
   "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 \
-    || die "$PYTHON cannot create virtual environments; install venv support (Debian/Ubuntu: sudo apt-get install -y python3-venv)"
+    || die "$PYTHON cannot create virtual environments; $(apt_hint python3-venv)"
 }
 
 check_disk() {
@@ -215,11 +229,9 @@ check_system_packages() {
   [[ -n $missing ]] || return 0
   if ! command -v apt-get >/dev/null 2>&1; then
     die "missing system packages (Debian names): $missing; install them with your system's package manager, then rerun"
-  elif command -v sudo >/dev/null 2>&1; then
-    die "missing system packages: $missing; run: sudo apt-get install -y $missing (or ask an administrator to), then rerun"
-  else
-    die "missing system packages: $missing; ask an administrator to run: apt-get install -y $missing (as root), then rerun"
   fi
+  # shellcheck disable=SC2086 # one word per package
+  die "missing system packages: $missing; $(apt_hint $missing), then rerun"
 }
 
 # True when COMMIT of the repository in DIR is a zk0 version: it has zk0bot.sh,
