@@ -10,12 +10,16 @@ usage() {
 Usage: ./run-tests.sh [--help] [PYTEST_ARGS...]
 
 Creates or reuses the environment (scripts/setup-env.sh --test: virtual
-environment, pinned dependencies, FFmpeg, tmux, openssl, shellcheck), then runs
-the whole test suite under tests/ with the environment's pytest. Extra arguments go to pytest unchanged, e.g.
+environment, pinned dependencies, FFmpeg, tmux, openssl, shellcheck, Chromium),
+then runs the whole test suite under tests/ with the environment's pytest in two
+tiers: the unit tier (fast, in-process), then the system tier (real Flower
+processes, zk0bot, nginx, lerobot-train, the installer, a browser). Extra
+arguments go to one pytest run over both tiers, unchanged, e.g.
+  ./run-tests.sh -m "not system"       the unit tier alone
   ./run-tests.sh -k config            only tests whose name matches 'config'
   ./run-tests.sh tests/test_uri.py -x  one file, stop at the first failure
-CPU only, no network needed once installed; the end-to-end simulation tests
-take a few minutes. Exits non-zero if any test fails or none were collected.
+CPU only, no network needed once installed. Exits non-zero if any test fails or
+none were collected.
 USAGE
 }
 
@@ -29,11 +33,28 @@ main() {
   "$ROOT/scripts/setup-env.sh" --test
   cd "$ROOT"
   local status=0
+  if [[ $# -gt 0 ]]; then
+    run_pytest "tests" "$@" || status=$?
+  else
+    run_pytest "unit tier" -m "not system" || status=$?
+    if [[ $status -eq 0 ]]; then
+      run_pytest "system tier" -m system || status=$?
+    fi
+  fi
+  [[ $status -ne 0 ]] || log "all tests passed"
+  return "$status"
+}
+
+# $1: what runs (for the log); the rest: pytest's arguments.
+run_pytest() {
+  local what=$1 status=0
+  shift
+  log "running the $what"
   "$VENV/bin/python" -m pytest -p no:cacheprovider "$@" || status=$?
   case $status in
-    0) log "all tests passed" ;;
-    5) log "error: pytest collected no tests; check the arguments or the tests/ directory" ;;
-    *) log "error: pytest exited with status $status" ;;
+    0) ;;
+    5) log "error: pytest collected no tests in the $what; check the arguments or the tests/ directory" ;;
+    *) log "error: the $what failed (pytest exited with status $status)" ;;
   esac
   return "$status"
 }

@@ -7,9 +7,10 @@
 # under $ZK0_HOME. TLS and SuperNode authentication are on unless --insecure is given.
 #
 # Server topology: the SuperLink (Fleet, Control and Runtime APIs on one port) listens on
-# 127.0.0.1 only; a reverse proxy (nginx) serves the public port and forwards nothing but
-# the Fleet API; the ServerApp runs under a SuperExec that authenticates to the Runtime API
-# with a shared secret. Admin commands talk to the SuperLink on 127.0.0.1.
+# 127.0.0.1 and admits only nginx, by client certificate. nginx serves the public port,
+# forwarding nothing but the Fleet API, and an admin port on 127.0.0.1: the Control API for
+# requests bearing the admin's token, the Runtime API for the SuperExec (shared secret) and
+# each run's ServerApp (its task token). Admin commands go through the admin port.
 set -euo pipefail
 # Keys, logs, run outputs and checkpoints are private to the operator.
 umask 077
@@ -24,6 +25,8 @@ SUPEREXEC_SESSION="zk0-superexec"
 PROXY_SESSION="zk0-proxy"
 DEFAULT_SERVER_PORT=9092
 START_TIMEOUT="${ZK0_START_TIMEOUT:-90}"
+# fleet-traffic.log (~80 bytes per Fleet request) and its one older part, fleet-traffic.log.1.
+FLEET_LOG_MAX_BYTES=$((64 * 1024 * 1024))
 # A name no directory in the admin's working directory can shadow (flwr reads a bare
 # `zk0` as an app path when ./zk0/pyproject.toml exists, e.g. in $HOME after install).
 CONNECTION="zk0-superlink"
@@ -172,11 +175,32 @@ wants_help() {
   return 1
 }
 
-# The connection the flwr CLI uses to reach this machine's SuperLink (on 127.0.0.1).
+# The connection the flwr CLI uses to reach this machine's Control API: nginx's admin port
+# on 127.0.0.1, which forwards a Control request only with the admin's bearer token. Flower's
+# CLI sends a stored OIDC access token as `Authorization: Bearer` on every Control request
+# (flwr/cli/cli_account_auth_interceptor.py), so the token goes into this FLWR_HOME's
+# credential store (0600) and never onto a command line.
 write_flwr_connection() {
-  local trust='insecure = true'
-  [[ $(server_setting mode) == insecure ]] || trust="root-certificates = \"$SERVER_DIR/certs/ca.crt\""
-  write_flwr_config "$SERVER_DIR/flwr-home/config.toml" "$CONNECTION" "127.0.0.1:$(server_setting link_port)" "$trust"
+  local address
+  address="127.0.0.1:$(server_setting admin_port)"
+  mkdir -p "$SERVER_DIR/flwr-home"
+  {
+    echo '[superlink]'
+    echo "default = \"$CONNECTION\""
+    echo
+    echo "[superlink.$CONNECTION]"
+    echo "address = \"$address\""
+    echo "root-certificates = \"$SERVER_DIR/certs/ca.crt\""
+  } >"$SERVER_DIR/flwr-home/config.toml"
+  "$(python_bin)" - "$address" "$SERVER_DIR/admin.token" "$SERVER_DIR/flwr-home/credentials.yaml" <<'PY'
+import base64, json, sys
+address, token_file, out = sys.argv[1:]
+token = base64.b64encode(open(token_file, "rb").read().strip()).decode()
+oidc = base64.b64encode(b"oidc").decode()
+key = f"flower.account-auth.{address}"
+with open(out, "w") as f:  # JSON is YAML, quoting the address's ':' for Flower's YAML reader
+    json.dump({f"{key}.authn-type": oidc, f"{key}.oidc-access-token": token, f"{key}.oidc-refresh-token": token}, f)
+PY
 }
 
 server_setting() {
@@ -270,12 +294,26 @@ check_server_certs() {
     "replace it with --ca-cert/--cert/--key (or move $dir away to create new ones)"
 }
 
-# The SuperExec's shared secret for the Runtime API: only processes holding it can take a
-# run's ServerApp task.
-ensure_superexec_secret() {
-  local secret="$SERVER_DIR/superexec.secret"
-  [[ -s $secret ]] || "$(python_bin)" -c 'import secrets, sys; open(sys.argv[1], "w").write(secrets.token_hex(32))' "$secret"
-  chmod 600 "$secret"
+# A random secret in a 0600 file, created once: the SuperExec's for the Runtime API (only
+# holders take a run's ServerApp task), the admin's bearer token for the Control API.
+ensure_secret() {
+  local file=$1
+  [[ -s $file ]] || "$(python_bin)" -c 'import secrets, sys; open(sys.argv[1], "w").write(secrets.token_hex(32))' "$file"
+  chmod 600 "$file"
+}
+
+ensure_superexec_secret() { ensure_secret "$SERVER_DIR/superexec.secret"; }
+
+ensure_admin_token() { ensure_secret "$SERVER_DIR/admin.token"; }
+
+# The certificate the SuperLink's port asks every client for (zk0.private_link): only zk0's
+# nginx holds it, so nothing else on this machine talks to the SuperLink directly.
+ensure_link_client_cert() {
+  local dir="$SERVER_DIR/certs"
+  [[ -f $dir/link-client.crt && -f $dir/link-client.key ]] && return 0
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+    -keyout "$dir/link-client.key" -out "$dir/link-client.crt" -subj "/CN=zk0 proxy to SuperLink" 2>/dev/null
+  chmod 600 "$dir/link-client.key"
 }
 
 # ---------------------------------------------------------------------------
@@ -291,31 +329,45 @@ nginx_bin() {
   die "nginx is not installed (the server's public port is served by it); $(apt_hint nginx)"
 }
 
-# The reverse proxy on the public port: TLS with zk0's server certificate, and only the
-# Fleet API (what SuperNodes use) forwarded; Control and Runtime APIs are refused.
+# nginx's workers when zk0bot runs as root: an unprivileged account, www-data (Debian's nginx
+# default) where it exists, else nobody. The master opens every key, certificate and log
+# before its workers drop to this user; they write only to descriptors they inherit.
+proxy_worker_user() {
+  if getent passwd www-data >/dev/null; then echo "www-data www-data"; else echo "nobody $(id -gn nobody)"; fi
+}
+
+# The reverse proxy, the only client of the SuperLink (it holds the link's client
+# certificate). Public port: TLS with zk0's server certificate, the Fleet API only, with
+# limits per client address. Admin port (127.0.0.1): the Control API for requests bearing
+# the admin's token, the Runtime API (where Flower checks the SuperExec's secret and each
+# run's token), and the SuperLink's /health.
 write_proxy_config() {
-  local host=$1 port=$2 link_port=$3 mode=$4 dir="$SERVER_DIR/proxy" certs="$SERVER_DIR/certs"
-  local listen="listen $host:$port ssl;" upstream="https://127.0.0.1:$link_port" tls_lines upstream_tls user_line=""
+  local host=$1 port=$2 link_port=$3 admin_port=$4 mode=$5 dir="$SERVER_DIR/proxy" certs="$SERVER_DIR/certs"
+  local listen="listen $host:$port ssl;" tls_lines public_tls upstream user_line="" token
+  token=$(<"$SERVER_DIR/admin.token")
   mkdir -p "$dir/tmp"
   tls_lines="ssl_certificate $certs/server.pem;
     ssl_certificate_key $certs/server.key;
     ssl_protocols TLSv1.2 TLSv1.3;"
-  upstream_tls="proxy_ssl_trusted_certificate $certs/ca.crt;
+  public_tls=$tls_lines
+  [[ $mode == insecure ]] && listen="listen $host:$port;" public_tls=""
+  upstream="proxy_pass https://127.0.0.1:$link_port;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_ssl_trusted_certificate $certs/ca.crt;
       proxy_ssl_verify on;
-      proxy_ssl_name localhost;"
-  if [[ $mode == insecure ]]; then
-    listen="listen $host:$port;" upstream="http://127.0.0.1:$link_port" tls_lines="" upstream_tls=""
-  fi
-  # As root, nginx's workers would switch to an unprivileged user that cannot read ZK0_HOME.
-  [[ $(id -u) -eq 0 ]] && user_line="user root;"
+      proxy_ssl_name localhost;
+      proxy_ssl_certificate $certs/link-client.crt;
+      proxy_ssl_certificate_key $certs/link-client.key;"
+  [[ $(id -u) -eq 0 ]] && user_line="user $(proxy_worker_user);"
   cat >"$dir/nginx.conf" <<CONF
-# Generated by zk0bot server start; rewritten on every start.
+# Generated by zk0bot server start; rewritten on every start. Holds the admin's token: 0600.
 $user_line
 worker_processes 1;
 pid $dir/nginx.pid;
 daemon off;
 error_log $SERVER_DIR/proxy.log warn;
-events { worker_connections 512; }
+events { worker_connections 1024; }
 http {
   client_body_temp_path $dir/tmp/body;
   proxy_temp_path $dir/tmp/proxy;
@@ -328,45 +380,101 @@ http {
   access_log $SERVER_DIR/proxy.log zk0 if=\$zk0_refused;
   # What crossed the public port, per request (bytes received and sent): the federation's traffic.
   log_format zk0_bytes '\$time_iso8601 \$remote_addr \$uri \$status \$request_length \$bytes_sent';
-  client_max_body_size 0;
+  # Bodies stream to the SuperLink, which reads each whole before it checks the node: the
+  # size cap is what bounds that. Flower moves arrays in 5 MiB chunks (its
+  # FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE); the largest Fleet request is a push-object of one
+  # chunk, 5,242,995 bytes measured (5 MiB + 115 bytes of protobuf); records other than
+  # arrays (metrics, configs, zk0's statistics) travel whole and are KBs. 8 MiB leaves 60%.
+  client_max_body_size 8m;
   proxy_request_buffering off;
   proxy_buffering off;
   proxy_read_timeout 900s;
   proxy_send_timeout 900s;
+  # Per client address. A SuperNode keeps at most ~4 requests in flight (2 concurrent object
+  # pushes or pulls, a heartbeat, its poll); a tiny zk0 run's busiest second was 117 requests
+  # from one address (3 nodes); a real model's message is ~1,000 objects and chunks per node.
+  # The limits leave room for a dozen nodes behind one NAT address. Refusals are 503, which
+  # Flower's SuperNode retries with backoff (429 would fail its round): a node over the limit
+  # is slowed, a flood is turned away before it reaches the SuperLink.
+  limit_req_zone \$binary_remote_addr zone=zk0_rate:10m rate=500r/s;
+  limit_conn_zone \$binary_remote_addr zone=zk0_conn:10m;
+  limit_req_status 503;
+  limit_conn_status 503;
   server {
     $listen
-    $tls_lines
+    $public_tls
+    limit_req zone=zk0_rate burst=2000 nodelay;
+    limit_conn zk0_conn 64;
     location /v1/fleet/ {
       access_log $SERVER_DIR/fleet-traffic.log zk0_bytes;
-      proxy_pass $upstream;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      $upstream_tls
+      $upstream
+    }
+    # deny (access phase) rather than return (rewrite phase): the limits above apply first.
+    location / {
+      deny all;
+      error_log $SERVER_DIR/proxy.log crit;  # the access log has each refusal already
+    }
+    error_page 403 /zk0-refused;
+    location = /zk0-refused {
+      internal;
+      return 403 "zk0: only the Fleet API is served on this port\n";
+    }
+  }
+  server {
+    listen 127.0.0.1:$admin_port ssl;
+    $tls_lines
+    # A run's FAB (at most 10 MiB, flwr's FAB_MAX_SIZE) travels in one Control request.
+    client_max_body_size 16m;
+    location /v1/control/ {
+      if (\$http_authorization != "Bearer $token") {
+        return 401 "zk0: the Control API answers the server admin only\n";
+      }
+      proxy_set_header Authorization "";
+      $upstream
+    }
+    location /v1/runtime/ {
+      $upstream
+    }
+    location = /health {
+      $upstream
     }
     location / {
-      return 403 "zk0: only the Fleet API is served on this port\n";
+      return 403 "zk0: not served\n";
     }
   }
 }
 CONF
 }
 
-# GET http(s)://127.0.0.1:PORT/PATH with the server's CA: succeeds on EXPECT ("ok": any 2xx).
+# GET https://127.0.0.1:PORT/PATH with the server's CA (plain http for the public port of an
+# --insecure server; with the link's client certificate for the SuperLink itself): succeeds
+# on EXPECT ("ok": any 2xx).
 probe() {
-  local port=$1 path=$2 expect=$3
-  "$(python_bin)" - "$port" "$(server_setting mode)" "$SERVER_DIR/certs/ca.crt" "$path" "$expect" <<'PY' 2>/dev/null
-import sys, httpx
-port, mode, ca, path, expect = sys.argv[1:]
-scheme, verify = ("http", False) if mode == "insecure" else ("https", ca)
+  local port=$1 path=$2 expect=$3 scheme=${4:-https} client=${5:-}
+  "$(python_bin)" - "$port" "$scheme" "$SERVER_DIR/certs" "$path" "$expect" "$client" <<'PY' 2>/dev/null
+import ssl, sys, httpx
+port, scheme, certs, path, expect, client = sys.argv[1:]
+verify = False
+if scheme == "https":
+    verify = ssl.create_default_context(cafile=f"{certs}/ca.crt")
+    if client:
+        verify.load_cert_chain(f"{certs}/link-client.crt", f"{certs}/link-client.key")
 reply = httpx.get(f"{scheme}://127.0.0.1:{port}{path}", verify=verify, timeout=2)
 sys.exit(0 if (reply.is_success if expect == "ok" else reply.status_code == int(expect)) else 1)
 PY
 }
 
-link_health() { probe "$(server_setting link_port)" /health ok; }
+link_health() { probe "$(server_setting link_port)" /health ok https client; }
+
+# The admin port forwards /health to the SuperLink: nginx and the link both answer.
+admin_health() { probe "$(server_setting admin_port)" /health ok; }
 
 # The public port answers (the proxy refuses "/" with 403 by design).
-proxy_health() { probe "$(server_setting port)" / 403; }
+proxy_health() {
+  local scheme=https
+  [[ $(server_setting mode) == insecure ]] && scheme=http
+  probe "$(server_setting port)" / 403 "$scheme" && admin_health
+}
 
 usage_server() {
   cat <<'USAGE'
@@ -374,9 +482,12 @@ Usage: zk0bot server <command> [options]
 
 Commands:
   start [--port P] [--host H] [--insecure] [--ca-cert F --cert F --key F]
-          Start the server: the SuperLink (on 127.0.0.1 only, session zk0-superlink),
-          the SuperExec that runs ServerApps (zk0-superexec) and the public reverse
-          proxy (nginx, zk0-proxy), which forwards only the Fleet API the nodes use.
+          Start the server: the SuperLink (on 127.0.0.1, admitting only the proxy,
+          session zk0-superlink), the SuperExec that runs ServerApps (zk0-superexec)
+          and the reverse proxy (nginx, zk0-proxy): on the public port it forwards only
+          the Fleet API the nodes use; on an admin port on 127.0.0.1 the Control API,
+          for requests bearing your token (~/.zk0/server/admin.token; zk0bot and
+          FLWR_HOME=~/.zk0/server/flwr-home flwr send it).
           Creates a CA and a server certificate once (or installs the given ones),
           enables TLS and SuperNode authentication, and re-registers every node key
           registered before (kept in ~/.zk0/server/nodes/). --host/--port: the public
@@ -389,9 +500,13 @@ Commands:
           Show (or follow) the newest run's ServerApp log (runs/<run>/server.log: round
           summaries, warnings, errors), or the SuperLink's, the SuperExec's, or the
           proxy's (refused requests).
-  register <node-public-key-file>
+  register <node-public-key-file> [--name NAME]
           Allow a node (its operator sends you the .pub file `client start` printed).
-  nodes   Registered and connected nodes, with the dataset each key was created for.
+          NAME (1-64 printable characters, unique; default: the key's comment, e.g.
+          zk0-node-<dataset>) labels the node in `server nodes` and the run's logs and
+          metrics, across SuperLink restarts.
+  nodes   Registered and connected nodes: node id, status, name, and the key's comment
+          where it is not the name.
 USAGE
 }
 
@@ -445,7 +560,7 @@ server_start() {
   fi
   mkdir -p "$SERVER_DIR/runs" "$SERVER_DIR/nodes"
   chmod 700 "$SERVER_DIR"
-  local mode=secure link_port
+  local mode=secure link_port admin_port=""
   [[ $insecure -eq 1 ]] && mode=insecure
   if session_running "$SERVER_SESSION"; then
     link_port=$(server_setting link_port)
@@ -458,52 +573,62 @@ server_start() {
     [[ -f $SERVER_DIR/server.env ]] && link_port=$(server_setting link_port)
     [[ -n $link_port ]] && port_free 127.0.0.1 "$link_port" || link_port=$(free_local_port)
   fi
+  [[ -f $SERVER_DIR/server.env ]] && admin_port=$(server_setting admin_port)
+  if ! session_running "$PROXY_SESSION"; then
+    until [[ -n $admin_port && $admin_port != "$link_port" ]] && port_free 127.0.0.1 "$admin_port"; do
+      admin_port=$(free_local_port)
+    done
+  fi
   if [[ $mode == insecure ]]; then
     warn "--insecure: no TLS and no node authentication. Anyone who reaches port $port can join the federation. Use only for local experiments."
-  else
-    if [[ -n $ca ]]; then install_given_certs "$ca" "$cert" "$key"; else ensure_server_certs; fi
-    check_server_certs
   fi
+  # The certificates serve the admin port and the link in both modes; only the public port
+  # of an --insecure server goes without.
+  if [[ -n $ca ]]; then install_given_certs "$ca" "$cert" "$key"; else ensure_server_certs; fi
+  check_server_certs
+  ensure_link_client_cert
   ensure_superexec_secret
-  printf 'port=%s\nhost=%s\nmode=%s\nlink_port=%s\n' "$port" "$host" "$mode" "$link_port" >"$SERVER_DIR/server.env"
+  ensure_admin_token
+  printf 'port=%s\nhost=%s\nmode=%s\nlink_port=%s\nadmin_port=%s\n' "$port" "$host" "$mode" "$link_port" "$admin_port" >"$SERVER_DIR/server.env"
   write_flwr_connection
 
-  local secret="$SERVER_DIR/superexec.secret" tls_link=() tls_exec=(--insecure)
-  if [[ $mode == secure ]]; then
-    tls_link=(--ssl-ca-certfile "$SERVER_DIR/certs/ca.crt" --ssl-certfile "$SERVER_DIR/certs/server.pem"
-      --ssl-keyfile "$SERVER_DIR/certs/server.key" --enable-supernode-auth)
-    tls_exec=(--root-certificates "$SERVER_DIR/certs/ca.crt")
-  else
-    tls_link=(--insecure)
-  fi
+  local secret="$SERVER_DIR/superexec.secret" certs="$SERVER_DIR/certs" relinked=0 tls_link
+  tls_link=(--ssl-ca-certfile "$certs/ca.crt" --ssl-certfile "$certs/server.pem" --ssl-keyfile "$certs/server.key")
+  [[ $mode == secure ]] && tls_link+=(--enable-supernode-auth)
   if ! session_running "$SERVER_SESSION"; then
     log_start "$SERVER_DIR/superlink.log"
     start_session "$SERVER_SESSION" "$SERVER_DIR" "$SERVER_DIR/flwr-home" "$SERVER_DIR/superlink.log" once \
-      flower-superlink --host 127.0.0.1 --port "$link_port" "${tls_link[@]}" --isolation process \
-      --superexec-auth-secret-file "$secret" --disable-runtime-dependency-installation
+      "$(python_bin)" -m zk0.private_link "$certs/link-client.crt" --host 127.0.0.1 --port "$link_port" \
+      "${tls_link[@]}" --isolation process --superexec-auth-secret-file "$secret" --disable-runtime-dependency-installation
     wait_until "the SuperLink" "$SERVER_SESSION" "$SERVER_DIR/superlink.log" link_health
-    reregister_nodes
-  fi
-  if ! session_running "$SUPEREXEC_SESSION"; then
-    log_start "$SERVER_DIR/superexec.log"
-    start_session "$SUPEREXEC_SESSION" "$SERVER_DIR" "$SERVER_DIR/flwr-home" "$SERVER_DIR/superexec.log" restart \
-      flower-superexec --runtime-api-address "127.0.0.1:$link_port" "${tls_exec[@]}" \
-      --superexec-auth-secret-file "$secret"
+    relinked=1
   fi
   if ! session_running "$PROXY_SESSION"; then
-    write_proxy_config "$host" "$port" "$link_port" "$mode"
+    write_proxy_config "$host" "$port" "$link_port" "$admin_port" "$mode"
     "$nginx" -t -q -e "$SERVER_DIR/proxy.log" -c "$SERVER_DIR/proxy/nginx.conf" 2>/dev/null \
       || die "the proxy configuration was refused: $("$nginx" -t -q -e /dev/stderr -c "$SERVER_DIR/proxy/nginx.conf" 2>&1 | head -n1)"
     log_start "$SERVER_DIR/proxy.log"
     start_session "$PROXY_SESSION" "$SERVER_DIR" "$SERVER_DIR/flwr-home" "$SERVER_DIR/proxy.log" once \
+      "$(python_bin)" -m zk0.log_cap "$SERVER_DIR/fleet-traffic.log" "$FLEET_LOG_MAX_BYTES" -- \
       "$nginx" -e "$SERVER_DIR/proxy.log" -c "$SERVER_DIR/proxy/nginx.conf"
     wait_until "the proxy (nginx)" "$PROXY_SESSION" "$SERVER_DIR/proxy.log" proxy_health
   fi
-  info "server running ($mode): public port $host:$port (Fleet API only, session $PROXY_SESSION), SuperLink 127.0.0.1:$link_port (session $SERVER_SESSION)"
+  # Registrations need the Control API, which only the proxy serves.
+  [[ $relinked -eq 0 ]] || reregister_nodes
+  write_node_names
+  if ! session_running "$SUPEREXEC_SESSION"; then
+    log_start "$SERVER_DIR/superexec.log"
+    # ZK0_NODE_NAMES reaches each ServerApp through the session's environment.
+    ZK0_NODE_NAMES="$SERVER_DIR/node-names.json" start_session "$SUPEREXEC_SESSION" "$SERVER_DIR" \
+      "$SERVER_DIR/flwr-home" "$SERVER_DIR/superexec.log" restart \
+      "$(python_bin)" -m zk0.private_superexec --runtime-api-address "127.0.0.1:$admin_port" \
+      --root-certificates "$certs/ca.crt" --superexec-auth-secret-file "$secret"
+  fi
+  info "server running ($mode): public port $host:$port (Fleet API only, session $PROXY_SESSION), admin port 127.0.0.1:$admin_port, SuperLink 127.0.0.1:$link_port (session $SERVER_SESSION, the proxy's only)"
   info "attach with: tmux -S $ZK0_HOME/tmux.sock attach -t $SERVER_SESSION"
   if [[ $mode == secure ]]; then
     info "node operators need the CA certificate: $SERVER_DIR/certs/ca.crt"
-    info "register each node's public key with: $PROG server register <node.pub>"
+    info "register each node's public key with: $PROG server register <node.pub> [--name NAME]"
   fi
 }
 
@@ -525,10 +650,23 @@ reregister_nodes() {
   [[ $count -eq 0 ]] || info "re-registered $count node key(s) from $SERVER_DIR/nodes"
 }
 
-# Register one public key with the SuperLink; keep it (and the node id Flower gave it) in
-# nodes/ for restarts and for `server nodes`. Prints Flower's reason on failure.
+# {node id: name} for the ServerApp (ZK0_NODE_NAMES): node ids change at every SuperLink
+# restart, so this is rewritten after every (re)registration.
+write_node_names() {
+  "$(python_bin)" -m zk0.identities "$SERVER_DIR/nodes" "$SERVER_DIR/node-names.json"
+}
+
+# What a name may be: what an operator can read in one log line.
+check_node_name() {
+  [[ -n ${1// /} && ${#1} -le 64 && $1 =~ ^[[:print:]]+$ ]] \
+    || die "node name '$1' must be 1-64 printable characters (e.g. --name robot-7)"
+}
+
+# Register one public key with the SuperLink; keep it, its name (NAME, else the one kept,
+# else the key's comment, else the file name) and the node id Flower gave it in nodes/ for
+# restarts, `server nodes` and the ServerApp's labels. Prints Flower's reason on failure.
 register_key() {
-  local key=$1 out id kept
+  local key=$1 name=${2:-} out id kept
   kept="$SERVER_DIR/nodes/$(awk '{print $2}' "$key" | sha256sum | cut -c1-16)"
   out=$(flwr_admin supernode register "$key" "$CONNECTION" --format json 2>&1) || true
   id=$("$(python_bin)" -c '
@@ -552,6 +690,12 @@ else:
   fi
   [[ $key -ef $kept.pub ]] || cp "$key" "$kept.pub"
   [[ $id == "(already registered)" ]] || echo "$id" >"$kept.id"
+  if [[ -n $name ]]; then
+    echo "$name" >"$kept.name"
+  elif [[ ! -s $kept.name ]]; then
+    name=$(awk '{print $3}' "$key")
+    echo "${name:-$(basename "$key" .pub)}" >"$kept.name"
+  fi
   echo "$id"
 }
 
@@ -579,9 +723,10 @@ server_status() {
     info "$session: $state"
   done
   session_running "$SERVER_SESSION" || { info "SuperLink: not running"; return 0; }
+  # Healthy: the SuperLink answers, and so does the admin port the Control API goes through.
   health=unhealthy
-  link_health && health=healthy
-  info "SuperLink: running, 127.0.0.1:$(server_setting link_port), public port $(server_setting port), $(server_setting mode), $health"
+  link_health && admin_health && health=healthy
+  info "SuperLink: running, 127.0.0.1:$(server_setting link_port), public port $(server_setting port), admin port 127.0.0.1:$(server_setting admin_port), $(server_setting mode), $health"
   info "runs directory: $SERVER_DIR/runs"
   [[ $health == healthy ]] || return 0
   server_nodes
@@ -601,8 +746,7 @@ server_logs() {
     shift
   done
   if [[ $component == run ]]; then
-    log=$(newest_run_log)
-    [[ -n $log ]] || die "no run has written a log yet under $SERVER_DIR/runs; see '$PROG server logs --superlink'"
+    log=$(zk0_admin newest-log "$SERVER_DIR/runs")
   else
     log="$SERVER_DIR/$component.log"
     [[ -f $log ]] || die "no $component log yet ($log); run: $PROG server start"
@@ -610,27 +754,37 @@ server_logs() {
   tail -n 100 "${follow[@]}" "$log"
 }
 
-# The newest run's ServerApp log (round summaries, warnings, errors).
-newest_run_log() {
-  local newest="" log
-  for log in "$SERVER_DIR"/runs/*/server.log; do
-    [[ -f $log && ( -z $newest || $log -nt $newest ) ]] && newest=$log
-  done
-  echo "$newest"
-}
-
 server_register() {
-  [[ $# -eq 1 ]] || die "usage: $PROG server register <node-public-key-file>"
-  local key=$1 id
+  local key="" name="" id kept other
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --name) opt_value "$@"; name=$2; shift ;;
+      -*) die "unknown option '$1' for 'server register' (see: $PROG server --help)" ;;
+      *) [[ -z $key ]] || die "usage: $PROG server register <node-public-key-file> [--name NAME]"; key=$1 ;;
+    esac
+    shift
+  done
+  [[ -n $key ]] || die "usage: $PROG server register <node-public-key-file> [--name NAME]"
   [[ -f $key ]] || die "public key file '$key' does not exist"
   grep -q '^ecdsa-sha2-nistp384 ' "$key" || die "'$key' is not a node public key (expected an 'ecdsa-sha2-nistp384 ...' line from zk0bot client start)"
+  if [[ -n $name ]]; then
+    check_node_name "$name"
+    kept="$SERVER_DIR/nodes/$(awk '{print $2}' "$key" | sha256sum | cut -c1-16).name"
+    for other in "$SERVER_DIR"/nodes/*.name; do
+      [[ -f $other && $other != "$kept" && $(<"$other") == "$name" ]] \
+        && die "the name '$name' is taken by another node key ($other); choose another with --name"
+    done
+  fi
   [[ $(server_setting mode) == secure ]] || die "the server runs with --insecure: node authentication is off, nothing to register"
   session_running "$SERVER_SESSION" || die "the SuperLink is not running; start it first: $PROG server start"
-  id=$(register_key "$key" 2>&1) || die "registering $key failed: ${id#*could not register "$key": }"
-  info "registered node $id ($(awk '{print $3}' "$key")); the key is kept in $SERVER_DIR/nodes for restarts"
+  id=$(register_key "$key" "$name" 2>&1) || die "registering $key failed: ${id#*could not register "$key": }"
+  write_node_names
+  name=$(<"$SERVER_DIR/nodes/$(awk '{print $2}' "$key" | sha256sum | cut -c1-16).name")
+  info "registered node $id as '$name'; the key is kept in $SERVER_DIR/nodes for restarts"
 }
 
-# Flower's node table, with the key name (zk0-node-<dataset>) each node id was registered for.
+# Flower's node table, with the name each node id was registered under and, when it differs,
+# its key's comment (zk0-node-<dataset>).
 server_nodes() {
   require_no_args "$@"
   session_running "$SERVER_SESSION" || die "the SuperLink is not running; start it first: $PROG server start"
@@ -641,16 +795,20 @@ server_nodes() {
 import json, os, sys
 from pathlib import Path
 
+from zk0.identities import clean_name
+
 text = os.environ["NODES_JSON"]
 nodes = json.loads(text[text.index("{"):]).get("nodes", [])
-names = {}
+kept = {}
 for id_file in Path(sys.argv[1]).glob("*.id"):
-    key = id_file.with_suffix(".pub")
+    key, name = id_file.with_suffix(".pub"), id_file.with_suffix(".name")
     parts = key.read_text().split() if key.is_file() else []
-    names[id_file.read_text().strip()] = parts[2] if len(parts) > 2 else key.name
-print(f"{'node id':>20}  {'status':<10}  key")
+    comment = parts[2] if len(parts) > 2 else key.name
+    kept[id_file.read_text().strip()] = (clean_name(name.read_text()) if name.is_file() else "") or comment, comment
+print(f"{'node id':>20}  {'status':<10}  {'name':<24}  key (when not the name)")
 for node in nodes:
-    print(f"{node['node-id']:>20}  {node['status']:<10}  {names.get(node['node-id'], '(registered outside zk0bot)')}")
+    name, comment = kept.get(node["node-id"], ("(registered outside zk0bot)", ""))
+    print(f"{node['node-id']:>20}  {node['status']:<10}  {name:<24}  {comment if comment != name else ''}".rstrip())
 if not nodes:
     print("(no nodes registered)")
 PY
@@ -685,7 +843,7 @@ Usage: zk0bot client <command> [options]
 
 Commands:
   start <dataset-uri> [--server HOST:PORT] [--ca-cert FILE] [--port P] [--threads N]
-        [--rename-map JSON] [--insecure]
+        [--rename-map JSON] [--allow-app SHA256]... [--insecure]
           Start a SuperNode that trains on this node's dataset, in tmux session
           zk0-supernode-<id>. <dataset-uri> is hf:owner/name, owner/name or
           local:/absolute/path. The first start creates the node's key pair and prints
@@ -696,6 +854,9 @@ Commands:
           (default: the cores shared among this machine's clients). --rename-map:
           map this dataset's camera names onto the federation's, LeRobot style:
           '{"observation.images.top": "observation.images.front"}'.
+          The executor runs only the zk0 installed here; --allow-app also lets it run
+          the FAB with that SHA-256 (its refusal line in executor.log names it). The
+          allowed list is the last start's: starting with another list restarts the executor.
   stop [<dataset-uri>]     Stop one client (or all of them).
   status                   Every client on this machine: session, PID, port, dataset.
   logs [<dataset-uri>] [-f]
@@ -762,6 +923,7 @@ client_start() {
   local server_given=0
   [[ -z ${ZK0_SERVER:-} ]] || server_given=1
   ca=$(default_ca_cert)
+  local allow=()
   while [[ $# -gt 0 ]]; do
     case $1 in
       --server) opt_value "$@"; server=$2; server_given=1; shift ;;
@@ -769,6 +931,7 @@ client_start() {
       --port) opt_value "$@"; port=$2; shift ;;
       --threads) opt_value "$@"; threads=$2; shift ;;
       --rename-map) opt_value "$@"; rename=$2; shift ;;
+      --allow-app) opt_value "$@"; check_sha256 "$2"; allow+=("${2,,}"); shift ;;
       --insecure) insecure=1 ;;
       -*) die "unknown option '$1' for 'client start' (see: $PROG client --help)" ;;
       *) [[ -z $uri ]] || die "client start takes one dataset URI, got '$uri' and '$1'"; uri=$1 ;;
@@ -802,7 +965,7 @@ client_start() {
   log="$dir/supernode.log"
   if session_running "$session"; then
     refuse_changes "$id" "$uri" "$server_given" "$server" "$port" "$threads"
-    start_executor "$id"
+    start_executor "$id" "${allow[@]}"
     info "client for $uri already running (session $session, port $(client_setting "$id" port))"
     return 0
   fi
@@ -814,7 +977,7 @@ client_start() {
   # Clients on one machine share its cores: each torch process would otherwise take all of them.
   [[ -n $threads ]] || threads=$(default_threads)
 
-  # The SuperNode leaves its messages to one warm executor process (zk0.executor) instead of
+  # The SuperNode leaves its messages to one warm executor process (zk0_executor) instead of
   # starting a fresh ClientApp process per message; the secret keeps other local processes
   # from taking them.
   local secret="$dir/superexec.secret"
@@ -843,7 +1006,7 @@ client_start() {
     start_session "$session" "$dir" "$dir/flwr-home" "$log" restart flower-supernode "${args[@]}"
   wait_for_supernode "$session" "$log" "$dir" "$server" "$from" "$activated"
   sed -i 's/^activated=.*/activated=1/' "$dir/client.env"
-  start_executor "$id"
+  start_executor "$id" "${allow[@]}"
   info "client running: session $session, pid $(session_pid "$session"), port $port, dataset $uri, server $server, $threads thread(s)"
 }
 
@@ -861,17 +1024,31 @@ refuse_changes() {
   [[ -z $changed ]] || die "the client for $uri already runs with $changed; to change it, stop it first: $PROG client stop $uri, then start it again with the new options"
 }
 
-# The node's warm ClientApp process, in its own session, restarted if it dies.
+check_sha256() {
+  [[ $1 =~ ^[0-9a-fA-F]{64}$ ]] || die "--allow-app takes a FAB's SHA-256 (64 hex digits), got '$1'"
+}
+
+# The node's warm ClientApp process, in its own session, restarted if it dies. It runs the
+# installed zk0 and the FABs whose SHA-256 follow the id; another list restarts it.
 start_executor() {
-  local id=$1 dir="$CLIENTS_DIR/$1" session="zk0-executor-$1" threads waited=0 from
-  session_running "$session" && return 0
+  local id=$1 dir="$CLIENTS_DIR/$1" session="zk0-executor-$1" threads waited=0 from allowed hash
+  shift
+  allowed=$(printf '%s\n' "$@" | sort -u)
+  if session_running "$session"; then
+    [[ $allowed == "$(cat "$dir/allowed-apps" 2>/dev/null)" ]] && return 0
+    info "restarting the ClientApp executor: its allowed FABs (--allow-app) changed"
+    stop_session "$session"
+  fi
+  printf '%s\n' "$allowed" >"$dir/allowed-apps"
+  local allow_args=()
+  for hash in $allowed; do allow_args+=(--allow-app "$hash"); done
   threads=$(client_setting "$id" threads)
   log_start "$dir/executor.log"
   from=$(wc -l <"$dir/executor.log")
   OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
     start_session "$session" "$dir" "$dir/flwr-home" "$dir/executor.log" restart \
-    "$(python_bin)" -m zk0.executor --runtime-api-address "127.0.0.1:$(client_setting "$id" port)" --insecure \
-    --superexec-auth-secret-file "$dir/superexec.secret"
+    "$(python_bin)" -m zk0_executor --runtime-api-address "127.0.0.1:$(client_setting "$id" port)" --insecure \
+    --superexec-auth-secret-file "$dir/superexec.secret" "${allow_args[@]}"
   until tail -n +"$((from + 1))" "$dir/executor.log" | grep -q 'serving ClientApp tasks'; do
     if ((waited >= START_TIMEOUT)); then
       show_log_tail "$dir/executor.log"
@@ -1039,75 +1216,14 @@ run's saved configuration; RUN_DIR defaults to the newest unfinished run.
 USAGE
 }
 
-run_status() {
-  flwr_admin ls "$CONNECTION" --run-id "$1" --format json 2>/dev/null |
-    "$(python_bin)" -c 'import json, sys; print(json.load(sys.stdin)["runs"][0]["status"])' 2>/dev/null
-}
-
-# The run id from `flwr run --format json`, or Flower's reason for refusing the run.
-submitted_run_id() {
-  "$(python_bin)" -c '
-import json, sys
-text = sys.stdin.read()
-reply = json.loads(text[text.index("{"):]) if "{" in text else {}
-if reply.get("run-id"):
-    print(reply["run-id"])
-else:
-    reason = [line for line in str(reply.get("error-message", text)).splitlines() if line and "Using SuperLink" not in line]
-    print(reason[0] if reason else "no reply")
-'
-}
-
-# The run directory of a run id; none yet when the run failed before creating it.
-run_dir_of() {
-  { grep -l "\"run_id\": $1," "$SERVER_DIR"/runs/*/run_config.json 2>/dev/null || true; } | head -n1 | xargs -r dirname
-}
-
-# The newest run directory whose saved state stops short of its num-rounds.
-unfinished_run() {
-  "$(python_bin)" - "$SERVER_DIR/runs" <<'PY'
-import json, sys
-from pathlib import Path
-
-candidates = []
-runs = Path(sys.argv[1])
-for run in runs.iterdir() if runs.is_dir() else []:
-    state, config = run / "state" / "state.json", run / "run_config.json"
-    if state.is_file() and config.is_file():
-        done = json.loads(state.read_text())["round"]
-        if done < json.loads(config.read_text())["run_config"]["num-rounds"]:
-            candidates.append((state.stat().st_mtime, run))
-if candidates:
-    print(max(candidates)[1])
-PY
-}
-
-# A TOML run config for `flwr run`: the interrupted run's own configuration, plus resume-from.
-write_resume_config() {
-  local run_dir=$1 rounds=$2 out=$3
-  "$(python_bin)" - "$run_dir" "$rounds" "$out" <<'PY'
-import json, sys
-import tomli_w
-
-run_dir, rounds, out = sys.argv[1:]
-config = json.load(open(f"{run_dir}/run_config.json"))["run_config"]
-config["resume-from"] = run_dir
-if rounds:
-    config["num-rounds"] = int(rounds)
-with open(out, "wb") as handle:
-    tomli_w.dump(config, handle)
-PY
-}
-
-# The ServerApp's one-line reason for a failed run: from Flower's run log, else from the
-# run directory's server.log.
-failure_reason() {
-  local run_id=$1 run_dir=$2 reason
-  reason=$(flwr_admin log "$run_id" "$CONNECTION" --show 2>/dev/null | grep -oE 'zk0: error: .*' | tail -n1 || true)
-  if [[ -z $reason && -n $run_dir ]]; then
-    reason=$(grep -oE 'zk0: error: .*' "$run_dir/server.log" 2>/dev/null | tail -n1 || true)
-  fi
-  echo "${reason#zk0: error: }"
+# `zk0 admin ...`, the run bookkeeping in Python (zk0.admin), against this machine's SuperLink:
+# its output, or die with its one-line reason.
+zk0_admin() {
+  local err
+  python_bin >/dev/null
+  { err=$(FLWR_HOME="$SERVER_DIR/flwr-home" "$VENV/bin/zk0" admin "$@" 2>&1 >&3 3>&-); } 3>&1 && return 0
+  err=$(tail -n 1 <<<"$err")
+  die "${err#zk0: error: }"
 }
 
 cmd_run() {
@@ -1133,12 +1249,10 @@ cmd_run() {
   local config="output-dir='$SERVER_DIR/runs'" run_config=()
   [[ -n $rounds ]] && config+=" num-rounds=$rounds"
   if [[ $resume -eq 1 ]]; then
-    [[ -n $resume_dir ]] || resume_dir=$(unfinished_run)
-    [[ -n $resume_dir ]] || die "no unfinished run to resume under $SERVER_DIR/runs; name one: $PROG run --resume RUN_DIR"
-    resume_dir=$(cd "$resume_dir" 2>/dev/null && pwd) || die "run directory '$resume_dir' does not exist"
-    [[ -f $resume_dir/state/state.json ]] || die "$resume_dir has no saved state (no completed round); start a new run instead"
-    write_resume_config "$resume_dir" "$rounds" "$resume_dir/resume.toml"
-    run_config=(--run-config "$resume_dir/resume.toml")
+    local prepared resume_config
+    prepared=$(zk0_admin resume "$SERVER_DIR/runs" ${resume_dir:+"$resume_dir"} ${rounds:+--rounds "$rounds"})
+    { read -r resume_dir; read -r resume_config; } <<<"$prepared"
+    run_config=(--run-config "$resume_config")
   else
     # The operator's overrides go in a second --run-config, which flwr applies last.
     local out
@@ -1148,10 +1262,8 @@ cmd_run() {
   fi
   session_running "$SERVER_SESSION" || die "the SuperLink is not running; start it first: $PROG server start"
   link_health || die "the SuperLink does not answer its health check; see: $PROG server logs"
-  local out run_id
-  out=$(flwr_admin run "$ROOT" "$CONNECTION" --format json "${run_config[@]}" 2>&1) || true
-  run_id=$(submitted_run_id <<<"$out")
-  [[ $run_id =~ ^[0-9]+$ ]] || die "the SuperLink did not start a run: ${run_id:-$(tail -n 1 <<<"$out")}"
+  local run_id
+  run_id=$(zk0_admin submit "$ROOT" --connection "$CONNECTION" "${run_config[@]}")
   if [[ $resume -eq 1 ]]; then
     info "run $run_id submitted, resuming $resume_dir"
   else
@@ -1161,28 +1273,7 @@ cmd_run() {
     flwr_admin log "$run_id" "$CONNECTION" --stream || true
   fi
 
-  local status="" last="" failures=0
-  while true; do
-    if ! status=$(run_status "$run_id") || [[ -z $status ]]; then
-      failures=$((failures + 1))
-      ((failures < 10)) || die "lost contact with the SuperLink while waiting for run $run_id (is it running? $PROG server status)"
-      sleep 3
-      continue
-    fi
-    failures=0
-    [[ $status != "$last" ]] && info "run $run_id: $status"
-    last=$status
-    [[ $status == finished:* ]] && break
-    sleep 3
-  done
-  local run_dir
-  run_dir=$(run_dir_of "$run_id")
-  if [[ $status != finished:completed ]]; then
-    local reason
-    reason=$(failure_reason "$run_id" "$run_dir")
-    die "run $run_id ended as '$status': ${reason:-no reason was logged}; see: $PROG server logs${run_dir:+ (partial outputs in $run_dir; continue with: $PROG run --resume $run_dir)}"
-  fi
-  info "run $run_id completed; outputs in ${run_dir:-$SERVER_DIR/runs}"
+  zk0_admin wait "$run_id" "$SERVER_DIR/runs" --connection "$CONNECTION" | while IFS= read -r line; do info "$line"; done
 }
 
 # ---------------------------------------------------------------------------

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def real_shapes() -> dict[str, tuple[int, ...]]:
     import torch
 
-    from zk0.model import SMOLVLA_SHAPE, preset_config, seeded_policy
+    from zk0.presets import SMOLVLA_SHAPE, preset_config, seeded_policy
     from zk0.paths import cache_dir
 
     config = preset_config(SMOLVLA_SHAPE, cache_dir())
@@ -68,7 +68,7 @@ def measure_real_size(codecs: list[str], repeats: int) -> list[dict]:
             down, _ = transfer.download(broadcast, node_holds=1)
             received = transfer.receive(down, first.weights)
             up = transfer.upload(local, received, codec, ErrorFeedback())
-            transfer.receive_update(up, broadcast.weights)
+            transfer.decode_update(up, broadcast.weights)
             times.append(time.perf_counter() - started)
         decode(up)  # warm
         rows.append({

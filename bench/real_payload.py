@@ -25,7 +25,7 @@ EXPECTED_TRAINABLE = 99_880_992
 
 def build_preset(cache: Path) -> tuple[Path, float, bool]:
     """(directory, seconds, whether it was built now) of the `smolvla-shape` preset in `cache`."""
-    from zk0.model import SMOLVLA_SHAPE, ensure_preset_policy
+    from zk0.presets import SMOLVLA_SHAPE, ensure_preset_policy
 
     started_at = time.time()
     started = time.perf_counter()
@@ -45,7 +45,7 @@ def load_checked(path: Path):
     if (total, trainable) != (EXPECTED_PARAMS, EXPECTED_TRAINABLE):
         raise SystemExit(
             f"smolvla-shape at {path} has {total:,} parameters ({trainable:,} trainable) but lerobot/smolvla_base "
-            f"has {EXPECTED_PARAMS:,} ({EXPECTED_TRAINABLE:,}): fix the preset's shapes (zk0.model.PRESETS)"
+            f"has {EXPECTED_PARAMS:,} ({EXPECTED_TRAINABLE:,}): fix the preset's shapes (zk0.presets.PRESETS)"
         )
     return policy
 

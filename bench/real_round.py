@@ -214,7 +214,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
     from zk0.demo_data import DemoSpec, write_demo_federation
-    from zk0.model import SMOLVLA_SHAPE, ensure_preset_policy
+    from zk0.presets import SMOLVLA_SHAPE, ensure_preset_policy
     from zk0.paths import cache_dir
 
     model_dir = ensure_preset_policy(SMOLVLA_SHAPE, cache_dir())

@@ -17,13 +17,13 @@ Creates (or reuses) the virtual environment at \$ZK0_VENV (default: .venv),
 installs zk0 with its pinned dependencies and test tools, and makes sure the
 system tools are present: the FFmpeg shared libraries that torchcodec needs for
 video decoding, and for zk0bot tmux, openssl, ssh-keygen and nginx; with --test
-also shellcheck and curl. Missing ones are installed with apt-get when running
+also shellcheck, curl and Chromium. Missing ones are installed with apt-get when running
 as root (without starting services; an nginx installed here stays disabled at
 boot); otherwise it stops and prints the exact apt-get command. Finally it
 registers the 'local-simulation' connection in \$FLWR_HOME/config.toml
 (default ~/.flwr) for 'flwr run . local-simulation'.
 
-  --test        also the test tools (shellcheck, curl)
+  --test        also the test tools (shellcheck, curl, chromium, chromium-driver)
   --simulation  only what the simulation needs (FFmpeg): not zk0bot's tools
   --check       only check Python and the system packages; install and change nothing
 USAGE
@@ -40,8 +40,8 @@ check_python() {
 
 # Debian packages still missing: ffmpeg (its libraries decode LeRobot videos), and for
 # zk0bot tmux (keeps its processes running), openssl and ssh-keygen (certificates, node
-# keys) and nginx (fronts its server); shellcheck and curl for the tests only.
-# $1: 1 for the test tools; $2: 1 for the simulation's needs only.
+# keys) and nginx (fronts its server); shellcheck, curl and headless Chromium (the landing
+# page's tests) for the tests only. $1: 1 for the test tools; $2: 1 for the simulation's needs only.
 missing_packages() {
   local package
   has_ffmpeg_libs "$PYTHON" || echo ffmpeg
@@ -51,8 +51,9 @@ missing_packages() {
     done
   fi
   if [[ $1 -eq 1 ]]; then
-    has_command shellcheck || echo shellcheck
-    has_command curl || echo curl
+    for package in shellcheck curl chromium chromium-driver:chromedriver; do
+      has_command "${package#*:}" || echo "${package%%:*}"
+    done
   fi
   return 0
 }

@@ -3,6 +3,11 @@
 Everything runs on the CPU without network: the Hugging Face Hub is switched to
 offline mode before LeRobot is imported, and zk0's model cache lives in a session
 temporary directory, so no test depends on (or fills) `~/.cache`.
+
+Two tiers: `system` tests start real processes (Flower's SuperLink, SuperNodes and
+simulation, zk0bot's tmux sessions and nginx, lerobot-train, the installer, a browser);
+every other test is the fast `unit` tier. ./run-tests.sh runs the unit tier first, then
+the system tier; `-m "not system"` runs the unit tier alone.
 """
 
 from __future__ import annotations
@@ -15,6 +20,20 @@ from pathlib import Path
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+
+# Test modules whose tests start real processes: the system tier.
+SYSTEM_MODULES = {
+    "test_simulation_e2e", "test_reproducible", "test_executor", "test_zk0bot", "test_installer",
+    "test_website", "test_setup_env", "test_baseline", "test_admin_api", "test_door", "test_operator_mistakes",
+    "test_node_names", "test_admin",
+}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if item.module else ""
+        item.add_marker(pytest.mark.system if module in SYSTEM_MODULES else pytest.mark.unit)
+
 
 # Small datasets keep the session fast; 4 episodes leave 2 to train on and 2 held out.
 DEMO_EPISODES = 4

@@ -34,7 +34,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
 from zk0.config import RunConfig
-from zk0.strategy import FederationError, ZK0FedProx
+from zk0.strategy import FederationError, ZK0Strategy, make_strategy
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
@@ -140,7 +140,7 @@ def scripted_app(answers: dict[int, tuple[float, int, float] | str]) -> ClientAp
     return app
 
 
-def run_round(strategy: ZK0FedProx, answers: dict, server_round: int = 1, offline: Iterable[int] = (),
+def run_round(strategy: ZK0Strategy, answers: dict, server_round: int = 1, offline: Iterable[int] = (),
               silent: Iterable[int] = ()):
     """One training round: the strategy configures it, the grid delivers, the strategy aggregates."""
     grid = LocalGrid(scripted_app(answers), {node: {} for node in answers}, pyproject_run_config())
@@ -150,8 +150,8 @@ def run_round(strategy: ZK0FedProx, answers: dict, server_round: int = 1, offlin
 
 
 @pytest.fixture
-def strategy() -> ZK0FedProx:
-    return ZK0FedProx(RunConfig.from_run_config(pyproject_run_config(node_wait_timeout=1.0)))
+def strategy() -> ZK0Strategy:
+    return make_strategy(RunConfig.from_run_config(pyproject_run_config(node_wait_timeout=1.0)))
 
 
 def test_average_is_weighted_by_num_examples(strategy):
@@ -182,13 +182,14 @@ def test_train_config_carries_round_lr_and_proximal_mu(strategy):
 
 def test_round_record_keeps_each_clients_report_and_upload_size(strategy):
     """The strategy records, per node, its metrics and the bytes of the ArrayRecord it uploaded,
-    and names each node by its id and dataset for people reading metrics.jsonl."""
+    and names each node by its id and the dataset it claims, for people reading metrics.jsonl."""
     run_round(strategy, {1: (1.0, 10, 2.0), 2: (5.0, 30, 1.0)}, server_round=3)
     record = strategy.rounds[3]
     uploaded = array_record(1.0).count_bytes()
     assert record.clients[2]["num-examples"] == 30
     assert record.bytes_up == {1: uploaded, 2: uploaded}
-    assert record.named(record.bytes_up) == {"1:local:/data/client_1": uploaded, "2:local:/data/client_2": uploaded}
+    assert record.named(record.bytes_up) == {"node 1 claiming local:/data/client_1": uploaded,
+                                               "node 2 claiming local:/data/client_2": uploaded}
     assert record.bytes_down == {1: uploaded, 2: uploaded}
     assert uploaded >= 4 * (6 + 3)
 
@@ -199,7 +200,7 @@ def test_failed_client_is_left_out_and_filed_under_its_node_and_dataset(strategy
     run_round(strategy, {7: (1.0, 10, 1.0), 8: (2.0, 10, 1.0), 9: (3.0, 10, 1.0)}, server_round=1)
     arrays, _ = run_round(strategy, {7: "out of memory", 8: (3.0, 10, 1.0), 9: (3.0, 10, 1.0)}, server_round=2)
     assert np.allclose(arrays["expert.weight"].numpy(), 3.0)
-    assert strategy.rounds[2].failures == ["7:local:/data/client_7: RuntimeError: out of memory"]
+    assert strategy.rounds[2].failures == ["node 7 claiming local:/data/client_7: RuntimeError: out of memory"]
     assert sorted(strategy.rounds[2].clients) == [8, 9]
 
 
@@ -209,22 +210,22 @@ def test_error_made_by_the_superlink_is_filed_under_the_node_it_was_sent_to(stra
     run_round(strategy, {41: (1.0, 10, 1.0), 42: (1.0, 10, 1.0), 43: (1.0, 10, 1.0)}, server_round=1)
     run_round(strategy, {41: (1.0, 10, 1.0), 42: (1.0, 10, 1.0), 43: (1.0, 10, 1.0)}, server_round=2, offline=[42])
     [failure] = strategy.rounds[2].failures
-    assert failure.startswith("42:local:/data/client_42: ")
-    assert not failure.startswith(f"{SUPERLINK_NODE_ID}:")
+    assert failure.startswith("node 42 claiming local:/data/client_42: ")
+    assert str(SUPERLINK_NODE_ID) not in failure
 
 
 def test_node_that_never_answers_is_recorded_as_failed(strategy):
     """Flower hands over only the replies that came before the round's timeout; a node that sent
     nothing is still recorded as failed."""
     run_round(strategy, {31: (1.0, 10, 1.0), 32: (1.0, 10, 1.0), 33: (1.0, 10, 1.0)}, silent=[33])
-    assert strategy.rounds[1].failures == ["33: no reply within round-timeout (3600s)"]
+    assert strategy.rounds[1].failures == ["node 33: no reply within round-timeout (3600s)"]
     assert sorted(strategy.rounds[1].clients) == [31, 32]
 
 
 def test_round_below_min_train_clients_stops_the_federation(strategy):
     """A round needs min-train-clients usable results (2 by default): one is not enough, and the
     error names the failed node and why, instead of finishing the run as if all went well."""
-    with pytest.raises(FederationError, match=r"only 1 usable training result.*min-train-clients is 2.*21: RuntimeError: disk full"):
+    with pytest.raises(FederationError, match=r"only 1 usable training result.*min-train-clients is 2.*node 21: RuntimeError: disk full"):
         run_round(strategy, {21: "disk full", 22: (1.0, 10, 1.0)})
 
 

@@ -28,6 +28,7 @@ from zk0.cli import main
 from zk0.config import RunConfig
 from zk0.data import fixed_batches
 from zk0.evaluate import evaluate_policy
+from zk0.run_dir import RunDir
 from zk0.schedule import round_lr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +60,7 @@ def write_fl_run(run_dir: Path, config: dict, policy, processors, eval_split) ->
     preprocessor, postprocessor = processors
     batches = fixed_batches(eval_split, config["batch-size"], 0, config["eval-batches"])
     mse = evaluate_policy(policy, preprocessor, postprocessor, batches).action_mse
-    save_checkpoint(run_dir / "checkpoints", ROUNDS, policy, preprocessor, postprocessor, {"eval/action_mse": mse})
+    save_checkpoint(RunDir(run_dir), ROUNDS, policy, preprocessor, postprocessor, {"eval/action_mse": mse})
     (run_dir / "run_config.json").write_text(json.dumps({"run_id": 7, "run_config": config}))
     uris = config["datasets"].split(",")
     rows = []
@@ -199,7 +200,7 @@ def test_lerobot_train_starts_from_the_cached_tiny_model(tmp_path, demo_roots, z
     with its training dataset's statistics (the tiny model's processors carry none)."""
     from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
 
-    from zk0.model import ensure_tiny_policy
+    from zk0.presets import ensure_tiny_policy
 
     tiny = ensure_tiny_policy(zk0_cache_dir)
     client = demo_roots[0]

@@ -13,6 +13,7 @@ from test_aggregation import LocalGrid, pyproject_run_config
 from zk0.cameras import CameraError, parse_rename_map
 from zk0.client_app import app as zk0_client_app
 from zk0.config import RunConfig
+from zk0.stats import feature_shapes
 from zk0.strategy import make_strategy
 
 TOP = ("observation.images.top", "observation.images.wrist")
@@ -55,21 +56,28 @@ def run(demo_roots, top_camera_dataset, rename: str | None, caplog):
     top_config = {"dataset-uri": f"local:{top_camera_dataset}"} | ({"rename-map": rename} if rename else {})
     grid = LocalGrid(zk0_client_app, {1: {"dataset-uri": f"local:{demo_roots[0]}"}, 2: top_config}, config)
     with caplog.at_level(logging.WARNING, logger="flwr"):
-        pooled = strategy.collect_statistics(grid)
+        pooled = strategy.collect_statistics(grid, feature_shapes(model.policy.config))
     strategy.federation_stats = pooled
     initial = ArrayRecord({name: Array(value) for name, value in model.weights().items()})
     replies = list(grid.send_and_receive(strategy.configure_train(1, initial, ConfigRecord(), grid)))
-    return pooled, {reply.metadata.src_node_id if not reply.has_error() else "error": reply for reply in replies}
+    # A strategy that never asked for statistics (normalization = local) sends the top-camera
+    # node a train message too: the node itself refuses it.
+    unchecked = make_strategy(RunConfig.from_run_config(config))
+    unchecked.cameras = strategy.cameras
+    direct = [reply for reply in grid.send_and_receive(unchecked.configure_train(1, initial, ConfigRecord(), grid))
+              if reply.has_error()]
+    return pooled, {reply.metadata.src_node_id: reply for reply in replies} | {"error": reply for reply in direct}
 
 
 def test_unmappable_node_is_refused_in_one_line(demo_roots, top_camera_dataset, caplog):
     """Without a rename-map the top-camera node is named at round 0, left out of the pooled
-    statistics, and its train message fails with the same reason."""
+    statistics and sent no train message; told the federation's cameras, it refuses to train."""
     pooled, replies = run(demo_roots, top_camera_dataset, None, caplog)
     warnings = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(warnings) == 1 and "client_top: refused: cameras" in warnings[0]
     assert "map them with node-config rename-map" in warnings[0]
     assert int(pooled["action"]["count"].sum()) == 4 * 30  # the demo node's frames only
+    assert 2 not in replies and 1 in replies
     assert "error" in replies and "CameraError" in replies["error"].error.reason
 
 
@@ -78,4 +86,4 @@ def test_mapped_node_joins_and_trains(demo_roots, top_camera_dataset, caplog):
     pooled, replies = run(demo_roots, top_camera_dataset, RENAME, caplog)
     assert not [r for r in caplog.records if "refused" in r.getMessage()]
     assert int(pooled["action"]["count"].sum()) == 2 * 4 * 30
-    assert "error" not in replies and len(replies) == 2
+    assert "error" not in replies and sorted(replies) == [1, 2]

@@ -18,8 +18,10 @@ from lerobot.policies.factory import make_pre_post_processors
 from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
 from lerobot.processor import PolicyProcessorPipeline
 
-from zk0.checkpoint import PRETRAINED, point_link, save_checkpoint
+from zk0.atomic import point_link
+from zk0.checkpoint import save_checkpoint
 from zk0.data import fixed_batches
+from zk0.run_dir import PRETRAINED, RunDir
 
 METRICS = {"eval/action_mse": 12.5, "eval/loss": 0.75}
 
@@ -44,7 +46,7 @@ def raw_batch(eval_split) -> dict:
 def saved(tmp_path, tiny_policy, processors) -> Path:
     """A checkpoint of the tiny policy for round 1 in a fresh checkpoints directory."""
     preprocessor, postprocessor = processors
-    return save_checkpoint(tmp_path / "checkpoints", 1, tiny_policy, preprocessor, postprocessor, METRICS)
+    return save_checkpoint(RunDir(tmp_path), 1, tiny_policy, preprocessor, postprocessor, METRICS)
 
 
 def test_layout_matches_lerobot_train(saved):
@@ -87,7 +89,7 @@ def test_last_link_is_relative_and_follows_the_newest_round(saved, tiny_policy, 
     """`last` is a relative symlink (the run directory can move) that each save re-points."""
     checkpoints = saved.parent
     assert os.readlink(checkpoints / "last") == "000001"
-    save_checkpoint(checkpoints, 2, tiny_policy, *processors, METRICS)
+    save_checkpoint(RunDir(checkpoints.parent), 2, tiny_policy, *processors, METRICS)
     assert os.readlink(checkpoints / "last") == "000002"
     assert (checkpoints / "last" / PRETRAINED / "model.safetensors").is_file()
     assert complete_checkpoints(checkpoints) == ["000001", "000002"]
@@ -99,7 +101,7 @@ def test_crash_during_save_leaves_only_a_hidden_partial(saved, tiny_policy, proc
     checkpoints = saved.parent
     preprocessor, _ = processors
     with pytest.raises(OSError, match="No space left"):
-        save_checkpoint(checkpoints, 2, tiny_policy, preprocessor, CrashingProcessor(), METRICS)
+        save_checkpoint(RunDir(checkpoints.parent), 2, tiny_policy, preprocessor, CrashingProcessor(), METRICS)
 
     assert (checkpoints / ".000002.partial").is_dir()
     assert not (checkpoints / "000002").exists()
@@ -113,7 +115,7 @@ def test_next_save_replaces_a_leftover_partial(saved, tiny_policy, processors):
     checkpoints = saved.parent
     (checkpoints / ".000002.partial" / PRETRAINED).mkdir(parents=True)
     (checkpoints / ".000002.partial" / PRETRAINED / "config.json").write_text("{}")
-    save_checkpoint(checkpoints, 2, tiny_policy, *processors, METRICS)
+    save_checkpoint(RunDir(checkpoints.parent), 2, tiny_policy, *processors, METRICS)
     assert not (checkpoints / ".000002.partial").exists()
     assert complete_checkpoints(checkpoints) == ["000001", "000002"]
     assert sorted(p.name for p in checkpoints.iterdir()) == ["000001", "000002", "last"]
@@ -122,10 +124,10 @@ def test_next_save_replaces_a_leftover_partial(saved, tiny_policy, processors):
 def test_best_link_swaps_atomically(saved, tiny_policy, processors):
     """`point_link` replaces a link in one rename, even over a stale temporary link left by a crash."""
     checkpoints = saved.parent
-    save_checkpoint(checkpoints, 2, tiny_policy, *processors, METRICS)
+    save_checkpoint(RunDir(checkpoints.parent), 2, tiny_policy, *processors, METRICS)
     point_link(checkpoints / "best", "000001")
-    (checkpoints / ".best.tmp").symlink_to("000002")
+    (checkpoints / ".best.partial").symlink_to("000002")
     point_link(checkpoints / "best", "000002")
     assert os.readlink(checkpoints / "best") == "000002"
-    assert not (checkpoints / ".best.tmp").is_symlink()
+    assert not (checkpoints / ".best.partial").is_symlink()
     assert (checkpoints / "best" / PRETRAINED / "config.json").is_file()

@@ -241,7 +241,10 @@ MALFORMED = [
      r"'w@q4': shape \(300,\) needs 152 code bytes and 3 scales, got 151 and 3"),
     ("scale too long", {**good(), "w@q4.scale": np.zeros(4, np.uint16)}, r"needs 152 code bytes and 3 scales, got 152 and 4"),
     ("shape disagrees", {**good(), "w@q4.shape": np.array([30, 11], np.int64)}, r"shape \(30, 11\) needs 168 code bytes"),
-    ("negative shape", {**good(), "w@q4.shape": np.array([-300], np.int64)}, r"'w@q4.shape' holds a negative size"),
+    ("negative shape", {**good(), "w@q4.shape": np.array([-300], np.int64)}, r"'w@q4.shape' is not a tensor shape"),
+    ("shape overflowing int64", {"w@q3": np.zeros(0, np.uint8), "w@q3.scale": np.zeros(0, np.uint16),
+                                 "w@q3.shape": np.array([2**32, 2**32], np.int64)}, r"needs \d+ code bytes"),
+    ("too many dimensions", {**good(), "w@q4.shape": np.ones(9, np.int64)}, r"'w@q4.shape' is not a tensor shape"),
     ("scale as float32", {**good(), "w@q4.scale": np.zeros(3, np.float32)}, r"'w@q4.scale' is float32, expected uint16"),
     ("2-d codes", {**good(), "w@q4": good()["w@q4"].reshape(2, 76)}, r"must be 1-d arrays"),
     ("infinite scale", {**good(), "w@q4.scale": np.full(3, 0x7F80, np.uint16)}, r"negative, infinite or NaN scales"),
@@ -258,6 +261,24 @@ def test_decode_rejects_malformed_input_in_one_line(arrays, message):
     with pytest.raises(CodecError, match=message) as raised:
         decode(arrays)
     assert "\n" not in str(raised.value)
+
+
+EXPECTED = {"w": (300,)}
+AGAINST_EXPECTED = [
+    ("missing tensor", {}, r"^missing tensor 'w'"),
+    ("extra tensor", {**good(), "x@bf16": np.zeros(10**6, np.uint16)}, r"^unexpected tensor 'x'"),
+    ("declared shape differs", {**good(), "w@q4.shape": np.array([10**6], np.int64)},
+     r"tensor 'w' has shape \(1000000,\), expected \(300,\)"),
+    ("whole tensor of another shape", {"w@bf16": np.zeros(301, np.uint16)}, r"has shape \(301,\), expected \(300,\)"),
+]
+
+
+@pytest.mark.parametrize("arrays,message", [case[1:] for case in AGAINST_EXPECTED], ids=[case[0] for case in AGAINST_EXPECTED])
+def test_decode_checks_names_and_declared_shapes_before_decoding(arrays, message):
+    """With the expected tensors given, a peer cannot make decode allocate anything else."""
+    with pytest.raises(CodecError, match=message):
+        decode(arrays, expect=EXPECTED)
+    assert decode(good(), expect=EXPECTED)["w"].shape == (300,)
 
 
 @pytest.mark.parametrize(

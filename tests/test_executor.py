@@ -1,18 +1,23 @@
-"""The warm ClientApp executor through real processes on 127.0.0.1 (insecure; TLS is covered elsewhere).
+"""The warm ClientApp executor (zk0_executor) through real processes on 127.0.0.1 (insecure;
+TLS is covered elsewhere), its check of which FABs a node runs, and its Flower drift guard.
 
 One SuperLink, one SuperNode in `--isolation process` (its tasks protected by a SuperExec
-secret) and one `python -m zk0.executor` are started for the module; the tests then go
+secret) and one `python -m zk0_executor` are started for the module; the tests then go
 in order: a 2-round run is served by that one process and only its first message pays
 the start-up; a ClientApp that raises gets Flower's error reply and the same process
-serves the next run; a killed executor makes the next run fail within its round-timeout,
-and a restarted one serves the run after it; an executor without the SuperNode's secret
-is refused.
+serves the next run; a FAB built from a modified copy of zk0 is refused (the server's
+round 0 names the node and the reason) until the operator allows its hash; a killed
+executor makes the next run fail within its round-timeout, and a restarted one serves
+the run after it; an executor without the SuperNode's secret is refused.
 """
 
 from __future__ import annotations
 
+import ast
+import builtins
 import hashlib
 import inspect
+import io
 import json
 import os
 import re
@@ -22,10 +27,15 @@ import subprocess
 import sys
 import time
 import tomllib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from flwr.cli.build import build_fab_from_disk
+
+from zk0_executor import flower as executor_flower
+from zk0_executor.trust import AppPolicy, RefusedApp, installed_app_dir, parse_allowed
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -118,10 +128,12 @@ class Deployment:
         wait_for(lambda: "SuperNode ID" in self.supernode.text(), 60, "the SuperNode did not connect",
                  self.supernode.log)
 
-    def start_executor(self) -> Proc:
+    def start_executor(self, *extra: str) -> Proc:
+        if self.executor is not None:
+            self.executor.stop()
         self.executor = self.start("executor", [
-            sys.executable, "-m", "zk0.executor", "--runtime-api-address", f"127.0.0.1:{self.node_port}",
-            "--insecure", "--superexec-auth-secret-file", str(self.secret),
+            sys.executable, "-m", "zk0_executor", "--runtime-api-address", f"127.0.0.1:{self.node_port}",
+            "--insecure", "--superexec-auth-secret-file", str(self.secret), *extra,
         ])
         wait_for(lambda: "serving ClientApp tasks" in self.executor.text(), 60, "the executor did not start",
                  self.executor.log)
@@ -131,14 +143,14 @@ class Deployment:
         return subprocess.run([str(BIN / "flwr"), *args], env=self.env, capture_output=True, text=True,
                               timeout=120, cwd=self.tmp)
 
-    def run(self, rounds: int, extra: str = "", timeout: float = 240) -> tuple[int, str, float]:
-        """Submit a zk0 run; wait until it finishes; its id, final status and seconds taken."""
+    def run(self, rounds: int, extra: str = "", timeout: float = 240, app: Path = ROOT) -> tuple[int, str, float]:
+        """Submit a zk0 run (of the app at `app`); wait until it finishes; its id, final status and seconds taken."""
         config = (
             f"{TINY_RUN} num-rounds={rounds} datasets='{self.clients[0]}' eval-dataset='{self.eval_uri}' "
             f"output-dir='{self.tmp / 'runs'}' {extra}"
         )
         started = time.monotonic()
-        submitted = self.flwr("run", str(ROOT), CONNECTION, "--format", "json", "--run-config", config)
+        submitted = self.flwr("run", str(app), CONNECTION, "--format", "json", "--run-config", config)
         text = submitted.stdout
         assert "run-id" in text, submitted.stdout + submitted.stderr
         run_id = int(json.loads(text[text.index("{"):])["run-id"])
@@ -246,6 +258,49 @@ def test_raising_clientapp_gets_an_error_reply_and_the_executor_keeps_serving(de
         (dep.executor.pid, "query", "ok"), (dep.executor.pid, "train", "ok")]
 
 
+def copy_of_app(where: Path, change=None) -> Path:
+    """A copy of the app as `flwr run` packs it (pyproject.toml, src/zk0/*.py); `change(copy)` edits it."""
+    (where / "src" / "zk0").mkdir(parents=True)
+    (where / "pyproject.toml").write_bytes((ROOT / "pyproject.toml").read_bytes())
+    for module in (ROOT / "src" / "zk0").glob("*.py"):
+        (where / "src" / "zk0" / module.name).write_bytes(module.read_bytes())
+    if change is not None:
+        change(where)
+    return where
+
+
+def append_comment(app: Path) -> None:
+    with (app / "src" / "zk0" / "client_app.py").open("a") as module:
+        module.write("# not the zk0 this node installed\n")
+
+
+def test_a_fab_that_is_not_the_installed_zk0_is_refused_until_its_operator_allows_it(deployment: Deployment):
+    """A FAB from a modified copy of zk0: the executor answers with an error reply naming the FAB,
+    the server's round 0 names the node and `refused: ...`, and nothing of it is installed; the
+    executor serves on. Restarted with `--allow-app <that hash>`, it runs the same FAB."""
+    dep = deployment
+    modified = copy_of_app(dep.tmp / "modified-app", append_comment)
+    digest = hashlib.sha256(build_fab_from_disk(modified)).hexdigest()  # what `flwr run` submits (FABs are reproducible)
+    run_id, status, _ = dep.run(rounds=1, extra="round-timeout=120.0 fraction-evaluate=0.0", app=modified)
+    assert status == "finished:failed"
+    served = dep.served(dep.executor, run_id)
+    assert len(served) == 1, served
+    assert served[0]["status"].startswith(
+        f"error refused: FAB sha256 {digest} (zk0/zk0 0.1.0) is not this node's installed zk0: "
+        "src/zk0/client_app.py differs from the installed one;"), served
+    server_log = dep.server_log(run_id)
+    node_line = next(line for line in server_log.splitlines() if "Round 0: node" in line)
+    assert f"refused: FAB sha256 {digest}" in node_line, server_log[-3000:]
+    assert dep.executor.alive()
+
+    allowing = dep.start_executor("--allow-app", digest.upper())
+    assert f"the zk0 installed at {installed_app_dir()} and 1 FAB(s) allowed by hash" in allowing.text()
+    run_id, status, _ = dep.run(rounds=1, extra="round-timeout=120.0 fraction-evaluate=0.0", app=modified)
+    assert status == "finished:completed", dep.server_log(run_id)[-3000:]
+    assert [(s["type"], s["status"]) for s in dep.served(allowing, run_id)] == [("query", "ok"), ("train", "ok")]
+    assert f"running FAB sha256 {digest} (zk0/zk0 0.1.0), allowed by --allow-app" in allowing.text()
+
+
 def test_killed_executor_fails_the_next_run_within_its_timeout_and_a_restart_recovers(deployment: Deployment):
     """With no executor the SuperNode's task stays pending (nothing on the node times it out): the
     run fails at its round-timeout. A restarted executor first runs that stale task (the SuperNode
@@ -274,7 +329,7 @@ def test_executor_without_the_supernode_secret_is_refused(deployment: Deployment
     wrong = dep.tmp / "wrong.secret"
     wrong.write_bytes(os.urandom(32))
     result = subprocess.run(
-        [sys.executable, "-m", "zk0.executor", "--runtime-api-address", f"127.0.0.1:{dep.node_port}", "--insecure",
+        [sys.executable, "-m", "zk0_executor", "--runtime-api-address", f"127.0.0.1:{dep.node_port}", "--insecure",
          "--superexec-auth-secret-file", str(wrong)],
         env=dep.env, capture_output=True, text=True, timeout=120,
     )
@@ -285,14 +340,48 @@ def test_executor_without_the_supernode_secret_is_refused(deployment: Deployment
     )
 
 
-# sha256 of the source of Flower 1.42.0's run_clientapp.pull_task_input, which zk0.executor copies.
+# sha256 of the source of Flower 1.42.0's run_clientapp.pull_task_input, which zk0_executor.flower copies.
 FLOWER_PULL_TASK_INPUT_SHA256 = "5607a23e1673ee876930c1b35685b8dfdfd8b3776a436560b0467042e15fc695"
+
+# What Flower's run_clientapp uses that the executor does without, and why. Anything else it
+# uses must be in zk0_executor.flower: a name Flower starts using fails the guard below.
+FLOWER_NAMES_NOT_USED = {
+    "DEBUG": "Flower's debug log lines",
+    "event": "telemetry of the one-shot process (zk0 runs with FLWR_TELEMETRY_ENABLED=0)",
+    "EventType": "telemetry, as above",
+    "register_signal_handlers": "one-shot exit handlers; the executor's own SIGINT/SIGTERM answer the task and stop",
+    "flwr_exit": "the one-shot process exits after its task; the executor serves the next one",
+    "ExitCode": "exit codes of the one-shot process, as above",
+    "make_simple_http_retry_invoker": "it SIGINTs its process on HTTP 401; the executor bounds a task's retries instead",
+    "make_task_heartbeat_fn_http": "it raises SIGINT when the SuperNode drops the task; the executor logs it instead",
+    "RUNTIME_DEPENDENCY_INSTALL": "no runtime dependency installation: the app runs in the installed environment",
+    "install_app_dependencies": "no runtime dependency installation, as above",
+    "cleanup_app_runtime_environment": "no runtime dependency installation, as above",
+    "RuntimeDependencyInstallationError": "no runtime dependency installation, as above",
+}
+
+
+def flower_names_used(function) -> set[str]:
+    """The module-level names (Flower's helpers, classes, constants) a Flower function refers to."""
+    module = sys.modules[function.__module__]
+    tree = ast.parse(inspect.getsource(function))
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and node.id in vars(module)
+            and not hasattr(builtins, node.id) and node.id != function.__name__}
+
+
+def flower_interceptors(function) -> set[str]:
+    """The interceptor classes a Flower function instantiates for its Runtime API client."""
+    tree = ast.parse(inspect.getsource(function))
+    return {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id.endswith("Interceptor")}
 
 
 def test_executor_follows_the_flower_runtime_it_was_built_on():
-    """zk0.executor repeats the steps of Flower's run_clientapp with Flower's own helpers (and one
-    copied helper): when an upgrade changes them, this fails and the executor must be re-checked."""
+    """zk0_executor repeats the steps of Flower's run_clientapp (and, to claim tasks, of its SuperExec)
+    with Flower's own helpers and one copied helper: when an upgrade changes them, or Flower starts
+    using something the executor lacks, this fails and zk0_executor.flower must be re-checked."""
     import flwr
+    from flwr.supercore.superexec import run_superexec
     from flwr.supernode.runtime import run_clientapp as flower
 
     pinned = next(dep for dep in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
@@ -306,9 +395,122 @@ def test_executor_follows_the_flower_runtime_it_was_built_on():
                  "push_message(client, reply_message, context)", "push_task_output("):
         assert step in steps, f"Flower's run_clientapp no longer does: {step}"
     copied = hashlib.sha256(inspect.getsource(flower.pull_task_input).encode()).hexdigest()
-    assert copied == FLOWER_PULL_TASK_INPUT_SHA256, "Flower's pull_task_input changed: re-sync zk0.executor's copy"
+    assert copied == FLOWER_PULL_TASK_INPUT_SHA256, "Flower's pull_task_input changed: re-sync zk0_executor.flower's copy"
     assert list(inspect.signature(flower.push_message).parameters) == ["client", "message", "context"]
     assert list(inspect.signature(flower.push_task_output).parameters) == ["client", "context", "sub_status", "details"]
+
+    used = flower_names_used(flower.run_clientapp)
+    lacking = sorted(used - set(vars(executor_flower)) - set(FLOWER_NAMES_NOT_USED))
+    assert not lacking, f"Flower's run_clientapp uses {lacking}, which zk0_executor.flower lacks: add or list them"
+    assert not set(FLOWER_NAMES_NOT_USED) - used, "FLOWER_NAMES_NOT_USED lists names Flower no longer uses"
+    assert not set(FLOWER_NAMES_NOT_USED) & set(vars(executor_flower))
+    # The Runtime API clients carry the interceptors Flower's own clients carry (tracing, version, token/secret).
+    task = {type(i).__name__ for i in executor_flower.task_interceptors("token")}
+    assert task == flower_interceptors(flower.run_clientapp), "the executor's task client differs from Flower's"
+    superexec = {type(i).__name__ for i in executor_flower.superexec_interceptors(b"secret")}
+    assert superexec == flower_interceptors(run_superexec.run_superexec), "the executor's poller differs from Flower's"
+    assert run_superexec._SUPEREXEC_AUTH_METHODS == {executor_flower.ACQUIRE_TASK_METHOD}  # what the secret signs
+
+
+def test_the_executor_is_fenced_off_from_the_app_and_its_flower_surface_is_one_module():
+    """Only zk0_executor.flower imports Flower; no executor module imports zk0 (so dropping the app's
+    modules never drops the executor); the FAB carries zk0 and not the executor."""
+    for module in (ROOT / "src" / "zk0_executor").glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module.split(".")[0])
+        assert "zk0" not in imported, module
+        assert ("flwr" in imported) == (module.name == "flower.py"), module
+    with zipfile.ZipFile(io.BytesIO(build_fab_from_disk(ROOT))) as fab:
+        names = fab.namelist()
+    assert "src/zk0/client_app.py" in names and not [n for n in names if "zk0_executor" in n], names
+
+
+def test_the_installed_zk0_is_the_checkout_and_its_fab_is_accepted(tmp_path: Path):
+    """Installed editable (or built from this checkout), zk0's installed modules are the FAB's, byte for byte."""
+    installed = installed_app_dir()
+    assert sorted(p.name for p in installed.glob("*.py")) == sorted(p.name for p in (ROOT / "src" / "zk0").glob("*.py"))
+    policy = AppPolicy(installed)
+    assert policy.differences(build_fab_from_disk(ROOT)) == []
+    assert policy.check(build_fab_from_disk(copy_of_app(tmp_path / "copy")), "zk0/zk0", "0.1.0") is False
+
+
+def _edit(path: str, text: str):
+    def change(app: Path) -> None:
+        (app / path).write_text(text)
+    return change
+
+
+def _remove(path: str):
+    return lambda app: (app / path).unlink()
+
+
+def _entry_point(app: Path) -> None:
+    pyproject = app / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('clientapp = "zk0.client_app:app"',
+                                                       'clientapp = "zk0.cli:app"'))
+
+
+def _own_package(app: Path) -> None:
+    (app / "evil").mkdir()
+    (app / "evil" / "zk0.py").write_text("app = None\n")
+    pyproject = app / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('fab-include = ["src/zk0/*.py"]',
+                                                       'fab-include = ["src/zk0/*.py", "evil/*.py"]'))
+
+
+@pytest.mark.parametrize(("change", "differences"), [
+    (append_comment, ["src/zk0/client_app.py differs from the installed one"]),
+    (_edit("src/zk0/extra.py", "import os\n"), ["it carries src/zk0/extra.py, which the installed zk0 does not have"]),
+    (_remove("src/zk0/stats.py"), ["it lacks src/zk0/stats.py"]),
+    (_entry_point, ["its ClientApp is 'zk0.cli:app', zk0's is 'zk0.client_app:app'"]),
+    (_own_package, ["it carries evil/zk0.py, which the installed zk0 does not have"]),
+], ids=["modified-module", "extra-module", "missing-module", "other-clientapp", "other-package"])
+def test_a_fab_that_differs_from_the_installed_zk0_names_what_differs(tmp_path: Path, change, differences):
+    fab = build_fab_from_disk(copy_of_app(tmp_path / "app", change))
+    digest = hashlib.sha256(fab).hexdigest()
+    policy = AppPolicy(ROOT / "src" / "zk0")
+    assert policy.differences(fab) == differences
+    with pytest.raises(RefusedApp) as refused:
+        policy.check(fab, "zk0/zk0", "0.1.0")
+    assert str(refused.value) == (
+        f"refused: FAB sha256 {digest} (zk0/zk0 0.1.0) is not this node's installed zk0: {differences[0]}; "
+        f"the node's operator can allow it with --allow-app {digest}")
+    assert AppPolicy(ROOT / "src" / "zk0", frozenset({digest})).check(fab, "zk0/zk0", "0.1.0") is True
+
+
+def test_a_fab_that_is_not_a_zip_is_refused_and_so_is_a_huge_pyproject(tmp_path: Path):
+    policy = AppPolicy(ROOT / "src" / "zk0")
+    assert policy.differences(b"not a zip")[0].startswith("it is not a readable FAB (")
+    big = io.BytesIO()
+    with zipfile.ZipFile(big, "w", zipfile.ZIP_DEFLATED) as fab:
+        fab.writestr("pyproject.toml", "#" * (2 << 20))
+    assert policy.differences(big.getvalue())[0] == f"its pyproject.toml is {2 << 20} bytes"
+
+
+def test_a_refused_fab_is_never_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """AppLoader checks before Flower's install_from_fab: a refused FAB leaves nothing in FLWR_HOME."""
+    from flwr.supercore.fab import Fab
+    from flwr.supercore.run import Run
+
+    from zk0_executor.serve import AppLoader
+
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr-home"))
+    fab = build_fab_from_disk(copy_of_app(tmp_path / "app", append_comment))
+    run = Run.create_empty(1)
+    run.fab_id, run.fab_version = "zk0/zk0", "0.1.0"
+    with pytest.raises(RefusedApp):
+        AppLoader(AppPolicy(ROOT / "src" / "zk0")).load(run, Fab(hashlib.sha256(fab).hexdigest(), fab, {}))
+    assert not (tmp_path / "flwr-home").exists()
+
+
+def test_allow_app_takes_sha256_digests():
+    assert parse_allowed(["AB" * 32, "ab" * 32]) == frozenset({"ab" * 32})
+    with pytest.raises(ValueError, match="--allow-app takes a FAB's SHA-256 \\(64 hex digits\\), got 'abc'"):
+        parse_allowed(["abc"])
 
 
 @pytest.mark.parametrize(
@@ -318,10 +520,12 @@ def test_executor_follows_the_flower_runtime_it_was_built_on():
         (["--runtime-api-address", "127.0.0.1:9094"], "pass --insecure"),
         (["--runtime-api-address", "127.0.0.1:9094", "--insecure", "--superexec-auth-secret-file", "/no/such/file"],
          "Failed to read SuperExec auth secret"),
+        (["--runtime-api-address", "127.0.0.1:9094", "--insecure", "--allow-app", "abc"],
+         "--allow-app takes a FAB's SHA-256 (64 hex digits), got 'abc'"),
     ],
 )
 def test_bad_arguments_give_one_clear_line(args: list[str], message: str):
-    from zk0.executor import main
+    from zk0_executor.__main__ import main
 
     with pytest.raises(SystemExit) as exited:
         main(args)

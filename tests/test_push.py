@@ -165,6 +165,37 @@ def test_checkpoint_choice(run, tmp_path, args, source, expected_round):
     assert f"| {expected_round} (this checkpoint) |" in (out / "README.md").read_text()
 
 
+@pytest.mark.parametrize(
+    ("settings", "said", "unsaid"),
+    [
+        ({}, ["aggregated the clients' updates with FedProx (weighted average)", "encoded as `q3`",
+              "normalize `observation.state` and `action` with the federation's pooled statistics"],
+         ["server's held-out dataset", "Krum"]),
+        ({"aggregation": "krum", "krum-num-malicious": 2, "normalization": "local", "update-codec": "bf16"},
+         ["aggregates them with Krum", "with Krum (the one update closest to its neighbours, `krum-num-malicious` = 2)",
+          "encoded as `bf16`", "normalize with the statistics of the server's held-out dataset (`normalization = local`"],
+         ["with FedProx", "pooled statistics"]),
+        ({"aggregation": "fedavgm", "server-lr": 0.5, "server-momentum": 0.8},
+         ["FedAvgM (weighted average applied with server momentum, `server-lr` = 0.5, `server-momentum` = 0.8)"],
+         ["with FedProx"]),
+    ],
+)
+def test_card_states_the_runs_aggregation_codec_and_normalization(run, tmp_path, settings, said, unsaid):
+    """The card describes what the run did (from its run_config.json), not a fixed recipe."""
+    copy = tmp_path / "run"
+    shutil.copytree(run["dir"], copy, symlinks=True)
+    saved = json.loads((copy / "run_config.json").read_text())
+    saved["run_config"] |= settings
+    (copy / "run_config.json").write_text(json.dumps(saved))
+    out = tmp_path / "upload"
+    assert main(["push", str(copy), "--repo-id", REPO, "--dry-run", str(out)]) == 0
+    text = " ".join(ModelCard.load(out / "README.md").text.split())
+    for phrase in said:
+        assert phrase in text, phrase
+    for phrase in unsaid:
+        assert phrase not in text, phrase
+
+
 def test_hub_model_and_datasets_become_card_metadata(run, tmp_path):
     """A run from a hub model on hub datasets names them as base_model and datasets."""
     copy = tmp_path / "hub-run"

@@ -60,7 +60,7 @@ def test_local_training_depends_only_on_its_seed(num_workers, tiny_policy, proce
 def comparable(row: dict) -> dict:
     """A metrics.jsonl row without timings, per-client maps keyed by dataset instead of node id."""
     def by_dataset(per_node: dict) -> dict:
-        return {re.sub(r"^\d+:", "", name): strip(value) for name, value in per_node.items()}
+        return {re.sub(r"^node \d+ claiming ", "", name): strip(value) for name, value in per_node.items()}
 
     def strip(value):
         if isinstance(value, dict):

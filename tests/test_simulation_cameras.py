@@ -12,6 +12,7 @@ from test_aggregation import LocalGrid, pyproject_run_config
 from test_cameras import top_camera_dataset  # noqa: F401 - a fixture
 from zk0.client_app import app as zk0_client_app
 from zk0.config import RunConfig
+from zk0.stats import feature_shapes
 from zk0.strategy import make_strategy
 
 TOP_TO_FRONT = {"observation.images.top": "observation.images.front"}
@@ -33,9 +34,13 @@ def simulate(demo_roots, top_root, rename_maps: str, caplog):
     nodes = {node: {"partition-id": node - 1, "num-partitions": 2} for node in (1, 2)}
     grid = LocalGrid(zk0_client_app, nodes, config)
     with caplog.at_level(logging.WARNING, logger="flwr"):
-        strategy.federation_stats = strategy.collect_statistics(grid)
+        strategy.federation_stats = strategy.collect_statistics(grid, feature_shapes(model.policy.config))
     initial = ArrayRecord({name: Array(value) for name, value in model.weights().items()})
-    return list(grid.send_and_receive(strategy.configure_train(1, initial, ConfigRecord(), grid)))
+    # A strategy that never asked for statistics sends every node a train message: a node
+    # whose cameras do not fit refuses it itself.
+    unchecked = make_strategy(RunConfig.from_run_config(config))
+    unchecked.cameras = strategy.cameras
+    return list(grid.send_and_receive(unchecked.configure_train(1, initial, ConfigRecord(), grid)))
 
 
 def test_unmapped_simulated_node_is_told_to_use_rename_maps(demo_roots, top_camera_dataset, caplog):

@@ -184,7 +184,7 @@ def test_each_client_reports_its_training(rows):
     """Every round, each client reports its samples, loss, proximal term, steps and time."""
     for row in rows[1:]:
         for name, metrics in row["clients"].items():
-            assert re.fullmatch(r"\d+:local:/.+/client_\d", name)
+            assert re.fullmatch(r"node \d+ claiming local:/.+/client_\d", name)
             assert metrics["train/steps"] == LOCAL_STEPS
             assert metrics["num-examples"] > 0
             assert metrics["train/loss"] > 0 and metrics["train/proximal-term"] >= 0

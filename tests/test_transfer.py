@@ -1,4 +1,4 @@
-"""What travels each round (zk0.transfer), what a node remembers (zk0.node_state), the pooled
+"""What travels each round (zk0.transfer), what a node remembers (zk0.node_memory), the pooled
 normalization statistics (zk0.stats) and the server's resumable state (zk0.run_state)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord
 
-from zk0 import node_state, run_state, stats, transfer
+from zk0 import node_memory, protocol, run_state, stats, transfer
 from zk0.codec import ErrorFeedback
 
 
@@ -68,28 +68,42 @@ def test_server_recovers_the_local_weights(codec):
     """Upload then server decode: fp32 exact, bf16 within bf16 rounding, qN within one quantization step."""
     reference = transfer.make_broadcast(weights(0), None, codec, 1).weights
     local = {name: value + np.float32(0.01) for name, value in reference.items()}
-    recovered = transfer.receive_update(transfer.upload(local, reference, codec, ErrorFeedback()), reference)
+    recovered = transfer.decode_update(transfer.upload(local, reference, codec, ErrorFeedback()), reference)
     worst = max(float(np.abs(recovered[n] - local[n]).max()) for n in local)
     bound = {"fp32": 0.0, "bf16": 1e-3, "q4": 0.01 / 7, "q2": 0.02}[codec]
     assert worst <= bound + 1e-7
 
 
-def test_node_state_survives_a_new_process(tmp_path, monkeypatch):
+def test_node_memory_survives_a_new_process(tmp_path, monkeypatch):
     """The node's copy of the broadcast and its residual come back from disk after the process
     forgets them (a fresh ClientApp process, another simulation worker)."""
     monkeypatch.setenv("ZK0_CACHE_DIR", str(tmp_path))
-    state = node_state.NodeState(reference_round=3, reference=transfer.bf16_round(weights(0)))
-    feedback = state.feedback
+    memory = node_memory.NodeMemory(7, 11, reference_round=3, reference=transfer.bf16_round(weights(0)))
+    feedback = memory.feedback
     feedback.compress(weights(1, scale=1e-3), "q2")
-    node_state.save(7, 11, state)
-    node_state._memory.clear()
-    loaded = node_state.load(7, 11)
+    memory.save()
+    node_memory._memory.clear()
+    loaded = node_memory.NodeMemory.load(7, 11)
     assert loaded.reference_round == 3
-    for name, value in state.reference.items():
+    for name, value in memory.reference.items():
         assert np.array_equal(loaded.reference[name], value)
     for name, value in feedback.residual.items():
         assert np.array_equal(loaded.feedback.residual[name], value)
-    assert node_state.load(8, 11).reference is None  # another run starts empty
+    assert node_memory.NodeMemory.load(8, 11).reference is None  # another run starts empty
+
+
+def test_a_copy_another_process_replaced_is_not_trusted(tmp_path, monkeypatch):
+    """Simulation: this process served node 11 at round 1 and kept its memory; another process
+    then served it at round 2. The next load here must see round 2, not the stale copy."""
+    monkeypatch.setenv("ZK0_CACHE_DIR", str(tmp_path))
+    node_memory.NodeMemory(7, 11, reference_round=1, reference=transfer.bf16_round(weights(0))).save()
+    stale = node_memory.NodeMemory.load(7, 11)
+    assert stale.reference_round == 1
+    newer = node_memory.NodeMemory(7, 11, reference_round=2, reference=transfer.bf16_round(weights(1)))
+    cached, node_memory._memory = dict(node_memory._memory), {}
+    newer.save()  # as the other process would: it never saw this process's copy
+    node_memory._memory = cached
+    assert node_memory.NodeMemory.load(7, 11).reference_round == 2
 
 
 def test_pooled_statistics_equal_the_statistics_of_all_frames():
@@ -105,7 +119,7 @@ def test_pooled_statistics_equal_the_statistics_of_all_frames():
     whole = summary(np.concatenate(parts))
     for key in stats.STAT_KEYS:
         np.testing.assert_allclose(pooled["action"][key], whole[key], rtol=1e-10)
-    roundtrip = stats.from_record(stats.to_record(pooled))
+    roundtrip = protocol.read_stats(protocol.stats_record(pooled))
     assert stats.fingerprint(roundtrip) == stats.fingerprint(pooled)
 
 

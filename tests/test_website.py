@@ -1,7 +1,7 @@
 """The landing page in website/ renders in a real headless Chromium, on a phone and a laptop.
 
 The page is served from 127.0.0.1 by Python's http.server. Chromium (Debian's `chromium`
-and `chromium-driver`) is installed with apt-get when missing and the tests run as root.
+and `chromium-driver`) is installed by the test set-up (scripts/setup-env.sh --test).
 Content and screenshots come from Chromium's own `--dump-dom` and `--screenshot`; the
 layout check talks to chromedriver over its plain W3C WebDriver HTTP API.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import html
 import json
-import os
 import re
 import shutil
 import socket
@@ -61,22 +60,11 @@ def site():
     server.server_close()
 
 
-def _apt_install(*packages: str) -> None:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    lock = ("-o", "DPkg::Lock::Timeout=600")
-    subprocess.run(["apt-get", *lock, "update", "-qq"], check=True, env=env, capture_output=True, timeout=600)
-    subprocess.run(
-        ["apt-get", *lock, "install", "-y", "-qq", *packages], check=True, env=env, capture_output=True, timeout=900
-    )
-
-
 @pytest.fixture(scope="session")
 def chromium() -> tuple[str, str]:
-    """Paths of Debian's chromium and chromedriver, installed with apt-get when missing (as root)."""
+    """Paths of Debian's chromium and chromedriver (./run-tests.sh's set-up installs them)."""
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        if os.geteuid() != 0 or not shutil.which("apt-get"):
-            pytest.fail("headless Chromium is missing; install it: sudo apt-get install -y chromium chromium-driver")
-        _apt_install("chromium", "chromium-driver")
+        pytest.fail("headless Chromium is missing; run scripts/setup-env.sh --test (or apt-get install -y chromium chromium-driver)")
     return shutil.which("chromium"), shutil.which("chromedriver")
 
 

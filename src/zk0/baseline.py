@@ -43,11 +43,11 @@ from zk0.config import ConfigError, RunConfig
 from zk0.data import DatasetError, fixed_batches, open_node_data, open_split
 from zk0.evaluate import EvalResult, evaluate_policy
 from zk0.model import load_policy, make_processors, resolve_device
+from zk0.run_dir import PRETRAINED, RunDir, RunDirError
 from zk0.schedule import round_lr
 from zk0.train import BETAS, GRAD_CLIP_NORM, WEIGHT_DECAY
 from zk0.uri import DatasetURI, parse_dataset_uri
 
-BASELINE = "baseline"
 TRAIN_REPO_ID = "zk0-baseline/train"
 
 
@@ -57,7 +57,7 @@ class BaselineError(ValueError):
 
 @dataclass(frozen=True)
 class FederatedRun:
-    run_dir: Path
+    paths: RunDir
     run_id: int | None
     config: RunConfig
     rows: dict[int, dict]  # metrics.jsonl by round
@@ -69,43 +69,44 @@ class FederatedRun:
         return self.config.num_rounds * self.steps_per_round
 
     def checkpoint(self, server_round: int) -> Path | None:
-        path = self.run_dir / "checkpoints" / f"{server_round:06d}" / "pretrained_model"
+        path = self.paths.checkpoint(server_round) / PRETRAINED
         return path if (path / "config.json").is_file() else None
 
 
 def read_run(run_dir: Path) -> FederatedRun:
     """A finished zk0 run directory, or a one-line BaselineError saying what is missing."""
-    config_path, metrics_path = run_dir / "run_config.json", run_dir / "metrics.jsonl"
-    for path in (config_path, metrics_path):
+    run = RunDir(run_dir)
+    for path in (run.record, run.metrics):
         if not path.is_file():
             raise BaselineError(f"{run_dir}: no {path.name}; give a zk0 run directory (outputs/<timestamp>)")
     try:
-        saved = json.loads(config_path.read_text())
-        raw_config = dict(saved["run_config"])
-        rows = {row["round"]: row for row in map(json.loads, filter(str.strip, metrics_path.read_text().splitlines()))}
-    except (ValueError, KeyError, TypeError) as err:
-        raise BaselineError(f"{run_dir}: unreadable run_config.json or metrics.jsonl ({type(err).__name__}: {err})") from None
+        saved = run.read_record()
+        rows = {row["round"]: row for row in run.read_metrics()}
+    except RunDirError as err:
+        raise BaselineError(str(err)) from None
+    except (KeyError, TypeError) as err:
+        raise BaselineError(f"{run.metrics}: a row without a round ({type(err).__name__}: {err})") from None
     try:
-        config = RunConfig.from_run_config(raw_config)
+        config = RunConfig.from_run_config(dict(saved["run_config"]))
     except ConfigError as err:
-        raise BaselineError(f"{config_path}: {err}") from None
+        raise BaselineError(f"{run.record}: {err}") from None
     missing = [r for r in range(1, config.num_rounds + 1) if r not in rows]
     if missing:
         raise BaselineError(
-            f"{run_dir}: metrics.jsonl lacks round(s) {missing[:5]} of num-rounds {config.num_rounds}; "
+            f"{run_dir}: {run.metrics.name} lacks round(s) {missing[:5]} of num-rounds {config.num_rounds}; "
             f"the baseline needs a finished run"
         )
     steps = {r: sum(c.get("train/steps", config.local_steps) for c in rows[r].get("clients", {}).values())
              for r in range(1, config.num_rounds + 1)}
     idle = [r for r, count in steps.items() if count == 0]
     if idle:
-        raise BaselineError(f"{run_dir}: metrics.jsonl has no client training in round(s) {idle[:5]}")
+        raise BaselineError(f"{run_dir}: {run.metrics.name} has no client training in round(s) {idle[:5]}")
     if len(set(steps.values())) != 1:
         raise BaselineError(
             f"{run_dir}: the clients' optimizer steps per round vary ({sorted(set(steps.values()))}, e.g. failed "
             f"clients); a round has no single centralized equivalent"
         )
-    return FederatedRun(run_dir, saved.get("run_id"), config, rows, _trained_datasets(config, rows), steps[1])
+    return FederatedRun(run, saved.get("run_id"), config, rows, _trained_datasets(config, rows), steps[1])
 
 
 def _trained_datasets(config: RunConfig, rows: dict[int, dict]) -> tuple[DatasetURI, ...]:
@@ -246,13 +247,13 @@ def compare(run: FederatedRun, start_model: Path, train_dir: Path, device: str) 
             # Step 0 of lerobot-train: the start weights under the training data's statistics.
             central = score(start_model, start_model, eval_set, config, device).action_mse
         else:
-            directory = get_step_checkpoint_dir(train_dir, run.total_steps, steps) / "pretrained_model"
+            directory = get_step_checkpoint_dir(train_dir, run.total_steps, steps) / PRETRAINED
             central = score(directory, directory, eval_set, config, device).action_mse if directory.is_dir() else None
         rows.append({
             "round": server_round,
             "central_steps": steps,
             "fl_action_mse": fl,
-            "fl_source": "checkpoint" if fl_checkpoint else "metrics.jsonl",
+            "fl_source": "checkpoint" if fl_checkpoint else run.paths.metrics.name,
             "fl_logged_action_mse": logged,
             "central_action_mse": central,
             "gap_pct": 100.0 * (fl - central) / central if central else None,
@@ -316,7 +317,7 @@ def run_baseline(run_dir: Path, log=print) -> dict:
     """Train the centralized baseline of `run_dir` and compare; returns comparison.json's content."""
     run_dir = run_dir.resolve()
     run = read_run(run_dir)
-    out = run_dir / BASELINE
+    out = run.paths.baseline
     if out.exists():
         raise BaselineError(f"{out} already exists; delete it to run the baseline again")
     config = run.config

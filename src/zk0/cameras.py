@@ -74,15 +74,20 @@ def cameras(features: dict) -> list[str]:
     return sorted(key for key in features if key.startswith(CAMERA_PREFIX))
 
 
-def check(node_cameras: list[str], federation_cameras: list[str], how: str | None = None) -> str | None:
+# How a node maps its cameras: node-config `rename-map` in deployment, run-config
+# `rename-maps` in simulation (its nodes have no node config of their own).
+RENAME_WAYS = {"node-config": "node-config rename-map", "run-config": "run-config rename-maps (one map per dataset URI)"}
+
+
+def check(node_cameras: list[str], federation_cameras: list[str], how: str = "node-config") -> str | None:
     """Why these cameras cannot feed the federation's policy (None if they can); `how` is the
-    way this node maps its cameras (node-config rename-map, or run-config rename-maps in simulation)."""
+    way this node maps its cameras (a RENAME_WAYS key)."""
     if sorted(node_cameras) == sorted(federation_cameras):
         return None
     missing = sorted(set(federation_cameras) - set(node_cameras))
     extra = sorted(set(node_cameras) - set(federation_cameras))
     return (f"cameras {sorted(node_cameras)} cannot feed the federation's policy, which takes {sorted(federation_cameras)} "
-            f"(missing {missing}, unexpected {extra}); map them with {how or 'node-config rename-map'}, e.g. "
+            f"(missing {missing}, unexpected {extra}); map them with {RENAME_WAYS.get(how, RENAME_WAYS['node-config'])}, e.g. "
             f"'{{\"{extra[0] if extra else 'observation.images.X'}\": \"{missing[0] if missing else 'observation.images.Y'}\"}}'")
 
 

@@ -10,6 +10,8 @@
                                           upload a checkpoint with a LeRobot model card
     zk0 check-run-config [--app-dir DIR] [--json] "k=v ..." ["k=v ..." ...]
                                           check --run-config strings as Flower will read them
+    zk0 admin resume|submit|wait|newest-log ...
+                                          the run bookkeeping behind `zk0bot run` (zk0.admin)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from zk0 import admin
 from zk0.data import DatasetError, open_node_data
 from zk0.preflight import PreflightError, check_plain, check_tls
 from zk0.uri import URIError, parse_dataset_uri
@@ -43,7 +46,7 @@ def _check_dataset(args: argparse.Namespace) -> int:
 
 
 def _prepare_tiny(_: argparse.Namespace) -> int:
-    from zk0.model import ensure_tiny_policy
+    from zk0.presets import ensure_tiny_policy
     from zk0.paths import cache_dir
 
     print(ensure_tiny_policy(cache_dir()))
@@ -73,13 +76,14 @@ def _push(args: argparse.Namespace) -> int:
 
 def _baseline(args: argparse.Namespace) -> int:
     from zk0.baseline import markdown_table, run_baseline
+    from zk0.run_dir import RunDir
 
     def progress(message: str) -> None:
         print(f"zk0 baseline: {message}", file=sys.stderr)
 
     comparison = run_baseline(Path(args.run_dir), log=progress)
     print(markdown_table(comparison), end="")
-    progress(f"wrote {Path(comparison['run_dir']) / 'baseline'}/comparison.{{json,md,png}}")
+    progress(f"wrote {RunDir.at(comparison['run_dir']).baseline}/comparison.{{json,md,png}}")
     return 0
 
 
@@ -147,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_config.add_argument("--app-dir", default=".", help="the Flower app directory with pyproject.toml (default .)")
     run_config.add_argument("--json", action="store_true", help="print the merged run config as JSON")
     run_config.set_defaults(func=_check_run_config)
+
+    admin.register(sub)
     return parser
 
 

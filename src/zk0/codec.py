@@ -31,12 +31,14 @@ Why these choices (relative L2 error of q4 on 3M-value deltas, gaussian / studen
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
 
 CODECS = ("fp32", "bf16", "q8", "q4", "q3", "q2")
 BLOCK = 128
+MAX_DIMS = 8
 
 _QUANTIZED = {f"q{bits}": bits for bits in (8, 4, 3, 2)}
 # Packed words are little-endian on every host so that messages move between machines.
@@ -144,7 +146,7 @@ def _quantize(name: str, x: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarr
 
 def _dequantize(codes_packed: np.ndarray, scale_bits: np.ndarray, shape: tuple[int, ...], bits: int) -> np.ndarray:
     qmax = (1 << (bits - 1)) - 1
-    size = int(np.prod(shape))
+    size = math.prod(shape)
     codes = _unpack(codes_packed, bits)
     values = np.zeros(scale_bits.size * BLOCK, np.float32)
     np.subtract(codes, np.float32(qmax), out=values[: codes.size], dtype=np.float32)
@@ -195,9 +197,9 @@ def _decode_parts(name: str, codec: str, parts: dict[str, np.ndarray]) -> np.nda
     _require_dtype(f"{key}.shape", shape, np.int64)
     if data.ndim != 1 or scale.ndim != 1 or shape.ndim != 1:
         raise CodecError(f"'{key}': codes, scale and shape must be 1-d arrays")
-    if (shape < 0).any():
-        raise CodecError(f"'{key}.shape' holds a negative size: {shape.tolist()}")
-    size = int(np.prod(shape))
+    if shape.size > MAX_DIMS or (shape < 0).any():
+        raise CodecError(f"'{key}.shape' is not a tensor shape: {shape.tolist()[:MAX_DIMS + 1]}")
+    size = math.prod(shape.tolist())  # Python ints: a hostile shape cannot overflow
     want_codes, want_scales = _padded8(size) * bits // 8, -(-size // BLOCK)
     if data.size != want_codes or scale.size != want_scales:
         raise CodecError(
@@ -241,10 +243,12 @@ def encode(tensors: Mapping[str, np.ndarray], codec: str) -> dict[str, np.ndarra
     return out
 
 
-def decode(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def decode(arrays: Mapping[str, np.ndarray], expect: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray]:
     """The arrays of `encode` (codecs may differ between tensors) -> float32 tensors by original name.
 
-    fp32 tensors come back as the arrays given (no copy)."""
+    With `expect` (name -> shape), the tensor names and the shapes the arrays declare are
+    checked against it before anything is decoded: what a peer sends cannot make this
+    allocate more than the expected tensors. fp32 tensors come back as the arrays given (no copy)."""
     grouped: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for key, value in arrays.items():
         name, codec, part = _parse_key(key)
@@ -252,7 +256,33 @@ def decode(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         by_codec.setdefault(codec, {})[part] = np.asarray(value)
         if len(by_codec) > 1:
             raise CodecError(f"tensor '{name}' arrives in two codecs ({' and '.join(by_codec)}): send each tensor once")
+    if expect is not None:
+        _check_expected(grouped, expect)
     return {name: _decode_parts(name, *by_codec.popitem()) for name, by_codec in grouped.items()}
+
+
+def _check_expected(grouped: dict[str, dict[str, dict[str, np.ndarray]]], expect: Mapping[str, tuple[int, ...]]) -> None:
+    missing = [name for name in expect if name not in grouped]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CodecError(f"missing tensor '{missing[0]}'{more}")
+    unexpected = [name for name in grouped if name not in expect]
+    if unexpected:
+        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+        raise CodecError(f"unexpected tensor '{unexpected[0][:100]}'{more}")
+    for name, by_codec in grouped.items():
+        codec, parts = next(iter(by_codec.items()))
+        declared = parts.get("shape") if codec in _QUANTIZED else parts.get("")
+        if declared is None:
+            continue  # _decode_parts names the missing part
+        if codec in _QUANTIZED:
+            if declared.dtype != np.int64 or declared.ndim != 1 or declared.size > MAX_DIMS:
+                raise CodecError(f"'{_key(name, codec, 'shape')}' is not a tensor shape")
+            declared_shape = tuple(declared.tolist())
+        else:
+            declared_shape = tuple(declared.shape)
+        if declared_shape != tuple(expect[name]):
+            raise CodecError(f"tensor '{name}' has shape {declared_shape}, expected {tuple(expect[name])}")
 
 
 def _parse_key(key: object) -> tuple[str, str, str]:

@@ -12,11 +12,11 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
+from zk0.aggregation import AGGREGATIONS
+from zk0.codec import CODECS as UPDATE_CODECS
 from zk0.uri import DatasetURI, URIError, parse_dataset_uri
 
 LR_SCHEDULES = ("constant", "cosine")
-AGGREGATIONS = ("fedprox", "fedavgm", "fedtrimmedavg", "fedmedian", "krum", "multikrum")
-UPDATE_CODECS = ("fp32", "bf16", "q8", "q4", "q3", "q2")
 NORMALIZATIONS = ("federated", "local")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -126,7 +126,7 @@ class RunConfig:
         if self.device not in DEVICES:
             raise ConfigError(f"run-config key 'device' must be one of {', '.join(DEVICES)}; got '{self.device}'")
         if not (self.model.startswith("/") or _HUB_ID.match(self.model)):
-            from zk0.model import PRESETS  # torch comes with it: only paid for a preset name
+            from zk0.presets import PRESETS  # torch comes with it: only paid for a preset name
 
             if self.model not in PRESETS:
                 raise ConfigError(

@@ -20,7 +20,19 @@ TAGS = ["lerobot", "smolvla", "robotics", "federated-learning", "flower"]
 LOCAL_DATASET = "local dataset (not published)"
 # Run-config keys shown in the card, in this order (the rest are in the uploaded run_config.json).
 SETTINGS = ("num-rounds", "local-steps", "batch-size", "lr", "lr-schedule", "warmup-rounds", "lr-min",
-            "proximal-mu", "fraction-train", "min-train-clients", "eval-batches", "checkpoint-every", "seed")
+            "aggregation", "proximal-mu", "update-codec", "normalization", "fraction-train", "min-train-clients",
+            "eval-batches", "checkpoint-every", "seed")
+# Each aggregation's name, what it does, and the run-config keys that tune it (zk0.config.AGGREGATIONS).
+AGGREGATORS = {
+    "fedprox": ("FedProx", "weighted average", ()),
+    "fedavgm": ("FedAvgM", "weighted average applied with server momentum", ("server-lr", "server-momentum")),
+    "fedtrimmedavg": ("FedTrimmedAvg", "per-coordinate trimmed mean", ("trimmed-avg-beta",)),
+    "fedmedian": ("FedMedian", "per-coordinate median", ()),
+    "krum": ("Krum", "the one update closest to its neighbours", ("krum-num-malicious",)),
+    "multikrum": ("MultiKrum", "average of the updates with the best Krum scores", ("krum-num-malicious", "multikrum-keep")),
+}
+# Runs recorded before these keys existed ran FedProx on fp32 weights, normalized per node.
+LEGACY_DEFAULTS = {"aggregation": "fedprox", "update-codec": "fp32", "normalization": "local"}
 
 
 @dataclass(frozen=True)
@@ -99,13 +111,13 @@ def build_card(info: CardInput) -> ModelCard:
         "[zk0](https://github.com/ivelin/zk0): federated fine-tuning of LeRobot's SmolVLA across "
         "SO-100/SO-101 robot owners with [Flower](https://flower.ai). Each owner trains on their own "
         "LeRobot dataset on their own machine; only SmolVLA's trainable weights (action expert and "
-        "projections) travel to the server, which combines them with FedProx, evaluates the global "
-        "policy on a held-out dataset and saves LeRobot checkpoints.",
+        f"projections) travel to the server, which aggregates them{_aggregated_with(info.run_config)}, "
+        "evaluates the global policy on a held-out dataset and saves LeRobot checkpoints.",
         "",
         *_checkpoint_section(info),
         *_settings_section(info.run_config, info.metrics),
         *_metrics_section(info.metrics, info.round),
-        *_usage_section(info.repo_id, info.local_backbone),
+        *_usage_section(info.repo_id, info.local_backbone, info.run_config),
         *_files_section(),
     ])
     return ModelCard(f"---\n{card_data(info).to_yaml()}\n---\n\n{body}")
@@ -139,14 +151,40 @@ def _settings_section(run_config: dict[str, Any] | None, rows: list[dict[str, An
         start = "a local checkpoint (not published)"
     clients, source = client_datasets(run_config, rows)
     eval_uri = eval_dataset(run_config)
-    lines = ["## Training run", "", f"Started from {start}, trained with FedProx (proximal μ = "
-             f"{run_config.get('proximal-mu')}) on {len(clients)} client dataset(s).", "",
+    name, what, keys = _aggregator(run_config)
+    tuned = "".join(f", `{key}` = {run_config[key]}" for key in keys if key in run_config)
+    lines = ["## Training run", "",
+             f"Started from {start}, trained on {len(clients)} client dataset(s). The server aggregated the "
+             f"clients' updates with {name} ({what}{tuned}); clients added FedProx's proximal term "
+             f"(μ = {run_config.get('proximal-mu')}) to their loss. Client updates travelled encoded as "
+             f"`{_setting(run_config, 'update-codec')}`, and training normalized with "
+             f"{_normalization_words(run_config)}.", "",
              "| setting | value |", "|---|---|"]
     lines += [f"| `{key}` | `{run_config[key]}` |" for key in SETTINGS if key in run_config]
     lines += ["", f"Client datasets ({source}):", ""]
     lines += [f"- {_dataset_line(uri)}" for uri in clients] or ["- none listed"]
     lines += ["", f"Held-out evaluation dataset (`eval-dataset`): {_dataset_line(eval_uri) if eval_uri else 'not listed'}", ""]
     return lines
+
+
+def _setting(run_config: dict[str, Any], key: str) -> str:
+    return str(run_config.get(key, LEGACY_DEFAULTS[key]))
+
+
+def _aggregator(run_config: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
+    aggregation = _setting(run_config, "aggregation")
+    return AGGREGATORS.get(aggregation, (f"`{aggregation}`", "zk0's aggregation of that name", ()))
+
+
+def _aggregated_with(run_config: dict[str, Any] | None) -> str:
+    return "" if run_config is None else f" with {_aggregator(run_config)[0]}"
+
+
+def _normalization_words(run_config: dict[str, Any]) -> str:
+    if _setting(run_config, "normalization") == "federated":
+        return ("the federation's pooled statistics (every client's `observation.state` and `action` statistics, "
+                "weighted by frame count; `normalization = federated`)")
+    return "each client's own dataset statistics (`normalization = local`)"
 
 
 def _dataset_line(uri: str) -> str:
@@ -177,7 +215,18 @@ def _number(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "–"
 
 
-def _usage_section(repo_id: str, local_backbone: bool) -> list[str]:
+def _processor_stats(run_config: dict[str, Any] | None) -> str:
+    """What the checkpoint's saved processors normalize with (zk0.global_model)."""
+    if run_config is None:
+        return "The saved processors normalize with the statistics the checkpoint was saved with"
+    if _setting(run_config, "normalization") == "federated":
+        return ("The saved processors normalize `observation.state` and `action` with the federation's pooled "
+                "statistics (all clients' datasets, `normalization = federated`)")
+    return ("The saved processors normalize with the statistics of the server's held-out dataset "
+            "(`normalization = local`: each client trained with its own)")
+
+
+def _usage_section(repo_id: str, local_backbone: bool, run_config: dict[str, Any] | None) -> list[str]:
     lines = [
         "## Use it with LeRobot",
         "",
@@ -192,7 +241,7 @@ def _usage_section(repo_id: str, local_backbone: bool) -> list[str]:
         "action = postprocessor(policy.select_action(preprocessor(observation)))",
         "```",
         "",
-        "The saved processors normalize with the statistics of the server's held-out dataset; "
+        f"{_processor_stats(run_config)}; "
         "`make_pre_post_processors(..., preprocessor_overrides={\"normalizer_processor\": {\"stats\": stats}}, "
         "postprocessor_overrides={\"unnormalizer_processor\": {\"stats\": stats}})` uses your own dataset's.",
         "",

@@ -17,19 +17,18 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
-from flwr.app import ConfigRecord, Context
+from flwr.app import Context
 
 from zk0.config import RunConfig
 from zk0.data import NodeData, fixed_batches, infinite_batches, open_node_data, open_split
 from zk0.model import get_trainable, load_policy, make_processors, resolve_device, set_trainable
 from zk0.cameras import CameraError, RenamedDataset, cameras, parse_rename_map, renamed
 from zk0.cameras import check as check_cameras
+from zk0.protocol import NodeIdentity
 from zk0.stats import fingerprint, node_stats, with_stats
 from zk0.uri import DatasetURI, parse_dataset_uri
 
 MAX_CACHED_NODES = 16
-DEPLOYMENT_RENAME = "node-config rename-map"
-SIMULATION_RENAME = "run-config rename-maps (one map per dataset URI)"
 
 
 class NodeConfigError(ValueError):
@@ -58,7 +57,7 @@ class NodeSession:
     policy: object
     cached: "_CachedNode"
     startup_seconds: float
-    rename_via: str = DEPLOYMENT_RENAME  # how this node maps its cameras, for refusals
+    rename_via: str = "node-config"  # how this node maps its cameras, for refusals
     preprocessor: object = None
     postprocessor: object = None
 
@@ -91,9 +90,8 @@ class NodeSession:
         """What this node contributes to the federation's normalization (zk0.stats)."""
         return node_stats(self.dataset_stats, self.policy.config)
 
-    def identity(self) -> ConfigRecord:
-        return ConfigRecord({"dataset-uri": str(self.data.uri), "cameras": ",".join(self.cameras),
-                             "rename-via": self.rename_via})
+    def identity(self) -> NodeIdentity:
+        return NodeIdentity(str(self.data.uri), tuple(self.cameras), self.rename_via)
 
     def check_cameras(self, federation_cameras: list[str]) -> None:
         reason = check_cameras(self.cameras, federation_cameras, self.rename_via)
@@ -146,8 +144,8 @@ def _rename_map(config: RunConfig, node_config: dict, uri: DatasetURI) -> tuple[
     """The node's camera mapping (JSON) and the way it is given: node-config `rename-map` in
     deployment; in simulation, where a node's config holds only its partition, run-config `rename-maps`."""
     if "dataset-uri" in node_config:
-        return str(node_config.get("rename-map", "")), DEPLOYMENT_RENAME
-    return config.rename_map_json(uri), SIMULATION_RENAME
+        return str(node_config.get("rename-map", "")), "node-config"
+    return config.rename_map_json(uri), "run-config"
 
 
 def _apply_threads(node_config) -> None:

@@ -19,14 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zk0.checkpoint import PRETRAINED
 from zk0.model_card import CardInput, build_card
+from zk0.run_dir import LINKS, PRETRAINED, ROUND_RECORD, RunDir, read_json, round_of_name
 
 LOCAL_PATH = "<local path>"
 # An absolute path inside a string: a `/` not preceded by a name character (so `owner/name`
 # and URLs' `//host/x` stay) and not doubled, up to whitespace, a quote or a separator.
 _ABS_PATH = re.compile(r"(?<![\w.~/-])/(?!/)[^\s'\",;)\]}]+")
-_ROUND_DIR = re.compile(r"^\d{6}$")
 _SOURCE_HINT = "give a run directory, a checkpoint directory (checkpoints/000005) or its pretrained_model directory"
 
 
@@ -40,7 +39,7 @@ class Selected:
 
     model_dir: Path  # the pretrained_model directory
     round: int | None
-    run_dir: Path | None  # None when the checkpoint is not inside a run directory
+    run: RunDir | None  # None when the checkpoint is not inside a run directory
     labels: tuple[str, ...]  # which of the run's `best`/`last` links point at it
 
     def describe(self) -> str:
@@ -67,8 +66,8 @@ def select_checkpoint(source: Path, checkpoint: str | None = None) -> Selected:
     if not source.exists():
         raise PushError(f"{source} does not exist; {_SOURCE_HINT}")
     path = source.resolve()
-    if (path / "checkpoints").is_dir() or (path / "run_config.json").is_file():
-        model_dir = _pick(path, checkpoint or "best") / PRETRAINED
+    if RunDir(path).is_run():
+        model_dir = _pick(RunDir(path), checkpoint or "best") / PRETRAINED
     elif checkpoint is not None:
         raise PushError(f"--checkpoint chooses among a run directory's checkpoints, and {source} is not a run "
                         "directory; drop --checkpoint or give the run directory")
@@ -83,67 +82,43 @@ def select_checkpoint(source: Path, checkpoint: str | None = None) -> Selected:
             raise PushError(f"{model_dir} has no {name}: not a complete LeRobot checkpoint")
     # Only a checkpoint in zk0's layout (checkpoints/<round>/pretrained_model) belongs to a run.
     checkpoint_dir = model_dir.parent if model_dir.name == PRETRAINED else None
-    run_dir = None
-    if checkpoint_dir is not None and checkpoint_dir.parent.name == "checkpoints":
-        run_dir = checkpoint_dir.parent.parent
-    labels = tuple(
-        name for name in ("best", "last")
-        if run_dir is not None and (run_dir / "checkpoints" / name).resolve() == checkpoint_dir
-    )
-    return Selected(model_dir, _round_of(checkpoint_dir) if checkpoint_dir else None, run_dir, labels)
+    run = None
+    if checkpoint_dir is not None:
+        owner = RunDir(checkpoint_dir.parent.parent)
+        run = owner if owner.checkpoints == checkpoint_dir.parent else None
+    labels = tuple(name for name in LINKS if run is not None and run.link(name).resolve() == checkpoint_dir)
+    return Selected(model_dir, _round_of(checkpoint_dir) if checkpoint_dir else None, run, labels)
 
 
-def _pick(run_dir: Path, which: str) -> Path:
-    checkpoints = run_dir / "checkpoints"
-    rounds = []
-    if checkpoints.is_dir():
-        rounds = sorted(p.name for p in checkpoints.iterdir() if _ROUND_DIR.match(p.name) and p.is_dir())
+def _pick(run: RunDir, which: str) -> Path:
+    rounds = run.checkpoint_rounds()
     if not rounds:
-        raise PushError(f"run {run_dir} has no checkpoints yet: they are written every checkpoint-every rounds "
+        raise PushError(f"run {run.path} has no checkpoints yet: they are written every checkpoint-every rounds "
                         "and at the last round")
-    available = ", ".join(str(int(name)) for name in rounds)
-    if which in ("best", "last"):
-        link = checkpoints / which
+    available = ", ".join(str(r) for r in rounds)
+    if which in LINKS:
+        link = run.link(which)
         if not link.is_dir():
             why = " (the server evaluated no checkpointed round)" if which == "best" else ""
-            raise PushError(f"run {run_dir} has no '{which}' checkpoint{why}; use --checkpoint with a round: {available}")
+            raise PushError(f"run {run.path} has no '{which}' checkpoint{why}; use --checkpoint with a round: {available}")
         return link.resolve()
     if not (which.isascii() and which.isdigit()):
         raise PushError(f"--checkpoint '{which}' is not best, last or a round number (this run has {available})")
-    chosen = checkpoints / f"{int(which):06d}"
+    chosen = run.checkpoint(int(which))
     if not chosen.is_dir():
-        raise PushError(f"run {run_dir} has no checkpoint for round {int(which)}; it has rounds {available}")
+        raise PushError(f"run {run.path} has no checkpoint for round {int(which)}; it has rounds {available}")
     return chosen.resolve()
 
 
 def _round_of(checkpoint_dir: Path) -> int | None:
-    record = _read_json(checkpoint_dir / "zk0_round.json")
+    record = _read_json(checkpoint_dir / ROUND_RECORD)
     if isinstance(record, dict) and isinstance(record.get("round"), int):
         return record["round"]
-    return int(checkpoint_dir.name) if _ROUND_DIR.match(checkpoint_dir.name) else None
+    return round_of_name(checkpoint_dir.name)
 
 
 def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise PushError(f"{path} is not valid JSON ({err.msg}, line {err.lineno}); fix or remove it") from None
-
-
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise PushError(f"{path} line {number} is not valid JSON ({err.msg}); fix or remove that line") from None
-    return rows
+    return read_json(path) if path.is_file() else None
 
 
 def redact(value: Any) -> Any:
@@ -175,12 +150,10 @@ def redact_run_config(run_config: dict[str, Any]) -> dict[str, Any]:
 
 def plan_folder(selected: Selected, repo_id: str) -> dict[str, Path | str]:
     """What the uploaded folder holds: relative name -> file to copy unchanged, or text to write."""
-    run_dir = selected.run_dir
-    saved = _read_json(run_dir / "run_config.json") if run_dir else None
-    if saved is not None and not (isinstance(saved, dict) and isinstance(saved.get("run_config"), dict)):
-        raise PushError(f"{run_dir / 'run_config.json'} has no 'run_config' mapping; it is not a zk0 run record")
+    run = selected.run
+    saved = run.read_record() if run else None
     run_config = saved["run_config"] if saved else None
-    metrics = _read_metrics(run_dir / "metrics.jsonl") if run_dir else []
+    metrics = run.read_metrics() if run else []
     config = _read_json(selected.model_dir / "config.json") or {}
     plan: dict[str, Path | str] = {
         path.relative_to(selected.model_dir).as_posix(): path
@@ -196,13 +169,13 @@ def plan_folder(selected: Selected, repo_id: str) -> dict[str, Path | str]:
     ))
     plan["README.md"] = str(card)
     if saved is not None:
-        plan["run_config.json"] = json.dumps({**redact(saved), "run_config": redact_run_config(run_config)}, indent=2)
+        plan[run.record.name] = json.dumps({**redact(saved), "run_config": redact_run_config(run_config)}, indent=2)
     if metrics:
-        plan["metrics.jsonl"] = "".join(json.dumps(redact(row)) + "\n" for row in metrics)
+        plan[run.metrics.name] = "".join(json.dumps(redact(row)) + "\n" for row in metrics)
     in_layout = selected.model_dir.name == PRETRAINED
-    record = _read_json(selected.model_dir.parent / "zk0_round.json") if in_layout else None
+    record = _read_json(selected.model_dir.parent / ROUND_RECORD) if in_layout else None
     if record is not None:
-        plan["zk0_round.json"] = json.dumps(redact(record), indent=2)
+        plan[ROUND_RECORD] = json.dumps(redact(record), indent=2)
     return plan
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from zk0.evaluate import EvalResult
-from zk0.strategy import RoundRecord
+from zk0.rounds import RoundRecord
 
 
 def _weighted(clients: dict[int, dict], key: str) -> float | None:

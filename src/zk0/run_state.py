@@ -3,23 +3,22 @@
     <run dir>/state/global.safetensors   fp32 global trainable weights after `round`
     <run dir>/state/state.json           round, best metric, federation statistics, RNG
 
-Written into a staging directory and renamed into place, so a crash leaves either the
-previous round's state or this one's, never a mix. metrics.jsonl and the checkpoints are
-the run's other record; a resumed run truncates metrics.jsonl to the saved round.
+Written with zk0.atomic.replace_dir, so a crash leaves either the previous round's state
+or this one's, never a mix. metrics.jsonl and the checkpoints are the run's other record;
+a resumed run truncates metrics.jsonl to the saved round.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-STATE = "state"
+from zk0.atomic import replace_dir, surviving_dir
+from zk0.run_dir import STATE_FILE, STATE_WEIGHTS, RunDir
 
 
 @dataclass
@@ -34,42 +33,41 @@ class RunState:
 def save(run_dir: Path, state: RunState) -> None:
     from safetensors.numpy import save_file
 
-    target = run_dir / STATE
-    staging = run_dir / f".{STATE}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.global_weights.items()},
-              str(staging / "global.safetensors"))
-    (staging / "state.json").write_text(json.dumps({
-        "round": state.round,
-        "best_mse": state.best_mse,
-        "federation_stats": state.federation_stats,
-        "python_rng": _encode_rng(state.python_rng),
-    }))
-    for path in staging.iterdir():
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
-    old = run_dir / f".{STATE}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.rename(target, old)
-    os.rename(staging, target)
-    shutil.rmtree(old, ignore_errors=True)
+    with replace_dir(RunDir(run_dir).state) as staging:
+        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.global_weights.items()},
+                  str(staging / STATE_WEIGHTS))
+        (staging / STATE_FILE).write_text(json.dumps({
+            "round": state.round,
+            "best_mse": state.best_mse,
+            "federation_stats": state.federation_stats,
+            "python_rng": _encode_rng(state.python_rng),
+        }))
+
+
+def _saved(run_dir: Path) -> Path | None:
+    """The saved state directory (the previous one if a crash cut its replacement short), or None."""
+    path = surviving_dir(RunDir(run_dir).state)
+    return path if (path / STATE_FILE).is_file() else None
+
+
+def last_saved(run_dir: Path) -> tuple[int, float] | None:
+    """(the last completed round saved in `run_dir`, when it was saved), or None when no round completed."""
+    path = _saved(run_dir)
+    if path is None:
+        return None
+    return json.loads((path / STATE_FILE).read_text())["round"], (path / STATE_FILE).stat().st_mtime
 
 
 def load(run_dir: Path) -> RunState:
     from safetensors.numpy import load_file
 
-    path = run_dir / STATE
-    if not (path / "state.json").is_file():
-        old = run_dir / f".{STATE}.old"  # a crash between the two renames
-        path = old if (old / "state.json").is_file() else path
-    if not (path / "state.json").is_file():
+    path = _saved(run_dir)
+    if path is None:
         raise FileNotFoundError(f"{run_dir} has no saved run state (no completed round to resume from)")
-    saved = json.loads((path / "state.json").read_text())
+    saved = json.loads((path / STATE_FILE).read_text())
     return RunState(
         round=saved["round"],
-        global_weights=load_file(str(path / "global.safetensors")),
+        global_weights=load_file(str(path / STATE_WEIGHTS)),
         best_mse=saved["best_mse"],
         federation_stats=saved["federation_stats"],
         python_rng=_decode_rng(saved["python_rng"]),

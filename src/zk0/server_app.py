@@ -13,7 +13,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
-from zk0 import run_state
+from zk0 import run_state, stats
 from zk0.cameras import cameras
 from zk0.config import ConfigError, RunConfig
 from zk0.data import DatasetError
@@ -62,7 +62,7 @@ def federate(grid: Grid, context: Context) -> None:
     model = GlobalModel(config)
     outputs = RunOutputs(config, dict(context.run_config), run_id=context.run_id,
                          resume_round=resumed.round if resumed else None)
-    with run_log(outputs.run_dir / "server.log"):
+    with run_log(outputs.paths.server_log):
         try:
             _federate(grid, context, config, resumed, model, outputs)
         except OPERATOR_ERRORS as err:
@@ -85,7 +85,7 @@ def _federate(grid: Grid, context: Context, config: RunConfig, resumed, model: G
         federation_stats = run_state.stats_from_json(resumed.federation_stats)
         log(INFO, "Resuming after round %d of %d", done, config.num_rounds)
     else:
-        federation_stats = strategy.collect_statistics(grid) if config.normalization == "federated" else None
+        federation_stats = strategy.collect_statistics(grid, stats.feature_shapes(model.policy.config)) if config.normalization == "federated" else None
     if federation_stats:
         model.use_federation_stats(federation_stats)
         strategy.federation_stats = federation_stats

@@ -10,12 +10,24 @@ server evaluates with them and the checkpoints ship them in their processors.
 
 from __future__ import annotations
 
-import numpy as np
-from flwr.app import Array, ArrayRecord
+import math
 
-# What leaves a node, per normalized feature. Quantiles are not sent: SmolVLA normalizes
-# with mean/std and LeRobot can only approximate pooled quantiles.
-STAT_KEYS = ("count", "mean", "std", "min", "max")
+import numpy as np
+
+# What leaves a node, per normalized feature (zk0.protocol carries them). Quantiles are not
+# sent: SmolVLA normalizes with mean/std and LeRobot can only approximate pooled quantiles.
+from zk0.protocol import STAT_KEYS
+
+# A node's statistics are checked before pooling (`check`), and pooling is robust to one node:
+# - no node counts for more than COUNT_CAP x the lower median node's frames (a node claiming
+#   10^9 frames would otherwise own the pooled mean and std);
+# - with 3 or more nodes, a node whose mean lies more than MEAN_OUTLIER x the median node's
+#   std from the median node's mean, in any joint, is left out (different tasks move the arms
+#   differently, but not by many standard deviations of a whole dataset).
+MAX_FRAMES = 10**9
+COUNT_CAP = 4.0
+MEAN_OUTLIER = 8.0
+MIN_NODES_FOR_OUTLIERS = 3
 
 
 def normalized_features(policy_config) -> list[str]:
@@ -37,8 +49,64 @@ def node_stats(dataset_stats: dict, policy_config) -> dict[str, dict[str, np.nda
     return stats
 
 
+def feature_shapes(policy_config) -> dict[str, tuple[int, ...]]:
+    """The shape of each normalized feature: what every node's statistics must match."""
+    features = {**policy_config.input_features, **policy_config.output_features}
+    return {name: tuple(features[name].shape) for name in normalized_features(policy_config)}
+
+
+def check(stats: dict[str, dict[str, np.ndarray]], shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """Why one node's statistics cannot be pooled (None if they can): the federation's
+    features and shapes, finite values, 1 <= count <= MAX_FRAMES, std >= 0,
+    min <= mean <= max and std <= max - min (true of any data in [min, max])."""
+    if set(stats) != set(shapes):
+        return f"statistics for features {sorted(stats)}, expected {sorted(shapes)}"
+    for feature, shape in shapes.items():
+        values = stats[feature]
+        count = values["count"]
+        if count.size != 1:
+            return f"'{feature}' count has {count.size} values, expected 1"
+        for key in STAT_KEYS[1:]:
+            if values[key].shape != shape:
+                return f"'{feature}' {key} has shape {values[key].shape}, expected {shape}"
+        if not all(np.isfinite(values[key]).all() for key in STAT_KEYS):
+            return f"'{feature}' statistics hold NaN or inf"
+        frames = float(count.reshape(-1)[0])
+        if not (1 <= frames <= MAX_FRAMES) or frames != math.floor(frames):
+            return f"'{feature}' count is {frames:g}, expected a whole number in [1, {MAX_FRAMES}]"
+        low, high, mean, std = values["min"], values["max"], values["mean"], values["std"]
+        slack = 1e-6 * (np.abs(low) + np.abs(high) + 1.0)  # float rounding of honest statistics
+        if (std < 0).any():
+            return f"'{feature}' std is negative"
+        if (low > high).any() or (mean < low - slack).any() or (mean > high + slack).any():
+            return f"'{feature}' mean lies outside [min, max] (or min > max)"
+        if (std > high - low + slack).any():
+            return f"'{feature}' std exceeds max - min, impossible for real data"
+    return None
+
+
+def outliers(reports: dict, nodes_min: int = MIN_NODES_FOR_OUTLIERS) -> dict:
+    """Reports (by key) whose mean is far from the others' (see MEAN_OUTLIER), with the reason."""
+    if len(reports) < nodes_min:
+        return {}
+    found = {}
+    features = next(iter(reports.values())).keys()
+    for feature in sorted(features):
+        means = np.stack([report[feature]["mean"].reshape(-1) for report in reports.values()])
+        stds = np.stack([report[feature]["std"].reshape(-1) for report in reports.values()])
+        center, spread = np.median(means, axis=0), np.median(stds, axis=0)
+        for key, mean in zip(reports, means):
+            distance = np.abs(mean - center) / np.maximum(spread, 1e-6)
+            if key not in found and (distance > MEAN_OUTLIER).any():
+                joint = int(np.argmax(distance))
+                found[key] = (f"'{feature}' mean of joint {joint} lies {distance[joint]:.3g} x the median std "
+                              f"from the median node's (more than {MEAN_OUTLIER:g})")
+    return found
+
+
 def pool(stats_list: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[str, np.ndarray]]:
-    """Exact pooled statistics over every node's frames (LeRobot's own aggregation)."""
+    """Pooled statistics over the nodes' frames (LeRobot's own aggregation), each node's weight
+    capped at COUNT_CAP x the lower median node's frame count."""
     from lerobot.datasets.compute_stats import aggregate_stats
 
     if not stats_list:
@@ -47,7 +115,13 @@ def pool(stats_list: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[s
     for stats in stats_list[1:]:
         if set(stats) != features:
             raise ValueError(f"nodes report different normalized features: {sorted(features)} vs {sorted(stats)}")
-    pooled = aggregate_stats(stats_list)
+    capped = [dict(stats) for stats in stats_list]
+    for feature in features:
+        counts = [float(stats[feature]["count"].reshape(-1)[0]) for stats in stats_list]
+        cap = COUNT_CAP * sorted(counts)[(len(counts) - 1) // 2]
+        for stats, count in zip(capped, counts):
+            stats[feature] = {**stats[feature], "count": np.array([min(count, cap)])}
+    pooled = aggregate_stats(capped)
     return {feature: {key: np.asarray(pooled[feature][key], dtype=np.float64) for key in STAT_KEYS} for feature in pooled}
 
 
@@ -57,25 +131,6 @@ def with_stats(dataset_stats: dict, federation: dict[str, dict[str, np.ndarray]]
     for feature, stats in federation.items():
         merged[feature] = {**dataset_stats.get(feature, {}), **stats}
     return merged
-
-
-def to_record(stats: dict[str, dict[str, np.ndarray]]) -> ArrayRecord:
-    return ArrayRecord({f"{feature}/{key}": Array(np.asarray(value)) for feature, values in stats.items()
-                        for key, value in values.items()})
-
-
-def from_record(record: ArrayRecord) -> dict[str, dict[str, np.ndarray]]:
-    stats: dict[str, dict[str, np.ndarray]] = {}
-    for name, array in record.items():
-        feature, _, key = name.rpartition("/")
-        if key not in STAT_KEYS or not feature:
-            raise ValueError(f"unexpected statistics entry '{name}'")
-        stats.setdefault(feature, {})[key] = array.numpy()
-    for feature, values in stats.items():
-        missing = set(STAT_KEYS) - set(values)
-        if missing:
-            raise ValueError(f"statistics for '{feature}' lack {sorted(missing)}")
-    return stats
 
 
 def fingerprint(stats: dict[str, dict[str, np.ndarray]]) -> str:

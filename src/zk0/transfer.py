@@ -101,7 +101,8 @@ def upload(local: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
     return feedback.compress(_sub(local, reference), codec)
 
 
-def receive_update(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> Weights:
-    """Server side: a node's local weights in fp32."""
-    decoded = decode(arrays)
+def decode_update(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> Weights:
+    """Server side: a node's local weights in fp32 (names and shapes checked against
+    `reference`, the broadcast it received, before decoding)."""
+    decoded = decode(arrays, expect={name: value.shape for name, value in reference.items()})
     return _add(reference, decoded) if is_delta(arrays) else decoded

@@ -1,19 +1,28 @@
 """Checks a training reply must pass before it may enter the aggregate.
 
-Pure functions on numpy arrays and plain numbers: each `check_*` returns None when the
-reply passes, else a short reason for the round's record. The server applies them in
-`zk0.strategy`; what they guard against is one node (faulty or hostile) poisoning the
-global model: a wrong structure, NaN/inf values, an update far larger than the other
-nodes', or an inflated sample count that would buy it more weight.
+Pure functions on numpy arrays, plain numbers and zk0.protocol's typed replies: each
+`check_*` returns None when the reply passes, else a short reason for the round's record;
+`screen_update` decodes a TrainReport into the node's fp32 weights or raises `Rejected`.
+The strategy applies them; what they guard against is one node (faulty or hostile)
+poisoning the global model: a wrong structure, NaN/inf values, an update far larger than
+the other nodes', or an inflated sample count that would buy it more weight.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from logging import DEBUG
 from typing import TypeVar
 
 import numpy as np
+from flwr.common import log
+
+from zk0 import transfer
+from zk0.codec import CodecError
+from zk0.protocol import ProtocolError, TrainReport
 
 # With fewer replies the median of the update norms says nothing about which one is odd
 # (with two, a huge update drags the median up to half its own norm).
@@ -74,23 +83,56 @@ def norm_outliers(norms: Mapping[Key, float], max_ratio: float) -> dict[Key, str
     }
 
 
-def check_metrics(metrics: Mapping[str, object], max_examples: int, weight_key: str = "num-examples") -> str | None:
-    """Every metric a finite number (or list of them); `weight_key` a single number in [1, max_examples].
+class Rejected(ValueError):
+    """A reply that may not enter the aggregate; the message is the reason."""
 
-    `max_examples` is what the node could have used (local-steps × batch-size for training):
-    a node claiming more is lying about its weight in the average.
-    """
-    for key, value in metrics.items():
-        values = value if isinstance(value, list) else [value]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
-            return f"metric '{key}' is not a finite number"
-    if weight_key not in metrics:
-        return f"metrics lack '{weight_key}'"
-    claimed = metrics[weight_key]
-    if isinstance(claimed, list):
-        return f"'{weight_key}' is a list, expected one number"
-    if claimed < 1:
-        return f"'{weight_key}' is {claimed:g}, expected >= 1"
-    if claimed > max_examples:
-        return f"'{weight_key}' is {claimed:g}, more than the {max_examples} the node could have used"
-    return None
+
+def screen_update(report: TrainReport, broadcast: Mapping[str, np.ndarray], codec: str,
+                  max_examples: int) -> tuple[dict[str, np.ndarray], float]:
+    """The node's local weights in fp32 and its update norm, or `Rejected`.
+
+    `broadcast` is the global model the node was sent (the base of a delta); names and
+    declared shapes are checked against it before anything is decoded."""
+    if report.num_examples > max_examples:
+        raise Rejected(f"'num-examples' is {report.num_examples:g}, more than the {max_examples} the node could have used")
+    if transfer.is_delta(report.update) != (codec not in transfer.FULL_CODECS):
+        raise Rejected(f"update not encoded with the run's update-codec '{codec}'")
+    try:
+        values = transfer.decode_update(report.update, broadcast)
+    except CodecError as err:
+        raise Rejected(str(err)) from None
+    reason = check_arrays(values, broadcast) or check_finite(values)
+    if reason:
+        raise Rejected(reason)
+    return values, update_norm(values, broadcast)
+
+
+@dataclass
+class Screened:
+    """A training reply that passed: what the node reported, its fp32 weights, its update norm."""
+
+    report: TrainReport
+    weights: dict[str, np.ndarray]
+    norm: float
+
+
+def guarded(check: Callable, *args) -> tuple[object | None, str | None]:
+    """`check(*args)` on what a node sent, and None; or None and why it failed. Never raises:
+    whatever a reply holds, the worst it can do is cost its node the round."""
+    try:
+        return check(*args), None
+    except (ProtocolError, Rejected, CodecError) as err:
+        return None, str(err)
+    except Exception as err:  # a reply no check foresaw is still only that node's problem
+        log(DEBUG, "unforeseen reply: %s", traceback.format_exc())
+        return None, f"malformed reply ({type(err).__name__})"
+
+
+def screen_reply(content, broadcast: Mapping[str, np.ndarray], codec: str, max_examples: int) -> Screened | str:
+    """A training reply's content, parsed (zk0.protocol) and screened (`screen_update`), or the
+    reason it may not enter the aggregate."""
+    report, reason = guarded(TrainReport.from_content, content)
+    if report is None:
+        return reason
+    screened, reason = guarded(screen_update, report, broadcast, codec, max_examples)
+    return reason if screened is None else Screened(report, *screened)

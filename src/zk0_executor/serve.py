@@ -1,72 +1,55 @@
-"""A warm ClientApp executor: one long-lived process serves every message of a SuperNode.
+"""The executor's task loop: claim a SuperNode's ClientApp tasks and run each in this process.
 
-Flower 1.42 starts a fresh `flwr-clientapp` process per message, so each message pays
-the imports and the model load again. Started as `flower-supernode --isolation process`,
-the SuperNode leaves its tasks pending on its Runtime API; this process claims them
-(AcquireTask, as Flower's SuperExec does) and runs each one in-process, with the steps of
-Flower's own `run_clientapp` (pull the task, install the FAB, load the ClientApp, run it,
-turn an exception into Flower's error reply, push the reply and the task's status). What
-stays warm between messages: torch, LeRobot and zk0's module-level caches (zk0.node keeps
-one policy per process, and processors and open splits per run config and dataset).
-
-A new FAB (another app version) drops the app's own modules, so its code is imported
-afresh and its caches start empty; the heavy libraries stay loaded. Runtime dependency
-installation is not supported: the app runs in this environment, as zk0 requires.
-
-Flower internals used here are pinned by `flwr==1.42.0`; tests/test_executor.py breaks
-when an upgrade changes them.
+Started as `flower-supernode --isolation process`, the SuperNode leaves its tasks pending on
+its Runtime API; this process claims them (AcquireTask, as Flower's SuperExec does) and runs
+each one in-process, with the steps of Flower's own `run_clientapp` (pull the task, install
+the FAB, load the ClientApp, run it, turn an exception into Flower's error reply, push the
+reply and the task's status), after one step of its own: a FAB that is not the installed
+zk0 (zk0_executor.trust) gets an error reply and is never installed.
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
+import hashlib
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass
 from logging import ERROR, INFO, WARNING
 
 import httpx
-from flwr.app import Context, Message
-from flwr.app.error import Error
-from flwr.cli.install import install_from_fab
-from flwr.clientapp.client_app import ClientApp, LoadClientAppError
-from flwr.clientapp.utils import get_load_client_app_fn
-from flwr.common.config import get_project_config, get_project_dir
-from flwr.common.constant import MAX_RETRY_DELAY, ErrorCode, SubStatus
-from flwr.common.serde import context_from_proto, fab_from_proto, run_from_proto
-from flwr.proto.node_pb2 import Node  # pylint: disable=E0611
-from flwr.proto.runtime_pb2 import (  # pylint: disable=E0611
+
+from zk0_executor.flower import (
+    MAX_RETRY_DELAY,
     AcquireTaskRequest,
-    PullAppMessagesRequest,
-    PullTaskInputRequest,
+    ClientApp,
+    Context,
+    ErrorCode,
+    Fab,
+    HeartbeatSender,
+    Message,
+    RetryInvoker,
+    Run,
+    RuntimeHttpClient,
     SendTaskHeartbeatRequest,
+    SubStatus,
+    TaskType,
+    error_message,
+    error_reply,
+    exponential,
+    get_load_client_app_fn,
+    get_project_config,
+    get_project_dir,
+    install_from_fab,
+    log,
+    pull_task_input,
+    push_message,
+    push_task_output,
+    superexec_interceptors,
+    task_interceptors,
 )
-from flwr.supercore import log
-from flwr.supercore.address import parse_address
-from flwr.supercore.app_utils import start_parent_process_monitor
-from flwr.supercore.auth.superexec_secret import add_superexec_auth_secret_args, load_superexec_auth_secret
-from flwr.supercore.constant import TaskType
-from flwr.supercore.fab import Fab
-from flwr.supercore.heartbeat import HeartbeatSender
-from flwr.supercore.inflatable.inflatable_protobuf_utils import (
-    make_confirm_message_received_fn_protobuf,
-    make_pull_object_fn_protobuf,
-)
-from flwr.supercore.inflatable.inflatable_utils import pull_and_inflate_object_from_tree
-from flwr.supercore.interceptors import (
-    RuntimeTokenHttpInterceptor,
-    RuntimeVersionHttpInterceptor,
-    SuperExecAuthHttpInterceptor,
-)
-from flwr.supercore.retry import RetryInvoker, exponential
-from flwr.supercore.run import Run
-from flwr.supercore.runtime import RuntimeHttpClient
-from flwr.supercore.tls import validate_and_resolve_root_certificates
-from flwr.supercore.task_identity import TaskIdentity
-from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
+from zk0_executor.trust import AppPolicy, RefusedApp
 
 # Idle polling of the SuperNode: quick right after a message (the next one often follows),
 # then one request a second.
@@ -80,8 +63,6 @@ PULL_BACKOFF_CAP_SECONDS = 1.0
 # How long one Runtime API call of a task may keep retrying before the task is given up.
 TASK_CALL_RETRY_SECONDS = 60.0
 _RETRYABLE_STATUS = {httpx.codes.BAD_GATEWAY, httpx.codes.SERVICE_UNAVAILABLE, httpx.codes.GATEWAY_TIMEOUT}
-# As Flower's SuperExec: only AcquireTask is signed with the shared secret.
-_ACQUIRE_TASK_METHOD = "/flwr.proto.Runtime/AcquireTask"
 
 
 class Stop(BaseException):
@@ -153,10 +134,6 @@ def _client(endpoint: Endpoint, interceptors: list, retry_invoker: RetryInvoker 
     )
 
 
-def _task_interceptors(token: str) -> list:
-    return [RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"), RuntimeTokenHttpInterceptor(token)]
-
-
 def _heartbeat_fn(client: RuntimeHttpClient, run_label: str):
     """Keep the task's claim alive. A refused heartbeat (run stopped, claim expired) is logged,
     not turned into SIGINT as in Flower's one-shot process: the running ClientApp cannot be
@@ -180,15 +157,23 @@ def _heartbeat_fn(client: RuntimeHttpClient, run_label: str):
 
 
 class AppLoader:
-    """Loads the ClientApp of a task's FAB; a new FAB drops the previous app's modules first."""
+    """Loads the ClientApp of a task's FAB once `policy` accepts it; a new FAB drops the previous
+    app's modules first."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: AppPolicy) -> None:
+        self.policy = policy
         self.fab_hash: str | None = None
         self.package: str | None = None
+        self._sys_path = list(sys.path)  # Flower's loader puts each FAB's directory in front
         self._load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
 
     def load(self, run: Run, fab: Fab) -> ClientApp:
+        """The FAB's ClientApp; raises RefusedApp (before anything is installed) for a FAB the policy refuses."""
+        allowed = self.policy.check(fab.content, run.fab_id, run.fab_version)
         install_from_fab(fab.content, skip_prompt=True)
+        if allowed and fab.hash_str != self.fab_hash:
+            log(INFO, "zk0 executor: running FAB sha256 %s (%s %s), allowed by --allow-app",
+                hashlib.sha256(fab.content).hexdigest(), run.fab_id, run.fab_version)
         if self.fab_hash not in (None, fab.hash_str):
             self._forget_app_modules()
         project = get_project_config(get_project_dir(run.fab_id, run.fab_version, fab.hash_str))
@@ -197,59 +182,22 @@ class AppLoader:
         return self._load(run.fab_id, run.fab_version, fab.hash_str)
 
     def _forget_app_modules(self) -> None:
-        """As a fresh process would: the app's modules (and their caches, the model) are imported anew."""
+        """As a fresh process would: the app's modules (and their caches, the model) are imported anew,
+        and no earlier FAB's directory stays on the import path."""
         prefix = f"{self.package}."
-        for name in [n for n in sys.modules if (n == self.package or n.startswith(prefix)) and n != __name__]:
+        for name in [n for n in sys.modules if (n == self.package or n.startswith(prefix))]:
             del sys.modules[name]
+        sys.path[:] = self._sys_path
         gc.collect()
         log(INFO, "zk0 executor: new app version; reloading package '%s'", self.package)
-
-
-def _error_reply(message: Message | None, ex: Exception) -> tuple[Message | None, str]:
-    """Flower's error reply for a failed ClientApp, exactly as run_clientapp builds it."""
-    code = ErrorCode.CLIENT_APP_RAISED_EXCEPTION
-    reason = str(type(ex)) + ":<'" + str(ex) + "'>"
-    if isinstance(ex, LoadClientAppError):
-        reason = "An exception was raised when attempting to load `ClientApp`"
-        code = ErrorCode.LOAD_CLIENT_APP_EXCEPTION
-    log(ERROR, "ClientApp raised an exception", exc_info=ex)
-    reply = Message(Error(code=code, reason=reason), reply_to=message) if message else None
-    return reply, reason
-
-
-def pull_task_input(client: RuntimeHttpClient) -> tuple[Message, Context, Run, Fab]:
-    """Flower's run_clientapp.pull_task_input (flwr 1.42.0), with the quick object-pull backoff above."""
-    res = client.PullTaskInput(PullTaskInputRequest())
-    TaskIdentity.task_id = res.task_id
-    TaskIdentity.run_id = res.run.run_id
-    TaskIdentity.node_id = res.context.node_id
-    context = context_from_proto(res.context)
-    run = run_from_proto(res.run)
-    fab = fab_from_proto(res.fab)
-    pulled = client.PullMessages(PullAppMessagesRequest())
-    if not pulled.messages_list:
-        raise RuntimeError("No messages received from Runtime API")
-    node = Node(node_id=context.node_id)
-    object_tree = pulled.message_object_trees[0]
-    message = pull_and_inflate_object_from_tree(
-        object_tree,
-        make_pull_object_fn_protobuf(client.PullObject, node, context.run_id),
-        make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node, context.run_id),
-        return_type=Message,
-        initial_backoff=PULL_INITIAL_BACKOFF_SECONDS,
-        backoff_cap=PULL_BACKOFF_CAP_SECONDS,
-    )
-    # The deflated message does not carry its own id (its object id)
-    message.metadata.__dict__["_message_id"] = object_tree.object_id
-    return message, context, run, fab
 
 
 def serve_task(endpoint: Endpoint, token: str, run_id: int, loader: AppLoader) -> Served:
     """Run the task claimed with `token` in this process and leave its reply with the SuperNode."""
     started = time.perf_counter()
     retry_invoker = _task_retry_invoker()
-    client = _client(endpoint, _task_interceptors(token), retry_invoker)
-    beat_client = _client(endpoint, _task_interceptors(token), None)
+    client = _client(endpoint, task_interceptors(token), retry_invoker)
+    beat_client = _client(endpoint, task_interceptors(token), None)
     heartbeat = HeartbeatSender(_heartbeat_fn(beat_client, f"run {run_id}"))
     heartbeat.start()
     message: Message | None = None
@@ -258,19 +206,22 @@ def serve_task(endpoint: Endpoint, token: str, run_id: int, loader: AppLoader) -
     sub_status, details = SubStatus.FAILED, "ClientApp task failed due to unknown reason"
     pull_seconds = app_load_seconds = 0.0
     try:
-        message, context, run, fab = pull_task_input(client)
+        message, context, run, fab = pull_task_input(client, PULL_INITIAL_BACKOFF_SECONDS, PULL_BACKOFF_CAP_SECONDS)
         pulled = time.perf_counter()
         pull_seconds = pulled - started
         app = loader.load(run, fab)
         app_load_seconds = time.perf_counter() - pulled
         reply = app(message=message, context=context)
         sub_status, details = SubStatus.COMPLETED, ""
+    except RefusedApp as refused:
+        details = str(refused)
+        reply = error_message(message, ErrorCode.INVALID_FAB, details)
     except Exception as ex:  # pylint: disable=broad-exception-caught
-        reply, details = _error_reply(message, ex)
+        reply, details = error_reply(message, ex)
     except Stop:
         # Answer now rather than leave the SuperNode waiting for the claim to expire.
         details = "zk0 executor stopped while running this message"
-        reply = Message(Error(code=ErrorCode.CLIENT_APP_CRASHED, reason=details), reply_to=message) if message else None
+        reply = error_message(message, ErrorCode.CLIENT_APP_CRASHED, details)
         raise
     finally:
         if reply is not None and context is not None:
@@ -297,17 +248,14 @@ def serve_task(endpoint: Endpoint, token: str, run_id: int, loader: AppLoader) -
     )
 
 
-def serve(endpoint: Endpoint) -> None:
+def serve(endpoint: Endpoint, policy: AppPolicy) -> None:
     """Claim and serve the SuperNode's ClientApp tasks one after another, until stopped."""
-    interceptors = [RuntimeVersionHttpInterceptor(component_name="SuperExec")]
-    if endpoint.auth_secret:
-        interceptors.append(
-            SuperExecAuthHttpInterceptor(master_secret=endpoint.auth_secret, protected_methods={_ACQUIRE_TASK_METHOD})
-        )
-    poller = _client(endpoint, interceptors, None)
-    loader = AppLoader()
+    poller = _client(endpoint, superexec_interceptors(endpoint.auth_secret), None)
+    loader = AppLoader(policy)
     request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
-    print(f"zk0-executor pid={os.getpid()} serving ClientApp tasks of the SuperNode at {endpoint.address}", flush=True)
+    allowed = f" and {len(policy.allowed)} FAB(s) allowed by hash" if policy.allowed else ""
+    print(f"zk0-executor pid={os.getpid()} serving ClientApp tasks of the SuperNode at {endpoint.address}: "
+          f"the zk0 installed at {policy.installed}{allowed}", flush=True)
     wait, reachable = POLL_MIN_SECONDS, True
     try:
         while True:
@@ -342,52 +290,3 @@ def serve(endpoint: Endpoint) -> None:
         print(f"zk0-executor pid={os.getpid()} stopped", flush=True)
     finally:
         poller.close()
-
-
-def _stop(_signum, _frame) -> None:
-    raise Stop
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m zk0.executor",
-        description="Serve a SuperNode's ClientApp messages from one warm process. "
-        "Start the SuperNode with `flower-supernode --isolation process --port PORT ...`.",
-    )
-    parser.add_argument("--runtime-api-address", required=True, metavar="HOST:PORT",
-                        help="the SuperNode's Runtime API (its --host and --port; e.g. 127.0.0.1:9094)")
-    parser.add_argument("--insecure", action="store_true",
-                        help="plain HTTP to the Runtime API (what a SuperNode started without --ssl-certfile serves)")
-    parser.add_argument("--root-certificates", metavar="ROOT_CERT",
-                        help="CA certificate of a Runtime API served with TLS (the SuperNode's --ssl-ca-certfile)")
-    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process (the SuperNode) exits")
-    add_superexec_auth_secret_args(parser)
-    return parser
-
-
-def endpoint_from_args(args: argparse.Namespace) -> Endpoint:
-    """The Runtime API endpoint from the command line; exits with one line when it is unusable."""
-    if parse_address(args.runtime_api_address) is None:
-        sys.exit(f"zk0 executor: --runtime-api-address must be HOST:PORT, got '{args.runtime_api_address}'")
-    if not args.insecure and args.root_certificates is None:
-        sys.exit("zk0 executor: pass --insecure (SuperNode Runtime API over plain HTTP) or --root-certificates CA")
-    try:
-        secret = load_superexec_auth_secret(args.superexec_auth_secret_file)
-    except ValueError as err:
-        sys.exit(f"zk0 executor: {err}")
-    certificates = validate_and_resolve_root_certificates(args.root_certificates, args.insecure)
-    return Endpoint(args.runtime_api_address, args.insecure, certificates, secret)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
-    endpoint = endpoint_from_args(args)
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    if args.parent_pid is not None:
-        start_parent_process_monitor(args.parent_pid)  # raises SIGINT in this process when the parent is gone
-    serve(endpoint)
-
-
-if __name__ == "__main__":
-    main()

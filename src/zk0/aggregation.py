@@ -1,0 +1,45 @@
+"""The aggregations run-config `aggregation` names: Flower's own strategy classes, each
+with the constructor arguments zk0's run config gives it.
+
+`zk0.strategy.make_strategy` composes the chosen class with zk0's checks and records
+(`ZK0Strategy` first in the MRO); Flower's class only combines the updates that passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from flwr.serverapp.strategy import FedAvgM, FedMedian, FedProx, FedTrimmedAvg, Krum, MultiKrum, Strategy
+
+if TYPE_CHECKING:
+    from zk0.config import RunConfig
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    flower_class: type[Strategy]
+    arguments: Callable[["RunConfig"], dict]
+    summary: str
+
+
+AGGREGATIONS: dict[str, Aggregation] = {
+    "fedprox": Aggregation(
+        FedProx, lambda c: {"proximal_mu": c.proximal_mu},
+        "weighted average of the updates (FedAvg); clients add the proximal term"),
+    "fedavgm": Aggregation(
+        FedAvgM, lambda c: {"server_learning_rate": c.server_lr, "server_momentum": c.server_momentum},
+        "the weighted average as a pseudo-gradient, applied with server momentum (server-momentum) and "
+        "step size (server-lr); resuming restarts the momentum"),
+    "fedtrimmedavg": Aggregation(
+        FedTrimmedAvg, lambda c: {"beta": c.trimmed_avg_beta},
+        "per coordinate, the mean after cutting the trimmed-avg-beta fraction at each end"),
+    "fedmedian": Aggregation(FedMedian, lambda c: {}, "per coordinate, the median of the updates"),
+    "krum": Aggregation(
+        Krum, lambda c: {"num_malicious_nodes": c.krum_num_malicious},
+        "the one update closest to its neighbours, tolerating krum-num-malicious attackers"),
+    "multikrum": Aggregation(
+        MultiKrum, lambda c: {"num_malicious_nodes": c.krum_num_malicious, "num_nodes_to_select": c.multikrum_keep},
+        "the weighted average of the multikrum-keep updates with the best Krum scores"),
+}

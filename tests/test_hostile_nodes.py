@@ -1,0 +1,411 @@
+"""A registered node that misbehaves can only cost itself its round.
+
+Honest replies come from zk0's real ClientApp on five demo nodes with the run's default codec
+(q3 deltas); one node's reply is then replaced by what a faulty or hostile node could send
+through Flower. For every attack: the strategy does not raise, the right node is named in the
+round's record, and the new global model equals, bit for bit, what the same strategy makes of
+the four honest replies alone. Statistics attacks at round 0 go through the real statistics
+query: the attacker is refused for the run and the pooled statistics are the honest nodes'.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from test_aggregation import LocalGrid
+from test_robust import (  # noqa: F401  (module fixtures)
+    ATTACKER,
+    HONEST,
+    NODES,
+    copy_content,
+    dataset_of,
+    federation,
+    global_model,
+    node_configs,
+    one_torch_thread,
+    replay_app,
+    run_config,
+)
+
+from zk0 import stats
+from zk0.client_app import app as zk0_client_app
+from zk0.config import RunConfig
+from zk0.protocol import MAX_LABEL_CHARS
+from zk0.strategy import make_strategy
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def q3_config(federation, **overrides) -> dict:
+    return run_config(federation, update_codec="q3", **overrides)
+
+
+@pytest.fixture(scope="module")
+def honest_q3(federation, global_model) -> dict[int, RecordDict]:
+    """Round 1 as zk0's ClientApp answers it with the q3 codec: node -> reply content."""
+    _, initial = global_model
+    config = q3_config(federation)
+    strategy = make_strategy(RunConfig.from_run_config(config))
+    grid = LocalGrid(zk0_client_app, node_configs(federation, NODES), config)
+    replies = list(grid.send_and_receive(strategy.configure_train(1, initial, ConfigRecord(), grid)))
+    assert all(not reply.has_error() for reply in replies), [r.error.reason for r in replies if r.has_error()]
+    return {reply.metadata.src_node_id: reply.content for reply in replies}
+
+
+def as_is_app(contents: dict[int, RecordDict]) -> ClientApp:
+    """Each node answers its train message with its content exactly as given (even arrays that
+    Flower's own Array.numpy() could not read)."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        return Message(contents[context.node_id], reply_to=msg)
+
+    return app
+
+
+def aggregate(federation, global_model, contents: dict[int, RecordDict], mutate_reply=None, **overrides):
+    """Round 1 where each node answers with its content; `mutate_reply` may alter reply messages."""
+    _, initial = global_model
+    config = q3_config(federation, **overrides)
+    strategy = make_strategy(RunConfig.from_run_config(config))
+    grid = LocalGrid(as_is_app(contents), node_configs(federation, list(contents)), config)
+    replies = list(grid.send_and_receive(strategy.configure_train(1, initial, ConfigRecord(), grid)))
+    if mutate_reply:
+        for reply in replies:
+            if reply.metadata.src_node_id == ATTACKER:
+                mutate_reply(reply)
+    arrays, _ = strategy.aggregate_train(1, replies)
+    return strategy, arrays
+
+
+# --- attacks on a q3 training reply -------------------------------------------------------------
+
+def raw(data: bytes, dtype: str = "uint8", shape=(8,), stype: str = "numpy.ndarray") -> Array:
+    return Array(dtype=dtype, shape=shape, stype=stype, data=data)
+
+
+def npy_claiming(shape: tuple, dtype: str = "<f4") -> bytes:
+    """A .npy header claiming `shape`, followed by 16 bytes: what Array.numpy() would trust."""
+    header = "{'descr': '%s', 'fortran_order': False, 'shape': %r, }" % (dtype, shape)
+    header = header + " " * (63 - (10 + len(header)) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + b"\0" * 16
+
+
+def first(arrays: ArrayRecord, suffix: str) -> str:
+    return next(key for key in arrays if key.endswith(suffix))
+
+
+def edit_arrays(edit):
+    """An attack that edits the reply's ArrayRecord in place: edit(record, numpy view)."""
+    def attack(content: RecordDict) -> None:
+        record = content["arrays"]
+        values = {key: array.numpy().copy() for key, array in record.items()}
+        edit(record, values)
+    return attack
+
+
+def as_array(value) -> Array:
+    return value if isinstance(value, Array) else Array(np.asarray(value))
+
+
+def set_array(suffix: str, make):
+    return edit_arrays(lambda record, values: record.__setitem__(first(record, suffix),
+                                                                 as_array(make(values[first(record, suffix)]))))
+
+
+def drop(suffix: str):
+    return edit_arrays(lambda record, values: record.__delitem__(first(record, suffix)))
+
+
+def add(key: str, array):
+    return edit_arrays(lambda record, values: record.__setitem__(key, as_array(array)))
+
+
+def scaled_update(factor: float):
+    """Every quantization scale x factor: the decoded delta is `factor` x the honest one."""
+    def edit(record, values):
+        for key in [k for k in record if k.endswith("@q3.scale")]:
+            bits = values[key].astype(np.uint32) << 16
+            scaled = (bits.view(np.float32) * np.float32(factor)).view(np.uint32) >> 16
+            record[key] = Array(scaled.astype(np.uint16))
+    return edit_arrays(edit)
+
+
+def metric(key: str, value):
+    def attack(content: RecordDict) -> None:
+        content["metrics"][key] = value
+    return attack
+
+
+def drop_metric(key: str):
+    def attack(content: RecordDict) -> None:
+        del content["metrics"][key]
+    return attack
+
+
+def record(key: str, value):
+    def attack(content: RecordDict) -> None:
+        content[key] = value
+    return attack
+
+
+def remove(key: str):
+    def attack(content: RecordDict) -> None:
+        del content[key]
+    return attack
+
+
+def replace_all(content: RecordDict) -> None:
+    for key in list(content):
+        del content[key]
+
+
+def whole_fp32_weights(content: RecordDict) -> None:
+    content["arrays"] = ArrayRecord({"w": Array(np.zeros(3, np.float32))})
+
+
+ATTACKS = {
+    # the codec's arrays
+    "q3 shape overflowing int64": (edit_arrays(lambda r, v: (
+        r.__setitem__(first(r, "@q3.shape"), Array(np.array([2**32, 2**32], np.int64))),
+        r.__setitem__(first(r, "@q3"), Array(np.zeros(0, np.uint8))))), r"has shape \(4294967296, 4294967296\)"),
+    "q3 shape of another size": (set_array("@q3.shape", lambda v: v * 2), r"has shape .*, expected"),
+    "q3 negative shape": (set_array("@q3.shape", lambda v: -v), r"has shape \(-\d+"),
+    "q3 shape with 9 dims": (set_array("@q3.shape", lambda v: np.ones(9, np.int64)), r"is not a tensor shape"),
+    "q3 shape as float": (set_array("@q3.shape", lambda v: v.astype(np.float64)), r"is not a tensor shape"),
+    "codes truncated": (set_array("@q3", lambda v: v[:-1]), r"needs \d+ code bytes and \d+ scales, got"),
+    "codes padded": (set_array("@q3", lambda v: np.concatenate([v, v])), r"needs \d+ code bytes"),
+    "codes as float32": (set_array("@q3", lambda v: v.astype(np.float32)), r"is float32, expected uint8"),
+    "codes 2-d": (set_array("@q3", lambda v: np.stack([v, v])), r"has shape|must be 1-d"),
+    "NaN scales": (set_array("@q3.scale", lambda v: np.full_like(v, 0x7FC0)), r"negative, infinite or NaN scales"),
+    "infinite scales": (set_array("@q3.scale", lambda v: np.full_like(v, 0x7F80)), r"negative, infinite or NaN scales"),
+    "negative scales": (set_array("@q3.scale", lambda v: v | np.uint16(0x8000)), r"negative, infinite or NaN scales"),
+    "huge finite scales": (set_array("@q3.scale", lambda v: np.full_like(v, 0x7F7F)), r"non-finite value|update norm"),
+    "scale missing": (drop("@q3.scale"), r"\.scale' is missing"),
+    "tensor missing": (drop("@q3.shape") , r"\.shape' is missing"),
+    "unknown part": (add("x@q3.zero", np.zeros(1, np.uint8)), r"unexpected tensor 'x'|unknown key"),
+    "unknown codec": (add("x@q5", np.zeros(8, np.uint8)), r"has an unknown suffix"),
+    "unexpected 64 MB tensor": (add("big@bf16", np.zeros(32 * 2**20, np.uint16)), r"^unexpected tensor 'big'"),
+    "a tensor in two codecs": (edit_arrays(lambda r, v: r.__setitem__(first(r, "@q3").replace("@q3", "@bf16"),
+                                                                       Array(np.zeros(3, np.uint16)))),
+                               r"arrives in two codecs"),
+    "whole fp32 weights in a q3 run": (whole_fp32_weights, r"not encoded with the run's update-codec 'q3'"),
+    "garbage bytes": (set_array("@q3", lambda v: raw(b"\x00garbage")), r"no valid numpy header"),
+    "npy header claiming 1 TB": (set_array("@q3", lambda v: raw(npy_claiming((2**38,)))),
+                                 r"claims 1099511627776 bytes, more than"),
+    "npy header claiming more than its bytes": (set_array("@q3", lambda v: raw(npy_claiming((1000,), "|u1"))),
+                                                r"needs 1000 bytes, got 16"),
+    "object dtype (pickle)": (set_array("@q3", lambda v: raw(npy_claiming((2,), "|O"))), r"dtype object"),
+    "not a numpy array": (set_array("@q3", lambda v: raw(b"\0" * 8, stype="torch.Tensor")),
+                          r"not a serialized numpy array"),
+    "x100 update": (scaled_update(100.0), r"update norm .* exceeds 10 x the round's median"),
+    # metrics
+    "num-examples 10**9": (metric("num-examples", 10**9), r"'num-examples' is 1e\+09, more than the 16"),
+    "num-examples 0": (metric("num-examples", 0), r"'num-examples' is 0, expected a whole number >= 1"),
+    "num-examples 3.5": (metric("num-examples", 3.5), r"'num-examples' is 3.5, expected a whole number"),
+    "num-examples missing": (drop_metric("num-examples"), r"metrics lack 'num-examples'"),
+    "NaN metric": (metric("train/loss", float("nan")), r"metric 'train/loss' is not a finite number"),
+    "infinite metric": (metric("train/loss", float("inf")), r"metric 'train/loss' is not a finite number"),
+    "list metric": (metric("train/loss", [1.0] * 10_000), r"metric 'train/loss' is not a finite number"),
+    "1000 metrics": (lambda c: c.__setitem__("metrics", MetricRecord({**c["metrics"], **{f"m{i}": 1.0 for i in range(1000)}})),
+                     r"metrics, more than the 64 allowed"),
+    "10 kB metric name": (metric("x" * 10_000, 1.0), r"is too long or not a string"),
+    # records
+    "extra ArrayRecord": (record("extra", ArrayRecord({"x": Array(np.zeros(1, np.float32))})), r"unexpected ArrayRecord 'extra'"),
+    "extra MetricRecord": (record("more", MetricRecord({"a": 1.0})), r"unexpected MetricRecord 'more'"),
+    "extra ConfigRecord": (record("cfg", ConfigRecord({"a": 1})), r"unexpected ConfigRecord 'cfg'"),
+    "no metrics": (remove("metrics"), r"expected one MetricRecord 'metrics'"),
+    "no arrays": (remove("arrays"), r"expected one ArrayRecord 'arrays'"),
+    "no identity": (remove("node"), r"expected one ConfigRecord 'node'"),
+    "identity of numbers": (record("node", ConfigRecord({"dataset-uri": 5, "cameras": 7})), r"non-string values"),
+    "empty reply": (replace_all, r"expected one (ArrayRecord|MetricRecord|ConfigRecord)"),
+}
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_a_hostile_reply_costs_only_its_node_the_round(attack, federation, global_model, honest_q3, caplog):
+    tamper, reason = ATTACKS[attack]
+    contents = {node: copy_content(content) for node, content in honest_q3.items()}
+    tamper(contents[ATTACKER])
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        strategy, arrays = aggregate(federation, global_model, contents)
+    _, expected = aggregate(federation, global_model, {n: honest_q3[n] for n in HONEST})
+    record = strategy.rounds[1]
+    [rejected] = record.rejected
+    assert rejected["node"].startswith(f"node {ATTACKER}")
+    assert re.search(reason, rejected["reason"]), rejected["reason"]
+    assert "\n" not in rejected["reason"] and len(rejected["reason"]) < 400
+    assert sorted(record.clients) == HONEST and record.failures == []
+    for name in expected:
+        assert np.array_equal(arrays[name].numpy(), expected[name].numpy()), name
+
+
+def test_at_least_thirty_attacks_are_covered():
+    assert len(ATTACKS) >= 30
+
+
+def test_a_reply_of_the_wrong_type_is_rejected(federation, global_model, honest_q3):
+    def as_evaluate_reply(reply: Message) -> None:
+        reply.metadata.__dict__["_message_type"] = "evaluate"
+
+    contents = {node: copy_content(content) for node, content in honest_q3.items()}
+    strategy, arrays = aggregate(federation, global_model, contents, mutate_reply=as_evaluate_reply)
+    [rejected] = strategy.rounds[1].rejected
+    assert rejected["node"].startswith(f"node {ATTACKER}") and "'evaluate' reply to a train message" in rejected["reason"]
+
+
+def test_a_replayed_reply_from_an_earlier_round_is_ignored(federation, global_model, honest_q3, caplog):
+    """Round 2 receives the attacker's round-1 reply again: it answers no message of round 2, so it
+    is ignored, and the attacker is filed as not having answered."""
+    _, initial = global_model
+    config = q3_config(federation)
+    strategy = make_strategy(RunConfig.from_run_config(config))
+    grid = LocalGrid(replay_app(honest_q3), node_configs(federation, NODES), config)
+    round1 = list(grid.send_and_receive(strategy.configure_train(1, initial, ConfigRecord(), grid)))
+    arrays, _ = strategy.aggregate_train(1, round1)
+    old = next(reply for reply in round1 if reply.metadata.src_node_id == ATTACKER)
+    messages = [m for m in strategy.configure_train(2, arrays, ConfigRecord(), grid) if m.metadata.dst_node_id != ATTACKER]
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        strategy.aggregate_train(2, [*grid.send_and_receive(messages), old])
+    assert "Round 2: ignored a reply to no message of this round" in caplog.text
+    assert ATTACKER not in strategy.rounds[2].clients
+
+
+def test_a_node_crashing_with_a_coloured_traceback_fails_in_one_line(federation, global_model, honest_q3):
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        if context.node_id == ATTACKER:
+            raise RuntimeError("\x1b[31mTraceback (most recent call last):\n" + "  File 'x.py', line 1\n" * 100
+                               + "DatasetError: dataset local:/x has no episodes\x1b[0m")
+        return Message(copy_content(honest_q3[context.node_id]), reply_to=msg)
+
+    _, initial = global_model
+    config = q3_config(federation)
+    strategy = make_strategy(RunConfig.from_run_config(config))
+    grid = LocalGrid(app, node_configs(federation, NODES), config)
+    strategy.aggregate_train(1, grid.send_and_receive(strategy.configure_train(1, initial, ConfigRecord(), grid)))
+    [failure] = strategy.rounds[1].failures
+    assert failure == f"node {ATTACKER}: DatasetError: dataset local:/x has no episodes"
+
+
+def test_a_claimed_label_is_only_a_bounded_label(federation, global_model, honest_q3):
+    """A node may claim any dataset; the label shows the claim, printable and bounded, and the
+    update (otherwise honest) still counts."""
+    contents = {node: copy_content(content) for node, content in honest_q3.items()}
+    contents[ATTACKER]["node"] = ConfigRecord({"dataset-uri": "hf:evil/\x1b[2J" + "x" * 100_000, "cameras": ""})
+    strategy, _ = aggregate(federation, global_model, contents)
+    label = strategy.rounds[1].names[ATTACKER]
+    assert label.startswith(f"node {ATTACKER} claiming hf:evil/?[2J") and len(label) < MAX_LABEL_CHARS + 40
+    assert ATTACKER in strategy.rounds[1].clients
+
+
+# --- statistics attacks at round 0 --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def honest_stats(federation, global_model) -> dict[int, RecordDict]:
+    """Each node's real statistics report (zk0's ClientApp answering the round-0 query)."""
+    config = run_config(federation, normalization="federated")
+    grid = LocalGrid(zk0_client_app, node_configs(federation, NODES), config)
+    messages = [Message(RecordDict(), dst_node_id=node, message_type="query") for node in NODES]
+    return {reply.metadata.src_node_id: reply.content for reply in grid.send_and_receive(messages)}
+
+
+def stats_app(contents: dict[int, RecordDict]) -> ClientApp:
+    app = ClientApp()
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        return Message(copy_content(contents[context.node_id]), reply_to=msg)
+
+    return app
+
+
+def collect(federation, global_model, contents: dict[int, RecordDict], **overrides):
+    model, _ = global_model
+    config = run_config(federation, normalization="federated", **overrides)
+    strategy = make_strategy(RunConfig.from_run_config(config))
+    grid = LocalGrid(stats_app(contents), node_configs(federation, list(contents)), config)
+    pooled = strategy.collect_statistics(grid, stats.feature_shapes(model.policy.config))
+    return strategy, pooled, grid
+
+
+def stat(feature: str, key: str, change):
+    def attack(content: RecordDict) -> None:
+        name = f"{feature}/{key}"
+        content["stats"][name] = Array(np.asarray(change(content["stats"][name].numpy().copy()), np.float64))
+    return attack
+
+
+def poisoned_normalizer(content: RecordDict) -> None:
+    """The attack seen on main: count x 1e9 (capped to the limit), std 1e-3, mean + 50."""
+    for key, change in (("count", lambda c: np.minimum(c * 1e9, 1e9)), ("std", lambda s: s * 0 + 1e-3),
+                        ("mean", lambda m: m + 50.0)):
+        stat("action", key, change)(content)
+
+
+STATS_ATTACKS = {
+    "poisoned normalizer": (poisoned_normalizer, r"'action' mean (of joint \d lies .* from the median node's|lies outside)"),
+    "NaN mean": (stat("action", "mean", lambda m: m * np.nan), r"statistics hold NaN or inf"),
+    "doubled-length mean": (stat("action", "mean", lambda m: np.concatenate([m, m])), r"mean has shape \(12,\), expected \(6,\)"),
+    "negative count": (stat("action", "count", lambda c: -c), r"count is -\d+, expected a whole number"),
+    "zero count": (stat("action", "count", lambda c: c * 0), r"count is 0, expected"),
+    "count beyond 1e9": (stat("action", "count", lambda c: c * 0 + 2e9), r"count is 2e\+09"),
+    "fractional count": (stat("action", "count", lambda c: c + 0.5), r"expected a whole number"),
+    "count of two values": (stat("action", "count", lambda c: np.concatenate([c, c])), r"count has 2 values"),
+    "negative std": (stat("action", "std", lambda s: -s - 1), r"std is negative"),
+    "std beyond the range": (stat("action", "std", lambda s: s * 0 + 1e6), r"std exceeds max - min"),
+    "mean outside [min, max]": (stat("observation.state", "mean", lambda m: m + 1e6), r"mean lies outside"),
+    "min above max": (stat("action", "min", lambda m: m + 1e6), r"mean lies outside \[min, max\] \(or min > max\)"),
+    "missing key": (lambda c: c["stats"].__delitem__("action/std"), r"lack \['std'\]"),
+    "unknown key": (lambda c: c["stats"].__setitem__("action/q99", Array(np.zeros(6))), r"unexpected statistics entry"),
+    "extra feature": (lambda c: [c["stats"].__setitem__(f"observation.images.front/{k}", Array(np.ones(1)))
+                                 for k in ("count", "mean", "std", "min", "max")], r"statistics for features"),
+    "no statistics": (lambda c: c.__delitem__("stats"), r"expected one ArrayRecord 'stats'"),
+}
+
+
+@pytest.mark.parametrize("attack", list(STATS_ATTACKS))
+def test_hostile_statistics_refuse_their_node_for_the_run(attack, federation, global_model, honest_stats):
+    tamper, reason = STATS_ATTACKS[attack]
+    contents = {node: copy_content(content) for node, content in honest_stats.items()}
+    tamper(contents[ATTACKER])
+    strategy, pooled, grid = collect(federation, global_model, contents)
+    _, honest_pool, _ = collect(federation, global_model, {n: honest_stats[n] for n in HONEST})
+    assert list(strategy.roster.refused) == [ATTACKER]
+    assert re.search(reason, strategy.roster.refused[ATTACKER]), strategy.roster.refused[ATTACKER]
+    for feature, values in honest_pool.items():
+        for key, value in values.items():
+            assert np.array_equal(pooled[feature][key], value), (feature, key)
+    # refused for the run: no training message, no final evaluation
+    _, initial = global_model
+    assert ATTACKER not in [m.metadata.dst_node_id for m in strategy.configure_train(1, initial, ConfigRecord(), grid)]
+
+
+def test_a_refused_node_gets_no_final_evaluation(federation, global_model, honest_stats):
+    contents = {node: copy_content(content) for node, content in honest_stats.items()}
+    stat("action", "mean", lambda m: m * np.nan)(contents[ATTACKER])
+    strategy, _, grid = collect(federation, global_model, contents, num_rounds=1, fraction_evaluate=1.0,
+                                min_evaluate_clients=2)
+    _, initial = global_model
+    nodes = [m.metadata.dst_node_id for m in strategy.configure_evaluate(1, initial, ConfigRecord(), grid)]
+    assert nodes == HONEST
+
+
+def test_one_node_cannot_own_the_normalization_with_frames_it_claims(federation, global_model, honest_stats):
+    """With two nodes the outlier rule cannot tell who is odd; a node inflating only its frame
+    count still counts for at most 4x the other node."""
+    two = [HONEST[0], ATTACKER]
+    contents = {node: copy_content(honest_stats[node]) for node in two}
+    honest_frames = float(contents[HONEST[0]]["stats"]["action/count"].numpy()[0])
+    for feature in ("action", "observation.state"):
+        stat(feature, "count", lambda c: c * 0 + 1e9)(contents[ATTACKER])
+    _, pooled, _ = collect(federation, global_model, contents)
+    assert float(pooled["action"]["count"][0]) == honest_frames + stats.COUNT_CAP * honest_frames
