@@ -5,6 +5,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${ZK0_VENV:-$ROOT/.venv}"
 SIM_DIR="${ZK0_SIM_DIR:-$ROOT/.zk0-sim}"
+# shellcheck disable=SC1091 # scripts/lib.sh is checked on its own
+source "$ROOT/scripts/lib.sh"
 
 usage() {
   cat <<USAGE
@@ -45,10 +47,10 @@ bad_input() { printf 'zk0-sim: error: %s\n' "$*" >&2; exit 2; }
 # actors ending at shutdown, LeRobot loading a policy, the app copied into Flower's home.
 NOISE='Since flwr 1\.32, default simulated SuperNodes|Manually terminating ClientAppActor'
 NOISE+='|Reducing the number of VLM layers|Loading weights from local directory|Successfully installed zk0 to '
-
-free_port() {
-  "$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# The first lines of Flower's and Ray's error records about a node's failure (zk0's own
+# one-line warning names it) and of the ServerApp's exit (the script ends with the reason).
+NOISE+='|An exception was raised when processing a message by RayBackend|ray::ClientAppActor\.run\(\)'
+NOISE+='|Traceback \(most recent call last\)|Simulation raised an exception|Exit Code: [0-9]+'
 
 # The merged run config (pyproject defaults, then each string in order) as JSON, or the
 # one line naming what is wrong in the strings.
@@ -93,17 +95,9 @@ demo_data() {
   printf '%s\n' "$uris"
 }
 
-# The connection lives in $FLWR_HOME/config.toml (never in pyproject.toml, which flwr
-# would rewrite). In-memory state: SQLite mode chokes on large model payloads.
+# In-memory state: the local SuperLink's SQLite mode chokes on large model payloads.
 write_flower_config() {
-  mkdir -p "$FLWR_HOME"
-  cat >"$FLWR_HOME/config.toml" <<TOML
-[superlink]
-default = "local-simulation"
-
-[superlink.local-simulation]
-address = ":local-in-memory:"
-TOML
+  write_flwr_config "$FLWR_HOME/config.toml" local-simulation ":local-in-memory:"
 }
 
 # Simulated clients share the machine: one CPU each, and an equal share of a GPU if present.
@@ -139,14 +133,33 @@ run_status() {
     || echo "unknown"
 }
 
-# The console: everything with --verbose; otherwise the noise lines above are dropped
-# (the full output stays in the run log the script reads).
+# The console: everything with --verbose. Otherwise the noise lines above are dropped, and
+# so are the lines that continue an ERROR record or a dropped one (tracebacks): a node's
+# failure is one WARNING line from zk0, and the script ends with the reason. The full
+# output stays in the run log.
 console() {
   if [[ $1 -eq 1 ]]; then
     cat
   else
-    grep --line-buffered -v -E "$NOISE" || true
+    NOISE=$NOISE awk '
+      { plain = $0; gsub(/\033\[[0-9;]*m/, "", plain) }
+      plain ~ /^(DEBUG|INFO|WARNING|ERROR|CRITICAL) *:/ {
+        noise = plain ~ ENVIRON["NOISE"]
+        hide_rest = noise || plain ~ /^(ERROR|CRITICAL)/
+        if (!noise) { print; fflush() }
+        next
+      }
+      hide_rest || plain ~ ENVIRON["NOISE"] { next }
+      { print; fflush() }'
   fi
+}
+
+# One line per node whose dataset failed, in the words of `zk0 check-dataset`, from zk0's
+# per-node warnings in the run log (each names one node and its reason).
+dataset_problems() {
+  sed -e 's/\x1b\[[0-9;]*m//g' "$1" \
+    | sed -n -E 's/.*Round [0-9]+: node [^ ]+( failed)?: DatasetError: (dataset .*)$/\2/p; s/.*Round 0: node [0-9]+:([^ ]+): refused: (.*)$/dataset \1: \2/p' \
+    | awk '!seen[$0]++'
 }
 
 main() {
@@ -170,12 +183,18 @@ main() {
   [[ $output_dir == /* ]] || output_dir="$PWD/$output_dir"
   [[ $output_dir != *\'* ]] || bad_input "--output-dir must not contain a single quote, got '$output_dir'"
 
-  "$ROOT/scripts/setup-env.sh"
+  # Only what the simulation needs: tmux, nginx, openssl and ssh-keygen are zk0bot's.
+  "$ROOT/scripts/setup-env.sh" --simulation
 
   # Each layer travels in its own --run-config (a key twice in ONE string is an error):
   # the --tiny preset, then --output-dir/--rounds, then the user's strings. flwr applies
   # them in order, so a later layer wins: every key is the user's to set.
   local -a run_configs=()
+  local shorthands="output-dir='$output_dir'"
+  [[ -n $rounds ]] && shorthands+=" num-rounds=$rounds"
+  # The user's keys are checked before the demo data and the model are prepared (tens of
+  # seconds); the datasets the preset adds are checked with them below.
+  checked_run_config "$shorthands" ${user_configs[@]+"${user_configs[@]}"} >/dev/null
   if [[ $tiny -eq 1 ]]; then
     clients=${clients:-2}
     local uris preset
@@ -188,8 +207,6 @@ main() {
     preset+=" min-evaluate-clients=$clients min-available-clients=$clients node-wait-timeout=120.0"
     run_configs+=("$preset")
   fi
-  local shorthands="output-dir='$output_dir'"
-  [[ -n $rounds ]] && shorthands+=" num-rounds=$rounds"
   run_configs+=("$shorthands" ${user_configs[@]+"${user_configs[@]}"})
 
   local merged facts datasets outputs
@@ -202,8 +219,8 @@ main() {
     || bad_input "--clients $clients but run-config 'datasets' lists $datasets; give at most $datasets clients or more datasets"
 
   export FLWR_HOME="$SIM_DIR/flwr-home-$$"
-  FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=$(free_port)
-  FLWR_LOCAL_CONTROL_API_PORT=$(free_port)
+  FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=$(any_free_port "$VENV/bin/python")
+  FLWR_LOCAL_CONTROL_API_PORT=$(any_free_port "$VENV/bin/python")
   export FLWR_LOCAL_SUPERLINK_HTTP_API_PORT FLWR_LOCAL_CONTROL_API_PORT
   # The app runs in this environment: never let the SuperLink install packages per run.
   export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
@@ -234,7 +251,17 @@ main() {
   [[ -n $run_id ]] || die "flwr run did not start a run: $(boxed_error "$RUN_LOG")"
   status=$(run_status "$run_id")
   if [[ $status != "finished:completed" ]]; then
-    die "run $run_id ended with status '$status': ${reason:-see the log above}"
+    local kept="$SIM_DIR/run-$run_id.log" problems problem
+    cp "$RUN_LOG" "$kept"
+    problems=$(dataset_problems "$RUN_LOG")
+    if [[ -n $problems ]]; then
+      log "run $run_id ended with status '$status': datasets failed (full output: $kept)"
+      while IFS= read -r problem; do
+        printf 'zk0-sim: error: %s\n' "$problem" >&2
+      done <<<"$problems"
+      exit 1
+    fi
+    die "run $run_id ended with status '$status': ${reason:-see the log above} (full output: $kept)"
   fi
   log "run $run_id finished: $status"
 }

@@ -34,6 +34,9 @@ PROG="zk0bot"
 
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
 
+# shellcheck disable=SC1091 # scripts/lib.sh is checked on its own
+source "$ROOT/scripts/lib.sh"
+
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
@@ -59,10 +62,15 @@ use_venv() {
 # ZK0_HOME holds keys and logs: a private directory, created on first use.
 ensure_home() {
   [[ ! -e $ZK0_HOME || -d $ZK0_HOME ]] || die "ZK0_HOME=$ZK0_HOME exists and is not a directory; set ZK0_HOME to a directory"
+  home_fits_socket || die "ZK0_HOME=$ZK0_HOME is too long for tmux's socket (at most $((MAX_SOCKET - 10)) characters); set ZK0_HOME to a shorter path"
   local err
   err=$(mkdir -p "$ZK0_HOME" 2>&1) || die "cannot create ZK0_HOME=$ZK0_HOME (${err##*: }); set ZK0_HOME to a writable directory"
   chmod 700 "$ZK0_HOME" 2>/dev/null || true
 }
+
+# tmux's socket ($ZK0_HOME/tmux.sock) is a Unix socket: its path holds at most 107 bytes.
+MAX_SOCKET=107
+home_fits_socket() { ((${#ZK0_HOME} + 10 <= MAX_SOCKET)); }
 
 # `opt_value "$@"` inside an option loop: the option's value must follow it.
 opt_value() {
@@ -70,7 +78,7 @@ opt_value() {
 }
 
 need_tmux() {
-  command -v tmux >/dev/null || die "tmux is not installed; install it with: sudo apt-get install -y tmux"
+  command -v tmux >/dev/null || die "tmux is not installed; $(apt_hint tmux)"
 }
 
 # zk0's sessions live on their own tmux server (one per ZK0_HOME), apart from the
@@ -97,8 +105,16 @@ start_session() {
   else
     body="exec $command >>$qlog 2>&1"
   fi
-  tmx new-session -d -s "$session" -c "$dir" \
+  tmux_run "$ZK0_HOME/tmux.sock" "$session" "$dir" \
     "umask 077"$'\n'"$prelude"$'\n'"export FLWR_HOME=$(printf '%q' "$flwr_home"); $body"
+}
+
+# A detached tmux session running a bash script. tmux would run a lone command string
+# through the user's login shell, which for service accounts is nologin (every session
+# would die at once): given as several words, the command is executed as is.
+tmux_run() {
+  local socket=$1 session=$2 dir=$3 script=$4
+  tmux -S "$socket" new-session -d -s "$session" -c "$dir" /bin/bash -c "$script"
 }
 
 # All descendants of a PID (Flower detaches SuperExec and app processes into new sessions,
@@ -130,21 +146,14 @@ stop_session() {
   kill -KILL $pids 2>/dev/null || true
 }
 
-port_free() {
-  "$(python_bin)" - "$1" "$2" <<'PY'
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try:
-    s.bind((sys.argv[1], int(sys.argv[2])))
-except OSError:
-    sys.exit(1)
-PY
-}
+port_free() { port_is_free "$(python_bin)" "$@"; }
 
+# Decimal only: bash arithmetic would read 08 as a bad octal number and print its own error.
 check_port() {
   local port=$1
-  [[ $port =~ ^[0-9]+$ && $port -ge 1 && $port -le 65535 ]] || die "port '$port' is not a number in 1-65535"
+  if ! [[ $port =~ ^[1-9][0-9]{0,4}$ ]] || ((port > 65535)); then
+    die "port '$port' is not a number in 1-65535"
+  fi
 }
 
 # Print the last lines of a log after a failed start, so the operator sees why.
@@ -214,7 +223,7 @@ flwr_admin() {
 ensure_server_certs() {
   local dir="$SERVER_DIR/certs" sans="DNS:localhost,IP:127.0.0.1" name names="${ZK0_SERVER_HOSTNAMES:-}"
   [[ -f $dir/server.pem && -f $dir/server.key && -f $dir/ca.crt ]] && return 0
-  command -v openssl >/dev/null || die "openssl is needed to create certificates; install it: sudo apt-get install -y openssl"
+  command -v openssl >/dev/null || die "openssl is needed to create certificates; $(apt_hint openssl)"
   mkdir -p "$dir"
   chmod 700 "$dir"
   sans+=",DNS:$(hostname)"
@@ -234,31 +243,55 @@ ensure_server_certs() {
   chmod 600 "$dir"/*.key
 }
 
+# The admin's own CA, certificate and key: checked before anything is touched, then moved
+# in by rename; the files they replace are kept in certs/backup-<time>/ (a typo loses nothing).
 install_given_certs() {
-  local ca=$1 cert=$2 key=$3 dir="$SERVER_DIR/certs"
+  local ca=$1 cert=$2 key=$3 dir="$SERVER_DIR/certs" stage backup name
+  local given="--ca-cert $ca, --cert $cert and --key $key"
   [[ -f $ca && -f $cert && -f $key ]] || die "--ca-cert, --cert and --key must all name existing files"
+  command -v openssl >/dev/null || die "openssl is needed to check certificates; $(apt_hint openssl)"
+  check_cert_files "$ca" "$cert" "$key" "nothing was changed; give the right files ($given)"
   mkdir -p "$dir"
   chmod 700 "$dir"
-  cp "$ca" "$dir/ca.crt"
-  cp "$cert" "$dir/server.pem"
-  cp "$key" "$dir/server.key"
-  chmod 600 "$dir/server.key"
+  stage=$(mktemp -d "$dir/.incoming.XXXXXX")
+  if ! { cp "$ca" "$stage/ca.crt" && cp "$cert" "$stage/server.pem" && cp "$key" "$stage/server.key"; }; then
+    rm -rf "$stage"
+    die "cannot copy the given files into $dir; nothing was changed"
+  fi
+  chmod 600 "$stage/server.key"
+  backup="$dir/backup-$(date -u +%Y%m%dT%H%M%SZ)"
+  for name in ca.crt ca.key ca.srl server.pem server.key; do
+    [[ -e $dir/$name ]] || continue
+    mkdir -p "$backup"
+    cp -p "$dir/$name" "$backup/$name"
+  done
+  # The old CA key signs for the old CA only: it stays in the backup, not beside the new CA.
+  rm -f "$dir/ca.key" "$dir/ca.srl"
+  for name in ca.crt server.pem server.key; do
+    mv -f "$stage/$name" "$dir/$name"
+  done
+  rmdir "$stage"
+  [[ ! -d $backup ]] || info "installed the given certificates; the previous ones are kept in $backup"
 }
 
-# Refuse unreadable or mismatched certificates before anything starts (else the SuperLink
-# and the proxy die with a traceback or a cryptic log line).
-check_server_certs() {
-  local dir="$SERVER_DIR/certs" file
-  for file in ca.crt server.pem; do
-    openssl x509 -noout -in "$dir/$file" 2>/dev/null \
-      || die "$dir/$file is not a readable PEM certificate; replace it (or move $dir away to create new ones)"
+# A CA certificate, a server certificate and its key that the SuperLink and the proxy can use
+# (else they die with a traceback or a cryptic log line); `fix` says what to do otherwise.
+check_cert_files() {
+  local ca=$1 cert=$2 key=$3 fix=$4 file
+  for file in "$ca" "$cert"; do
+    openssl x509 -noout -in "$file" 2>/dev/null || die "$file is not a readable PEM certificate; $fix"
   done
-  openssl pkey -noout -in "$dir/server.key" 2>/dev/null \
-    || die "$dir/server.key is not a readable private key; replace it (or move $dir away to create new ones)"
-  [[ $(openssl x509 -noout -pubkey -in "$dir/server.pem" 2>/dev/null) == "$(openssl pkey -pubout -in "$dir/server.key" 2>/dev/null)" ]] \
-    || die "$dir/server.key does not belong to $dir/server.pem; give the matching key"
-  openssl verify -CAfile "$dir/ca.crt" "$dir/server.pem" >/dev/null 2>&1 \
-    || die "$dir/server.pem is not signed by $dir/ca.crt; give the CA that issued it"
+  openssl pkey -noout -in "$key" 2>/dev/null || die "$key is not a readable private key; $fix"
+  [[ $(openssl x509 -noout -pubkey -in "$cert" 2>/dev/null) == "$(openssl pkey -pubout -in "$key" 2>/dev/null)" ]] \
+    || die "$key does not belong to $cert; $fix"
+  openssl verify -CAfile "$ca" "$cert" >/dev/null 2>&1 || die "$cert is not signed by $ca; $fix"
+}
+
+# Refuse unusable certificates before anything starts.
+check_server_certs() {
+  local dir="$SERVER_DIR/certs"
+  check_cert_files "$dir/ca.crt" "$dir/server.pem" "$dir/server.key" \
+    "replace it with --ca-cert/--cert/--key (or move $dir away to create new ones)"
 }
 
 # A random secret in a 0600 file, created once: the SuperExec's for the Runtime API (only
@@ -293,7 +326,7 @@ nginx_bin() {
   for candidate in "$(command -v nginx 2>/dev/null || true)" /usr/sbin/nginx /sbin/nginx; do
     [[ -n $candidate && -x $candidate ]] && { echo "$candidate"; return 0; }
   done
-  die "nginx is not installed (the server's public port is served by it); install it: sudo apt-get install -y nginx"
+  die "nginx is not installed (the server's public port is served by it); $(apt_hint nginx)"
 }
 
 # nginx's workers when zk0bot runs as root: an unprivileged account, www-data (Debian's nginx
@@ -604,9 +637,7 @@ log_start() {
   printf '=== zk0bot %s: start %s ===\n' "$(date -u +%FT%TZ)" "$(basename "$1" .log)" >>"$1"
 }
 
-free_local_port() {
-  "$(python_bin)" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+free_local_port() { any_free_port "$(python_bin)"; }
 
 # Registrations live in the SuperLink's memory; the keys kept in nodes/ restore them.
 reregister_nodes() {
@@ -889,11 +920,13 @@ default_ca_cert() {
 
 client_start() {
   local uri="" server="${ZK0_SERVER:-127.0.0.1:$DEFAULT_SERVER_PORT}" ca port="" insecure=0 threads="" rename=""
+  local server_given=0
+  [[ -z ${ZK0_SERVER:-} ]] || server_given=1
   ca=$(default_ca_cert)
   local allow=()
   while [[ $# -gt 0 ]]; do
     case $1 in
-      --server) opt_value "$@"; server=$2; shift ;;
+      --server) opt_value "$@"; server=$2; server_given=1; shift ;;
       --ca-cert) opt_value "$@"; ca=$2; shift ;;
       --port) opt_value "$@"; port=$2; shift ;;
       --threads) opt_value "$@"; threads=$2; shift ;;
@@ -908,6 +941,7 @@ client_start() {
   # Arguments first: they are checked in milliseconds, the dataset and server in seconds.
   [[ -n $uri ]] || die "usage: $PROG client start <dataset-uri>  (hf:owner/name or local:/absolute/path)"
   [[ $server =~ ^[^:]+:[0-9]+$ ]] || die "--server must be HOST:PORT, got '$server'"
+  check_port "${server##*:}"
   [[ -z $port ]] || check_port "$port"
   [[ -z $threads || $threads =~ ^[1-9][0-9]*$ ]] || die "--threads must be a positive integer, got '$threads'"
   check_uri "$uri"
@@ -930,6 +964,7 @@ client_start() {
   session="zk0-supernode-$id"
   log="$dir/supernode.log"
   if session_running "$session"; then
+    refuse_changes "$id" "$uri" "$server_given" "$server" "$port" "$threads"
     start_executor "$id" "${allow[@]}"
     info "client for $uri already running (session $session, port $(client_setting "$id" port))"
     return 0
@@ -973,6 +1008,20 @@ client_start() {
   sed -i 's/^activated=.*/activated=1/' "$dir/client.env"
   start_executor "$id" "${allow[@]}"
   info "client running: session $session, pid $(session_pid "$session"), port $port, dataset $uri, server $server, $threads thread(s)"
+}
+
+# A running client keeps its settings: a start asking for another server, port or thread
+# count is refused (not silently ignored), with the commands that apply it.
+refuse_changes() {
+  local id=$1 uri=$2 server_given=$3 server=$4 port=$5 threads=$6 changed=""
+  if [[ $server_given -eq 1 && $server != "$(client_setting "$id" server)" ]]; then
+    changed="server $(client_setting "$id" server)"
+  elif [[ -n $port && $port != "$(client_setting "$id" port)" ]]; then
+    changed="port $(client_setting "$id" port)"
+  elif [[ -n $threads && $threads != "$(client_setting "$id" threads)" ]]; then
+    changed="$(client_setting "$id" threads) thread(s)"
+  fi
+  [[ -z $changed ]] || die "the client for $uri already runs with $changed; to change it, stop it first: $PROG client stop $uri, then start it again with the new options"
 }
 
 check_sha256() {
@@ -1247,11 +1296,37 @@ cmd_stop() {
   server_stop
 }
 
-# FFmpeg's shared libraries, which torchcodec loads to decode LeRobot's videos, looked up by
-# Python's ctypes: it reads the loader's cache through /sbin/ldconfig by absolute path, so
-# this works for users whose PATH lacks /sbin (where a bare `ldconfig` is not found).
-has_ffmpeg_libs() {
-  "$1" -c 'import ctypes.util as u, sys; sys.exit(not all(map(u.find_library, ("avutil", "avcodec", "avformat", "avdevice", "avfilter", "swscale", "swresample"))))' >/dev/null 2>&1
+# What every start does first: a tmux session running a bash command, here on a
+# throwaway tmux server.
+sessions_work() {
+  local dir ran=1
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/zk0-doctor.XXXXXX" 2>/dev/null) || return 1
+  if tmux_run "$dir/tmux.sock" probe "$dir" "touch $(printf '%q' "$dir/ran")" 2>/dev/null; then
+    for _ in $(seq 50); do
+      [[ -e $dir/ran ]] && break
+      sleep 0.1
+    done
+  fi
+  [[ -e $dir/ran ]] || ran=0
+  tmux -S "$dir/tmux.sock" kill-server 2>/dev/null || true
+  rm -rf "$dir"
+  ((ran))
+}
+
+# ZK0_HOME (keys, logs, the tmux socket) exists as a writable directory, or can be created.
+home_creatable() {
+  local dir=$ZK0_HOME
+  while [[ ! -e $dir && $dir == */* ]]; do dir=${dir%/*}; done
+  [[ -n $dir ]] || dir=/
+  if ! home_fits_socket; then
+    bad "ZK0_HOME $ZK0_HOME is too long for tmux's socket (at most $((MAX_SOCKET - 10)) characters)" \
+      "set ZK0_HOME to a shorter path"
+  elif [[ -d $dir && -w $dir && -x $dir ]]; then
+    ok "ZK0_HOME $ZK0_HOME$([[ $dir == "$ZK0_HOME" ]] || echo " (created on first start)")"
+  else
+    bad "ZK0_HOME $ZK0_HOME cannot be $([[ $dir == "$ZK0_HOME" ]] && echo used || echo created): $dir is not a writable directory" \
+      "set ZK0_HOME to a directory this user can write"
+  fi
 }
 
 cmd_doctor() {
@@ -1289,18 +1364,29 @@ PY
         cuda) if [[ $name == none ]]; then note "no CUDA GPU visible: training runs on the CPU (slow for the real SmolVLA)"; else ok "GPU: $name $rest"; fi ;;
       esac
     done <<<"$report"
+  elif [[ -L $VENV/bin/python || -e $VENV/bin/python ]]; then
+    bad "the python environment $VENV is not usable by this user (its interpreter cannot be run)" \
+      "create one this user can run: ZK0_VENV=\$HOME/zk0-venv $ROOT/scripts/setup-env.sh, and set ZK0_VENV to it"
   else
     bad "no python environment at $VENV" "$ROOT/scripts/setup-env.sh  (or rerun the installer)"
   fi
   if has_ffmpeg_libs "$(command -v python3 || echo "$VENV/bin/python")"; then
     ok "FFmpeg libraries (video decoding)"
   else
-    bad "FFmpeg libraries missing (LeRobot videos cannot be decoded)" "sudo apt-get install -y ffmpeg"
+    bad "FFmpeg libraries missing (LeRobot videos cannot be decoded)" "$(apt_hint ffmpeg)"
   fi
-  if [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null; then ok "nginx (the server's public port)"; else bad "nginx missing (needed to run a server)" "sudo apt-get install -y nginx"; fi
-  if command -v tmux >/dev/null; then ok "tmux $(tmux -V | cut -d' ' -f2)"; else bad "tmux missing" "sudo apt-get install -y tmux"; fi
-  if command -v openssl >/dev/null; then ok "openssl"; else bad "openssl missing (certificates)" "sudo apt-get install -y openssl"; fi
-  if command -v ssh-keygen >/dev/null; then ok "ssh-keygen"; else bad "ssh-keygen missing (node keys)" "sudo apt-get install -y openssh-client"; fi
+  if has_command nginx; then ok "nginx (the server's public port)"; else bad "nginx missing (needed to run a server)" "$(apt_hint nginx)"; fi
+  if ! command -v tmux >/dev/null; then
+    bad "tmux missing" "$(apt_hint tmux)"
+  elif sessions_work; then
+    ok "tmux $(tmux -V | cut -d' ' -f2): its sessions run commands as $(id -un 2>/dev/null || id -u)"
+  else
+    bad "tmux cannot run a command in a session as this user (every start would fail)" \
+      "run '$PROG doctor' again; if it persists, check that /bin/bash runs and ${TMPDIR:-/tmp} is writable"
+  fi
+  home_creatable
+  if command -v openssl >/dev/null; then ok "openssl"; else bad "openssl missing (certificates)" "$(apt_hint openssl)"; fi
+  if command -v ssh-keygen >/dev/null; then ok "ssh-keygen"; else bad "ssh-keygen missing (node keys)" "$(apt_hint openssh-client)"; fi
 
   if [[ -f $SERVER_DIR/certs/server.pem ]]; then
     if openssl x509 -checkend 86400 -noout -in "$SERVER_DIR/certs/server.pem" >/dev/null 2>&1; then
@@ -1363,6 +1449,7 @@ main() {
   local cmd=${1:-}
   [[ -n $cmd ]] || { usage; exit 1; }
   shift
+  [[ $START_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "ZK0_START_TIMEOUT must be a whole number of seconds, got '$START_TIMEOUT'"
   case $cmd in
     -h | --help | help) usage ;;
     server) cmd_server "$@" ;;

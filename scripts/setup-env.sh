@@ -6,10 +6,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${ZK0_VENV:-$ROOT/.venv}"
 PYTHON="${ZK0_PYTHON:-python3}"
+# shellcheck disable=SC1091 # scripts/lib.sh is checked on its own
+source "$ROOT/scripts/lib.sh"
 
 usage() {
   cat <<USAGE
-Usage: scripts/setup-env.sh [--test] [--check] [--help]
+Usage: scripts/setup-env.sh [--test] [--simulation] [--check] [--help]
 
 Creates (or reuses) the virtual environment at \$ZK0_VENV (default: .venv),
 installs zk0 with its pinned dependencies and test tools, and makes sure the
@@ -21,8 +23,9 @@ boot); otherwise it stops and prints the exact apt-get command. Finally it
 registers the 'local-simulation' connection in \$FLWR_HOME/config.toml
 (default ~/.flwr) for 'flwr run . local-simulation'.
 
-  --test   also the test tools (shellcheck, curl, chromium, chromium-driver)
-  --check  only check Python and the system packages; install and change nothing
+  --test        also the test tools (shellcheck, curl, chromium, chromium-driver)
+  --simulation  only what the simulation needs (FFmpeg): not zk0bot's tools
+  --check       only check Python and the system packages; install and change nothing
 USAGE
 }
 
@@ -35,28 +38,18 @@ check_python() {
     || die "$("$PYTHON" -V 2>&1) is too old; zk0 needs Python 3.11 or newer (set ZK0_PYTHON)"
 }
 
-# FFmpeg's shared libraries, which torchcodec loads to decode LeRobot's videos, looked up by
-# Python's ctypes: it reads the loader's cache through /sbin/ldconfig by absolute path, so
-# this works for users whose PATH lacks /sbin (where a bare `ldconfig` is not found).
-has_ffmpeg_libs() {
-  "$1" -c 'import ctypes.util as u, sys; sys.exit(not all(map(u.find_library, ("avutil", "avcodec", "avformat", "avdevice", "avfilter", "swscale", "swresample"))))' >/dev/null 2>&1
-}
-
-# nginx lives in /usr/sbin, which is not on a normal user's PATH.
-has_command() {
-  command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]
-}
-
 # Debian packages still missing: ffmpeg (its libraries decode LeRobot videos), and for
 # zk0bot tmux (keeps its processes running), openssl and ssh-keygen (certificates, node
 # keys) and nginx (fronts its server); shellcheck, curl and headless Chromium (the landing
-# page's tests) for the tests only.
+# page's tests) for the tests only. $1: 1 for the test tools; $2: 1 for the simulation's needs only.
 missing_packages() {
   local package
   has_ffmpeg_libs "$PYTHON" || echo ffmpeg
-  for package in tmux openssl openssh-client:ssh-keygen nginx; do
-    has_command "${package#*:}" || echo "${package%%:*}"
-  done
+  if [[ $2 -eq 0 ]]; then
+    for package in tmux openssl openssh-client:ssh-keygen nginx; do
+      has_command "${package#*:}" || echo "${package%%:*}"
+    done
+  fi
   if [[ $1 -eq 1 ]]; then
     for package in shellcheck curl chromium chromium-driver:chromedriver; do
       has_command "${package#*:}" || echo "${package%%:*}"
@@ -96,10 +89,10 @@ apt_install() {
 
 # Root installs what is missing with apt-get (unless only checking); anyone else gets the
 # exact command, to run with sudo or, without it, to hand to an administrator.
-# $1: 1 to include the test tools; $2: 1 to only check.
+# $1: 1 to include the test tools; $2: 1 to only check; $3: 1 for the simulation's needs only.
 ensure_system_packages() {
   local missing
-  missing="$(missing_packages "$1" | paste -sd ' ' -)"
+  missing="$(missing_packages "$1" "$3" | paste -sd ' ' -)"
   [[ -n $missing ]] || return 0
   if ! command -v apt-get >/dev/null 2>&1; then
     die "missing system packages (Debian names): $missing; install them with your system's package manager, then rerun"
@@ -107,12 +100,9 @@ ensure_system_packages() {
     log "installing system packages: $missing"
     # shellcheck disable=SC2086 # one word per package
     apt_install $missing
-  elif [[ $(id -u) -eq 0 ]]; then
-    die "missing system packages: $missing; run: apt-get install -y $missing, then rerun"
-  elif command -v sudo >/dev/null 2>&1; then
-    die "missing system packages: $missing; run: sudo apt-get install -y $missing (or ask an administrator to), then rerun"
   else
-    die "missing system packages: $missing; ask an administrator to run: apt-get install -y $missing (as root), then rerun"
+    # shellcheck disable=SC2086 # one word per package
+    die "missing system packages: $missing; $(apt_hint $missing), then rerun"
   fi
 }
 
@@ -130,39 +120,46 @@ ensure_venv() {
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e "${ROOT}[test]"
   "$VENV/bin/python" -m pip check >/dev/null || die "pip check failed in $VENV; see '$VENV/bin/pip check'"
-  printf '%s\n' "$want" >"$stamp"
+  # Replaced by rename, never rewritten in place: a venv copied with hard links (cp -al)
+  # shares the file with its original, whose stamp must keep naming its own pyproject.toml.
+  printf '%s\n' "$want" >"$stamp.new"
+  mv -f "$stamp.new" "$stamp"
 }
 
 # Researchers run `flwr run . local-simulation`: register that connection in the user's
 # Flower config (never in pyproject.toml, which flwr would rewrite). In-memory state:
 # the local SuperLink's SQLite mode chokes on large model payloads.
 ensure_flwr_connection() {
-  FLWR_TELEMETRY_ENABLED=0 "$VENV/bin/python" - <<'PY'
-import tomllib
+  local config
+  config=$(FLWR_TELEMETRY_ENABLED=0 "$VENV/bin/python" - <<'PY'
+import contextlib, sys, tomllib
 from flwr.cli.flower_config import init_flwr_config
 from flwr.supercore.utils import get_flwr_home
 
-init_flwr_config()
+with contextlib.redirect_stdout(sys.stderr):  # stdout is the path this prints
+    init_flwr_config()
 path = get_flwr_home() / "config.toml"
 if "local-simulation" not in tomllib.loads(path.read_text()).get("superlink", {}):
-    with path.open("a") as config:
-        config.write('\n[superlink.local-simulation]\naddress = ":local-in-memory:"\n')
+    print(path)
 PY
+  )
+  [[ -z $config ]] || { echo; flwr_connection local-simulation ":local-in-memory:"; } >>"$config"
 }
 
 main() {
-  local test_tools=0 check_only=0
+  local test_tools=0 check_only=0 simulation=0
   while [[ $# -gt 0 ]]; do
     case $1 in
       -h | --help) usage; return 0 ;;
       --test) test_tools=1 ;;
+      --simulation) simulation=1 ;;
       --check) check_only=1 ;;
       *) die "unexpected argument '$1' (see --help)" ;;
     esac
     shift
   done
   check_python
-  ensure_system_packages "$test_tools" "$check_only"
+  ensure_system_packages "$test_tools" "$check_only" "$simulation"
   ((check_only == 0)) || return 0
   ensure_venv
   ensure_flwr_connection

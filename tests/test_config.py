@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
@@ -132,3 +133,28 @@ def test_evaluation_and_checkpoint_rounds(defaults):
     config = RunConfig.from_run_config({**defaults, "num-rounds": 7, "eval-every": 3, "checkpoint-every": 5})
     assert [r for r in range(8) if config.evaluates_after(r)] == [0, 3, 6, 7]
     assert [r for r in range(8) if config.checkpoints_after(r)] == [5, 7]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("{oops", "run-config key 'rename-maps' is not JSON"),
+        ('["x"]', "run-config key 'rename-maps' must be a JSON object of dataset URI -> rename map"),
+        ('{"local:relative": {}}', "run-config key 'rename-maps': 'local:relative' is not a valid dataset URI"),
+        ('{"owner/not-listed": {"observation.images.top": "observation.images.front"}}',
+         "names hf:owner/not-listed, which run-config 'datasets' does not list"),
+        ('{"shaunkirby/record-test": {"action": "observation.images.front"}}',
+         "run-config 'rename-maps' for hf:shaunkirby/record-test maps 'action' -> 'observation.images.front'"),
+    ],
+)
+def test_bad_rename_maps_are_one_line(defaults, value, message):
+    text = parse_error(defaults, rename_maps=value)
+    assert message in text and "\n" not in text
+
+
+def test_rename_maps_give_each_simulated_dataset_its_map(defaults):
+    """An entry per dataset URI, matched however 'datasets' spells it (hf: prefix or not)."""
+    mapping = {"observation.images.top": "observation.images.front"}
+    config = RunConfig.from_run_config(defaults | {"rename-maps": json.dumps({"hf:shaunkirby/record-test": mapping})})
+    assert json.loads(config.rename_map_json(config.datasets[0])) == mapping
+    assert config.rename_map_json(config.datasets[1]) == ""

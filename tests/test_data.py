@@ -166,3 +166,27 @@ def test_local_split_whose_files_lack_an_episode_is_an_error(demo_roots, session
         open_split(data, [2, 3], session_policy.config)
     with pytest.raises(DatasetError, match=r"cannot read episodes \[3\]"):
         open_split(data, [3], session_policy.config)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.0])
+def test_check_dataset_names_a_video_that_does_not_decode(keep, demo_roots, tmp_path):
+    """A truncated (or emptied) mp4 fails `zk0 check-dataset` in one line naming the file,
+    instead of passing and failing mid-training with FFmpeg's words and no file name."""
+    root = shutil.copytree(demo_roots[0], tmp_path / "copy")
+    video = "videos/observation.images.wrist/chunk-000/file-000.mp4"
+    path = root / video
+    os.truncate(path, int(path.stat().st_size * keep))
+    result = check_dataset(f"local:{root}", tmp_path)
+    assert result.returncode != 0 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"zk0: error: dataset local:{root}: video {video} cannot be decoded"), lines[0]
+
+
+def test_split_offsets_are_lerobots_own(eval_data, session_policy):
+    """The training split asks LeRobot for exactly the offsets its training script would."""
+    from lerobot.datasets.factory import resolve_delta_timestamps
+
+    split = open_split(eval_data, eval_data.train_episodes, session_policy.config)
+    assert split.delta_timestamps == resolve_delta_timestamps(session_policy.config, eval_data.meta)
+    assert split.delta_timestamps["action"][:2] == [0.0, 1 / eval_data.meta.fps]

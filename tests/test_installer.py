@@ -19,13 +19,14 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from unprivileged import USER_PATH, as_nobody, give_to_nobody, nobody_dir, user_path_without  # noqa: F401 - nobody_dir is a fixture
+from unprivileged import USER_PATH, as_nobody, give_to_nobody, nobody_dir, user_env, user_path_without  # noqa: F401 - nobody_dir is a fixture
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALLER = REPO / "website" / "get-zk0bot.sh"
@@ -390,12 +391,13 @@ def test_another_projects_checkout_is_left_alone(site, home, toy_zk0, other_proj
 
 
 def ordinary_user_env(nobody_dir: Path, path: str) -> dict[str, str]:
-    """Only what an ordinary user's login sets, a HOME of its own, and toy_zk0 as the source."""
+    """Only what an ordinary user's login sets (no SHELL: uid 65534's is nologin), a HOME of its own,
+    and toy_zk0 as the source."""
     home = nobody_dir / "home"
     home.mkdir()
     repo = make_repo(nobody_dir / "zk0-src", TOY_ZK0)
     give_to_nobody(nobody_dir)
-    return {"PATH": path, "HOME": str(home), "LANG": "C.UTF-8", "ZK0_REPO": repo["path"], "ZK0_MIN_FREE_GB": "0"}
+    return user_env(home, PATH=path, ZK0_REPO=repo["path"], ZK0_MIN_FREE_GB="0")
 
 
 def test_ordinary_user_installs(site, nobody_dir):
@@ -473,3 +475,50 @@ def test_rerun_upgrades_in_place_quickly(site, installed):
     assert seconds < first_seconds / 2, (seconds, first_seconds)
     zk0bot = home / ".local" / "bin" / "zk0bot"
     assert subprocess.run([str(zk0bot), "--help"], env=env, capture_output=True, timeout=120).returncode == 0
+
+
+def test_unwritable_install_location_is_one_line(site, nobody_dir):
+    """uid 65534 pointing ZK0_INSTALL_DIR into a directory it cannot write: one line naming it
+    and what to do (not mktemp's or git's own words), nothing written."""
+    locked = Path(tempfile.mkdtemp(prefix="zk0-locked-"))  # root's (or, as uid 65534, made read-only)
+    locked.chmod(0o555)
+    try:
+        env = ordinary_user_env(nobody_dir, USER_PATH) | {"ZK0_INSTALL_DIR": str(locked / "zk0")}
+        result = one_liner(site, env, prefix=as_nobody())
+        assert_clean_failure(result, Path(env["HOME"]), f"cannot write to {locked} (install location {locked}/zk0)")
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+        shutil.rmtree(locked)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    """A 512 KiB file system (tmpfs), mounted for the test: a disk that fills up."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root and a tmpfs mount to fill a disk")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_full_disk_is_one_line_and_leaves_nothing(site, home, tmp_path, tiny_disk):
+    """The clone fills the disk: one line saying the disk is full and what to do (git exits 128
+    with its own lines otherwise), and no half-made install is left on it."""
+    repo = make_repo(tmp_path / "big-zk0", TOY_ZK0 | {"weights.bin": os.urandom(2 << 20).hex()})
+    env = installer_env(home, ZK0_REPO=repo["path"], ZK0_REF="main", ZK0_MIN_FREE_GB="0",
+                        ZK0_INSTALL_DIR=str(tiny_disk / "zk0"))
+    result = one_liner(site, env)
+    assert error_line(result).endswith(": the disk is full; free some space or set ZK0_INSTALL_DIR to a bigger disk, "
+                                       "then rerun"), result.stderr
+    assert list(tiny_disk.iterdir()) == [] and list(home.iterdir()) == []
+
+
+def test_missing_git_hint_fits_the_user(site, home, tmp_path):
+    """The install command for git is the one this user can run: root is not told to use sudo."""
+    if os.geteuid() != 0:
+        pytest.skip("checks root's hint; ordinary users' hints are checked with the system packages")
+    result = one_liner(site, installer_env(home, PATH=path_without(tmp_path, "git")))
+    assert_clean_failure(result, home, "git is not installed; run: apt-get install -y git, then rerun")

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from unprivileged import USER_PATH, as_nobody, nobody_dir, user_path_without  # noqa: F401 - nobody_dir is a fixture
+from unprivileged import USER_PATH, as_nobody, nobody_dir, user_env, user_path_without  # noqa: F401 - nobody_dir is a fixture
 
 SETUP = Path(__file__).resolve().parents[1] / "scripts" / "setup-env.sh"
 
@@ -24,12 +24,14 @@ def script(nobody_dir: Path) -> Path:
     copy = nobody_dir / "scripts" / "setup-env.sh"
     copy.parent.mkdir()
     shutil.copy(SETUP, copy)
+    shutil.copy(SETUP.parent / "lib.sh", copy.parent)
     return copy
 
 
 def setup_env(script: Path, path: str, *args: str, prefix: list[str] = ()) -> subprocess.CompletedProcess:
-    """Runs setup-env.sh with only PATH and HOME set (HOME: the script's directory's parent, nobody's)."""
-    env = {"PATH": path, "HOME": str(script.parents[1]), "LANG": "C.UTF-8"}
+    """Runs setup-env.sh as a service account would: only PATH and HOME set, no SHELL (HOME: the
+    script's directory's parent, nobody's)."""
+    env = user_env(script.parents[1], PATH=path)
     return subprocess.run(
         [*prefix, "bash", str(script), *args],
         env=env,

@@ -312,3 +312,47 @@ def test_bad_input_fails_fast_naming_it(args, error, sim_dir, tmp_path):
     assert "Starting local SuperLink" not in run.output
     assert run.leftovers == []
 
+
+
+def test_broken_datasets_end_in_one_line_each(sim_dir, tmp_path, demo_roots):
+    """Simulated nodes on a parquet-less and a missing dataset: the console shows no traceback
+    and ends with one line per broken node in `zk0 check-dataset`'s words; the full output is
+    kept in a log file that the script names."""
+    import shutil
+
+    parquetless = shutil.copytree(demo_roots[0], tmp_path / "parquetless")
+    shutil.rmtree(parquetless / "data")
+    missing = tmp_path / "missing"
+    run = run_simulation(
+        ["--tiny", "--clients", "2", "--rounds", "1", "--output-dir", str(tmp_path / "outputs"),
+         "--run-config", f"datasets='local:{parquetless},local:{missing}'"],
+        sim_dir, tmp_path / "sim.log", timeout=600,
+    )
+    assert not run.timed_out and run.returncode == 1, run.output[-4000:]
+    assert "Traceback" not in run.output and "^^^" not in run.output, run.output[-4000:]
+    lines = run.output.splitlines()
+    assert sorted(lines[-2:]) == sorted([
+        f"zk0-sim: error: dataset local:{parquetless}: file data/chunk-000/file-000.parquet is missing; "
+        "the dataset is incomplete",
+        f"zk0-sim: error: dataset local:{missing}: directory does not exist; pass the root of a LeRobot dataset",
+    ]), run.output[-4000:]
+    kept = re.search(r"full output: (\S+)\)", run.output)
+    assert kept and "Traceback" in Path(kept.group(1)).read_text()
+    assert run.leftovers == []
+
+
+def test_run_config_is_checked_first_and_tmux_is_not_needed(sim_dir, tmp_path):
+    """Without tmux and nginx on PATH (zk0bot's tools), a bad key stops the script before any
+    demo data or model is prepared: exit 2, one line naming the key."""
+    from unprivileged import user_path_without
+
+    path = user_path_without(tmp_path / "bin", "tmux", "nginx")
+    fresh = tmp_path / "sim"
+    marker = uuid.uuid4().hex
+    result = subprocess.run(
+        [str(SCRIPT), "--tiny", "--run-config", "lokal-steps=5"], cwd=tmp_path, capture_output=True, text=True,
+        env=os.environ | {"PATH": path, "ZK0_SIM_DIR": str(fresh), MARKER: marker}, timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1].startswith("zk0-sim: error: unknown run-config key 'lokal-steps'")
+    assert not fresh.exists() or not list(fresh.glob("demo-data-*"))

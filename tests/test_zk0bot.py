@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from unprivileged import USER_PATH, as_nobody, nobody_dir  # noqa: F401 - nobody_dir is a fixture
+from unprivileged import as_nobody, nobody_dir, user_env  # noqa: F401 - nobody_dir is a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 ZK0BOT = ROOT / "zk0bot.sh"
@@ -480,7 +480,9 @@ def test_missing_tmux_is_reported(bot: Zk0bot, tmp_path: Path):
                 (bin_dir / tool.name).symlink_to(tool)
     result = bot("server", "start", PATH=str(bin_dir))
     assert result.returncode != 0
-    assert error_lines(result) == ["zk0bot: error: tmux is not installed; install it with: sudo apt-get install -y tmux"]
+    fix = "run: apt-get install -y tmux" if os.geteuid() == 0 else "apt-get install -y tmux"
+    lines = error_lines(result)
+    assert len(lines) == 1 and lines[0].startswith("zk0bot: error: tmux is not installed;") and fix in lines[0], lines
 
 
 def test_shell_scripts_pass_shellcheck():
@@ -531,7 +533,7 @@ def test_messages_name_the_installed_command(bot: Zk0bot):
 
 def test_an_ordinary_user_finds_ffmpeg_and_nginx(nobody_dir: Path):
     """uid 65534 with a plain PATH (no /sbin, so no bare `ldconfig` or `nginx`): doctor finds both."""
-    env = {"PATH": USER_PATH, "HOME": str(nobody_dir), "ZK0_HOME": str(nobody_dir / "zk0home"), "LANG": "C.UTF-8"}
+    env = user_env(nobody_dir, ZK0_HOME=str(nobody_dir / "zk0home"))
     doctor = subprocess.run([*as_nobody(), str(ZK0BOT), "doctor"], env=env, capture_output=True, text=True,
                             timeout=120, cwd=nobody_dir)
     assert "ok    FFmpeg libraries" in doctor.stdout, doctor.stdout
@@ -542,9 +544,8 @@ def test_an_ordinary_user_runs_a_server(nobody_dir: Path):
     """uid 65534: the server (SuperLink, SuperExec, nginx proxy) starts, answers and stops under
     that user's own ZK0_HOME."""
     port = free_port()
-    env = {"PATH": USER_PATH, "HOME": str(nobody_dir), "ZK0_HOME": str(nobody_dir / "zk0home"),
-           "ZK0_VENV": str(ROOT / ".venv"), "ZK0_SERVER_HOST": "127.0.0.1", "ZK0_SERVER_PORT": str(port),
-           "ZK0_START_TIMEOUT": "60", "LANG": "C.UTF-8"}
+    env = user_env(nobody_dir, ZK0_HOME=str(nobody_dir / "zk0home"), ZK0_VENV=str(ROOT / ".venv"),
+                   ZK0_SERVER_HOST="127.0.0.1", ZK0_SERVER_PORT=str(port), ZK0_START_TIMEOUT="60")
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([*as_nobody(), str(ZK0BOT), *args], env=env, capture_output=True, text=True,

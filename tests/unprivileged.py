@@ -2,7 +2,8 @@
 
 An ordinary Debian user's PATH has no /sbin or /usr/sbin, and cannot read root's home or
 pytest's root-only temporary directory: the helpers here give such a user a PATH, a
-directory of its own, and the command prefix that switches to it.
+directory of its own, and the command prefix that switches to it. Like a service account,
+uid 65534 has a nologin login shell, and its environment (`user_env`) has no SHELL.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ import pytest
 
 NOBODY = 65534
 USER_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def user_env(home: Path, **extra: str) -> dict[str, str]:
+    """A service account's environment: a plain PATH, its own HOME and no SHELL (programs that
+    fall back to the login shell, as tmux does, get uid 65534's nologin)."""
+    return {"PATH": USER_PATH, "HOME": str(home), "LANG": "C.UTF-8", **extra}
 
 
 def as_nobody() -> list[str]:

@@ -77,9 +77,23 @@ configure() {
   fi
 }
 
+# How this user installs Debian packages (the same words as scripts/setup-env.sh and zk0bot,
+# which share scripts/lib.sh; this script runs before the source is here): root runs
+# apt-get, a user with sudo runs it through sudo, anyone else asks an administrator.
+apt_hint() {
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install $* (Debian names) with your system's package manager"
+  elif [[ $(id -u) -eq 0 ]]; then
+    echo "run: apt-get install -y $*"
+  elif command -v sudo >/dev/null 2>&1; then
+    echo "run: sudo apt-get install -y $* (or ask an administrator to)"
+  else
+    echo "ask an administrator to run: apt-get install -y $* (as root)"
+  fi
+}
+
 check_git() {
-  command -v git >/dev/null 2>&1 \
-    || die "git is not installed; install it first (Debian/Ubuntu: sudo apt-get install -y git), then rerun"
+  command -v git >/dev/null 2>&1 || die "git is not installed; $(apt_hint git), then rerun"
 }
 
 python_ok() {
@@ -101,10 +115,10 @@ find_python() {
       fi
     done
     [[ -n $PYTHON ]] \
-      || die "no Python 3.11 or newer found; install one (Debian/Ubuntu: sudo apt-get install -y python3 python3-venv) or set ZK0_PYTHON"
+      || die "no Python 3.11 or newer found; $(apt_hint python3 python3-venv), or set ZK0_PYTHON to one"
   fi
   "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 \
-    || die "$PYTHON cannot create virtual environments; install venv support (Debian/Ubuntu: sudo apt-get install -y python3-venv)"
+    || die "$PYTHON cannot create virtual environments; $(apt_hint python3-venv)"
 }
 
 check_disk() {
@@ -134,6 +148,35 @@ git_reason() {
     { reason = reason sep $0; sep = /:$/ ? " " : "; " }
     fatal && !/:$/ { stop = 1 }
     END { print reason }'
+}
+
+# The install location (for a new install, the nearest directory above it that exists) must
+# be writable by this user; mktemp and git would otherwise fail in their own words.
+check_writable() {
+  local where="$INSTALL_DIR"
+  while [[ ! -e $where ]]; do
+    where="$(dirname "$where")"
+  done
+  [[ -d $where ]] || die "$where is not a directory; set ZK0_INSTALL_DIR to a directory path"
+  [[ -w $where && -x $where ]] \
+    || die "cannot write to $where (install location $INSTALL_DIR); set ZK0_INSTALL_DIR to a directory you can write, or ask its owner for access"
+}
+
+# A failed step as one line: a full disk says so (git, mktemp and mv say it over several
+# lines of their own), anything else gives git's reason.
+fail_step() {
+  local what=$1 output=$2
+  if grep -qi 'no space left on device' <<<"$output"; then
+    die "$what: the disk is full; free some space or set ZK0_INSTALL_DIR to a bigger disk, then rerun"
+  fi
+  die "$what: $(git_reason <<<"$output")"
+}
+
+# Runs a command that writes the install, its output kept for fail_step.
+quietly() {
+  local what=$1 output
+  shift
+  output="$("$@" 2>&1 </dev/null)" || fail_step "$what" "$output"
 }
 
 # Says what ZK0_REF names in ZK0_REPO before anything is written: a branch, a tag, or, for
@@ -186,11 +229,9 @@ check_system_packages() {
   [[ -n $missing ]] || return 0
   if ! command -v apt-get >/dev/null 2>&1; then
     die "missing system packages (Debian names): $missing; install them with your system's package manager, then rerun"
-  elif command -v sudo >/dev/null 2>&1; then
-    die "missing system packages: $missing; run: sudo apt-get install -y $missing (or ask an administrator to), then rerun"
-  else
-    die "missing system packages: $missing; ask an administrator to run: apt-get install -y $missing (as root), then rerun"
   fi
+  # shellcheck disable=SC2086 # one word per package
+  die "missing system packages: $missing; $(apt_hint $missing), then rerun"
 }
 
 # True when COMMIT of the repository in DIR is a zk0 version: it has zk0bot.sh,
@@ -209,7 +250,7 @@ fetch_target() {
   local git=(git -C "$1") reason ns=refs/zk0-incoming
   reason="$(GIT_TERMINAL_PROMPT=0 "${git[@]}" fetch --quiet --no-tags --force "$REPO" \
     "+refs/heads/*:$ns/heads/*" "+refs/tags/*:$ns/tags/*" 2>&1 </dev/null)" \
-    || die "cannot fetch ZK0_REPO=$REPO: $(git_reason <<<"$reason")"
+    || fail_step "cannot fetch ZK0_REPO=$REPO" "$reason"
   case $REF_KIND in
     branch) TARGET="$("${git[@]}" rev-parse --quiet --verify "$ns/heads/$REF^{commit}" || true)" ;;
     tag) TARGET="$("${git[@]}" rev-parse --quiet --verify "$ns/tags/$REF^{commit}" || true)" ;;
@@ -234,21 +275,21 @@ checkout_target() {
   local git=(git -C "$1") current reason
   reason="$(GIT_TERMINAL_PROMPT=0 "${git[@]}" fetch --quiet --tags --force --prune "$REPO" \
     "+refs/heads/*:refs/remotes/origin/*" 2>&1 </dev/null)" \
-    || die "cannot fetch ZK0_REPO=$REPO: $(git_reason <<<"$reason")"
+    || fail_step "cannot fetch ZK0_REPO=$REPO" "$reason"
   current="$("${git[@]}" remote get-url origin 2>/dev/null || true)"
   if [[ -z $current ]]; then
-    "${git[@]}" remote add origin "$REPO"
+    quietly "cannot set the install's origin" "${git[@]}" remote add origin "$REPO"
   elif [[ $current != "$REPO" ]]; then
     log "switching the install's origin from $current to $REPO"
-    "${git[@]}" remote set-url origin "$REPO"
+    quietly "cannot set the install's origin" "${git[@]}" remote set-url origin "$REPO"
   fi
   if [[ $REF_KIND == branch ]]; then
-    "${git[@]}" checkout --quiet -B "$REF" "$TARGET"
-    "${git[@]}" branch --quiet --set-upstream-to="origin/$REF" "$REF"
+    quietly "cannot check out $REF in $1" "${git[@]}" checkout --quiet -B "$REF" "$TARGET"
+    quietly "cannot check out $REF in $1" "${git[@]}" branch --quiet --set-upstream-to="origin/$REF" "$REF"
   else
-    "${git[@]}" -c advice.detachedHead=false checkout --quiet --detach "$TARGET"
+    quietly "cannot check out $REF in $1" "${git[@]}" -c advice.detachedHead=false checkout --quiet --detach "$TARGET"
   fi
-  "${git[@]}" update-ref refs/zk0/installed "$TARGET"
+  quietly "cannot record the installed version in $1" "${git[@]}" update-ref refs/zk0/installed "$TARGET"
 }
 
 remove_staging() {
@@ -268,14 +309,16 @@ new_install() {
   done
   log "cloning $REPO into $INSTALL_DIR"
   trap remove_staging EXIT
-  STAGING="$(mktemp -d "$parent/.zk0-install.XXXXXX")"
+  local made
+  made="$(mktemp -d "$parent/.zk0-install.XXXXXX" 2>&1)" || fail_step "cannot create a directory in $parent" "$made"
+  STAGING=$made
   chmod "$(umask -S)" "$STAGING"
-  git init --quiet "$STAGING"
+  quietly "cannot create a git repository in $parent" git init --quiet "$STAGING"
   fetch_target "$STAGING"
   checkout_target "$STAGING"
-  mkdir -p "$(dirname "$INSTALL_DIR")"
+  quietly "cannot create $(dirname "$INSTALL_DIR")" mkdir -p "$(dirname "$INSTALL_DIR")"
   [[ ! -d $INSTALL_DIR ]] || rmdir "$INSTALL_DIR"
-  mv "$STAGING" "$INSTALL_DIR"
+  quietly "cannot move the new install into $INSTALL_DIR" mv "$STAGING" "$INSTALL_DIR"
   STAGING=""
 }
 
@@ -379,6 +422,7 @@ main() {
   check_git
   find_python
   check_disk
+  check_writable
   resolve_ref
   check_system_packages
   fetch_source

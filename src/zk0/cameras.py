@@ -7,6 +7,9 @@ node-config key `rename-map`, a JSON object of old -> new feature names, as LeRo
 
     zk0bot client start local:/data/arm --rename-map '{"observation.images.top": "observation.images.front"}'
 
+In simulation, where nodes have no node config of their own, the run-config key
+`rename-maps` holds one such map per dataset URI (zk0.config).
+
 The federation's cameras are those of the server's policy (its eval dataset's, after the
 same kind of mapping). At the start of a run each node reports its cameras (after renaming);
 a node whose cameras cannot feed the policy is refused with one line, and it refuses to
@@ -26,22 +29,32 @@ class CameraError(ValueError):
     """A node's cameras cannot feed the federation's policy, or its rename-map is malformed."""
 
 
-def parse_rename_map(text: str | None) -> dict[str, str]:
+NODE_CONFIG = "node-config 'rename-map'"
+RUN_CONFIG = "run-config 'rename-maps'"
+
+
+def parse_rename_map(text: str | None, source: str = NODE_CONFIG) -> dict[str, str]:
+    """A rename map from its JSON text; `source` names where it came from in errors."""
     if not text:
         return {}
     try:
         mapping = json.loads(text)
     except json.JSONDecodeError as err:
-        raise CameraError(f"node-config 'rename-map' is not JSON ({err.msg}); write it as "
+        raise CameraError(f"{source} is not JSON ({err.msg}); write it as "
                           f"'{{\"observation.images.top\": \"observation.images.front\"}}'") from None
+    return checked_rename_map(mapping, source)
+
+
+def checked_rename_map(mapping: object, source: str) -> dict[str, str]:
+    """`mapping` if it is a rename map: camera feature -> camera feature, one-to-one."""
     if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
-        raise CameraError("node-config 'rename-map' must be a JSON object of feature name -> feature name")
+        raise CameraError(f"{source} must be a JSON object of feature name -> feature name")
     for old, new in mapping.items():
         if not (old.startswith(CAMERA_PREFIX) and new.startswith(CAMERA_PREFIX)):
-            raise CameraError(f"node-config 'rename-map' maps '{old}' -> '{new}'; only camera features "
+            raise CameraError(f"{source} maps '{old}' -> '{new}'; only camera features "
                               f"({CAMERA_PREFIX}*) can be renamed")
     if len(set(mapping.values())) != len(mapping):
-        raise CameraError("node-config 'rename-map' maps two cameras onto the same name")
+        raise CameraError(f"{source} maps two cameras onto the same name")
     return mapping
 
 
@@ -61,14 +74,20 @@ def cameras(features: dict) -> list[str]:
     return sorted(key for key in features if key.startswith(CAMERA_PREFIX))
 
 
-def check(node_cameras: list[str], federation_cameras: list[str]) -> str | None:
-    """Why these cameras cannot feed the federation's policy (None if they can)."""
+# How a node maps its cameras: node-config `rename-map` in deployment, run-config
+# `rename-maps` in simulation (its nodes have no node config of their own).
+RENAME_WAYS = {"node-config": "node-config rename-map", "run-config": "run-config rename-maps (one map per dataset URI)"}
+
+
+def check(node_cameras: list[str], federation_cameras: list[str], how: str = "node-config") -> str | None:
+    """Why these cameras cannot feed the federation's policy (None if they can); `how` is the
+    way this node maps its cameras (a RENAME_WAYS key)."""
     if sorted(node_cameras) == sorted(federation_cameras):
         return None
     missing = sorted(set(federation_cameras) - set(node_cameras))
     extra = sorted(set(node_cameras) - set(federation_cameras))
     return (f"cameras {sorted(node_cameras)} cannot feed the federation's policy, which takes {sorted(federation_cameras)} "
-            f"(missing {missing}, unexpected {extra}); map them with node-config rename-map, e.g. "
+            f"(missing {missing}, unexpected {extra}); map them with {RENAME_WAYS.get(how, RENAME_WAYS['node-config'])}, e.g. "
             f"'{{\"{extra[0] if extra else 'observation.images.X'}\": \"{missing[0] if missing else 'observation.images.Y'}\"}}'")
 
 

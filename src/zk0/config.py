@@ -7,6 +7,7 @@ object, or stops with a one-line `ConfigError` naming the offending key.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
@@ -30,6 +31,7 @@ class RunConfig:
     model: str
     datasets: tuple[DatasetURI, ...]
     eval_dataset: DatasetURI
+    rename_maps: str
     num_rounds: int
     local_steps: int
     batch_size: int
@@ -136,8 +138,42 @@ class RunConfig:
                 "run-config key 'heldout-episodes' is 0 but fraction-evaluate > 0: clients need held-out "
                 "episodes to evaluate on; set heldout-episodes >= 1 or fraction-evaluate = 0.0"
             )
+        self._rename_maps()
         if not self.output_dir.strip():
             raise ConfigError("run-config key 'output-dir' is empty; give a directory for run outputs")
+
+    def rename_map_json(self, dataset: DatasetURI) -> str:
+        """Simulation's camera mapping for one dataset, as node-config rename-map takes it
+        in deployment ('' if `rename-maps` has none for it)."""
+        mapping = self._rename_maps().get(str(dataset))
+        return json.dumps(mapping) if mapping else ""
+
+    def _rename_maps(self) -> dict[str, dict[str, str]]:
+        """`rename-maps`: a JSON object of dataset URI (one of `datasets`) -> rename map."""
+        if not self.rename_maps.strip():
+            return {}
+        from zk0.cameras import RUN_CONFIG, CameraError, checked_rename_map
+
+        example = '\'{"local:/data/arm": {"observation.images.top": "observation.images.front"}}\''
+        try:
+            maps = json.loads(self.rename_maps)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"run-config key 'rename-maps' is not JSON ({err.msg}); write it as {example}") from None
+        if not isinstance(maps, dict):
+            raise ConfigError(f"run-config key 'rename-maps' must be a JSON object of dataset URI -> rename map, e.g. {example}")
+        by_uri = {}
+        for text, mapping in maps.items():
+            try:
+                uri = parse_dataset_uri(text)
+                by_uri[str(uri)] = checked_rename_map(mapping, f"{RUN_CONFIG} for {uri}")
+            except URIError as err:
+                raise ConfigError(f"run-config key 'rename-maps': {err}") from None
+            except CameraError as err:
+                raise ConfigError(str(err)) from None
+            if uri not in self.datasets:
+                raise ConfigError(f"run-config key 'rename-maps' names {uri}, which run-config 'datasets' does not list; "
+                                  f"use the URIs as 'datasets' writes them")
+        return by_uri
 
     def evaluates_after(self, server_round: int) -> bool:
         """Server evaluation: before training, every `eval-every` rounds and after the last."""

@@ -1,12 +1,13 @@
 """A node's LeRobot dataset: open it from its URI, check it fits the policy, split it.
 
 The last `heldout_episodes` episodes are never trained on: they are the node's own
-evaluation data. Action chunks come from `delta_timestamps` derived from the policy
-config, exactly as LeRobot's training script does.
+evaluation data. Action chunks come from LeRobot's own `resolve_delta_timestamps` over the
+policy config, as LeRobot's training script does.
 
 A `local:` dataset never touches the network: LeRobot downloads whatever file of a
 dataset it cannot read, so every file it will read is checked first, and a split is
-opened so that a file found missing later is an error, not a download.
+opened so that a file found missing later is an error, not a download. Its videos are
+decoded at their first and last frame, so a truncated file is named before training.
 """
 
 from __future__ import annotations
@@ -93,12 +94,32 @@ def episode_files(meta: "LeRobotDatasetMetadata", episodes: list[int]) -> list[P
     return sorted(paths)
 
 
+def check_videos(uri: DatasetURI, meta: "LeRobotDatasetMetadata") -> None:
+    """Every video file of a local dataset decodes at its first and last frame, with the decoder
+    LeRobot reads it with (torchcodec): a truncated or corrupt file is named here, not mid-training."""
+    from torchcodec.decoders import VideoDecoder
+
+    paths = {meta.get_video_file_path(ep, key) for key in meta.video_keys for ep in range(meta.total_episodes)}
+    for path in sorted(paths):
+        try:
+            decoder = VideoDecoder(str(uri.root / path))
+            decoder[0]
+            decoder[-1]
+        except Exception as err:  # torchcodec raises RuntimeError/ValueError with FFmpeg's words
+            detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise DatasetError(
+                f"dataset {uri}: video {path} cannot be decoded ({detail}); the file is truncated or corrupt, "
+                f"copy it again from the recording"
+            ) from None
+
+
 def open_node_data(uri: DatasetURI, action_dim: int, heldout_episodes: int) -> NodeData:
     meta = load_metadata(uri)
     check_features(uri, meta, action_dim)
     episodes = list(range(meta.total_episodes))
     if uri.scheme == "local":
         _require_files(uri, episode_files(meta, episodes))
+        check_videos(uri, meta)
     if heldout_episodes >= len(episodes):
         raise DatasetError(
             f"dataset {uri}: has {len(episodes)} episodes, cannot hold out {heldout_episodes} and still train; "
@@ -108,22 +129,13 @@ def open_node_data(uri: DatasetURI, action_dim: int, heldout_episodes: int) -> N
     return NodeData(uri=uri, meta=meta, train_episodes=episodes[:split], heldout_episodes=episodes[split:])
 
 
-def delta_timestamps(policy_config, fps: int) -> dict[str, list[float]]:
-    """LeRobot's recipe: observation and action offsets from the policy's delta indices."""
-    deltas = {"action": [i / fps for i in policy_config.action_delta_indices]}
-    if policy_config.observation_delta_indices is not None:
-        obs = [i / fps for i in policy_config.observation_delta_indices]
-        for key in policy_config.input_features:
-            deltas[key] = obs
-    return deltas
-
-
-def open_split(data: NodeData, episodes: list[int], policy_config, rename_map: dict | None = None) -> "LeRobotDataset":
-    """The episodes as a LeRobotDataset; `rename_map` (zk0.cameras): the policy's camera names -> the dataset's."""
+def open_split(data: NodeData, episodes: list[int], policy_config) -> "LeRobotDataset":
+    """The episodes as a LeRobotDataset, under the dataset's own feature names (zk0.cameras
+    renames samples afterwards)."""
+    from lerobot.datasets.factory import resolve_delta_timestamps
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    original = {new: old for old, new in (rename_map or {}).items()}
-    deltas = {original.get(key, key): offsets for key, offsets in delta_timestamps(policy_config, data.meta.fps).items()}
+    deltas = resolve_delta_timestamps(policy_config, data.meta)
     dataset_class = _local_dataset_class() if data.uri.scheme == "local" else LeRobotDataset
     return dataset_class(data.uri.repo_id, root=data.uri.root, episodes=episodes, delta_timestamps=deltas)
 

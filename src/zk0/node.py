@@ -57,6 +57,7 @@ class NodeSession:
     policy: object
     cached: "_CachedNode"
     startup_seconds: float
+    rename_via: str = "node-config"  # how this node maps its cameras, for refusals
     preprocessor: object = None
     postprocessor: object = None
 
@@ -90,10 +91,10 @@ class NodeSession:
         return node_stats(self.dataset_stats, self.policy.config)
 
     def identity(self) -> NodeIdentity:
-        return NodeIdentity(str(self.data.uri), tuple(self.cameras))
+        return NodeIdentity(str(self.data.uri), tuple(self.cameras), self.rename_via)
 
     def check_cameras(self, federation_cameras: list[str]) -> None:
-        reason = check_cameras(self.cameras, federation_cameras)
+        reason = check_cameras(self.cameras, federation_cameras, self.rename_via)
         if reason:
             raise CameraError(f"dataset {self.data.uri}: {reason}")
 
@@ -105,7 +106,7 @@ class NodeSession:
         splits = self.cached.splits
         if name not in splits:
             episodes = self.data.train_episodes if name == "train" else self.data.heldout_episodes
-            split = open_split(self.data, episodes, self.policy.config, self.cached.rename_map)
+            split = open_split(self.data, episodes, self.policy.config)
             splits[name] = RenamedDataset(split, self.cached.rename_map) if self.cached.rename_map else split
         return splits[name]
 
@@ -119,7 +120,7 @@ class NodeSession:
 @dataclass
 class _CachedNode:
     data: NodeData
-    rename_map: dict = field(default_factory=dict)  # node-config rename-map (zk0.cameras)
+    rename_map: dict = field(default_factory=dict)  # node-config rename-map or run-config rename-maps (zk0.cameras)
     processors: dict = field(default_factory=dict)  # stats fingerprint -> (preprocessor, postprocessor)
     splits: dict = field(default_factory=dict)
 
@@ -129,12 +130,22 @@ def node_session(context: Context) -> NodeSession:
     started = time.perf_counter()
     _apply_threads(context.node_config)
     config = RunConfig.from_run_config(context.run_config)
-    rename_json = str(context.node_config.get("rename-map", ""))
-    node = _cached_node(config, node_dataset(config, dict(context.node_config)), rename_json)
+    node_config = dict(context.node_config)
+    uri = node_dataset(config, node_config)
+    rename_json, rename_via = _rename_map(config, node_config, uri)
+    node = _cached_node(config, uri, rename_json)
     policy = _shared_policy(config, node.data.meta, node.rename_map)
-    session = NodeSession(config, node.data, policy, node, startup_seconds=0.0)
+    session = NodeSession(config, node.data, policy, node, startup_seconds=0.0, rename_via=rename_via)
     session.startup_seconds = time.perf_counter() - started
     return session
+
+
+def _rename_map(config: RunConfig, node_config: dict, uri: DatasetURI) -> tuple[str, str]:
+    """The node's camera mapping (JSON) and the way it is given: node-config `rename-map` in
+    deployment; in simulation, where a node's config holds only its partition, run-config `rename-maps`."""
+    if "dataset-uri" in node_config:
+        return str(node_config.get("rename-map", "")), "node-config"
+    return config.rename_map_json(uri), "run-config"
 
 
 def _apply_threads(node_config) -> None:

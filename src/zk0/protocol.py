@@ -154,9 +154,11 @@ class NodeIdentity:
 
     dataset: str
     cameras: tuple[str, ...] = ()
+    rename_via: str = "node-config"  # how it maps cameras (zk0.cameras.RENAME_WAYS), for refusals
 
     def to_record(self) -> ConfigRecord:
-        return ConfigRecord({"dataset-uri": self.dataset, "cameras": ",".join(self.cameras)})
+        return ConfigRecord({"dataset-uri": self.dataset, "cameras": ",".join(self.cameras),
+                             "rename-via": self.rename_via})
 
     @classmethod
     def from_record(cls, record: object) -> "NodeIdentity":
@@ -168,7 +170,8 @@ class NodeIdentity:
         names = tuple(clean_label(c, MAX_NAME_CHARS) for c in cameras.split(",") if c)
         if len(names) > MAX_CAMERAS:
             raise ProtocolError(f"the node reports {len(names)} cameras, more than {MAX_CAMERAS}")
-        return cls(clean_label(dataset), names)
+        via = record.get("rename-via", "node-config")
+        return cls(clean_label(dataset), names, via if via in ("node-config", "run-config") else "node-config")
 
 
 def claimed_identity(content: object) -> NodeIdentity | None:

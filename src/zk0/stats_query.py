@@ -26,7 +26,7 @@ def _screen(content, cameras: list[str], shapes: dict) -> StatsReport:
         report = StatsReport.from_content(content)
     except ProtocolError as err:
         raise Rejected(f"unusable statistics ({err})") from None
-    reason = (check_cameras(list(report.identity.cameras), cameras) if cameras else None) \
+    reason = (check_cameras(list(report.identity.cameras), cameras, report.identity.rename_via) if cameras else None) \
         or stats.check(report.stats, shapes)
     if reason:
         raise Rejected(reason)

@@ -1,0 +1,179 @@
+"""Operator mistakes (issue 18): nothing a typo can destroy, service accounts work, one clear line.
+
+zk0bot runs for real here (openssl, tmux, a SuperLink where a start is needed); each test
+fails on the code before the fix it covers.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_zk0bot import ROOT, ZK0BOT, Zk0bot, error_lines
+from unprivileged import as_nobody, nobody_dir, user_env, user_path_without  # noqa: F401 - nobody_dir is a fixture
+
+NOLOGIN = "/usr/sbin/nologin"
+
+
+@pytest.fixture
+def bot(tmp_path: Path) -> Zk0bot:
+    """zk0bot with a fresh, empty ZK0_HOME; whatever a test started is stopped afterwards."""
+    instance = Zk0bot(tmp_path / "home")
+    instance.home.mkdir()
+    yield instance
+    instance("stop")
+
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def make_server_certs(dir: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it, as an admin's own PKI would give."""
+    dir.mkdir(parents=True)
+    ca, ca_key, cert, key, csr, ext = (dir / name for name in ("ca.crt", "ca.key", "server.pem", "server.key",
+                                                                "server.csr", "server.ext"))
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+            "-keyout", str(ca_key), "-out", str(ca), "-subj", f"/CN=test CA {dir.name}")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", str(key), "-out", str(csr), "-subj", "/CN=zk0-superlink")
+    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+            "-days", "2", "-out", str(cert), "-extfile", str(ext))
+    return ca, cert, key
+
+
+def installed_certs(bot: Zk0bot) -> dict[str, bytes]:
+    certs = bot.home / "server" / "certs"
+    return {name: (certs / name).read_bytes() for name in ("ca.crt", "server.pem", "server.key")}
+
+
+@pytest.mark.parametrize("which", ["all", "key"])
+def test_bad_given_certificates_change_nothing(bot: Zk0bot, tmp_path: Path, which: str):
+    """`server start --ca-cert/--cert/--key` with a wrong file: one line naming it, and the
+    federation's CA, certificate and key stay as they were (the next start still works)."""
+    ca, cert, key = make_server_certs(bot.home / "server" / "certs")
+    before = installed_certs(bot)
+    garbage = tmp_path / "G"
+    garbage.write_text("not a PEM file\n")
+    _, _, other_key = make_server_certs(tmp_path / "other")
+    given = (garbage, garbage, garbage) if which == "all" else (ca, cert, other_key)
+    result = bot("server", "start", "--ca-cert", str(given[0]), "--cert", str(given[1]), "--key", str(given[2]))
+    lines = error_lines(result)
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert "nothing was changed" in lines[0] and str(given[2] if which == "key" else garbage) in lines[0], lines[0]
+    assert installed_certs(bot) == before
+    assert not list((bot.home / "server" / "certs").glob("backup-*"))
+
+
+def test_given_certificates_replace_the_old_ones_which_are_kept(bot: Zk0bot, tmp_path: Path):
+    """Good files are installed and the server starts on them; the replaced files are kept."""
+    make_server_certs(bot.home / "server" / "certs")
+    before = installed_certs(bot)
+    ca, cert, key = make_server_certs(tmp_path / "admin-pki")
+    result = bot("server", "start", "--ca-cert", str(ca), "--cert", str(cert), "--key", str(key))
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert installed_certs(bot) == {"ca.crt": ca.read_bytes(), "server.pem": cert.read_bytes(),
+                                    "server.key": key.read_bytes()}
+    (backup,) = (bot.home / "server" / "certs").glob("backup-*")
+    assert {name: (backup / name).read_bytes() for name in before} == before
+    assert not (bot.home / "server" / "certs" / "ca.key").exists()  # the old CA's key went with the old CA
+    assert "healthy" in bot("server", "status").stdout
+
+
+def test_server_starts_for_an_account_with_a_nologin_shell(bot: Zk0bot):
+    """tmux falls back to the login shell: with SHELL a nologin (service accounts), the
+    SuperLink, SuperExec and proxy sessions still start and stay up."""
+    started = bot("server", "start", "--insecure", SHELL=NOLOGIN)
+    assert started.returncode == 0, started.stderr + started.stdout
+    status = bot("server", "status", SHELL=NOLOGIN)
+    assert "insecure, healthy" in status.stdout and "zk0-proxy: running" in status.stdout, status.stdout
+
+
+def test_doctor_checks_that_sessions_run(bot: Zk0bot):
+    """doctor runs a command in a tmux session the way every start does (here as a nologin account)."""
+    doctor = bot("doctor", SHELL=NOLOGIN)
+    assert any(line.startswith("  ok    tmux ") and "sessions run commands" in line
+               for line in doctor.stdout.splitlines()), doctor.stdout
+
+
+def test_doctor_names_a_zk0_home_that_cannot_be_created(bot: Zk0bot, tmp_path: Path):
+    """ZK0_HOME below a regular file: doctor fails and names it (start would fail on it)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    doctor = bot("doctor", ZK0_HOME=str(blocker / "zk0"))
+    assert doctor.returncode != 0
+    assert f"  FAIL  ZK0_HOME {blocker / 'zk0'} cannot be created: {blocker} is not a writable directory" \
+        in doctor.stdout.splitlines(), doctor.stdout
+
+
+def test_a_user_without_sudo_is_told_whom_to_ask(nobody_dir: Path):
+    """uid 65534 without sudo: zk0bot names the command for an administrator, not `sudo apt-get`."""
+    env = user_env(nobody_dir, PATH=user_path_without(nobody_dir / "bin", "tmux", "sudo"),
+                   ZK0_HOME=str(nobody_dir / "zk0home"))
+    result = subprocess.run([*as_nobody(), str(ZK0BOT), "server", "start"], env=env, capture_output=True,
+                            text=True, timeout=60, cwd=nobody_dir)
+    assert error_lines(result) == [
+        "zk0bot: error: tmux is not installed; ask an administrator to run: apt-get install -y tmux (as root)"]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (("server", "start", "--port", "08"), {}, "port '08' is not a number in 1-65535"),
+        (("server", "start", "--port", "65536"), {}, "port '65536' is not a number in 1-65535"),
+        (("server", "start"), {"ZK0_SERVER_PORT": "010"}, "port '010' is not a number in 1-65535"),
+        (("client", "start", "hf:owner/name", "--server", "host:08", "--insecure"), {}, "port '08' is not a number"),
+        (("client", "start", "hf:owner/name", "--port", "09", "--insecure"), {}, "port '09' is not a number"),
+        (("status",), {"ZK0_START_TIMEOUT": "9s"}, "ZK0_START_TIMEOUT must be a whole number of seconds, got '9s'"),
+    ],
+)
+def test_bad_numbers_are_one_line_without_bash_errors(bot: Zk0bot, args, env, message):
+    """Numbers bash would misread (08 as octal) or choke on are refused in zk0bot's own words."""
+    result = bot(*args, **env)
+    lines = error_lines(result)
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("zk0bot: error:") and message in lines[0], lines[0]
+
+
+def test_restarting_a_running_client_with_another_server_is_refused(bot: Zk0bot, demo_roots):
+    """`client start --server X` for a client that runs against another server: one line saying
+    how to apply it (stop, then start), and the running client is left as it was."""
+    started = bot("server", "start", "--insecure")
+    assert started.returncode == 0, started.stderr + started.stdout
+    uri = f"local:{demo_roots[0]}"
+    joined = bot("client", "start", uri, "--insecure")
+    assert joined.returncode == 0, joined.stderr + joined.stdout
+    again = bot("client", "start", uri, "--insecure", "--server", "127.0.0.1:1")
+    lines = error_lines(again)
+    assert again.returncode != 0 and len(lines) == 1, again.stderr
+    assert f"already runs with server 127.0.0.1:{bot.port}" in lines[0] and f"zk0bot client stop {uri}" in lines[0]
+    assert f"client {uri}: running" in bot("client", "status").stdout
+    same = bot("client", "start", uri, "--insecure")
+    assert same.returncode == 0 and "already running" in same.stdout
+
+
+def test_doctor_names_an_environment_this_user_cannot_run(nobody_dir: Path):
+    """A venv built on an interpreter only root can run (pyenv under /root): doctor says so,
+    not "all checks passed" nor "no python environment"."""
+    venv_python = ROOT / ".venv" / "bin" / "python"
+    if subprocess.run([*as_nobody(), "test", "-x", str(venv_python)]).returncode == 0:
+        pytest.skip("uid 65534 can run this checkout's .venv interpreter")
+    env = user_env(nobody_dir, ZK0_HOME=str(nobody_dir / "zk0home"), ZK0_VENV=str(ROOT / ".venv"))
+    doctor = subprocess.run([*as_nobody(), str(ZK0BOT), "doctor"], env=env, capture_output=True, text=True,
+                            timeout=120, cwd=nobody_dir)
+    assert doctor.returncode != 0
+    assert f"  FAIL  the python environment {ROOT / '.venv'} is not usable by this user" in doctor.stdout, doctor.stdout
+
+
+def test_zk0_home_too_long_for_tmux_is_one_line(bot: Zk0bot, tmp_path: Path):
+    """tmux's socket lives in ZK0_HOME and a socket path has at most 107 bytes: a longer
+    ZK0_HOME is named by doctor and by start (tmux would say "File name too long")."""
+    home = tmp_path / ("h" * (120 - len(str(tmp_path))))
+    doctor = bot("doctor", ZK0_HOME=str(home))
+    assert f"  FAIL  ZK0_HOME {home} is too long for tmux's socket" in doctor.stdout, doctor.stdout
+    started = bot("server", "start", ZK0_HOME=str(home))
+    lines = error_lines(started)
+    assert started.returncode != 0 and len(lines) == 1, started.stderr
+    assert f"ZK0_HOME={home} is too long for tmux's socket" in lines[0]
