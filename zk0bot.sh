@@ -96,7 +96,7 @@ session_pid() { tmx list-panes -t "=$1" -F '#{pane_pid}' 2>/dev/null | head -n1;
 start_session() {
   local session=$1 dir=$2 flwr_home=$3 log=$4 mode=$5
   shift 5
-  local prelude command qlog body
+  local prelude command qlog body script
   prelude=$(export -p | grep -E '^declare -x (ZK0_|HF_|HUGGINGFACE_|WANDB_|CUDA_|NVIDIA_|OMP_|MKL_|PYTORCH_|TORCH|PYTHONPATH=|XDG_CACHE_HOME=|HOME=|PATH=)' || true)
   command=$(printf '%q ' "$@")
   qlog=$(printf '%q' "$log")
@@ -105,8 +105,12 @@ start_session() {
   else
     body="exec $command >>$qlog 2>&1"
   fi
-  tmux_run "$ZK0_HOME/tmux.sock" "$session" "$dir" \
-    "umask 077"$'\n'"$prelude"$'\n'"export FLWR_HOME=$(printf '%q' "$flwr_home"); $body"
+  # The script goes into a private file, not onto the command line: the forwarded
+  # environment may hold API keys (HF_TOKEN, WANDB_API_KEY) that `ps` shows to every account.
+  script="$dir/.session-$session.sh"
+  printf '%s\n' "umask 077" "$prelude" "export FLWR_HOME=$(printf '%q' "$flwr_home")" "$body" >"$script"
+  chmod 600 "$script"
+  tmux_run "$ZK0_HOME/tmux.sock" "$session" "$dir" ". $(printf '%q' "$script")"
 }
 
 # A detached tmux session running a bash script. tmux would run a lone command string

@@ -27,6 +27,10 @@ def settings(bot: Zk0bot) -> dict[str, str]:
     return dict(line.split("=", 1) for line in (bot.home / "server" / "server.env").read_text().split())
 
 
+# An API key the admin exports: zk0bot forwards it into its sessions, never onto a command line.
+HF_TOKEN = "hf_zk0testtokenNeverShownInPs0123456789"
+
+
 def superlink_routes() -> list[str]:
     """Every path Flower's SuperLink serves (its own FastAPI app), but /health."""
     from fastapi.routing import iter_route_contexts
@@ -48,7 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, demo_roots: list[Path]):
     if os.geteuid() != 0:
         pytest.skip("switches to uid 65534: needs root")
     bot = Zk0bot(tmp_path_factory.mktemp("zk0home"))
-    started = bot("server", "start")
+    started = bot("server", "start", HF_TOKEN=HF_TOKEN)
     assert started.returncode == 0, started.stderr + started.stdout
     run_config = f"model='tiny' eval-dataset='local:{demo_roots[-1]}' node-wait-timeout=600 num-workers=0"
     submitted = subprocess.run(
@@ -149,7 +153,7 @@ def test_no_token_or_secret_shows_in_ps(server: Zk0bot):
     token = Path(token_path.replace("/proc/self/", f"/proc/{app.pid}/")).read_text().strip()  # root reads it
     assert len(token) >= 32
     seen = subprocess.run([*as_nobody(), "ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
-    for secret in (*secrets, token):
+    for secret in (*secrets, token, HF_TOKEN):
         assert secret not in seen
     unreadable = subprocess.run([*as_nobody(), "cat", token_path.replace("/proc/self/", f"/proc/{app.pid}/")],
                                 capture_output=True, text=True)
