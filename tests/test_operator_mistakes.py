@@ -10,19 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_zk0bot import ROOT, ZK0BOT, Zk0bot, error_lines
+from test_zk0bot import ROOT, ZK0BOT, Zk0bot, bot, error_lines  # noqa: F401 - bot is a fixture
 from unprivileged import as_nobody, nobody_dir, user_env, user_path_without  # noqa: F401 - nobody_dir is a fixture
 
 NOLOGIN = "/usr/sbin/nologin"
-
-
-@pytest.fixture
-def bot(tmp_path: Path) -> Zk0bot:
-    """zk0bot with a fresh, empty ZK0_HOME; whatever a test started is stopped afterwards."""
-    instance = Zk0bot(tmp_path / "home")
-    instance.home.mkdir()
-    yield instance
-    instance("stop")
 
 
 def openssl(*args: str) -> None:
