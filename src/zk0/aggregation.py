@@ -3,6 +3,9 @@ with the constructor arguments zk0's run config gives it.
 
 `zk0.strategy.make_strategy` composes the chosen class with zk0's checks and records
 (`ZK0Strategy` first in the MRO); Flower's class only combines the updates that passed.
+An averaging aggregation (`streams`) gets them already averaged, as one reply, so the
+server folds each reply into a running sum as it arrives (zk0.accumulate); a robust one
+(median, trimmed mean, Krum) needs every update at once and gets them all.
 """
 
 from __future__ import annotations
@@ -22,16 +25,17 @@ class Aggregation:
     flower_class: type[Strategy]
     arguments: Callable[["RunConfig"], dict]
     summary: str
+    streams: bool = False  # a weighted average (then maybe a server optimizer step) of the updates
 
 
 AGGREGATIONS: dict[str, Aggregation] = {
     "fedprox": Aggregation(
         FedProx, lambda c: {"proximal_mu": c.proximal_mu},
-        "weighted average of the updates (FedAvg); clients add the proximal term"),
+        "weighted average of the updates (FedAvg); clients add the proximal term", streams=True),
     "fedavgm": Aggregation(
         FedAvgM, lambda c: {"server_learning_rate": c.server_lr, "server_momentum": c.server_momentum},
         "the weighted average as a pseudo-gradient, applied with server momentum (server-momentum) and "
-        "step size (server-lr); resuming restarts the momentum"),
+        "step size (server-lr); resuming restarts the momentum", streams=True),
     "fedtrimmedavg": Aggregation(
         FedTrimmedAvg, lambda c: {"beta": c.trimmed_avg_beta},
         "per coordinate, the mean after cutting the trimmed-avg-beta fraction at each end"),
