@@ -248,6 +248,9 @@ main() {
     | tee "$RUN_LOG" | console "$verbose" || true
   run_id=$(grep -oE 'run [0-9]+' "$RUN_LOG" | head -n1 | cut -d' ' -f2 || true)
   reason=$(grep -oE 'zk0: error: .*' "$RUN_LOG" | tail -n1 | sed 's/^zk0: error: //' || true)
+  # Not an error zk0 foresaw: the last exception line of a traceback names it.
+  [[ -n $reason ]] || reason=$(sed -e 's/\x1b\[[0-9;]*m//g' "$RUN_LOG" \
+    | grep -E '^[A-Za-z_][A-Za-z0-9_.]*(Error|Exception|Exit|Interrupt)(: .*)?$' | tail -n1 || true)
   [[ -n $run_id ]] || die "flwr run did not start a run: $(boxed_error "$RUN_LOG")"
   status=$(run_status "$run_id")
   if [[ $status != "finished:completed" ]]; then

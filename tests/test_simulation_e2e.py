@@ -110,10 +110,17 @@ def tiny_run(tmp_path_factory, sim_dir) -> tuple[SimulationRun, Path]:
     return run, output_dir
 
 
+def failure_report(run: SimulationRun) -> str:
+    """The console, and the end of the full run log the script kept when the run failed."""
+    kept = re.search(r"full output: (\S+?)\)", run.output)
+    full = Path(kept.group(1)).read_text(errors="replace")[-6000:] if kept and Path(kept.group(1)).exists() else ""
+    return f"{run.output[-4000:]}\n--- end of the full log ---\n{full}"
+
+
 @pytest.fixture(scope="module")
 def run_dir(tiny_run) -> Path:
     run, output_dir = tiny_run
-    assert run.returncode == 0, run.output[-4000:]
+    assert run.returncode == 0, failure_report(run)
     return next(output_dir.iterdir())
 
 
@@ -139,7 +146,7 @@ def test_run_succeeds_with_one_run_directory(tiny_run):
     """The script exits 0 and writes exactly one timestamped run directory, where the user's
     --run-config output-dir says (not where the script's own --output-dir would put it)."""
     run, output_dir = tiny_run
-    assert run.returncode == 0, run.output[-4000:]
+    assert run.returncode == 0, failure_report(run)
     assert len(list(output_dir.iterdir())) == 1
     assert not (output_dir.parent / "overridden").exists()
     assert "finished:completed" in run.output
