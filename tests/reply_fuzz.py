@@ -4,7 +4,8 @@
 small model of SmolVLA-like tensor names and shapes); `mutate(content, rng)` applies one to
 three random mutations to the RecordDict: bit flips in any array's bytes, truncation,
 arrays of another dtype or shape, forged .npy headers, renamed keys, extreme metrics,
-dropped or extra records. `screen(content)` runs the server's whole reply pipeline on it.
+dropped or extra records. `screen(content)` runs the server's whole reply pipeline on it,
+into a round's running sum (zk0.accumulate).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from zk0 import transfer
+from zk0.accumulate import RunningAverage
 from zk0.codec import ErrorFeedback
 from zk0.protocol import ARRAYS, METRICS, NODE
 from zk0.validation import Screened, screen_reply
@@ -108,10 +110,16 @@ def mutate(content: RecordDict, rng: random.Random) -> RecordDict:
 
 
 def screen(content: RecordDict, expected: dict[str, np.ndarray]) -> str:
-    """The pipeline's verdict: 'accepted' or the rejection reason. Raises only on a bug."""
-    result = screen_reply(content, expected, CODEC, MAX_EXAMPLES)
-    if isinstance(result, Screened):
-        assert all(np.isfinite(v).all() for v in result.weights.values())
-        return "accepted"
-    assert isinstance(result, str) and result and "\n" not in result, repr(result)
-    return result
+    """The pipeline's verdict: 'accepted' or the rejection reason. Raises only on a bug. A
+    rejected reply leaves nothing behind in the round's running sum."""
+    pool = RunningAverage(expected, MAX_EXAMPLES)
+    try:
+        result = screen_reply(content, pool, 1, CODEC, MAX_EXAMPLES)
+        if isinstance(result, Screened):
+            assert np.isfinite(result.norm) and all(np.isfinite(v).all() for _, v in pool.average())
+            return "accepted"
+        assert isinstance(result, str) and result and "\n" not in result, repr(result)
+        assert not pool.examples and not any(total.any() for total in pool.sums.values()), result
+        return result
+    finally:
+        pool.close()

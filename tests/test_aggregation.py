@@ -214,12 +214,15 @@ def test_error_made_by_the_superlink_is_filed_under_the_node_it_was_sent_to(stra
     assert str(SUPERLINK_NODE_ID) not in failure
 
 
-def test_node_that_never_answers_is_recorded_as_failed(strategy):
-    """Flower hands over only the replies that came before the round's timeout; a node that sent
-    nothing is still recorded as failed."""
+def test_node_that_never_answers_is_recorded_as_late(strategy):
+    """The round gets only the replies that came before it closed; a node that sent nothing is
+    recorded as late (not failed), and stays busy, so it is not sampled while its message is out."""
     run_round(strategy, {31: (1.0, 10, 1.0), 32: (1.0, 10, 1.0), 33: (1.0, 10, 1.0)}, silent=[33])
-    assert strategy.rounds[1].failures == ["node 33: no reply within round-timeout (3600s)"]
+    assert strategy.rounds[1].late == ["node 33"] and strategy.rounds[1].failures == []
     assert sorted(strategy.rounds[1].clients) == [31, 32]
+    assert strategy.roster.busy == {33}
+    assert strategy.roster.participation[33] == {"sampled": 1, "accepted": 0, "rejected": 0, "failed": 0,
+                                                  "late": 1, "late-replies": 0}
 
 
 def test_round_below_min_train_clients_stops_the_federation(strategy):

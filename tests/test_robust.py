@@ -360,7 +360,7 @@ def test_round_summary_counts_rejections_as_failures(federation, global_model, h
     assert row["rejected"] == [{"node": f"node {ATTACKER} claiming {dataset_of(federation, ATTACKER)}",
                                 "reason": "'num-examples' is 1e+09, more than the 16 the node could have used"}]
     assert len(row["clients"]) == 4
-    assert "clients 4 ok, 1 failed (1 rejected) |" in summary_line(row, ROUNDS)
+    assert "nodes 5 sampled: 4 ok, 1 rejected, 0 failed, 0 late |" in summary_line(row, ROUNDS)
 
 
 # --- robust aggregation over rounds ------------------------------------------------------------

@@ -240,18 +240,20 @@ def test_readme_and_running_sample_lines_are_what_the_code_prints(rows):
     from zk0.round_summary import summary_line
 
     pattern = re.compile(r"\[round (\d+)/(\d+)\] eval action MSE ([\d.]+) \| eval loss ([\d.]+) \| train loss ([\d.]+) \| "
-                         r"clients (\d+) ok, (\d+) failed \| ([\d.]+)s \| ([\d.]+) MB moved")
+                         r"nodes (\d+) sampled: (\d+) ok, (\d+) rejected, (\d+) failed, (\d+) late \| ([\d.]+)s \| "
+                         r"([\d.]+) MB moved")
     readme = (REPO_ROOT / "README.md").read_text()
     running = (REPO_ROOT / "docs" / "RUNNING.md").read_text().replace("\n  ", " ")
     samples = [*pattern.finditer(readme), *pattern.finditer(running)]
     assert len(samples) >= 2
     for sample in samples:
-        rnd, total, mse, loss, train, ok, failed, seconds, moved = sample.groups()
+        rnd, total, mse, loss, train, sampled, ok, rejected, failed, late, seconds, moved = sample.groups()
         row = {"round": int(rnd), "eval/action_mse": float(mse), "eval/loss": float(loss), "train/loss": float(train),
-               "clients": dict.fromkeys(range(int(ok))), "failures": [None] * int(failed), "rejected": [],
+               "sampled": int(sampled), "clients": dict.fromkeys(range(int(ok))), "rejected": [None] * int(rejected),
+               "failures": [None] * int(failed), "late": [None] * int(late),
                "seconds": float(seconds), "bytes_down": {0: float(moved) * 1e6}, "bytes_up": {}}
         assert summary_line(row, int(total)) == sample.group(0)
-    readme_moved = pattern.search(readme).group(9)
+    readme_moved = pattern.search(readme).group(12)
     last = rows[-1]
     assert readme_moved == f"{(sum(last['bytes_down'].values()) + sum(last['bytes_up'].values())) / 1e6:.2f}"
 

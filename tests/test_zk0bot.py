@@ -298,7 +298,7 @@ def test_restarted_node_rejoins_the_next_run(federation):
     result = bot("run", "--rounds", "1", "--stream", "--run-config", config, timeout=600)
     assert result.returncode == 0, result.stderr + result.stdout
     assert "[round 1/1] eval action MSE" in result.stdout
-    assert "clients 2 ok, 0 failed" in result.stdout
+    assert "nodes 2 sampled: 2 ok, 0 rejected, 0 failed, 0 late" in result.stdout
 
 
 def run_dirs(bot: Zk0bot) -> set[Path]:

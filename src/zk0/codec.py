@@ -32,7 +32,7 @@ Why these choices (relative L2 error of q4 on 3M-value deltas, gaussian / studen
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
@@ -249,6 +249,13 @@ def decode(arrays: Mapping[str, np.ndarray], expect: Mapping[str, tuple[int, ...
     With `expect` (name -> shape), the tensor names and the shapes the arrays declare are
     checked against it before anything is decoded: what a peer sends cannot make this
     allocate more than the expected tensors. fp32 tensors come back as the arrays given (no copy)."""
+    return dict(decode_each(arrays, expect))
+
+
+def decode_each(arrays: Mapping[str, np.ndarray],
+                expect: Mapping[str, tuple[int, ...]] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """`decode`, one tensor at a time (the caller may drop each before the next is decoded).
+    Names and declared shapes are all checked before the first tensor comes."""
     grouped: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for key, value in arrays.items():
         name, codec, part = _parse_key(key)
@@ -258,7 +265,8 @@ def decode(arrays: Mapping[str, np.ndarray], expect: Mapping[str, tuple[int, ...
             raise CodecError(f"tensor '{name}' arrives in two codecs ({' and '.join(by_codec)}): send each tensor once")
     if expect is not None:
         _check_expected(grouped, expect)
-    return {name: _decode_parts(name, *by_codec.popitem()) for name, by_codec in grouped.items()}
+    for name, by_codec in grouped.items():
+        yield name, _decode_parts(name, *next(iter(by_codec.items())))
 
 
 def _check_expected(grouped: dict[str, dict[str, dict[str, np.ndarray]]], expect: Mapping[str, tuple[int, ...]]) -> None:

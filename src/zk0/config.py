@@ -55,6 +55,7 @@ class RunConfig:
     min_evaluate_clients: int
     min_available_clients: int
     round_timeout: float
+    train_quorum: float
     node_wait_timeout: float
     heldout_episodes: int
     eval_every: int
@@ -98,6 +99,8 @@ class RunConfig:
         for name in ("lr", "round_timeout", "node_wait_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"run-config key '{_key(name)}' must be > 0, got {getattr(self, name)}")
+        if not 0.0 < self.train_quorum <= 1.0:
+            raise ConfigError(f"run-config key 'train-quorum' must be in (0, 1], got {self.train_quorum}")
         for name in ("fraction_train", "fraction_evaluate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"run-config key '{_key(name)}' must be in [0, 1], got {getattr(self, name)}")

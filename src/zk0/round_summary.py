@@ -32,6 +32,9 @@ def round_row(server_round: int, record: RoundRecord | None, result: EvalResult 
         "clients": record.named(record.clients),
         "received_eval": record.named(record.received_eval),
         "client_eval": record.named(record.client_eval),
+        "sampled": len(record.sampled),
+        "answered": record.answered,
+        "late": record.late,
         "failures": record.failures,
         "rejected": record.rejected,
         "aggregate/seconds": record.aggregate_seconds,
@@ -47,11 +50,10 @@ def summary_line(row: dict, num_rounds: int) -> str:
         return "-" if value is None else format(value, spec)
 
     moved = (sum(row["bytes_down"].values()) + sum(row["bytes_up"].values())) / 1e6
-    rejected = len(row["rejected"])
-    failed = f"{len(row['failures']) + rejected} failed" + (f" ({rejected} rejected)" if rejected else "")
+    rejected, failed = len(row["rejected"]), len(row["failures"])
     return (
         f"[round {row['round']}/{num_rounds}] eval action MSE {fmt(row['eval/action_mse'], '.4f')} | "
         f"eval loss {fmt(row['eval/loss'], '.4f')} | train loss {fmt(row['train/loss'], '.4f')} | "
-        f"clients {len(row['clients'])} ok, {failed} | "
-        f"{row['seconds']:.1f}s | {moved:.2f} MB moved"
+        f"nodes {row['sampled']} sampled: {len(row['clients'])} ok, {rejected} rejected, {failed} failed, "
+        f"{len(row['late'])} late | {row['seconds']:.1f}s | {moved:.2f} MB moved"
     )

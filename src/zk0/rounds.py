@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from flwr.app import Message
+from flwr.app import Message, Metadata
 
 from zk0 import transfer
 from zk0.identities import registered_names
@@ -33,26 +33,30 @@ class RoundRecord:
     received_eval: dict[int, dict] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     rejected: list[dict[str, str]] = field(default_factory=list)
+    sampled: list[int] = field(default_factory=list)  # the nodes sent a training message
+    answered: int = 0  # replies in before the round closed
+    late: list[str] = field(default_factory=list)  # sampled nodes that had not answered when the round closed
     aggregate_seconds: float | None = None  # decoding, checks and aggregation of the updates
     # Held only while the round runs: the broadcast sent for training (the base of every
-    # update) and the messages sent (a reply names the message it answers; ids are given
-    # when the grid pushes them).
+    # update) and the metadata of the messages sent (a reply names the message it answers;
+    # ids are given when the grid pushes them, so they are read only once replies come).
     broadcast: transfer.Broadcast | None = None
-    outbox: list[Message] = field(default_factory=list)
+    outbox: list[Metadata] = field(default_factory=list)
     _addressees: dict[str, int] | None = field(default=None, repr=False)
 
-    def sent(self, messages: list[Message]) -> None:
-        self.outbox, self._addressees = list(messages), None
-        for message in messages:
-            node = message.metadata.dst_node_id
-            payload = sum(record.count_bytes() for record in message.content.array_records.values())
-            self.bytes_down[node] = self.bytes_down.get(node, 0) + payload
+    def sent(self, message: Message) -> None:
+        """One message on its way (its content is not kept: the grid may drop it once pushed)."""
+        self.outbox.append(message.metadata)
+        self._addressees = None
+        node = message.metadata.dst_node_id
+        payload = sum(record.count_bytes() for record in message.content.array_records.values())
+        self.bytes_down[node] = self.bytes_down.get(node, 0) + payload
 
     @property
     def addressees(self) -> dict[str, int]:
         """Message id -> node, read once the grid has pushed the messages (and given their ids)."""
         if self._addressees is None:
-            self._addressees = {message.metadata.message_id: message.metadata.dst_node_id for message in self.outbox}
+            self._addressees = {metadata.message_id: metadata.dst_node_id for metadata in self.outbox}
         return self._addressees
 
     def closed(self) -> None:
@@ -83,15 +87,34 @@ class RoundRecord:
         return {self.names.get(node, str(node)): value for node, value in per_node.items()}
 
 
+PARTICIPATION = ("sampled", "accepted", "rejected", "failed", "late", "late-replies")
+
+
 class Roster:
     """What the server knows of each node in this run: its label, the broadcast round it
-    holds (the base of a delta download), and whether it was refused for the rest of the run."""
+    holds (the base of a delta download), whether it was refused for the rest of the run,
+    the training messages it has not answered yet (message id -> round: the node is busy),
+    and how often it took part (PARTICIPATION counts)."""
 
     def __init__(self) -> None:
         self.claims: dict[int, str] = {}
         self.holds: dict[int, int] = {}
         self.refused: dict[int, str] = {}
+        self.outstanding: dict[str, tuple[int, int]] = {}  # message id -> (round, node)
+        self.participation: dict[int, dict[str, int]] = {}
         self._names: dict[int, str] = {}
+
+    def count(self, node: int, what: str) -> None:
+        counts = self.participation.setdefault(node, dict.fromkeys(PARTICIPATION, 0))
+        counts[what] += 1
+
+    @property
+    def busy(self) -> set[int]:
+        return {node for _, node in self.outstanding.values()}
+
+    def participation_table(self) -> dict[str, dict[str, int]]:
+        """Per node (by label), how often it was sampled, accepted, rejected, failed, late."""
+        return {self.label(node): counts for node, counts in sorted(self.participation.items())}
 
     def refresh_names(self) -> None:
         """Re-read the registered names (node ids change when the SuperLink restarts)."""
@@ -111,5 +134,7 @@ class Roster:
         self.holds.pop(node, None)
 
     def eligible(self, nodes: list[int]) -> list[int]:
-        return sorted(node for node in nodes if node not in self.refused)
+        """The nodes that may be sampled: not refused, not still busy with an earlier round."""
+        busy = self.busy
+        return sorted(node for node in nodes if node not in self.refused and node not in busy)
 

@@ -3,6 +3,8 @@
     <output-dir>/<YYYYMMDD-HHMMSS>/     (UTC; `-2`, `-3`, ... if taken)
     ├── run_config.json       {"run_id": Flower's run id, "run_config": the raw run config}
     ├── metrics.jsonl         one JSON object per round
+    ├── participation.json    per node: how often it was sampled, accepted, rejected, failed, late
+    ├── spool/                a round's compact updates, only while the round aggregates
     ├── server.log            the ServerApp's zk0 lines
     ├── plots/metrics.png     metrics over rounds
     ├── state/                state.json + global.safetensors after the last completed round
@@ -77,6 +79,14 @@ class RunDir:
     @property
     def metrics(self) -> Path:
         return self.path / "metrics.jsonl"
+
+    @property
+    def participation(self) -> Path:
+        return self.path / "participation.json"
+
+    @property
+    def spool(self) -> Path:
+        return self.path / "spool"
 
     @property
     def server_log(self) -> Path:

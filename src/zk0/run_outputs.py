@@ -1,14 +1,18 @@
 """Everything a run leaves on the server, under one absolute run directory (layout: zk0.run_dir):
-run_config.json, metrics.jsonl, checkpoints with `last` and `best` links, plots/metrics.png,
+run_config.json, metrics.jsonl, participation.json, checkpoints with `last` and `best` links, plots/metrics.png,
 and wandb/ when run-config wandb = true (WANDB_MODE=offline works).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import math
 import shutil
+from logging import INFO
 from pathlib import Path
+
+from flwr.common import log
 
 from zk0 import atomic
 from zk0.checkpoint import save_checkpoint
@@ -118,6 +122,14 @@ class RunOutputs:
         plt.close(fig)
         atomic.write_bytes(self.paths.plot, image.getvalue())
         return self.paths.plot
+
+    def write_participation(self, table: dict[str, dict[str, int]]) -> None:
+        """Per node, how often it took part (zk0.rounds.PARTICIPATION), and one line for the operator."""
+        atomic.write_text(self.paths.participation, json.dumps(table, indent=1) + "\n")
+        if table:
+            total = {what: sum(counts[what] for counts in table.values()) for what in next(iter(table.values()))}
+            log(INFO, "Participation: %d nodes; %s (per node: %s)", len(table),
+                ", ".join(f"{count} {what}" for what, count in total.items()), self.paths.participation)
 
     def finish(self) -> None:
         if self._wandb is not None:

@@ -9,11 +9,11 @@ import random
 import time
 from logging import ERROR, INFO
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
-from zk0 import run_state, stats
+from zk0 import inbox, run_state, stats
 from zk0.cameras import cameras
 from zk0.config import ConfigError, RunConfig
 from zk0.data import DatasetError
@@ -22,7 +22,7 @@ from zk0.logs import keep_zk0_lines, run_log
 from zk0.model import ModelError
 from zk0.round_summary import round_row, summary_line
 from zk0.run_outputs import RunOutputs
-from zk0.strategy import FederationError, make_strategy
+from zk0.strategy import FederationError, ZK0Strategy, make_strategy
 
 # Errors with a one-line, operator-facing message: logged as such before the run fails.
 OPERATOR_ERRORS = (ConfigError, DatasetError, ModelError, FederationError)
@@ -77,6 +77,8 @@ def _federate(grid: Grid, context: Context, config: RunConfig, resumed, model: G
     log(INFO, "Model %s: %d parameters, %d trainable (codec %s)", config.model, total, trainable, config.update_codec)
     strategy = make_strategy(config)
     strategy.cameras = cameras(model.policy.config.input_features)
+    strategy.trainable_bytes = 4 * trainable
+    strategy.spool = outputs.paths.spool
     done = 0
     if resumed:
         done = resumed.round
@@ -91,11 +93,11 @@ def _federate(grid: Grid, context: Context, config: RunConfig, resumed, model: G
         strategy.federation_stats = federation_stats
     strategy.round_offset = done
 
-    def end_of_round(step: int, arrays: ArrayRecord) -> MetricRecord | None:
-        """Called by Flower before the first round (step 0) and after each one."""
+    def end_of_round(step: int, arrays: ArrayRecord) -> None:
+        """Called before the first round (step 0) and after each one."""
         server_round = step + done
         if step == 0 and resumed:
-            return None  # round `done` was evaluated and recorded before the interruption
+            return  # round `done` was evaluated and recorded before the interruption
         started = strategy.rounds[server_round].started if server_round in strategy.rounds else time.perf_counter()
         model.load({name: array.numpy() for name, array in arrays.items()})
         eval_started = time.perf_counter()
@@ -112,19 +114,31 @@ def _federate(grid: Grid, context: Context, config: RunConfig, resumed, model: G
             federation_stats=run_state.stats_to_json(federation_stats), python_rng=random.getstate(),
         ))
         log(INFO, summary_line(row, config.num_rounds))
-        return MetricRecord(eval_metrics) if result else None
 
     initial = resumed.global_weights if resumed else model.weights()
     try:
-        strategy.start(
-            grid=grid,
-            initial_arrays=ArrayRecord({name: Array(value) for name, value in initial.items()}),
-            train_config=ConfigRecord(),
-            evaluate_config=ConfigRecord(),
-            num_rounds=config.num_rounds - done,
-            timeout=config.round_timeout,
-            evaluate_fn=end_of_round,
-        )
+        _rounds(grid, strategy, ArrayRecord({name: Array(value) for name, value in initial.items()}),
+                config.num_rounds - done, end_of_round)
     finally:
         outputs.finish()
+        outputs.write_participation(strategy.roster.participation_table())
     log(INFO, "zk0 run finished; outputs in %s", outputs.run_dir)
+
+
+def _rounds(grid: Grid, strategy: ZK0Strategy, arrays: ArrayRecord, num_rounds: int, end_of_round) -> None:
+    """Flower's `Strategy.start`, with each round's replies taken as they arrive (zk0.inbox):
+    the strategy folds each update in and drops it; a round closes at its deadline
+    (round-timeout) or once its quorum has answered (train-quorum), whichever is first."""
+    strategy.summary()
+    end_of_round(0, arrays)
+    for current in range(1, num_rounds + 1):
+        ids = inbox.push(grid, strategy.configure_train(current, arrays, ConfigRecord(), grid))
+        deadline = time.monotonic() + strategy.config.round_timeout
+        aggregated, _ = strategy.aggregate_train(current, inbox.replies(grid, ids, deadline, strategy.quorum(len(ids))))
+        if aggregated is not None:
+            arrays = aggregated
+        ids = inbox.push(grid, strategy.configure_evaluate(current, arrays, ConfigRecord(), grid))
+        if ids:
+            deadline = time.monotonic() + strategy.config.round_timeout
+            strategy.aggregate_evaluate(current, inbox.replies(grid, ids, deadline, len(ids)))
+        end_of_round(current, arrays)

@@ -1,11 +1,15 @@
 """zk0's strategy: Flower's four hooks, each a short pipeline over zk0.protocol's messages.
 
 - configure_train: the round's lr (zk0.schedule), the nodes that may train (connected, not
-  refused, sampled), one TrainInstructions each (the global model whole or as a delta:
-  zk0.transfer).
-- aggregate_train: every reply screened (zk0.protocol, zk0.validation) and filed under its
-  node (zk0.rounds); rejected or failed nodes only lose their round; the accepted fp32
-  weights go, in dataset order, to the Flower class that aggregates (zk0.aggregation).
+  refused, not busy with an earlier round, sampled), one TrainInstructions each (the global
+  model whole or as a delta: zk0.transfer), made one at a time as the grid pushes them.
+- aggregate_train: the replies come as they arrive (zk0.inbox, from server_app's round
+  loop); each is screened (zk0.protocol, zk0.validation) and enters the round's pool
+  (zk0.accumulate: a running average folded as replies arrive, or, for the robust
+  aggregations, every update); rejected or failed nodes only lose their round, nodes that
+  had not answered when the round closed are late (their replies are collected and dropped
+  later). The pool's average (or every update, in dataset order) goes to the Flower class
+  that aggregates (zk0.aggregation).
 - configure_evaluate / aggregate_evaluate: only after the last round, on the nodes that
   were never refused.
 Round 0's statistics query lives in zk0.stats_query.
@@ -16,16 +20,19 @@ is cost its own node the round.
 
 from __future__ import annotations
 
+import math
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from logging import INFO, WARNING
+from pathlib import Path
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
 
-from zk0 import stats_query, transfer
+from zk0 import accumulate, inbox, stats_query, transfer
 from zk0.aggregation import AGGREGATIONS
 from zk0.config import RunConfig
 from zk0.failures import one_line
@@ -36,11 +43,12 @@ from zk0.protocol import (
     EvaluateReport,
     TrainInstructions,
     array_record,
+    TrainReport,
     claimed_identity,
 )
 from zk0.rounds import RoundRecord, Roster
 from zk0.schedule import round_lr
-from zk0.validation import Screened, guarded, norm_outliers, screen_reply
+from zk0.validation import guarded, norm_outliers, screen_reply
 
 
 class FederationError(RuntimeError):
@@ -67,6 +75,9 @@ class ZK0Strategy:
         self.federation_stats: dict | None = None
         self.cameras: list[str] = []  # the federation's camera features (the server's policy's)
         self.broadcast: transfer.Broadcast | None = None  # the last one sent
+        self.streams = AGGREGATIONS[config.aggregation].streams
+        self.trainable_bytes = 0  # fp32 size of the trainable weights, set by the ServerApp
+        self.spool: Path | None = None  # where compact updates wait for the norm rule (RunDir.spool)
 
     @property
     def max_train_examples(self) -> int:
@@ -78,7 +89,17 @@ class ZK0Strategy:
         log(INFO, "\t├──> zk0 aggregation '%s'; a reply is rejected for a wrong structure, non-finite values, "
             "num-examples > %d, or an update norm > %s", self.config.aggregation, self.max_train_examples,
             f"{ratio:g} x the round's median" if ratio else "(norm rule off)")
+        if self.streams:
+            log(INFO, "\t├──> updates are folded into a running average as they arrive: server memory does not "
+                "grow with the number of nodes")
+        else:
+            log(INFO, "\t├──> '%s' needs every update at once: %.0f MB of server memory per sampled node (a round "
+                "that would not fit is refused)", self.config.aggregation, accumulate.HELD_COPIES * self.trainable_bytes / 1e6)
         super().summary()
+
+    def quorum(self, sampled: int) -> int:
+        """Replies after which a round closes before its deadline (run-config train-quorum)."""
+        return min(sampled, max(math.ceil(self.config.train_quorum * sampled), self.min_train_nodes))
 
     def _record(self, server_round: int) -> RoundRecord:
         return self.rounds.setdefault(server_round, RoundRecord())
@@ -92,12 +113,14 @@ class ZK0Strategy:
         deadline = time.monotonic() + self.config.node_wait_timeout
         announced = False
         while True:
+            self.collect_late(grid)
             connected = list(grid.get_node_ids())
             nodes = self.roster.eligible(connected)
             if len(connected) >= self.min_available_nodes and len(nodes) >= needed:
                 return nodes
             if time.monotonic() > deadline:
-                refused = f" ({len(connected) - len(nodes)} refused for this run)" if len(nodes) < len(connected) else ""
+                refused = (f" ({len(connected) - len(nodes)} refused for this run or still busy)"
+                           if len(nodes) < len(connected) else "")
                 raise FederationError(
                     f"{len(connected)} client(s) connected{refused} within {self.config.node_wait_timeout:.0f}s "
                     f"(run-config node-wait-timeout); {max(needed, self.min_available_nodes)} usable ones are "
@@ -115,9 +138,12 @@ class ZK0Strategy:
         return sorted(random.Random(self.config.seed * 100_003 + server_round).sample(nodes, size))
 
     def collect_statistics(self, grid: Grid, shapes: dict) -> dict:
-        """Before round 1: the nodes' normalization statistics, checked and pooled (zk0.stats_query)."""
+        """Before round 1: the normalization statistics of a sample of the nodes (as many as a
+        round trains: at hundreds of nodes, a sample describes the data as well as all of them),
+        checked and pooled (zk0.stats_query)."""
         self.roster.refresh_names()
         nodes = self._wait_for_nodes(grid, self.min_train_nodes)
+        nodes = self._sample(nodes, self.fraction_train, self.min_train_nodes, 0)
         pooled, usable, problems = stats_query.collect(grid, nodes, self.roster, self.cameras, shapes,
                                                        self.config.min_train_clients, self.config.round_timeout)
         if pooled is None:
@@ -142,72 +168,108 @@ class ZK0Strategy:
         except FederationError as err:
             raise FederationError(f"round {server_round}: {err}") from None
         nodes = self._sample(nodes, self.fraction_train, self.min_train_nodes, server_round)
+        self._check_memory(server_round, len(nodes))
         # Flower's own hook still runs for the state its classes keep (FedAvgM's and FedOpt's
         # current arrays); zk0 sends its own messages, to the nodes it sampled.
         super().configure_train(server_round, arrays, config, grid)
         broadcast = transfer.make_broadcast({name: array.numpy() for name, array in arrays.items()},
                                             self.broadcast, self.config.update_codec, server_round)
-        messages = []
+        self.broadcast = record.broadcast = broadcast
+        record.sampled = nodes
+        return self._train_messages(server_round, record, nodes)
+
+    def _train_messages(self, server_round: int, record: RoundRecord, nodes: list[int]) -> Iterator[Message]:
+        """One message per node, made when the grid asks for it (a round's messages are never all held)."""
         for node in nodes:
-            model, base = transfer.download(broadcast, self.roster.holds.get(node))
+            model, base = transfer.download(record.broadcast, self.roster.holds.get(node))
             instructions = TrainInstructions(
                 server_round=server_round, lr=record.lr, proximal_mu=self.config.proximal_mu,
                 broadcast_round=server_round, reference_round=base, model=model, cameras=tuple(self.cameras),
                 stats=self.federation_stats)
-            messages.append(Message(instructions.to_content(), dst_node_id=node, message_type=MessageType.TRAIN))
-        self.broadcast = record.broadcast = broadcast
-        record.sent(messages)
-        return messages
+            message = Message(instructions.to_content(), dst_node_id=node, message_type=MessageType.TRAIN)
+            record.sent(message)
+            self.roster.count(node, "sampled")
+            yield message
+
+    def _check_memory(self, server_round: int, sampled: int) -> None:
+        """A robust aggregation holds every update: refuse a round whose updates would not fit."""
+        if self.streams or not self.trainable_bytes:
+            return
+        needed, free = accumulate.HELD_COPIES * self.trainable_bytes * sampled, accumulate.available_memory()
+        if free is not None and needed > free:
+            raise FederationError(
+                f"round {server_round}: aggregation '{self.config.aggregation}' holds every update at once: "
+                f"{sampled} nodes need {needed / 1e9:.1f} GB, {free / 1e9:.1f} GB of memory is available; lower "
+                f"fraction-train / min-train-clients, or use fedprox or fedavgm (they fold updates as they arrive)"
+            )
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         server_round += self.round_offset
-        started = time.perf_counter()
         record = self._record(server_round)
         if record.broadcast is None:
             raise RuntimeError(f"round {server_round}: aggregate_train called before configure_train")
-        expected = record.broadcast.weights
-        accepted = self._screen_train_replies(server_round, record, replies)
-        for node, screened in accepted.items():
-            report = screened.report
-            record.trained(node, self.roster.label(node), report.metrics, report.num_examples, report.received)
-        record.closed()
-        if len(accepted) < self.config.min_train_clients:
-            problems = record.failures + [f"{r['node']}: {r['reason']}" for r in record.rejected]
-            raise FederationError(
-                f"round {server_round}: only {len(accepted)} usable training result(s), min-train-clients is "
-                f"{self.config.min_train_clients}; failed: {'; '.join(problems)[:600] or 'no replies'}"
-            )
-        result = super().aggregate_train(server_round, self._flower_replies(accepted, expected))
-        record.aggregate_seconds = time.perf_counter() - started
+        pool = accumulate.for_aggregation(self.streams, record.broadcast.weights, self.max_train_examples, self.spool)
+        try:
+            accepted = self._screen_train_replies(server_round, record, replies, pool)
+            for node, report in accepted.items():
+                record.trained(node, self.roster.label(node), report.metrics, report.num_examples, report.received)
+                self.roster.count(node, "accepted")
+            record.closed()
+            if len(accepted) < self.config.min_train_clients:
+                problems = (record.failures + [f"{r['node']}: {r['reason']}" for r in record.rejected]
+                            + [f"{label}: late" for label in record.late])
+                raise FederationError(
+                    f"round {server_round}: only {len(accepted)} usable training result(s), min-train-clients is "
+                    f"{self.config.min_train_clients}; failed: {'; '.join(problems)[:600] or 'no replies'}"
+                )
+            started = time.perf_counter()
+            result = self._aggregate(server_round, accepted, pool)
+            record.aggregate_seconds += time.perf_counter() - started
+        finally:
+            pool.close()
         return result
 
-    def _screen_train_replies(self, server_round: int, record: RoundRecord,
-                              replies: Iterable[Message]) -> dict[int, Screened]:
-        """Every reply filed under the node it answers for: failed, rejected or accepted; then the
-        norm rule over the accepted ones, and the nodes that never answered."""
-        accepted: dict[int, Screened] = {}
+    def _screen_train_replies(self, server_round: int, record: RoundRecord, replies: Iterable[Message],
+                              pool) -> dict[int, TrainReport]:
+        """Every reply, as it arrives, filed under the node it answers for: failed, rejected or
+        accepted into `pool`; then the norm rule over the accepted ones, and the nodes that had
+        not answered when the round closed."""
+        accepted: dict[int, TrainReport] = {}
         answered: set[int] = set()
+        record.aggregate_seconds = 0.0
         for reply in replies:
+            started = time.perf_counter()
             node = record.addressee(reply)
             if node is None or node in answered:
                 log(WARNING, "Round %d: ignored a reply to no message of this round (from node %s)",
                     server_round, reply.metadata.src_node_id)
                 continue
             answered.add(node)
-            screened = self._screen_train_reply(server_round, record, node, reply)
-            if screened is not None:
-                accepted[node] = screened
-        norms = {node: screened.norm for node, screened in accepted.items()}
-        for node, reason in norm_outliers(norms, self.config.max_update_norm_ratio).items():
+            report = self._screen_train_reply(server_round, record, node, reply, pool)
+            if report is not None:
+                accepted[node] = report
+            record.aggregate_seconds += time.perf_counter() - started
+        record.answered = len(answered)
+        started = time.perf_counter()
+        for node, reason in norm_outliers(pool.norms, self.config.max_update_norm_ratio).items():
+            pool.remove(node)
             del accepted[node]
             self._reject(server_round, record, node, reason)
-        for node in record.addressees.values():
+        record.aggregate_seconds += time.perf_counter() - started
+        closed_by = ("before the round's quorum (train-quorum) was in" if len(answered) >= self.quorum(len(record.sampled))
+                     else f"within round-timeout ({self.config.round_timeout:g}s)")
+        for message_id, node in record.addressees.items():
             if node not in answered:
-                self._fail(server_round, record, node, f"no reply within round-timeout ({self.config.round_timeout:g}s)")
+                self.roster.outstanding[message_id] = (server_round, node)
+                self.roster.count(node, "late")
+                label = self.roster.label(node)
+                log(WARNING, "Round %d: %s: no reply %s; a later reply is dropped", server_round, label, closed_by)
+                record.late.append(label)
         return accepted
 
-    def _screen_train_reply(self, server_round: int, record: RoundRecord, node: int, reply: Message) -> Screened | None:
+    def _screen_train_reply(self, server_round: int, record: RoundRecord, node: int, reply: Message,
+                            pool) -> TrainReport | None:
         if reply.has_error():
             self._fail(server_round, record, node, one_line(reply.error.reason))
             self.roster.holds.pop(node, None)  # unknown whether it kept this round's broadcast
@@ -218,34 +280,64 @@ class ZK0Strategy:
         if reply.metadata.message_type != MessageType.TRAIN:
             self._reject(server_round, record, node, f"a '{reply.metadata.message_type}' reply to a train message")
             return None
-        screened = screen_reply(reply.content, record.broadcast.weights, self.config.update_codec,
-                                self.max_train_examples)
+        screened = screen_reply(reply.content, pool, node, self.config.update_codec, self.max_train_examples)
         if isinstance(screened, str):
             self._reject(server_round, record, node, screened)
             return None
-        return screened
+        return screened.report
 
-    def _flower_replies(self, accepted: dict[int, Screened], expected: dict) -> list[Message]:
-        """The accepted updates as Flower aggregates them: fp32 weights in the global model's
-        tensor order (Krum compares flattened concatenations), the metrics every reply shares,
-        in dataset order (float sums depend on the order; node ids differ between runs)."""
+    def collect_late(self, grid: Grid) -> None:
+        """Replies to earlier rounds' messages that came after their round closed: dropped,
+        counted per node; the node is free to be sampled again."""
+        for reply in inbox.available(grid, list(self.roster.outstanding)):
+            entry = self.roster.outstanding.pop(reply.metadata.reply_to_message_id, None)
+            if entry is None:
+                continue
+            server_round, node = entry
+            self.roster.count(node, "late-replies")
+            if reply.has_error():
+                self.roster.holds.pop(node, None)
+            else:
+                self.roster.holds[node] = server_round  # it took that round's broadcast
+            log(INFO, "Round %d: dropped the late reply of %s", server_round, self.roster.label(node))
+
+    def _aggregate(self, server_round: int, accepted: dict[int, TrainReport],
+                   pool) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """What Flower's class makes of the accepted updates. A running average reaches it as
+        one reply, weighted by every node's examples together; a plain weighted average of one
+        reply is that reply, so a class that adds no server step (FedAvg, FedProx) is skipped,
+        sparing copies of the model. Every update: fp32 weights in the global model's tensor
+        order (Krum compares flattened concatenations), the metrics every reply shares, in
+        dataset order (float sums depend on the order; node ids differ between runs)."""
         order = sorted(accepted, key=lambda n: (self.roster.claims.get(n, ""), n))
-        common = set.intersection(*(set(accepted[n].report.metrics) for n in order))
+        common = sorted(set.intersection(*(set(accepted[n].metrics) for n in order)))
+        if isinstance(pool, accumulate.RunningAverage):
+            total = pool.total_examples
+            metrics = MetricRecord({"num-examples": total, **{
+                key: sum(accepted[n].metrics[key] * accepted[n].num_examples for n in order) / total for key in common}})
+            arrays = ArrayRecord({name: Array(value) for name, value in pool.average()})
+            if AGGREGATIONS[self.config.aggregation].flower_class.aggregate_train is FedAvg.aggregate_train:
+                return arrays, metrics
+            reply = Message(RecordDict({ARRAYS: arrays, METRICS: metrics}), dst_node_id=order[0],
+                            message_type=MessageType.TRAIN)
+            return super().aggregate_train(server_round, [reply])
         messages = []
         for node in order:
-            report, weights = accepted[node].report, accepted[node].weights
-            metrics = {"num-examples": report.num_examples, **{k: v for k, v in report.metrics.items() if k in common}}
-            content = RecordDict({ARRAYS: array_record({name: weights[name] for name in expected}),
+            report, weights = accepted[node], pool.weights[node]
+            metrics = {"num-examples": report.num_examples, **{k: report.metrics[k] for k in common}}
+            content = RecordDict({ARRAYS: array_record({name: weights[name] for name in pool.reference}),
                                   METRICS: MetricRecord(metrics)})
             messages.append(Message(content, dst_node_id=node, message_type=MessageType.TRAIN))
-        return messages
+        return super().aggregate_train(server_round, messages)
 
     def _reject(self, server_round: int, record: RoundRecord, node: int, reason: str) -> None:
+        self.roster.count(node, "rejected")
         label = self.roster.label(node)
         log(WARNING, "Round %d: rejected the update of %s: %s", server_round, label, reason)
         record.rejected.append({"node": label, "reason": reason})
 
     def _fail(self, server_round: int, record: RoundRecord, node: int, reason: str) -> None:
+        self.roster.count(node, "failed")
         label = self.roster.label(node)
         log(WARNING, "Round %d: %s failed: %s", server_round, label, reason)
         record.failures.append(f"{label}: {reason}")
@@ -267,11 +359,17 @@ class ZK0Strategy:
         nodes = self._sample(nodes, self.fraction_evaluate, self.min_evaluate_nodes, server_round)
         codec = "fp32" if self.config.update_codec == "fp32" else "bf16"
         model = transfer.encode({name: array.numpy() for name, array in arrays.items()}, codec)
-        # One content per message: Flower may not share records between messages.
-        messages = [Message(EvaluateInstructions(server_round, model, self.federation_stats).to_content(),
-                            dst_node_id=node, message_type=MessageType.EVALUATE) for node in nodes]
-        self._record(server_round).sent(messages)
-        return messages
+        return self._evaluate_messages(self._record(server_round), server_round, model, nodes)
+
+    def _evaluate_messages(self, record: RoundRecord, server_round: int, model: dict,
+                           nodes: list[int]) -> Iterator[Message]:
+        # One content per message, made when the grid asks for it: Flower may not share
+        # records between messages, and the round's messages are never all held.
+        for node in nodes:
+            message = Message(EvaluateInstructions(server_round, model, self.federation_stats).to_content(),
+                              dst_node_id=node, message_type=MessageType.EVALUATE)
+            record.sent(message)
+            yield message
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         server_round += self.round_offset

@@ -12,18 +12,18 @@ Run-config `update-codec` picks the encoding (zk0.codec):
   one round is corrected by the next instead of accumulating.
   Up: the node sends `Q(local - broadcast + residual)` with error feedback (the
   quantization residual is carried into its next update, zk0.codec.ErrorFeedback).
-The server decodes every reply to fp32 weights, aggregates in fp32 and keeps the fp32
-global; checkpoints are fp32.
+The server decodes every reply (to deltas folded one tensor at a time, zk0.accumulate, or
+to whole fp32 weights for the robust aggregations), keeps the fp32 global; checkpoints are fp32.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from zk0.codec import CODECS, ErrorFeedback, decode, encode
+from zk0.codec import CODECS, ErrorFeedback, decode, decode_each, encode
 
 DEFAULT_CODEC = "q3"
 FULL_CODECS = ("fp32", "bf16")
@@ -99,6 +99,21 @@ def upload(local: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
     if codec in FULL_CODECS:
         return encode(local, codec)
     return feedback.compress(_sub(local, reference), codec)
+
+
+def update_deltas(arrays: Mapping[str, np.ndarray],
+                  reference: Mapping[str, np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
+    """Server side: a node's update as float64 deltas from `reference`, one tensor at a time
+    (names and shapes are checked before the first). A quantized update is its decoded
+    delta; a whole-weights one, its difference from `reference`."""
+    delta = is_delta(arrays)
+    for name, value in decode_each(arrays, expect={name: ref.shape for name, ref in reference.items()}):
+        if delta:
+            yield name, value.astype(np.float64)
+        else:
+            difference = value.astype(np.float64)
+            difference -= reference[name]
+            yield name, difference
 
 
 def decode_update(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> Weights:

@@ -1,8 +1,9 @@
 """Checks a training reply must pass before it may enter the aggregate.
 
 Pure functions on numpy arrays, plain numbers and zk0.protocol's typed replies: each
-`check_*` returns None when the reply passes, else a short reason for the round's record;
-`screen_update` decodes a TrainReport into the node's fp32 weights or raises `Rejected`.
+`check_*` returns None when the reply passes (or raises `Rejected`), else a short reason for
+the round's record; `screen_reply` hands a passing report to the round's pool
+(zk0.accumulate), which decodes and checks it tensor by tensor.
 The strategy applies them; what they guard against is one node (faulty or hostile)
 poisoning the global model: a wrong structure, NaN/inf values, an update far larger than
 the other nodes', or an inflated sample count that would buy it more weight.
@@ -15,7 +16,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from logging import DEBUG
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 from flwr.common import log
@@ -87,32 +88,25 @@ class Rejected(ValueError):
     """A reply that may not enter the aggregate; the message is the reason."""
 
 
-def screen_update(report: TrainReport, broadcast: Mapping[str, np.ndarray], codec: str,
-                  max_examples: int) -> tuple[dict[str, np.ndarray], float]:
-    """The node's local weights in fp32 and its update norm, or `Rejected`.
-
-    `broadcast` is the global model the node was sent (the base of a delta); names and
-    declared shapes are checked against it before anything is decoded."""
+def check_report(report: TrainReport, codec: str, max_examples: int) -> None:
+    """What a TrainReport claims, before anything is decoded; `Rejected` if it may not enter."""
     if report.num_examples > max_examples:
         raise Rejected(f"'num-examples' is {report.num_examples:g}, more than the {max_examples} the node could have used")
     if transfer.is_delta(report.update) != (codec not in transfer.FULL_CODECS):
         raise Rejected(f"update not encoded with the run's update-codec '{codec}'")
-    try:
-        values = transfer.decode_update(report.update, broadcast)
-    except CodecError as err:
-        raise Rejected(str(err)) from None
-    reason = check_arrays(values, broadcast) or check_finite(values)
-    if reason:
-        raise Rejected(reason)
-    return values, update_norm(values, broadcast)
+
+
+class Pool(Protocol):
+    """Where accepted updates go (zk0.accumulate): decoded, checked, kept or folded in."""
+
+    def add(self, node: int, update: Mapping[str, np.ndarray], examples: int) -> float: ...
 
 
 @dataclass
 class Screened:
-    """A training reply that passed: what the node reported, its fp32 weights, its update norm."""
+    """A training reply that passed and entered the pool: what the node reported, its update norm."""
 
     report: TrainReport
-    weights: dict[str, np.ndarray]
     norm: float
 
 
@@ -128,11 +122,13 @@ def guarded(check: Callable, *args) -> tuple[object | None, str | None]:
         return None, f"malformed reply ({type(err).__name__})"
 
 
-def screen_reply(content, broadcast: Mapping[str, np.ndarray], codec: str, max_examples: int) -> Screened | str:
-    """A training reply's content, parsed (zk0.protocol) and screened (`screen_update`), or the
-    reason it may not enter the aggregate."""
+def screen_reply(content, pool: Pool, node: int, codec: str, max_examples: int) -> Screened | str:
+    """A training reply's content, parsed (zk0.protocol), checked (`check_report`) and added to
+    `pool` (which decodes and checks every tensor), or the reason it may not enter."""
     report, reason = guarded(TrainReport.from_content, content)
     if report is None:
         return reason
-    screened, reason = guarded(screen_update, report, broadcast, codec, max_examples)
-    return reason if screened is None else Screened(report, *screened)
+    _, reason = guarded(check_report, report, codec, max_examples)
+    if reason is None:
+        norm, reason = guarded(pool.add, node, report.update, report.num_examples)
+    return reason if reason is not None else Screened(report, norm)

@@ -1,0 +1,120 @@
+"""Rounds with many nodes: messages pushed one at a time, replies pulled a few at a time as
+they arrive, a round that closes at its quorum or deadline, late replies dropped and counted
+per node, busy nodes not sampled again, and a robust aggregation refused when its updates
+would not fit in memory. Through the strategy's real hooks and server_app's round loop
+(zk0.inbox), with tests/test_aggregation.py's in-process grid."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from flwr.app import ConfigRecord
+
+from test_aggregation import LocalGrid, array_record, pyproject_run_config, scripted_app
+from zk0 import inbox
+from zk0.config import RunConfig
+from zk0.strategy import FederationError, make_strategy
+
+
+class CountingGrid(LocalGrid):
+    """LocalGrid that records how many messages each push and each pull carried."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.pushed: list[int] = []
+        self.pulled: list[int] = []
+
+    def push_messages(self, messages):
+        messages = list(messages)
+        self.pushed.append(len(messages))
+        return super().push_messages(messages)
+
+    def pull_messages(self, message_ids):
+        replies = super().pull_messages(message_ids)
+        self.pulled.append(len(replies))
+        return replies
+
+
+def federation(nodes: int, **overrides):
+    config = RunConfig.from_run_config(pyproject_run_config(node_wait_timeout=1.0, **overrides))
+    answers = {node: (float(node), 10, 1.0) for node in range(1, nodes + 1)}
+    grid = CountingGrid(scripted_app(answers), {node: {} for node in answers}, pyproject_run_config())
+    return make_strategy(config), grid
+
+
+def run_round(strategy, grid, server_round: int = 1, timeout: float = 60.0):
+    ids = inbox.push(grid, strategy.configure_train(server_round, array_record(0.0), ConfigRecord(), grid))
+    replies = inbox.replies(grid, ids, time.monotonic() + timeout, strategy.quorum(len(ids)))
+    return strategy.aggregate_train(server_round, replies)
+
+
+def test_messages_go_one_at_a_time_and_replies_come_a_few_at_a_time():
+    strategy, grid = federation(30, min_train_clients=2, min_available_clients=2)
+    run_round(strategy, grid)
+    assert grid.pushed == [1] * 30
+    assert max(grid.pulled) <= inbox.PULL_AT_ONCE and sum(grid.pulled) == 30
+    assert len(strategy.rounds[1].clients) == 30
+
+
+def test_a_round_closes_at_its_quorum_and_the_rest_are_late_then_free_again():
+    """8 sampled, train-quorum 0.5: the round closes after 4 replies; the other 4 are late,
+    busy (not sampled) until their replies are collected, which are dropped and counted."""
+    strategy, grid = federation(8, train_quorum=0.5, min_train_clients=2, min_available_clients=2)
+    run_round(strategy, grid)
+    record = strategy.rounds[1]
+    assert len(record.sampled) == 8 and record.answered == 4 and len(record.clients) == 4
+    late = {int(label.split()[1]) for label in record.late}
+    assert len(late) == 4 and strategy.roster.busy == late
+    assert strategy.roster.eligible(list(grid.get_node_ids())) == sorted(set(range(1, 9)) - late)
+    strategy.collect_late(grid)  # what configure_train does first
+    assert strategy.roster.busy == set()
+    for node in late:
+        counts = strategy.roster.participation[node]
+        assert counts["late"] == 1 and counts["late-replies"] == 1 and counts["accepted"] == 0
+        assert strategy.roster.holds[node] == 1  # it took round 1's broadcast: a delta next time
+
+
+def test_a_round_closes_at_its_deadline_without_the_silent_nodes():
+    strategy, grid = federation(4, min_train_clients=2, min_available_clients=2)
+    grid.silent = {3, 4}
+    run_round(strategy, grid, timeout=0.5)
+    record = strategy.rounds[1]
+    assert sorted(record.clients) == [1, 2] and record.late == ["node 3", "node 4"]
+
+
+def test_sampling_draws_fraction_train_of_the_nodes_each_round():
+    strategy, grid = federation(50, fraction_train=0.2, min_train_clients=2, min_available_clients=2)
+    run_round(strategy, grid, server_round=1)
+    run_round(strategy, grid, server_round=2)
+    first, second = strategy.rounds[1].sampled, strategy.rounds[2].sampled
+    assert len(first) == len(second) == 10 and first != second
+
+
+def test_a_robust_aggregation_that_would_not_fit_in_memory_is_refused():
+    strategy, grid = federation(4, aggregation="fedmedian", min_train_clients=2, min_available_clients=2)
+    strategy.trainable_bytes = 10**15
+    with pytest.raises(FederationError, match=r"round 1: aggregation 'fedmedian' holds every update at once: "
+                                              r"4 nodes need 8000000\.0 GB, .* GB of memory is available"):
+        run_round(strategy, grid)
+
+
+def test_an_averaging_aggregation_is_not_bounded_by_the_number_of_nodes():
+    strategy, grid = federation(4, min_train_clients=2, min_available_clients=2)
+    strategy.trainable_bytes = 10**15
+    arrays, _ = run_round(strategy, grid)
+    assert arrays is not None
+
+
+def test_nodes_join_and_leave_between_rounds():
+    """Each round samples the nodes connected then: one that left is not sent anything, one
+    that joined trains in the next round."""
+    strategy, grid = federation(4, min_train_clients=2, min_available_clients=2)
+    run_round(strategy, grid, server_round=1)
+    del grid.contexts[2]
+    newcomer = LocalGrid(scripted_app({5: (5.0, 10, 1.0)}), {5: {}}, pyproject_run_config())
+    grid.contexts[5] = newcomer.contexts[5]
+    grid.app = scripted_app({node: (float(node), 10, 1.0) for node in (1, 3, 4, 5)})
+    run_round(strategy, grid, server_round=2)
+    assert strategy.rounds[1].sampled == [1, 2, 3, 4]
+    assert strategy.rounds[2].sampled == [1, 3, 4, 5] and sorted(strategy.rounds[2].clients) == [1, 3, 4, 5]
