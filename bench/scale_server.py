@@ -62,7 +62,9 @@ def write_templates(work: Path) -> None:
 def measure(work: Path, nodes: int) -> dict:
     """One round's server side for `nodes` nodes, in this process."""
     from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+    from flwr.common.constant import SUPERLINK_NODE_ID
     from flwr.serverapp import Grid
+    from flwr.supercore.task_identity import TaskIdentity
 
     from zk0 import inbox
     from zk0.config import RunConfig
@@ -133,6 +135,8 @@ def measure(work: Path, nodes: int) -> dict:
     params = sum(int(np.prod(array.shape)) for array in initial.values())
     strategy.trainable_bytes = 4 * params
     strategy.spool = work / f"spool-{nodes}"
+    # This process plays the ServerApp: identify it as Flower's ServerApp runtime does.
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
     grid = SyntheticGrid()
     before = rss_now()
     started = time.perf_counter()
@@ -163,7 +167,9 @@ def main() -> None:
         rows = []
         for nodes in args.nodes:
             out = subprocess.run([sys.executable, __file__, "--child", str(work), str(nodes)],
-                                 check=True, capture_output=True, text=True)
+                                 capture_output=True, text=True)
+            if out.returncode:
+                sys.exit(f"N = {nodes} failed:\n{out.stderr[-3000:]}")
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     fp32 = rows[0]["params"] * 4
     print(f"Real size: {rows[0]['params']:,} trainable parameters ({fp32 / 1e9:.2f} GB fp32), q3 replies, fedprox")
