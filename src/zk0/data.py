@@ -41,6 +41,11 @@ class NodeData:
     def stats(self) -> dict:
         return self.meta.stats
 
+    @functools.cached_property
+    def identity(self) -> str:
+        """What this dataset is, wherever it lies (zk0.data.stream_seed)."""
+        return dataset_identity(self.uri)
+
 
 def load_metadata(uri: DatasetURI) -> "LeRobotDatasetMetadata":
     """Read a dataset's LeRobot metadata, or raise a one-line DatasetError."""
@@ -167,18 +172,38 @@ def _local_dataset_class():
     return LocalLeRobotDataset
 
 
-def stream_seed(seed: int, dataset) -> int:
-    """The seed of one node's round: `seed` mixed with the dataset's root, so nodes draw
-    different shuffles and noise; 32 bits, as NumPy's seeding requires."""
-    key = f"{seed}:{getattr(dataset, 'root', '')}".encode()
+# The files that say what a local dataset holds: its schema and counts, its tasks, and each
+# episode's length, location and statistics (which follow from its frames).
+IDENTITY_FILES = ("meta/info.json", "meta/tasks.parquet", "meta/episodes/*/*.parquet")
+
+
+def dataset_identity(uri: DatasetURI) -> str:
+    """What a dataset is, never where it lies: the repo id of a hub dataset; for a local one,
+    a SHA-256 of its metadata files' bytes (named relative to its root), so copies anywhere
+    agree and other data differs."""
+    if uri.scheme == "hf":
+        return f"hf:{uri.repo_id}"
+    digest = hashlib.sha256()
+    for pattern in IDENTITY_FILES:
+        for path in sorted(uri.root.glob(pattern)):
+            digest.update(f"{path.relative_to(uri.root).as_posix()}\0".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def stream_seed(seed: int, data: NodeData) -> int:
+    """The seed of one node's round: `seed` mixed with what its dataset is and which episodes it
+    trains on, so nodes draw different shuffles and noise, and a dataset copied elsewhere draws
+    the same; 32 bits, as NumPy's seeding requires."""
+    key = f"{seed}:{data.identity}:{data.train_episodes}".encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:4], "big")
 
 
 def infinite_batches(dataset, batch_size: int, num_workers: int, seed: int) -> Iterator[dict]:
     """Shuffled batches forever: local training counts optimizer steps, not epochs.
 
-    Everything random in the training these batches feed follows from `seed` and the
-    dataset. Starting the stream (the first `next`) seeds Python's, NumPy's and torch's
+    Everything random in the training these batches feed follows from `seed` (a node's
+    comes from `stream_seed`) and the dataset. Starting the stream (the first `next`) seeds Python's, NumPy's and torch's
     generators with LeRobot's `set_seed`, as its training script does: SmolVLA draws its
     flow-matching noise and time from torch's global generator, and a process may have
     served other nodes or rounds before. The DataLoader shuffles with its own generator,
@@ -187,7 +212,6 @@ def infinite_batches(dataset, batch_size: int, num_workers: int, seed: int) -> I
     """
     from lerobot.utils.random_utils import set_seed
 
-    seed = stream_seed(seed, dataset)
     set_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(
