@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+import numpy as np
 import torch
 
 from zk0.uri import DatasetURI
@@ -37,9 +38,10 @@ class NodeData:
     train_episodes: list[int]
     heldout_episodes: list[int]
 
-    @property
+    @functools.cached_property
     def stats(self) -> dict:
-        return self.meta.stats
+        """Normalization statistics of the training episodes alone (`training_stats`)."""
+        return training_stats(self.meta, self.train_episodes)
 
     @functools.cached_property
     def identity(self) -> str:
@@ -116,6 +118,35 @@ def check_videos(uri: DatasetURI, meta: "LeRobotDatasetMetadata") -> None:
                 f"dataset {uri}: video {path} cannot be decoded ({detail}); the file is truncated or corrupt, "
                 f"copy it again from the recording"
             ) from None
+
+
+def training_stats(meta: "LeRobotDatasetMetadata", episodes: list[int]) -> dict:
+    """The dataset's statistics with every non-visual feature's replaced by LeRobot's
+    `aggregate_stats` over these episodes' own statistics (meta/episodes keeps them per
+    episode), so held-out frames never shape the normalization. Camera statistics stay the
+    dataset's: SmolVLA does not normalize images."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from lerobot.datasets.compute_stats import aggregate_stats
+
+    table = pa.concat_tables([pq.read_table(path) for path in sorted((meta.root / "meta" / "episodes").glob("*/*.parquet"))])
+    table = table.filter(pc.is_in(table["episode_index"], pa.array(episodes, type=table["episode_index"].type)))
+    if table.num_rows != len(set(episodes)):
+        raise DatasetError(f"dataset {meta.repo_id}: meta/episodes holds {table.num_rows} of the {len(set(episodes))} "
+                           f"episodes it should; the dataset is incomplete")
+    columns: dict[str, dict[str, list]] = {}  # feature -> stat -> one value per episode
+    for feature, spec in meta.features.items():
+        if spec["dtype"] in ("image", "video"):
+            continue
+        prefix = f"stats/{feature}/"
+        columns[feature] = {name[len(prefix):]: table[name].to_pylist() for name in table.column_names if name.startswith(prefix)}
+        if not columns[feature]:
+            raise DatasetError(f"dataset {meta.repo_id}: meta/episodes has no statistics for '{feature}'; "
+                               f"recompute them with LeRobot")
+    per_episode = [{feature: {key: np.asarray(values[row], dtype=np.float64) for key, values in stats.items()}
+                    for feature, stats in columns.items()} for row in range(table.num_rows)]
+    return {**(meta.stats or {}), **aggregate_stats(per_episode)}
 
 
 def open_node_data(uri: DatasetURI, action_dim: int, heldout_episodes: int) -> NodeData:

@@ -2,10 +2,11 @@
 
 Each node reports its dataset's statistics for the features the policy normalizes
 (SmolVLA: `observation.state` and `action`, mean/std; images are not normalized):
-per feature its frame count, mean, std, min and max -- a few numbers per joint, never
-a frame. The server pools them exactly with LeRobot's `aggregate_stats` (count-weighted
-mean, parallel variance), then every node trains with the pooled statistics, the
-server evaluates with them and the checkpoints ship them in their processors.
+per feature its frame count, mean, std, min and max over its training episodes (never
+the held-out ones, zk0.data.training_stats) -- a few numbers per joint, never a frame.
+The server pools them exactly with LeRobot's `aggregate_stats` (count-weighted mean,
+parallel variance), then every node trains with the pooled statistics, the server
+evaluates with them and the checkpoints ship them, and only them, in their processors.
 """
 
 from __future__ import annotations
@@ -126,11 +127,9 @@ def pool(stats_list: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[s
 
 
 def with_stats(dataset_stats: dict, federation: dict[str, dict[str, np.ndarray]]) -> dict:
-    """The dataset's statistics with the normalized features replaced by the federation's."""
-    merged = dict(dataset_stats)
-    for feature, stats in federation.items():
-        merged[feature] = {**dataset_stats.get(feature, {}), **stats}
-    return merged
+    """The dataset's statistics with the normalized features' replaced whole by the federation's:
+    no quantile of one dataset rides along with the pool's mean and std into a checkpoint."""
+    return {**dataset_stats, **{feature: dict(stats) for feature, stats in federation.items()}}
 
 
 def fingerprint(stats: dict[str, dict[str, np.ndarray]]) -> str:
