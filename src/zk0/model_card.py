@@ -26,6 +26,11 @@ SETTINGS = ("num-rounds", "local-steps", "batch-size", "lr", "lr-schedule", "war
 AGGREGATORS = {
     "fedprox": ("FedProx", "weighted average", ()),
     "fedavgm": ("FedAvgM", "weighted average applied with server momentum", ("server-lr", "server-momentum")),
+    "fedadam": ("FedAdam", "weighted average applied with a server Adam step",
+                ("server-lr", "server-beta-1", "server-beta-2", "server-tau")),
+    "fedyogi": ("FedYogi", "weighted average applied with a server Yogi step",
+                ("server-lr", "server-beta-1", "server-beta-2", "server-tau")),
+    "fedadagrad": ("FedAdagrad", "weighted average applied with a server Adagrad step", ("server-lr", "server-tau")),
     "fedtrimmedavg": ("FedTrimmedAvg", "per-coordinate trimmed mean", ("trimmed-avg-beta",)),
     "fedmedian": ("FedMedian", "per-coordinate median", ()),
     "krum": ("Krum", "the one update closest to its neighbours", ("krum-num-malicious",)),
