@@ -154,7 +154,7 @@ def test_comparison_table_and_plot(baseline):
     assert comparison["total_steps"] == 8 and comparison["sequential_steps_per_round"] == LOCAL_STEPS
     assert comparison["train_data"]["episodes"] == 4
     table = (out / "comparison.md").read_text()
-    assert stdout.endswith(table) and sum(line.startswith("| ") for line in table.splitlines()) == 1 + 3
+    assert stdout.endswith(table) and sum(line.startswith("| ") for line in table.splitlines()) == (1 + 3) + (1 + CLIENTS)
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -238,3 +238,33 @@ def test_pruning_keeps_the_compared_steps_and_a_checkpoint_being_written(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["000002", "000006", "last"]
     prune_checkpoints(tmp_path, keep={2}, finished_only=False)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.isdigit()) == ["000002"]
+
+
+def test_each_client_alone_is_trained_on_its_own_training_episodes_and_scored_everywhere(baseline, demo_roots):
+    """Every client's twin trains on its training episodes alone (normalized by their statistics),
+    for the steps it took in the run; it and the federated model are scored on every client's
+    held-out episodes, their union and the eval dataset, and the table says it per client."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+
+    run_dir = baseline[0]
+    out = run_dir / "baseline"
+    comparison = json.loads((out / "comparison.json").read_text())
+    alone = comparison["alone"]
+    sets = ["client 0 held-out", "client 1 held-out", "eval dataset", "all clients' held-out"]
+    assert alone["sets"] == sets and sorted(alone["federated"]) == sorted(sets)
+    assert alone["federated"]["eval dataset"] == pytest.approx(comparison["rows"][-1]["fl_action_mse"], rel=1e-6)
+    for index, client in enumerate(alone["clients"]):
+        assert client["dataset"] == f"local:{demo_roots[index]}" and client["steps"] == ROUNDS * LOCAL_STEPS
+        twin = out / "alone" / f"client_{index}"
+        data = LeRobotDatasetMetadata(f"zk0-alone/client-{index}", root=twin / "data")
+        assert data.total_episodes == 4 - HELDOUT
+        final = twin / "train" / "checkpoints" / "000004"
+        assert json.loads((final / "training_state" / "training_step.json").read_text())["step"] == 4
+        [stats_file] = (final / "pretrained_model").glob("policy_preprocessor_step_*_normalizer_processor.safetensors")
+        np.testing.assert_allclose(load_file(stats_file)["action.mean"].numpy(), data.stats["action"]["mean"], rtol=1e-6)
+        for scored in (client["alone"], alone["federated"]):
+            assert sorted(scored) == sorted(sets) and all(math.isfinite(v) for v in scored.values())
+            held_out = [scored["client 0 held-out"], scored["client 1 held-out"]]
+            assert min(held_out) <= scored["all clients' held-out"] <= max(held_out)
+    table = (out / "comparison.md").read_text().split("## Federated vs your model alone", 1)[1]
+    assert sum(line.startswith(f"| {index} | `local:") for line in table.splitlines() for index in range(CLIENTS)) == CLIENTS

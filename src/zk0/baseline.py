@@ -8,8 +8,10 @@
                            zk0 node fits it (zk0.model.load_policy), with its processors
     train/                 `lerobot-train` output: checkpoints/<step>/pretrained_model, ...
     lerobot-train.log      its console output
-    comparison.json/.md    FL vs centralized held-out action MSE per round, on both axes
-    comparison.png         the same as a plot
+    alone/client_<i>/      each client's local-only twin (zk0.alone)
+    comparison.json/.md    FL vs centralized held-out action MSE per round, on both axes, and
+                           federated vs each client alone
+    comparison.png         FL vs centralized as a plot
 
 Round r of the federation is compared on two axes, from one lerobot-train run of R x S
 steps that keeps a checkpoint at every point either needs:
@@ -152,23 +154,28 @@ def lr_options(config: RunConfig, steps_per_round: int, total_steps: int) -> dic
     }
 
 
+def training_part(run: FederatedRun, uri: DatasetURI, out: Path, repo_id: str):
+    """One client's training episodes as a LeRobot dataset (written to `out` when some are held
+    out; its statistics then are those episodes' alone). Raises DatasetError or LeRobot's errors."""
+    from lerobot.datasets.dataset_tools import delete_episodes
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    data = open_node_data(uri, run.config.action_dim, run.config.heldout_episodes)
+    dataset = LeRobotDataset(uri.repo_id, root=uri.root)
+    if not data.heldout_episodes:
+        return dataset
+    return delete_episodes(dataset, data.heldout_episodes, output_dir=out, repo_id=repo_id)
+
+
 def merge_training_data(run: FederatedRun, out: Path):
     """The union of the clients' training episodes as one local LeRobot dataset at `out`."""
-    from lerobot.datasets.dataset_tools import delete_episodes, merge_datasets
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets.dataset_tools import merge_datasets
 
     parts_dir = out.parent / ".parts"
     shutil.rmtree(parts_dir, ignore_errors=True)
-    parts = []
     try:
-        for index, uri in enumerate(run.datasets):
-            data = open_node_data(uri, run.config.action_dim, run.config.heldout_episodes)
-            dataset = LeRobotDataset(uri.repo_id, root=uri.root)
-            if data.heldout_episodes:
-                dataset = delete_episodes(
-                    dataset, data.heldout_episodes, output_dir=parts_dir / str(index), repo_id=f"zk0-baseline/part-{index}"
-                )
-            parts.append(dataset)
+        parts = [training_part(run, uri, parts_dir / str(index), f"zk0-baseline/part-{index}")
+                 for index, uri in enumerate(run.datasets)]
         merged = merge_datasets(parts, TRAIN_REPO_ID, output_dir=out)
     except DatasetError as err:
         raise BaselineError(str(err)) from None
@@ -192,8 +199,10 @@ def write_start_model(run: FederatedRun, meta, out: Path) -> Path:
     return out
 
 
-def lerobot_train_command(run: FederatedRun, start_model: Path, data_root: Path, out: Path, device: str) -> list[str]:
-    config = run.config
+def lerobot_train_command(config: RunConfig, start_model: Path, dataset, out: Path, device: str, *,
+                          steps_per_round: int, total_steps: int, save_freq: int) -> list[str]:
+    """lerobot-train on `dataset` (its repo id and root) for `total_steps`, the lr mapped from the
+    run's schedule with `steps_per_round` steps a round, a checkpoint every `save_freq` steps."""
     options = {
         "policy.path": start_model,
         "policy.device": device,
@@ -201,16 +210,15 @@ def lerobot_train_command(run: FederatedRun, start_model: Path, data_root: Path,
         "policy.optimizer_betas": f"[{BETAS[0]},{BETAS[1]}]",
         "policy.optimizer_weight_decay": WEIGHT_DECAY,
         "policy.optimizer_grad_clip_norm": GRAD_CLIP_NORM,
-        **lr_options(config, run.steps_per_round, run.total_steps),
-        "dataset.repo_id": TRAIN_REPO_ID,
-        "dataset.root": data_root,
+        **lr_options(config, steps_per_round, total_steps),
+        "dataset.repo_id": dataset.repo_id,
+        "dataset.root": dataset.root,
         "output_dir": out,
         "job_name": "zk0-baseline",
         "batch_size": config.batch_size,
-        "steps": run.total_steps,
-        # A multiple of every step either axis compares at (run_lerobot_train prunes the rest).
-        "save_freq": math.gcd(run.steps_per_round, run.sequential_steps_per_round),
-        "log_freq": run.steps_per_round,
+        "steps": total_steps,
+        "save_freq": save_freq,
+        "log_freq": steps_per_round,
         "eval_freq": 0,
         "num_workers": config.num_workers,
         "seed": config.seed,
@@ -335,7 +343,12 @@ def markdown_table(comparison: dict) -> str:
             point = row[axis]
             cells += [str(point["central_steps"]), fmt(point["central_action_mse"], ".4f"), fmt(point["gap_pct"], "+.1f", "%")]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    table = "\n".join(lines) + "\n"
+    if comparison.get("alone"):
+        from zk0.alone import alone_table
+
+        table += "\n" + alone_table(comparison["alone"])
+    return table
 
 
 def _plot(comparison: dict, path: Path) -> None:
@@ -374,6 +387,9 @@ def run_baseline(run_dir: Path, log=print) -> dict:
     out = run.paths.baseline
     if out.exists():
         raise BaselineError(f"{out} already exists; delete it to run the baseline again")
+    from zk0.alone import final_checkpoint, run_alone  # it builds on this module
+
+    final_checkpoint(run)  # before hours of training, not after
     config = run.config
     device = resolve_device(config.device)
     (out / "data").mkdir(parents=True)
@@ -381,12 +397,16 @@ def run_baseline(run_dir: Path, log=print) -> dict:
     log(f"merging the training episodes of {len(run.datasets)} dataset(s) into {out / 'data' / 'train'}")
     meta = merge_training_data(run, out / "data" / "train")
     start_model = write_start_model(run, meta, out / "start_model")
-    command = lerobot_train_command(run, start_model, out / "data" / "train", out / "train", device)
+    # save_freq: a multiple of every step either axis compares at (run_lerobot_train prunes the rest).
+    command = lerobot_train_command(config, start_model, meta, out / "train", device, steps_per_round=run.steps_per_round,
+                                    total_steps=run.total_steps,
+                                    save_freq=math.gcd(run.steps_per_round, run.sequential_steps_per_round))
     log(f"lerobot-train: {run.total_steps} steps at batch {config.batch_size} on {device}; log: {out / 'lerobot-train.log'}")
     run_lerobot_train(command, out / "lerobot-train.log", device, out / "train" / "checkpoints", run.compared_steps)
 
     log("scoring federated and centralized checkpoints on the held-out eval dataset")
     rows = compare(run, start_model, out / "train", device)
+    alone = run_alone(run, out / "alone", device, log)
     fl_lrs = [round_lr(r, config.num_rounds, lr=config.lr, schedule=config.lr_schedule,
                        warmup_rounds=config.warmup_rounds, lr_min=config.lr_min) for r in range(1, config.num_rounds + 1)]
     comparison = {
@@ -408,6 +428,7 @@ def run_baseline(run_dir: Path, log=print) -> dict:
         "device": device,
         "lerobot_train_command": command,
         "rows": rows,
+        "alone": alone,
     }
     write_report(comparison, out)
     return comparison
