@@ -6,8 +6,9 @@ Writes demo data for two splits of the same tasks, sharing one held-out eval dat
 Then for each client count, setting and seed runs `./train-fl-simulation.sh --tiny` on that
 data (the non-IID one once per FedProx mu of the sweep, the IID one with mu = 0), runs `zk0
 baseline` on each run directory, and prints FL vs centralized held-out action MSE at the last
-round on both axes: equal samples and equal sequential steps (see `zk0 baseline`), per run and
-as mean and spread (min..max) over the seeds.
+round on both axes: equal samples and equal sequential steps (see `zk0 baseline`), and for how
+many clients joining pays (the federated model beats the client's model alone on the union of
+all clients' held-out episodes), per run and as mean and spread (min..max) over the seeds.
 
     .venv/bin/python bench/fl_vs_central.py [--clients 2,4] [--rounds 3] [--mus 0,0.01,0.1]
         [--seeds 42,43,44] [--settings noniid,iid] [--run-config "local-steps=20"] [--out DIR]
@@ -78,17 +79,21 @@ def result_row(setting: str, mu: float, clients: int, seed: int, run_dir: Path, 
            "round": last["round"], "fl_action_mse": last["fl_action_mse"]}
     for axis, _ in AXES:
         row[axis] = last[axis]
+    alone = comparison["alone"]
+    union = "all clients' held-out"
+    row["joining_pays"] = sum(alone["federated"][union] < client["alone"][union] for client in alone["clients"])
     return row
 
 
 def runs_table(results: list[dict]) -> str:
     header = " | ".join(f"centralized, {heading} | gap" for _, heading in AXES)
-    lines = [f"| setting | clients | proximal-mu | seed | FL action MSE | {header} |",
-             "|---|---:|---:|---:|---:|" + "---:|---:|" * len(AXES)]
+    lines = [f"| setting | clients | proximal-mu | seed | FL action MSE | {header} | joining pays |",
+             "|---|---:|---:|---:|---:|" + "---:|---:|" * len(AXES) + "---:|"]
     for r in results:
         cells = [r["setting"], str(r["clients"]), f"{r['mu']:g}", str(r["seed"]), f"{r['fl_action_mse']:.1f}"]
         for axis, _ in AXES:
             cells += [f"{r[axis]['central_action_mse']:.1f}", f"{r[axis]['gap_pct']:+.1f}%"]
+        cells.append(f"{r['joining_pays']}/{r['clients']}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -106,11 +111,12 @@ def seeds_table(results: list[dict]) -> str:
     for r in results:
         groups.setdefault((r["setting"], r["clients"], r["mu"]), []).append(r)
     header = " | ".join(f"gap, {heading}" for _, heading in AXES)
-    lines = [f"| setting | clients | proximal-mu | seeds | FL action MSE | {header} |",
-             "|---|---:|---:|---:|---:|" + "---:|" * len(AXES)]
+    lines = [f"| setting | clients | proximal-mu | seeds | FL action MSE | {header} | joining pays |",
+             "|---|---:|---:|---:|---:|" + "---:|" * len(AXES) + "---:|"]
     for (setting, clients, mu), runs in groups.items():
         cells = [setting, str(clients), f"{mu:g}", str(len(runs)), spread([r["fl_action_mse"] for r in runs], ".1f")]
         cells += [spread([r[axis]["gap_pct"] for r in runs], "+.1f", "%") for axis, _ in AXES]
+        cells.append(f"{sum(r['joining_pays'] for r in runs)}/{clients * len(runs)}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
