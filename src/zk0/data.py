@@ -234,10 +234,10 @@ def infinite_batches(dataset, batch_size: int, num_workers: int, seed: int) -> I
     """Shuffled batches forever: local training counts optimizer steps, not epochs.
 
     Everything random in the training these batches feed follows from `seed` (a node's
-    comes from `stream_seed`) and the dataset. Starting the stream (the first `next`) seeds Python's, NumPy's and torch's
-    generators with LeRobot's `set_seed`, as its training script does: SmolVLA draws its
-    flow-matching noise and time from torch's global generator, and a process may have
-    served other nodes or rounds before. The DataLoader shuffles with its own generator,
+    comes from `stream_seed`) and the dataset. Starting the stream (the first `next`) seeds
+    Python's, NumPy's and torch's generators with LeRobot's `set_seed`, as its training
+    script does: SmolVLA draws its flow-matching noise and time from torch's global
+    generator, and a process may have served other nodes or rounds before. The DataLoader shuffles with its own generator,
     which also seeds its workers (torch seeds `random`, NumPy and torch in each worker
     from it), so `num-workers` > 0 stays reproducible.
     """
