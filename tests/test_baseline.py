@@ -66,7 +66,7 @@ def write_fl_run(run_dir: Path, config: dict, policy, processors, eval_split) ->
     rows = []
     for server_round in range(ROUNDS + 1):
         clients = {} if server_round == 0 else {
-            f"{node}:{uri}": {"num-examples": LOCAL_STEPS * BATCH, "train/steps": LOCAL_STEPS} for node, uri in enumerate(uris)
+            f"node {node} claiming {uri}": {"num-examples": LOCAL_STEPS * BATCH, "train/steps": LOCAL_STEPS} for node, uri in enumerate(uris)
         }
         rows.append({"round": server_round, "eval/action_mse": mse * (1 + 0.1 * (ROUNDS - server_round)), "clients": clients})
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -268,3 +268,13 @@ def test_each_client_alone_is_trained_on_its_own_training_episodes_and_scored_ev
             assert min(held_out) <= scored["all clients' held-out"] <= max(held_out)
     table = (out / "comparison.md").read_text().split("## Federated vs your model alone", 1)[1]
     assert sum(line.startswith(f"| {index} | `local:") for line in table.splitlines() for index in range(CLIENTS)) == CLIENTS
+
+
+def test_client_keys_name_the_dataset_their_node_claimed():
+    """metrics.jsonl's client keys, as zk0.rounds labels nodes (and as runs before the labels did)."""
+    from zk0.baseline import client_dataset
+
+    assert client_dataset("node 7 claiming local:/data/arm a") == "local:/data/arm a"
+    assert client_dataset("alice (node 7) claiming hf:owner/name") == "hf:owner/name"
+    assert client_dataset("7:local:/data/arm") == "local:/data/arm"
+    assert client_dataset("node 7") is None and client_dataset("7:?") is None

@@ -20,6 +20,7 @@ from pathlib import Path
 from zk0.baseline import (
     BaselineError,
     FederatedRun,
+    client_dataset,
     lerobot_train_command,
     run_lerobot_train,
     score,
@@ -35,12 +36,12 @@ EVAL = "eval dataset"
 
 
 def client_steps(run: FederatedRun) -> dict[DatasetURI, int]:
-    """Optimizer steps each dataset's client took over the run (clients are keyed `<node>:<uri>`)."""
+    """Optimizer steps each dataset's client took over the run (metrics.jsonl's client keys name them)."""
     steps = dict.fromkeys(run.datasets, 0)
     by_name = {str(uri): uri for uri in run.datasets}
     for row in run.rows.values():
         for key, client in row.get("clients", {}).items():
-            uri = by_name.get(key.split(":", 1)[1] if ":" in key else "")
+            uri = by_name.get(client_dataset(key) or "")
             if uri is not None:
                 steps[uri] += client.get("train/steps", run.config.local_steps)
     # Runs whose metrics do not name datasets: every client took local-steps each round.

@@ -55,7 +55,7 @@ from zk0.model import load_policy, make_processors, resolve_device
 from zk0.run_dir import PRETRAINED, RunDir, RunDirError
 from zk0.schedule import round_lr
 from zk0.train import BETAS, GRAD_CLIP_NORM, WEIGHT_DECAY
-from zk0.uri import DatasetURI, parse_dataset_uri
+from zk0.uri import DatasetURI, URIError, parse_dataset_uri
 
 TRAIN_REPO_ID = "zk0-baseline/train"
 
@@ -132,12 +132,24 @@ def read_run(run_dir: Path) -> FederatedRun:
                         sequential.pop())
 
 
+def client_dataset(key: str) -> str | None:
+    """The dataset URI a client key of metrics.jsonl names (zk0.rounds labels: `node <id> claiming
+    <uri>`; runs before them: `<node id>:<uri>`), or None when the node named none."""
+    if " claiming " in key:
+        return key.rpartition(" claiming ")[2]
+    node, colon, uri = key.partition(":")
+    return uri if colon and node.isdigit() and uri != "?" else None
+
+
 def _trained_datasets(config: RunConfig, rows: dict[int, dict]) -> tuple[DatasetURI, ...]:
-    """Client keys are `<node id>:<dataset uri>`: in deployment they, not `datasets`, say what trained."""
-    uris = {key.split(":", 1)[1] for row in rows.values() for key in row.get("clients", {}) if ":" in key}
-    if not uris or "?" in uris:
+    """In deployment the client keys, not `datasets`, say which datasets trained."""
+    uris = {client_dataset(key) for row in rows.values() for key in row.get("clients", {})}
+    if not uris or None in uris:
         return config.datasets
-    return tuple(parse_dataset_uri(uri) for uri in sorted(uris))
+    try:
+        return tuple(parse_dataset_uri(uri) for uri in sorted(uris))
+    except URIError as err:
+        raise BaselineError(f"metrics.jsonl names a client dataset that is no dataset URI ({err})") from None
 
 
 def lr_options(config: RunConfig, steps_per_round: int, total_steps: int) -> dict[str, float | int]:
