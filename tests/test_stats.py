@@ -56,6 +56,7 @@ def test_federation_statistics_replace_the_datasets_whole(eval_data, session_pol
     and no key of the evaluating dataset's own (its quantiles) beside them; cameras keep theirs."""
     pooled = stats.pool([stats.node_stats(eval_data.stats, session_policy.config)])
     merged = stats.with_stats(eval_data.stats, pooled)
+    assert list(pooled) == sorted(pooled)  # the same order (and log line) in every process
     assert "q01" in eval_data.stats["action"]
     for feature in pooled:
         assert sorted(merged[feature]) == sorted(stats.STAT_KEYS)

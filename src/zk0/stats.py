@@ -122,8 +122,9 @@ def pool(stats_list: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[s
         cap = COUNT_CAP * sorted(counts)[(len(counts) - 1) // 2]
         for stats, count in zip(capped, counts):
             stats[feature] = {**stats[feature], "count": np.array([min(count, cap)])}
-    pooled = aggregate_stats(capped)
-    return {feature: {key: np.asarray(pooled[feature][key], dtype=np.float64) for key in STAT_KEYS} for feature in pooled}
+    pooled = aggregate_stats(capped)  # features in set order, which varies between processes
+    return {feature: {key: np.asarray(pooled[feature][key], dtype=np.float64) for key in STAT_KEYS}
+            for feature in sorted(pooled)}
 
 
 def with_stats(dataset_stats: dict, federation: dict[str, dict[str, np.ndarray]]) -> dict:
