@@ -187,9 +187,9 @@ def _aggregated_with(run_config: dict[str, Any] | None) -> str:
 
 def _normalization_words(run_config: dict[str, Any]) -> str:
     if _setting(run_config, "normalization") == "federated":
-        return ("the federation's pooled statistics (every client's `observation.state` and `action` statistics, "
-                "weighted by frame count; `normalization = federated`)")
-    return "each client's own dataset statistics (`normalization = local`)"
+        return ("the federation's pooled statistics (every client's `observation.state` and `action` statistics "
+                "over its training episodes, weighted by frame count; `normalization = federated`)")
+    return "each client's own training episodes' statistics (`normalization = local`)"
 
 
 def _dataset_line(uri: str) -> str:
