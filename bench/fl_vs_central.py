@@ -3,15 +3,18 @@
 Writes demo data for two splits of the same tasks, sharing one held-out eval dataset:
 - non-IID: client i holds only task i (what `zk0 demo-data` writes);
 - IID: every client holds every task (same number of episodes per client).
-Then for each setting runs `./train-fl-simulation.sh --tiny` on that data (the non-IID one
-once per FedProx mu of the sweep, the IID one with mu = 0), runs `zk0 baseline` on each run
-directory, and prints FL vs centralized held-out action MSE at the last round.
+Then for each client count, setting and seed runs `./train-fl-simulation.sh --tiny` on that
+data (the non-IID one once per FedProx mu of the sweep, the IID one with mu = 0), runs `zk0
+baseline` on each run directory, and prints FL vs centralized held-out action MSE at the last
+round on both axes: equal samples and equal sequential steps (see `zk0 baseline`), and for how
+many clients joining pays (the federated model beats the client's model alone on the union of
+all clients' held-out episodes), per run and as mean and spread (min..max) over the seeds.
 
-    .venv/bin/python bench/fl_vs_central.py [--clients 2] [--rounds 3] [--mus 0,0.01,0.1]
-        [--settings noniid,iid] [--run-config "local-steps=20"] [--out DIR]
+    .venv/bin/python bench/fl_vs_central.py [--clients 2,4] [--rounds 3] [--mus 0,0.01,0.1]
+        [--seeds 42,43,44] [--settings noniid,iid] [--run-config "local-steps=20"] [--out DIR]
 
 Everything lands under --out (default bench/results/fl-vs-central-<UTC timestamp>/):
-data/, one directory per setting (its run directory, with baseline/ inside), summary.json
+data/, one directory per run (its run directory, with baseline/ inside), summary.json
 and summary.md.
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -48,9 +52,10 @@ def write_data(out: Path, clients: int) -> dict[str, tuple[str, str]]:
     }
 
 
-def run_federation(out: Path, clients: int, rounds: int, datasets: str, eval_uri: str, mu: float, extra: str) -> Path:
+def run_federation(out: Path, clients: int, rounds: int, datasets: str, eval_uri: str, mu: float, seed: int,
+                   extra: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    config = f"datasets='{datasets}' eval-dataset='{eval_uri}' proximal-mu={mu} {extra}".strip()
+    config = f"datasets='{datasets}' eval-dataset='{eval_uri}' proximal-mu={mu} seed={seed} {extra}".strip()
     command = [str(ROOT / "train-fl-simulation.sh"), "--tiny", "--clients", str(clients), "--rounds", str(rounds),
                "--output-dir", str(out), "--run-config", config]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -64,20 +69,72 @@ def run_baseline(run_dir: Path) -> dict:
     return json.loads((run_dir / "baseline" / "comparison.json").read_text())
 
 
-def summary_table(results: list[dict]) -> str:
-    lines = ["| setting | proximal-mu | round | FL action MSE | centralized action MSE | gap |",
-             "|---|---:|---:|---:|---:|---:|"]
+AXES = (("equal_samples", "equal samples"), ("equal_sequential_steps", "equal sequential steps"))
+
+
+def result_row(setting: str, mu: float, clients: int, seed: int, run_dir: Path, comparison: dict) -> dict:
+    """The last round of one run: FL and the centralized twin on both axes."""
+    last = comparison["rows"][-1]
+    row = {"setting": setting, "mu": mu, "clients": clients, "seed": seed, "run_dir": str(run_dir),
+           "round": last["round"], "fl_action_mse": last["fl_action_mse"]}
+    for axis, _ in AXES:
+        row[axis] = last[axis]
+    alone = comparison["alone"]
+    union = "all clients' held-out"
+    row["joining_pays"] = sum(alone["federated"][union] < client["alone"][union] for client in alone["clients"])
+    return row
+
+
+def runs_table(results: list[dict]) -> str:
+    header = " | ".join(f"centralized, {heading} | gap" for _, heading in AXES)
+    lines = [f"| setting | clients | proximal-mu | seed | FL action MSE | {header} | joining pays |",
+             "|---|---:|---:|---:|---:|" + "---:|---:|" * len(AXES) + "---:|"]
     for r in results:
-        lines.append(f"| {r['setting']} | {r['mu']:g} | {r['round']} | {r['fl_action_mse']:.4f} | "
-                     f"{r['central_action_mse']:.4f} | {r['gap_pct']:+.1f}% |")
+        cells = [r["setting"], str(r["clients"]), f"{r['mu']:g}", str(r["seed"]), f"{r['fl_action_mse']:.1f}"]
+        for axis, _ in AXES:
+            cells += [f"{r[axis]['central_action_mse']:.1f}", f"{r[axis]['gap_pct']:+.1f}%"]
+        cells.append(f"{r['joining_pays']}/{r['clients']}")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def spread(values: list[float], spec: str, unit: str = "") -> str:
+    """Mean and min..max over the seeds."""
+    if len(values) == 1:
+        return format(values[0], spec) + unit
+    return f"{format(statistics.mean(values), spec)}{unit} ({format(min(values), spec)}..{format(max(values), spec)})"
+
+
+def seeds_table(results: list[dict]) -> str:
+    """One row per setting, client count and mu: mean (min..max) over its seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["setting"], r["clients"], r["mu"]), []).append(r)
+    header = " | ".join(f"gap, {heading}" for _, heading in AXES)
+    lines = [f"| setting | clients | proximal-mu | seeds | FL action MSE | {header} | joining pays |",
+             "|---|---:|---:|---:|---:|" + "---:|" * len(AXES) + "---:|"]
+    for (setting, clients, mu), runs in groups.items():
+        cells = [setting, str(clients), f"{mu:g}", str(len(runs)), spread([r["fl_action_mse"] for r in runs], ".1f")]
+        cells += [spread([r[axis]["gap_pct"] for r in runs], "+.1f", "%") for axis, _ in AXES]
+        cells.append(f"{sum(r['joining_pays'] for r in runs)}/{clients * len(runs)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def numbers(text: str, kind: type) -> list:
+    """A comma-separated list of numbers; ValueError if it holds none or something else."""
+    values = [kind(v) for v in text.split(",") if v.strip()]
+    if not values:
+        raise ValueError(f"empty list '{text}'")
+    return values
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--clients", default="2", help="client counts, e.g. 2,4,8 (1 to 8 in the demo)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--mus", default="0,0.01,0.1", help="FedProx mu values for the non-IID runs")
+    parser.add_argument("--seeds", default="42", help="run-config seeds, e.g. 42,43,44 (the spread is over these)")
     parser.add_argument("--settings", default="noniid,iid", help="which of noniid, iid to run")
     parser.add_argument("--run-config", default="", help="extra run-config overrides for every run")
     parser.add_argument("--out", type=Path, help="results directory (default bench/results/fl-vs-central-<timestamp>)")
@@ -89,20 +146,24 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown setting(s) {sorted(unknown)}; use noniid and/or iid")
 
-    data = write_data(out / "data", args.clients)
-    plan = [(s, float(mu)) for s in settings for mu in (args.mus.split(",") if s == "noniid" else ["0"])]
+    try:
+        client_counts, seeds, mus = numbers(args.clients, int), numbers(args.seeds, int), numbers(args.mus, float)
+    except ValueError as err:
+        parser.error(f"--clients, --seeds and --mus take comma-separated numbers ({err})")
+
     results = []
-    for setting, mu in plan:
-        name = f"{setting}-mu{mu:g}"
-        print(f"fl_vs_central: {name}: federation", file=sys.stderr)
-        run_dir = run_federation(out / name, args.clients, args.rounds, *data[setting], mu, args.run_config)
-        print(f"fl_vs_central: {name}: zk0 baseline {run_dir}", file=sys.stderr)
-        comparison = run_baseline(run_dir)
-        last = comparison["rows"][-1]
-        results.append({"setting": setting, "mu": mu, "run_dir": str(run_dir), **last})
+    for clients in client_counts:
+        data = write_data(out / "data" / f"{clients}-clients", clients)
+        plan = [(s, mu) for s in settings for mu in (mus if s == "noniid" else [0.0])]
+        for (setting, mu), seed in ((p, seed) for p in plan for seed in seeds):
+            name = f"{setting}-{clients}c-mu{mu:g}-seed{seed}"
+            print(f"fl_vs_central: {name}: federation", file=sys.stderr)
+            run_dir = run_federation(out / name, clients, args.rounds, *data[setting], mu, seed, args.run_config)
+            print(f"fl_vs_central: {name}: zk0 baseline {run_dir}", file=sys.stderr)
+            results.append(result_row(setting, mu, clients, seed, run_dir, run_baseline(run_dir)))
 
     (out / "summary.json").write_text(json.dumps(results, indent=2))
-    table = summary_table(results)
+    table = runs_table(results) + "\n" + seeds_table(results)
     (out / "summary.md").write_text(table)
     print(table, end="")
     print(f"fl_vs_central: results in {out}", file=sys.stderr)

@@ -66,7 +66,7 @@ def write_fl_run(run_dir: Path, config: dict, policy, processors, eval_split) ->
     rows = []
     for server_round in range(ROUNDS + 1):
         clients = {} if server_round == 0 else {
-            f"{node}:{uri}": {"num-examples": LOCAL_STEPS * BATCH, "train/steps": LOCAL_STEPS} for node, uri in enumerate(uris)
+            f"node {node} claiming {uri}": {"num-examples": LOCAL_STEPS * BATCH, "train/steps": LOCAL_STEPS} for node, uri in enumerate(uris)
         }
         rows.append({"round": server_round, "eval/action_mse": mse * (1 + 0.1 * (ROUNDS - server_round)), "clients": clients})
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -86,12 +86,13 @@ def baseline(tmp_path_factory, demo_roots, session_policy, processors, eval_spli
 
 
 def test_lerobot_train_ran_with_the_federations_steps_and_lr(baseline):
-    """2 rounds x 2 clients x 2 local steps = 8 steps, a checkpoint per round-equivalent, lr held constant."""
+    """2 rounds x 2 clients x 2 local steps = 8 steps, lr held constant; checkpoints kept at each
+    round's equal-samples step (4, 8) and equal-sequential-steps step (2, 4), no others (6)."""
     run_dir, code, _, _ = baseline
     assert code == 0
     checkpoints = run_dir / "baseline" / "train" / "checkpoints"
-    assert sorted(p.name for p in checkpoints.iterdir() if p.name.isdigit()) == ["000004", "000008"]
-    for step in ("000004", "000008"):
+    assert sorted(p.name for p in checkpoints.iterdir() if p.name.isdigit()) == ["000002", "000004", "000008"]
+    for step in ("000002", "000004", "000008"):
         state = checkpoints / step / "training_state"
         assert json.loads((state / "training_step.json").read_text())["step"] == int(step)
         groups = json.loads((state / "optimizer_param_groups.json").read_text())
@@ -132,21 +133,28 @@ def test_centralized_model_normalizes_with_the_merged_data_and_loads(baseline):
 
 
 def test_comparison_table_and_plot(baseline):
-    """Every round compared; round 2 rescored from its checkpoint reproduces the server's own number."""
+    """Every round compared on both axes; round 2 rescored from its checkpoint reproduces the
+    server's own number; a checkpoint both axes meet at (step 4) scores the same for both."""
     run_dir, _, logged_mse, stdout = baseline
     out = run_dir / "baseline"
     comparison = json.loads((out / "comparison.json").read_text())
     rows = {row["round"]: row for row in comparison["rows"]}
     assert sorted(rows) == [0, 1, 2]
-    assert [rows[r]["central_steps"] for r in (0, 1, 2)] == [0, 4, 8]
+    assert [rows[r]["equal_samples"]["central_steps"] for r in (0, 1, 2)] == [0, 4, 8]
+    assert [rows[r]["equal_sequential_steps"]["central_steps"] for r in (0, 1, 2)] == [0, 2, 4]
     assert rows[1]["fl_source"] == "metrics.jsonl" and rows[2]["fl_source"] == "checkpoint"
     assert rows[2]["fl_action_mse"] == pytest.approx(logged_mse, rel=1e-5)
     for row in rows.values():
-        assert math.isfinite(row["fl_action_mse"]) and math.isfinite(row["central_action_mse"])
-        assert row["gap_pct"] == pytest.approx(100 * (row["fl_action_mse"] / row["central_action_mse"] - 1))
-    assert comparison["total_steps"] == 8 and comparison["train_data"]["episodes"] == 4
+        for axis in ("equal_samples", "equal_sequential_steps"):
+            point = row[axis]
+            assert math.isfinite(row["fl_action_mse"]) and math.isfinite(point["central_action_mse"])
+            assert point["gap_pct"] == pytest.approx(100 * (row["fl_action_mse"] / point["central_action_mse"] - 1))
+    assert rows[1]["equal_samples"]["central_action_mse"] == rows[2]["equal_sequential_steps"]["central_action_mse"]
+    assert rows[0]["equal_samples"] == rows[0]["equal_sequential_steps"]
+    assert comparison["total_steps"] == 8 and comparison["sequential_steps_per_round"] == LOCAL_STEPS
+    assert comparison["train_data"]["episodes"] == 4
     table = (out / "comparison.md").read_text()
-    assert stdout.endswith(table) and sum(line.startswith("| ") for line in table.splitlines()) == 1 + 3
+    assert stdout.endswith(table) and sum(line.startswith("| ") for line in table.splitlines()) == (1 + 3) + (1 + CLIENTS)
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -216,3 +224,57 @@ def test_lerobot_train_starts_from_the_cached_tiny_model(tmp_path, demo_roots, z
     [stats_file] = final.glob("policy_preprocessor_step_*_normalizer_processor.safetensors")
     meta = LeRobotDatasetMetadata(f"local/{client.name}", root=client)
     np.testing.assert_allclose(load_file(stats_file)["observation.state.mean"].numpy(), meta.stats["observation.state"]["mean"], rtol=1e-6)
+
+
+def test_pruning_keeps_the_compared_steps_and_a_checkpoint_being_written(tmp_path):
+    """While lerobot-train runs, the newest checkpoint may be half written: only older unwanted ones
+    go; once it has exited, every unwanted one goes."""
+    from zk0.baseline import prune_checkpoints
+
+    for step in (2, 4, 6):
+        (tmp_path / f"{step:06d}" / "pretrained_model").mkdir(parents=True)
+    (tmp_path / "last").symlink_to(tmp_path / "000006")
+    prune_checkpoints(tmp_path, keep={2}, finished_only=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["000002", "000006", "last"]
+    prune_checkpoints(tmp_path, keep={2}, finished_only=False)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.isdigit()) == ["000002"]
+
+
+def test_each_client_alone_is_trained_on_its_own_training_episodes_and_scored_everywhere(baseline, demo_roots):
+    """Every client's twin trains on its training episodes alone (normalized by their statistics),
+    for the steps it took in the run; it and the federated model are scored on every client's
+    held-out episodes, their union and the eval dataset, and the table says it per client."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+
+    run_dir = baseline[0]
+    out = run_dir / "baseline"
+    comparison = json.loads((out / "comparison.json").read_text())
+    alone = comparison["alone"]
+    sets = ["client 0 held-out", "client 1 held-out", "eval dataset", "all clients' held-out"]
+    assert alone["sets"] == sets and sorted(alone["federated"]) == sorted(sets)
+    assert alone["federated"]["eval dataset"] == pytest.approx(comparison["rows"][-1]["fl_action_mse"], rel=1e-6)
+    for index, client in enumerate(alone["clients"]):
+        assert client["dataset"] == f"local:{demo_roots[index]}" and client["steps"] == ROUNDS * LOCAL_STEPS
+        twin = out / "alone" / f"client_{index}"
+        data = LeRobotDatasetMetadata(f"zk0-alone/client-{index}", root=twin / "data")
+        assert data.total_episodes == 4 - HELDOUT
+        final = twin / "train" / "checkpoints" / "000004"
+        assert json.loads((final / "training_state" / "training_step.json").read_text())["step"] == 4
+        [stats_file] = (final / "pretrained_model").glob("policy_preprocessor_step_*_normalizer_processor.safetensors")
+        np.testing.assert_allclose(load_file(stats_file)["action.mean"].numpy(), data.stats["action"]["mean"], rtol=1e-6)
+        for scored in (client["alone"], alone["federated"]):
+            assert sorted(scored) == sorted(sets) and all(math.isfinite(v) for v in scored.values())
+            held_out = [scored["client 0 held-out"], scored["client 1 held-out"]]
+            assert min(held_out) <= scored["all clients' held-out"] <= max(held_out)
+    table = (out / "comparison.md").read_text().split("## Federated vs your model alone", 1)[1]
+    assert sum(line.startswith(f"| {index} | `local:") for line in table.splitlines() for index in range(CLIENTS)) == CLIENTS
+
+
+def test_client_keys_name_the_dataset_their_node_claimed():
+    """metrics.jsonl's client keys, as zk0.rounds labels nodes (and as runs before the labels did)."""
+    from zk0.baseline import client_dataset
+
+    assert client_dataset("node 7 claiming local:/data/arm a") == "local:/data/arm a"
+    assert client_dataset("alice (node 7) claiming hf:owner/name") == "hf:owner/name"
+    assert client_dataset("7:local:/data/arm") == "local:/data/arm"
+    assert client_dataset("node 7") is None and client_dataset("7:?") is None

@@ -41,6 +41,10 @@ def test_malformed_rename_maps_are_one_line(text, message):
     assert "\n" not in str(caught.value)
 
 
+# Episodes each 4-episode node trains on: statistics count its training frames only.
+TRAINED = 4 - pyproject_run_config()["heldout-episodes"]
+
+
 def run(demo_roots, top_camera_dataset, rename: str | None, caplog):
     """Round 0 and round 1 with a demo node (front, wrist) and the top-camera node."""
     config = pyproject_run_config(
@@ -76,7 +80,7 @@ def test_unmappable_node_is_refused_in_one_line(demo_roots, top_camera_dataset, 
     warnings = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(warnings) == 1 and "client_top: refused: cameras" in warnings[0]
     assert "map them with node-config rename-map" in warnings[0]
-    assert int(pooled["action"]["count"].sum()) == 4 * 30  # the demo node's frames only
+    assert int(pooled["action"]["count"].sum()) == TRAINED * 30  # the demo node's training frames only
     assert 2 not in replies and 1 in replies
     assert "error" in replies and "CameraError" in replies["error"].error.reason
 
@@ -85,5 +89,5 @@ def test_mapped_node_joins_and_trains(demo_roots, top_camera_dataset, caplog):
     """With rename-map top -> front the node's statistics are pooled and it trains."""
     pooled, replies = run(demo_roots, top_camera_dataset, RENAME, caplog)
     assert not [r for r in caplog.records if "refused" in r.getMessage()]
-    assert int(pooled["action"]["count"].sum()) == 2 * 4 * 30
+    assert int(pooled["action"]["count"].sum()) == 2 * TRAINED * 30
     assert "error" not in replies and sorted(replies) == [1, 2]

@@ -91,7 +91,7 @@ def test_dataset_list_tolerates_spaces_and_mixed_schemes(defaults):
         ({"model": "smolvla base"}, "model"),
         ({"heldout_episodes": 0}, "heldout-episodes"),
         ({"output_dir": ""}, "output-dir"),
-        ({"aggregation": "fedadam"}, "aggregation"),
+        ({"aggregation": "fedsgd"}, "aggregation"),
         ({"max_update_norm_ratio": 0.5}, "max-update-norm-ratio"),
         ({"max_update_norm_ratio": -1.0}, "max-update-norm-ratio"),
         ({"trimmed_avg_beta": 0.5}, "trimmed-avg-beta"),

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zk0.data import DatasetError, infinite_batches, open_node_data, open_split
+from zk0.data import DatasetError, dataset_identity, infinite_batches, open_node_data, open_split, stream_seed
 from zk0.uri import parse_dataset_uri
 
 ZK0 = [sys.executable, "-m", "zk0"]
@@ -91,6 +91,33 @@ def test_batches_carry_action_chunks_and_never_run_out(demo_roots, session_polic
     assert batches[0]["action"].shape == (batch_size, chunk, 6)
     assert batches[0]["action_is_pad"].shape == (batch_size, chunk)
     assert [b["index"].tolist() for b in batches] == [b["index"].tolist() for b in first_batches(seed=7)]
+
+
+def test_a_dataset_draws_the_same_batches_wherever_it_lies(demo_roots, session_policy, tmp_path):
+    """Seeds follow what a dataset is, not its path: the same demo dataset copied to two
+    directories of other names gets the same identity, seed and training batches; another
+    dataset, or other training episodes of the same one, get another seed."""
+    copies = [shutil.copytree(demo_roots[0], tmp_path / name) for name in ("here", "elsewhere/deeper")]
+    nodes = [open_node_data(parse_dataset_uri(f"local:{root}"), action_dim=6, heldout_episodes=2) for root in copies]
+    assert nodes[0].identity == nodes[1].identity != nodes[0].uri.location
+    assert stream_seed(3, nodes[0]) == stream_seed(3, nodes[1]) != stream_seed(4, nodes[0])
+
+    def indices(data) -> list[list[int]]:
+        split = open_split(data, data.train_episodes, session_policy.config)
+        stream = infinite_batches(split, 4, num_workers=0, seed=stream_seed(3, data))
+        return [batch["index"].tolist() for batch in itertools.islice(stream, 4)]
+
+    assert indices(nodes[0]) == indices(nodes[1])
+    other = open_node_data(parse_dataset_uri(f"local:{demo_roots[1]}"), action_dim=6, heldout_episodes=2)
+    assert other.identity != nodes[0].identity
+    fewer = open_node_data(parse_dataset_uri(f"local:{copies[0]}"), action_dim=6, heldout_episodes=3)
+    assert stream_seed(3, fewer) != stream_seed(3, nodes[0])
+
+
+def test_a_hub_dataset_is_its_repo_id():
+    """A hub dataset is named by its repo id, whatever HF cache holds it."""
+    assert dataset_identity(parse_dataset_uri("hf:owner/name")) == dataset_identity(parse_dataset_uri("owner/name"))
+    assert dataset_identity(parse_dataset_uri("hf:owner/name")) != dataset_identity(parse_dataset_uri("hf:owner/other"))
 
 
 def test_check_dataset_accepts_a_good_dataset(demo_roots, tmp_path):

@@ -22,7 +22,7 @@ def pyproject_config() -> dict:
 
 def documented_keys() -> dict[str, tuple[str, str]]:
     """RUNNING.md's config table: key -> (type cell, default cell), from rows starting with a `key`."""
-    rows = re.findall(r"^\| `([a-z][a-z-]*)` \| (\w+) \| ([^|]*) \|", RUNNING.read_text(), re.MULTILINE)
+    rows = re.findall(r"^\| `([a-z][a-z0-9-]*)` \| (\w+) \| ([^|]*) \|", RUNNING.read_text(), re.MULTILINE)
     keys: dict[str, tuple[str, str]] = {}
     for key, kind, default in rows:
         assert key not in keys, f"RUNNING.md lists '{key}' twice"

@@ -178,6 +178,10 @@ def test_checkpoint_choice(run, tmp_path, args, source, expected_round):
         ({"aggregation": "fedavgm", "server-lr": 0.5, "server-momentum": 0.8},
          ["FedAvgM (weighted average applied with server momentum, `server-lr` = 0.5, `server-momentum` = 0.8)"],
          ["with FedProx"]),
+        ({"aggregation": "fedadam", "server-lr": 0.001, "server-tau": 0.01},
+         ["FedAdam (weighted average applied with a server Adam step, `server-lr` = 0.001, `server-beta-1` = 0.9, "
+          "`server-beta-2` = 0.99, `server-tau` = 0.01)"],
+         ["with FedProx"]),
     ],
 )
 def test_card_states_the_runs_aggregation_codec_and_normalization(run, tmp_path, settings, said, unsaid):

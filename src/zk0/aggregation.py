@@ -14,7 +14,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flwr.serverapp.strategy import FedAvgM, FedMedian, FedProx, FedTrimmedAvg, Krum, MultiKrum, Strategy
+from flwr.serverapp.strategy import (
+    FedAdagrad,
+    FedAdam,
+    FedAvgM,
+    FedMedian,
+    FedProx,
+    FedTrimmedAvg,
+    FedYogi,
+    Krum,
+    MultiKrum,
+    Strategy,
+)
 
 if TYPE_CHECKING:
     from zk0.config import RunConfig
@@ -36,6 +47,22 @@ AGGREGATIONS: dict[str, Aggregation] = {
         FedAvgM, lambda c: {"server_learning_rate": c.server_lr, "server_momentum": c.server_momentum},
         "the weighted average as a pseudo-gradient, applied with server momentum (server-momentum) and "
         "step size (server-lr); resuming restarts the momentum", streams=True),
+    # Adaptive server optimizers (Reddi et al., FedOpt): the weighted average's pseudo-gradient
+    # through Adam, Yogi or Adagrad; server-lr is their eta, a per-coordinate step size.
+    "fedadam": Aggregation(
+        FedAdam, lambda c: {"eta": c.server_lr, "beta_1": c.server_beta_1, "beta_2": c.server_beta_2,
+                            "tau": c.server_tau},
+        "the weighted average as a pseudo-gradient, applied with Adam (server-lr, server-beta-1, server-beta-2, "
+        "server-tau); resuming restarts its moments", streams=True),
+    "fedyogi": Aggregation(
+        FedYogi, lambda c: {"eta": c.server_lr, "beta_1": c.server_beta_1, "beta_2": c.server_beta_2,
+                            "tau": c.server_tau},
+        "the weighted average as a pseudo-gradient, applied with Yogi (server-lr, server-beta-1, server-beta-2, "
+        "server-tau); resuming restarts its moments", streams=True),
+    "fedadagrad": Aggregation(
+        FedAdagrad, lambda c: {"eta": c.server_lr, "tau": c.server_tau},
+        "the weighted average as a pseudo-gradient, applied with Adagrad (server-lr, server-tau); resuming "
+        "restarts its accumulated squares", streams=True),
     "fedtrimmedavg": Aggregation(
         FedTrimmedAvg, lambda c: {"beta": c.trimmed_avg_beta},
         "per coordinate, the mean after cutting the trimmed-avg-beta fraction at each end"),

@@ -8,14 +8,20 @@
                            zk0 node fits it (zk0.model.load_policy), with its processors
     train/                 `lerobot-train` output: checkpoints/<step>/pretrained_model, ...
     lerobot-train.log      its console output
-    comparison.json/.md    FL vs centralized held-out action MSE per round-equivalent
-    comparison.png         the same as a plot
+    alone/client_<i>/      each client's local-only twin (zk0.alone)
+    comparison.json/.md    FL vs centralized held-out action MSE per round, on both axes, and
+                           federated vs each client alone
+    comparison.png         FL vs centralized as a plot
 
-Round r of the federation and the centralized checkpoint after r x S steps have seen the
-same number of samples, S being the optimizer steps all clients ran per round
-(clients x local-steps, from metrics.jsonl). Both are scored with zk0's held-out metric on
-the run's eval dataset, each with its OWN saved processors (normalization statistics), as
-LeRobot's loader gives them.
+Round r of the federation is compared on two axes, from one lerobot-train run of R x S
+steps that keeps a checkpoint at every point either needs:
+- equal samples: the checkpoint after r x S steps, S being the optimizer steps all clients
+  ran per round (clients x local-steps, from metrics.jsonl): both have seen as many samples;
+- equal sequential steps: the checkpoint after r x L steps, L being one client's steps per
+  round (local-steps): both took as many steps one after the other (the wall-clock axis,
+  since clients train in parallel).
+All are scored with zk0's held-out metric on the run's eval dataset, each with its OWN saved
+processors (normalization statistics), as LeRobot's loader gives them.
 
 Learning rate (zk0.schedule.round_lr -> lerobot-train's SmolVLA preset, AdamW with the same
 betas, weight decay and grad clip as the clients):
@@ -24,6 +30,8 @@ betas, weight decay and grad clip as the clients):
 - cosine: cosine_decay_with_warmup over steps: warm-up over warmup-rounds x S steps, decay
   to lr-min at the last step. The FL lr is constant within a round and its cosine starts
   after warm-up; LeRobot's is per step and its cosine counts from step 0: close, not equal.
+The equal-sequential-steps points lie early in that one run, under its schedule: with a
+cosine lr they train near the peak lr, where a run of only R x L steps would have decayed.
 The centralized optimizer keeps its AdamW state throughout; FL clients start a fresh AdamW
 every round and add the proximal term, both part of what the comparison measures.
 """
@@ -36,6 +44,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +55,7 @@ from zk0.model import load_policy, make_processors, resolve_device
 from zk0.run_dir import PRETRAINED, RunDir, RunDirError
 from zk0.schedule import round_lr
 from zk0.train import BETAS, GRAD_CLIP_NORM, WEIGHT_DECAY
-from zk0.uri import DatasetURI, parse_dataset_uri
+from zk0.uri import DatasetURI, URIError, parse_dataset_uri
 
 TRAIN_REPO_ID = "zk0-baseline/train"
 
@@ -63,10 +72,18 @@ class FederatedRun:
     rows: dict[int, dict]  # metrics.jsonl by round
     datasets: tuple[DatasetURI, ...]  # the datasets clients actually trained on
     steps_per_round: int  # optimizer steps of all clients together in one round
+    sequential_steps_per_round: int  # optimizer steps one after the other in a round: one client's
 
     @property
     def total_steps(self) -> int:
         return self.config.num_rounds * self.steps_per_round
+
+    @property
+    def compared_steps(self) -> set[int]:
+        """The centralized steps some scored round (evaluated or checkpointed) is compared at, on either axis."""
+        rounds = [r for r in range(1, self.config.num_rounds + 1)
+                  if self.rows[r].get("eval/action_mse") is not None or self.checkpoint(r)]
+        return {r * self.steps_per_round for r in rounds} | {r * self.sequential_steps_per_round for r in rounds}
 
     def checkpoint(self, server_round: int) -> Path | None:
         path = self.paths.checkpoint(server_round) / PRETRAINED
@@ -96,8 +113,9 @@ def read_run(run_dir: Path) -> FederatedRun:
             f"{run_dir}: {run.metrics.name} lacks round(s) {missing[:5]} of num-rounds {config.num_rounds}; "
             f"the baseline needs a finished run"
         )
-    steps = {r: sum(c.get("train/steps", config.local_steps) for c in rows[r].get("clients", {}).values())
-             for r in range(1, config.num_rounds + 1)}
+    client_steps = {r: [c.get("train/steps", config.local_steps) for c in rows[r].get("clients", {}).values()]
+                    for r in range(1, config.num_rounds + 1)}
+    steps = {r: sum(counts) for r, counts in client_steps.items()}
     idle = [r for r, count in steps.items() if count == 0]
     if idle:
         raise BaselineError(f"{run_dir}: {run.metrics.name} has no client training in round(s) {idle[:5]}")
@@ -106,15 +124,32 @@ def read_run(run_dir: Path) -> FederatedRun:
             f"{run_dir}: the clients' optimizer steps per round vary ({sorted(set(steps.values()))}, e.g. failed "
             f"clients); a round has no single centralized equivalent"
         )
-    return FederatedRun(run, saved.get("run_id"), config, rows, _trained_datasets(config, rows), steps[1])
+    sequential = {max(counts) for counts in client_steps.values()}
+    if len(sequential) != 1:
+        raise BaselineError(f"{run_dir}: the clients' optimizer steps per round vary ({sorted(sequential)}); a round "
+                            f"has no single centralized equivalent")
+    return FederatedRun(run, saved.get("run_id"), config, rows, _trained_datasets(config, rows), steps[1],
+                        sequential.pop())
+
+
+def client_dataset(key: str) -> str | None:
+    """The dataset URI a client key of metrics.jsonl names (zk0.rounds labels: `node <id> claiming
+    <uri>`; runs before them: `<node id>:<uri>`), or None when the node named none."""
+    if " claiming " in key:
+        return key.rpartition(" claiming ")[2]
+    node, colon, uri = key.partition(":")
+    return uri if colon and node.isdigit() and uri != "?" else None
 
 
 def _trained_datasets(config: RunConfig, rows: dict[int, dict]) -> tuple[DatasetURI, ...]:
-    """Client keys are `<node id>:<dataset uri>`: in deployment they, not `datasets`, say what trained."""
-    uris = {key.split(":", 1)[1] for row in rows.values() for key in row.get("clients", {}) if ":" in key}
-    if not uris or "?" in uris:
+    """In deployment the client keys, not `datasets`, say which datasets trained."""
+    uris = {client_dataset(key) for row in rows.values() for key in row.get("clients", {})}
+    if not uris or None in uris:
         return config.datasets
-    return tuple(parse_dataset_uri(uri) for uri in sorted(uris))
+    try:
+        return tuple(parse_dataset_uri(uri) for uri in sorted(uris))
+    except URIError as err:
+        raise BaselineError(f"metrics.jsonl names a client dataset that is no dataset URI ({err})") from None
 
 
 def lr_options(config: RunConfig, steps_per_round: int, total_steps: int) -> dict[str, float | int]:
@@ -131,23 +166,28 @@ def lr_options(config: RunConfig, steps_per_round: int, total_steps: int) -> dic
     }
 
 
+def training_part(run: FederatedRun, uri: DatasetURI, out: Path, repo_id: str):
+    """One client's training episodes as a LeRobot dataset (written to `out` when some are held
+    out; its statistics then are those episodes' alone). Raises DatasetError or LeRobot's errors."""
+    from lerobot.datasets.dataset_tools import delete_episodes
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    data = open_node_data(uri, run.config.action_dim, run.config.heldout_episodes)
+    dataset = LeRobotDataset(uri.repo_id, root=uri.root)
+    if not data.heldout_episodes:
+        return dataset
+    return delete_episodes(dataset, data.heldout_episodes, output_dir=out, repo_id=repo_id)
+
+
 def merge_training_data(run: FederatedRun, out: Path):
     """The union of the clients' training episodes as one local LeRobot dataset at `out`."""
-    from lerobot.datasets.dataset_tools import delete_episodes, merge_datasets
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.datasets.dataset_tools import merge_datasets
 
     parts_dir = out.parent / ".parts"
     shutil.rmtree(parts_dir, ignore_errors=True)
-    parts = []
     try:
-        for index, uri in enumerate(run.datasets):
-            data = open_node_data(uri, run.config.action_dim, run.config.heldout_episodes)
-            dataset = LeRobotDataset(uri.repo_id, root=uri.root)
-            if data.heldout_episodes:
-                dataset = delete_episodes(
-                    dataset, data.heldout_episodes, output_dir=parts_dir / str(index), repo_id=f"zk0-baseline/part-{index}"
-                )
-            parts.append(dataset)
+        parts = [training_part(run, uri, parts_dir / str(index), f"zk0-baseline/part-{index}")
+                 for index, uri in enumerate(run.datasets)]
         merged = merge_datasets(parts, TRAIN_REPO_ID, output_dir=out)
     except DatasetError as err:
         raise BaselineError(str(err)) from None
@@ -171,8 +211,10 @@ def write_start_model(run: FederatedRun, meta, out: Path) -> Path:
     return out
 
 
-def lerobot_train_command(run: FederatedRun, start_model: Path, data_root: Path, out: Path, device: str) -> list[str]:
-    config = run.config
+def lerobot_train_command(config: RunConfig, start_model: Path, dataset, out: Path, device: str, *,
+                          steps_per_round: int, total_steps: int, save_freq: int) -> list[str]:
+    """lerobot-train on `dataset` (its repo id and root) for `total_steps`, the lr mapped from the
+    run's schedule with `steps_per_round` steps a round, a checkpoint every `save_freq` steps."""
     options = {
         "policy.path": start_model,
         "policy.device": device,
@@ -180,16 +222,15 @@ def lerobot_train_command(run: FederatedRun, start_model: Path, data_root: Path,
         "policy.optimizer_betas": f"[{BETAS[0]},{BETAS[1]}]",
         "policy.optimizer_weight_decay": WEIGHT_DECAY,
         "policy.optimizer_grad_clip_norm": GRAD_CLIP_NORM,
-        **lr_options(config, run.steps_per_round, run.total_steps),
-        "dataset.repo_id": TRAIN_REPO_ID,
-        "dataset.root": data_root,
+        **lr_options(config, steps_per_round, total_steps),
+        "dataset.repo_id": dataset.repo_id,
+        "dataset.root": dataset.root,
         "output_dir": out,
         "job_name": "zk0-baseline",
         "batch_size": config.batch_size,
-        "steps": run.total_steps,
-        # Every round-equivalent the federation was evaluated or checkpointed at.
-        "save_freq": run.steps_per_round * math.gcd(config.eval_every, config.checkpoint_every),
-        "log_freq": run.steps_per_round,
+        "steps": total_steps,
+        "save_freq": save_freq,
+        "log_freq": steps_per_round,
         "eval_freq": 0,
         "num_workers": config.num_workers,
         "seed": config.seed,
@@ -198,17 +239,33 @@ def lerobot_train_command(run: FederatedRun, start_model: Path, data_root: Path,
     return [str(Path(sys.executable).parent / "lerobot-train"), *(f"--{key}={value}" for key, value in options.items())]
 
 
-def run_lerobot_train(command: list[str], log_path: Path, device: str) -> None:
+def run_lerobot_train(command: list[str], log_path: Path, device: str, checkpoints: Path, keep: set[int]) -> None:
+    """Run lerobot-train; meanwhile delete each finished checkpoint whose step is not in `keep`
+    (its save_freq is uniform; a real model's checkpoint with optimizer state is several GB)."""
     if not Path(command[0]).is_file():
         raise BaselineError(f"{command[0]} not found; install LeRobot in this Python environment")
     env = dict(os.environ, WANDB_MODE="disabled")
     if device == "cuda":
         env["ACCELERATE_MIXED_PRECISION"] = "bf16"  # zk0 clients train under bf16 autocast on CUDA
     with log_path.open("w") as log:
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        while process.poll() is None:
+            prune_checkpoints(checkpoints, keep, finished_only=True)
+            time.sleep(2)
+        code = process.returncode
+    prune_checkpoints(checkpoints, keep, finished_only=False)
     if code != 0:
         lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
         raise BaselineError(f"lerobot-train failed (exit {code}): {lines[-1] if lines else 'no output'}; log: {log_path}")
+
+
+def prune_checkpoints(checkpoints: Path, keep: set[int], finished_only: bool) -> None:
+    """Delete lerobot-train's step checkpoints not in `keep`; while it runs, only those older than
+    its newest (the newest may be half written, and `last` points at it)."""
+    found = sorted((int(path.name), path) for path in checkpoints.glob("*") if path.name.isdigit())
+    for step, path in found[:-1] if finished_only else found:
+        if step not in keep:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def score(weights: Path, processors: Path, eval_set, config: RunConfig, device: str) -> EvalResult:
@@ -227,14 +284,30 @@ def score(weights: Path, processors: Path, eval_set, config: RunConfig, device: 
     return evaluate_policy(policy, preprocessor, postprocessor, batches)
 
 
+# The two axes a round is compared on: (key in comparison.json rows, table heading).
+AXES = (("equal_samples", "equal samples"), ("equal_sequential_steps", "equal sequential steps"))
+
+
 def compare(run: FederatedRun, start_model: Path, train_dir: Path, device: str) -> list[dict]:
-    """One row per FL round with a score: FL (its checkpoint, else metrics.jsonl) vs centralized."""
+    """One row per FL round with a score: FL (its checkpoint, else metrics.jsonl) vs centralized
+    at equal samples and at equal sequential steps."""
     from lerobot.configs.policies import PreTrainedConfig
     from lerobot.utils.train_utils import get_step_checkpoint_dir
 
     config = run.config
     eval_data = open_node_data(config.eval_dataset, config.action_dim, heldout_episodes=0)
     eval_set = open_split(eval_data, eval_data.train_episodes, PreTrainedConfig.from_pretrained(start_model))
+    central_scores: dict[int, float | None] = {}
+
+    def central(steps: int) -> float | None:
+        """The centralized checkpoint after `steps` steps (0: the start weights under the training
+        data's statistics), scored once however many rows compare with it."""
+        if steps not in central_scores:
+            directory = start_model if steps == 0 else get_step_checkpoint_dir(train_dir, run.total_steps, steps) / PRETRAINED
+            central_scores[steps] = (score(directory, directory, eval_set, config, device).action_mse
+                                     if directory.is_dir() else None)
+        return central_scores[steps]
+
     rows = []
     for server_round in sorted(run.rows):
         logged = run.rows[server_round].get("eval/action_mse")
@@ -242,22 +315,14 @@ def compare(run: FederatedRun, start_model: Path, train_dir: Path, device: str) 
         fl = score(fl_checkpoint, fl_checkpoint, eval_set, config, device).action_mse if fl_checkpoint else logged
         if fl is None:
             continue
-        steps = server_round * run.steps_per_round
-        if server_round == 0:
-            # Step 0 of lerobot-train: the start weights under the training data's statistics.
-            central = score(start_model, start_model, eval_set, config, device).action_mse
-        else:
-            directory = get_step_checkpoint_dir(train_dir, run.total_steps, steps) / PRETRAINED
-            central = score(directory, directory, eval_set, config, device).action_mse if directory.is_dir() else None
-        rows.append({
-            "round": server_round,
-            "central_steps": steps,
-            "fl_action_mse": fl,
-            "fl_source": "checkpoint" if fl_checkpoint else run.paths.metrics.name,
-            "fl_logged_action_mse": logged,
-            "central_action_mse": central,
-            "gap_pct": 100.0 * (fl - central) / central if central else None,
-        })
+        row = {"round": server_round, "fl_action_mse": fl,
+               "fl_source": "checkpoint" if fl_checkpoint else run.paths.metrics.name, "fl_logged_action_mse": logged}
+        for (axis, _), per_round in zip(AXES, (run.steps_per_round, run.sequential_steps_per_round)):
+            steps = server_round * per_round
+            mse = central(steps)
+            row[axis] = {"central_steps": steps, "central_action_mse": mse,
+                         "gap_pct": 100.0 * (fl - mse) / mse if mse else None}
+        rows.append(row)
     return rows
 
 
@@ -275,18 +340,27 @@ def markdown_table(comparison: dict) -> str:
         f"# FL vs centralized: run {comparison['run_name']}",
         "",
         f"Held-out action MSE on `{comparison['eval_dataset']}` (lower is better). Round r of the federation "
-        f"vs `lerobot-train` after r x {comparison['steps_per_round']} steps at batch {comparison['batch_size']} "
-        f"(the same samples). Gap: (FL - centralized) / centralized.",
+        f"vs `lerobot-train` at batch {comparison['batch_size']} after r x {comparison['steps_per_round']} steps "
+        f"(equal samples: as many as all clients saw) and after r x {comparison['sequential_steps_per_round']} "
+        f"steps (equal sequential steps: as many as one client took, the clients training in parallel). "
+        f"Gap: (FL - centralized) / centralized.",
         "",
-        "| round | centralized steps | FL action MSE | FL scored from | centralized action MSE | gap |",
-        "|---:|---:|---:|---|---:|---:|",
+        "| round | FL action MSE | FL scored from | " + " | ".join(
+            f"{heading}: centralized steps | {heading}: centralized MSE | {heading}: gap" for _, heading in AXES) + " |",
+        "|---:|---:|---|" + "---:|---:|---:|" * len(AXES),
     ]
     for row in comparison["rows"]:
-        lines.append(
-            f"| {row['round']} | {row['central_steps']} | {fmt(row['fl_action_mse'], '.4f')} | {row['fl_source']} | "
-            f"{fmt(row['central_action_mse'], '.4f')} | {fmt(row['gap_pct'], '+.1f', '%')} |"
-        )
-    return "\n".join(lines) + "\n"
+        cells = [str(row["round"]), fmt(row["fl_action_mse"], ".4f"), row["fl_source"]]
+        for axis, _ in AXES:
+            point = row[axis]
+            cells += [str(point["central_steps"]), fmt(point["central_action_mse"], ".4f"), fmt(point["gap_pct"], "+.1f", "%")]
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines) + "\n"
+    if comparison.get("alone"):
+        from zk0.alone import alone_table
+
+        table += "\n" + alone_table(comparison["alone"])
+    return table
 
 
 def _plot(comparison: dict, path: Path) -> None:
@@ -297,12 +371,17 @@ def _plot(comparison: dict, path: Path) -> None:
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for key, label in (("fl_action_mse", "federated"), ("central_action_mse", "centralized (lerobot-train)")):
-        points = [(row["round"], row[key]) for row in comparison["rows"] if row[key] is not None]
+    rows = comparison["rows"]
+    curves = [("federated", [(row["round"], row["fl_action_mse"]) for row in rows])]
+    for (axis, heading), per_round in zip(AXES, (comparison["steps_per_round"], comparison["sequential_steps_per_round"])):
+        curves.append((f"centralized, {heading} (r x {per_round} steps)",
+                       [(row["round"], row[axis]["central_action_mse"]) for row in rows]))
+    for label, points in curves:
+        points = [(r, mse) for r, mse in points if mse is not None]
         if points:
             ax.plot(*zip(*points), marker="o", label=label)
     ax.set_yscale("log")
-    ax.set_xlabel(f"round (centralized: x {comparison['steps_per_round']} steps)")
+    ax.set_xlabel("round r (centralized: lerobot-train checkpoints)")
     ax.set_ylabel("held-out action MSE (dataset units)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3, which="both")
@@ -320,6 +399,9 @@ def run_baseline(run_dir: Path, log=print) -> dict:
     out = run.paths.baseline
     if out.exists():
         raise BaselineError(f"{out} already exists; delete it to run the baseline again")
+    from zk0.alone import final_checkpoint, run_alone  # it builds on this module
+
+    final_checkpoint(run)  # before hours of training, not after
     config = run.config
     device = resolve_device(config.device)
     (out / "data").mkdir(parents=True)
@@ -327,12 +409,16 @@ def run_baseline(run_dir: Path, log=print) -> dict:
     log(f"merging the training episodes of {len(run.datasets)} dataset(s) into {out / 'data' / 'train'}")
     meta = merge_training_data(run, out / "data" / "train")
     start_model = write_start_model(run, meta, out / "start_model")
-    command = lerobot_train_command(run, start_model, out / "data" / "train", out / "train", device)
+    # save_freq: a multiple of every step either axis compares at (run_lerobot_train prunes the rest).
+    command = lerobot_train_command(config, start_model, meta, out / "train", device, steps_per_round=run.steps_per_round,
+                                    total_steps=run.total_steps,
+                                    save_freq=math.gcd(run.steps_per_round, run.sequential_steps_per_round))
     log(f"lerobot-train: {run.total_steps} steps at batch {config.batch_size} on {device}; log: {out / 'lerobot-train.log'}")
-    run_lerobot_train(command, out / "lerobot-train.log", device)
+    run_lerobot_train(command, out / "lerobot-train.log", device, out / "train" / "checkpoints", run.compared_steps)
 
     log("scoring federated and centralized checkpoints on the held-out eval dataset")
     rows = compare(run, start_model, out / "train", device)
+    alone = run_alone(run, out / "alone", device, log)
     fl_lrs = [round_lr(r, config.num_rounds, lr=config.lr, schedule=config.lr_schedule,
                        warmup_rounds=config.warmup_rounds, lr_min=config.lr_min) for r in range(1, config.num_rounds + 1)]
     comparison = {
@@ -346,6 +432,7 @@ def run_baseline(run_dir: Path, log=print) -> dict:
         "train_data": {"root": str(out / "data" / "train"), "episodes": meta.total_episodes, "frames": meta.total_frames},
         "num_rounds": config.num_rounds,
         "steps_per_round": run.steps_per_round,
+        "sequential_steps_per_round": run.sequential_steps_per_round,
         "total_steps": run.total_steps,
         "batch_size": config.batch_size,
         "lr": {"fl_schedule": config.lr_schedule, "fl_per_round": fl_lrs,
@@ -353,6 +440,7 @@ def run_baseline(run_dir: Path, log=print) -> dict:
         "device": device,
         "lerobot_train_command": command,
         "rows": rows,
+        "alone": alone,
     }
     write_report(comparison, out)
     return comparison

@@ -97,11 +97,6 @@ class RenamedDataset(torch.utils.data.Dataset):
     def __init__(self, dataset, rename_map: dict[str, str]) -> None:
         self.dataset, self.rename_map = dataset, rename_map
 
-    @property
-    def root(self):
-        """The dataset's root: what zk0.data.stream_seed tells nodes apart by."""
-        return self.dataset.root
-
     def __len__(self) -> int:
         return len(self.dataset)
 

@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     share.set_defaults(func=_push)
 
     baseline = sub.add_parser(
-        "baseline", help="train a finished run's centralized baseline with lerobot-train and compare held-out MSE"
+        "baseline", help="train a finished run's centralized baseline and each client's model alone with "
+        "lerobot-train, and compare held-out MSE"
     )
     baseline.add_argument("run_dir", help="a zk0 run directory (outputs/<timestamp>); results go to RUN_DIR/baseline/")
     baseline.set_defaults(func=_baseline)

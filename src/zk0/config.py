@@ -47,6 +47,9 @@ class RunConfig:
     trimmed_avg_beta: float
     server_lr: float
     server_momentum: float
+    server_beta_1: float
+    server_beta_2: float
+    server_tau: float
     krum_num_malicious: int
     multikrum_keep: int
     fraction_train: float
@@ -124,6 +127,11 @@ class RunConfig:
             raise ConfigError(f"run-config key 'server-lr' must be > 0, got {self.server_lr}")
         if not 0.0 <= self.server_momentum < 1.0:
             raise ConfigError(f"run-config key 'server-momentum' must be in [0, 1), got {self.server_momentum}")
+        for name in ("server_beta_1", "server_beta_2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"run-config key '{_key(name)}' must be in [0, 1), got {getattr(self, name)}")
+        if self.server_tau <= 0:
+            raise ConfigError(f"run-config key 'server-tau' must be > 0, got {self.server_tau}")
         if not 0.0 <= self.trimmed_avg_beta < 0.5:
             raise ConfigError(f"run-config key 'trimmed-avg-beta' must be in [0, 0.5), got {self.trimmed_avg_beta}")
         if self.device not in DEVICES:

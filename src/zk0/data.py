@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+import numpy as np
 import torch
 
 from zk0.uri import DatasetURI
@@ -37,9 +38,15 @@ class NodeData:
     train_episodes: list[int]
     heldout_episodes: list[int]
 
-    @property
+    @functools.cached_property
     def stats(self) -> dict:
-        return self.meta.stats
+        """Normalization statistics of the training episodes alone (`training_stats`)."""
+        return training_stats(self.meta, self.train_episodes)
+
+    @functools.cached_property
+    def identity(self) -> str:
+        """What this dataset is, wherever it lies (zk0.data.stream_seed)."""
+        return dataset_identity(self.uri)
 
 
 def load_metadata(uri: DatasetURI) -> "LeRobotDatasetMetadata":
@@ -113,6 +120,35 @@ def check_videos(uri: DatasetURI, meta: "LeRobotDatasetMetadata") -> None:
             ) from None
 
 
+def training_stats(meta: "LeRobotDatasetMetadata", episodes: list[int]) -> dict:
+    """The dataset's statistics with every non-visual feature's replaced by LeRobot's
+    `aggregate_stats` over these episodes' own statistics (meta/episodes keeps them per
+    episode), so held-out frames never shape the normalization. Camera statistics stay the
+    dataset's: SmolVLA does not normalize images."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from lerobot.datasets.compute_stats import aggregate_stats
+
+    table = pa.concat_tables([pq.read_table(path) for path in sorted((meta.root / "meta" / "episodes").glob("*/*.parquet"))])
+    table = table.filter(pc.is_in(table["episode_index"], pa.array(episodes, type=table["episode_index"].type)))
+    if table.num_rows != len(set(episodes)):
+        raise DatasetError(f"dataset {meta.repo_id}: meta/episodes holds {table.num_rows} of the {len(set(episodes))} "
+                           f"episodes it should; the dataset is incomplete")
+    columns: dict[str, dict[str, list]] = {}  # feature -> stat -> one value per episode
+    for feature, spec in meta.features.items():
+        if spec["dtype"] in ("image", "video"):
+            continue
+        prefix = f"stats/{feature}/"
+        columns[feature] = {name[len(prefix):]: table[name].to_pylist() for name in table.column_names if name.startswith(prefix)}
+        if not columns[feature]:
+            raise DatasetError(f"dataset {meta.repo_id}: meta/episodes has no statistics for '{feature}'; "
+                               f"recompute them with LeRobot")
+    per_episode = [{feature: {key: np.asarray(values[row], dtype=np.float64) for key, values in stats.items()}
+                    for feature, stats in columns.items()} for row in range(table.num_rows)]
+    return {**(meta.stats or {}), **aggregate_stats(per_episode)}
+
+
 def open_node_data(uri: DatasetURI, action_dim: int, heldout_episodes: int) -> NodeData:
     meta = load_metadata(uri)
     check_features(uri, meta, action_dim)
@@ -167,27 +203,46 @@ def _local_dataset_class():
     return LocalLeRobotDataset
 
 
-def stream_seed(seed: int, dataset) -> int:
-    """The seed of one node's round: `seed` mixed with the dataset's root, so nodes draw
-    different shuffles and noise; 32 bits, as NumPy's seeding requires."""
-    key = f"{seed}:{getattr(dataset, 'root', '')}".encode()
+# The files that say what a local dataset holds: its schema and counts, its tasks, and each
+# episode's length, location and statistics (which follow from its frames).
+IDENTITY_FILES = ("meta/info.json", "meta/tasks.parquet", "meta/episodes/*/*.parquet")
+
+
+def dataset_identity(uri: DatasetURI) -> str:
+    """What a dataset is, never where it lies: the repo id of a hub dataset; for a local one,
+    a SHA-256 of its metadata files' bytes (named relative to its root), so copies anywhere
+    agree and other data differs."""
+    if uri.scheme == "hf":
+        return f"hf:{uri.repo_id}"
+    digest = hashlib.sha256()
+    for pattern in IDENTITY_FILES:
+        for path in sorted(uri.root.glob(pattern)):
+            digest.update(f"{path.relative_to(uri.root).as_posix()}\0".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def stream_seed(seed: int, data: NodeData) -> int:
+    """The seed of one node's round: `seed` mixed with what its dataset is and which episodes it
+    trains on, so nodes draw different shuffles and noise, and a dataset copied elsewhere draws
+    the same; 32 bits, as NumPy's seeding requires."""
+    key = f"{seed}:{data.identity}:{data.train_episodes}".encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:4], "big")
 
 
 def infinite_batches(dataset, batch_size: int, num_workers: int, seed: int) -> Iterator[dict]:
     """Shuffled batches forever: local training counts optimizer steps, not epochs.
 
-    Everything random in the training these batches feed follows from `seed` and the
-    dataset. Starting the stream (the first `next`) seeds Python's, NumPy's and torch's
-    generators with LeRobot's `set_seed`, as its training script does: SmolVLA draws its
-    flow-matching noise and time from torch's global generator, and a process may have
-    served other nodes or rounds before. The DataLoader shuffles with its own generator,
+    Everything random in the training these batches feed follows from `seed` (a node's
+    comes from `stream_seed`) and the dataset. Starting the stream (the first `next`) seeds
+    Python's, NumPy's and torch's generators with LeRobot's `set_seed`, as its training
+    script does: SmolVLA draws its flow-matching noise and time from torch's global
+    generator, and a process may have served other nodes or rounds before. The DataLoader shuffles with its own generator,
     which also seeds its workers (torch seeds `random`, NumPy and torch in each worker
     from it), so `num-workers` > 0 stays reproducible.
     """
     from lerobot.utils.random_utils import set_seed
 
-    seed = stream_seed(seed, dataset)
     set_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(

@@ -26,6 +26,11 @@ SETTINGS = ("num-rounds", "local-steps", "batch-size", "lr", "lr-schedule", "war
 AGGREGATORS = {
     "fedprox": ("FedProx", "weighted average", ()),
     "fedavgm": ("FedAvgM", "weighted average applied with server momentum", ("server-lr", "server-momentum")),
+    "fedadam": ("FedAdam", "weighted average applied with a server Adam step",
+                ("server-lr", "server-beta-1", "server-beta-2", "server-tau")),
+    "fedyogi": ("FedYogi", "weighted average applied with a server Yogi step",
+                ("server-lr", "server-beta-1", "server-beta-2", "server-tau")),
+    "fedadagrad": ("FedAdagrad", "weighted average applied with a server Adagrad step", ("server-lr", "server-tau")),
     "fedtrimmedavg": ("FedTrimmedAvg", "per-coordinate trimmed mean", ("trimmed-avg-beta",)),
     "fedmedian": ("FedMedian", "per-coordinate median", ()),
     "krum": ("Krum", "the one update closest to its neighbours", ("krum-num-malicious",)),
@@ -182,9 +187,9 @@ def _aggregated_with(run_config: dict[str, Any] | None) -> str:
 
 def _normalization_words(run_config: dict[str, Any]) -> str:
     if _setting(run_config, "normalization") == "federated":
-        return ("the federation's pooled statistics (every client's `observation.state` and `action` statistics, "
-                "weighted by frame count; `normalization = federated`)")
-    return "each client's own dataset statistics (`normalization = local`)"
+        return ("the federation's pooled statistics (every client's `observation.state` and `action` statistics "
+                "over its training episodes, weighted by frame count; `normalization = federated`)")
+    return "each client's own training episodes' statistics (`normalization = local`)"
 
 
 def _dataset_line(uri: str) -> str:

@@ -20,7 +20,7 @@ import torch
 from flwr.app import Context
 
 from zk0.config import RunConfig
-from zk0.data import NodeData, fixed_batches, infinite_batches, open_node_data, open_split
+from zk0.data import NodeData, fixed_batches, infinite_batches, open_node_data, open_split, stream_seed
 from zk0.model import get_trainable, load_policy, make_processors, resolve_device, set_trainable
 from zk0.cameras import CameraError, RenamedDataset, cameras, parse_rename_map, renamed
 from zk0.cameras import check as check_cameras
@@ -111,7 +111,8 @@ class NodeSession:
         return splits[name]
 
     def train_batches(self, seed: int):
-        return infinite_batches(self._split("train"), self.config.batch_size, self.config.num_workers, self.config.seed + seed)
+        stream = stream_seed(self.config.seed + seed, self.data)
+        return infinite_batches(self._split("train"), self.config.batch_size, self.config.num_workers, stream)
 
     def heldout_batches(self):
         return fixed_batches(self._split("heldout"), self.config.batch_size, self.config.num_workers, self.config.eval_batches)

@@ -2,10 +2,11 @@
 
 Each node reports its dataset's statistics for the features the policy normalizes
 (SmolVLA: `observation.state` and `action`, mean/std; images are not normalized):
-per feature its frame count, mean, std, min and max -- a few numbers per joint, never
-a frame. The server pools them exactly with LeRobot's `aggregate_stats` (count-weighted
-mean, parallel variance), then every node trains with the pooled statistics, the
-server evaluates with them and the checkpoints ship them in their processors.
+per feature its frame count, mean, std, min and max over its training episodes (never
+the held-out ones, zk0.data.training_stats) -- a few numbers per joint, never a frame.
+The server pools them exactly with LeRobot's `aggregate_stats` (count-weighted mean,
+parallel variance), then every node trains with the pooled statistics, the server
+evaluates with them and the checkpoints ship them, and only them, in their processors.
 """
 
 from __future__ import annotations
@@ -121,16 +122,15 @@ def pool(stats_list: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[s
         cap = COUNT_CAP * sorted(counts)[(len(counts) - 1) // 2]
         for stats, count in zip(capped, counts):
             stats[feature] = {**stats[feature], "count": np.array([min(count, cap)])}
-    pooled = aggregate_stats(capped)
-    return {feature: {key: np.asarray(pooled[feature][key], dtype=np.float64) for key in STAT_KEYS} for feature in pooled}
+    pooled = aggregate_stats(capped)  # features in set order, which varies between processes
+    return {feature: {key: np.asarray(pooled[feature][key], dtype=np.float64) for key in STAT_KEYS}
+            for feature in sorted(pooled)}
 
 
 def with_stats(dataset_stats: dict, federation: dict[str, dict[str, np.ndarray]]) -> dict:
-    """The dataset's statistics with the normalized features replaced by the federation's."""
-    merged = dict(dataset_stats)
-    for feature, stats in federation.items():
-        merged[feature] = {**dataset_stats.get(feature, {}), **stats}
-    return merged
+    """The dataset's statistics with the normalized features' replaced whole by the federation's:
+    no quantile of one dataset rides along with the pool's mean and std into a checkpoint."""
+    return {**dataset_stats, **{feature: dict(stats) for feature, stats in federation.items()}}
 
 
 def fingerprint(stats: dict[str, dict[str, np.ndarray]]) -> str:

@@ -1,0 +1,64 @@
+"""Normalization statistics: a node's come from its training episodes alone, and checkpoints ship
+the federation's pool, not one dataset's quantiles beside the pool's mean and std.
+
+The datasets are the project's demo datasets, written with LeRobot's own writer; the expected
+numbers are computed here from the frames in the dataset's data files.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from zk0 import stats
+from zk0.data import open_node_data
+from zk0.uri import parse_dataset_uri
+
+
+def frames(root, feature: str, episodes: list[int]) -> np.ndarray:
+    """The feature's values in these episodes, read straight from the data parquet files."""
+    tables = [pq.read_table(path, columns=["episode_index", feature]) for path in sorted((root / "data").glob("*/*.parquet"))]
+    rows = []
+    for table in tables:
+        kept = table.filter(pc.is_in(table["episode_index"], value_set=pa.array(episodes, type=table["episode_index"].type)))
+        rows += kept[feature].to_pylist()
+    return np.asarray(rows, dtype=np.float64)
+
+
+def test_a_nodes_statistics_are_those_of_its_training_frames(demo_roots, session_policy):
+    """What a node reports (and normalizes with on its own) is count, mean, std, min and max of
+    its training episodes' frames; the held-out episodes' frames change none of it."""
+    root = demo_roots[0]
+    data = open_node_data(parse_dataset_uri(f"local:{root}"), action_dim=6, heldout_episodes=2)
+    report = stats.node_stats(data.stats, session_policy.config)
+    for feature in ("action", "observation.state"):
+        trained = frames(root, feature, data.train_episodes)
+        expected = {"count": [len(trained)], "mean": trained.mean(0), "std": trained.std(0),
+                    "min": trained.min(0), "max": trained.max(0)}
+        for key, value in expected.items():
+            np.testing.assert_allclose(report[feature][key], value, rtol=1e-5, atol=1e-6, err_msg=f"{feature} {key}")
+        everything = frames(root, feature, data.train_episodes + data.heldout_episodes)
+        assert not np.allclose(report[feature]["mean"], everything.mean(0), rtol=1e-3)
+
+
+def test_holding_out_nothing_keeps_the_whole_datasets_statistics(eval_data):
+    """The server's eval dataset trains nothing and holds nothing out: its statistics are the
+    dataset's own, quantiles included."""
+    for feature in ("action", "observation.state"):
+        for key, value in eval_data.meta.stats[feature].items():
+            np.testing.assert_allclose(eval_data.stats[feature][key], value, rtol=1e-6, err_msg=f"{feature} {key}")
+
+
+def test_federation_statistics_replace_the_datasets_whole(eval_data, session_policy):
+    """The processors a checkpoint ships hold the pool's statistics for the normalized features,
+    and no key of the evaluating dataset's own (its quantiles) beside them; cameras keep theirs."""
+    pooled = stats.pool([stats.node_stats(eval_data.stats, session_policy.config)])
+    merged = stats.with_stats(eval_data.stats, pooled)
+    assert list(pooled) == sorted(pooled)  # the same order (and log line) in every process
+    assert "q01" in eval_data.stats["action"]
+    for feature in pooled:
+        assert sorted(merged[feature]) == sorted(stats.STAT_KEYS)
+    camera = "observation.images.front"
+    assert merged[camera] is eval_data.stats[camera]
