@@ -21,7 +21,17 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.serverapp.strategy import FedAvgM, FedMedian, FedProx, FedTrimmedAvg, Krum, MultiKrum
+from flwr.serverapp.strategy import (
+    FedAdagrad,
+    FedAdam,
+    FedAvgM,
+    FedMedian,
+    FedProx,
+    FedTrimmedAvg,
+    FedYogi,
+    Krum,
+    MultiKrum,
+)
 from test_aggregation import LocalGrid, pyproject_run_config
 
 from zk0.client_app import app as zk0_client_app
@@ -36,8 +46,10 @@ CLIENTS, ROUNDS, LOCAL_STEPS, BATCH = 5, 3, 4, 4
 NODES = [7001, 7002, 7003, 7004, 7005]  # Flower node ids of partitions 0..4
 ATTACKER = NODES[-1]
 HONEST = NODES[:-1]
-AGGREGATIONS = ["fedprox", "fedavgm", "fedtrimmedavg", "fedmedian", "krum", "multikrum"]
-FLOWER_CLASSES = {"fedprox": FedProx, "fedavgm": FedAvgM, "fedtrimmedavg": FedTrimmedAvg, "fedmedian": FedMedian,
+AGGREGATIONS = ["fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedtrimmedavg", "fedmedian", "krum",
+                "multikrum"]
+FLOWER_CLASSES = {"fedprox": FedProx, "fedavgm": FedAvgM, "fedadam": FedAdam, "fedyogi": FedYogi,
+                  "fedadagrad": FedAdagrad, "fedtrimmedavg": FedTrimmedAvg, "fedmedian": FedMedian,
                   "krum": Krum, "multikrum": MultiKrum}
 
 Tamper = Callable[[RecordDict, ArrayRecord], None]
