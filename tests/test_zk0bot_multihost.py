@@ -1,0 +1,132 @@
+"""zk0bot across machines: a SuperLink on one host, 8 SuperNodes on others, a run with all 8.
+
+Loopback addresses stand in for hosts: the server host's public address is PUBLIC (its
+SuperLink and admin port stay on its own 127.0.0.1), node host i is 127.0.0.(i+2). Every
+host has its own ZK0_HOME (keys, logs, tmux server), and a node host holds only what the
+operator docs say to copy there: the server's ca.crt. Nodes dial the public address, so
+the server certificate must name it; each SuperNode serves its executor on its host's own
+address. The operator flow is the real one: first start refused (key created), the admin
+registers the sent .pub, second start joins.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+from test_zk0bot import ZK0BOT, Zk0bot, error_lines
+
+PUBLIC = "127.0.0.100"
+PUBLIC_NAME = "fl.zk0.test"
+NODES = 8
+# The tiniest run that trains on every node: one round, one local step, no client evaluation.
+RUN = (
+    "model='tiny' local-steps=1 batch-size=2 lr=1e-3 eval-batches=1 num-workers=0 heldout-episodes=1 "
+    f"checkpoint-every=1 fraction-train=1.0 fraction-evaluate=0.0 min-train-clients={NODES} "
+    f"min-available-clients={NODES} node-wait-timeout=300.0 round-timeout=600.0"
+)
+# A node's start on a loaded 2-core machine (8 starts at once) may take minutes, never forever.
+START_TIMEOUT = "240"
+
+
+def write_datasets(root: Path) -> list[Path]:
+    """NODES tiny node datasets and an eval dataset, written with LeRobot's writer."""
+    from zk0.demo_data import TASKS, DemoSpec, write_dataset
+
+    spec = DemoSpec(episodes=3, frames_per_episode=12)
+    roots = [write_dataset(root / f"robot_{i}", f"zk0-demo/robot_{i}", [i % len(TASKS)], spec, seed=100 + i)
+             for i in range(NODES)]
+    return [*roots, write_dataset(root / "eval", "zk0-demo/eval", list(range(len(TASKS))), spec, seed=999)]
+
+
+def start_all(bots: list[Zk0bot], uris: list[str]) -> list[subprocess.CompletedProcess]:
+    """`zk0bot client start` on every node host at once, as their operators would."""
+    procs = [subprocess.Popen([str(ZK0BOT), "client", "start", uri, "--threads", "1"],
+                              env=bot.env, cwd=bot.home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for bot, uri in zip(bots, uris)]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return results
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory: pytest.TempPathFactory):
+    """The server host (started) and NODES node hosts (nothing started), with the node datasets."""
+    base = tmp_path_factory.mktemp("hosts")
+    roots = write_datasets(tmp_path_factory.mktemp("multihost-data"))
+    server = Zk0bot(base / "server")
+    server.home.mkdir()
+    server.env.update(ZK0_SERVER_HOST=PUBLIC, ZK0_START_TIMEOUT=START_TIMEOUT)
+    started = server("server", "start", "--public-address", PUBLIC_NAME)
+    assert started.returncode == 0, started.stderr + started.stdout
+    nodes = []
+    for i in range(NODES):
+        node = Zk0bot(base / f"node{i}")
+        node.home.mkdir()
+        shutil.copy(server.home / "server" / "certs" / "ca.crt", node.home / "ca.crt")  # what the admin hands out
+        for name in ("ZK0_SERVER_PORT", "ZK0_SERVER_HOST"):
+            node.env.pop(name)
+        node.env.update(ZK0_SERVER=f"{PUBLIC}:{server.port}", ZK0_LOCAL_ADDRESS=f"127.0.0.{i + 2}",
+                        ZK0_START_TIMEOUT=START_TIMEOUT)
+        nodes.append(node)
+    seen: list[psutil.Process] = []
+    yield server, nodes, [f"local:{root}" for root in roots[:-1]], f"local:{roots[-1]}", seen
+    for bot in [*nodes, server]:
+        seen += bot.process_tree()
+        bot("stop")
+    survivors = [p for p in seen if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not survivors, f"zk0bot stop left processes behind: {[p.cmdline()[:3] for p in survivors]}"
+
+
+def test_server_certificate_names_the_public_address(hosts):
+    """The certificate nodes verify carries the bound public address and --public-address."""
+    server, _, _, _, _ = hosts
+    sans = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in",
+                           str(server.home / "server" / "certs" / "server.pem")], capture_output=True, text=True).stdout
+    assert f"IP Address:{PUBLIC}" in sans and f"DNS:{PUBLIC_NAME}" in sans, sans
+    status = server("server", "status")
+    assert f"public port {PUBLIC}:{server.port}" in status.stdout and "healthy" in status.stdout, status.stdout
+
+
+def test_eight_hosts_register_join_and_train_in_one_run(hosts):
+    """Each node host: first start refused (key made), admin registers the sent key, second start
+    joins; then one `zk0bot run` in which all 8 nodes train."""
+    server, nodes, uris, eval_uri, seen = hosts
+    for result in start_all(nodes, uris):
+        assert result.returncode != 0 and "not registered" in error_lines(result)[-1], result.stderr
+    inbox = server.home / "inbox"  # the .pub files node operators sent
+    inbox.mkdir()
+    for i, node in enumerate(nodes):
+        (key,) = (node.home / "clients").glob("*/node.key.pub")
+        shutil.copy(key, inbox / f"robot-{i}.pub")
+        registered = server("server", "register", str(inbox / f"robot-{i}.pub"), "--name", f"robot-{i}")
+        assert registered.returncode == 0, registered.stderr + registered.stdout
+    for result in start_all(nodes, uris):
+        assert result.returncode == 0, result.stderr + result.stdout
+    for i, node in enumerate(nodes):  # each node's state and Runtime API on its own host
+        env = dict(line.split("=", 1) for line in next((node.home / "clients").glob("*/client.env")).read_text().split())
+        assert env["address"] == f"127.0.0.{i + 2}" and env["server"] == f"{PUBLIC}:{server.port}", env
+        listening = {c.laddr.ip for c in psutil.net_connections("tcp")
+                     if c.status == "LISTEN" and c.laddr.port == int(env["port"])}
+        assert f"127.0.0.{i + 2}" in listening, listening
+    listed = server("server", "nodes")
+    assert listed.returncode == 0 and f"{NODES} online" in listed.stdout, listed.stdout + listed.stderr
+
+    seen += [p for bot in [server, *nodes] for p in bot.process_tree()]
+    result = server("run", "--rounds", "1", "--run-config", f"{RUN} datasets='{uris[0]}' eval-dataset='{eval_uri}'",
+                    timeout=900)
+    assert result.returncode == 0, result.stderr + result.stdout
+    (run_dir,) = (server.home / "server" / "runs").iterdir()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["round"] for row in rows] == [0, 1]
+    trained = list(rows[-1]["clients"])
+    assert len(trained) == NODES, trained
+    for i in range(NODES):
+        assert any(f"robot-{i}" in name for name in trained), (i, trained)
+    assert "[round 1/1]" in (run_dir / "server.log").read_text()
