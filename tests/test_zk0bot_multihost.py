@@ -6,12 +6,14 @@ host has its own ZK0_HOME (keys, logs, tmux server), and a node host holds only 
 operator docs say to copy there: the server's ca.crt. Nodes dial the public address, so
 the server certificate must name it; each SuperNode serves its executor on its host's own
 address. The operator flow is the real one: first start refused (key created), the admin
-registers the sent .pub, second start joins.
+registers the sent .pub files, second start joins. Then 200 more keys: `server nodes` and
+`server status` stay readable.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -105,8 +107,9 @@ def test_eight_hosts_register_join_and_train_in_one_run(hosts):
     for i, node in enumerate(nodes):
         (key,) = (node.home / "clients").glob("*/node.key.pub")
         shutil.copy(key, inbox / f"robot-{i}.pub")
-        registered = server("server", "register", str(inbox / f"robot-{i}.pub"), "--name", f"robot-{i}")
-        assert registered.returncode == 0, registered.stderr + registered.stdout
+    # One command for all: each node is named by its key's comment, zk0-node-<dataset slug>-<hash>.
+    registered = server("server", "register", *(str(inbox / f"robot-{i}.pub") for i in range(NODES)))
+    assert registered.returncode == 0 and f"registered {NODES} node keys" in registered.stdout, registered.stderr
     for result in start_all(nodes, uris):
         assert result.returncode == 0, result.stderr + result.stdout
     for i, node in enumerate(nodes):  # each node's state and Runtime API on its own host
@@ -130,3 +133,36 @@ def test_eight_hosts_register_join_and_train_in_one_run(hosts):
     for i in range(NODES):
         assert any(f"robot-{i}" in name for name in trained), (i, trained)
     assert "[round 1/1]" in (run_dir / "server.log").read_text()
+
+
+def test_two_hundred_nodes_stay_readable(hosts, tmp_path: Path):
+    """200 more keys registered in one command: `server nodes` and `server status` give the counts
+    first, the online nodes first, a page of rows and how many more there are; --all lists all."""
+    server, _, _, _, _ = hosts
+    keys = []
+    for i in range(200):
+        key = tmp_path / f"robot-{1000 + i}"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-b", "384", "-N", "", "-C", key.name, "-f", str(key)],
+                       check=True)
+        keys.append(f"{key}.pub")
+    registered = server("server", "register", *keys)
+    assert registered.returncode == 0, registered.stderr + registered.stdout
+    assert "registered 200 node keys" in registered.stdout
+    total = NODES + 200
+
+    listed = server("server", "nodes")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    counts = {status: int(n) for n, status in re.findall(r"(\d+) (online|offline|registered)", lines[0])}
+    assert lines[0].startswith(f"nodes: {total} (") and sum(counts.values()) == total, lines[0]
+    assert counts["registered"] >= 200 and counts["online"] <= NODES, lines[0]  # the 8 may have left since
+    online = counts["online"]
+    rows = lines[2:-1]
+    assert len(rows) == 20 and lines[-1] == f"... and {total - 20} more (zk0bot server nodes --all)", lines[-1]
+    assert [" online " in row for row in rows] == [True] * online + [False] * (20 - online)
+
+    every = server("server", "nodes", "--all").stdout.splitlines()
+    assert len(every) == 2 + total and sum(bool(re.search(r"robot-1\d{3}", row)) for row in every) == 200
+
+    status = server("server", "status").stdout
+    assert f"nodes: {total} (" in status and f"... and {total - 10} more" in status, status
