@@ -706,9 +706,10 @@ server_start() {
 check_public_names() {
   local host=$1 names=$2 name
   [[ $host =~ ^[A-Za-z0-9.:-]+$ ]] || die "--host '$host' is not an address (e.g. 0.0.0.0 or 203.0.113.7)"
+  [[ $names =~ ^[A-Za-z0-9.:,-]*$ ]] \
+    || die "--public-address '$names' must list host names or IP addresses, comma-separated (e.g. fl.example.org,203.0.113.7)"
   for name in ${names//,/ }; do
-    [[ $name =~ ^[A-Za-z0-9.:-]+$ && $name != *..* ]] \
-      || die "--public-address '$name' is not a host name or IP address (e.g. fl.example.org,203.0.113.7)"
+    [[ $name != *..* ]] || die "--public-address '$name' is not a host name or IP address (e.g. fl.example.org,203.0.113.7)"
   done
 }
 

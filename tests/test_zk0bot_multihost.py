@@ -167,3 +167,62 @@ def test_two_hundred_nodes_stay_readable(hosts, tmp_path: Path):
 
     status = server("server", "status").stdout
     assert f"nodes: {total} (" in status and f"... and {total - 10} more" in status, status
+
+
+def sans(bot: Zk0bot) -> str:
+    return subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in",
+                           str(bot.home / "server" / "certs" / "server.pem")], capture_output=True, text=True).stdout
+
+
+def test_a_new_public_address_gets_a_certificate_from_the_same_ca(tmp_path: Path):
+    """Nodes keep their ca.crt when the admin adds a public address; a running server refuses to
+    change its address in place."""
+    bot = Zk0bot(tmp_path / "home")
+    bot.home.mkdir()
+    bot.env["ZK0_SERVER_HOST"] = PUBLIC
+    try:
+        assert bot("server", "start", "--public-address", "a.zk0.test").returncode == 0
+        ca = (bot.home / "server" / "certs" / "ca.crt").read_bytes()
+        moved = bot("server", "start", "--public-address", "b.zk0.test")
+        assert moved.returncode != 0 and "stop it first" in error_lines(moved)[-1], moved.stderr
+        assert bot("server", "stop").returncode == 0
+        restarted = bot("server", "start", "--public-address", "b.zk0.test")
+        assert restarted.returncode == 0, restarted.stderr + restarted.stdout
+        assert "signing a new SuperLink certificate that also names DNS:b.zk0.test" in restarted.stdout
+    finally:
+        bot("stop")
+    assert (bot.home / "server" / "certs" / "ca.crt").read_bytes() == ca
+    assert all(name in sans(bot) for name in (f"IP Address:{PUBLIC}", "DNS:a.zk0.test", "DNS:b.zk0.test"))
+
+
+def test_given_certificate_without_the_public_address_changes_nothing(tmp_path: Path):
+    """The admin's own certificate must name the address nodes dial; else one line, nothing installed."""
+    from test_operator_mistakes import make_server_certs
+
+    ca, cert, key = make_server_certs(tmp_path / "pki")  # names localhost and 127.0.0.1 only
+    bot = Zk0bot(tmp_path / "home")
+    bot.home.mkdir()
+    result = bot("server", "start", "--host", PUBLIC, "--ca-cert", str(ca), "--cert", str(cert), "--key", str(key))
+    lines = error_lines(result)
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert f"does not name IP:{PUBLIC}" in lines[0] and "nothing was changed" in lines[0], lines[0]
+    assert not (bot.home / "server" / "certs").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("server", "start", "--public-address", "fl.example.org,bad name"), "must list host names or IP addresses, comma-separated"),
+        (("server", "start", "--public-address", "a..b"), "'a..b' is not a host name or IP address"),
+        (("server", "start", "--host", "0.0.0.0;x"), "--host '0.0.0.0;x' is not an address"),
+        (("client", "start", "hf:owner/name", "--local-address", "node7"), "--local-address must be an IP address"),
+        (("server", "register", "a.pub", "b.pub", "--name", "x"), "--name labels one node"),
+        (("server", "nodes", "--limit", "0"), "--limit must be a positive integer"),
+    ],
+)
+def test_bad_addresses_are_one_line(tmp_path: Path, args: tuple[str, ...], message: str):
+    bot = Zk0bot(tmp_path / "home")
+    bot.home.mkdir()
+    result = bot(*args)
+    lines = error_lines(result)
+    assert result.returncode != 0 and len(lines) == 1 and message in lines[0], result.stderr
