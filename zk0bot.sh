@@ -554,11 +554,11 @@ Commands:
           Show (or follow) the newest run's ServerApp log (runs/<run>/server.log: round
           summaries, warnings, errors), or the SuperLink's, the SuperExec's, or the
           proxy's (refused requests).
-  register <node-public-key-file> [--name NAME]
-          Allow a node (its operator sends you the .pub file `client start` printed).
-          NAME (1-64 printable characters, unique; default: the key's comment, e.g.
-          zk0-node-<dataset>) labels the node in `server nodes` and the run's logs and
-          metrics, across SuperLink restarts.
+  register <node-public-key-file>... [--name NAME]
+          Allow nodes (each operator sends you the .pub file `client start` printed);
+          many keys register in one go. NAME (one key only; 1-64 printable characters,
+          unique; default: the key's comment, e.g. zk0-node-<dataset>) labels the node
+          in `server nodes` and the run's logs and metrics, across SuperLink restarts.
   nodes [--all | --limit N]
           Counts first (nodes known to the SuperLink: online, offline, registered but
           not connected since it started), then one row per node: node id, status,
@@ -1564,8 +1564,8 @@ Usage: zk0bot <command> [options]      (every command takes --help)
 
 Server admin:
   server start|stop|status|logs [-f]       the SuperLink, in tmux session zk0-superlink
-  server register <node-public-key-file>   allow a node to join
-  server nodes                             registered and connected nodes
+  server register <node.pub>...            allow nodes to join
+  server nodes [--all]                     node counts, then the nodes (20 rows; --all)
   run [--rounds N] [--run-config "k=v ..."] [--stream]
                                            submit a run and wait for its result
 
