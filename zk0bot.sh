@@ -223,20 +223,39 @@ flwr_admin() {
 # certificates and keys
 # ---------------------------------------------------------------------------
 
-# A private CA and a server certificate for the SuperLink, created once.
-ensure_server_certs() {
-  local dir="$SERVER_DIR/certs" sans="DNS:localhost,IP:127.0.0.1" name names="${ZK0_SERVER_HOSTNAMES:-}"
-  [[ -f $dir/server.pem && -f $dir/server.key && -f $dir/ca.crt ]] && return 0
-  command -v openssl >/dev/null || die "openssl is needed to create certificates; $(apt_hint openssl)"
-  mkdir -p "$dir"
-  chmod 700 "$dir"
-  sans+=",DNS:$(hostname)"
+# The names and addresses the server certificate must carry: the SuperLink's own (the proxy
+# dials localhost), this machine's host name, the public bind address when it is a specific
+# one, and every public address nodes dial (--public-address). Prints "DNS:a,IP:b,...".
+server_sans() {
+  local host=$1 names=$2 name sans
+  sans="DNS:localhost,IP:127.0.0.1,DNS:$(hostname)"
+  [[ $host == 0.0.0.0 || $host == "::" ]] || names="$host,$names"
   for name in ${names//,/ }; do
-    if [[ $name =~ ^[0-9.]+$ || $name == *:* ]]; then sans+=",IP:$name"; else sans+=",DNS:$name"; fi
+    if [[ $name =~ ^[0-9.]+$ || $name == *:* ]]; then name="IP:$name"; else name="DNS:$name"; fi
+    [[ ,$sans, == *",$name,"* ]] || sans+=",$name"
   done
-  info "creating a certificate authority and the SuperLink certificate in $dir (SANs: $sans)"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
-    -keyout "$dir/ca.key" -out "$dir/ca.crt" -subj "/CN=zk0 federation CA" 2>/dev/null
+  echo "$sans"
+}
+
+# The SANs a certificate carries, in server_sans' form.
+cert_sans() {
+  openssl x509 -noout -ext subjectAltName -in "$1" 2>/dev/null | tail -n +2 | tr -d ' ' | sed 's/IPAddress:/IP:/g'
+}
+
+# The SANs of SANS that certificate CERT lacks, comma-separated (this machine's host name is
+# a convenience, never required: it may change).
+missing_sans() {
+  local have san missing=""
+  have=$(cert_sans "$1")
+  for san in ${2//,/ }; do
+    [[ $san == "DNS:$(hostname)" || ,$have, == *",$san,"* ]] || missing+="${missing:+,}$san"
+  done
+  echo "$missing"
+}
+
+# Sign the SuperLink's certificate for SANS with zk0's CA.
+issue_server_cert() {
+  local dir=$1 sans=$2
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
     -keyout "$dir/server.key" -out "$dir/server.csr" -subj "/CN=zk0-superlink" 2>/dev/null
   printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' \
@@ -245,6 +264,29 @@ ensure_server_certs() {
     -days 825 -out "$dir/server.pem" -extfile "$dir/server.ext" 2>/dev/null
   rm -f "$dir/server.csr" "$dir/server.ext"
   chmod 600 "$dir"/*.key
+}
+
+# A private CA and a server certificate for the SuperLink, created once. A certificate that
+# lacks an address nodes dial (a new --public-address or --host) is signed again by zk0's CA:
+# nodes keep their ca.crt. The admin's own certificates (no CA key here) are never replaced.
+ensure_server_certs() {
+  local host=$1 names=$2 dir="$SERVER_DIR/certs" sans missing
+  command -v openssl >/dev/null || die "openssl is needed to create certificates; $(apt_hint openssl)"
+  sans=$(server_sans "$host" "$names")
+  if [[ -f $dir/server.pem && -f $dir/server.key && -f $dir/ca.crt ]]; then
+    missing=$(missing_sans "$dir/server.pem" "$sans")
+    [[ -n $missing ]] || return 0
+    [[ -f $dir/ca.key ]] || die "the server certificate $dir/server.pem does not name $missing, which nodes dial; install one that does with --ca-cert/--cert/--key"
+    info "signing a new SuperLink certificate that also names $missing (the CA stays: nodes keep their ca.crt)"
+    issue_server_cert "$dir" "$(cert_sans "$dir/server.pem"),$missing"
+    return 0
+  fi
+  mkdir -p "$dir"
+  chmod 700 "$dir"
+  info "creating a certificate authority and the SuperLink certificate in $dir (SANs: $sans)"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+    -keyout "$dir/ca.key" -out "$dir/ca.crt" -subj "/CN=zk0 federation CA" 2>/dev/null
+  issue_server_cert "$dir" "$sans"
 }
 
 # The admin's own CA, certificate and key: checked before anything is touched, then moved
@@ -450,20 +492,21 @@ http {
 CONF
 }
 
-# GET https://127.0.0.1:PORT/PATH with the server's CA (plain http for the public port of an
+# GET https://HOST:PORT/PATH with the server's CA (plain http for the public port of an
 # --insecure server; with the link's client certificate for the SuperLink itself): succeeds
-# on EXPECT ("ok": any 2xx).
+# on EXPECT ("ok": any 2xx). HOST defaults to 127.0.0.1.
 probe() {
-  local port=$1 path=$2 expect=$3 scheme=${4:-https} client=${5:-}
-  "$(python_bin)" - "$port" "$scheme" "$SERVER_DIR/certs" "$path" "$expect" "$client" <<'PY' 2>/dev/null
+  local port=$1 path=$2 expect=$3 scheme=${4:-https} client=${5:-} host=${6:-127.0.0.1}
+  "$(python_bin)" - "$port" "$scheme" "$SERVER_DIR/certs" "$path" "$expect" "$client" "$host" <<'PY' 2>/dev/null
 import ssl, sys, httpx
-port, scheme, certs, path, expect, client = sys.argv[1:]
+port, scheme, certs, path, expect, client, host = sys.argv[1:]
+host = f"[{host}]" if ":" in host else host
 verify = False
 if scheme == "https":
     verify = ssl.create_default_context(cafile=f"{certs}/ca.crt")
     if client:
         verify.load_cert_chain(f"{certs}/link-client.crt", f"{certs}/link-client.key")
-reply = httpx.get(f"{scheme}://127.0.0.1:{port}{path}", verify=verify, timeout=2)
+reply = httpx.get(f"{scheme}://{host}:{port}{path}", verify=verify, timeout=2)
 sys.exit(0 if (reply.is_success if expect == "ok" else reply.status_code == int(expect)) else 1)
 PY
 }
@@ -473,11 +516,13 @@ link_health() { probe "$(server_setting link_port)" /health ok https client; }
 # The admin port forwards /health to the SuperLink: nginx and the link both answer.
 admin_health() { probe "$(server_setting admin_port)" /health ok; }
 
-# The public port answers (the proxy refuses "/" with 403 by design).
+# The public port answers on the address it is bound to (the proxy refuses "/" with 403 by design).
 proxy_health() {
-  local scheme=https
+  local scheme=https host
   [[ $(server_setting mode) == insecure ]] && scheme=http
-  probe "$(server_setting port)" / 403 "$scheme" && admin_health
+  host=$(server_setting host)
+  [[ $host != 0.0.0.0 && $host != "::" ]] || host=127.0.0.1
+  probe "$(server_setting port)" / 403 "$scheme" "" "$host" && admin_health
 }
 
 usage_server() {
@@ -485,7 +530,8 @@ usage_server() {
 Usage: zk0bot server <command> [options]
 
 Commands:
-  start [--port P] [--host H] [--insecure] [--ca-cert F --cert F --key F]
+  start [--port P] [--host H] [--public-address NAMES] [--insecure]
+        [--ca-cert F --cert F --key F]
           Start the server: the SuperLink (on 127.0.0.1, admitting only the proxy,
           session zk0-superlink), the SuperExec that runs ServerApps (zk0-superexec)
           and the reverse proxy (nginx, zk0-proxy): on the public port it forwards only
@@ -495,22 +541,30 @@ Commands:
           Creates a CA and a server certificate once (or installs the given ones),
           enables TLS and SuperNode authentication, and re-registers every node key
           registered before (kept in ~/.zk0/server/nodes/). --host/--port: the public
-          address (default 0.0.0.0:9092; ZK0_SERVER_HOST, ZK0_SERVER_PORT). Extra
-          certificate names/IPs: ZK0_SERVER_HOSTNAMES="fl.example.org,203.0.113.7".
+          address (default 0.0.0.0:9092; ZK0_SERVER_HOST, ZK0_SERVER_PORT).
+          --public-address: the names/IPs nodes dial, comma-separated (e.g.
+          fl.example.org,203.0.113.7; ZK0_SERVER_HOSTNAMES): the server certificate
+          must carry them (and --host when it is a specific address); zk0's CA signs a
+          new one when they change, so nodes keep their ca.crt. Kept for restarts.
           Starts only what is not running, so it also recovers from a crash.
   stop    Stop the proxy, the SuperExec, the SuperLink and everything they started.
-  status  Sessions, PIDs, ports, health, nodes and recent runs.
+  status  Sessions, PIDs, ports, health, node counts and the first 10 nodes
+          (as 'nodes --limit 10'), and recent runs.
   logs [-f] [--superlink | --superexec | --proxy]
           Show (or follow) the newest run's ServerApp log (runs/<run>/server.log: round
           summaries, warnings, errors), or the SuperLink's, the SuperExec's, or the
           proxy's (refused requests).
-  register <node-public-key-file> [--name NAME]
-          Allow a node (its operator sends you the .pub file `client start` printed).
-          NAME (1-64 printable characters, unique; default: the key's comment, e.g.
-          zk0-node-<dataset>) labels the node in `server nodes` and the run's logs and
-          metrics, across SuperLink restarts.
-  nodes   Registered and connected nodes: node id, status, name, and the key's comment
-          where it is not the name.
+  register <node-public-key-file>... [--name NAME]
+          Allow nodes (each operator sends you the .pub file `client start` printed);
+          many keys register in one go. NAME (one key only; 1-64 printable characters,
+          unique; default: the key's comment, e.g. zk0-node-<dataset>) labels the node
+          in `server nodes` and the run's logs and metrics, across SuperLink restarts.
+  nodes [--all | --limit N]
+          Counts first (nodes known to the SuperLink: online, offline, registered but
+          not connected since it started), then one row per node: node id, status,
+          name, and the key's comment where it is not the name. Online nodes first,
+          then by name; the first 20 rows (--limit N), the rest summed up; --all lists
+          every node.
 USAGE
 }
 
@@ -532,17 +586,19 @@ wait_until() {
 
 server_start() {
   # A restart keeps the address of the last start unless told otherwise.
-  local last_port="" last_host=""
+  local last_port="" last_host="" last_names=""
   if [[ -f $SERVER_DIR/server.env ]]; then
     last_port=$(server_setting port)
     last_host=$(server_setting host)
+    last_names=$(server_setting names)
   fi
   local port="${ZK0_SERVER_PORT:-${last_port:-$DEFAULT_SERVER_PORT}}" host="${ZK0_SERVER_HOST:-${last_host:-0.0.0.0}}"
-  local insecure=0 ca="" cert="" key=""
+  local names="${ZK0_SERVER_HOSTNAMES:-$last_names}" insecure=0 ca="" cert="" key=""
   while [[ $# -gt 0 ]]; do
     case $1 in
       --port) opt_value "$@"; port=$2; shift ;;
       --host) opt_value "$@"; host=$2; shift ;;
+      --public-address) opt_value "$@"; names=$2; shift ;;
       --insecure) insecure=1 ;;
       --ca-cert) opt_value "$@"; ca=$2; shift ;;
       --cert) opt_value "$@"; cert=$2; shift ;;
@@ -552,6 +608,7 @@ server_start() {
     shift
   done
   check_port "$port"
+  check_public_names "$host" "$names"
   [[ -z $ca$cert$key || (-n $ca && -n $cert && -n $key) ]] || die "--ca-cert, --cert and --key go together; give all three"
   ensure_home
   need_tmux
@@ -559,7 +616,9 @@ server_start() {
   local nginx
   nginx=$(nginx_bin)
   if session_running "$SERVER_SESSION" && session_running "$SUPEREXEC_SESSION" && session_running "$PROXY_SESSION"; then
-    info "server already running (public port $(server_setting port), SuperLink 127.0.0.1:$(server_setting link_port))"
+    [[ $host:$port:$names == "$last_host:$last_port:$last_names" ]] \
+      || die "the server already runs on $last_host:$last_port${last_names:+ (public address $last_names)}; to change its address, stop it first: $PROG server stop"
+    info "server already running (public port $(server_setting host):$(server_setting port), SuperLink 127.0.0.1:$(server_setting link_port))"
     return 0
   fi
   mkdir -p "$SERVER_DIR/runs" "$SERVER_DIR/nodes"
@@ -588,12 +647,19 @@ server_start() {
   fi
   # The certificates serve the admin port and the link in both modes; only the public port
   # of an --insecure server goes without.
-  if [[ -n $ca ]]; then install_given_certs "$ca" "$cert" "$key"; else ensure_server_certs; fi
+  if [[ -n $ca ]]; then
+    local missing
+    missing=$(missing_sans "$cert" "$(server_sans "$host" "$names")")
+    [[ -z $missing ]] || die "$cert does not name $missing, which nodes and zk0bot dial; nothing was changed; give a certificate whose subjectAltName lists them"
+    install_given_certs "$ca" "$cert" "$key"
+  fi
+  ensure_server_certs "$host" "$names"
   check_server_certs
   ensure_link_client_cert
   ensure_superexec_secret
   ensure_admin_token
-  printf 'port=%s\nhost=%s\nmode=%s\nlink_port=%s\nadmin_port=%s\n' "$port" "$host" "$mode" "$link_port" "$admin_port" >"$SERVER_DIR/server.env"
+  printf 'port=%s\nhost=%s\nnames=%s\nmode=%s\nlink_port=%s\nadmin_port=%s\n' "$port" "$host" "$names" "$mode" "$link_port" \
+    "$admin_port" >"$SERVER_DIR/server.env"
   write_flwr_connection
 
   local secret="$SERVER_DIR/superexec.secret" certs="$SERVER_DIR/certs" relinked=0 tls_link
@@ -636,6 +702,17 @@ server_start() {
   fi
 }
 
+# The public bind address and the addresses nodes dial: what a certificate can name.
+check_public_names() {
+  local host=$1 names=$2 name
+  [[ $host =~ ^[A-Za-z0-9.:-]+$ ]] || die "--host '$host' is not an address (e.g. 0.0.0.0 or 203.0.113.7)"
+  [[ $names =~ ^[A-Za-z0-9.:,-]*$ ]] \
+    || die "--public-address '$names' must list host names or IP addresses, comma-separated (e.g. fl.example.org,203.0.113.7)"
+  for name in ${names//,/ }; do
+    [[ $name != *..* ]] || die "--public-address '$name' is not a host name or IP address (e.g. fl.example.org,203.0.113.7)"
+  done
+}
+
 # Logs are appended across restarts, with a line marking each start.
 log_start() {
   printf '=== zk0bot %s: start %s ===\n' "$(date -u +%FT%TZ)" "$(basename "$1" .log)" >>"$1"
@@ -646,11 +723,13 @@ free_local_port() { any_free_port "$(python_bin)"; }
 # Registrations live in the SuperLink's memory; the keys kept in nodes/ restore them.
 reregister_nodes() {
   [[ $(server_setting mode) == secure ]] || return 0
-  local key count=0
-  for key in "$SERVER_DIR"/nodes/*.pub; do
-    [[ -f $key ]] || continue
-    if register_key "$key" >/dev/null; then count=$((count + 1)); fi
-  done
+  local keys=("$SERVER_DIR"/nodes/*.pub) out line count
+  [[ -f ${keys[0]} ]] || return 0
+  out=$(register_keys "" "${keys[@]}") || true
+  while IFS= read -r line; do
+    [[ $line != refused* ]] || warn "could not re-register ${line#refused }"
+  done <<<"$out"
+  count=$(grep -c '^ok ' <<<"$out" || true)
   [[ $count -eq 0 ]] || info "re-registered $count node key(s) from $SERVER_DIR/nodes"
 }
 
@@ -666,41 +745,40 @@ check_node_name() {
     || die "node name '$1' must be 1-64 printable characters (e.g. --name robot-7)"
 }
 
-# Register one public key with the SuperLink; keep it, its name (NAME, else the one kept,
-# else the key's comment, else the file name) and the node id Flower gave it in nodes/ for
-# restarts, `server nodes` and the ServerApp's labels. Prints Flower's reason on failure.
-register_key() {
-  local key=$1 name=${2:-} out id kept
-  kept="$SERVER_DIR/nodes/$(awk '{print $2}' "$key" | sha256sum | cut -c1-16)"
-  out=$(flwr_admin supernode register "$key" "$CONNECTION" --format json 2>&1) || true
-  id=$("$(python_bin)" -c '
-import json, sys
-text = sys.stdin.read()
-try:
-    reply = json.loads(text[text.index("{"):])
-except ValueError:
-    reply = {}
-if reply.get("success"):
-    print(reply["node-id"])
-else:
-    lines = [l for l in str(reply.get("error-message", text)).splitlines() if l.strip()]
-    print("error: " + (lines[-1] if lines else "no reply"))
-' <<<"$out")
-  if [[ $id == *"already in use"* ]]; then
-    id=$(cat "$kept.id" 2>/dev/null || echo "(already registered)")
-  elif [[ $id == error:* ]]; then
-    warn "could not register $key: ${id#error: }"
-    return 1
-  fi
-  [[ $key -ef $kept.pub ]] || cp "$key" "$kept.pub"
-  [[ $id == "(already registered)" ]] || echo "$id" >"$kept.id"
-  if [[ -n $name ]]; then
-    echo "$name" >"$kept.name"
-  elif [[ ! -s $kept.name ]]; then
-    name=$(awk '{print $3}' "$key")
-    echo "${name:-$(basename "$key" .pub)}" >"$kept.name"
-  fi
-  echo "$id"
+# Register public keys with the SuperLink, all in one process (zk0.register_keys); keep
+# each, its name (NAME for a single key, else the one kept, else the key's comment, else the
+# file name) and the node id Flower gave it in nodes/ for restarts, `server nodes` and the
+# ServerApp's labels. Prints a line per key: "ok <node id>" or "refused <key>: <Flower's
+# reason>"; returns 1 when any was refused.
+register_keys() {
+  local name=$1 out key id kept i=0 failed=0 results
+  shift
+  out=$(cd "$SERVER_DIR" && FLWR_HOME="$SERVER_DIR/flwr-home" "$(python_bin)" -m zk0.register_keys "$@") \
+    || { echo "refused node keys: $(tail -n1 <<<"$out")"; return 1; }
+  mapfile -t results <<<"$out"
+  for key in "$@"; do
+    id=${results[i]:-"error: no reply"}
+    i=$((i + 1))
+    kept="$SERVER_DIR/nodes/$(awk '{print $2}' "$key" | sha256sum | cut -c1-16)"
+    if [[ $id == "in use" ]]; then
+      id=$(cat "$kept.id" 2>/dev/null || echo "(already registered)")
+    elif [[ $id == error:* ]]; then
+      echo "refused $key: ${id#error: }"
+      failed=1
+      continue
+    fi
+    [[ $key -ef $kept.pub ]] || cp "$key" "$kept.pub"
+    [[ $id == "(already registered)" ]] || echo "$id" >"$kept.id"
+    if [[ -n $name ]]; then
+      echo "$name" >"$kept.name"
+    elif [[ ! -s $kept.name ]]; then
+      local comment
+      comment=$(awk '{print $3}' "$key")
+      echo "${comment:-$(basename "$key" .pub)}" >"$kept.name"
+    fi
+    echo "ok $id"
+  done
+  return "$failed"
 }
 
 server_stop() {
@@ -730,10 +808,10 @@ server_status() {
   # Healthy: the SuperLink answers, and so does the admin port the Control API goes through.
   health=unhealthy
   link_health && admin_health && health=healthy
-  info "SuperLink: running, 127.0.0.1:$(server_setting link_port), public port $(server_setting port), admin port 127.0.0.1:$(server_setting admin_port), $(server_setting mode), $health"
+  info "SuperLink: running, 127.0.0.1:$(server_setting link_port), public port $(server_setting host):$(server_setting port), admin port 127.0.0.1:$(server_setting admin_port), $(server_setting mode), $health"
   info "runs directory: $SERVER_DIR/runs"
   [[ $health == healthy ]] || return 0
-  server_nodes
+  server_nodes --limit 10
   flwr_admin ls "$CONNECTION" 2>/dev/null | sed -n '/┏/,$p' | head -n 12 || true
 }
 
@@ -759,21 +837,24 @@ server_logs() {
 }
 
 server_register() {
-  local key="" name="" id kept other
+  local keys=() name="" key kept other out registered
   while [[ $# -gt 0 ]]; do
     case $1 in
       --name) opt_value "$@"; name=$2; shift ;;
       -*) die "unknown option '$1' for 'server register' (see: $PROG server --help)" ;;
-      *) [[ -z $key ]] || die "usage: $PROG server register <node-public-key-file> [--name NAME]"; key=$1 ;;
+      *) keys+=("$1") ;;
     esac
     shift
   done
-  [[ -n $key ]] || die "usage: $PROG server register <node-public-key-file> [--name NAME]"
-  [[ -f $key ]] || die "public key file '$key' does not exist"
-  grep -q '^ecdsa-sha2-nistp384 ' "$key" || die "'$key' is not a node public key (expected an 'ecdsa-sha2-nistp384 ...' line from zk0bot client start)"
+  [[ ${#keys[@]} -gt 0 ]] || die "usage: $PROG server register <node-public-key-file>... [--name NAME]"
+  [[ -z $name || ${#keys[@]} -eq 1 ]] || die "--name labels one node; register several keys without it (each is named by its key's comment)"
+  for key in "${keys[@]}"; do
+    [[ -f $key ]] || die "public key file '$key' does not exist"
+    grep -q '^ecdsa-sha2-nistp384 ' "$key" || die "'$key' is not a node public key (expected an 'ecdsa-sha2-nistp384 ...' line from zk0bot client start)"
+  done
   if [[ -n $name ]]; then
     check_node_name "$name"
-    kept="$SERVER_DIR/nodes/$(awk '{print $2}' "$key" | sha256sum | cut -c1-16).name"
+    kept="$SERVER_DIR/nodes/$(awk '{print $2}' "${keys[0]}" | sha256sum | cut -c1-16).name"
     for other in "$SERVER_DIR"/nodes/*.name; do
       [[ -f $other && $other != "$kept" && $(<"$other") == "$name" ]] \
         && die "the name '$name' is taken by another node key ($other); choose another with --name"
@@ -781,40 +862,74 @@ server_register() {
   fi
   [[ $(server_setting mode) == secure ]] || die "the server runs with --insecure: node authentication is off, nothing to register"
   session_running "$SERVER_SESSION" || die "the SuperLink is not running; start it first: $PROG server start"
-  id=$(register_key "$key" "$name" 2>&1) || die "registering $key failed: ${id#*could not register "$key": }"
+  # Keys that registered are kept even when others are refused: nothing is lost.
+  out=$(register_keys "$name" "${keys[@]}") || true
   write_node_names
-  name=$(<"$SERVER_DIR/nodes/$(awk '{print $2}' "$key" | sha256sum | cut -c1-16).name")
-  info "registered node $id as '$name'; the key is kept in $SERVER_DIR/nodes for restarts"
+  registered=$(grep -c '^ok ' <<<"$out" || true)
+  if grep -q '^refused' <<<"$out"; then
+    die "could not register $(grep -m1 '^refused' <<<"$out" | sed 's/^refused //')$([[ $registered -eq 0 ]] || echo "; the $registered other key(s) were registered")"
+  fi
+  if [[ ${#keys[@]} -eq 1 ]]; then
+    name=$(<"$SERVER_DIR/nodes/$(awk '{print $2}' "${keys[0]}" | sha256sum | cut -c1-16).name")
+    info "registered node ${out#ok } as '$name'; the key is kept in $SERVER_DIR/nodes for restarts"
+  else
+    info "registered ${#keys[@]} node keys; they are kept in $SERVER_DIR/nodes for restarts"
+  fi
 }
 
-# Flower's node table, with the name each node id was registered under and, when it differs,
-# its key's comment (zk0-node-<dataset>).
+# Flower's node table, counts first, with the name each node id was registered under and,
+# when it differs, its key's comment (zk0-node-<dataset>). Online nodes come first, then by
+# name; LIMIT rows at most (0: all), the rest summed up in one line.
+NODES_SHOWN=20
 server_nodes() {
-  require_no_args "$@"
+  local limit=$NODES_SHOWN
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --all) limit=0 ;;
+      --limit) opt_value "$@"; [[ $2 =~ ^[1-9][0-9]*$ ]] || die "--limit must be a positive integer, got '$2'"; limit=$2; shift ;;
+      *) die "unknown option '$1' for 'server nodes' (see: $PROG server --help)" ;;
+    esac
+    shift
+  done
   session_running "$SERVER_SESSION" || die "the SuperLink is not running; start it first: $PROG server start"
   local json
   json=$(flwr_admin supernode list "$CONNECTION" --format json 2>&1) \
     || die "listing nodes failed: $(grep -v '^\s*$' <<<"$json" | tail -n1)"
-  NODES_JSON=$json "$(python_bin)" - "$SERVER_DIR/nodes" <<'PY'
+  NODES_JSON=$json "$(python_bin)" - "$SERVER_DIR/nodes" "$limit" <<'PY'
 import json, os, sys
+from collections import Counter
 from pathlib import Path
 
 from zk0.identities import clean_name
 
 text = os.environ["NODES_JSON"]
 nodes = json.loads(text[text.index("{"):]).get("nodes", [])
+limit = int(sys.argv[2])
 kept = {}
 for id_file in Path(sys.argv[1]).glob("*.id"):
     key, name = id_file.with_suffix(".pub"), id_file.with_suffix(".name")
     parts = key.read_text().split() if key.is_file() else []
     comment = parts[2] if len(parts) > 2 else key.name
     kept[id_file.read_text().strip()] = (clean_name(name.read_text()) if name.is_file() else "") or comment, comment
-print(f"{'node id':>20}  {'status':<10}  {'name':<24}  key (when not the name)")
-for node in nodes:
-    name, comment = kept.get(node["node-id"], ("(registered outside zk0bot)", ""))
-    print(f"{node['node-id']:>20}  {node['status']:<10}  {name:<24}  {comment if comment != name else ''}".rstrip())
+counts = Counter(node["status"] for node in nodes)
+order = {"online": 0, "offline": 1, "registered": 2}
+rows = sorted(
+    ((node, *kept.get(node["node-id"], ("(registered outside zk0bot)", ""))) for node in nodes),
+    key=lambda row: (order.get(row[0]["status"], 3), row[1], row[0]["node-id"]),
+)
+# "registered": known to Flower, never connected since the SuperLink started.
+summary = ", ".join(f"{counts[s]} {s}" for s in ("online", "offline", "registered"))
+summary += "".join(f", {n} {s}" for s, n in sorted(counts.items()) if s not in order)
+print(f"nodes: {len(nodes)} ({summary})")
 if not nodes:
     print("(no nodes registered)")
+    sys.exit()
+shown = rows if limit == 0 else rows[:limit]
+print(f"{'node id':>20}  {'status':<12}  {'name':<24}  key (when not the name)")
+for node, name, comment in shown:
+    print(f"{node['node-id']:>20}  {node['status']:<12}  {name:<24}  {comment if comment != name else ''}".rstrip())
+if len(shown) < len(rows):
+    print(f"... and {len(rows) - len(shown)} more (zk0bot server nodes --all)")
 PY
 }
 
@@ -846,14 +961,17 @@ usage_client() {
 Usage: zk0bot client <command> [options]
 
 Commands:
-  start <dataset-uri> [--server HOST:PORT] [--ca-cert FILE] [--port P] [--threads N]
-        [--rename-map JSON] [--allow-app SHA256]... [--insecure]
+  start <dataset-uri> [--server HOST:PORT] [--ca-cert FILE] [--local-address IP]
+        [--port P] [--threads N] [--rename-map JSON] [--allow-app SHA256]... [--insecure]
           Start a SuperNode that trains on this node's dataset, in tmux session
           zk0-supernode-<id>. <dataset-uri> is hf:owner/name, owner/name or
           local:/absolute/path. The first start creates the node's key pair and prints
           the public key to send to the server admin. --server defaults to
           $ZK0_SERVER (127.0.0.1:9092); --ca-cert to $ZK0_CA_CERT, else the local
-          server's CA, else $ZK0_HOME/ca.crt. Messages are served by one warm
+          server's CA, else $ZK0_HOME/ca.crt. --local-address/--port: where the
+          SuperNode serves its executor (default 127.0.0.1 and the first free port
+          from 9100; $ZK0_LOCAL_ADDRESS); nothing else dials it, nothing needs to reach
+          this machine from outside. Messages are served by one warm
           executor process (session zk0-executor-<id>). --threads: torch threads
           (default: the cores shared among this machine's clients). --rename-map:
           map this dataset's camera names onto the federation's, LeRobot style:
@@ -877,6 +995,14 @@ client_id() {
 }
 
 client_setting() { sed -n "s/^$2=//p" "$CLIENTS_DIR/$1/client.env"; }
+
+# The address a client's SuperNode serves its Runtime API on, for its executor (clients
+# started before the setting existed used 127.0.0.1).
+client_address() {
+  local address
+  address=$(client_setting "$1" address)
+  echo "${address:-127.0.0.1}"
+}
 
 known_clients() {
   local dir
@@ -904,9 +1030,9 @@ validate_dataset() {
 }
 
 next_free_port() {
-  local port=9100 used
+  local address=$1 port=9100 used
   used=" $(for id in $(known_clients); do client_setting "$id" port; done | tr '\n' ' ') "
-  while [[ $used == *" $port "* ]] || ! port_free 127.0.0.1 "$port"; do
+  while [[ $used == *" $port "* ]] || ! port_free "$address" "$port"; do
     port=$((port + 1))
   done
   echo "$port"
@@ -924,6 +1050,7 @@ default_ca_cert() {
 
 client_start() {
   local uri="" server="${ZK0_SERVER:-127.0.0.1:$DEFAULT_SERVER_PORT}" ca port="" insecure=0 threads="" rename=""
+  local address="${ZK0_LOCAL_ADDRESS:-}"
   local server_given=0
   [[ -z ${ZK0_SERVER:-} ]] || server_given=1
   ca=$(default_ca_cert)
@@ -933,6 +1060,7 @@ client_start() {
       --server) opt_value "$@"; server=$2; server_given=1; shift ;;
       --ca-cert) opt_value "$@"; ca=$2; shift ;;
       --port) opt_value "$@"; port=$2; shift ;;
+      --local-address) opt_value "$@"; address=$2; shift ;;
       --threads) opt_value "$@"; threads=$2; shift ;;
       --rename-map) opt_value "$@"; rename=$2; shift ;;
       --allow-app) opt_value "$@"; check_sha256 "$2"; allow+=("${2,,}"); shift ;;
@@ -947,6 +1075,8 @@ client_start() {
   [[ $server =~ ^[^:]+:[0-9]+$ ]] || die "--server must be HOST:PORT, got '$server'"
   check_port "${server##*:}"
   [[ -z $port ]] || check_port "$port"
+  [[ -z $address || $address =~ ^[0-9.]+$ || $address == *:* ]] \
+    || die "--local-address must be an IP address of this machine (e.g. 127.0.0.1), got '$address'"
   [[ -z $threads || $threads =~ ^[1-9][0-9]*$ ]] || die "--threads must be a positive integer, got '$threads'"
   check_uri "$uri"
   if [[ -n $rename ]]; then
@@ -968,7 +1098,7 @@ client_start() {
   session="zk0-supernode-$id"
   log="$dir/supernode.log"
   if session_running "$session"; then
-    refuse_changes "$id" "$uri" "$server_given" "$server" "$port" "$threads"
+    refuse_changes "$id" "$uri" "$server_given" "$server" "$port" "$threads" "$address"
     start_executor "$id" "${allow[@]}"
     info "client for $uri already running (session $session, port $(client_setting "$id" port))"
     return 0
@@ -976,8 +1106,11 @@ client_start() {
   validate_dataset "$uri"
   check_server "$server" "$insecure" "$ca"
   mkdir -p "$dir/flwr-home"
-  if [[ -z $port ]]; then port=$(next_free_port); fi
-  port_free 127.0.0.1 "$port" || die "port $port is in use; choose another with --port"
+  # Its last start's address, else this machine's loopback: the Runtime API is for the local executor only.
+  [[ -n $address || ! -f $dir/client.env ]] || address=$(client_setting "$id" address)
+  address=${address:-127.0.0.1}
+  if [[ -z $port ]]; then port=$(next_free_port "$address"); fi
+  port_free "$address" "$port" || die "port $port on $address is in use (or $address is not an address of this machine); choose another with --port or --local-address"
   # Clients on one machine share its cores: each torch process would otherwise take all of them.
   [[ -n $threads ]] || threads=$(default_threads)
 
@@ -988,7 +1121,7 @@ client_start() {
   [[ -s $secret ]] || "$(python_bin)" -c 'import secrets, sys; open(sys.argv[1], "w").write(secrets.token_hex(32))' "$secret"
   local node_config="dataset-uri='$uri' threads=$threads"
   [[ -z $rename ]] || node_config+=" rename-map='$rename'"
-  local args=(--superlink "$server" --port "$port" --isolation process --superexec-auth-secret-file "$secret"
+  local args=(--superlink "$server" --host "$address" --port "$port" --isolation process --superexec-auth-secret-file "$secret"
     --node-config "$node_config")
   if [[ $insecure -eq 1 ]]; then
     warn "--insecure: the connection to $server is not encrypted and this node is not authenticated. Use only for local experiments."
@@ -1002,7 +1135,8 @@ client_start() {
   fi
   local activated=""
   [[ -f $dir/client.env ]] && activated=$(client_setting "$id" activated)
-  printf 'dataset-uri=%s\nport=%s\nserver=%s\nthreads=%s\nactivated=%s\n' "$uri" "$port" "$server" "$threads" "$activated" >"$dir/client.env"
+  printf 'dataset-uri=%s\naddress=%s\nport=%s\nserver=%s\nthreads=%s\nactivated=%s\n' "$uri" "$address" "$port" "$server" \
+    "$threads" "$activated" >"$dir/client.env"
   log_start "$log"
   local from
   from=$(wc -l <"$log")
@@ -1011,15 +1145,17 @@ client_start() {
   wait_for_supernode "$session" "$log" "$dir" "$server" "$from" "$activated"
   sed -i 's/^activated=.*/activated=1/' "$dir/client.env"
   start_executor "$id" "${allow[@]}"
-  info "client running: session $session, pid $(session_pid "$session"), port $port, dataset $uri, server $server, $threads thread(s)"
+  info "client running: session $session, pid $(session_pid "$session"), port $address:$port, dataset $uri, server $server, $threads thread(s)"
 }
 
-# A running client keeps its settings: a start asking for another server, port or thread
+# A running client keeps its settings: a start asking for another server, address, port or thread
 # count is refused (not silently ignored), with the commands that apply it.
 refuse_changes() {
-  local id=$1 uri=$2 server_given=$3 server=$4 port=$5 threads=$6 changed=""
+  local id=$1 uri=$2 server_given=$3 server=$4 port=$5 threads=$6 address=$7 changed=""
   if [[ $server_given -eq 1 && $server != "$(client_setting "$id" server)" ]]; then
     changed="server $(client_setting "$id" server)"
+  elif [[ -n $address && $address != "$(client_address "$id")" ]]; then
+    changed="local address $(client_address "$id")"
   elif [[ -n $port && $port != "$(client_setting "$id" port)" ]]; then
     changed="port $(client_setting "$id" port)"
   elif [[ -n $threads && $threads != "$(client_setting "$id" threads)" ]]; then
@@ -1051,7 +1187,7 @@ start_executor() {
   from=$(wc -l <"$dir/executor.log")
   OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
     start_session "$session" "$dir" "$dir/flwr-home" "$dir/executor.log" restart \
-    "$(python_bin)" -m zk0_executor --runtime-api-address "127.0.0.1:$(client_setting "$id" port)" --insecure \
+    "$(python_bin)" -m zk0_executor --runtime-api-address "$(client_address "$id"):$(client_setting "$id" port)" --insecure \
     --superexec-auth-secret-file "$dir/superexec.secret" "${allow_args[@]}"
   until tail -n +"$((from + 1))" "$dir/executor.log" | grep -q 'serving ClientApp tasks'; do
     if ((waited >= START_TIMEOUT)); then
@@ -1162,7 +1298,7 @@ client_status() {
         state+=", executor STOPPED (messages wait until round-timeout; fix: $PROG client start $(client_setting "$id" dataset-uri))"
       fi
     fi
-    info "client $(client_setting "$id" dataset-uri): $state, session zk0-supernode-$id, port $(client_setting "$id" port), server $(client_setting "$id" server), threads $(client_setting "$id" threads)"
+    info "client $(client_setting "$id" dataset-uri): $state, session zk0-supernode-$id, port $(client_address "$id"):$(client_setting "$id" port), server $(client_setting "$id" server), threads $(client_setting "$id" threads)"
   done
   [[ $any -eq 1 ]] || info "no clients on this machine"
 }
@@ -1428,8 +1564,8 @@ Usage: zk0bot <command> [options]      (every command takes --help)
 
 Server admin:
   server start|stop|status|logs [-f]       the SuperLink, in tmux session zk0-superlink
-  server register <node-public-key-file>   allow a node to join
-  server nodes                             registered and connected nodes
+  server register <node.pub>...            allow nodes to join
+  server nodes [--all]                     node counts, then the nodes (20 rows; --all)
   run [--rounds N] [--run-config "k=v ..."] [--stream]
                                            submit a run and wait for its result
 
@@ -1444,7 +1580,7 @@ This machine:
 
 Environment: ZK0_HOME (state, default ~/.zk0), ZK0_SERVER (HOST:PORT clients connect
 to, default 127.0.0.1:9092), ZK0_SERVER_PORT, ZK0_SERVER_HOST, ZK0_SERVER_HOSTNAMES,
-ZK0_CA_CERT, ZK0_VENV, ZK0_START_TIMEOUT (seconds, default 90).
+ZK0_CA_CERT, ZK0_LOCAL_ADDRESS, ZK0_VENV, ZK0_START_TIMEOUT (seconds, default 90).
 Docs: docs/NODE-OPERATORS.md
 USAGE
 }
