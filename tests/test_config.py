@@ -98,6 +98,10 @@ def test_dataset_list_tolerates_spaces_and_mixed_schemes(defaults):
         ({"trimmed_avg_beta": -0.1}, "trimmed-avg-beta"),
         ({"krum_num_malicious": -1}, "krum-num-malicious"),
         ({"multikrum_keep": 0}, "multikrum-keep"),
+        ({"aggregation": "fedadam"}, "server-lr"),  # with the default server-lr 1.0: a wrecked model
+        ({"aggregation": "fedadagrad", "server_lr": 0.5}, "server-lr"),
+        ({"train_quorum": 0.0}, "train-quorum"),
+        ({"train_quorum": 1.5}, "train-quorum"),
     ],
 )
 def test_bad_value_names_its_key_on_one_line(defaults, overrides, key):

@@ -34,6 +34,7 @@ from flwr.serverapp.strategy import (
 )
 from test_aggregation import LocalGrid, pyproject_run_config
 
+from zk0.aggregation import AGGREGATIONS as ZK0_AGGREGATIONS
 from zk0.client_app import app as zk0_client_app
 from zk0.config import RunConfig
 from zk0.strategy import FederationError, ZK0Strategy, make_strategy
@@ -123,7 +124,10 @@ def federation(tmp_path_factory) -> list[Path]:
 
 
 def run_config(federation: list[Path], **overrides) -> dict:
-    """pyproject's run config with the tiny model on the demo federation, small enough for CI."""
+    """pyproject's run config with the tiny model on the demo federation, small enough for CI
+    (an adaptive server optimizer gets a server-lr it accepts)."""
+    if ZK0_AGGREGATIONS[overrides.get("aggregation", "fedprox")].max_server_lr is not None:
+        overrides.setdefault("server_lr", 1e-3)
     return pyproject_run_config(
         model="tiny", datasets=",".join(f"local:{root}" for root in federation[:-1]),
         eval_dataset=f"local:{federation[-1]}", num_rounds=ROUNDS, local_steps=LOCAL_STEPS, batch_size=BATCH,

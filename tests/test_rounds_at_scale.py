@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 from flwr.app import ConfigRecord
 
@@ -118,3 +119,15 @@ def test_nodes_join_and_leave_between_rounds():
     run_round(strategy, grid, server_round=2)
     assert strategy.rounds[1].sampled == [1, 2, 3, 4]
     assert strategy.rounds[2].sampled == [1, 3, 4, 5] and sorted(strategy.rounds[2].clients) == [1, 3, 4, 5]
+
+
+@pytest.mark.parametrize("aggregation", ["fedavgm", "fedadam", "fedyogi", "fedadagrad"])
+def test_a_server_optimizer_steps_from_the_broadcast_and_keeps_the_model_fp32(aggregation):
+    """The running average reaches Flower's server optimizer as one reply; its step starts from
+    the weights the nodes trained from, and the global model stays fp32."""
+    strategy, grid = federation(4, aggregation=aggregation, server_lr=1e-3, min_train_clients=2,
+                                min_available_clients=2)
+    arrays, _ = run_round(strategy, grid)
+    assert {array.numpy().dtype for array in arrays.values()} == {np.dtype(np.float32)}
+    moved = arrays["expert.weight"].numpy()
+    assert (moved > 0).all() and (moved < 2.5).all()  # towards the nodes' 1..4, from 0, by a server step

@@ -87,5 +87,5 @@ def test_server_optimizer_steps_the_global_model_by_its_rule(aggregation):
 ])
 def test_server_optimizer_keys_out_of_range_are_refused(key, value, expected):
     with pytest.raises(ConfigError) as caught:
-        RunConfig.from_run_config(pyproject_run_config(aggregation="fedadam") | {key: value})
+        RunConfig.from_run_config(pyproject_run_config(aggregation="fedadam", server_lr=1e-3) | {key: value})
     assert expected in str(caught.value)

@@ -37,6 +37,9 @@ class Aggregation:
     arguments: Callable[["RunConfig"], dict]
     summary: str
     streams: bool = False  # a weighted average (then maybe a server optimizer step) of the updates
+    # An adaptive server step moves every weight by about server-lr per round, whatever the
+    # update's size: a larger server-lr wrecks the model, so it is refused.
+    max_server_lr: float | None = None
 
 
 AGGREGATIONS: dict[str, Aggregation] = {
@@ -53,16 +56,16 @@ AGGREGATIONS: dict[str, Aggregation] = {
         FedAdam, lambda c: {"eta": c.server_lr, "beta_1": c.server_beta_1, "beta_2": c.server_beta_2,
                             "tau": c.server_tau},
         "the weighted average as a pseudo-gradient, applied with Adam (server-lr, server-beta-1, server-beta-2, "
-        "server-tau); resuming restarts its moments", streams=True),
+        "server-tau); resuming restarts its moments", streams=True, max_server_lr=0.1),
     "fedyogi": Aggregation(
         FedYogi, lambda c: {"eta": c.server_lr, "beta_1": c.server_beta_1, "beta_2": c.server_beta_2,
                             "tau": c.server_tau},
         "the weighted average as a pseudo-gradient, applied with Yogi (server-lr, server-beta-1, server-beta-2, "
-        "server-tau); resuming restarts its moments", streams=True),
+        "server-tau); resuming restarts its moments", streams=True, max_server_lr=0.1),
     "fedadagrad": Aggregation(
         FedAdagrad, lambda c: {"eta": c.server_lr, "tau": c.server_tau},
         "the weighted average as a pseudo-gradient, applied with Adagrad (server-lr, server-tau); resuming "
-        "restarts its accumulated squares", streams=True),
+        "restarts its accumulated squares", streams=True, max_server_lr=0.1),
     "fedtrimmedavg": Aggregation(
         FedTrimmedAvg, lambda c: {"beta": c.trimmed_avg_beta},
         "per coordinate, the mean after cutting the trimmed-avg-beta fraction at each end"),

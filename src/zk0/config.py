@@ -125,6 +125,13 @@ class RunConfig:
             )
         if self.server_lr <= 0:
             raise ConfigError(f"run-config key 'server-lr' must be > 0, got {self.server_lr}")
+        limit = AGGREGATIONS[self.aggregation].max_server_lr
+        if limit is not None and self.server_lr > limit:
+            raise ConfigError(
+                f"run-config key 'server-lr' is {self.server_lr:g}, too large for aggregation '{self.aggregation}' "
+                f"(it moves every weight by about server-lr each round): set it near one round's update, "
+                f"e.g. server-lr=1e-3 (at most {limit:g})"
+            )
         if not 0.0 <= self.server_momentum < 1.0:
             raise ConfigError(f"run-config key 'server-momentum' must be in [0, 1), got {self.server_momentum}")
         for name in ("server_beta_1", "server_beta_2"):

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator
 from logging import INFO, WARNING
 from pathlib import Path
 
+import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
@@ -169,12 +170,17 @@ class ZK0Strategy:
             raise FederationError(f"round {server_round}: {err}") from None
         nodes = self._sample(nodes, self.fraction_train, self.min_train_nodes, server_round)
         self._check_memory(server_round, len(nodes))
-        # Flower's own hook still runs for the state its classes keep (FedAvgM's and FedOpt's
-        # current arrays); zk0 sends its own messages, to the nodes it sampled.
-        super().configure_train(server_round, arrays, config, grid)
         broadcast = transfer.make_broadcast({name: array.numpy() for name, array in arrays.items()},
                                             self.broadcast, self.config.update_codec, server_round)
         self.broadcast = record.broadcast = broadcast
+        # Flower's own hook still runs for the state its classes keep (FedAvgM's and FedOpt's
+        # current arrays); zk0 sends its own messages, to the nodes it sampled. A class that
+        # keeps state gets the broadcast, the weights the nodes train from: a pseudo-gradient
+        # against the unrounded global would carry the broadcast's rounding error too.
+        flower_class = AGGREGATIONS[self.config.aggregation].flower_class
+        if flower_class.configure_train is not FedAvg.configure_train:
+            arrays = array_record(broadcast.weights)
+        super().configure_train(server_round, arrays, config, grid)
         record.sampled = nodes
         return self._train_messages(server_round, record, nodes)
 
@@ -320,7 +326,11 @@ class ZK0Strategy:
                 return arrays, metrics
             reply = Message(RecordDict({ARRAYS: arrays, METRICS: metrics}), dst_node_id=order[0],
                             message_type=MessageType.TRAIN)
-            return super().aggregate_train(server_round, [reply])
+            stepped, metrics = super().aggregate_train(server_round, [reply])
+            # FedOpt's step comes back in float64 (numpy 2 promotes its float64 scalars): the
+            # global model stays fp32.
+            return ArrayRecord({name: Array(array.numpy().astype(np.float32, copy=False))
+                                for name, array in stepped.items()}), metrics
         messages = []
         for node in order:
             report, weights = accepted[node], pool.weights[node]
