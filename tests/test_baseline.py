@@ -324,3 +324,34 @@ def test_claims_all_outside_the_run_configs_datasets_are_one_line(tmp_path):
     with pytest.raises(BaselineError, match="no client claims one of the run config's datasets") as raised:
         read_run(tmp_path / "run")
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("twins", ["skipped", "failing"])
+def test_the_centralized_comparison_stands_without_the_twins(twins, tmp_path, demo_roots, session_policy, processors,
+                                                             eval_split, capsys, monkeypatch):
+    """`--no-alone` trains no twin; a twin that fails (its training stands in for any failing step
+    of the twins: one line, as lerobot-train's own failure reads) keeps the written comparison."""
+    import zk0.alone
+    from zk0.baseline import BaselineError
+
+    def failing_twin(run, index, *_):
+        raise BaselineError(f"lerobot-train failed (exit 1): client {index}'s twin")
+
+    run_dir = tmp_path / "20260101-000000"
+    run_dir.mkdir()
+    write_fl_run(run_dir, run_config(demo_roots), session_policy, processors, eval_split)
+    if twins == "failing":
+        monkeypatch.setattr(zk0.alone, "train_twin", failing_twin)
+    code = main(["baseline", str(run_dir), *(["--no-alone"] if twins == "skipped" else [])])
+    out, err = capsys.readouterr()
+    baseline_dir = run_dir / "baseline"
+    comparison = json.loads((baseline_dir / "comparison.json").read_text())
+    assert [row["round"] for row in comparison["rows"]] == list(range(ROUNDS + 1)) and comparison["alone"] is None
+    assert "## Federated vs your model alone" not in (baseline_dir / "comparison.md").read_text()
+    if twins == "skipped":
+        assert code == 0 and out.endswith((baseline_dir / "comparison.md").read_text())
+        assert not (baseline_dir / "alone").exists()
+    else:
+        [line] = [line for line in err.splitlines() if line.startswith("zk0: error: ")]
+        assert code == 2 and line.endswith(f"client 0's twin (the centralized comparison is in "
+                                           f"{baseline_dir / 'comparison.md'}; the clients alone are not)")
