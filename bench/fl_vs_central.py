@@ -79,27 +79,40 @@ def result_row(setting: str, mu: float, clients: int, seed: int, run_dir: Path, 
            "round": last["round"], "fl_action_mse": last["fl_action_mse"]}
     for axis, _ in AXES:
         row[axis] = last[axis]
-    alone = comparison["alone"]
-    union = "all clients' held-out"
-    row["joining_pays"] = sum(alone["federated"][union] < client["alone"][union] for client in alone["clients"])
+    row["joining_pays"] = joining_pays(comparison.get("alone"))
     return row
 
 
+def joining_pays(alone: dict | None) -> int | None:
+    """How many clients the federated model beats alone on all clients' held-out episodes; None
+    without that score (no twins, or heldout-episodes = 0)."""
+    union = "all clients' held-out"
+    federated = (alone or {}).get("federated", {}).get(union)
+    if federated is None:
+        return None
+    return sum(federated < client["alone"][union] for client in alone["clients"])
+
+
 def runs_table(results: list[dict]) -> str:
+    from zk0.baseline import fmt
+
     header = " | ".join(f"centralized, {heading} | gap" for _, heading in AXES)
     lines = [f"| setting | clients | proximal-mu | seed | FL action MSE | {header} | joining pays |",
              "|---|---:|---:|---:|---:|" + "---:|---:|" * len(AXES) + "---:|"]
     for r in results:
-        cells = [r["setting"], str(r["clients"]), f"{r['mu']:g}", str(r["seed"]), f"{r['fl_action_mse']:.1f}"]
+        cells = [r["setting"], str(r["clients"]), f"{r['mu']:g}", str(r["seed"]), fmt(r["fl_action_mse"], ".1f")]
         for axis, _ in AXES:
-            cells += [f"{r[axis]['central_action_mse']:.1f}", f"{r[axis]['gap_pct']:+.1f}%"]
-        cells.append(f"{r['joining_pays']}/{r['clients']}")
+            cells += [fmt(r[axis]["central_action_mse"], ".1f"), fmt(r[axis]["gap_pct"], "+.1f", "%")]
+        cells.append("-" if r["joining_pays"] is None else f"{r['joining_pays']}/{r['clients']}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def spread(values: list[float], spec: str, unit: str = "") -> str:
-    """Mean and min..max over the seeds."""
+def spread(values: list[float | None], spec: str, unit: str = "") -> str:
+    """Mean and min..max over the seeds that have the value."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
     if len(values) == 1:
         return format(values[0], spec) + unit
     return f"{format(statistics.mean(values), spec)}{unit} ({format(min(values), spec)}..{format(max(values), spec)})"
@@ -116,7 +129,8 @@ def seeds_table(results: list[dict]) -> str:
     for (setting, clients, mu), runs in groups.items():
         cells = [setting, str(clients), f"{mu:g}", str(len(runs)), spread([r["fl_action_mse"] for r in runs], ".1f")]
         cells += [spread([r[axis]["gap_pct"] for r in runs], "+.1f", "%") for axis, _ in AXES]
-        cells.append(f"{sum(r['joining_pays'] for r in runs)}/{clients * len(runs)}")
+        pays = [r["joining_pays"] for r in runs if r["joining_pays"] is not None]
+        cells.append(f"{sum(pays)}/{clients * len(pays)}" if pays else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -168,7 +168,7 @@ def test_bad_run_dir_is_one_line_exit_2(problem, tmp_path, demo_roots, capsys):
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     if problem == "existing":
         (run_dir / "baseline").mkdir()
-        rows = [{"round": r, "clients": {"1:local:/x": {"train/steps": 2}}} for r in (1, 2)]
+        rows = [{"round": r, "clients": {f"1:local:{demo_roots[0]}": {"train/steps": 2}}} for r in (1, 2)]
         with (run_dir / "metrics.jsonl").open("a") as handle:
             handle.write("".join(json.dumps(row) + "\n" for row in rows))
     assert main(["baseline", str(run_dir)]) == 2
@@ -278,3 +278,80 @@ def test_client_keys_name_the_dataset_their_node_claimed():
     assert client_dataset("alice (node 7) claiming hf:owner/name") == "hf:owner/name"
     assert client_dataset("7:local:/data/arm") == "local:/data/arm"
     assert client_dataset("node 7") is None and client_dataset("7:?") is None
+
+
+def test_reported_steps_are_whole_and_at_most_local_steps():
+    """A node's `train/steps` never sets how long the baseline trains: a whole number in [0, local-steps]."""
+    from zk0.baseline import reported_steps
+
+    reports = [1e12, 2.7, -3, 4, "x", None, float("nan"), float("inf"), [5]]
+    assert [reported_steps({"train/steps": r}, 5) for r in reports] == [5, 2, 0, 4, 0, 0, 0, 0, 0]
+    assert reported_steps({}, 5) == 5  # runs before nodes reported it: every client trained fully
+
+
+def write_claims_run(run_dir: Path, claims: dict[str, object]) -> None:
+    """A 2-round run (local-steps 5) whose clients claim `claims` {claimed URI: reported train/steps}
+    each round; run_config.json and metrics.jsonl only (no data: read_run does not open it)."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    config.update({"datasets": "local:/d/a,hf:owner/b", "eval-dataset": "local:/d/e", "num-rounds": 2, "local-steps": 5})
+    run_dir.mkdir()
+    (run_dir / "run_config.json").write_text(json.dumps({"run_id": 1, "run_config": config}))
+    clients = {f"node {node} claiming {uri}": {"train/steps": steps} for node, (uri, steps) in enumerate(claims.items())}
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"round": r, "clients": clients}) + "\n" for r in (1, 2)))
+
+
+def test_only_claims_among_the_run_configs_datasets_are_trained_on(tmp_path):
+    """A node's claimed dataset is trained on only when it is one of the run config's `datasets`
+    (matched as URIs: `owner/b` is `hf:owner/b`); others are skipped, their steps still count as
+    the federation's samples; each twin trains at most local-steps a round."""
+    from zk0.alone import client_steps
+    from zk0.baseline import read_run
+    from zk0.uri import parse_dataset_uri
+
+    write_claims_run(tmp_path / "run", {"local:/d/a": 1e12, "owner/b": 3, "hf:evil/made-up": 5, "not a uri!": 2})
+    run = read_run(tmp_path / "run")
+    a, b = parse_dataset_uri("local:/d/a"), parse_dataset_uri("hf:owner/b")
+    assert run.datasets == (a, b)
+    assert run.skipped == ("node 2 claiming hf:evil/made-up", "node 3 claiming not a uri!")
+    assert (run.steps_per_round, run.sequential_steps_per_round) == (5 + 3 + 5 + 2, 5)
+    assert client_steps(run) == {a: 2 * 5, b: 2 * 3}
+
+
+def test_claims_all_outside_the_run_configs_datasets_are_one_line(tmp_path):
+    from zk0.baseline import BaselineError, read_run
+
+    write_claims_run(tmp_path / "run", {"hf:evil/made-up": 5})
+    with pytest.raises(BaselineError, match="no client claims one of the run config's datasets") as raised:
+        read_run(tmp_path / "run")
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("twins", ["skipped", "failing"])
+def test_the_centralized_comparison_stands_without_the_twins(twins, tmp_path, demo_roots, session_policy, processors,
+                                                             eval_split, capsys, monkeypatch):
+    """`--no-alone` trains no twin; a twin that fails (its training stands in for any failing step
+    of the twins: one line, as lerobot-train's own failure reads) keeps the written comparison."""
+    import zk0.alone
+    from zk0.baseline import BaselineError
+
+    def failing_twin(run, index, *_):
+        raise BaselineError(f"lerobot-train failed (exit 1): client {index}'s twin")
+
+    run_dir = tmp_path / "20260101-000000"
+    run_dir.mkdir()
+    write_fl_run(run_dir, run_config(demo_roots), session_policy, processors, eval_split)
+    if twins == "failing":
+        monkeypatch.setattr(zk0.alone, "train_twin", failing_twin)
+    code = main(["baseline", str(run_dir), *(["--no-alone"] if twins == "skipped" else [])])
+    out, err = capsys.readouterr()
+    baseline_dir = run_dir / "baseline"
+    comparison = json.loads((baseline_dir / "comparison.json").read_text())
+    assert [row["round"] for row in comparison["rows"]] == list(range(ROUNDS + 1)) and comparison["alone"] is None
+    assert "## Federated vs your model alone" not in (baseline_dir / "comparison.md").read_text()
+    if twins == "skipped":
+        assert code == 0 and out.endswith((baseline_dir / "comparison.md").read_text())
+        assert not (baseline_dir / "alone").exists()
+    else:
+        [line] = [line for line in err.splitlines() if line.startswith("zk0: error: ")]
+        assert code == 2 and line.endswith(f"client 0's twin (the centralized comparison is in "
+                                           f"{baseline_dir / 'comparison.md'}; the clients alone are not)")

@@ -3,8 +3,8 @@
 For each client of a finished run, its local-only twin: `lerobot-train` on that client's
 training episodes alone (its held-out ones left out, as in the federation), from the same
 start model, for as many steps as the client itself took in the run (the sum of its
-`train/steps` in metrics.jsonl), with the run's batch size, seed and lr schedule (round length:
-the client's steps per round). Then the federated model (the final round's checkpoint) and
+`train/steps` in metrics.jsonl, each round's at most local-steps), with the run's batch size,
+seed and lr schedule (round length: the client's steps per round). Then the federated model (the final round's checkpoint) and
 every twin are scored, each with its own saved processors, on every client's held-out
 episodes and on the server's eval dataset. Under `<run>/baseline/alone/client_<i>/`: data/
 (when episodes are held out), start_model/, train/, lerobot-train.log.
@@ -20,11 +20,12 @@ from pathlib import Path
 from zk0.baseline import (
     BaselineError,
     FederatedRun,
-    client_dataset,
     lerobot_train_command,
+    reported_steps,
     run_lerobot_train,
     score,
     training_part,
+    trusted_claim,
     write_start_model,
 )
 from zk0.data import DatasetError, open_node_data, open_split
@@ -36,15 +37,18 @@ EVAL = "eval dataset"
 
 
 def client_steps(run: FederatedRun) -> dict[DatasetURI, int]:
-    """Optimizer steps each dataset's client took over the run (metrics.jsonl's client keys name them)."""
+    """Optimizer steps each dataset's client took over the run: per round the most any client
+    claiming it reported (reported_steps: at most local-steps), summed over the rounds."""
     steps = dict.fromkeys(run.datasets, 0)
-    by_name = {str(uri): uri for uri in run.datasets}
     for row in run.rows.values():
+        this_round: dict[DatasetURI, int] = {}
         for key, client in row.get("clients", {}).items():
-            uri = by_name.get(client_dataset(key) or "")
-            if uri is not None:
-                steps[uri] += client.get("train/steps", run.config.local_steps)
-    # Runs whose metrics do not name datasets: every client took local-steps each round.
+            uri = trusted_claim(key, run.config)
+            if uri in steps:
+                this_round[uri] = max(this_round.get(uri, 0), reported_steps(client, run.config.local_steps))
+        for uri, count in this_round.items():
+            steps[uri] += count
+    # Runs whose metrics do not name datasets (or a client that reported no step): local-steps each round.
     return {uri: count or run.config.num_rounds * run.config.local_steps for uri, count in steps.items()}
 
 

@@ -8,18 +8,22 @@
                            zk0 node fits it (zk0.model.load_policy), with its processors
     train/                 `lerobot-train` output: checkpoints/<step>/pretrained_model, ...
     lerobot-train.log      its console output
-    alone/client_<i>/      each client's local-only twin (zk0.alone)
-    comparison.json/.md    FL vs centralized held-out action MSE per round, on both axes, and
-                           federated vs each client alone
+    alone/client_<i>/      each client's local-only twin (zk0.alone; not with alone=False)
+    comparison.json/.md    FL vs centralized held-out action MSE per round, on both axes (written
+                           before the twins train), and federated vs each client alone (after)
     comparison.png         FL vs centralized as a plot
 
 Round r of the federation is compared on two axes, from one lerobot-train run of R x S
 steps that keeps a checkpoint at every point either needs:
 - equal samples: the checkpoint after r x S steps, S being the optimizer steps all clients
-  ran per round (clients x local-steps, from metrics.jsonl): both have seen as many samples;
-- equal sequential steps: the checkpoint after r x L steps, L being one client's steps per
-  round (local-steps): both took as many steps one after the other (the wall-clock axis,
-  since clients train in parallel).
+  ran per round (the sum of their `train/steps` in metrics.jsonl; clients x local-steps when
+  every client trained fully): both have seen as many samples;
+- equal sequential steps: the checkpoint after r x L steps, L being the most steps one client
+  reported in a round (local-steps when one trained fully): both took as many steps one
+  after the other (the wall-clock axis, since clients train in parallel).
+Nodes report `train/steps`: each report counts as a whole number in [0, local-steps]
+(reported_steps), so no node sets how long the baseline trains. Nodes claim which dataset they
+trained on: only claims among the run config's `datasets` are trained on (trusted_claim).
 All are scored with zk0's held-out metric on the run's eval dataset, each with its OWN saved
 processors (normalization statistics), as LeRobot's loader gives them.
 
@@ -70,7 +74,8 @@ class FederatedRun:
     run_id: int | None
     config: RunConfig
     rows: dict[int, dict]  # metrics.jsonl by round
-    datasets: tuple[DatasetURI, ...]  # the datasets clients actually trained on
+    datasets: tuple[DatasetURI, ...]  # the run config's datasets clients trained on
+    skipped: tuple[str, ...]  # client keys claiming a dataset outside the run config's: not trained on
     steps_per_round: int  # optimizer steps of all clients together in one round
     sequential_steps_per_round: int  # optimizer steps one after the other in a round: one client's
 
@@ -113,7 +118,8 @@ def read_run(run_dir: Path) -> FederatedRun:
             f"{run_dir}: {run.metrics.name} lacks round(s) {missing[:5]} of num-rounds {config.num_rounds}; "
             f"the baseline needs a finished run"
         )
-    client_steps = {r: [c.get("train/steps", config.local_steps) for c in rows[r].get("clients", {}).values()]
+    # Every client's steps count, a skipped client's too: the federation trained on those samples.
+    client_steps = {r: [reported_steps(c, config.local_steps) for c in rows[r].get("clients", {}).values()]
                     for r in range(1, config.num_rounds + 1)}
     steps = {r: sum(counts) for r, counts in client_steps.items()}
     idle = [r for r, count in steps.items() if count == 0]
@@ -128,8 +134,19 @@ def read_run(run_dir: Path) -> FederatedRun:
     if len(sequential) != 1:
         raise BaselineError(f"{run_dir}: the clients' optimizer steps per round vary ({sorted(sequential)}); a round "
                             f"has no single centralized equivalent")
-    return FederatedRun(run, saved.get("run_id"), config, rows, _trained_datasets(config, rows), steps[1],
-                        sequential.pop())
+    datasets, skipped = _trained_datasets(config, rows)
+    return FederatedRun(run, saved.get("run_id"), config, rows, datasets, skipped, steps[1], sequential.pop())
+
+
+def reported_steps(client: dict, local_steps: int) -> int:
+    """A client's optimizer steps in one round as its node reported them (`train/steps`), as a whole
+    number in [0, local-steps]: a node's report must not set how long the baseline trains. Runs
+    whose metrics lack it: local-steps; a report that is no number: 0."""
+    try:
+        steps = int(client.get("train/steps", local_steps))
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return min(max(steps, 0), local_steps)
 
 
 def client_dataset(key: str) -> str | None:
@@ -141,15 +158,30 @@ def client_dataset(key: str) -> str | None:
     return uri if colon and node.isdigit() and uri != "?" else None
 
 
-def _trained_datasets(config: RunConfig, rows: dict[int, dict]) -> tuple[DatasetURI, ...]:
-    """In deployment the client keys, not `datasets`, say which datasets trained."""
-    uris = {client_dataset(key) for row in rows.values() for key in row.get("clients", {})}
-    if not uris or None in uris:
-        return config.datasets
+def trusted_claim(key: str, config: RunConfig) -> DatasetURI | None:
+    """The dataset of the run config's `datasets` a client key of metrics.jsonl claims, or None when
+    it claims none or one outside them (a node's claim alone never picks what the baseline downloads)."""
+    claim = client_dataset(key)
     try:
-        return tuple(parse_dataset_uri(uri) for uri in sorted(uris))
-    except URIError as err:
-        raise BaselineError(f"metrics.jsonl names a client dataset that is no dataset URI ({err})") from None
+        uri = None if claim is None else parse_dataset_uri(claim)
+    except URIError:
+        return None
+    return uri if uri in config.datasets else None
+
+
+def _trained_datasets(config: RunConfig, rows: dict[int, dict]) -> tuple[tuple[DatasetURI, ...], tuple[str, ...]]:
+    """In deployment the client keys, not all of `datasets`, say which datasets trained; returns
+    them (in `datasets`' order) and the client keys whose claim is outside `datasets`."""
+    keys = {key for row in rows.values() for key in row.get("clients", {})}
+    if not keys or any(client_dataset(key) is None for key in keys):
+        return config.datasets, ()
+    claims = {key: trusted_claim(key, config) for key in keys}
+    trusted = set(claims.values()) - {None}
+    if not trusted:
+        raise BaselineError(f"metrics.jsonl: no client claims one of the run config's datasets "
+                            f"({', '.join(map(str, config.datasets))}); the baseline trains on those only")
+    return (tuple(uri for uri in config.datasets if uri in trusted),
+            tuple(sorted(key for key, uri in claims.items() if uri is None)))
 
 
 def lr_options(config: RunConfig, steps_per_round: int, total_steps: int) -> dict[str, float | int]:
@@ -332,10 +364,12 @@ def write_report(comparison: dict, out: Path) -> None:
     _plot(comparison, out / "comparison.png")
 
 
-def markdown_table(comparison: dict) -> str:
-    def fmt(value, spec, unit=""):
-        return "-" if value is None else format(value, spec) + unit
+def fmt(value: float | None, spec: str, unit: str = "") -> str:
+    """A number formatted by `spec`, or '-' where there is none (e.g. a missing checkpoint)."""
+    return "-" if value is None else format(value, spec) + unit
 
+
+def markdown_table(comparison: dict) -> str:
     lines = [
         f"# FL vs centralized: run {comparison['run_name']}",
         "",
@@ -392,8 +426,9 @@ def _plot(comparison: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def run_baseline(run_dir: Path, log=print) -> dict:
-    """Train the centralized baseline of `run_dir` and compare; returns comparison.json's content."""
+def run_baseline(run_dir: Path, log=print, alone: bool = True) -> dict:
+    """Train the centralized baseline of `run_dir` and compare; with `alone`, also each client's
+    local-only twin (zk0.alone). Returns comparison.json's content."""
     run_dir = run_dir.resolve()
     run = read_run(run_dir)
     out = run.paths.baseline
@@ -401,7 +436,10 @@ def run_baseline(run_dir: Path, log=print) -> dict:
         raise BaselineError(f"{out} already exists; delete it to run the baseline again")
     from zk0.alone import final_checkpoint, run_alone  # it builds on this module
 
-    final_checkpoint(run)  # before hours of training, not after
+    if alone:
+        final_checkpoint(run)  # before hours of training, not after
+    for key in run.skipped:
+        log(f"warning: skipping the client '{key}': its dataset is not among the run config's datasets")
     config = run.config
     device = resolve_device(config.device)
     (out / "data").mkdir(parents=True)
@@ -418,7 +456,6 @@ def run_baseline(run_dir: Path, log=print) -> dict:
 
     log("scoring federated and centralized checkpoints on the held-out eval dataset")
     rows = compare(run, start_model, out / "train", device)
-    alone = run_alone(run, out / "alone", device, log)
     fl_lrs = [round_lr(r, config.num_rounds, lr=config.lr, schedule=config.lr_schedule,
                        warmup_rounds=config.warmup_rounds, lr_min=config.lr_min) for r in range(1, config.num_rounds + 1)]
     comparison = {
@@ -427,6 +464,7 @@ def run_baseline(run_dir: Path, log=print) -> dict:
         "run_id": run.run_id,
         "model": config.model,
         "datasets": [str(uri) for uri in run.datasets],
+        "skipped_clients": list(run.skipped),
         "eval_dataset": str(config.eval_dataset),
         "heldout_episodes": config.heldout_episodes,
         "train_data": {"root": str(out / "data" / "train"), "episodes": meta.total_episodes, "frames": meta.total_frames},
@@ -440,7 +478,15 @@ def run_baseline(run_dir: Path, log=print) -> dict:
         "device": device,
         "lerobot_train_command": command,
         "rows": rows,
-        "alone": alone,
+        "alone": None,
     }
+    # Written now, so that a failing twin loses none of the centralized run's hours.
     write_report(comparison, out)
+    if alone:
+        try:
+            comparison["alone"] = run_alone(run, out / "alone", device, log)
+        except ValueError as err:  # BaselineError, DatasetError, ...: one line, as any other step's
+            raise BaselineError(f"{err} (the centralized comparison is in {out / 'comparison.md'}; "
+                                f"the clients alone are not)") from None
+        write_report(comparison, out)
     return comparison

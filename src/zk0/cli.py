@@ -5,7 +5,7 @@
     zk0 prepare-tiny                      build the tiny SmolVLA in the cache (done lazily otherwise)
     zk0 check-server HOST:PORT (--ca-cert F | --insecure)
                                           reach the server and check both sides agree on TLS
-    zk0 baseline RUN_DIR                  train a run's centralized baseline with lerobot-train, compare
+    zk0 baseline RUN_DIR [--no-alone]     train a run's centralized baseline with lerobot-train, compare
     zk0 push RUN_OR_CHECKPOINT --repo-id owner/name [--public] [--dry-run DIR]
                                           upload a checkpoint with a LeRobot model card
     zk0 check-run-config [--app-dir DIR] [--json] "k=v ..." ["k=v ..." ...]
@@ -81,7 +81,7 @@ def _baseline(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(f"zk0 baseline: {message}", file=sys.stderr)
 
-    comparison = run_baseline(Path(args.run_dir), log=progress)
+    comparison = run_baseline(Path(args.run_dir), log=progress, alone=not args.no_alone)
     print(markdown_table(comparison), end="")
     progress(f"wrote {RunDir.at(comparison['run_dir']).baseline}/comparison.{{json,md,png}}")
     return 0
@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
         "lerobot-train, and compare held-out MSE"
     )
     baseline.add_argument("run_dir", help="a zk0 run directory (outputs/<timestamp>); results go to RUN_DIR/baseline/")
+    baseline.add_argument("--no-alone", action="store_true",
+                          help="skip each client's local-only twin (they cost as many steps again as the centralized run)")
     baseline.set_defaults(func=_baseline)
 
     run_config = sub.add_parser(
