@@ -775,16 +775,21 @@ check_node_name() {
 # each, its name (NAME for a single key, else the one kept, else the key's comment, else the
 # file name) and the node id Flower gave it in nodes/ for restarts, `server nodes` and the
 # ServerApp's labels. Prints a line per key: "ok <node id>" or "refused <key>: <Flower's
-# reason>"; returns 1 when any was refused.
+# reason>"; returns 1 when any was refused. Every key the helper reported registered is kept,
+# even when it stopped early (its lines name their keys).
 register_keys() {
-  local name=$1 out key id kept i=0 failed=0 results
+  local name=$1 out key id kept failed=0 line reason="" paths=()
+  local -A results=()
   shift
-  out=$(cd "$SERVER_DIR" && FLWR_HOME="$SERVER_DIR/flwr-home" "$(python_bin)" -m zk0.register_keys "$@") \
-    || { echo "refused node keys: $(tail -n1 <<<"$out")"; return 1; }
-  mapfile -t results <<<"$out"
-  for key in "$@"; do
-    id=${results[i]:-"error: no reply"}
-    i=$((i + 1))
+  # The helper runs in SERVER_DIR: the operator's relative paths must not change meaning.
+  for key in "$@"; do paths+=("$(realpath -- "$key")"); done
+  out=$(cd "$SERVER_DIR" && FLWR_HOME="$SERVER_DIR/flwr-home" "$(python_bin)" -m zk0.register_keys "${paths[@]}") \
+    || reason=$(grep -v $'\t' <<<"$out" | tail -n1)
+  while IFS= read -r line; do
+    [[ $line != *$'\t'* ]] || results[${line%%$'\t'*}]=${line#*$'\t'}
+  done <<<"$out"
+  for key in "${paths[@]}"; do
+    id=${results[$key]:-"error: no reply${reason:+ ($reason)}"}
     kept="$SERVER_DIR/nodes/$(awk '{print $2}' "$key" | sha256sum | cut -c1-16)"
     if [[ $id == "in use" ]]; then
       id=$(cat "$kept.id" 2>/dev/null || echo "(already registered)")
@@ -799,7 +804,7 @@ register_keys() {
       echo "$name" >"$kept.name"
     elif [[ ! -s $kept.name ]]; then
       local comment
-      comment=$(awk '{print $3}' "$key")
+      comment=$(awk '{print $3}' "$key" | tr -cd '[:print:]')
       echo "${comment:-$(basename "$key" .pub)}" >"$kept.name"
     fi
     echo "ok $id"
@@ -863,7 +868,7 @@ server_logs() {
 }
 
 server_register() {
-  local keys=() name="" key kept other out registered
+  local keys=() name="" key kept other out line registered refused
   while [[ $# -gt 0 ]]; do
     case $1 in
       --name) opt_value "$@"; name=$2; shift ;;
@@ -892,8 +897,12 @@ server_register() {
   out=$(register_keys "$name" "${keys[@]}") || true
   write_node_names
   registered=$(grep -c '^ok ' <<<"$out" || true)
-  if grep -q '^refused' <<<"$out"; then
-    die "could not register $(grep -m1 '^refused' <<<"$out" | sed 's/^refused //')$([[ $registered -eq 0 ]] || echo "; the $registered other key(s) were registered")"
+  refused=$(grep -c '^refused ' <<<"$out" || true)
+  if [[ $refused -gt 0 ]]; then
+    while IFS= read -r line; do
+      [[ $line != refused* ]] || warn "could not register ${line#refused }"
+    done <<<"$out"
+    die "$refused of ${#keys[@]} node key(s) could not be registered (see above)$([[ $registered -eq 0 ]] || echo "; the other $registered were registered and are kept in $SERVER_DIR/nodes")"
   fi
   if [[ ${#keys[@]} -eq 1 ]]; then
     name=$(<"$SERVER_DIR/nodes/$(awk '{print $2}' "${keys[0]}" | sha256sum | cut -c1-16).name")
@@ -935,7 +944,7 @@ kept = {}
 for id_file in Path(sys.argv[1]).glob("*.id"):
     key, name = id_file.with_suffix(".pub"), id_file.with_suffix(".name")
     parts = key.read_text().split() if key.is_file() else []
-    comment = parts[2] if len(parts) > 2 else key.name
+    comment = clean_name(parts[2]) if len(parts) > 2 else key.name  # the node operator's text
     kept[id_file.read_text().strip()] = (clean_name(name.read_text()) if name.is_file() else "") or comment, comment
 counts = Counter(node["status"] for node in nodes)
 order = {"online": 0, "offline": 1, "registered": 2}
