@@ -571,7 +571,8 @@ Commands:
           proxy's (refused requests).
   register <node-public-key-file>... [--name NAME]
           Allow nodes (each operator sends you the .pub file `client start` printed);
-          many keys register in one go. NAME (one key only; 1-64 printable characters,
+          many keys register in one go; keys that are refused are named one per line,
+          the others are registered and kept. NAME (one key only; 1-64 printable characters,
           unique; default: the key's comment, e.g. zk0-node-<dataset>) labels the node
           in `server nodes` and the run's logs and metrics, across SuperLink restarts.
   nodes [--all | --limit N]
@@ -1005,8 +1006,9 @@ Commands:
           $ZK0_SERVER (127.0.0.1:9092); --ca-cert to $ZK0_CA_CERT, else the local
           server's CA, else $ZK0_HOME/ca.crt. --local-address/--port: where the
           SuperNode serves its executor (default 127.0.0.1 and the first free port
-          from 9100; $ZK0_LOCAL_ADDRESS); nothing else dials it, nothing needs to reach
-          this machine from outside. Messages are served by one warm
+          from 9100; $ZK0_LOCAL_ADDRESS; one address, never 0.0.0.0 or ::, as it is
+          plaintext); nothing else dials it, nothing needs to reach this machine from
+          outside. Messages are served by one warm
           executor process (session zk0-executor-<id>). --threads: torch threads
           (default: the cores shared among this machine's clients). --rename-map:
           map this dataset's camera names onto the federation's, LeRobot style:
