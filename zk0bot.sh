@@ -572,9 +572,10 @@ Commands:
   register <node-public-key-file>... [--name NAME]
           Allow nodes (each operator sends you the .pub file `client start` printed);
           many keys register in one go; keys that are refused are named one per line,
-          the others are registered and kept. NAME (one key only; 1-64 printable characters,
-          unique; default: the key's comment, e.g. zk0-node-<dataset>) labels the node
-          in `server nodes` and the run's logs and metrics, across SuperLink restarts.
+          the others are registered and kept. NAME (one key only; 1-64 printable
+          characters, unique; default: the key's comment, e.g. zk0-node-<dataset>)
+          labels the node in `server nodes` and the run's logs and metrics, across
+          SuperLink restarts.
   nodes [--all | --limit N]
           Counts first (nodes known to the SuperLink: online, offline, registered but
           not connected since it started), then one row per node: node id, status,
