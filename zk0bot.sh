@@ -281,6 +281,7 @@ ensure_server_certs() {
   command -v openssl >/dev/null || die "openssl is needed to create certificates; $(apt_hint openssl)"
   sans=$(server_sans "$host" "$names")
   if [[ -f $dir/server.pem && -f $dir/server.key && -f $dir/ca.crt ]]; then
+    check_server_certs  # a damaged file is named as such, not as one lacking names
     if [[ ! -f $dir/ca.key ]]; then
       missing=$(missing_sans "$dir/server.pem" "$(server_sans "" "$names")")
       [[ -z $missing ]] || die "the server certificate $dir/server.pem does not name $missing, which nodes and zk0bot dial; install one that does with --ca-cert/--cert/--key"
