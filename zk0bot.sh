@@ -223,13 +223,15 @@ flwr_admin() {
 # certificates and keys
 # ---------------------------------------------------------------------------
 
-# The names and addresses the server certificate must carry: the SuperLink's own (the proxy
-# dials localhost), this machine's host name, the public bind address when it is a specific
-# one, and every public address nodes dial (--public-address). Prints "DNS:a,IP:b,...".
+# The names and addresses of the server certificate: the SuperLink's own (the proxy and
+# zk0bot dial localhost), this machine's host name, every public address nodes dial
+# (--public-address) and, when HOST is a specific bind address (not "", 0.0.0.0 or ::),
+# HOST too. A certificate must carry all but HOST (behind NAT nodes dial a name, not the
+# bind address): zk0's CA adds HOST for nodes that dial it. Prints "DNS:a,IP:b,...".
 server_sans() {
   local host=$1 names=$2 name sans
   sans="DNS:localhost,IP:127.0.0.1,DNS:$(hostname)"
-  [[ $host == 0.0.0.0 || $host == "::" ]] || names="$host,$names"
+  [[ -z $host || $host == 0.0.0.0 || $host == "::" ]] || names="$host,$names"
   for name in ${names//,/ }; do
     if [[ $name =~ ^[0-9.]+$ || $name == *:* ]]; then name="IP:$name"; else name="DNS:$name"; fi
     [[ ,$sans, == *",$name,"* ]] || sans+=",$name"
@@ -242,13 +244,17 @@ cert_sans() {
   openssl x509 -noout -ext subjectAltName -in "$1" 2>/dev/null | tail -n +2 | tr -d ' ' | sed 's/IPAddress:/IP:/g'
 }
 
-# The SANs of SANS that certificate CERT lacks, comma-separated (this machine's host name is
-# a convenience, never required: it may change).
+# The SANs of SANS that certificate CERT does not cover, comma-separated, as a TLS client
+# checks them (openssl -checkhost/-checkip: wildcards match, IPv6 in any spelling). This
+# machine's host name is a convenience, never required: it may change.
 missing_sans() {
-  local have san missing=""
-  have=$(cert_sans "$1")
+  local san missing="" test
   for san in ${2//,/ }; do
-    [[ $san == "DNS:$(hostname)" || ,$have, == *",$san,"* ]] || missing+="${missing:+,}$san"
+    [[ $san != "DNS:$(hostname)" ]] || continue
+    test=(-checkhost "${san#DNS:}")
+    [[ $san != IP:* ]] || test=(-checkip "${san#IP:}")
+    openssl x509 -noout -in "$1" "${test[@]}" 2>/dev/null | grep -q ' does match certificate$' \
+      || missing+="${missing:+,}$san"
   done
   echo "$missing"
 }
@@ -268,15 +274,21 @@ issue_server_cert() {
 
 # A private CA and a server certificate for the SuperLink, created once. A certificate that
 # lacks an address nodes dial (a new --public-address or --host) is signed again by zk0's CA:
-# nodes keep their ca.crt. The admin's own certificates (no CA key here) are never replaced.
+# nodes keep their ca.crt. The admin's own certificates (no CA key here) are never replaced:
+# they must name the --public-address names (not --host: see server_sans).
 ensure_server_certs() {
   local host=$1 names=$2 dir="$SERVER_DIR/certs" sans missing
   command -v openssl >/dev/null || die "openssl is needed to create certificates; $(apt_hint openssl)"
   sans=$(server_sans "$host" "$names")
   if [[ -f $dir/server.pem && -f $dir/server.key && -f $dir/ca.crt ]]; then
+    check_server_certs  # a damaged file is named as such, not as one lacking names
+    if [[ ! -f $dir/ca.key ]]; then
+      missing=$(missing_sans "$dir/server.pem" "$(server_sans "" "$names")")
+      [[ -z $missing ]] || die "the server certificate $dir/server.pem does not name $missing, which nodes and zk0bot dial; install one that does with --ca-cert/--cert/--key"
+      return 0
+    fi
     missing=$(missing_sans "$dir/server.pem" "$sans")
     [[ -n $missing ]] || return 0
-    [[ -f $dir/ca.key ]] || die "the server certificate $dir/server.pem does not name $missing, which nodes dial; install one that does with --ca-cert/--cert/--key"
     info "signing a new SuperLink certificate that also names $missing (the CA stays: nodes keep their ca.crt)"
     issue_server_cert "$dir" "$(cert_sans "$dir/server.pem"),$missing"
     return 0
@@ -494,7 +506,8 @@ CONF
 
 # GET https://HOST:PORT/PATH with the server's CA (plain http for the public port of an
 # --insecure server; with the link's client certificate for the SuperLink itself): succeeds
-# on EXPECT ("ok": any 2xx). HOST defaults to 127.0.0.1.
+# on EXPECT ("ok": any 2xx). HOST defaults to 127.0.0.1; whatever HOST, the certificate is
+# checked for localhost, which it always carries.
 probe() {
   local port=$1 path=$2 expect=$3 scheme=${4:-https} client=${5:-} host=${6:-127.0.0.1}
   "$(python_bin)" - "$port" "$scheme" "$SERVER_DIR/certs" "$path" "$expect" "$client" "$host" <<'PY' 2>/dev/null
@@ -506,7 +519,8 @@ if scheme == "https":
     verify = ssl.create_default_context(cafile=f"{certs}/ca.crt")
     if client:
         verify.load_cert_chain(f"{certs}/link-client.crt", f"{certs}/link-client.key")
-reply = httpx.get(f"{scheme}://{host}:{port}{path}", verify=verify, timeout=2)
+with httpx.Client(verify=verify, timeout=2) as client:
+    reply = client.get(f"{scheme}://{host}:{port}{path}", extensions={"sni_hostname": "localhost"})
 sys.exit(0 if (reply.is_success if expect == "ok" else reply.status_code == int(expect)) else 1)
 PY
 }
@@ -516,7 +530,8 @@ link_health() { probe "$(server_setting link_port)" /health ok https client; }
 # The admin port forwards /health to the SuperLink: nginx and the link both answer.
 admin_health() { probe "$(server_setting admin_port)" /health ok; }
 
-# The public port answers on the address it is bound to (the proxy refuses "/" with 403 by design).
+# The public port answers on the address it is bound to (the proxy refuses "/" with 403 by
+# design); behind NAT its certificate need not name that address (see probe).
 proxy_health() {
   local scheme=https host
   [[ $(server_setting mode) == insecure ]] && scheme=http
@@ -544,8 +559,9 @@ Commands:
           address (default 0.0.0.0:9092; ZK0_SERVER_HOST, ZK0_SERVER_PORT).
           --public-address: the names/IPs nodes dial, comma-separated (e.g.
           fl.example.org,203.0.113.7; ZK0_SERVER_HOSTNAMES): the server certificate
-          must carry them (and --host when it is a specific address); zk0's CA signs a
-          new one when they change, so nodes keep their ca.crt. Kept for restarts.
+          must carry them (and localhost, 127.0.0.1; a certificate zk0 creates also
+          names --host when it is a specific address); zk0's CA signs a new one when
+          they change, so nodes keep their ca.crt. Kept for restarts.
           Starts only what is not running, so it also recovers from a crash.
   stop    Stop the proxy, the SuperExec, the SuperLink and everything they started.
   status  Sessions, PIDs, ports, health, node counts and the first 10 nodes
@@ -556,9 +572,11 @@ Commands:
           proxy's (refused requests).
   register <node-public-key-file>... [--name NAME]
           Allow nodes (each operator sends you the .pub file `client start` printed);
-          many keys register in one go. NAME (one key only; 1-64 printable characters,
-          unique; default: the key's comment, e.g. zk0-node-<dataset>) labels the node
-          in `server nodes` and the run's logs and metrics, across SuperLink restarts.
+          many keys register in one go; keys that are refused are named one per line,
+          the others are registered and kept. NAME (one key only; 1-64 printable
+          characters, unique; default: the key's comment, e.g. zk0-node-<dataset>)
+          labels the node in `server nodes` and the run's logs and metrics, across
+          SuperLink restarts.
   nodes [--all | --limit N]
           Counts first (nodes known to the SuperLink: online, offline, registered but
           not connected since it started), then one row per node: node id, status,
@@ -615,9 +633,11 @@ server_start() {
   use_venv
   local nginx
   nginx=$(nginx_bin)
+  # The proxy holds the public address: a restart of the rest would not move it.
+  if session_running "$PROXY_SESSION" && [[ $host:$port:$names != "$last_host:$last_port:$last_names" ]]; then
+    die "the server already runs on $last_host:$last_port${last_names:+ (public address $last_names)}; to change its address, stop it first: $PROG server stop"
+  fi
   if session_running "$SERVER_SESSION" && session_running "$SUPEREXEC_SESSION" && session_running "$PROXY_SESSION"; then
-    [[ $host:$port:$names == "$last_host:$last_port:$last_names" ]] \
-      || die "the server already runs on $last_host:$last_port${last_names:+ (public address $last_names)}; to change its address, stop it first: $PROG server stop"
     info "server already running (public port $(server_setting host):$(server_setting port), SuperLink 127.0.0.1:$(server_setting link_port))"
     return 0
   fi
@@ -649,7 +669,7 @@ server_start() {
   # of an --insecure server goes without.
   if [[ -n $ca ]]; then
     local missing
-    missing=$(missing_sans "$cert" "$(server_sans "$host" "$names")")
+    missing=$(missing_sans "$cert" "$(server_sans "" "$names")")
     [[ -z $missing ]] || die "$cert does not name $missing, which nodes and zk0bot dial; nothing was changed; give a certificate whose subjectAltName lists them"
     install_given_certs "$ca" "$cert" "$key"
   fi
@@ -709,8 +729,17 @@ check_public_names() {
   [[ $names =~ ^[A-Za-z0-9.:,-]*$ ]] \
     || die "--public-address '$names' must list host names or IP addresses, comma-separated (e.g. fl.example.org,203.0.113.7)"
   for name in ${names//,/ }; do
-    [[ $name != *..* ]] || die "--public-address '$name' is not a host name or IP address (e.g. fl.example.org,203.0.113.7)"
+    is_ip "$name" || [[ ! $name =~ ^[0-9.]+$ && $name =~ ^$HOST_LABEL(\.$HOST_LABEL)*$ ]] \
+      || die "--public-address '$name' is not a host name or IP address (no port: e.g. fl.example.org,203.0.113.7)"
   done
+}
+
+# A host name's label: letters, digits and inner hyphens, 1-63 characters.
+HOST_LABEL='[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?'
+
+# Whether $1 is an IPv4 or IPv6 address literal.
+is_ip() {
+  "$(python_bin)" -c 'import ipaddress, sys; ipaddress.ip_address(sys.argv[1])' "$1" 2>/dev/null
 }
 
 # Logs are appended across restarts, with a line marking each start.
@@ -749,16 +778,21 @@ check_node_name() {
 # each, its name (NAME for a single key, else the one kept, else the key's comment, else the
 # file name) and the node id Flower gave it in nodes/ for restarts, `server nodes` and the
 # ServerApp's labels. Prints a line per key: "ok <node id>" or "refused <key>: <Flower's
-# reason>"; returns 1 when any was refused.
+# reason>"; returns 1 when any was refused. Every key the helper reported registered is kept,
+# even when it stopped early (its lines name their keys).
 register_keys() {
-  local name=$1 out key id kept i=0 failed=0 results
+  local name=$1 out key id kept failed=0 line reason="" paths=()
+  local -A results=()
   shift
-  out=$(cd "$SERVER_DIR" && FLWR_HOME="$SERVER_DIR/flwr-home" "$(python_bin)" -m zk0.register_keys "$@") \
-    || { echo "refused node keys: $(tail -n1 <<<"$out")"; return 1; }
-  mapfile -t results <<<"$out"
-  for key in "$@"; do
-    id=${results[i]:-"error: no reply"}
-    i=$((i + 1))
+  # The helper runs in SERVER_DIR: the operator's relative paths must not change meaning.
+  for key in "$@"; do paths+=("$(realpath -- "$key")"); done
+  out=$(cd "$SERVER_DIR" && FLWR_HOME="$SERVER_DIR/flwr-home" "$(python_bin)" -m zk0.register_keys "${paths[@]}") \
+    || reason=$(grep -v $'\t' <<<"$out" | tail -n1)
+  while IFS= read -r line; do
+    [[ $line != *$'\t'* ]] || results[${line%%$'\t'*}]=${line#*$'\t'}
+  done <<<"$out"
+  for key in "${paths[@]}"; do
+    id=${results[$key]:-"error: no reply${reason:+ ($reason)}"}
     kept="$SERVER_DIR/nodes/$(awk '{print $2}' "$key" | sha256sum | cut -c1-16)"
     if [[ $id == "in use" ]]; then
       id=$(cat "$kept.id" 2>/dev/null || echo "(already registered)")
@@ -773,7 +807,7 @@ register_keys() {
       echo "$name" >"$kept.name"
     elif [[ ! -s $kept.name ]]; then
       local comment
-      comment=$(awk '{print $3}' "$key")
+      comment=$(awk '{print $3}' "$key" | tr -cd '[:print:]')
       echo "${comment:-$(basename "$key" .pub)}" >"$kept.name"
     fi
     echo "ok $id"
@@ -837,7 +871,7 @@ server_logs() {
 }
 
 server_register() {
-  local keys=() name="" key kept other out registered
+  local keys=() name="" key kept other out line registered refused
   while [[ $# -gt 0 ]]; do
     case $1 in
       --name) opt_value "$@"; name=$2; shift ;;
@@ -866,8 +900,12 @@ server_register() {
   out=$(register_keys "$name" "${keys[@]}") || true
   write_node_names
   registered=$(grep -c '^ok ' <<<"$out" || true)
-  if grep -q '^refused' <<<"$out"; then
-    die "could not register $(grep -m1 '^refused' <<<"$out" | sed 's/^refused //')$([[ $registered -eq 0 ]] || echo "; the $registered other key(s) were registered")"
+  refused=$(grep -c '^refused ' <<<"$out" || true)
+  if [[ $refused -gt 0 ]]; then
+    while IFS= read -r line; do
+      [[ $line != refused* ]] || warn "could not register ${line#refused }"
+    done <<<"$out"
+    die "$refused of ${#keys[@]} node key(s) could not be registered (see above)$([[ $registered -eq 0 ]] || echo "; the other $registered were registered and are kept in $SERVER_DIR/nodes")"
   fi
   if [[ ${#keys[@]} -eq 1 ]]; then
     name=$(<"$SERVER_DIR/nodes/$(awk '{print $2}' "${keys[0]}" | sha256sum | cut -c1-16).name")
@@ -909,7 +947,7 @@ kept = {}
 for id_file in Path(sys.argv[1]).glob("*.id"):
     key, name = id_file.with_suffix(".pub"), id_file.with_suffix(".name")
     parts = key.read_text().split() if key.is_file() else []
-    comment = parts[2] if len(parts) > 2 else key.name
+    comment = clean_name(parts[2]) if len(parts) > 2 else key.name  # the node operator's text
     kept[id_file.read_text().strip()] = (clean_name(name.read_text()) if name.is_file() else "") or comment, comment
 counts = Counter(node["status"] for node in nodes)
 order = {"online": 0, "offline": 1, "registered": 2}
@@ -970,8 +1008,9 @@ Commands:
           $ZK0_SERVER (127.0.0.1:9092); --ca-cert to $ZK0_CA_CERT, else the local
           server's CA, else $ZK0_HOME/ca.crt. --local-address/--port: where the
           SuperNode serves its executor (default 127.0.0.1 and the first free port
-          from 9100; $ZK0_LOCAL_ADDRESS); nothing else dials it, nothing needs to reach
-          this machine from outside. Messages are served by one warm
+          from 9100; $ZK0_LOCAL_ADDRESS; one address, never 0.0.0.0 or ::, as it is
+          plaintext); nothing else dials it, nothing needs to reach this machine from
+          outside. Messages are served by one warm
           executor process (session zk0-executor-<id>). --threads: torch threads
           (default: the cores shared among this machine's clients). --rename-map:
           map this dataset's camera names onto the federation's, LeRobot style:
@@ -1077,6 +1116,10 @@ client_start() {
   [[ -z $port ]] || check_port "$port"
   [[ -z $address || $address =~ ^[0-9.]+$ || $address == *:* ]] \
     || die "--local-address must be an IP address of this machine (e.g. 127.0.0.1), got '$address'"
+  # The SuperNode's runtime API is plaintext: it must not listen on every interface.
+  if [[ -n $address ]] && "$(python_bin)" -c 'import ipaddress, sys; sys.exit(not ipaddress.ip_address(sys.argv[1]).is_unspecified)' "$address" 2>/dev/null; then
+    die "--local-address $address means every interface, and the SuperNode's runtime API is plaintext; give one address of this machine (e.g. 127.0.0.1)"
+  fi
   [[ -z $threads || $threads =~ ^[1-9][0-9]*$ ]] || die "--threads must be a positive integer, got '$threads'"
   check_uri "$uri"
   if [[ -n $rename ]]; then

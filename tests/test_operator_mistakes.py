@@ -20,8 +20,8 @@ def openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
-def make_server_certs(dir: Path) -> tuple[Path, Path, Path]:
-    """A CA and a server certificate for 127.0.0.1 signed by it, as an admin's own PKI would give."""
+def make_server_certs(dir: Path, sans: str = "DNS:localhost,IP:127.0.0.1") -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for SANS signed by it, as an admin's own PKI would give."""
     dir.mkdir(parents=True)
     ca, ca_key, cert, key, csr, ext = (dir / name for name in ("ca.crt", "ca.key", "server.pem", "server.key",
                                                                 "server.csr", "server.ext"))
@@ -29,7 +29,7 @@ def make_server_certs(dir: Path) -> tuple[Path, Path, Path]:
             "-keyout", str(ca_key), "-out", str(ca), "-subj", f"/CN=test CA {dir.name}")
     openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
             "-keyout", str(key), "-out", str(csr), "-subj", "/CN=zk0-superlink")
-    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    ext.write_text(f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n")
     openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
             "-days", "2", "-out", str(cert), "-extfile", str(ext))
     return ca, cert, key

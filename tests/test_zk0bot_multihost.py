@@ -202,7 +202,8 @@ def test_given_certificate_without_the_public_address_changes_nothing(tmp_path: 
     ca, cert, key = make_server_certs(tmp_path / "pki")  # names localhost and 127.0.0.1 only
     bot = Zk0bot(tmp_path / "home")
     bot.home.mkdir()
-    result = bot("server", "start", "--host", PUBLIC, "--ca-cert", str(ca), "--cert", str(cert), "--key", str(key))
+    result = bot("server", "start", "--public-address", PUBLIC, "--ca-cert", str(ca), "--cert", str(cert),
+                 "--key", str(key))
     lines = error_lines(result)
     assert result.returncode != 0 and len(lines) == 1, result.stderr
     assert f"does not name IP:{PUBLIC}" in lines[0] and "nothing was changed" in lines[0], lines[0]
@@ -216,6 +217,10 @@ def test_given_certificate_without_the_public_address_changes_nothing(tmp_path: 
         (("server", "start", "--public-address", "a..b"), "'a..b' is not a host name or IP address"),
         (("server", "start", "--host", "0.0.0.0;x"), "--host '0.0.0.0;x' is not an address"),
         (("client", "start", "hf:owner/name", "--local-address", "node7"), "--local-address must be an IP address"),
+        (("client", "start", "hf:owner/name", "--local-address", "0.0.0.0"), "means every interface"),
+        (("client", "start", "hf:owner/name", "--local-address", "::"), "means every interface"),
+        (("server", "start", "--public-address", "fl.example.org:9092"), "'fl.example.org:9092' is not a host name or IP"),
+        (("server", "start", "--public-address", "999.1.2.3"), "'999.1.2.3' is not a host name or IP"),
         (("server", "register", "a.pub", "b.pub", "--name", "x"), "--name labels one node"),
         (("server", "nodes", "--limit", "0"), "--limit must be a positive integer"),
     ],
@@ -226,3 +231,60 @@ def test_bad_addresses_are_one_line(tmp_path: Path, args: tuple[str, ...], messa
     result = bot(*args)
     lines = error_lines(result)
     assert result.returncode != 0 and len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_a_nat_server_with_an_admin_certificate_for_its_names_starts(tmp_path: Path):
+    """Behind NAT the bind address (--host) is not a name nodes dial: the admin's certificate need
+    not carry it. An IPv6 address matches in any spelling, a wildcard covers its names. With
+    the proxy up, a different address is refused even when another part of the server is down."""
+    from test_operator_mistakes import make_server_certs
+
+    ca, cert, key = make_server_certs(tmp_path / "pki", "DNS:localhost,IP:127.0.0.1,IP:0:0:0:0:0:0:0:1,DNS:*.zk0.test")
+    bot = Zk0bot(tmp_path / "home")
+    bot.home.mkdir()
+    try:
+        started = bot("server", "start", "--host", PUBLIC, "--public-address", "fl.zk0.test,::1",
+                      "--ca-cert", str(ca), "--cert", str(cert), "--key", str(key))
+        assert started.returncode == 0, started.stderr + started.stdout
+        assert (bot.home / "server" / "certs" / "server.pem").read_bytes() == cert.read_bytes()  # not re-signed
+        subprocess.run(["tmux", "-S", str(bot.home / "tmux.sock"), "kill-session", "-t", "zk0-superexec"], check=True)
+        moved = bot("server", "start", "--host", PUBLIC, "--public-address", "fl.zk0.test")
+        assert moved.returncode != 0 and "stop it first" in error_lines(moved)[-1], moved.stderr
+    finally:
+        bot("stop")
+
+
+def node_key(path: Path, comment: str) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-b", "384", "-N", "", "-C", comment, "-f", str(path)],
+                   check=True)
+
+
+def test_registration_takes_relative_paths_and_keeps_what_registered(tmp_path: Path):
+    """Keys named relative to the admin's directory register; in a batch with unusable keys each
+    refused key is one warning, the command fails with the count, and the keys that did register
+    are kept. A key's comment is the node operator's text: `server nodes` shows it cleaned."""
+    bot = Zk0bot(tmp_path / "home")
+    bot.home.mkdir()
+    keys = bot.home / "keys"  # zk0bot runs in bot.home
+    keys.mkdir()
+    node_key(keys / "a", "robot-a")
+    node_key(keys / "b", "robot-b\x1b[31mred")
+    for bad in ("x", "y"):
+        (keys / f"{bad}.pub").write_text("ecdsa-sha2-nistp384 AAAAnotakey robot\n")
+    try:
+        assert bot("server", "start").returncode == 0
+        one = bot("server", "register", "keys/a.pub", "--name", "robot-7")
+        assert one.returncode == 0 and "as 'robot-7'" in one.stdout, one.stderr + one.stdout
+        batch = bot("server", "register", "keys/x.pub", "keys/b.pub", "keys/y.pub")
+        lines = error_lines(batch)
+        assert batch.returncode != 0 and len(lines) == 3, batch.stderr
+        assert all("could not register" in line and "not a readable SSH public key" in line for line in lines[:2])
+        refused = {Path(re.search(r"could not register (\S+): ", line).group(1)) for line in lines[:2]}
+        assert refused == {keys / "x.pub", keys / "y.pub"}, lines  # named by absolute path
+        assert "2 of 3 node key(s) could not be registered" in lines[2] and "the other 1 were registered" in lines[2]
+        assert len(list((bot.home / "server" / "nodes").glob("*.id"))) == 2
+        listed = bot("server", "nodes")
+        assert listed.returncode == 0 and "nodes: 2 (" in listed.stdout, listed.stderr
+        assert "robot-7" in listed.stdout and "robot-b[31mred" in listed.stdout and "\x1b" not in listed.stdout
+    finally:
+        bot("stop")
