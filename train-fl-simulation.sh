@@ -235,7 +235,9 @@ main() {
   if [[ $tiny -eq 1 ]]; then
     clients=${clients:-2}
     local uris
-    log "preparing synthetic SO-100 data for $clients clients and the tiny SmolVLA (cached after the first run)"
+    local data="$clients synthetic SO-100 datasets"
+    [[ $clients -le $DEMO_TASKS ]] || data="synthetic SO-100 data for $clients clients ($DEMO_TASKS shared datasets)"
+    log "preparing $data and the tiny SmolVLA (cached after the first run)"
     uris=$(demo_data "$clients")
     "$VENV/bin/zk0" prepare-tiny >/dev/null 2>&1 || die "building the tiny model failed; run '$VENV/bin/zk0 prepare-tiny'"
     run_configs+=("$(tiny_preset "$clients" "$uris")")
