@@ -17,7 +17,10 @@ own disjoint block of episodes, under its own URI.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -140,14 +143,24 @@ def write_shared_federation(out_dir: Path, num_clients: int, spec: DemoSpec) -> 
     or more of every task). Existing complete datasets are kept."""
     tasks = min(num_clients, len(TASKS))
     per_task = [len(range(t, num_clients, tasks)) for t in range(tasks)]
-    roots = [
-        _write_kept(out_dir, f"task_{t}", [t], 10 + t, replace(spec, episodes=spec.episodes * per_task[t]), streaming=True)
-        for t in range(tasks)
-    ]
-    eval_spec = replace(spec, episodes=max(spec.episodes, tasks))
-    eval_root = _write_kept(out_dir, "eval", list(range(tasks)), 999, eval_spec, streaming=True)
+    jobs = [(out_dir, f"task_{t}", [t], 10 + t, replace(spec, episodes=spec.episodes * per_task[t])) for t in range(tasks)]
+    jobs.append((out_dir, "eval", list(range(tasks)), 999, replace(spec, episodes=max(spec.episodes, tasks))))
+    # LeRobot's writer is CPU-bound and single-threaded: one process per core, where there is
+    # enough to write to pay a spawned process's imports (~8 s, some 30 episodes' worth).
+    # Spawned, not forked: the caller may hold torch's threads.
+    episodes = sum(job[-1].episodes for job in jobs)
+    workers = min(len(jobs), os.cpu_count() or 1, episodes // 100)
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            *roots, eval_root = pool.map(_write_streaming, jobs)
+    else:
+        *roots, eval_root = map(_write_streaming, jobs)
     uris = [f"local:{roots[c % tasks]}#{c // tasks}/{per_task[c % tasks]}" for c in range(num_clients)]
     return uris, eval_root
+
+
+def _write_streaming(job: tuple) -> Path:
+    return _write_kept(*job, streaming=True)
 
 
 def demo_federation(out_dir: Path, num_clients: int, spec: DemoSpec = DemoSpec()) -> tuple[list[str], str]:
