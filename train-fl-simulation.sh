@@ -135,6 +135,16 @@ tiny_preset() {
   printf '%s\n' "$preset"
 }
 
+# --ray-address: HOST:PORT of a Ray cluster's head that answers now (else Ray would fail
+# deep inside the simulation, after the demo data and the model are prepared).
+check_ray_address() {
+  [[ $1 =~ ^([^:/[:space:]]+):([0-9]+)$ ]] \
+    || bad_input "--ray-address must be HOST:PORT (as 'ray start --head' prints it), got '$1'"
+  "$VENV/bin/python" -c 'import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()' \
+    "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" 2>/dev/null \
+    || bad_input "--ray-address $1: no Ray cluster answers there; start one with 'ray start --head --port ${BASH_REMATCH[2]}' or check the address"
+}
+
 # Simulated clients share the machine: one CPU each, and an equal share of a GPU if present.
 # Ray runs as many clients at once as the CPUs allow (its own cluster's, with --ray-address).
 federation_config() {
@@ -222,6 +232,7 @@ main() {
 
   # Only what the simulation needs: tmux, nginx, openssl and ssh-keygen are zk0bot's.
   "$ROOT/scripts/setup-env.sh" --simulation
+  [[ -z $ray_address ]] || check_ray_address "$ray_address"
 
   # Each layer travels in its own --run-config (a key twice in ONE string is an error):
   # the --tiny preset, then --output-dir/--rounds, then the user's strings. flwr applies

@@ -93,9 +93,22 @@ def test_simulation_runs_its_clients_on_the_existing_cluster(ray_cluster, tmp_pa
     assert drivers, sorted(path.name for path in logs.iterdir())
 
 
-def test_bad_ray_address_is_one_line(tmp_path):
-    """--ray-address without a value stops before anything starts."""
-    run = run_simulation(["--tiny", "--ray-address"], tmp_path / "sim", tmp_path / "sim.log", timeout=60)
-    assert run.returncode == 2
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--ray-address"], "--ray-address needs HOST:PORT"),
+        (["--ray-address", "ray://127.0.0.1:10001"], "--ray-address must be HOST:PORT"),
+        (["--ray-address", "127.0.0.1:{closed}"], "--ray-address 127.0.0.1:{closed}: no Ray cluster answers there"),
+    ],
+)
+def test_bad_ray_address_is_one_line(args, error, tmp_path):
+    """A missing, malformed or unanswered --ray-address stops before anything starts: exit 2,
+    one line naming it."""
+    closed = free_port()  # bound and released: nothing listens there
+    args = [arg.format(closed=closed) for arg in args]
+    run = run_simulation(["--tiny", *args], tmp_path / "sim", tmp_path / "sim.log", timeout=60)
+    assert run.returncode == 2, run.output[-2000:]
     errors = [line for line in run.output.splitlines() if line.startswith("zk0-sim: error:")]
-    assert errors == ["zk0-sim: error: --ray-address needs HOST:PORT"]
+    assert len(errors) == 1 and error.format(closed=closed) in errors[0], run.output
+    assert "Starting local SuperLink" not in run.output
+    assert not (tmp_path / "sim").exists() or not list((tmp_path / "sim").glob("demo-data-*"))
