@@ -8,8 +8,8 @@ its metrics.jsonl: the mean round wall time (rounds 1..R), the server's peak RSS
 `flwr-simulation` process: the ServerApp and the simulation engine's driver; its VmHWM, read
 while it runs), and the seconds per round spent outside training: the round's wall time minus
 its clients' training time spread over Ray's concurrent workers (sum of `train/seconds` / W,
-W = the CPUs Ray gets: all of this machine's). Also the script's whole wall time, round 0
-(every node's statistics) and start-up included.
+W = the CPUs Ray gets: all of this machine's). Also round 0's statistics query (every node
+opens its dataset and reports; from server.log) and the script's whole wall time.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +41,7 @@ class TinyResult:
     round_seconds: float
     outside_training: float
     server_peak_rss_mb: float
+    statistics_seconds: float | None
     wall_seconds: float
 
 
@@ -81,6 +83,16 @@ class PeakRSS(threading.Thread):
                 self.peak_kb = max(self.peak_kb, _peak_rss_kb(pid))
 
 
+def _statistics_seconds(server_log: Path) -> float | None:
+    """Round 0's statistics query: from the model line to the pooled-statistics line of server.log."""
+    stamps = {}
+    for line in server_log.read_text().splitlines():
+        for key, needle in (("start", " INFO Model "), ("end", " INFO Normalization: pooled")):
+            if needle in line and key not in stamps:
+                stamps[key] = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    return (stamps["end"] - stamps["start"]).total_seconds() if len(stamps) == 2 else None
+
+
 def run_tiny(clients: int, rounds: int, local_steps: int, sim_dir: Path, work: Path) -> TinyResult:
     out = work / f"outputs-{clients}"
     marker = uuid.uuid4().hex
@@ -111,7 +123,8 @@ def run_tiny(clients: int, rounds: int, local_steps: int, sim_dir: Path, work: P
     return TinyResult(
         clients=clients, rounds=len(trained), sampled=statistics.mean(len(row["clients"]) for row in trained),
         round_seconds=statistics.mean(row["seconds"] for row in trained), outside_training=statistics.mean(outside),
-        server_peak_rss_mb=monitor.peak_kb / 1024, wall_seconds=wall,
+        server_peak_rss_mb=monitor.peak_kb / 1024, statistics_seconds=_statistics_seconds(run_dir / "server.log"),
+        wall_seconds=wall,
     )
 
 
@@ -119,12 +132,13 @@ def tiny(args: argparse.Namespace) -> None:
     sim_dir = Path(args.sim_dir).resolve()
     sim_dir.mkdir(parents=True, exist_ok=True)
     print(f"{'N':>6} {'sampled/round':>14} {'round s':>9} {'outside training s/round':>25} "
-          f"{'server peak RSS MB':>19} {'script wall s':>14}", flush=True)
+          f"{'server peak RSS MB':>19} {'round 0 statistics s':>21} {'script wall s':>14}", flush=True)
     with tempfile.TemporaryDirectory(prefix="zk0-scale-") as work:
         for clients in args.clients:
             result = run_tiny(clients, args.rounds, args.local_steps, sim_dir, Path(work))
             print(f"{result.clients:>6} {result.sampled:>14.1f} {result.round_seconds:>9.1f} "
-                  f"{result.outside_training:>25.1f} {result.server_peak_rss_mb:>19.0f} {result.wall_seconds:>14.0f}",
+                  f"{result.outside_training:>25.1f} {result.server_peak_rss_mb:>19.0f} "
+                  f"{result.statistics_seconds or float('nan'):>21.1f} {result.wall_seconds:>14.0f}",
                   flush=True)
 
 
