@@ -97,7 +97,8 @@ def run_tiny(clients: int, rounds: int, local_steps: int, sim_dir: Path, work: P
     out = work / f"outputs-{clients}"
     marker = uuid.uuid4().hex
     env = os.environ | {"ZK0_SIM_DIR": str(sim_dir), MARKER: marker}
-    # Prepare the demo data first (untimed): writing it is a one-off, not a round cost.
+    # Prepare the demo data first (untimed): writing it is a one-off, not a round cost. The
+    # sizes are the ones train-fl-simulation.sh's demo_data asks for (else it writes them again).
     subprocess.run([str(ROOT / ".venv/bin/zk0"), "demo-data", str(sim_dir / f"demo-data-{clients}"), "--clients", str(clients),
                     *(["--episodes", "2", "--frames", "20"] if clients > 8 else [])],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
