@@ -11,7 +11,8 @@ source "$ROOT/scripts/lib.sh"
 usage() {
   cat <<USAGE
 Usage: ./train-fl-simulation.sh [--tiny] [--rounds N] [--clients K] [--output-dir DIR]
-                                [--run-config "key=value ..."]... [--verbose] [--help]
+                                [--run-config "key=value ..."]... [--ray-address ADDRESS]
+                                [--verbose] [--help]
 
 Sets up the environment if needed, then runs a federated SmolVLA training in
 Flower's simulation engine with K simulated clients, and stops every process it
@@ -21,13 +22,18 @@ started when done. Exits non-zero if the run failed (2: bad options or run confi
                       synthetic SO-100 datasets (one per client + a held-out set);
                       no network, a few minutes on a laptop CPU
   --rounds N          federated rounds (same as --run-config "num-rounds=N")
-  --clients K         simulated clients (--tiny: 1 to 8, default 2); without --tiny,
-                      the first K of the run-config 'datasets' list train (default: all)
+  --clients K         simulated clients (--tiny: default 2; beyond 8, each client
+                      is a shard of one shared dataset per task; beyond 10, a round
+                      samples 10 of them); without --tiny, the first K of the
+                      run-config 'datasets' list train (default: all)
   --output-dir DIR    where run directories go (default: ./outputs; same as
                       --run-config "output-dir='/abs/DIR'")
   --run-config "..."  run-config overrides, e.g. "local-steps=50 lr=3e-4"; applied
                       after --tiny's preset, --rounds and --output-dir, so any key
                       can be overridden; may be repeated (later ones win)
+  --ray-address ADDRESS
+                      run the clients on an existing Ray cluster (as 'ray start --head'
+                      printed it, e.g. 127.0.0.1:6379) instead of a private local Ray
   --verbose           show everything Flower, Ray and the clients print (default:
                       one line per round, warnings and errors)
   -h, --help          this help
@@ -39,6 +45,11 @@ USAGE
 
 log() { printf 'zk0-sim: %s\n' "$*" >&2; }
 die() { printf 'zk0-sim: error: %s\n' "$*" >&2; exit 1; }
+# Demo tasks (zk0.demo_data.TASKS): one dataset per client up to this many clients.
+DEMO_TASKS=8
+# Clients a --tiny round samples once there are more.
+SAMPLED=10
+
 # Bad input (options, run config): exit 2, as zk0's own commands do.
 bad_input() { printf 'zk0-sim: error: %s\n' "$*" >&2; exit 2; }
 
@@ -79,11 +90,15 @@ print(len([d for d in config["datasets"].split(",") if d.strip()]))
 print(os.path.join(sys.argv[1], config["output-dir"]))' "$ROOT"
 }
 
-# K synthetic client datasets and the eval set; prints their URIs (see zk0 demo-data).
+# Demo data for K clients and the eval set; prints their URIs (see zk0 demo-data). Beyond
+# one client per task, clients are shards of shared datasets: 2 short episodes each (one
+# to train on, one held out) keep writing hundreds of them to a few minutes, once.
 demo_data() {
   local clients=$1 errors status=0 uris
+  local -a size=()
+  [[ $clients -le $DEMO_TASKS ]] || size=(--episodes 2 --frames 20)
   errors=$(mktemp)
-  uris=$("$VENV/bin/zk0" demo-data "$SIM_DIR/demo-data-$clients" --clients "$clients" 2>"$errors") || status=$?
+  uris=$("$VENV/bin/zk0" demo-data "$SIM_DIR/demo-data-$clients" --clients "$clients" ${size[@]+"${size[@]}"} 2>"$errors") || status=$?
   if [[ $status -ne 0 ]]; then
     local reason
     reason=$(sed -n 's/^zk0: error: //p' "$errors" | tail -n1)
@@ -100,7 +115,38 @@ write_flower_config() {
   write_flwr_config "$FLWR_HOME/config.toml" local-simulation ":local-in-memory:"
 }
 
+# The --tiny preset: the demo data, the tiny model, a short schedule. Up to
+# $SAMPLED clients all train every round; beyond, a round samples $SAMPLED of them (and
+# evaluates as many at the end). Shards hold out one episode of their two.
+tiny_preset() {
+  local clients=$1 uris=$2 preset
+  preset="model='tiny' datasets='$(sed -n 1p <<<"$uris")' eval-dataset='$(sed -n 2p <<<"$uris")'"
+  preset+=" num-rounds=3 local-steps=40 batch-size=8 lr=1e-3 lr-schedule='constant' warmup-rounds=0"
+  preset+=" eval-batches=4 checkpoint-every=1 num-workers=0 node-wait-timeout=120.0"
+  if [[ $clients -le $SAMPLED ]]; then
+    preset+=" min-train-clients=$clients min-evaluate-clients=$clients min-available-clients=$clients"
+  else
+    local fraction
+    fraction=$(awk -v k="$clients" -v s="$SAMPLED" 'BEGIN { printf "%.6f", s / k }')
+    preset+=" fraction-train=$fraction fraction-evaluate=$fraction min-train-clients=$SAMPLED"
+    preset+=" min-evaluate-clients=$SAMPLED min-available-clients=$clients"
+  fi
+  [[ $clients -le $DEMO_TASKS ]] || preset+=" heldout-episodes=1"
+  printf '%s\n' "$preset"
+}
+
+# --ray-address: HOST:PORT of a Ray cluster's head that answers now (else Ray would fail
+# deep inside the simulation, after the demo data and the model are prepared).
+check_ray_address() {
+  [[ $1 =~ ^([^:/[:space:]]+):([0-9]+)$ ]] \
+    || bad_input "--ray-address must be HOST:PORT (as 'ray start --head' prints it), got '$1'"
+  "$VENV/bin/python" -c 'import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()' \
+    "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" 2>/dev/null \
+    || bad_input "--ray-address $1: no Ray cluster answers there; start one with 'ray start --head --port ${BASH_REMATCH[2]}' or check the address"
+}
+
 # Simulated clients share the machine: one CPU each, and an equal share of a GPU if present.
+# Ray runs as many clients at once as the CPUs allow (its own cluster's, with --ray-address).
 federation_config() {
   local clients=$1 gpus=0
   if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
@@ -163,7 +209,7 @@ dataset_problems() {
 }
 
 main() {
-  local tiny=0 verbose=0 rounds="" clients="" output_dir="$ROOT/outputs"
+  local tiny=0 verbose=0 rounds="" clients="" output_dir="$ROOT/outputs" ray_address=""
   local -a user_configs=()
   while [[ $# -gt 0 ]]; do
     case $1 in
@@ -173,6 +219,7 @@ main() {
       --clients) [[ $# -ge 2 ]] || bad_input "--clients needs a number"; clients=$2; shift ;;
       --output-dir) [[ $# -ge 2 && -n $2 ]] || bad_input "--output-dir needs a directory"; output_dir=$2; shift ;;
       --run-config) [[ $# -ge 2 ]] || bad_input "--run-config needs \"key=value ...\""; user_configs+=("$2"); shift ;;
+      --ray-address) [[ $# -ge 2 && -n $2 ]] || bad_input "--ray-address needs HOST:PORT"; ray_address=$2; shift ;;
       -h | --help) usage; return 0 ;;
       *) bad_input "unknown option '$1' (see --help)" ;;
     esac
@@ -185,6 +232,7 @@ main() {
 
   # Only what the simulation needs: tmux, nginx, openssl and ssh-keygen are zk0bot's.
   "$ROOT/scripts/setup-env.sh" --simulation
+  [[ -z $ray_address ]] || check_ray_address "$ray_address"
 
   # Each layer travels in its own --run-config (a key twice in ONE string is an error):
   # the --tiny preset, then --output-dir/--rounds, then the user's strings. flwr applies
@@ -197,15 +245,13 @@ main() {
   checked_run_config "$shorthands" ${user_configs[@]+"${user_configs[@]}"} >/dev/null
   if [[ $tiny -eq 1 ]]; then
     clients=${clients:-2}
-    local uris preset
-    log "preparing $clients synthetic SO-100 datasets and the tiny SmolVLA (cached after the first run)"
+    local uris
+    local data="$clients synthetic SO-100 datasets"
+    [[ $clients -le $DEMO_TASKS ]] || data="synthetic SO-100 data for $clients clients ($DEMO_TASKS shared datasets)"
+    log "preparing $data and the tiny SmolVLA (cached after the first run)"
     uris=$(demo_data "$clients")
     "$VENV/bin/zk0" prepare-tiny >/dev/null 2>&1 || die "building the tiny model failed; run '$VENV/bin/zk0 prepare-tiny'"
-    preset="model='tiny' datasets='$(sed -n 1p <<<"$uris")' eval-dataset='$(sed -n 2p <<<"$uris")'"
-    preset+=" num-rounds=3 local-steps=40 batch-size=8 lr=1e-3 lr-schedule='constant' warmup-rounds=0"
-    preset+=" eval-batches=4 checkpoint-every=1 num-workers=0 min-train-clients=$clients"
-    preset+=" min-evaluate-clients=$clients min-available-clients=$clients node-wait-timeout=120.0"
-    run_configs+=("$preset")
+    run_configs+=("$(tiny_preset "$clients" "$uris")")
   fi
   run_configs+=("$shorthands" ${user_configs[@]+"${user_configs[@]}"})
 
@@ -230,6 +276,9 @@ main() {
     # and no per-client progress bars: under Ray every refresh of one becomes a line.
     export FLWR_LOG_LEVEL=WARNING TQDM_DISABLE=1
   fi
+  # Ray's own default would attach to the last cluster `ray start` left on this machine:
+  # the clients run on the cluster named by --ray-address, or on a private local Ray.
+  export RAY_ADDRESS=${ray_address:-local}
   # GPU shares are set explicitly above; keep Ray from rewriting CUDA_VISIBLE_DEVICES otherwise.
   export RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=0
   export PATH="$VENV/bin:$PATH"
@@ -237,7 +286,7 @@ main() {
   RUN_LOG="$SIM_DIR/flwr-run-$$.log"
   trap 'stop_superlink; rm -rf "$FLWR_HOME" "$RUN_LOG"' EXIT
 
-  log "starting the simulation: $clients clients, outputs under $outputs"
+  log "starting the simulation: $clients clients${ray_address:+ on the Ray cluster at $ray_address}, outputs under $outputs"
   local run_id status reason arg
   local -a run_args=()
   for arg in "${run_configs[@]}"; do

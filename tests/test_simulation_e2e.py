@@ -304,7 +304,7 @@ def test_failing_run_exits_non_zero_and_cleans_up(sim_dir, tmp_path):
 @pytest.mark.parametrize(
     ("args", "error"),
     [
-        (["--clients", "9"], "--clients 9: demo data supports 1 to 8 clients, got 9"),
+        (["--clients", "0"], "--clients must be a positive integer, got '0'"),
         (["--run-config", "foo"], "run-config token 'foo' in \"foo\" is not key=value"),
         (["--run-config", "lr=1e-3 lr=2e-3"], "run-config key 'lr' is given twice"),
         (["--run-config", "num-rounds=2", "--run-config", "lokal-steps=5"], "unknown run-config key 'lokal-steps'"),

@@ -62,3 +62,26 @@ def test_invalid_uri_gives_one_line_with_the_accepted_forms(text):
     assert f"'{text.strip()}'" in message
     assert "local:/" in message
     assert "\n" not in message
+
+
+def test_shard_suffix_names_a_block_of_episodes():
+    """`#I/N` after any URI: the I-th of N disjoint contiguous blocks; the blocks cover every
+    episode once, the files (root, repo id) stay the dataset's own, and the text round-trips."""
+    uri = parse_dataset_uri("local:/data/demo/task_0#3/8")
+    assert uri == DatasetURI("local", "/data/demo/task_0", (3, 8))
+    assert uri.root == Path("/data/demo/task_0") and uri.repo_id == "local/task_0"
+    assert str(uri) == "local:/data/demo/task_0#3/8" and parse_dataset_uri(str(uri)) == uri
+    assert parse_dataset_uri("owner/name#0/2") == DatasetURI("hf", "owner/name", (0, 2))
+    assert uri != parse_dataset_uri("local:/data/demo/task_0")
+    for total in (8, 13, 50):
+        blocks = [parse_dataset_uri(f"local:/d#{i}/8").episodes(total) for i in range(8)]
+        assert sorted(sum(blocks, [])) == list(range(total))
+        assert {len(block) for block in blocks} <= {total // 8, total // 8 + 1}
+    assert parse_dataset_uri("local:/d").episodes(5) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("text", ["local:/d#2/2", "local:/d#0/0", "owner/name#5/3"])
+def test_shard_out_of_range_is_one_line(text):
+    with pytest.raises(URIError, match=r"needs I < N") as caught:
+        parse_dataset_uri(text)
+    assert f"'{text}'" in str(caught.value)

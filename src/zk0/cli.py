@@ -1,6 +1,6 @@
 """`zk0` command line: data and model helpers around the Flower apps.
 
-    zk0 demo-data OUT_DIR [--clients K]   write K synthetic SO-100 datasets + a held-out eval set
+    zk0 demo-data OUT_DIR [--clients K]   synthetic SO-100 data for K clients + a held-out eval set
     zk0 check-dataset URI                 check that a dataset opens and fits the policy
     zk0 prepare-tiny                      build the tiny SmolVLA in the cache (done lazily otherwise)
     zk0 check-server HOST:PORT (--ca-cert F | --insecure)
@@ -27,19 +27,23 @@ from zk0.uri import URIError, parse_dataset_uri
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from zk0.demo_data import DemoSpec, write_demo_federation
+    from zk0.demo_data import DemoSpec, demo_federation
 
     spec = DemoSpec(episodes=args.episodes, frames_per_episode=args.frames)
-    roots = write_demo_federation(Path(args.out_dir).resolve(), args.clients, spec)
-    print(",".join(f"local:{root}" for root in roots[:-1]))
-    print(f"local:{roots[-1]}")
+    clients, eval_uri = demo_federation(Path(args.out_dir).resolve(), args.clients, spec)
+    print(",".join(clients))
+    print(eval_uri)
     return 0
 
 
 def _check_dataset(args: argparse.Namespace) -> int:
     data = open_node_data(parse_dataset_uri(args.uri), args.action_dim, args.heldout_episodes)
+    episodes = f"{data.meta.total_episodes} episodes"
+    if data.uri.shard:
+        mine = data.train_episodes + data.heldout_episodes
+        episodes = f"episodes {mine[0]}-{mine[-1]} of {episodes}"
     print(
-        f"ok: {data.uri} ({data.meta.total_episodes} episodes, {data.meta.total_frames} frames, "
+        f"ok: {data.uri} ({episodes}, {data.meta.total_frames} frames, "
         f"{data.meta.fps} fps, cameras {', '.join(data.meta.camera_keys)})"
     )
     return 0
@@ -105,9 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo-data", help="write synthetic SO-100 datasets with LeRobot's writer")
-    demo.add_argument("out_dir", help="directory to write client_<i>/ and eval/ into")
-    demo.add_argument("--clients", type=int, default=2, help="number of client datasets (default 2)")
-    demo.add_argument("--episodes", type=int, default=8, help="episodes per dataset (default 8)")
+    demo.add_argument("out_dir", help="directory to write client_<i>/ (or task_<t>/ beyond 8 clients) and eval/ into")
+    demo.add_argument("--clients", type=int, default=2,
+                      help="number of clients (default 2); beyond 8, clients are shards #I/N of one dataset per task")
+    demo.add_argument("--episodes", type=int, default=8, help="episodes per client (default 8)")
     demo.add_argument("--frames", type=int, default=45, help="frames per episode (default 45)")
     demo.set_defaults(func=_demo_data)
 

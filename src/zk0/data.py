@@ -152,7 +152,7 @@ def training_stats(meta: "LeRobotDatasetMetadata", episodes: list[int]) -> dict:
 def open_node_data(uri: DatasetURI, action_dim: int, heldout_episodes: int) -> NodeData:
     meta = load_metadata(uri)
     check_features(uri, meta, action_dim)
-    episodes = list(range(meta.total_episodes))
+    episodes = uri.episodes(meta.total_episodes)  # all, or the URI's shard
     if uri.scheme == "local":
         _require_files(uri, episode_files(meta, episodes))
         check_videos(uri, meta)
