@@ -64,7 +64,11 @@ def as_is_app(contents: dict[int, RecordDict]) -> ClientApp:
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        return Message(contents[context.node_id], reply_to=msg)
+        # A new reply around the same arrays: the server empties a reply's ArrayRecords once
+        # it has handled it, and these contents serve several rounds.
+        content = contents[context.node_id]
+        return Message(RecordDict({key: ArrayRecord(dict(record)) if isinstance(record, ArrayRecord) else record
+                                   for key, record in content.items()}), reply_to=msg)
 
     return app
 
