@@ -1,6 +1,7 @@
 """zk0 at scale (issue 14). Subcommands, one per part:
 
     .venv/bin/python bench/scale.py tiny [--clients 10,50,200,1000] [--rounds 3] [--local-steps 5]
+    .venv/bin/python bench/scale.py server [--nodes 2,8,32,128]
 
 `tiny`: for each N, `train-fl-simulation.sh --tiny --clients N` (a round samples 10 of N
 beyond 10 clients; the demo data is written once per N under --sim-dir and reused) and, from
@@ -10,6 +11,9 @@ while it runs), and the seconds per round spent outside training: the round's wa
 its clients' training time spread over Ray's concurrent workers (sum of `train/seconds` / W,
 W = the CPUs Ray gets: all of this machine's). Also round 0's statistics query (every node
 opens its dataset and reports; from server.log) and the script's whole wall time.
+
+`server`: the server's side of one real-size round alone, N synthetic q3 replies
+(bench/scale_server.py): peak RSS, aggregation seconds, decoded MB/s.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+
+import scale_server
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "train-fl-simulation.sh"
@@ -163,6 +169,9 @@ def main() -> None:
     part.add_argument("--sim-dir", default=str(ROOT / ".zk0-sim"),
                       help="the script's scratch dir: demo data per N is kept there (default .zk0-sim)")
     part.set_defaults(func=tiny)
+    part = sub.add_parser("server", help="the server's side of a real-size round with N synthetic q3 replies")
+    part.add_argument("--nodes", type=_counts, default=[2, 8, 32, 128], help="comma-separated N (default 2,8,32,128)")
+    part.set_defaults(func=lambda args: scale_server.run(args.nodes))
     args = parser.parse_args()
     args.func(args)
 

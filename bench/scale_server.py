@@ -7,7 +7,7 @@ zk0.inbox as they would from a SuperLink, four distinct updates cycled over the 
 Prints per N: peak RSS, RSS before the round, aggregation seconds (decode, checks, fold,
 norm rule, average: `aggregate/seconds`) and the decoded-update throughput.
 
-    .venv/bin/python bench/scale_server.py [--nodes 2 8 32 128]
+    .venv/bin/python bench/scale.py server [--nodes 2,8,32,128]
 """
 
 from __future__ import annotations
@@ -153,19 +153,13 @@ def measure(work: Path, nodes: int) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nodes", type=int, nargs="+", default=[2, 8, 32, 128])
-    parser.add_argument("--child", nargs=2, metavar=("WORK", "N"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        print(json.dumps(measure(Path(args.child[0]), int(args.child[1]))))
-        return
+def run(node_counts: list[int]) -> None:
+    """Measures each N in a fresh process; prints the table."""
     with tempfile.TemporaryDirectory(prefix="zk0-scale-server-") as tmp:
         work = Path(tmp)
         write_templates(work)
         rows = []
-        for nodes in args.nodes:
+        for nodes in node_counts:
             out = subprocess.run([sys.executable, __file__, "--child", str(work), str(nodes)],
                                  capture_output=True, text=True)
             if out.returncode:
@@ -180,6 +174,17 @@ def main() -> None:
         print(f"| {row['nodes']} | {row['peak_rss'] / 1e9:.2f} | {row['rss_before'] / 1e9:.2f} | "
               f"{(row['peak_rss'] - row['rss_before']) / fp32:.2f} | {row['aggregate_seconds']:.1f} | "
               f"{row['decoded_mb_per_s']:.0f} | {row['configure_seconds']:.1f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[2, 8, 32, 128])
+    parser.add_argument("--child", nargs=2, metavar=("WORK", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(Path(args.child[0]), int(args.child[1]))))
+    else:
+        run(args.nodes)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from zk0.baseline import (
     write_start_model,
 )
 from zk0.data import DatasetError, open_node_data, open_split
-from zk0.run_dir import PRETRAINED
+from zk0.run_dir import LEROBOT_CHECKPOINTS, PRETRAINED
 from zk0.uri import DatasetURI
 
 UNION = "all clients' held-out"
@@ -66,7 +66,7 @@ def train_twin(run: FederatedRun, index: int, uri: DatasetURI, steps: int, out: 
     per_round = max(1, steps // run.config.num_rounds)
     command = lerobot_train_command(run.config, start_model, dataset.meta, out / "train", device,
                                     steps_per_round=per_round, total_steps=steps, save_freq=steps)
-    run_lerobot_train(command, out / "lerobot-train.log", device, out / "train" / "checkpoints", {steps})
+    run_lerobot_train(command, out / "lerobot-train.log", device, out / "train" / LEROBOT_CHECKPOINTS, {steps})
     return get_step_checkpoint_dir(out / "train", steps, steps) / PRETRAINED
 
 

@@ -56,7 +56,7 @@ from zk0.config import ConfigError, RunConfig
 from zk0.data import DatasetError, fixed_batches, open_node_data, open_split
 from zk0.evaluate import EvalResult, evaluate_policy
 from zk0.model import load_policy, make_processors, resolve_device
-from zk0.run_dir import PRETRAINED, RunDir, RunDirError
+from zk0.run_dir import LEROBOT_CHECKPOINTS, PRETRAINED, RunDir, RunDirError
 from zk0.schedule import round_lr
 from zk0.train import BETAS, GRAD_CLIP_NORM, WEIGHT_DECAY
 from zk0.uri import DatasetURI, URIError, parse_dataset_uri
@@ -452,7 +452,7 @@ def run_baseline(run_dir: Path, log=print, alone: bool = True) -> dict:
                                     total_steps=run.total_steps,
                                     save_freq=math.gcd(run.steps_per_round, run.sequential_steps_per_round))
     log(f"lerobot-train: {run.total_steps} steps at batch {config.batch_size} on {device}; log: {out / 'lerobot-train.log'}")
-    run_lerobot_train(command, out / "lerobot-train.log", device, out / "train" / "checkpoints", run.compared_steps)
+    run_lerobot_train(command, out / "lerobot-train.log", device, out / "train" / LEROBOT_CHECKPOINTS, run.compared_steps)
 
     log("scoring federated and centralized checkpoints on the held-out eval dataset")
     rows = compare(run, start_model, out / "train", device)

@@ -33,6 +33,7 @@ ROUND_RECORD = "zk0_round.json"  # inside each checkpoint, beside PRETRAINED
 STATE_FILE = "state.json"  # inside state/
 STATE_WEIGHTS = "global.safetensors"  # inside state/
 LINKS = ("best", "last")
+LEROBOT_CHECKPOINTS = "checkpoints"  # inside a lerobot-train output_dir (zk0 baseline's runs)
 _ROUND_DIR = re.compile(r"[0-9]{6}")
 
 
