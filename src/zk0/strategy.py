@@ -88,15 +88,12 @@ class ZK0Strategy:
 
     def summary(self) -> None:
         ratio = self.config.max_update_norm_ratio
-        log(INFO, "\t├──> zk0 aggregation '%s'; a reply is rejected for a wrong structure, non-finite values, "
-            "num-examples > %d, or an update norm > %s", self.config.aggregation, self.max_train_examples,
+        memory = ("updates folded in as they arrive" if self.streams else
+                  f"holds every update: {accumulate.HELD_COPIES * self.trainable_bytes / 1e6:.0f} MB per sampled "
+                  f"node, a round that would not fit is refused")
+        log(INFO, "\t├──> zk0 aggregation '%s' (%s); a reply is rejected for a wrong structure, non-finite values, "
+            "num-examples > %d, or an update norm > %s", self.config.aggregation, memory, self.max_train_examples,
             f"{ratio:g} x the round's median" if ratio else "(norm rule off)")
-        if self.streams:
-            log(INFO, "\t├──> updates are folded into a running average as they arrive: server memory does not "
-                "grow with the number of nodes")
-        else:
-            log(INFO, "\t├──> '%s' needs every update at once: %.0f MB of server memory per sampled node (a round "
-                "that would not fit is refused)", self.config.aggregation, accumulate.HELD_COPIES * self.trainable_bytes / 1e6)
         super().summary()
 
     def quorum(self, sampled: int) -> int:
