@@ -625,12 +625,13 @@ server_start() {
     esac
     shift
   done
+  # Tools first, in this shell: a check inside "$(python_bin)" could only end its subshell.
+  need_tmux
+  use_venv
   check_port "$port"
   check_public_names "$host" "$names"
   [[ -z $ca$cert$key || (-n $ca && -n $cert && -n $key) ]] || die "--ca-cert, --cert and --key go together; give all three"
   ensure_home
-  need_tmux
-  use_venv
   local nginx
   nginx=$(nginx_bin)
   # The proxy holds the public address: a restart of the rest would not move it.
@@ -1109,6 +1110,7 @@ client_start() {
     esac
     shift
   done
+  python_bin >/dev/null  # in this shell: a check inside "$(python_bin)" could only end its subshell
   # Arguments first: they are checked in milliseconds, the dataset and server in seconds.
   [[ -n $uri ]] || die "usage: $PROG client start <dataset-uri>  (hf:owner/name or local:/absolute/path)"
   [[ $server =~ ^[^:]+:[0-9]+$ ]] || die "--server must be HOST:PORT, got '$server'"
