@@ -413,3 +413,17 @@ def test_one_node_cannot_own_the_normalization_with_frames_it_claims(federation,
         stat(feature, "count", lambda c: c * 0 + 1e9)(contents[ATTACKER])
     _, pooled, _ = collect(federation, global_model, contents)
     assert float(pooled["action"]["count"][0]) == honest_frames + stats.COUNT_CAP * honest_frames
+
+
+def test_a_refused_node_in_the_sample_is_replaced_by_another(federation, global_model, honest_stats):
+    """With a sample of the nodes asked (fraction-train < 1), a refused report leaves too few:
+    another node is asked instead of the run stopping."""
+    config = RunConfig.from_run_config(run_config(federation, normalization="federated", fraction_train=0.4))
+    sample = make_strategy(config)._sample(NODES, 0.4, 2, 0)
+    assert len(sample) == 2
+    contents = {node: copy_content(content) for node, content in honest_stats.items()}
+    stat("action", "mean", lambda m: m * np.nan)(contents[sample[0]])
+    strategy, pooled, _ = collect(federation, global_model, contents, fraction_train=0.4)
+    assert list(strategy.roster.refused) == [sample[0]]
+    frames = {node: float(content["stats"]["action/count"].numpy()[0]) for node, content in honest_stats.items()}
+    assert float(pooled["action"]["count"][0]) in {frames[sample[1]] + frames[n] for n in NODES if n not in sample}

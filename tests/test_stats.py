@@ -62,3 +62,18 @@ def test_federation_statistics_replace_the_datasets_whole(eval_data, session_pol
         assert sorted(merged[feature]) == sorted(stats.STAT_KEYS)
     camera = "observation.images.front"
     assert merged[camera] is eval_data.stats[camera]
+
+
+def report(mean: float, std: float) -> dict:
+    return {"action": {"mean": np.full(6, mean), "std": np.full(6, std)}}
+
+
+def test_honest_nodes_with_different_episodes_are_no_outliers_but_a_shifted_mean_is():
+    """Nodes holding a few episodes each differ in mean by many times their own std; the rule
+    measures distance in the federation's spread (median std with the means' MAD), which one
+    node cannot move."""
+    honest = {f"node{i}": report(mean=0.5 * i, std=0.1) for i in range(10)}  # means 5 stds apart
+    assert stats.outliers(honest) == {}
+    poisoned = honest | {"attacker": report(mean=0.5 * 4.5 + 50.0, std=1e-3)}
+    assert list(stats.outliers(poisoned)) == ["attacker"]
+    assert "x the federation's spread" in stats.outliers(poisoned)["attacker"]

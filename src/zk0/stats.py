@@ -22,12 +22,14 @@ from zk0.protocol import STAT_KEYS
 # A node's statistics are checked before pooling (`check`), and pooling is robust to one node:
 # - no node counts for more than COUNT_CAP x the lower median node's frames (a node claiming
 #   10^9 frames would otherwise own the pooled mean and std);
-# - with 3 or more nodes, a node whose mean lies more than MEAN_OUTLIER x the median node's
-#   std from the median node's mean, in any joint, is left out (different tasks move the arms
-#   differently, but not by many standard deviations of a whole dataset).
+# - with 3 or more nodes, a node whose mean lies more than MEAN_OUTLIER x the federation's
+#   spread from the median node's mean, in any joint, is left out. The spread combines the
+#   median node's std with the nodes' spread of means (MAD): honest nodes holding a few episodes
+#   each differ in mean by more than their own std, and a minority can move neither median.
 MAX_FRAMES = 10**9
 COUNT_CAP = 4.0
 MEAN_OUTLIER = 8.0
+MAD_TO_STD = 1.4826  # a normal distribution's std per median absolute deviation
 MIN_NODES_FOR_OUTLIERS = 3
 
 
@@ -95,13 +97,15 @@ def outliers(reports: dict, nodes_min: int = MIN_NODES_FOR_OUTLIERS) -> dict:
     for feature in sorted(features):
         means = np.stack([report[feature]["mean"].reshape(-1) for report in reports.values()])
         stds = np.stack([report[feature]["std"].reshape(-1) for report in reports.values()])
-        center, spread = np.median(means, axis=0), np.median(stds, axis=0)
+        center = np.median(means, axis=0)
+        between = MAD_TO_STD * np.median(np.abs(means - center), axis=0)
+        spread = np.sqrt(np.median(stds, axis=0) ** 2 + between ** 2)
         for key, mean in zip(reports, means):
             distance = np.abs(mean - center) / np.maximum(spread, 1e-6)
             if key not in found and (distance > MEAN_OUTLIER).any():
                 joint = int(np.argmax(distance))
-                found[key] = (f"'{feature}' mean of joint {joint} lies {distance[joint]:.3g} x the median std "
-                              f"from the median node's (more than {MEAN_OUTLIER:g})")
+                found[key] = (f"'{feature}' mean of joint {joint} lies {distance[joint]:.3g} x the federation's "
+                              f"spread from the median node's (more than {MEAN_OUTLIER:g})")
     return found
 
 

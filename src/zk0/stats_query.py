@@ -33,43 +33,27 @@ def _screen(content, cameras: list[str], shapes: dict) -> StatsReport:
     return report
 
 
-def collect(grid: Grid, nodes: list[int], roster: Roster, cameras: list[str], shapes: dict, min_nodes: int,
-            timeout: float) -> tuple[dict | None, int, list[str]]:
+def collect(grid: Grid, nodes: list[int], spares: list[int], roster: Roster, cameras: list[str], shapes: dict,
+            min_nodes: int, timeout: float) -> tuple[dict | None, int, list[str]]:
     """The pooled statistics of the nodes whose reports pass (None if fewer than `min_nodes`
-    do), how many passed, and one line per refused or failed node."""
-    messages = [Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY) for node in nodes]
-    replies = grid.send_and_receive(messages, timeout=timeout)
-    # Message ids are given as the grid pushes the messages; a reply names the one it answers.
-    addressees = {message.metadata.message_id: message.metadata.dst_node_id for message in messages}
+    do), how many passed, and one line per refused or failed node. `nodes` are asked first;
+    while refusals leave fewer than `min_nodes` reports, as many of `spares` (in their order)
+    as are missing are asked too, so one refused node cannot stop a sampled run."""
     reports: dict[int, dict] = {}
     problems: list[str] = []
-
-    def refuse(node: int, reason: str, identity=None) -> None:
-        roster.refuse(node, reason)
-        problems.append(f"{roster.label(node, identity)}: refused: {reason}")
-
-    for reply in replies:
-        node = addressees.get(reply.metadata.reply_to_message_id)
-        if node is None or node in reports or node in roster.refused:
-            continue  # not an answer to this query, or a second one
-        if reply.has_error():
-            roster.refuse(node, "no statistics")
-            problems.append(f"{roster.label(node)}: {one_line(reply.error.reason)}")
-            continue
-        identity = claimed_identity(reply.content)
-        report, reason = guarded(_screen, reply.content, cameras, shapes)
-        if reason:
-            refuse(node, reason, identity)
-            continue
-        roster.label(node, report.identity)
-        reports[node] = report.stats
-    for node in nodes:
-        if node not in reports and node not in roster.refused:
-            roster.refuse(node, "no statistics")
-            problems.append(f"{roster.label(node)}: no reply within round-timeout ({timeout:g}s)")
-    for node, reason in stats.outliers(reports).items():
-        del reports[node]
-        refuse(node, reason)
+    spares = list(spares)
+    batch = list(nodes)
+    while batch:
+        _ask(grid, batch, roster, cameras, shapes, timeout, reports, problems)
+        for node, reason in stats.outliers(reports).items():
+            del reports[node]
+            roster.refuse(node, reason)
+            problems.append(f"{roster.label(node)}: refused: {reason}")
+        missing = min_nodes - len(reports)
+        batch, spares = spares[:max(missing, 0)], spares[max(missing, 0):]
+        if batch:
+            log(INFO, "Round 0: asking %d more node(s) for statistics (%d usable, %d needed)", len(batch),
+                len(reports), min_nodes)
     for problem in problems:
         log(WARNING, "Round 0: %s", problem)
     if len(reports) < min_nodes:
@@ -78,3 +62,34 @@ def collect(grid: Grid, nodes: list[int], roster: Roster, cameras: list[str], sh
     frames = int(next(iter(pooled.values()))["count"].sum()) if pooled else 0
     log(INFO, "Normalization: pooled statistics of %d node(s), %d frames (%s)", len(reports), frames, ", ".join(pooled))
     return pooled, len(reports), problems
+
+
+def _ask(grid: Grid, nodes: list[int], roster: Roster, cameras: list[str], shapes: dict, timeout: float,
+         reports: dict[int, dict], problems: list[str]) -> None:
+    """Query `nodes`; add each passing report to `reports`, one line per other node to `problems`."""
+    messages = [Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY) for node in nodes]
+    replies = grid.send_and_receive(messages, timeout=timeout)
+    # Message ids are given as the grid pushes the messages; a reply names the one it answers.
+    addressees = {message.metadata.message_id: message.metadata.dst_node_id for message in messages}
+    answered: set[int] = set()
+    for reply in replies:
+        node = addressees.get(reply.metadata.reply_to_message_id)
+        if node is None or node in answered or node in roster.refused:
+            continue  # not an answer to this query, or a second one
+        answered.add(node)
+        if reply.has_error():
+            roster.refuse(node, "no statistics")
+            problems.append(f"{roster.label(node)}: {one_line(reply.error.reason)}")
+            continue
+        identity = claimed_identity(reply.content)
+        report, reason = guarded(_screen, reply.content, cameras, shapes)
+        if reason:
+            roster.refuse(node, reason)
+            problems.append(f"{roster.label(node, identity)}: refused: {reason}")
+            continue
+        roster.label(node, report.identity)
+        reports[node] = report.stats
+    for node in nodes:
+        if node not in answered:
+            roster.refuse(node, "no statistics")
+            problems.append(f"{roster.label(node)}: no reply within round-timeout ({timeout:g}s)")

@@ -141,9 +141,11 @@ class ZK0Strategy:
         round trains: at hundreds of nodes, a sample describes the data as well as all of them),
         checked and pooled (zk0.stats_query)."""
         self.roster.refresh_names()
-        nodes = self._wait_for_nodes(grid, self.min_train_nodes)
-        nodes = self._sample(nodes, self.fraction_train, self.min_train_nodes, 0)
-        pooled, usable, problems = stats_query.collect(grid, nodes, self.roster, self.cameras, shapes,
+        connected = self._wait_for_nodes(grid, self.min_train_nodes)
+        nodes = self._sample(connected, self.fraction_train, self.min_train_nodes, 0)
+        spares = random.Random(self.config.seed * 100_003 - 1).sample(sorted(set(connected) - set(nodes)),
+                                                                     len(connected) - len(nodes))
+        pooled, usable, problems = stats_query.collect(grid, nodes, spares, self.roster, self.cameras, shapes,
                                                        self.config.min_train_clients, self.config.round_timeout)
         if pooled is None:
             raise FederationError(
