@@ -155,16 +155,32 @@ federation_config() {
   echo "num-supernodes=$clients client-resources-num-cpus=1 client-resources-num-gpus=$gpus"
 }
 
-stop_superlink() {
-  local pids
-  pids=$(pgrep -f "flower-superlink .*--port $FLWR_LOCAL_SUPERLINK_HTTP_API_PORT" || true)
-  for pid in $pids; do
-    # The SuperLink leads its own session: end it with everything it spawned (Ray included).
-    pkill -TERM -s "$pid" 2>/dev/null || true
+# Every process of this run (the SuperLink, the simulation, Ray's daemons and workers,
+# whatever session Ray moves them to) inherits ZK0_SIM_RUN: list them by it.
+run_processes() {
+  local environ pid entry
+  for environ in /proc/[0-9]*/environ; do
+    pid=${environ#/proc/}
+    pid=${pid%/environ}
+    [[ $pid != "$$" && $pid != "$BASHPID" ]] || continue
+    while IFS= read -r -d '' entry; do
+      if [[ $entry == "ZK0_SIM_RUN=$ZK0_SIM_RUN" ]]; then
+        echo "$pid"
+        break
+      fi
+    done 2>/dev/null <"$environ" || true
   done
-  sleep 2
-  for pid in $pids; do
-    pkill -KILL -s "$pid" 2>/dev/null || true
+}
+
+# At exit nothing of the run outlives the script: a few seconds to end, then killed.
+stop_run_processes() {
+  local signal
+  local -a pids
+  for signal in TERM TERM TERM TERM KILL KILL; do
+    mapfile -t pids < <(run_processes)
+    ((${#pids[@]})) || return 0
+    kill -s "$signal" "${pids[@]}" 2>/dev/null || true
+    sleep 1
   done
 }
 
@@ -284,7 +300,9 @@ main() {
   export PATH="$VENV/bin:$PATH"
   write_flower_config
   RUN_LOG="$SIM_DIR/flwr-run-$$.log"
-  trap 'stop_superlink; rm -rf "$FLWR_HOME" "$RUN_LOG"' EXIT
+  ZK0_SIM_RUN="$$-$(date +%s%N)"
+  export ZK0_SIM_RUN
+  trap 'stop_run_processes; rm -rf "$FLWR_HOME" "$RUN_LOG"' EXIT
 
   log "starting the simulation: $clients clients${ray_address:+ on the Ray cluster at $ray_address}, outputs under $outputs"
   local run_id status reason arg
