@@ -76,11 +76,15 @@ def train(msg: Message, context: Context) -> Message:
         lr=ins.lr,
         proximal_mu=ins.proximal_mu,
         desc=f"round {ins.server_round} {session.data.uri}",
+        optimizer_state=memory.optimizer if session.config.keep_optimizer_state else None,
+        keep_optimizer_state=session.config.keep_optimizer_state,
     )
     codec = session.config.update_codec
     upload = transfer.upload(session.trainable_weights(), received, codec, memory.feedback)
     if codec not in transfer.FULL_CODECS:
         memory.reference, memory.reference_round = received, ins.broadcast_round
+    memory.optimizer = result.optimizer_state
+    if codec not in transfer.FULL_CODECS or memory.optimizer:
         memory.save()
     report = TrainReport(
         update=upload,

@@ -39,6 +39,7 @@ class RunConfig:
     lr_schedule: str
     warmup_rounds: int
     lr_min: float
+    keep_optimizer_state: bool
     proximal_mu: float
     aggregation: str
     update_codec: str

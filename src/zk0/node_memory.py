@@ -1,5 +1,6 @@
 """What a node must remember between rounds of a run: the last global model it received
-(the base of the next delta download) and its error-feedback residual.
+(the base of the next delta download), its error-feedback residual and, with run-config
+`keep-optimizer-state`, its AdamW state.
 
 On disk, so that a fresh ClientApp process (deployment), another simulation worker or a
 restarted node picks it up: `<zk0 cache>/node-state/run-<run id>-node-<node id>/`, written
@@ -17,12 +18,16 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from zk0 import atomic
 from zk0.codec import ErrorFeedback, decode, encode
 from zk0.paths import cache_dir
+
+if TYPE_CHECKING:
+    import torch
 
 STALE_SECONDS = 2 * 24 * 3600
 
@@ -34,6 +39,7 @@ class NodeMemory:
     reference_round: int | None = None
     reference: dict[str, np.ndarray] | None = None
     feedback: ErrorFeedback = field(default_factory=ErrorFeedback)
+    optimizer: dict[int, dict[str, "torch.Tensor"]] | None = None  # torch's optimizer state_dict()["state"]
     version: str = ""  # changes with every save
 
     @classmethod
@@ -75,6 +81,7 @@ def _version(path: Path) -> str:
 
 def _save(state: NodeMemory) -> None:
     from safetensors.numpy import save_file
+    from safetensors.torch import save_file as save_torch
 
     target = _dir(state.run_id, state.node_id)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -86,11 +93,16 @@ def _save(state: NodeMemory) -> None:
         residual = state.feedback.state_dict()
         if residual:
             save_file(residual, str(staging / "residual.safetensors"))
+        if state.optimizer:
+            save_torch({f"{index}/{key}": value.detach().cpu().contiguous()
+                        for index, entry in state.optimizer.items() for key, value in entry.items()},
+                       str(staging / "optimizer.safetensors"))
         (staging / "state.json").write_text(json.dumps({"reference_round": state.reference_round, "version": state.version}))
 
 
 def _read(path: Path, run_id: int, node_id: int) -> NodeMemory:
     from safetensors.numpy import load_file
+    from safetensors.torch import load_file as load_torch
 
     state = NodeMemory(run_id, node_id)
     if not (path / "state.json").is_file():
@@ -101,6 +113,11 @@ def _read(path: Path, run_id: int, node_id: int) -> NodeMemory:
         state.reference = decode(load_file(str(path / "reference.safetensors")))
     if (path / "residual.safetensors").is_file():
         state.feedback.load_state_dict(load_file(str(path / "residual.safetensors")))
+    if (path / "optimizer.safetensors").is_file():
+        state.optimizer = {}
+        for name, value in load_torch(str(path / "optimizer.safetensors")).items():
+            index, key = name.split("/", 1)
+            state.optimizer.setdefault(int(index), {})[key] = value
     return state
 
 

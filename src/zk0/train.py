@@ -1,8 +1,9 @@
 """One client's local training: `local_steps` AdamW steps with the FedProx proximal term.
 
-Read top to bottom: set up the optimizer as SmolVLA's recipe does, keep one copy of
-the global trainable weights on the device, then loop: batch -> normalize/tokenize ->
-flow-matching loss + (mu/2)*||w - w_global||^2 -> clip -> step.
+Read top to bottom: set up the optimizer as SmolVLA's recipe does (with the moments the
+node kept from its last round, if it keeps them), keep one copy of the global trainable
+weights on the device, then loop: batch -> normalize/tokenize -> flow-matching loss +
+(mu/2)*||w - w_global||^2 -> clip -> step.
 
 SmolVLA draws its flow-matching noise and time from torch's global generator: the batch
 stream (`zk0.data.infinite_batches`) seeds it when it yields the first batch, so a local
@@ -29,6 +30,7 @@ class TrainResult:
     steps: int
     samples: int
     seconds: float
+    optimizer_state: dict | None = None  # AdamW's per-parameter state, when asked to keep it
 
     @property
     def samples_per_second(self) -> float:
@@ -40,11 +42,17 @@ def proximal_term(params: list[torch.Tensor], global_params: list[torch.Tensor])
     return sum(((p - g) ** 2).sum() for p, g in zip(params, global_params, strict=True))
 
 
-def train_local(policy, preprocessor, batches, *, steps: int, lr: float, proximal_mu: float, desc: str) -> TrainResult:
+def train_local(policy, preprocessor, batches, *, steps: int, lr: float, proximal_mu: float, desc: str,
+                optimizer_state: dict | None = None, keep_optimizer_state: bool = False) -> TrainResult:
+    """`optimizer_state`: the per-parameter state (torch's `state_dict()["state"]`) a previous
+    round returned; with `keep_optimizer_state` this round's is returned in the result."""
     device = next(policy.parameters()).device
     params = [p for p in policy.parameters() if p.requires_grad]
     global_params = [p.detach().clone() for p in params]
     optimizer = torch.optim.AdamW(params, lr=lr, betas=BETAS, weight_decay=WEIGHT_DECAY)
+    if optimizer_state:
+        # This round's param_groups (its lr), the kept moments and step counts.
+        optimizer.load_state_dict({**optimizer.state_dict(), "state": optimizer_state})
     use_bf16 = device.type == "cuda"
 
     policy.train()
@@ -68,4 +76,6 @@ def train_local(policy, preprocessor, batches, *, steps: int, lr: float, proxima
         samples += batch["action"].shape[0]
         progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
     seconds = time.perf_counter() - start
-    return TrainResult(loss=loss_sum / steps, proximal_term=prox_sum / steps, steps=steps, samples=samples, seconds=seconds)
+    kept = optimizer.state_dict()["state"] if keep_optimizer_state else None
+    return TrainResult(loss=loss_sum / steps, proximal_term=prox_sum / steps, steps=steps, samples=samples,
+                       seconds=seconds, optimizer_state=kept)
