@@ -1,0 +1,120 @@
+"""Would lossless entropy coding shrink the quantized updates? (issue 16, leaner bytes)
+
+For each qN codec, the packed codes of one update are measured three ways: as zk0 sends them
+(N bits per value), compressed with zlib level 9 (a general-purpose byte coder, like zstd)
+as packed and unpacked to one byte per code (so that a byte coder sees whole codes), and
+the order-0 entropy bound: sum over tensors of (values x Shannon entropy of that tensor's
+code histogram) / 8, which no coder of independent codes can beat (zstd and zlib included).
+Scales (bf16, one per 128 values) are counted as sent in every column.
+
+Updates measured:
+- `tiny, trained`: a real client update of the tiny SmolVLA (40 AdamW steps, batch 8, lr 1e-3,
+  on one demo dataset written with LeRobot's writer), as zk0.transfer.upload encodes it for
+  round 1 (its delta against the start, no error-feedback residual yet);
+- `real shapes, gaussian` and `real shapes, student-t(3)`: random deltas of std 1e-3 at
+  SmolVLA's real trainable shapes (the `smolvla-shape` preset; 99,880,992 values).
+
+    .venv/bin/python bench/entropy_codes.py [--codecs q8,q4,q3,q2] [--skip-real]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def trained_tiny_update() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(start weights, weights after 40 local steps) of the tiny SmolVLA on one demo dataset."""
+    from zk0.data import infinite_batches, open_node_data, open_split
+    from zk0.demo_data import DemoSpec, write_demo_federation
+    from zk0.model import get_trainable, load_policy, make_processors
+    from zk0.train import train_local
+    from zk0.uri import parse_dataset_uri
+
+    with tempfile.TemporaryDirectory() as tmp:
+        [client, _] = write_demo_federation(Path(tmp), 1, DemoSpec())
+        data = open_node_data(parse_dataset_uri(f"local:{client}"), action_dim=6, heldout_episodes=1)
+        policy = load_policy("tiny", data.meta, "cpu")
+        preprocessor, _ = make_processors(policy, data.stats)
+        start = {name: value.copy() for name, value in get_trainable(policy).items()}
+        batches = infinite_batches(open_split(data, data.train_episodes, policy.config), 8, 0, seed=0)
+        train_local(policy, preprocessor, batches, steps=40, lr=1e-3, proximal_mu=0.0, desc="tiny")
+        return start, {name: value.copy() for name, value in get_trainable(policy).items()}
+
+
+def random_update(shapes: dict[str, tuple[int, ...]], heavy_tailed: bool) -> tuple[dict, dict]:
+    rng = np.random.default_rng(0)
+    start = {name: np.zeros(shape, np.float32) for name, shape in shapes.items()}
+    draw = (lambda shape: rng.standard_t(3, shape) * 1e-3 / np.sqrt(3.0)) if heavy_tailed \
+        else (lambda shape: rng.normal(0, 1e-3, shape))
+    return start, {name: draw(shape).astype(np.float32) for name, shape in shapes.items()}
+
+
+def measure(start: dict, local: dict, codec: str) -> dict:
+    """Bytes of the codes as sent, zlib-9'd, and at the order-0 entropy bound (+ the scales)."""
+    from zk0 import transfer
+    from zk0.codec import ErrorFeedback, _unpack
+
+    bits = int(codec[1:])
+    update = transfer.upload(local, start, codec, ErrorFeedback())
+    codes = {key: value for key, value in update.items() if key.endswith(f"@{codec}")}
+    scales = sum(value.nbytes for key, value in update.items() if key.endswith(".scale"))
+    packed = sum(value.nbytes for value in codes.values())
+    zlibbed = sum(len(zlib.compress(value.tobytes(), 9)) for value in codes.values())
+    bound = 0.0
+    zlib_unpacked = 0
+    for value in codes.values():
+        unpacked = _unpack(value, bits)
+        zlib_unpacked += len(zlib.compress(unpacked.tobytes(), 9))
+        counts = np.bincount(unpacked, minlength=1 << bits)
+        p = counts[counts > 0] / unpacked.size
+        bound += unpacked.size * float(-(p * np.log2(p)).sum()) / 8
+    values = sum(v.size for v in local.values())
+    return {"codec": codec, "values": values, "sent": packed + scales, "zlib": zlibbed + scales,
+            "zlib_unpacked": zlib_unpacked + scales,
+            "bound": int(bound) + scales, "bits_per_value_bound": 8 * bound / values}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--codecs", default="q8,q4,q3,q2")
+    parser.add_argument("--skip-real", action="store_true", help="only the tiny trained update")
+    args = parser.parse_args()
+    codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
+    bad = [c for c in codecs if c not in ("q8", "q4", "q3", "q2")]
+    if bad:
+        parser.error(f"--codecs takes q8, q4, q3, q2; got {bad}")
+
+    sources = {"tiny, trained": trained_tiny_update}
+    if not args.skip_real:
+        import sys
+
+        sys.path.insert(0, str(ROOT / "bench"))
+        from codec_table import real_shapes
+
+        shapes = real_shapes()
+        sources["real shapes, gaussian"] = lambda: random_update(shapes, heavy_tailed=False)
+        sources["real shapes, student-t(3)"] = lambda: random_update(shapes, heavy_tailed=True)
+
+    print("| update | codec | values | sent B | zlib-9 B | saved | zlib-9 unpacked B | saved | entropy bound B | "
+          "saved | bound bits/value |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for label, make in sources.items():
+        start, local = make()
+        for codec in codecs:
+            r = measure(start, local, codec)
+            print(f"| {label} | {codec} | {r['values']:,} | {r['sent']:,} | {r['zlib']:,} | "
+                  f"{1 - r['zlib'] / r['sent']:.1%} | {r['zlib_unpacked']:,} | {1 - r['zlib_unpacked'] / r['sent']:.1%} | "
+                  f"{r['bound']:,} | {1 - r['bound'] / r['sent']:.1%} | "
+                  f"{r['bits_per_value_bound']:.3f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
