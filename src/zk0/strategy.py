@@ -139,7 +139,8 @@ class ZK0Strategy:
     def collect_statistics(self, grid: Grid, shapes: dict) -> dict:
         """Before round 1: the normalization statistics of a sample of the nodes (as many as a
         round trains: at hundreds of nodes, a sample describes the data as well as all of them),
-        checked and pooled (zk0.stats_query)."""
+        checked and pooled (zk0.stats_query); the other nodes, in a seeded order, stand in
+        for refused ones."""
         self.roster.refresh_names()
         connected = self._wait_for_nodes(grid, self.min_train_nodes)
         nodes = self._sample(connected, self.fraction_train, self.min_train_nodes, 0)
