@@ -44,18 +44,18 @@ def collect(grid: Grid, nodes: list[int], spares: list[int], roster: Roster, cam
     spares = list(spares)
     batch = list(nodes)
     while batch:
+        logged = len(problems)
         _ask(grid, batch, roster, cameras, shapes, timeout, reports, problems)
         for node, reason in stats.outliers(reports).items():
             del reports[node]
-            roster.refuse(node, reason)
-            problems.append(f"{roster.label(node)}: refused: {reason}")
+            _refuse(roster, problems, node, reason)
+        for problem in problems[logged:]:
+            log(WARNING, "Round 0: %s", problem)
         missing = min_nodes - len(reports)
         batch, spares = spares[:max(missing, 0)], spares[max(missing, 0):]
         if batch:
             log(INFO, "Round 0: asking %d more node(s) for statistics (%d usable, %d needed)", len(batch),
                 len(reports), min_nodes)
-    for problem in problems:
-        log(WARNING, "Round 0: %s", problem)
     if len(reports) < min_nodes:
         return None, len(reports), problems
     pooled = stats.pool([reports[node] for node in sorted(reports, key=lambda n: (roster.claims.get(n, ""), n))])
@@ -84,8 +84,7 @@ def _ask(grid: Grid, nodes: list[int], roster: Roster, cameras: list[str], shape
         identity = claimed_identity(reply.content)
         report, reason = guarded(_screen, reply.content, cameras, shapes)
         if reason:
-            roster.refuse(node, reason)
-            problems.append(f"{roster.label(node, identity)}: refused: {reason}")
+            _refuse(roster, problems, node, reason, identity)
             continue
         roster.label(node, report.identity)
         reports[node] = report.stats
@@ -93,3 +92,8 @@ def _ask(grid: Grid, nodes: list[int], roster: Roster, cameras: list[str], shape
         if node not in answered:
             roster.refuse(node, "no statistics")
             problems.append(f"{roster.label(node)}: no reply within round-timeout ({timeout:g}s)")
+
+
+def _refuse(roster: Roster, problems: list[str], node: int, reason: str, identity=None) -> None:
+    roster.refuse(node, reason)
+    problems.append(f"{roster.label(node, identity)}: refused: {reason}")
