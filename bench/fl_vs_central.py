@@ -10,8 +10,8 @@ round on both axes: equal samples and equal sequential steps (see `zk0 baseline`
 many clients joining pays (the federated model beats the client's model alone on the union of
 all clients' held-out episodes), per run and as mean and spread (min..max) over the seeds.
 
-    .venv/bin/python bench/fl_vs_central.py [--clients 2,4] [--rounds 3] [--mus 0,0.01,0.1]
-        [--seeds 42,43,44] [--settings noniid,iid] [--run-config "local-steps=20"] [--out DIR]
+    .venv/bin/python bench/fl_vs_central.py [--clients 2,4] [--rounds N] [--mus 0,0.01,0.1]
+        [--seeds 42,43,44] [--settings noniid,iid] [--run-config "local-steps=20"] [--no-alone] [--out DIR]
 
 Everything lands under --out (default bench/results/fl-vs-central-<UTC timestamp>/):
 data/, one directory per run (its run directory, with baseline/ inside), summary.json
@@ -52,20 +52,21 @@ def write_data(out: Path, clients: int) -> dict[str, tuple[str, str]]:
     }
 
 
-def run_federation(out: Path, clients: int, rounds: int, datasets: str, eval_uri: str, mu: float, seed: int,
+def run_federation(out: Path, clients: int, rounds: int | None, datasets: str, eval_uri: str, mu: float, seed: int,
                    extra: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     config = f"datasets='{datasets}' eval-dataset='{eval_uri}' proximal-mu={mu} seed={seed} {extra}".strip()
-    command = [str(ROOT / "train-fl-simulation.sh"), "--tiny", "--clients", str(clients), "--rounds", str(rounds),
+    command = [str(ROOT / "train-fl-simulation.sh"), "--tiny", "--clients", str(clients),
+               *(["--rounds", str(rounds)] if rounds else []),
                "--output-dir", str(out), "--run-config", config]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     [run_dir] = [p for p in out.iterdir() if (p / "metrics.jsonl").is_file()]
     return run_dir
 
 
-def run_baseline(run_dir: Path) -> dict:
-    subprocess.run([str(VENV / "bin" / "python"), "-m", "zk0", "baseline", str(run_dir)], check=True,
-                   stdout=subprocess.DEVNULL, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+def run_baseline(run_dir: Path, alone: bool) -> dict:
+    command = [str(VENV / "bin" / "python"), "-m", "zk0", "baseline", str(run_dir), *([] if alone else ["--no-alone"])]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     return json.loads((run_dir / "baseline" / "comparison.json").read_text())
 
 
@@ -146,11 +147,12 @@ def numbers(text: str, kind: type) -> list:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default="2", help="client counts, e.g. 2,4,8 (1 to 8 in the demo)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, help="federated rounds (default: the --tiny preset's)")
     parser.add_argument("--mus", default="0,0.01,0.1", help="FedProx mu values for the non-IID runs")
     parser.add_argument("--seeds", default="42", help="run-config seeds, e.g. 42,43,44 (the spread is over these)")
     parser.add_argument("--settings", default="noniid,iid", help="which of noniid, iid to run")
     parser.add_argument("--run-config", default="", help="extra run-config overrides for every run")
+    parser.add_argument("--no-alone", action="store_true", help="skip the clients' local-only twins (zk0 baseline --no-alone)")
     parser.add_argument("--out", type=Path, help="results directory (default bench/results/fl-vs-central-<timestamp>)")
     args = parser.parse_args()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -174,7 +176,7 @@ def main() -> int:
             print(f"fl_vs_central: {name}: federation", file=sys.stderr)
             run_dir = run_federation(out / name, clients, args.rounds, *data[setting], mu, seed, args.run_config)
             print(f"fl_vs_central: {name}: zk0 baseline {run_dir}", file=sys.stderr)
-            results.append(result_row(setting, mu, clients, seed, run_dir, run_baseline(run_dir)))
+            results.append(result_row(setting, mu, clients, seed, run_dir, run_baseline(run_dir, not args.no_alone)))
 
     (out / "summary.json").write_text(json.dumps(results, indent=2))
     table = runs_table(results) + "\n" + seeds_table(results)
