@@ -12,11 +12,16 @@ import re
 
 import pytest
 import torch
+from flwr.app import Context, RecordDict
 from lerobot.configs.policies import PreTrainedConfig
 from lerobot.policies.factory import make_policy, make_pre_post_processors
 from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
 
+from test_aggregation import LocalGrid, pyproject_run_config
+
+from zk0 import server_app
 from zk0.checkpoint import ADAPTER, save_checkpoint
+from zk0.client_app import app as zk0_client_app
 from zk0.data import fixed_batches
 from zk0.lora import LoraSpec
 from zk0.model import get_trainable, load_policy, set_trainable, trainable_names
@@ -131,3 +136,59 @@ def test_merged_model_loads_as_a_plain_smolvla(lora_checkpoint, processors, eval
                                predicted_chunk(policy, processors[0], eval_split), rtol=1e-4, atol=1e-5)
     assert any(".lora_" in name for name, _ in policy.named_parameters())  # the copy was merged, not the model
 
+
+
+# --- a federation in lora mode: zk0's ServerApp and ClientApp in this process ----------------
+
+def federate(tmp_path, demo_roots, **overrides) -> RunDir:
+    """Two rounds of zk0's whole server (`zk0.server_app.federate`) with two tiny clients,
+    delivered through tests/test_aggregation.py's in-process grid; returns the run directory."""
+    config = pyproject_run_config(
+        model="tiny", datasets=",".join(f"local:{root}" for root in demo_roots[:-1]),
+        eval_dataset=f"local:{demo_roots[-1]}", num_rounds=2, local_steps=2, batch_size=2, lr=1e-3,
+        lr_schedule="constant", warmup_rounds=0, eval_batches=1, num_workers=0, device="cpu",
+        fraction_evaluate=0.0, node_wait_timeout=5.0, update_codec="q3", output_dir=str(tmp_path),
+        checkpoint_every=1,
+    ) | {key.replace("_", "-"): value for key, value in overrides.items()}
+    nodes = {8001 + i: {"dataset-uri": f"local:{root}"} for i, root in enumerate(demo_roots[:-1])}
+    grid = LocalGrid(zk0_client_app, nodes, config)
+    server_app.federate(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=config))
+    [run] = [RunDir(path) for path in tmp_path.iterdir() if RunDir(path).is_run()]
+    return run
+
+
+def steady_bytes(run: RunDir) -> int:
+    """Round 2's bytes down plus up, per client, as the server recorded them in metrics.jsonl."""
+    row = run.read_metrics()[-1]
+    assert row["round"] == 2
+    return (sum(row["bytes_down"].values()) + sum(row["bytes_up"].values())) // len(row["bytes_up"])
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, demo_roots) -> RunDir:
+    return federate(tmp_path_factory.mktemp("lora-run"), demo_roots, trainable="lora", lora_rank=4)
+
+
+def test_lora_federation_checkpoints_load_both_ways(lora_run, eval_data, eval_split):
+    saved = lora_run.link("last").resolve()
+    assert saved.name == "000002"
+    config = PreTrainedConfig.from_pretrained(saved / ADAPTER)
+    config.pretrained_path = saved / ADAPTER
+    adapted = make_policy(config, ds_meta=eval_data.meta)
+    preprocessor, _ = make_pre_post_processors(config, pretrained_path=str(saved / ADAPTER))
+    merged = SmolVLAPolicy.from_pretrained(saved / PRETRAINED)
+    merged_pre, _ = make_pre_post_processors(merged.config, pretrained_path=str(saved / PRETRAINED))
+    torch.testing.assert_close(predicted_chunk(merged, merged_pre, eval_split),
+                               predicted_chunk(adapted, preprocessor, eval_split), rtol=1e-4, atol=1e-5)
+    # The federation trained B away from its zero init.
+    trained_b = [p for n, p in adapted.named_parameters() if ".lora_B." in n]
+    assert trained_b and any(p.abs().sum() > 0 for p in trained_b)
+
+
+def test_lora_round_moves_far_fewer_bytes_than_expert(lora_run, tmp_path, demo_roots):
+    """q3's size depends on the tensors' shapes only. The tiny model's rank-4 B matrices hold 78x
+    fewer weights than its expert, but each tensor carries a fixed overhead, which dominates at
+    this size: about 10x fewer bytes here (bench/codec_table.py has the real-size numbers)."""
+    expert = steady_bytes(federate(tmp_path, demo_roots))
+    lora = steady_bytes(lora_run)
+    assert 0 < lora * 5 < expert, (lora, expert)
