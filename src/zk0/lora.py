@@ -9,6 +9,9 @@ Server and nodes wrap the same way: peft creates each adapter on the CPU and dra
 (Kaiming-uniform; B starts at zero) from torch's generator, seeded here with the run's
 seed, so every process holds the same A. That makes FFA-LoRA exact: with A frozen at that
 init and only B trained, the average of the B·A products is (average B)·A.
+
+LeRobot logs "Training SmolVLA from scratch using PEFT" at each wrap because zk0 loads with
+`load_vlm_weights=False`; the VLM's weights come from the policy checkpoint all the same.
 """
 
 from __future__ import annotations
