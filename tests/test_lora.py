@@ -180,9 +180,13 @@ def test_lora_federation_checkpoints_load_both_ways(lora_run, eval_data, eval_sp
     merged_pre, _ = make_pre_post_processors(merged.config, pretrained_path=str(saved / PRETRAINED))
     torch.testing.assert_close(predicted_chunk(merged, merged_pre, eval_split),
                                predicted_chunk(adapted, preprocessor, eval_split), rtol=1e-4, atol=1e-5)
-    # The federation trained B away from its zero init.
+    # The federation trained B away from its zero init; A (FFA, the default) is still every
+    # process's seeded init, bit for bit.
     trained_b = [p for n, p in adapted.named_parameters() if ".lora_B." in n]
     assert trained_b and any(p.abs().sum() > 0 for p in trained_b)
+    seeded = dict(lora_policy(eval_data, aggregation="ffa").named_parameters())
+    final_a = {n: p for n, p in adapted.named_parameters() if ".lora_A." in n}
+    assert final_a and all(torch.equal(p, seeded[n]) for n, p in final_a.items())
 
 
 def test_lora_round_moves_far_fewer_bytes_than_expert(lora_run, tmp_path, demo_roots):
