@@ -1,8 +1,14 @@
-"""Update codecs side by side: bytes per client per round and encode + decode time at real
-size, and the demo federation's final held-out action MSE per codec over several seeds.
+"""Update codecs side by side, per training mode: bytes per client per round and encode +
+decode time at real size, and the demo federation's final held-out action MSE per mode and
+codec over several seeds.
+
+Modes (run-config `trainable` and its LoRA keys): `expert` (the action expert and projections),
+`lora` (LoRA adapters, `lora-aggregation = ffa`: only B travels) and `lora-fedit` (A and B
+travel); each row is named `<mode>-<codec>`.
 
 Part 1 (real size): the trainable tensors of SmolVLA at its real shapes (the
-`smolvla-shape` preset's config, built on the meta device for the shapes; random values),
+`smolvla-shape` preset's config, built on the meta device for the shapes, wrapped with
+LeRobot's PEFT as zk0.lora does in the LoRA modes; random values),
 a global model that moved by a small random step; for each codec, what zk0.transfer sends
 in a steady-state round (the download: a delta against the node's copy, or the whole
 weights; the upload: the node's update) counted by Flower's own ArrayRecord.count_bytes(),
@@ -11,7 +17,8 @@ and the seconds to encode and decode both (medians).
 Part 2 (quality): `./train-fl-simulation.sh --tiny` per codec and seed; the final round's
 server-side held-out action MSE from metrics.jsonl.
 
-    .venv/bin/python bench/codec_table.py [--codecs fp32,bf16,q8,q4,q3,q2] [--seeds 0,1,2] [--repeats 3]
+    .venv/bin/python bench/codec_table.py [--modes expert,lora,lora-fedit] [--codecs fp32,bf16,q8,q4,q3,q2]
+        [--lora-rank 64] [--seeds 0,1,2] [--repeats 3] [--skip-quality]
 """
 
 from __future__ import annotations
@@ -27,17 +34,35 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+# Each mode's run-config overrides (LoRA rank and alpha: --lora-rank, alpha = rank).
+MODES = {
+    "expert": {"trainable": "expert"},
+    "lora": {"trainable": "lora", "lora-aggregation": "ffa"},
+    "lora-fedit": {"trainable": "lora", "lora-aggregation": "fedit"},
+}
 
 
-def real_shapes() -> dict[str, tuple[int, ...]]:
+def mode_overrides(mode: str, lora_rank: int) -> dict:
+    overrides = dict(MODES[mode])
+    if overrides["trainable"] == "lora":
+        overrides |= {"lora-rank": lora_rank, "lora-alpha": float(lora_rank)}
+    return overrides
+
+
+def real_shapes(mode: str, lora_rank: int) -> dict[str, tuple[int, ...]]:
     import torch
 
+    from zk0.lora import LoraSpec, wrap
     from zk0.presets import SMOLVLA_SHAPE, preset_config, seeded_policy
     from zk0.paths import cache_dir
 
     config = preset_config(SMOLVLA_SHAPE, cache_dir())
+    overrides = mode_overrides(mode, lora_rank)
     with torch.device("meta"):
         policy = seeded_policy(config)
+        if overrides["trainable"] == "lora":
+            spec = LoraSpec(lora_rank, float(lora_rank), overrides["lora-aggregation"], seed=0)
+            policy = wrap(policy, spec, base=SMOLVLA_SHAPE)
     return {name: tuple(p.shape) for name, p in policy.named_parameters() if p.requires_grad}
 
 
@@ -47,12 +72,12 @@ def record_bytes(arrays: dict[str, np.ndarray]) -> int:
     return ArrayRecord({name: Array(value) for name, value in arrays.items()}).count_bytes()
 
 
-def measure_real_size(codecs: list[str], repeats: int) -> list[dict]:
+def measure_real_size(mode: str, codecs: list[str], repeats: int, lora_rank: int) -> list[dict]:
     from zk0 import transfer
     from zk0.codec import ErrorFeedback, decode
 
     rng = np.random.default_rng(0)
-    shapes = real_shapes()
+    shapes = real_shapes(mode, lora_rank)
     params = sum(int(np.prod(shape)) for shape in shapes.values())
     previous = {name: rng.normal(0, 0.02, shape).astype(np.float32) for name, shape in shapes.items()}
     step = {name: rng.normal(0, 1e-3, shape).astype(np.float32) for name, shape in shapes.items()}
@@ -72,17 +97,19 @@ def measure_real_size(codecs: list[str], repeats: int) -> list[dict]:
             times.append(time.perf_counter() - started)
         decode(up)  # warm
         rows.append({
-            "codec": codec, "params": params, "down": record_bytes(down), "up": record_bytes(up),
+            "row": f"{mode}-{codec}", "params": params, "tensors": len(shapes),
+            "down": record_bytes(down), "up": record_bytes(up),
             "first_down": record_bytes(first.full), "seconds": statistics.median(times),
         })
     return rows
 
 
-def final_mse(codec: str, seed: int, work: Path) -> float:
-    out = work / f"{codec}-{seed}"
+def final_mse(mode: str, codec: str, seed: int, lora_rank: int, work: Path) -> float:
+    out = work / f"{mode}-{codec}-{seed}"
+    overrides = " ".join(f"{key}={json.dumps(value)}" for key, value in mode_overrides(mode, lora_rank).items())
     subprocess.run(
         [str(ROOT / "train-fl-simulation.sh"), "--tiny", "--output-dir", str(out),
-         "--run-config", f"update-codec='{codec}' seed={seed}"],
+         "--run-config", f"update-codec='{codec}' seed={seed} {overrides}"],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     run_dir = next(out.iterdir())
@@ -92,33 +119,43 @@ def final_mse(codec: str, seed: int, work: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--modes", default="expert", help=f"comma-separated, of {', '.join(MODES)}")
     parser.add_argument("--codecs", default="fp32,bf16,q8,q4,q3,q2")
+    parser.add_argument("--lora-rank", type=int, default=64, help="LoRA rank (alpha = rank) of the lora modes")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-quality", action="store_true", help="only the real-size part")
     args = parser.parse_args()
+    modes = args.modes.split(",")
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown:
+        parser.error(f"unknown mode '{unknown[0]}'; modes are {', '.join(MODES)}")
     codecs = args.codecs.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
 
     print("Real size (smolvla-shape trainable tensors), steady-state round, per client:")
-    print(f"{'codec':>6} {'down B':>13} {'up B':>13} {'total MB':>9} {'round-1 down B':>15} {'enc+dec s':>10}")
-    for row in measure_real_size(codecs, args.repeats):
-        total = (row["down"] + row["up"]) / 1e6
-        print(f"{row['codec']:>6} {row['down']:>13,} {row['up']:>13,} {total:>9.1f} {row['first_down']:>15,} "
-              f"{row['seconds']:>10.2f}")
-    print(f"({row['params']:,} trainable parameters)")
+    print(f"{'mode-codec':>16} {'down B':>13} {'up B':>13} {'total MB':>9} {'round-1 down B':>15} {'enc+dec s':>10} "
+          f"{'trainable':>11} {'tensors':>7}")
+    for mode in modes:
+        for row in measure_real_size(mode, codecs, args.repeats, args.lora_rank):
+            total = (row["down"] + row["up"]) / 1e6
+            print(f"{row['row']:>16} {row['down']:>13,} {row['up']:>13,} {total:>9.1f} {row['first_down']:>15,} "
+                  f"{row['seconds']:>10.2f} {row['params']:>11,} {row['tensors']:>7}")
     if args.skip_quality:
         return
 
-    print("\nDemo federation (train-fl-simulation.sh --tiny: 2 clients, 3 rounds), final held-out action MSE:")
+    print("\nDemo federation (train-fl-simulation.sh --tiny), final held-out action MSE:")
     with tempfile.TemporaryDirectory(prefix="zk0-codecs-") as tmp:
-        results = {codec: [final_mse(codec, seed, Path(tmp)) for seed in seeds] for codec in codecs}
-    base = statistics.mean(results["fp32"]) if "fp32" in results else None
-    print(f"{'codec':>6} {'mean':>9} {'min':>9} {'max':>9} {'vs fp32':>8}   per seed {seeds}")
-    for codec, values in results.items():
+        results = {f"{mode}-{codec}": [final_mse(mode, codec, seed, args.lora_rank, Path(tmp)) for seed in seeds]
+                   for mode in modes for codec in codecs}
+    # The reference: full expert training, fp32 if it ran, else the first expert row.
+    basis = "expert-fp32" if "expert-fp32" in results else next((k for k in results if k.startswith("expert-")), None)
+    base = statistics.mean(results[basis]) if basis else None
+    print(f"{'mode-codec':>16} {'mean':>9} {'min':>9} {'max':>9} {'vs ' + str(basis):>15}   per seed {seeds}")
+    for name, values in results.items():
         mean = statistics.mean(values)
         versus = f"{100 * (mean / base - 1):+.1f}%" if base else "-"
-        print(f"{codec:>6} {mean:>9.1f} {min(values):>9.1f} {max(values):>9.1f} {versus:>8}   "
+        print(f"{name:>16} {mean:>9.1f} {min(values):>9.1f} {max(values):>9.1f} {versus:>15}   "
               + ", ".join(f"{v:.1f}" for v in values))
 
 

@@ -56,6 +56,20 @@ def test_robust_aggregation_keys_accept_their_ranges(defaults):
     assert (config.trimmed_avg_beta, config.krum_num_malicious) == (0.0, 0)
 
 
+def test_lora_keys_are_checked_and_give_the_adapters_spec(defaults):
+    """`trainable`, `lora-*`: a bad value stops in one line; lora mode carries the run's seed."""
+    from zk0.lora import LoraSpec
+
+    assert parse_error(defaults, trainable="adapters") == "run-config key 'trainable' must be one of expert, lora; got 'adapters'"
+    assert parse_error(defaults, lora_rank=0) == "run-config key 'lora-rank' must be >= 1, got 0"
+    assert parse_error(defaults, lora_alpha=0) == "run-config key 'lora-alpha' must be > 0, got 0.0"
+    assert parse_error(defaults, lora_aggregation="fedex") == \
+        "run-config key 'lora-aggregation' must be one of fedit, ffa; got 'fedex'"
+    assert RunConfig.from_run_config(defaults).lora is None
+    config = RunConfig.from_run_config(defaults | {"trainable": "lora", "seed": 3})
+    assert config.lora == LoraSpec(rank=64, alpha=64.0, aggregation="ffa", seed=3)
+
+
 def test_integer_is_accepted_where_a_number_is_expected(defaults):
     """TOML `lr = 1` is an int; a float field takes it as 1.0."""
     config = RunConfig.from_run_config(defaults | {"lr": 1})

@@ -170,7 +170,12 @@ def test_checkpoint_choice(run, tmp_path, args, source, expected_round):
     [
         ({}, ["aggregated the clients' updates with FedProx (weighted average)", "encoded as `q3`",
               "normalize `observation.state` and `action` with the federation's pooled statistics"],
-         ["server's held-out dataset", "Krum"]),
+         ["server's held-out dataset", "Krum", "LoRA", "lora-rank"]),
+        ({"trainable": "lora", "lora-rank": 16, "lora-alpha": 32.0, "lora-aggregation": "ffa"},
+         ["only LoRA adapters on SmolVLA's action expert and projections travel",
+          "trained LoRA adapters (`trainable = lora`: LeRobot's `wrap_with_peft` on SmolVLA's default targets, "
+          "rank 16, alpha 32.0), aggregated as FFA-LoRA (A frozen", "| `lora-rank` | `16` |", "adapters merged in"],
+         ["trainable weights (action expert and projections)"]),
         ({"aggregation": "krum", "krum-num-malicious": 2, "normalization": "local", "update-codec": "bf16"},
          ["aggregates them with Krum", "with Krum (the one update closest to its neighbours, `krum-num-malicious` = 2)",
           "encoded as `bf16`", "normalize with the statistics of the server's held-out dataset (`normalization = local`"],

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from zk0.aggregation import AGGREGATIONS
 from zk0.codec import CODECS as UPDATE_CODECS
+from zk0.lora import LORA_AGGREGATIONS, TRAINABLES, LoraSpec
 from zk0.uri import DatasetURI, URIError, parse_dataset_uri
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -44,6 +45,10 @@ class RunConfig:
     aggregation: str
     update_codec: str
     normalization: str
+    trainable: str
+    lora_rank: int
+    lora_alpha: float
+    lora_aggregation: str
     max_update_norm_ratio: float
     trimmed_avg_beta: float
     server_lr: float
@@ -93,14 +98,14 @@ class RunConfig:
     def _validate(self) -> None:
         positive = ("num_rounds", "local_steps", "batch_size", "eval_every", "eval_batches",
                     "checkpoint_every", "action_dim", "min_train_clients", "min_evaluate_clients",
-                    "min_available_clients", "multikrum_keep")
+                    "min_available_clients", "multikrum_keep", "lora_rank")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"run-config key '{_key(name)}' must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_rounds", "heldout_episodes", "num_workers", "proximal_mu", "lr_min", "krum_num_malicious"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"run-config key '{_key(name)}' must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "round_timeout", "node_wait_timeout"):
+        for name in ("lr", "round_timeout", "node_wait_timeout", "lora_alpha"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"run-config key '{_key(name)}' must be > 0, got {getattr(self, name)}")
         if not 0.0 < self.train_quorum <= 1.0:
@@ -116,6 +121,11 @@ class RunConfig:
             raise ConfigError(f"run-config key 'update-codec' must be one of {', '.join(UPDATE_CODECS)}; got '{self.update_codec}'")
         if self.normalization not in NORMALIZATIONS:
             raise ConfigError(f"run-config key 'normalization' must be one of {', '.join(NORMALIZATIONS)}; got '{self.normalization}'")
+        if self.trainable not in TRAINABLES:
+            raise ConfigError(f"run-config key 'trainable' must be one of {', '.join(TRAINABLES)}; got '{self.trainable}'")
+        if self.lora_aggregation not in LORA_AGGREGATIONS:
+            raise ConfigError(f"run-config key 'lora-aggregation' must be one of {', '.join(LORA_AGGREGATIONS)}; "
+                              f"got '{self.lora_aggregation}'")
         if self.resume_from and not self.resume_from.startswith("/"):
             raise ConfigError(f"run-config key 'resume-from' must be an absolute run directory path, got '{self.resume_from}'")
         if self.aggregation not in AGGREGATIONS:
@@ -160,6 +170,13 @@ class RunConfig:
         self._rename_maps()
         if not self.output_dir.strip():
             raise ConfigError("run-config key 'output-dir' is empty; give a directory for run outputs")
+
+    @property
+    def lora(self) -> LoraSpec | None:
+        """The LoRA adapters every process wraps the policy with (None: expert mode)."""
+        if self.trainable != "lora":
+            return None
+        return LoraSpec(self.lora_rank, self.lora_alpha, self.lora_aggregation, self.seed)
 
     def rename_map_json(self, dataset: DatasetURI) -> str:
         """Simulation's camera mapping for one dataset, as node-config rename-map takes it

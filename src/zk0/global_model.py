@@ -16,7 +16,7 @@ class GlobalModel:
     def __init__(self, config: RunConfig) -> None:
         # The server evaluates on whole eval datasets: nothing of them is trained on.
         self.data = open_node_data(config.eval_dataset, config.action_dim, heldout_episodes=0)
-        self.policy = load_policy(config.model, self.data.meta, resolve_device(config.device))
+        self.policy = load_policy(config.model, self.data.meta, resolve_device(config.device), lora=config.lora)
         self.preprocessor, self.postprocessor = make_processors(self.policy, self.data.stats)
         self._eval_set = open_split(self.data, self.data.train_episodes, self.policy.config)
         self.config = config

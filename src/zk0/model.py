@@ -4,7 +4,8 @@
 directory, or a preset built offline with seeded random weights (zk0.presets).
 
 Only trainable parameters (action expert and projections; the VLM and vision
-encoder stay frozen, as in SmolVLA's recipe) travel between server and clients.
+encoder stay frozen, as in SmolVLA's recipe; or, with run-config `trainable = "lora"`,
+LoRA adapters: zk0.lora) travel between server and clients.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from zk0.lora import LoraSpec, wrap
 from zk0.presets import ModelError, pretrained_path
 
 def resolve_device(device: str) -> str:
@@ -24,9 +26,10 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_policy(model: str, dataset_meta, device: str, rename_map: dict[str, str] | None = None):
+def load_policy(model: str, dataset_meta, device: str, rename_map: dict[str, str] | None = None,
+                lora: LoraSpec | None = None):
     """SmolVLA from `model`, its input/output features taken from the dataset (as `lerobot-train` does),
-    cameras renamed by `rename_map` (zk0.cameras)."""
+    cameras renamed by `rename_map` (zk0.cameras); with `lora`, wrapped with LoRA adapters (zk0.lora)."""
     from zk0.cameras import renamed
 
     from lerobot.configs.policies import PreTrainedConfig
@@ -49,6 +52,8 @@ def load_policy(model: str, dataset_meta, device: str, rename_map: dict[str, str
     # The policy checkpoint holds the VLM weights too: don't fetch the backbone's separately.
     config.load_vlm_weights = False
     policy = SmolVLAPolicy.from_pretrained(path, config=config)
+    if lora is not None:
+        policy = wrap(policy, lora, path)
     return policy.to(device)
 
 

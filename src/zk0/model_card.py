@@ -36,8 +36,16 @@ AGGREGATORS = {
     "krum": ("Krum", "the one update closest to its neighbours", ("krum-num-malicious",)),
     "multikrum": ("MultiKrum", "average of the updates with the best Krum scores", ("krum-num-malicious", "multikrum-keep")),
 }
-# Runs recorded before these keys existed ran FedProx on fp32 weights, normalized per node.
-LEGACY_DEFAULTS = {"aggregation": "fedprox", "update-codec": "fp32", "normalization": "local"}
+# `lora-aggregation`: its name and what it does (zk0.lora).
+LORA_AGGREGATORS = {
+    "ffa": ("FFA-LoRA", "A frozen at its seeded initialization on every node, only B trained and averaged, "
+            "so the averaged update B·A is exact"),
+    "fedit": ("FedIT", "A and B trained and averaged separately"),
+}
+LORA_SETTINGS = ("trainable", "lora-rank", "lora-alpha", "lora-aggregation")
+# Runs recorded before these keys existed ran FedProx on fp32 weights, normalized per node,
+# training the action expert.
+LEGACY_DEFAULTS = {"aggregation": "fedprox", "update-codec": "fp32", "normalization": "local", "trainable": "expert"}
 
 
 @dataclass(frozen=True)
@@ -115,8 +123,8 @@ def build_card(info: CardInput) -> ModelCard:
         "A [SmolVLA](https://huggingface.co/lerobot/smolvla_base) robot policy trained with "
         "[zk0](https://github.com/ivelin/zk0): federated fine-tuning of LeRobot's SmolVLA across "
         "SO-100/SO-101 robot owners with [Flower](https://flower.ai). Each owner trains on their own "
-        "LeRobot dataset on their own machine; only SmolVLA's trainable weights (action expert and "
-        f"projections) travel to the server, which aggregates them{_aggregated_with(info.run_config)}, "
+        f"LeRobot dataset on their own machine; only {_travelling(info.run_config)} travel to the server, "
+        f"which aggregates them{_aggregated_with(info.run_config)}, "
         "evaluates the global policy on a held-out dataset and saves LeRobot checkpoints.",
         "",
         *_checkpoint_section(info),
@@ -163,9 +171,10 @@ def _settings_section(run_config: dict[str, Any] | None, rows: list[dict[str, An
              f"clients' updates with {name} ({what}{tuned}); clients added FedProx's proximal term "
              f"(μ = {run_config.get('proximal-mu')}) to their loss. Client updates travelled encoded as "
              f"`{_setting(run_config, 'update-codec')}`, and training normalized with "
-             f"{_normalization_words(run_config)}.", "",
+             f"{_normalization_words(run_config)}.", "", *_lora_words(run_config),
              "| setting | value |", "|---|---|"]
-    lines += [f"| `{key}` | `{run_config[key]}` |" for key in SETTINGS if key in run_config]
+    shown = SETTINGS + (LORA_SETTINGS if _is_lora(run_config) else ())
+    lines += [f"| `{key}` | `{run_config[key]}` |" for key in shown if key in run_config]
     lines += ["", f"Client datasets ({source}):", ""]
     lines += [f"- {_dataset_line(uri)}" for uri in clients] or ["- none listed"]
     lines += ["", f"Held-out evaluation dataset (`eval-dataset`): {_dataset_line(eval_uri) if eval_uri else 'not listed'}", ""]
@@ -179,6 +188,27 @@ def _setting(run_config: dict[str, Any], key: str) -> str:
 def _aggregator(run_config: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
     aggregation = _setting(run_config, "aggregation")
     return AGGREGATORS.get(aggregation, (f"`{aggregation}`", "zk0's aggregation of that name", ()))
+
+
+def _is_lora(run_config: dict[str, Any] | None) -> bool:
+    return run_config is not None and _setting(run_config, "trainable") == "lora"
+
+
+def _travelling(run_config: dict[str, Any] | None) -> str:
+    if _is_lora(run_config):
+        return "LoRA adapters on SmolVLA's action expert and projections"
+    return "SmolVLA's trainable weights (action expert and projections)"
+
+
+def _lora_words(run_config: dict[str, Any]) -> list[str]:
+    if not _is_lora(run_config):
+        return []
+    name, what = LORA_AGGREGATORS.get(str(run_config.get("lora-aggregation")),
+                                      (f"`{run_config.get('lora-aggregation')}`", "zk0's adapter aggregation of that name"))
+    return [f"The run trained LoRA adapters (`trainable = lora`: LeRobot's `wrap_with_peft` on SmolVLA's default "
+            f"targets, rank {run_config.get('lora-rank')}, alpha {run_config.get('lora-alpha')}), aggregated as "
+            f"{name} ({what}). This checkpoint's weights have the adapters merged in; the run's checkpoint "
+            "directory also keeps them alone in `adapter/`, as `lerobot-train --peft...` saves them.", ""]
 
 
 def _aggregated_with(run_config: dict[str, Any] | None) -> str:

@@ -169,11 +169,12 @@ _policy: dict[tuple, object] = {}
 
 
 def _shared_policy(config: RunConfig, meta, rename_map: dict[str, str]):
-    """One policy per process, rebuilt only when the model, device or (renamed) dataset features change."""
+    """One policy per process, rebuilt only when the model, device, (renamed) dataset features or
+    LoRA settings change."""
     device = resolve_device(config.device)
     features = tuple(sorted((key, tuple(spec["shape"])) for key, spec in renamed(meta.features, rename_map).items()))
-    key = (config.model, device, features)
+    key = (config.model, device, features, config.lora)
     if key not in _policy:
         _policy.clear()
-        _policy[key] = load_policy(config.model, meta, device, rename_map)
+        _policy[key] = load_policy(config.model, meta, device, rename_map, config.lora)
     return _policy[key]

@@ -74,7 +74,10 @@ def federate(grid: Grid, context: Context) -> None:
 def _federate(grid: Grid, context: Context, config: RunConfig, resumed, model: GlobalModel, outputs: RunOutputs) -> None:
     total, trainable = model.num_parameters
     log(INFO, "zk0 run directory: %s", outputs.run_dir)
-    log(INFO, "Model %s: %d parameters, %d trainable (codec %s)", config.model, total, trainable, config.update_codec)
+    lora = config.lora
+    what = f"LoRA rank {lora.rank}, alpha {lora.alpha:g}, {lora.aggregation}" if lora else "action expert"
+    log(INFO, "Model %s: %d parameters, %d trainable (%s; codec %s)", config.model, total, trainable, what,
+        config.update_codec)
     strategy = make_strategy(config)
     strategy.cameras = cameras(model.policy.config.input_features)
     strategy.trainable_bytes = 4 * trainable
