@@ -289,11 +289,22 @@ def test_reported_steps_are_whole_and_at_most_local_steps():
     assert reported_steps({}, 5) == 5  # runs before nodes reported it: every client trained fully
 
 
-def write_claims_run(run_dir: Path, claims: dict[str, object]) -> None:
+def test_a_lora_run_is_refused_in_one_line(tmp_path):
+    """A LoRA run has no centralized twin that differs from it only in being centralized."""
+    from zk0.baseline import BaselineError, read_run
+
+    write_claims_run(tmp_path / "run", {"local:/d/a": 5}, trainable="lora")
+    with pytest.raises(BaselineError, match="trained LoRA adapters") as raised:
+        read_run(tmp_path / "run")
+    assert "\n" not in str(raised.value)
+
+
+def write_claims_run(run_dir: Path, claims: dict[str, object], **overrides) -> None:
     """A 2-round run (local-steps 5) whose clients claim `claims` {claimed URI: reported train/steps}
     each round; run_config.json and metrics.jsonl only (no data: read_run does not open it)."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
-    config.update({"datasets": "local:/d/a,hf:owner/b", "eval-dataset": "local:/d/e", "num-rounds": 2, "local-steps": 5})
+    config.update({"datasets": "local:/d/a,hf:owner/b", "eval-dataset": "local:/d/e", "num-rounds": 2, "local-steps": 5,
+                   **overrides})
     run_dir.mkdir()
     (run_dir / "run_config.json").write_text(json.dumps({"run_id": 1, "run_config": config}))
     clients = {f"node {node} claiming {uri}": {"train/steps": steps} for node, (uri, steps) in enumerate(claims.items())}

@@ -112,6 +112,11 @@ def read_run(run_dir: Path) -> FederatedRun:
         config = RunConfig.from_run_config(dict(saved["run_config"]))
     except ConfigError as err:
         raise BaselineError(f"{run.record}: {err}") from None
+    if config.lora:
+        # lerobot-train's PEFT mode has no alpha and cannot freeze A (FFA): its twin would
+        # differ in more than being centralized, and a full expert twin compares two recipes.
+        raise BaselineError(f"{run_dir}: the run trained LoRA adapters (trainable = 'lora'); zk0 baseline compares "
+                            f"runs that train the action expert (trainable = 'expert')")
     missing = [r for r in range(1, config.num_rounds + 1) if r not in rows]
     if missing:
         raise BaselineError(
