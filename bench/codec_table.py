@@ -3,8 +3,10 @@ decode time at real size, and the demo federation's final held-out action MSE pe
 codec over several seeds.
 
 Modes (run-config `trainable` and its LoRA keys): `expert` (the action expert and projections),
-`lora` (LoRA adapters, `lora-aggregation = ffa`: only B travels) and `lora-fedit` (A and B
-travel); each row is named `<mode>-<codec>`.
+`lora` (LoRA adapters on LeRobot's default targets, `lora-aggregation = ffa`: only B travels),
+`lora-fedit` (A and B travel), and `lora-x`, `lora-x-fedit` (the same with
+`lora-targets = expert`: adapters on every linear layer of the action expert); each row is
+named `<mode>-<codec>`. `--lora-lr` sets the LoRA modes' `lr` (the expert rows keep the run's).
 
 Part 1 (real size): the trainable tensors of SmolVLA at its real shapes (the
 `smolvla-shape` preset's config, built on the meta device for the shapes, wrapped with
@@ -17,8 +19,8 @@ and the seconds to encode and decode both (medians).
 Part 2 (quality): `./train-fl-simulation.sh --tiny` per codec and seed; the final round's
 server-side held-out action MSE from metrics.jsonl.
 
-    .venv/bin/python bench/codec_table.py [--modes expert,lora,lora-fedit] [--codecs fp32,bf16,q8,q4,q3,q2]
-        [--lora-rank 64] [--seeds 0,1,2] [--repeats 3] [--skip-quality]
+    .venv/bin/python bench/codec_table.py [--modes expert,lora,lora-fedit,lora-x,lora-x-fedit] [--codecs fp32,bf16,q8,q4,q3,q2]
+        [--lora-rank 64] [--lora-lr 1e-3] [--seeds 0,1,2] [--repeats 3] [--skip-quality | --skip-real]
 """
 
 from __future__ import annotations
@@ -39,13 +41,17 @@ MODES = {
     "expert": {"trainable": "expert"},
     "lora": {"trainable": "lora", "lora-aggregation": "ffa"},
     "lora-fedit": {"trainable": "lora", "lora-aggregation": "fedit"},
+    "lora-x": {"trainable": "lora", "lora-aggregation": "ffa", "lora-targets": "expert"},
+    "lora-x-fedit": {"trainable": "lora", "lora-aggregation": "fedit", "lora-targets": "expert"},
 }
 
 
-def mode_overrides(mode: str, lora_rank: int) -> dict:
+def mode_overrides(mode: str, lora_rank: int, lora_lr: float | None = None) -> dict:
     overrides = dict(MODES[mode])
     if overrides["trainable"] == "lora":
         overrides |= {"lora-rank": lora_rank, "lora-alpha": float(lora_rank)}
+        if lora_lr is not None:
+            overrides["lr"] = lora_lr
     return overrides
 
 
@@ -61,7 +67,8 @@ def real_shapes(mode: str, lora_rank: int) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
         policy = seeded_policy(config)
         if overrides["trainable"] == "lora":
-            spec = LoraSpec(lora_rank, float(lora_rank), overrides["lora-aggregation"], seed=0)
+            spec = LoraSpec(lora_rank, float(lora_rank), overrides["lora-aggregation"], seed=0,
+                            targets=overrides.get("lora-targets", "lerobot"))
             policy = wrap(policy, spec, base=SMOLVLA_SHAPE)
     return {name: tuple(p.shape) for name, p in policy.named_parameters() if p.requires_grad}
 
@@ -104,9 +111,9 @@ def measure_real_size(mode: str, codecs: list[str], repeats: int, lora_rank: int
     return rows
 
 
-def final_mse(mode: str, codec: str, seed: int, lora_rank: int, work: Path) -> float:
+def final_mse(mode: str, codec: str, seed: int, lora_rank: int, lora_lr: float | None, work: Path) -> float:
     out = work / f"{mode}-{codec}-{seed}"
-    overrides = " ".join(f"{key}={json.dumps(value)}" for key, value in mode_overrides(mode, lora_rank).items())
+    overrides = " ".join(f"{key}={json.dumps(value)}" for key, value in mode_overrides(mode, lora_rank, lora_lr).items())
     subprocess.run(
         [str(ROOT / "train-fl-simulation.sh"), "--tiny", "--output-dir", str(out),
          "--run-config", f"update-codec='{codec}' seed={seed} {overrides}"],
@@ -117,14 +124,27 @@ def final_mse(mode: str, codec: str, seed: int, lora_rank: int, work: Path) -> f
     return rows[-1]["eval/action_mse"]
 
 
+def print_real_size(modes: list[str], codecs: list[str], repeats: int, lora_rank: int) -> None:
+    print("Real size (smolvla-shape trainable tensors), steady-state round, per client:")
+    print(f"{'mode-codec':>16} {'down B':>13} {'up B':>13} {'total MB':>9} {'round-1 down B':>15} {'enc+dec s':>10} "
+          f"{'trainable':>11} {'tensors':>7}")
+    for mode in modes:
+        for row in measure_real_size(mode, codecs, repeats, lora_rank):
+            total = (row["down"] + row["up"]) / 1e6
+            print(f"{row['row']:>16} {row['down']:>13,} {row['up']:>13,} {total:>9.1f} {row['first_down']:>15,} "
+                  f"{row['seconds']:>10.2f} {row['params']:>11,} {row['tensors']:>7}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--modes", default="expert", help=f"comma-separated, of {', '.join(MODES)}")
     parser.add_argument("--codecs", default="fp32,bf16,q8,q4,q3,q2")
     parser.add_argument("--lora-rank", type=int, default=64, help="LoRA rank (alpha = rank) of the lora modes")
+    parser.add_argument("--lora-lr", type=float, help="lr of the lora modes (default: the run's)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-quality", action="store_true", help="only the real-size part")
+    parser.add_argument("--skip-real", action="store_true", help="only the demo federation's quality")
     args = parser.parse_args()
     modes = args.modes.split(",")
     unknown = [mode for mode in modes if mode not in MODES]
@@ -133,20 +153,14 @@ def main() -> None:
     codecs = args.codecs.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
 
-    print("Real size (smolvla-shape trainable tensors), steady-state round, per client:")
-    print(f"{'mode-codec':>16} {'down B':>13} {'up B':>13} {'total MB':>9} {'round-1 down B':>15} {'enc+dec s':>10} "
-          f"{'trainable':>11} {'tensors':>7}")
-    for mode in modes:
-        for row in measure_real_size(mode, codecs, args.repeats, args.lora_rank):
-            total = (row["down"] + row["up"]) / 1e6
-            print(f"{row['row']:>16} {row['down']:>13,} {row['up']:>13,} {total:>9.1f} {row['first_down']:>15,} "
-                  f"{row['seconds']:>10.2f} {row['params']:>11,} {row['tensors']:>7}")
+    if not args.skip_real:
+        print_real_size(modes, codecs, args.repeats, args.lora_rank)
     if args.skip_quality:
         return
 
     print("\nDemo federation (train-fl-simulation.sh --tiny), final held-out action MSE:")
     with tempfile.TemporaryDirectory(prefix="zk0-codecs-") as tmp:
-        results = {f"{mode}-{codec}": [final_mse(mode, codec, seed, args.lora_rank, Path(tmp)) for seed in seeds]
+        results = {f"{mode}-{codec}": [final_mse(mode, codec, seed, args.lora_rank, args.lora_lr, Path(tmp)) for seed in seeds]
                    for mode in modes for codec in codecs}
     # The reference: full expert training, fp32 if it ran, else the first expert row.
     basis = "expert-fp32" if "expert-fp32" in results else next((k for k in results if k.startswith("expert-")), None)

@@ -34,8 +34,8 @@ TARGET = re.compile(r"model\.(vlm_with_expert\.lm_expert\..*\.(q|v)_proj|state_p
                     r"|action_time_mlp_in|action_time_mlp_out)\.lora_")
 
 
-def lora_policy(eval_data, aggregation: str = "fedit", rank: int = 4, seed: int = 42):
-    return load_policy("tiny", eval_data.meta, "cpu", lora=LoraSpec(rank, 8.0, aggregation, seed))
+def lora_policy(eval_data, aggregation: str = "fedit", rank: int = 4, seed: int = 42, targets: str = "lerobot"):
+    return load_policy("tiny", eval_data.meta, "cpu", lora=LoraSpec(rank, 8.0, aggregation, seed, targets))
 
 
 def batches(eval_split):
@@ -55,6 +55,20 @@ def test_trainable_set_is_only_the_default_targets_adapters(eval_data):
     assert {name for name in names if ".lora_A." in name} == {n.replace(".lora_B.", ".lora_A.") for n in names if ".lora_B." in n}
     ranks = {tuple(array.shape) for name, array in get_trainable(policy).items() if ".lora_A." in name}
     assert {shape[0] for shape in ranks} == {4}
+
+
+def test_expert_targets_put_adapters_on_every_linear_layer_of_the_expert(eval_data):
+    """`lora-targets = expert`: each nn.Linear of the action expert (attention and MLP) and the
+    default projections gets an adapter; nothing else trains."""
+    policy = lora_policy(eval_data, targets="expert")
+    adapted = {name.split(".lora_")[0] for name in trainable_names(policy)}
+    plain = load_policy("tiny", eval_data.meta, "cpu")
+    linear = {f"base_model.model.{name}" for name, module in plain.named_modules()
+              if isinstance(module, torch.nn.Linear) and (".lm_expert." in name or TARGET.search(f"{name}.lora_"))}
+    assert adapted == linear
+    assert {name.rsplit(".", 1)[-1] for name in adapted if ".lm_expert." in name} == \
+        {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert adapted > {name.split(".lora_")[0] for name in trainable_names(lora_policy(eval_data))}
 
 
 def test_node_and_server_hold_the_same_names_and_the_same_a(eval_data):
@@ -109,8 +123,11 @@ def predicted_chunk(policy, preprocessor, eval_split) -> torch.Tensor:
         return policy.predict_action_chunk(batch, noise=noise)
 
 
-def test_adapter_loads_over_its_base_with_lerobots_make_policy(lora_checkpoint, eval_data, processors, eval_split):
-    policy, saved = lora_checkpoint
+@pytest.mark.parametrize("targets", ["lerobot", "expert"])
+def test_adapter_loads_over_its_base_with_lerobots_make_policy(targets, tmp_path, eval_data, processors, eval_split):
+    policy = lora_policy(eval_data, targets=targets)
+    train_a_little(policy, processors, eval_split)
+    saved = save_checkpoint(RunDir(tmp_path), 1, policy, *processors, {"eval/loss": 1.0})
     adapter = saved / ADAPTER
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
     config = PreTrainedConfig.from_pretrained(adapter)

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from zk0.aggregation import AGGREGATIONS
 from zk0.codec import CODECS as UPDATE_CODECS
-from zk0.lora import LORA_AGGREGATIONS, TRAINABLES, LoraSpec
+from zk0.lora import LORA_AGGREGATIONS, LORA_TARGETS, TRAINABLES, LoraSpec
 from zk0.uri import DatasetURI, URIError, parse_dataset_uri
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -49,6 +49,7 @@ class RunConfig:
     lora_rank: int
     lora_alpha: float
     lora_aggregation: str
+    lora_targets: str
     max_update_norm_ratio: float
     trimmed_avg_beta: float
     server_lr: float
@@ -126,6 +127,8 @@ class RunConfig:
         if self.lora_aggregation not in LORA_AGGREGATIONS:
             raise ConfigError(f"run-config key 'lora-aggregation' must be one of {', '.join(LORA_AGGREGATIONS)}; "
                               f"got '{self.lora_aggregation}'")
+        if self.lora_targets not in LORA_TARGETS:
+            raise ConfigError(f"run-config key 'lora-targets' must be one of {', '.join(LORA_TARGETS)}; got '{self.lora_targets}'")
         if self.resume_from and not self.resume_from.startswith("/"):
             raise ConfigError(f"run-config key 'resume-from' must be an absolute run directory path, got '{self.resume_from}'")
         if self.aggregation not in AGGREGATIONS:
@@ -176,7 +179,7 @@ class RunConfig:
         """The LoRA adapters every process wraps the policy with (None: expert mode)."""
         if self.trainable != "lora":
             return None
-        return LoraSpec(self.lora_rank, self.lora_alpha, self.lora_aggregation, self.seed)
+        return LoraSpec(self.lora_rank, self.lora_alpha, self.lora_aggregation, self.seed, self.lora_targets)
 
     def rename_map_json(self, dataset: DatasetURI) -> str:
         """Simulation's camera mapping for one dataset, as node-config rename-map takes it

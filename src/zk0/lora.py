@@ -2,7 +2,8 @@
 
 `PreTrainedPolicy.wrap_with_peft` freezes the policy and adds adapters on SmolVLA's
 default targets (`_get_default_peft_targets`: the action expert's q/v projections and the
-state/action/time projections); what then has `requires_grad` is the trainable set that
+state/action/time projections) or, with `lora-targets = "expert"`, on every linear layer of
+the action expert and those projections; what then has `requires_grad` is the trainable set that
 zk0.model moves, so the codecs, checks and aggregators see adapters like any weights.
 
 Server and nodes wrap the same way: peft creates each adapter on the CPU and draws A
@@ -24,6 +25,11 @@ TRAINABLES = ("expert", "lora")
 # fedit: average A and B separately (FedIT, the baseline; the average of B·A is only
 # approximated); ffa: A frozen at its seeded init, only B trained and averaged (FFA-LoRA).
 LORA_AGGREGATIONS = ("fedit", "ffa")
+# lerobot: SmolVLA's defaults (`_get_default_peft_targets`); expert: every linear layer of the
+# action expert (attention and MLP) plus the same projections, closer to what `expert` mode trains.
+LORA_TARGETS = ("lerobot", "expert")
+_PROJECTIONS = "state_proj|action_in_proj|action_out_proj|action_time_mlp_in|action_time_mlp_out"
+_EXPERT_TARGETS = rf"(model\.vlm_with_expert\.lm_expert\..*\.(q|k|v|o|gate|up|down)_proj|model\.({_PROJECTIONS}))"
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class LoraSpec:
     alpha: float
     aggregation: str
     seed: int
+    targets: str = "lerobot"
 
 
 def wrap(policy, spec: LoraSpec, base: str):
@@ -42,7 +49,10 @@ def wrap(policy, spec: LoraSpec, base: str):
     policy.config.pretrained_path = base
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
-        model = policy.wrap_with_peft(peft_cli_overrides={"r": spec.rank, "lora_alpha": spec.alpha})
+        overrides = {"r": spec.rank, "lora_alpha": spec.alpha}
+        if spec.targets == "expert":
+            overrides["target_modules"] = _EXPERT_TARGETS
+        model = policy.wrap_with_peft(peft_cli_overrides=overrides)
     if spec.aggregation == "ffa":
         for name, param in model.named_parameters():
             if ".lora_A." in name:

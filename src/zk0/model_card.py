@@ -42,7 +42,7 @@ LORA_AGGREGATORS = {
             "so the averaged update B·A is exact"),
     "fedit": ("FedIT", "A and B trained and averaged separately"),
 }
-LORA_SETTINGS = ("trainable", "lora-rank", "lora-alpha", "lora-aggregation")
+LORA_SETTINGS = ("trainable", "lora-rank", "lora-alpha", "lora-aggregation", "lora-targets")
 # Runs recorded before these keys existed ran FedProx on fp32 weights, normalized per node,
 # training the action expert.
 LEGACY_DEFAULTS = {"aggregation": "fedprox", "update-codec": "fp32", "normalization": "local", "trainable": "expert"}
@@ -205,8 +205,10 @@ def _lora_words(run_config: dict[str, Any]) -> list[str]:
         return []
     name, what = LORA_AGGREGATORS.get(str(run_config.get("lora-aggregation")),
                                       (f"`{run_config.get('lora-aggregation')}`", "zk0's adapter aggregation of that name"))
-    return [f"The run trained LoRA adapters (`trainable = lora`: LeRobot's `wrap_with_peft` on SmolVLA's default "
-            f"targets, rank {run_config.get('lora-rank')}, alpha {run_config.get('lora-alpha')}), aggregated as "
+    targets = ("every linear layer of the action expert and the state/action/time projections"
+               if run_config.get("lora-targets") == "expert" else "SmolVLA's default targets")
+    return [f"The run trained LoRA adapters (`trainable = lora`: LeRobot's `wrap_with_peft` on {targets}, "
+            f"rank {run_config.get('lora-rank')}, alpha {run_config.get('lora-alpha')}), aggregated as "
             f"{name} ({what}). This checkpoint's weights have the adapters merged in; the run's checkpoint "
             "directory also keeps them alone in `adapter/`, as `lerobot-train --peft...` saves them.", ""]
 
