@@ -1,11 +1,13 @@
 """Would lossless entropy coding shrink the quantized updates? (issue 16, leaner bytes)
 
-For each qN codec, the packed codes of one update are measured three ways: as zk0 sends them
-(N bits per value), compressed with zlib level 9 (a general-purpose byte coder, like zstd)
-as packed and unpacked to one byte per code (so that a byte coder sees whole codes), and
-the order-0 entropy bound: sum over tensors of (values x Shannon entropy of that tensor's
-code histogram) / 8, which no coder of independent codes can beat (zstd and zlib included).
-Scales (bf16, one per 128 values) are counted as sent in every column.
+For each qN codec, the packed codes of one update are measured as zk0 sends them (N bits
+per value); compressed with zlib level 9 and with zstd levels 1 and 19 over the packed bytes,
+and zstd level 1 over the codes unpacked to one byte each (so that a byte coder sees whole
+codes); as the qNz codec sends them (zk0.codec: zstd level 1 over the codes packed whole,
+q3's as 4-bit fields); and at the order-0 entropy bound: sum over tensors of (values x Shannon
+entropy of that tensor's code histogram) / 8, which no coder of independent codes can beat.
+Scales (bf16, one per 128 values) are counted as sent in every column. Seconds are the
+median of 3 zk0.codec.encode / decode calls over the whole update, qN and qNz.
 
 Updates measured:
 - `tiny, trained`: a real client update of the tiny SmolVLA (40 AdamW steps, batch 8, lr 1e-3,
@@ -20,11 +22,15 @@ Updates measured:
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
+import time
 import zlib
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+import zstandard
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,29 +62,56 @@ def random_update(shapes: dict[str, tuple[int, ...]], heavy_tailed: bool) -> tup
     return start, {name: draw(shape).astype(np.float32) for name, shape in shapes.items()}
 
 
+def median_seconds(call, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def zstd_bytes(data: np.ndarray, level: int) -> int:
+    return len(zstandard.ZstdCompressor(level=level).compress(data))
+
+
 def measure(start: dict, local: dict, codec: str) -> dict:
-    """Bytes of the codes as sent, zlib-9'd, and at the order-0 entropy bound (+ the scales)."""
+    """Bytes of the codes as sent, byte-coded, as qNz and at the order-0 entropy bound (+ the scales);
+    encode / decode seconds of qN and qNz."""
     from zk0 import transfer
-    from zk0.codec import ErrorFeedback, _unpack
+    from zk0.codec import ErrorFeedback, _unpack, decode, encode
 
     bits = int(codec[1:])
     update = transfer.upload(local, start, codec, ErrorFeedback())
     codes = {key: value for key, value in update.items() if key.endswith(f"@{codec}")}
     scales = sum(value.nbytes for key, value in update.items() if key.endswith(".scale"))
-    packed = sum(value.nbytes for value in codes.values())
-    zlibbed = sum(len(zlib.compress(value.tobytes(), 9)) for value in codes.values())
+    r = {"codec": codec, "values": sum(v.size for v in local.values()),
+         "sent": sum(value.nbytes for value in codes.values()),
+         "zlib-9": sum(len(zlib.compress(value.tobytes(), 9)) for value in codes.values()),
+         "zstd-1": sum(zstd_bytes(value, 1) for value in codes.values()),
+         "zstd-19": sum(zstd_bytes(value, 19) for value in codes.values())}
     bound = 0.0
-    zlib_unpacked = 0
+    r["zstd-1 unpacked"] = 0
     for value in codes.values():
         unpacked = _unpack(value, bits)
-        zlib_unpacked += len(zlib.compress(unpacked.tobytes(), 9))
+        r["zstd-1 unpacked"] += zstd_bytes(unpacked, 1)
         counts = np.bincount(unpacked, minlength=1 << bits)
         p = counts[counts > 0] / unpacked.size
         bound += unpacked.size * float(-(p * np.log2(p)).sum()) / 8
-    values = sum(v.size for v in local.values())
-    return {"codec": codec, "values": values, "sent": packed + scales, "zlib": zlibbed + scales,
-            "zlib_unpacked": zlib_unpacked + scales,
-            "bound": int(bound) + scales, "bits_per_value_bound": 8 * bound / values}
+    del update, codes
+    delta = {name: local[name] - start[name] for name in local}
+    for name in (codec, codec + "z"):
+        encoded = encode(delta, name)
+        if name != codec:
+            r[name] = sum(value.nbytes for key, value in encoded.items() if key.endswith(f"@{name}"))
+        r[f"{name} encode s"] = median_seconds(partial(encode, delta, name))
+        r[f"{name} decode s"] = median_seconds(partial(decode, encoded))
+        del encoded
+    r["bound"] = int(bound)
+    r["bits_per_value_bound"] = 8 * bound / r["values"]
+    for column in ("sent", "zlib-9", "zstd-1", "zstd-19", "zstd-1 unpacked", codec + "z", "bound"):
+        r[column] += scales
+    return r
 
 
 def main() -> int:
@@ -98,21 +131,26 @@ def main() -> int:
         sys.path.insert(0, str(ROOT / "bench"))
         from codec_table import real_shapes
 
-        shapes = real_shapes()
+        shapes = real_shapes("expert", 0)  # the rank is unused outside the lora modes
         sources["real shapes, gaussian"] = lambda: random_update(shapes, heavy_tailed=False)
         sources["real shapes, student-t(3)"] = lambda: random_update(shapes, heavy_tailed=True)
 
-    print("| update | codec | values | sent B | zlib-9 B | saved | zlib-9 unpacked B | saved | entropy bound B | "
-          "saved | bound bits/value |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| update | codec | values | sent B | zlib-9 packed | zstd-1 packed | zstd-19 packed | zstd-1 unpacked | "
+          "qNz B | qNz saved | entropy bound B | bound saved | bound bits/value | encode s qN / qNz | decode s qN / qNz |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, make in sources.items():
         start, local = make()
         for codec in codecs:
             r = measure(start, local, codec)
-            print(f"| {label} | {codec} | {r['values']:,} | {r['sent']:,} | {r['zlib']:,} | "
-                  f"{1 - r['zlib'] / r['sent']:.1%} | {r['zlib_unpacked']:,} | {1 - r['zlib_unpacked'] / r['sent']:.1%} | "
-                  f"{r['bound']:,} | {1 - r['bound'] / r['sent']:.1%} | "
-                  f"{r['bits_per_value_bound']:.3f} |", flush=True)
+            z = codec + "z"
+            saved = {column: f"{1 - r[column] / r['sent']:.1%}" for column in
+                     ("zlib-9", "zstd-1", "zstd-19", "zstd-1 unpacked", z, "bound")}
+            print(f"| {label} | {codec} | {r['values']:,} | {r['sent']:,} | {saved['zlib-9']} | {saved['zstd-1']} | "
+                  f"{saved['zstd-19']} | {saved['zstd-1 unpacked']} | {r[z]:,} | {saved[z]} | {r['bound']:,} | "
+                  f"{saved['bound']} | {r['bits_per_value_bound']:.3f} | "
+                  f"{r[codec + ' encode s']:.2f} / {r[z + ' encode s']:.2f} | "
+                  f"{r[codec + ' decode s']:.2f} / {r[z + ' decode s']:.2f} |", flush=True)
+        del start, local
     return 0
 
 

@@ -1,10 +1,10 @@
 """Mutations of a training reply, for fuzzing zk0's decode and screening (tests and bench).
 
-`honest_reply(seed)` builds a q3 update the way a node sends it (zk0.transfer.upload over a
-small model of SmolVLA-like tensor names and shapes); `mutate(content, rng)` applies one to
+`honest_reply(seed, codec)` builds an update (q3 unless told) the way a node sends it
+(zk0.transfer.upload over a small model of SmolVLA-like tensor names and shapes); `mutate(content, rng)` applies one to
 three random mutations to the RecordDict: bit flips in any array's bytes, truncation,
 arrays of another dtype or shape, forged .npy headers, renamed keys, extreme metrics,
-dropped or extra records. `screen(content)` runs the server's whole reply pipeline on it,
+dropped or extra records. `screen(content, expected, codec)` runs the server's whole reply pipeline on it,
 into a round's running sum (zk0.accumulate).
 """
 
@@ -32,11 +32,11 @@ def broadcast() -> dict[str, np.ndarray]:
     return transfer.bf16_round({name: rng.normal(0, 0.05, shape).astype(np.float32) for name, shape in SHAPES.items()})
 
 
-def honest_reply(seed: int = 1) -> RecordDict:
+def honest_reply(seed: int = 1, codec: str = CODEC) -> RecordDict:
     base = broadcast()
     rng = np.random.default_rng(seed)
     local = {name: value + rng.normal(0, 1e-3, value.shape).astype(np.float32) for name, value in base.items()}
-    update = transfer.upload(local, base, CODEC, ErrorFeedback())
+    update = transfer.upload(local, base, codec, ErrorFeedback())
     return RecordDict({
         ARRAYS: ArrayRecord({name: Array(value) for name, value in update.items()}),
         METRICS: MetricRecord({"num-examples": 16, "train/loss": 0.5, "train/lr": 1e-4}),
@@ -92,7 +92,8 @@ def mutate(content: RecordDict, rng: random.Random) -> RecordDict:
             value = arrays.pop(key) if rng.random() < 0.7 else arrays[key]
             if rng.random() < 0.7:
                 arrays[rng.choice([key + "x", key.split("@")[0] + "@q" + str(rng.randint(0, 9)), key + ".scale",
-                                   "@q3", "x" * rng.randint(1, 600), key.replace("@q3", "@bf16")])] = value
+                                   "@q3", "x" * rng.randint(1, 600), key.replace("@q3", "@bf16"),
+                                   key.replace("@q3z", "@q3"), key.replace("@q3.", "@q3z.")])] = value
         elif kind == 4 and isinstance(out.get(METRICS) if METRICS in out else None, MetricRecord):
             metrics = out[METRICS]
             metrics[rng.choice(["num-examples", "train/loss", "m" * rng.randint(1, 300)])] = rng.choice(EXTREMES)
@@ -109,12 +110,12 @@ def mutate(content: RecordDict, rng: random.Random) -> RecordDict:
     return out
 
 
-def screen(content: RecordDict, expected: dict[str, np.ndarray]) -> str:
+def screen(content: RecordDict, expected: dict[str, np.ndarray], codec: str = CODEC) -> str:
     """The pipeline's verdict: 'accepted' or the rejection reason. Raises only on a bug. A
     rejected reply leaves nothing behind in the round's running sum."""
     pool = RunningAverage(expected, MAX_EXAMPLES)
     try:
-        result = screen_reply(content, pool, 1, CODEC, MAX_EXAMPLES)
+        result = screen_reply(content, pool, 1, codec, MAX_EXAMPLES)
         if isinstance(result, Screened):
             assert np.isfinite(result.norm) and all(np.isfinite(v).all() for _, v in pool.average())
             return "accepted"

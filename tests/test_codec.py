@@ -6,12 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import zstandard
 from flwr.app import Array, ArrayRecord
 from safetensors.numpy import load_file, save_file
 
 from zk0.codec import BLOCK, CODECS, CodecError, ErrorFeedback, decode, encode
 
 QUANTIZED = [codec for codec in CODECS if codec.startswith("q")]
+ZSTD = [codec for codec in QUANTIZED if codec.endswith("z")]
+
+
+def code_bits(codec: str) -> int:
+    return int(codec[1:].removesuffix("z"))
 SHAPES = [(), (1,), (7,), (BLOCK - 1,), (BLOCK,), (BLOCK + 1,), (3, 5, 11), (40, 72), (0,), (2, 0, 3)]
 
 
@@ -72,7 +78,7 @@ def test_bf16_keeps_nan_a_nan():
 
 @pytest.mark.parametrize("codec", QUANTIZED)
 def test_quantized_error_is_within_half_a_step_per_block(codec):
-    bits = int(codec[1:])
+    bits = code_bits(codec)
     qmax = 2 ** (bits - 1) - 1
     tensors = assorted(seed=bits)
     encoded = encode(tensors, codec)
@@ -111,15 +117,52 @@ def test_q3_packs_eight_codes_into_three_little_endian_bytes():
     assert np.array_equal(decode(encoded)["w"], x)
 
 
-@pytest.mark.parametrize("codec", CODECS)
+def test_q3z_frames_the_codes_as_two_4_bit_fields_per_byte():
+    x = np.array([-3, -2, -1, 0, 1, 2, 3, 0] * 2, np.float32)
+    encoded = encode({"w": x}, "q3z")
+    offset_codes = [0, 1, 2, 3, 4, 5, 6, 3] * 2
+    content = zstandard.ZstdDecompressor().decompress(encoded["w@q3z"].tobytes())
+    assert list(content) == [low | high << 4 for low, high in zip(offset_codes[::2], offset_codes[1::2])]
+    assert np.array_equal(decode(encoded)["w"], x)
+
+
+@pytest.mark.parametrize("codec", ZSTD)
+def test_zstd_codecs_decode_exactly_as_their_qN(codec):
+    """The zstd stage is lossless: same scales and shapes, bit-identical values, same error feedback."""
+    plain = codec.removesuffix("z")
+    tensors = assorted(seed=7)
+    encoded, reference = encode(tensors, codec), encode(tensors, plain)
+    assert {key.replace(f"@{codec}", f"@{plain}") for key in encoded} == reference.keys()
+    for name in tensors:
+        assert np.array_equal(encoded[f"{name}@{codec}.scale"], reference[f"{name}@{plain}.scale"])
+        assert np.array_equal(encoded[f"{name}@{codec}.shape"], reference[f"{name}@{plain}.shape"])
+    decoded, expected = decode(encoded), decode(reference)
+    for name in tensors:
+        assert np.array_equal(decoded[name].view(np.uint32), expected[name].view(np.uint32)), name
+    with_z, without_z = ErrorFeedback(), ErrorFeedback()
+    for delta in drifting_deltas(3, spike=0.1):
+        sent, sent_plain = decode(with_z.compress(delta, codec)), decode(without_z.compress(delta, plain))
+        assert all(np.array_equal(sent[name], sent_plain[name]) for name in delta)
+    assert all(np.array_equal(with_z.residual[name], without_z.residual[name]) for name in without_z.residual)
+
+
+@pytest.mark.parametrize("codec", [codec for codec in CODECS if codec not in ZSTD])
 def test_record_bytes_per_value(codec):
-    bits_per_value = {"fp32": 32, "bf16": 16}.get(codec) or int(codec[1:])
+    bits_per_value = {"fp32": 32, "bf16": 16}.get(codec) or code_bits(codec)
     x = np.random.default_rng(2).standard_normal((720, 2048)).astype(np.float32)
     record = to_record(encode({"model.expert.mlp.up_proj.weight": x}, codec))
     scale_bytes = 2 / BLOCK if codec.startswith("q") else 0
     per_value = record.count_bytes() / x.size
     expected = bits_per_value / 8 + scale_bytes
     assert expected <= per_value <= expected + 0.001, f"{codec}: {per_value:.5f} bytes/value, expected {expected:.5f}"
+
+
+def test_q3z_saves_a_fifth_of_q3s_bytes_on_gaussian_deltas():
+    """Gaussian q3 codes carry 2.2 bits of entropy per value (bench/README.md, entropy_codes.py);
+    zstd gets within a point of that bound on this fixed input."""
+    x = np.random.default_rng(2).standard_normal((720, 2048)).astype(np.float32)
+    q3, q3z = (to_record(encode({"w": x}, codec)).count_bytes() for codec in ("q3", "q3z"))
+    assert q3z < 0.8 * q3, f"q3z {q3z} B, q3 {q3} B"
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -226,6 +269,10 @@ def good(codec: str = "q4") -> dict[str, np.ndarray]:
     return encode({"w": np.linspace(-1, 1, 300, dtype=np.float32)}, codec)
 
 
+def frame(content: bytes, **options) -> np.ndarray:
+    return np.frombuffer(zstandard.ZstdCompressor(level=1, **options).compress(content), np.uint8)
+
+
 def without(arrays: dict, key: str) -> dict:
     return {k: v for k, v in arrays.items() if k != key}
 
@@ -252,6 +299,22 @@ MALFORMED = [
     ("fp32 and a quantized part", {"w": np.zeros(3, np.float32), **without(good("q8"), "w@q8")},
      r"'w' arrives in two codecs \(fp32 and q8\)"),
     ("bf16 as float32", {"w@bf16": np.zeros(3, np.float32)}, r"'w@bf16' is float32, expected uint16"),
+    # qNz: the frame crosses a trust boundary (its content size must be what the shape needs).
+    ("zstd bomb", {**good("q4z"), "w@q4z": frame(bytes(10**7))},
+     r"'w@q4z': the zstd frame declares 10000000 bytes, its shape needs 152 bytes"),
+    ("zstd frame one byte short", {**good("q3z"), "w@q3z": frame(bytes(151))}, r"declares 151 bytes, its shape needs 152"),
+    ("zstd frame without a content size", {**good("q4z"), "w@q4z": frame(bytes(152), write_content_size=False)},
+     r"'w@q4z': the zstd frame declares no content size, its shape needs 152 bytes"),
+    ("zstd frame truncated", {**good("q3z"), "w@q3z": good("q3z")["w@q3z"][:-2]}, r"'w@q3z' is a corrupt zstd frame"),
+    ("zstd frame and more", {**good("q3z"), "w@q3z": np.concatenate([good("q3z")["w@q3z"]] * 2)},
+     r"'w@q3z' is a corrupt zstd frame \(.*unused data"),
+    ("not a zstd frame", {**good("q2z"), "w@q2z": np.arange(40, dtype=np.uint8)}, r"'w@q2z' is not a zstd frame"),
+    ("empty zstd frame", {**good("q2z"), "w@q2z": np.zeros(0, np.uint8)}, r"'w@q2z' is not a zstd frame"),
+    ("q3z code out of range", {**good("q3z"), "w@q3z": frame(bytes([0x80]) + bytes(151))},
+     r"'w@q3z' holds codes out of range: a q3z code has 3 bits"),
+    ("zstd scales too few", {**good("q3z"), "w@q3z.scale": np.zeros(2, np.uint16)},
+     r"'w@q3z': shape \(300,\) needs 3 scales, got 2"),
+    ("zstd codes as uint16", {**good("q3z"), "w@q3z": np.zeros(8, np.uint16)}, r"'w@q3z' is uint16, expected uint8"),
     ("fp32 as float64", {"w": np.zeros(3, np.float64)}, r"'w' is float64, expected float32"),
 ]
 
@@ -269,6 +332,8 @@ AGAINST_EXPECTED = [
     ("extra tensor", {**good(), "x@bf16": np.zeros(10**6, np.uint16)}, r"^unexpected tensor 'x'"),
     ("declared shape differs", {**good(), "w@q4.shape": np.array([10**6], np.int64)},
      r"tensor 'w' has shape \(1000000,\), expected \(300,\)"),
+    ("zstd shape differs", {**good("q3z"), "w@q3z.shape": np.array([10**6], np.int64)},
+     r"tensor 'w' has shape \(1000000,\), expected \(300,\)"),
     ("whole tensor of another shape", {"w@bf16": np.zeros(301, np.uint16)}, r"has shape \(301,\), expected \(300,\)"),
 ]
 
@@ -284,7 +349,7 @@ def test_decode_checks_names_and_declared_shapes_before_decoding(arrays, message
 @pytest.mark.parametrize(
     "tensors,codec,message",
     [
-        ({"w": np.zeros(3, np.float32)}, "q5", r"unknown codec 'q5': choose one of fp32, bf16, q8, q4, q3, q2"),
+        ({"w": np.zeros(3, np.float32)}, "q5", r"unknown codec 'q5': choose one of fp32, bf16, q8, q4, q3, q2, q8z, q4z, q3z, q2z"),
         ({"w@q4": np.zeros(3, np.float32)}, "q4", r"names must be non-empty strings without '@'"),
         ({"w": np.arange(3)}, "bf16", r"'w' is int64: only floating-point tensors can be encoded"),
         ({"w": np.array([1.0, np.nan], np.float32)}, "q8", r"'w' holds inf or NaN"),
@@ -298,3 +363,25 @@ def test_encode_rejects_bad_input_in_one_line(tensors, codec, message):
     assert "\n" not in str(raised.value)
     with pytest.raises(CodecError, match=message):
         ErrorFeedback().compress(tensors, codec)
+
+
+def test_damaged_zstd_frames_decode_or_fail_in_one_line():
+    """Flipped bits, cut or extended frames: a CodecError, or values of the declared shape."""
+    rng = np.random.default_rng(8)
+    honest = encode({"w": rng.standard_normal(1000).astype(np.float32)}, "q3z")
+    reasons = set()
+    for _ in range(300):
+        data = bytearray(honest["w@q3z"].tobytes())
+        if rng.random() < 0.7:
+            for i in rng.integers(0, len(data), rng.integers(1, 4)):
+                data[i] ^= 1 << int(rng.integers(8))
+        else:
+            data = data[: rng.integers(len(data))] if rng.random() < 0.5 else data + bytes(rng.integers(1, 9))
+        try:
+            value = decode({**honest, "w@q3z": np.frombuffer(bytes(data), np.uint8)}, expect={"w": (1000,)})["w"]
+        except CodecError as err:
+            assert "\n" not in str(err)
+            reasons.add(str(err).split(" ")[1])
+        else:
+            assert value.shape == (1000,) and value.dtype == np.float32
+    assert len(reasons) > 1, reasons

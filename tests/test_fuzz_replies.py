@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from reply_fuzz import broadcast, honest_reply, mutate, screen
 
 EXPECTED = broadcast()
-HONEST = honest_reply()
+CODECS = ("q3", "q3z")  # the default, and its zstd frames (zk0.codec parses those from hostile bytes)
+HONEST = {codec: honest_reply(codec=codec) for codec in CODECS}
 
 
-def test_the_honest_reply_is_accepted():
-    assert screen(HONEST, EXPECTED) == "accepted"
+@pytest.mark.parametrize("codec", CODECS)
+def test_the_honest_reply_is_accepted(codec):
+    assert screen(HONEST[codec], EXPECTED, codec) == "accepted"
 
 
 @seed(20261201)
 @settings(max_examples=600, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(min_value=0, max_value=2**32 - 1))
 def test_mutated_replies_never_raise(case):
-    screen(mutate(HONEST, random.Random(case)), EXPECTED)
+    for codec in CODECS:
+        screen(mutate(HONEST[codec], random.Random(case)), EXPECTED, codec)

@@ -10,12 +10,22 @@ needs no side channel:
                      (N bytes per group of 8 values)
     name@qN.scale    uint16 bits of bfloat16, one scale per block
     name@qN.shape    int64, the tensor's shape (empty for a 0-d tensor)
+    name@qNz         uint8, one zstd frame of the qN codes             codec "qNz", N in 8, 4, 3, 2
+    name@qNz.scale   as name@qN.scale
+    name@qNz.shape   as name@qN.shape
 
-fp32 and bf16 carry whole tensors; qN is meant for deltas (what the codec quantizes is up
+fp32 and bf16 carry whole tensors; qN and qNz are meant for deltas (what the codec quantizes is up
 to the caller). qN is symmetric, per block of BLOCK consecutive values of the flattened
 tensor: scale = block absmax / (2^(N-1) - 1), code = round-to-nearest(value / scale),
 stored as code + 2^(N-1) - 1 in N bits. Value j of each group of 8 codes sits at bits
 N*j .. N*j+N-1 of the group's little-endian N-byte word.
+
+qNz is qN made smaller without loss: the same codes and scales, the codes entropy-coded by
+zstd (level 1), and it decodes to exactly what qN decodes to. The frame holds the codes packed
+as qN packs them, except q3's, which it holds as 4-bit fields (two codes per byte, code 2k in
+the low half): zstd's byte-wise Huffman stage then sees whole codes (pairs of them) instead of
+3-bit codes straddling bytes. The frame must declare its content size, which must be what the
+tensor's shape implies, so a hostile frame cannot make decode allocate more.
 
 Why these choices (relative L2 error of q4 on 3M-value deltas, gaussian / student-t(3)):
 - BLOCK = 128: 0.118 / 0.225 at 4.125 bits per value. Block 64 gives 0.108 / 0.181 but
@@ -27,6 +37,10 @@ Why these choices (relative L2 error of q4 on 3M-value deltas, gaussian / studen
   keeps every code in range, so nothing is clipped and each value's error is <= scale/2.
 - Round to nearest, not stochastic rounding: messages are deterministic, and
   ErrorFeedback carries the rounding error into the next message instead.
+- zstd level 1 for qNz (bench/README.md, entropy_codes.py): on q3 codes of gaussian deltas it
+  gets within 1 point of the order-0 entropy bound (q3z: 25 % fewer bytes than q3), 0.1 s each
+  way for a real-size update; level 19 spends 100x the time for +-3 points, levels 3-12 lose
+  (LZ matches in noise). On q3's packed bytes zstd gets only 9 %: 3-bit codes straddle bytes.
 """
 
 from __future__ import annotations
@@ -35,12 +49,16 @@ import math
 from collections.abc import Iterator, Mapping
 
 import numpy as np
+import zstandard
 
-CODECS = ("fp32", "bf16", "q8", "q4", "q3", "q2")
+CODECS = ("fp32", "bf16", "q8", "q4", "q3", "q2", "q8z", "q4z", "q3z", "q2z")
 BLOCK = 128
 MAX_DIMS = 8
+ZSTD_LEVEL = 1
 
-_QUANTIZED = {f"q{bits}": bits for bits in (8, 4, 3, 2)}
+_QUANTIZED = {f"q{bits}{z}": bits for bits in (8, 4, 3, 2) for z in ("", "z")}
+# Bits per code inside a qNz frame: whole codes per byte for zstd's Huffman stage.
+_FRAME_BITS = {8: 8, 4: 4, 3: 4, 2: 2}
 # Packed words are little-endian on every host so that messages move between machines.
 _WORD = {True: np.dtype("<u4"), False: np.dtype("<u8")}
 
@@ -123,7 +141,7 @@ def _blocks(flat: np.ndarray) -> np.ndarray:
 
 
 def _quantize(name: str, x: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """float32 tensor -> (packed codes, bf16 scale bits)."""
+    """float32 tensor -> (codes, one uint8 each, padded to a multiple of 8; bf16 scale bits)."""
     qmax = (1 << (bits - 1)) - 1
     blocks = _blocks(x.reshape(-1))
     if blocks.size == 0:
@@ -141,13 +159,12 @@ def _quantize(name: str, x: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarr
     np.rint(q, out=q)
     codes = q.astype(np.int8).view(np.uint8)
     codes += np.uint8(qmax)
-    return _pack(codes.reshape(-1)[: _padded8(x.size)], bits), scale_bits
+    return codes.reshape(-1)[: _padded8(x.size)], scale_bits
 
 
-def _dequantize(codes_packed: np.ndarray, scale_bits: np.ndarray, shape: tuple[int, ...], bits: int) -> np.ndarray:
+def _dequantize(codes: np.ndarray, scale_bits: np.ndarray, shape: tuple[int, ...], bits: int) -> np.ndarray:
     qmax = (1 << (bits - 1)) - 1
     size = math.prod(shape)
-    codes = _unpack(codes_packed, bits)
     values = np.zeros(scale_bits.size * BLOCK, np.float32)
     np.subtract(codes, np.float32(qmax), out=values[: codes.size], dtype=np.float32)
     values.reshape(scale_bits.size, BLOCK)[...] *= _bf16_values(scale_bits)[:, None]
@@ -164,8 +181,35 @@ def _encode_parts(name: str, x: np.ndarray, codec: str) -> dict[str, np.ndarray]
         return {"": x}
     if codec == "bf16":
         return {"": _bf16_bits(x).reshape(x.shape)}
-    codes, scales = _quantize(name, x, _QUANTIZED[codec])
-    return {"": codes, "scale": scales, "shape": np.array(x.shape, np.int64)}
+    bits = _QUANTIZED[codec]
+    codes, scales = _quantize(name, x, bits)
+    data = _zstd_frame(_pack(codes, _FRAME_BITS[bits])) if codec.endswith("z") else _pack(codes, bits)
+    return {"": data, "scale": scales, "shape": np.array(x.shape, np.int64)}
+
+
+def _zstd_frame(data: np.ndarray) -> np.ndarray:
+    frame = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True).compress(data)
+    return np.frombuffer(frame, np.uint8)
+
+
+def _zstd_content(key: str, frame: np.ndarray, size: int) -> np.ndarray:
+    """The `size` bytes a qNz frame holds. Everything is checked before anything is allocated:
+    the frame header must declare exactly `size`, and the frame must end where the array does."""
+    frame = np.ascontiguousarray(frame)
+    try:
+        declared = zstandard.get_frame_parameters(frame).content_size
+    except zstandard.ZstdError as err:
+        raise CodecError(f"'{key}' is not a zstd frame ({err})") from None
+    if declared != size:
+        said = "no content size" if declared == zstandard.CONTENTSIZE_UNKNOWN else f"{declared} bytes"
+        raise CodecError(f"'{key}': the zstd frame declares {said}, its shape needs {size} bytes")
+    try:
+        content = zstandard.ZstdDecompressor().decompress(frame, max_output_size=size, allow_extra_data=False)
+    except zstandard.ZstdError as err:
+        raise CodecError(f"'{key}' is a corrupt zstd frame ({err})") from None
+    if len(content) != size:  # zstd checks the declared size; this keeps the promise local
+        raise CodecError(f"'{key}': the zstd frame holds {len(content)} bytes, its shape needs {size}")
+    return np.frombuffer(content, np.uint8)
 
 
 def _key(name: str, codec: str, part: str) -> str:
@@ -201,14 +245,24 @@ def _decode_parts(name: str, codec: str, parts: dict[str, np.ndarray]) -> np.nda
         raise CodecError(f"'{key}.shape' is not a tensor shape: {shape.tolist()[:MAX_DIMS + 1]}")
     size = math.prod(shape.tolist())  # Python ints: a hostile shape cannot overflow
     want_codes, want_scales = _padded8(size) * bits // 8, -(-size // BLOCK)
-    if data.size != want_codes or scale.size != want_scales:
+    if codec.endswith("z"):  # a frame's size says little: its declared content size is checked below
+        if scale.size != want_scales:
+            raise CodecError(f"'{key}': shape {tuple(shape.tolist())} needs {want_scales} scales, got {scale.size}")
+    elif data.size != want_codes or scale.size != want_scales:
         raise CodecError(
             f"'{key}': shape {tuple(shape.tolist())} needs {want_codes} code bytes and {want_scales} scales, "
             f"got {data.size} and {scale.size}"
         )
     if (scale >= 0x7F80).any():
         raise CodecError(f"'{key}.scale' holds negative, infinite or NaN scales")
-    return _dequantize(data, scale, tuple(shape.tolist()), bits)
+    if codec.endswith("z"):
+        frame_bits = _FRAME_BITS[bits]
+        codes = _unpack(_zstd_content(key, data, _padded8(size) * frame_bits // 8), frame_bits)
+        if frame_bits != bits and codes.size and codes.max() >= 1 << bits:
+            raise CodecError(f"'{key}' holds codes out of range: a {codec} code has {bits} bits")
+    else:
+        codes = _unpack(data, bits)
+    return _dequantize(codes, scale, tuple(shape.tolist()), bits)
 
 
 def _require_dtype(key: str, array: np.ndarray, dtype) -> None:
@@ -301,7 +355,7 @@ def _parse_key(key: object) -> tuple[str, str, str]:
         return name, "fp32", ""
     codec, _, part = tag.partition(".")
     if not name or (codec not in _QUANTIZED and codec != "bf16"):
-        raise CodecError(f"array key '{key}' has an unknown suffix: expected name, name@bf16 or name@qN[.scale|.shape]")
+        raise CodecError(f"array key '{key}' has an unknown suffix: expected name, name@bf16 or name@qN[z][.scale|.shape]")
     return name, codec, part
 
 

@@ -12,6 +12,8 @@ Run-config `update-codec` picks the encoding (zk0.codec):
   one round is corrected by the next instead of accumulating.
   Up: the node sends `Q(local - broadcast + residual)` with error feedback (the
   quantization residual is carried into its next update, zk0.codec.ErrorFeedback).
+- `q8z`, `q4z`, `q3z`, `q2z`: as qN, with the codes entropy-coded by zstd (lossless: the
+  same weights, fewer bytes).
 The server decodes every reply (to deltas folded one tensor at a time, zk0.accumulate, or
 to whole fp32 weights for the robust aggregations), keeps the fp32 global; checkpoints are fp32.
 """
