@@ -226,15 +226,16 @@ def test_clients_train_at_the_servers_learning_rate(rows, run_config):
 def test_compact_updates_travel(rows, final_policy, run_config):
     """Only trainable parameters travel, never the frozen VLM, and compactly: round 1's download is
     the global model whole in bf16 (~2 B per trainable parameter), later downloads and every upload
-    are q3 deltas (~3/8 B per parameter); after the last round the final model goes down whole once."""
-    assert run_config.update_codec == "q3"
+    are q3z deltas (zstd-coded 3-bit codes: under 1 B per parameter); after the last round the final
+    model goes down whole once."""
+    assert run_config.update_codec == "q3z"
     trainable = sum(p.numel() for p in final_policy.parameters() if p.requires_grad)
     assert 4 * trainable < 4 * sum(p.numel() for p in final_policy.parameters()) / 2
     whole_bf16 = 2 * trainable
     for row in rows[1:]:
         assert set(row["bytes_up"]) == set(row["bytes_down"]) == set(row["clients"])
         for client, uploaded in row["bytes_up"].items():
-            assert trainable * 3 / 8 < uploaded < trainable  # q3 codes + bf16 scales + headers: < 1 B/param
+            assert 0 < uploaded < trainable  # at most q3's 3/8 B + bf16 scales + headers per param
             down = row["bytes_down"][client]
             expected_whole = (row["round"] == 1) + (row["round"] == ROUNDS)  # round 1, final evaluation
             assert expected_whole * whole_bf16 < down < expected_whole * whole_bf16 * 1.2 + trainable

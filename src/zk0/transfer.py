@@ -27,7 +27,7 @@ import numpy as np
 
 from zk0.codec import CODECS, ErrorFeedback, decode, decode_each, encode
 
-DEFAULT_CODEC = "q3"
+DEFAULT_CODEC = "q3z"
 FULL_CODECS = ("fp32", "bf16")
 
 Weights = dict[str, np.ndarray]
