@@ -14,7 +14,8 @@ LeRobot's PEFT as zk0.lora does in the LoRA modes; random values),
 a global model that moved by a small random step; for each codec, what zk0.transfer sends
 in a steady-state round (the download: a delta against the node's copy, or the whole
 weights; the upload: the node's update) counted by Flower's own ArrayRecord.count_bytes(),
-and the seconds to encode and decode both (medians).
+round 1's download whole and for a node holding the start model (a delta of zeros against
+it, zk0.transfer.start_broadcast), and the seconds to encode and decode both (medians).
 
 Part 2 (quality): `./train-fl-simulation.sh --tiny` per codec and seed; the final round's
 server-side held-out action MSE from metrics.jsonl.
@@ -93,6 +94,8 @@ def measure_real_size(mode: str, codecs: list[str], repeats: int, lora_rank: int
     rows = []
     for codec in codecs:
         first = transfer.make_broadcast(previous, None, codec, 1)
+        start = transfer.start_broadcast(previous)
+        first_held, _ = transfer.download(transfer.make_broadcast(start.weights, start, codec, 1), transfer.START_ROUND)
         times = []
         for _ in range(repeats):
             started = time.perf_counter()
@@ -106,7 +109,8 @@ def measure_real_size(mode: str, codecs: list[str], repeats: int, lora_rank: int
         rows.append({
             "row": f"{mode}-{codec}", "params": params, "tensors": len(shapes),
             "down": record_bytes(down), "up": record_bytes(up),
-            "first_down": record_bytes(first.full), "seconds": statistics.median(times),
+            "first_down": record_bytes(first.full), "first_held": record_bytes(first_held),
+            "seconds": statistics.median(times),
         })
     return rows
 
@@ -126,13 +130,13 @@ def final_mse(mode: str, codec: str, seed: int, lora_rank: int, lora_lr: float |
 
 def print_real_size(modes: list[str], codecs: list[str], repeats: int, lora_rank: int) -> None:
     print("Real size (smolvla-shape trainable tensors), steady-state round, per client:")
-    print(f"{'mode-codec':>16} {'down B':>13} {'up B':>13} {'total MB':>9} {'round-1 down B':>15} {'enc+dec s':>10} "
-          f"{'trainable':>11} {'tensors':>7}")
+    print(f"{'mode-codec':>16} {'down B':>13} {'up B':>13} {'total MB':>9} {'round-1 down B':>15} "
+          f"{'holding start':>14} {'enc+dec s':>10} {'trainable':>11} {'tensors':>7}")
     for mode in modes:
         for row in measure_real_size(mode, codecs, repeats, lora_rank):
             total = (row["down"] + row["up"]) / 1e6
             print(f"{row['row']:>16} {row['down']:>13,} {row['up']:>13,} {total:>9.1f} {row['first_down']:>15,} "
-                  f"{row['seconds']:>10.2f} {row['params']:>11,} {row['tensors']:>7}")
+                  f"{row['first_held']:>14,} {row['seconds']:>10.2f} {row['params']:>11,} {row['tensors']:>7}")
 
 
 def main() -> None:

@@ -32,10 +32,10 @@ from test_robust import (  # noqa: F401  (module fixtures)
     run_config,
 )
 
-from zk0 import stats
+from zk0 import stats, transfer
 from zk0.client_app import app as zk0_client_app
 from zk0.config import RunConfig
-from zk0.protocol import MAX_LABEL_CHARS
+from zk0.protocol import MAX_LABEL_CHARS, TrainInstructions
 from zk0.strategy import make_strategy
 
 pytestmark = pytest.mark.timeout(600)
@@ -391,6 +391,22 @@ def test_hostile_statistics_refuse_their_node_for_the_run(attack, federation, gl
     # refused for the run: no training message, no final evaluation
     _, initial = global_model
     assert ATTACKER not in [m.metadata.dst_node_id for m in strategy.configure_train(1, initial, ConfigRecord(), grid)]
+
+
+@pytest.mark.parametrize("claim", ["not a digest", "A" * 64, "0" * 65, "0" * 100_000])
+def test_a_start_claim_decides_only_the_claimants_first_download(claim, federation, global_model, honest_stats):
+    """Round 1 goes as a delta of zeros to the nodes whose round-0 report names the start
+    model's digest; a malformed claim reads as none (the whole model, as before), and a false
+    one would only hand its own node a delta against a model it lacks."""
+    contents = {node: copy_content(content) for node, content in honest_stats.items()}
+    contents[ATTACKER]["node"]["start"] = claim
+    strategy, _, grid = collect(federation, global_model, contents, update_codec="q3z")
+    assert strategy.roster.starts[ATTACKER] == "" and not strategy.roster.refused
+    _, initial = global_model
+    messages = {m.metadata.dst_node_id: TrainInstructions.from_content(m.content)
+                for m in strategy.configure_train(1, initial, ConfigRecord(), grid)}
+    assert messages[ATTACKER].reference_round is None
+    assert all(messages[node].reference_round == transfer.START_ROUND for node in HONEST)
 
 
 def test_a_refused_node_gets_no_final_evaluation(federation, global_model, honest_stats):

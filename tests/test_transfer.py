@@ -41,6 +41,36 @@ def test_delta_and_whole_downloads_give_the_same_weights(codec):
     assert record_bytes(delta) < record_bytes(whole) * {"q8": 0.6, "q4": 0.3, "q3": 0.22, "q2": 0.15}[codec]
 
 
+@pytest.mark.parametrize("codec", ["q3", "q3z"])
+def test_round_one_is_a_delta_of_zeros_for_a_node_that_loaded_the_start_model(codec):
+    """A node holding the start model (broadcast round 0) gets round 1 as a delta of zeros and
+    ends with the weights a whole bf16 download gives, bit for bit; q3z sends almost nothing."""
+    start = transfer.start_broadcast(weights(0))
+    first = transfer.make_broadcast(start.weights, start, codec, 1)
+    delta, base = transfer.download(first, node_holds=transfer.START_ROUND)
+    whole, _ = transfer.download(first, node_holds=None)
+    assert base == transfer.START_ROUND
+    node_start = transfer.bf16_round(weights(0))  # what the node computes from the model it loaded
+    via_delta, via_whole = transfer.receive(delta, node_start), transfer.receive(whole, None)
+    plain = transfer.make_broadcast(weights(0), None, codec, 1).weights  # round 1 without round 0
+    for name in plain:
+        assert np.array_equal(via_delta[name], plain[name]) and np.array_equal(via_whole[name], plain[name])
+    # q3z: the bf16 scales (1/128 of the whole download), a few bytes per frame and the headers
+    assert record_bytes(delta) < record_bytes(whole) * {"q3": 0.22, "q3z": 0.05}[codec]
+
+
+def test_start_digest_names_the_bf16_weights():
+    """Equal after bf16 rounding: equal digests; any bf16-visible change, a renamed or reshaped
+    tensor: another digest."""
+    digest = transfer.digest(weights(0))
+    assert digest == transfer.digest(transfer.bf16_round(weights(0)))
+    changed = weights(0)
+    changed["expert.q.bias"][3] += 0.01
+    renamed = {("x." + name): value for name, value in weights(0).items()}
+    reshaped = weights(0) | {"expert.q.weight": weights(0)["expert.q.weight"].reshape(200, 256)}
+    assert len({digest, transfer.digest(changed), transfer.digest(renamed), transfer.digest(reshaped)}) == 4
+
+
 def test_broadcast_error_does_not_accumulate():
     """Each round's delta aims at the true global: after many rounds the broadcast stays within
     one round's rounding of the fp32 global."""

@@ -17,6 +17,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from zk0 import transfer
+from zk0.transfer import START_ROUND
 from zk0.evaluate import evaluate_policy
 from zk0.node import NodeSession, node_session
 from zk0.node_memory import NodeMemory
@@ -32,7 +33,9 @@ def _receive_global(session: NodeSession, model: dict, stats: dict | None, refer
     if stats:
         session.use_federation_stats(stats)
     held = None
-    if reference_round is not None:
+    if reference_round == START_ROUND:
+        held = session.start_weights()
+    elif reference_round is not None:
         if memory is None or memory.reference_round != reference_round or memory.reference is None:
             raise RuntimeError(
                 f"the server sent a delta against round {reference_round}'s global model, but this node holds "

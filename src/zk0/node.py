@@ -19,6 +19,8 @@ from functools import lru_cache
 import torch
 from flwr.app import Context
 
+from zk0 import transfer
+from zk0.codec import decode, encode
 from zk0.config import RunConfig
 from zk0.data import NodeData, fixed_batches, infinite_batches, open_node_data, open_split, stream_seed
 from zk0.model import get_trainable, load_policy, make_processors, resolve_device, set_trainable
@@ -50,11 +52,21 @@ def node_dataset(config: RunConfig, node_config: dict) -> DatasetURI:
     raise NodeConfigError("node has no dataset: start the SuperNode with --node-config \"dataset-uri='hf:owner/name'\"")
 
 
+@dataclass(frozen=True)
+class StartModel:
+    """The trainable weights as loaded, before any round changed them (bf16 bits: half their
+    fp32 size) and their digest: round 1 can then come as a delta against them (zk0.transfer)."""
+
+    bits: dict
+    digest: str
+
+
 @dataclass
 class NodeSession:
     config: RunConfig
     data: NodeData
     policy: object
+    start: StartModel
     cached: "_CachedNode"
     startup_seconds: float
     rename_via: str = "node-config"  # how this node maps its cameras, for refusals
@@ -83,6 +95,9 @@ class NodeSession:
     def load_weights(self, weights: dict) -> None:
         set_trainable(self.policy, weights)
 
+    def start_weights(self) -> dict:
+        return decode(self.start.bits)
+
     def trainable_weights(self) -> dict:
         return dict(get_trainable(self.policy))
 
@@ -91,7 +106,7 @@ class NodeSession:
         return node_stats(self.dataset_stats, self.policy.config)
 
     def identity(self) -> NodeIdentity:
-        return NodeIdentity(str(self.data.uri), tuple(self.cameras), self.rename_via)
+        return NodeIdentity(str(self.data.uri), tuple(self.cameras), self.rename_via, self.start.digest)
 
     def check_cameras(self, federation_cameras: list[str]) -> None:
         reason = check_cameras(self.cameras, federation_cameras, self.rename_via)
@@ -135,8 +150,8 @@ def node_session(context: Context) -> NodeSession:
     uri = node_dataset(config, node_config)
     rename_json, rename_via = _rename_map(config, node_config, uri)
     node = _cached_node(config, uri, rename_json)
-    policy = _shared_policy(config, node.data.meta, node.rename_map)
-    session = NodeSession(config, node.data, policy, node, startup_seconds=0.0, rename_via=rename_via)
+    policy, start = _shared_policy(config, node.data.meta, node.rename_map)
+    session = NodeSession(config, node.data, policy, start, node, startup_seconds=0.0, rename_via=rename_via)
     session.startup_seconds = time.perf_counter() - started
     return session
 
@@ -165,16 +180,18 @@ def _cached_node(config: RunConfig, uri: DatasetURI, rename_json: str) -> _Cache
     return _CachedNode(open_node_data(uri, config.action_dim, config.heldout_episodes), parse_rename_map(rename_json))
 
 
-_policy: dict[tuple, object] = {}
+_policy: dict[tuple, tuple[object, StartModel]] = {}
 
 
-def _shared_policy(config: RunConfig, meta, rename_map: dict[str, str]):
-    """One policy per process, rebuilt only when the model, device, (renamed) dataset features or
-    LoRA settings change."""
+def _shared_policy(config: RunConfig, meta, rename_map: dict[str, str]) -> tuple[object, StartModel]:
+    """One policy per process (with its weights as loaded), rebuilt only when the model, device,
+    (renamed) dataset features or LoRA settings change."""
     device = resolve_device(config.device)
     features = tuple(sorted((key, tuple(spec["shape"])) for key, spec in renamed(meta.features, rename_map).items()))
     key = (config.model, device, features, config.lora)
     if key not in _policy:
         _policy.clear()
-        _policy[key] = load_policy(config.model, meta, device, rename_map, config.lora)
+        policy = load_policy(config.model, meta, device, rename_map, config.lora)
+        weights = get_trainable(policy)
+        _policy[key] = policy, StartModel(encode(weights, "bf16"), transfer.digest(weights))
     return _policy[key]

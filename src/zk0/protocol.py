@@ -43,6 +43,7 @@ MAX_ARRAY_BYTES = 1 << 30
 WIRE_DTYPES = frozenset(np.dtype(t) for t in ("<f4", "<f8", "<u2", "|u1", "<i8"))
 
 _PRINTABLE = re.compile(r"[^\x20-\x7e]")
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class ProtocolError(ValueError):
@@ -150,15 +151,17 @@ def read_metrics(record: object) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class NodeIdentity:
-    """What a node says about itself: a label only, never trusted for anything else."""
+    """What a node says about itself: labels, and the digest of the model it loaded (zk0.transfer.digest),
+    which decides only whether its own first download may be a delta against that model."""
 
     dataset: str
     cameras: tuple[str, ...] = ()
     rename_via: str = "node-config"  # how it maps cameras (zk0.cameras.RENAME_WAYS), for refusals
+    start: str = ""  # hex SHA-256 of the trainable weights it loaded, bf16-rounded ("" if unknown)
 
     def to_record(self) -> ConfigRecord:
         return ConfigRecord({"dataset-uri": self.dataset, "cameras": ",".join(self.cameras),
-                             "rename-via": self.rename_via})
+                             "rename-via": self.rename_via, "start": self.start})
 
     @classmethod
     def from_record(cls, record: object) -> "NodeIdentity":
@@ -171,7 +174,9 @@ class NodeIdentity:
         if len(names) > MAX_CAMERAS:
             raise ProtocolError(f"the node reports {len(names)} cameras, more than {MAX_CAMERAS}")
         via = record.get("rename-via", "node-config")
-        return cls(clean_label(dataset), names, via if via in ("node-config", "run-config") else "node-config")
+        start = record.get("start", "")
+        start = start if isinstance(start, str) and _HEX_DIGEST.fullmatch(start) else ""
+        return cls(clean_label(dataset), names, via if via in ("node-config", "run-config") else "node-config", start)
 
 
 def claimed_identity(content: object) -> NodeIdentity | None:

@@ -87,6 +87,7 @@ def _ask(grid: Grid, nodes: list[int], roster: Roster, cameras: list[str], shape
             _refuse(roster, problems, node, reason, identity)
             continue
         roster.label(node, report.identity)
+        roster.starts[node] = report.identity.start
         reports[node] = report.stats
     for node in nodes:
         if node not in answered:

@@ -171,8 +171,12 @@ class ZK0Strategy:
             raise FederationError(f"round {server_round}: {err}") from None
         nodes = self._sample(nodes, self.fraction_train, self.min_train_nodes, server_round)
         self._check_memory(server_round, len(nodes))
-        broadcast = transfer.make_broadcast({name: array.numpy() for name, array in arrays.items()},
-                                            self.broadcast, self.config.update_codec, server_round)
+        global_weights = {name: array.numpy() for name, array in arrays.items()}
+        previous = self.broadcast
+        if previous is None and server_round == 1 and self.config.update_codec not in transfer.FULL_CODECS:
+            previous = self._start_broadcast(global_weights)
+            global_weights = previous.weights
+        broadcast = transfer.make_broadcast(global_weights, previous, self.config.update_codec, server_round)
         self.broadcast = record.broadcast = broadcast
         # Flower's own hook still runs for the state its classes keep (FedAvgM's and FedOpt's
         # current arrays); zk0 sends its own messages, to the nodes it sampled. A class that
@@ -184,6 +188,16 @@ class ZK0Strategy:
         super().configure_train(server_round, arrays, config, grid)
         record.sampled = nodes
         return self._train_messages(server_round, record, nodes)
+
+    def _start_broadcast(self, start: dict) -> transfer.Broadcast:
+        """Round 1 sends the start model: the nodes whose round-0 report says they loaded
+        the same one hold it as broadcast round 0 and get a delta of zeros (zk0.transfer)."""
+        broadcast = transfer.start_broadcast(start)
+        digest = transfer.digest(broadcast.weights)
+        for node, claimed in self.roster.starts.items():
+            if claimed == digest:
+                self.roster.holds[node] = broadcast.round
+        return broadcast
 
     def _train_messages(self, server_round: int, record: RoundRecord, nodes: list[int]) -> Iterator[Message]:
         """One message per node, made when the grid asks for it (a round's messages are never all held)."""

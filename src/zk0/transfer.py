@@ -6,7 +6,7 @@ Run-config `update-codec` picks the encoding (zk0.codec):
 - `q8`, `q4`, `q3`, `q2`: block-quantized deltas both ways.
   Down: the server keeps a *broadcast*, the weights every node reconstructs this round.
   A node that holds the previous broadcast receives `Q(global - previous)` and adds it;
-  any other node (first round, late joiner, lost state) receives the broadcast whole in
+  any other node (late joiner, lost state, another start model) receives the broadcast whole in
   bf16. Broadcasts are kept bf16-representable, so both paths give bit-identical
   weights, and each round's delta aims at the true fp32 global: the rounding error of
   one round is corrected by the next instead of accumulating.
@@ -14,12 +14,18 @@ Run-config `update-codec` picks the encoding (zk0.codec):
   quantization residual is carried into its next update, zk0.codec.ErrorFeedback).
 - `q8z`, `q4z`, `q3z`, `q2z`: as qN, with the codes entropy-coded by zstd (lossless: the
   same weights, fewer bytes).
+Round 1 of a fresh run sends the start model. A node that loaded the same model (its round-0
+report carries `digest` of its bf16-rounded trainable weights, and it matches the server's)
+holds it already: it is treated as holding broadcast round 0 (`start_broadcast`), and round 1
+reaches it as a delta of zeros instead of the whole model (bf16 both ways, so it ends with
+the same weights bit for bit).
 The server decodes every reply (to deltas folded one tensor at a time, zk0.accumulate, or
 to whole fp32 weights for the robust aggregations), keeps the fp32 global; checkpoints are fp32.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -28,6 +34,7 @@ import numpy as np
 from zk0.codec import CODECS, ErrorFeedback, decode, decode_each, encode
 
 DEFAULT_CODEC = "q3z"
+START_ROUND = 0  # the broadcast round of the start model every node loads itself
 FULL_CODECS = ("fp32", "bf16")
 
 Weights = dict[str, np.ndarray]
@@ -48,6 +55,15 @@ def _add(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> Weights:
 
 def _sub(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> Weights:
     return {name: a[name] - b[name] for name in a}
+
+
+def digest(weights: Mapping[str, np.ndarray]) -> str:
+    """Hex SHA-256 of the weights rounded to bf16, with their names and shapes, in name order."""
+    sha = hashlib.sha256()
+    for name, bits in sorted(encode(weights, "bf16").items()):
+        sha.update(f"{name}:{bits.shape}\n".encode())
+        sha.update(np.ascontiguousarray(bits, dtype="<u2").tobytes())
+    return sha.hexdigest()
 
 
 @dataclass
@@ -76,6 +92,14 @@ def make_broadcast(global_weights: Mapping[str, np.ndarray], previous: Broadcast
         weights = bf16_round(global_weights)
     return Broadcast(server_round, weights, encode(weights, "bf16"), delta,
                      previous.round if delta is not None else None)
+
+
+def start_broadcast(start: Mapping[str, np.ndarray]) -> Broadcast:
+    """Broadcast round 0: the start model as a node that loaded it holds it (bf16-rounded).
+    `make_broadcast(start_broadcast(w).weights, <it>, codec, 1)` is then round 1's broadcast of
+    `w`: the same weights as sending it whole, and a delta of zeros for the nodes that hold it."""
+    weights = bf16_round(start)
+    return Broadcast(START_ROUND, weights, encode(weights, "bf16"), None, None)
 
 
 def download(broadcast: Broadcast, node_holds: int | None) -> tuple[dict[str, np.ndarray], int | None]:
