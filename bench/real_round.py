@@ -200,7 +200,7 @@ def report(result: dict) -> None:
     print(f"whole run {result['wall']:.0f} s; on the wire (relay): "
           f"{result['wire_up']:,} B up, {result['wire_down']:,} B down, {(result['wire_up'] + result['wire_down']) / 1e6:.1f} MB")
     print(f"{'round':>5} {'wall s':>7} {'train s':>8} {'cl.eval s':>9} {'aggr s':>7} {'srv eval s':>10} {'other s':>8} "
-          f"{'startup s (msgs)':>24} {'zk0 MB down/up per client':>26}")
+          f"{'startup s (msgs)':>24} {'zk0 B down / up per client (median)':>36}")
     for row in result["rows"][1:]:
         train = median_of(m.get("train/seconds") for m in row["clients"].values())
         client_eval = median_of(m.get("eval/seconds") for m in row.get("received_eval", {}).values())
@@ -213,7 +213,7 @@ def report(result: dict) -> None:
         down = median_of(row["bytes_down"].values())
         up = median_of(row["bytes_up"].values())
         print(f"{row['round']:>5} {row['seconds']:>7.1f} {fmt(train):>8} {fmt(client_eval):>9} {fmt(aggregate):>7} "
-              f"{fmt(server_eval):>10} {other:>8.1f} {startup_text:>24} {down / 1e6:>12.1f} / {up / 1e6:.1f}")
+              f"{fmt(server_eval):>10} {other:>8.1f} {startup_text:>24} {down:>18,.0f} / {up:,.0f}")
     print(f"(round {result['rows'][-1]['round']}'s download includes the final evaluation's message)")
     print("peak RSS: " + ", ".join(f"{name} {rss / 1e9:.1f} GB" for name, rss in result["peaks"].items()))
     for line in result["executor"]:
