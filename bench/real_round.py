@@ -6,7 +6,9 @@ server, 2 clients (demo datasets), one run of 2 rounds with the `smolvla-shape` 
 that the older code takes it too), 1 local step at batch 1 on the CPU. "before" is a git
 worktree of the commit given by --before (default 79f2963, the last commit before issue 7),
 "after" this checkout; both use this checkout's .venv, with PYTHONPATH pointing at their own
-sources.
+sources. Each version runs once per mode of --modes (issue 16): `expert` adds nothing to the
+run config (the older code knows no `trainable`), `lora` adds `trainable='lora'`; --run-config
+adds or overrides keys for every run.
 
 Measured per version:
 - bytes on the wire: the clients reach the server through a byte-counting TCP relay in this
@@ -18,6 +20,7 @@ Measured per version:
 - peak resident memory of the server's processes and of each client's (sampled every 0.5 s).
 
     .venv/bin/python bench/real_round.py [--before 79f2963] [--rounds 2] [--versions before,after]
+        [--modes expert,lora] [--run-config "key=value ..."]
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv"
+# What each mode adds to the run config (expert: the default, so older code takes it too).
+MODES = {"expert": {}, "lora": {"trainable": "'lora'"}}
 
 
 class Relay:
@@ -131,7 +136,17 @@ def zk0bot(source: Path, env: dict, *args: str, timeout: float = 3600) -> subpro
     return result
 
 
-def run_version(name: str, source: Path, work: Path, model_dir: Path, datasets: list[Path], rounds: int) -> dict:
+def run_config(model_dir: Path, clients: list[str], eval_root: Path, overrides: dict[str, str]) -> str:
+    pairs = {"model": f"'{model_dir}'", "datasets": f"'{clients[0]}'", "eval-dataset": f"'local:{eval_root}'",
+             "local-steps": "1", "batch-size": "1", "eval-batches": "1", "num-workers": "0",
+             "heldout-episodes": "1", "checkpoint-every": "1000", "min-train-clients": "2",
+             "min-evaluate-clients": "2", "min-available-clients": "2", "lr-schedule": "'constant'",
+             "round-timeout": "3000.0", "node-wait-timeout": "300.0", "device": "'cpu'", **overrides}
+    return " ".join(f"{key}={value}" for key, value in pairs.items())
+
+
+def run_version(name: str, source: Path, work: Path, model_dir: Path, datasets: list[Path], rounds: int,
+                overrides: dict[str, str]) -> dict:
     home = work / f"home-{name}"
     home.mkdir()
     server_port = free_port()
@@ -157,10 +172,7 @@ def run_version(name: str, source: Path, work: Path, model_dir: Path, datasets: 
         for i, cid in enumerate(client_ids):
             groups[f"client {i}"] = [s for s in sessions if s.endswith(cid)]
         sampler = MemorySampler(home, groups)
-        config = (f"model='{model_dir}' datasets='{clients[0]}' eval-dataset='local:{datasets[-1]}' local-steps=1 "
-                  f"batch-size=1 eval-batches=1 num-workers=0 heldout-episodes=1 checkpoint-every=1000 "
-                  f"min-train-clients=2 min-evaluate-clients=2 min-available-clients=2 lr-schedule='constant' "
-                  f"round-timeout=3000.0 node-wait-timeout=300.0 device='cpu'")
+        config = run_config(model_dir, clients, datasets[-1], overrides)
         relay.up = relay.down = 0
         started = time.perf_counter()
         zk0bot(source, env, "run", "--rounds", str(rounds), "--run-config", config)
@@ -173,8 +185,8 @@ def run_version(name: str, source: Path, work: Path, model_dir: Path, datasets: 
                           if line.startswith("zk0-executor pid=") and " type=" in line]
     finally:
         zk0bot(source, env, "stop")
-    return {"name": name, "wall": wall, "wire_up": wire[0], "wire_down": wire[1], "rows": rows, "peaks": peaks,
-            "executor": executor_lines}
+    return {"name": name, "config": config, "wall": wall, "wire_up": wire[0], "wire_down": wire[1], "rows": rows,
+            "peaks": peaks, "executor": executor_lines}
 
 
 def median_of(values) -> float | None:
@@ -184,10 +196,11 @@ def median_of(values) -> float | None:
 
 def report(result: dict) -> None:
     fmt = lambda v, spec=".1f": "-" if v is None else format(v, spec)  # noqa: E731
-    print(f"\n== {result['name']}: whole run {result['wall']:.0f} s; on the wire (relay): "
+    print(f"\n== {result['name']} (run config: {result['config']})")
+    print(f"whole run {result['wall']:.0f} s; on the wire (relay): "
           f"{result['wire_up']:,} B up, {result['wire_down']:,} B down, {(result['wire_up'] + result['wire_down']) / 1e6:.1f} MB")
     print(f"{'round':>5} {'wall s':>7} {'train s':>8} {'cl.eval s':>9} {'aggr s':>7} {'srv eval s':>10} {'other s':>8} "
-          f"{'startup s (msgs)':>24} {'zk0 MB down/up per client':>26}")
+          f"{'startup s (msgs)':>24} {'zk0 B down / up per client (median)':>36}")
     for row in result["rows"][1:]:
         train = median_of(m.get("train/seconds") for m in row["clients"].values())
         client_eval = median_of(m.get("eval/seconds") for m in row.get("received_eval", {}).values())
@@ -200,7 +213,8 @@ def report(result: dict) -> None:
         down = median_of(row["bytes_down"].values())
         up = median_of(row["bytes_up"].values())
         print(f"{row['round']:>5} {row['seconds']:>7.1f} {fmt(train):>8} {fmt(client_eval):>9} {fmt(aggregate):>7} "
-              f"{fmt(server_eval):>10} {other:>8.1f} {startup_text:>24} {down / 1e6:>12.1f} / {up / 1e6:.1f}")
+              f"{fmt(server_eval):>10} {other:>8.1f} {startup_text:>24} {down:>18,.0f} / {up:,.0f}")
+    print(f"(round {result['rows'][-1]['round']}'s download includes the final evaluation's message)")
     print("peak RSS: " + ", ".join(f"{name} {rss / 1e9:.1f} GB" for name, rss in result["peaks"].items()))
     for line in result["executor"]:
         print("  " + line)
@@ -211,7 +225,22 @@ def main() -> None:
     parser.add_argument("--before", default="79f2963", help="commit of the 'before' version")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--versions", default="before,after")
+    parser.add_argument("--modes", default="expert", help=f"comma-separated, of {', '.join(MODES)}")
+    parser.add_argument("--run-config", default="", help="key=value pairs added to (or replacing) every run's")
     args = parser.parse_args()
+    from zk0.run_config_args import PAIR, RunConfigArgsError, check_pairs
+
+    modes = args.modes.split(",")
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown:
+        parser.error(f"unknown mode '{unknown[0]}'; use {', '.join(MODES)}")
+    if "before" in args.versions.split(",") and modes != ["expert"]:
+        parser.error(f"the 'before' version ({args.before}) has no trainable modes; pass --versions after")
+    try:
+        check_pairs(args.run_config)
+    except RunConfigArgsError as err:
+        parser.error(str(err))
+    extra = dict(PAIR.findall(args.run_config))
     os.environ["HF_HUB_OFFLINE"] = "1"
     from zk0.demo_data import DemoSpec, write_demo_federation
     from zk0.presets import SMOLVLA_SHAPE, ensure_preset_policy
@@ -227,8 +256,9 @@ def main() -> None:
                            check=True, capture_output=True)
             sources["before"] = work / "before"
         try:
-            results = [run_version(name, sources[name], work, model_dir, datasets, args.rounds)
-                       for name in args.versions.split(",")]
+            results = [run_version(name if mode == "expert" else f"{name}-{mode}", sources[name], work, model_dir,
+                                   datasets, args.rounds, {**MODES[mode], **extra})
+                       for name in args.versions.split(",") for mode in modes]
         finally:
             if "before" in sources:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(sources["before"])],

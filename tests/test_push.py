@@ -24,13 +24,20 @@ from pathlib import Path
 import pytest
 import torch
 from huggingface_hub import ModelCard
+from lerobot.configs.policies import PreTrainedConfig
 from lerobot.policies.factory import make_pre_post_processors
 from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+from peft import PeftModel
 from safetensors.torch import load_file
+
+from test_lora import predicted_chunk
 
 from zk0.cli import main
 from zk0.config import RunConfig
 from zk0.evaluate import EvalResult
+from zk0.lora import LoraSpec
+from zk0.model import load_policy
+from zk0.presets import pretrained_path
 from zk0.round_summary import round_row
 from zk0.run_outputs import RunOutputs
 from zk0.strategy import RoundRecord
@@ -73,6 +80,30 @@ def run(tmp_path, tiny_policy, processors, demo_roots) -> dict:
                                {"eval/action_mse": MSE[server_round]})
     local_paths = [str(outputs.run_dir), str(tmp_path / "outputs"), *(str(root) for root in demo_roots)]
     return {"dir": outputs.run_dir, "weights": weights, "local_paths": local_paths}
+
+
+@pytest.fixture
+def lora_run(tmp_path, eval_data, processors, demo_roots) -> dict:
+    """A one-round LoRA run (tiny SmolVLA, FFA, rank 4) written by RunOutputs, its B matrices
+    moved off their zero init so that the adapter changes the policy."""
+    run_config = pyproject_config() | {
+        "model": "tiny", "datasets": f"local:{demo_roots[0]}", "eval-dataset": f"local:{demo_roots[-1]}",
+        "num-rounds": 1, "checkpoint-every": 1, "output-dir": str(tmp_path / "outputs"),
+        "trainable": "lora", "lora-rank": 4, "lora-alpha": 8.0, "lora-aggregation": "ffa",
+    }
+    outputs = RunOutputs(RunConfig.from_run_config(run_config), run_config, run_id=4343)
+    policy = load_policy("tiny", eval_data.meta, "cpu", lora=LoraSpec(4, 8.0, "ffa", 42))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in (p for p in policy.parameters() if p.requires_grad):
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+    for server_round in (0, 1):
+        outputs.record(round_row(server_round, RoundRecord(lr=1e-3), EvalResult(0.5, MSE[server_round], 16),
+                                 eval_seconds=0.1, started=0.0))
+    outputs.checkpoint(1, policy, *processors, {"eval/action_mse": MSE[1]})
+    local_paths = [str(outputs.run_dir), str(tmp_path / "outputs"), str(pretrained_path("tiny")),
+                   *(str(root) for root in demo_roots)]
+    return {"dir": outputs.run_dir, "policy": policy, "local_paths": local_paths}
 
 
 def tree_hash(root: Path) -> str:
@@ -203,6 +234,65 @@ def test_card_states_the_runs_aggregation_codec_and_normalization(run, tmp_path,
         assert phrase in text, phrase
     for phrase in unsaid:
         assert phrase not in text, phrase
+
+
+def test_lora_push_adds_the_adapter_that_loads_over_its_base(lora_run, tmp_path, eval_split):
+    """A LoRA run: the merged policy at the root as always, the adapter's files beside it (peft's
+    names, where `PeftModel.from_pretrained` and LeRobot's `make_policy` read them); the local
+    base (the tiny preset) is no loadable name, so the adapter names none and the card says so."""
+    out = tmp_path / "upload"
+    assert main(["push", str(lora_run["dir"]), "--repo-id", REPO, "--dry-run", str(out)]) == 0
+    saved = lora_run["dir"] / "checkpoints" / "000001"
+    model_files = {p.name for p in (saved / "pretrained_model").iterdir()}
+    assert {p.name for p in out.iterdir()} == model_files | {
+        "adapter_config.json", "adapter_model.safetensors", "README.md", "run_config.json", "metrics.jsonl",
+        "zk0_round.json"}
+    assert (out / "adapter_model.safetensors").read_bytes() == (saved / "adapter" / "adapter_model.safetensors").read_bytes()
+    adapter_text = (out / "adapter_config.json").read_text()
+    assert json.loads(adapter_text)["base_model_name_or_path"] is None
+    assert json.loads((saved / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"]
+    for name in ("adapter_config.json", "README.md", "run_config.json"):
+        text = (out / name).read_text()
+        assert [path for path in lora_run["local_paths"] if path in text] == [], name
+
+    policy, preprocessor = lora_run["policy"], make_pre_post_processors(lora_run["policy"].config,
+                                                                         pretrained_path=str(out))[0]
+    expected = predicted_chunk(policy, preprocessor, eval_split)
+    merged = SmolVLAPolicy.from_pretrained(out)
+    assert not merged.config.use_peft
+    torch.testing.assert_close(predicted_chunk(merged, preprocessor, eval_split), expected, rtol=1e-4, atol=1e-5)
+    base = SmolVLAPolicy.from_pretrained(pretrained_path("tiny"), config=PreTrainedConfig.from_pretrained(out))
+    adapted = PeftModel.from_pretrained(base, out)
+    torch.testing.assert_close(predicted_chunk(adapted, preprocessor, eval_split), expected)
+
+    card = ModelCard.load(out / "README.md")
+    assert card.data.base_model is None
+    text = " ".join(card.text.split())
+    for phrase in ("## Or load the LoRA adapter over its base", "the run started from zk0's `tiny` preset",
+                   "`base_model_name_or_path` is null", 'SmolVLAPolicy.from_pretrained("path/to/base", config=config)',
+                   f'PeftModel.from_pretrained(base, "{REPO}")',
+                   "the LoRA adapter's `adapter_config.json` and `adapter_model.safetensors`"):
+        assert phrase in text, phrase
+
+
+def test_lora_push_names_a_hub_base(lora_run, tmp_path):
+    """A LoRA run from a hub model: adapter_config.json and the card name that base, with the code that loads it."""
+    copy = tmp_path / "hub-lora-run"
+    shutil.copytree(lora_run["dir"], copy, symlinks=True)
+    saved = json.loads((copy / "run_config.json").read_text())
+    saved["run_config"] |= {"model": "lerobot/smolvla_base"}
+    (copy / "run_config.json").write_text(json.dumps(saved))
+    adapter_path = copy / "checkpoints" / "000001" / "adapter" / "adapter_config.json"
+    # What zk0.lora.wrap records for a hub model: the hub id it loaded from.
+    adapter_path.write_text(json.dumps(json.loads(adapter_path.read_text()) | {"base_model_name_or_path": "lerobot/smolvla_base"}))
+    out = tmp_path / "upload"
+    assert main(["push", str(copy), "--repo-id", REPO, "--dry-run", str(out)]) == 0
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == "lerobot/smolvla_base"
+    card = ModelCard.load(out / "README.md")
+    assert card.data.base_model == "lerobot/smolvla_base"
+    text = " ".join(card.text.split())
+    assert 'base = SmolVLAPolicy.from_pretrained("lerobot/smolvla_base", config=config)' in text
+    assert "make_policy` does the same" in text and "is null" not in text
 
 
 def test_hub_model_and_datasets_become_card_metadata(run, tmp_path):

@@ -56,6 +56,8 @@ class CardInput:
     run_config: dict[str, Any] | None  # None: the checkpoint is not inside a run directory
     metrics: list[dict[str, Any]]
     local_backbone: bool  # config.json names its VLM backbone by a local path (the tiny preset)
+    adapter: bool = False  # the folder holds a LoRA run's adapter files beside the merged weights (zk0.push)
+    adapter_base: str | None = None  # the adapter's base as its adapter_config.json names it: a hub id or None
 
 
 def hub_dataset(uri: str) -> str | None:
@@ -111,7 +113,7 @@ def card_data(info: CardInput) -> ModelCardData:
         library_name="lerobot",
         pipeline_tag="robotics",
         tags=list(TAGS),
-        base_model=base_model,
+        base_model=base_model or info.adapter_base,
         datasets=datasets or None,
     )
 
@@ -131,7 +133,8 @@ def build_card(info: CardInput) -> ModelCard:
         *_settings_section(info.run_config, info.metrics),
         *_metrics_section(info.metrics, info.round),
         *_usage_section(info.repo_id, info.local_backbone, info.run_config),
-        *_files_section(),
+        *_adapter_section(info),
+        *_files_section(info.adapter),
     ])
     return ModelCard(f"---\n{card_data(info).to_yaml()}\n---\n\n{body}")
 
@@ -154,14 +157,7 @@ def _settings_section(run_config: dict[str, Any] | None, rows: list[dict[str, An
     if run_config is None:
         return ["## Training run", "", "The run's settings were not available (the checkpoint was pushed "
                 "without its run directory).", ""]
-    model = run_config.get("model")
-    base = hub_model(model)
-    if base:
-        start = f"[`{base}`](https://huggingface.co/{base})"
-    elif model == "tiny":
-        start = "zk0's `tiny` preset (a small random SmolVLA for offline tests, not a useful policy)"
-    else:
-        start = "a local checkpoint (not published)"
+    start = _start_words(run_config.get("model"))
     clients, source = client_datasets(run_config, rows)
     eval_uri = eval_dataset(run_config)
     name, what, keys = _aggregator(run_config)
@@ -179,6 +175,17 @@ def _settings_section(run_config: dict[str, Any] | None, rows: list[dict[str, An
     lines += [f"- {_dataset_line(uri)}" for uri in clients] or ["- none listed"]
     lines += ["", f"Held-out evaluation dataset (`eval-dataset`): {_dataset_line(eval_uri) if eval_uri else 'not listed'}", ""]
     return lines
+
+
+def _start_words(model: Any) -> str:
+    base = hub_model(model)
+    if base:
+        return f"[`{base}`](https://huggingface.co/{base})"
+    if model == "tiny":
+        return "zk0's `tiny` preset (a small random SmolVLA for offline tests, not a useful policy)"
+    if isinstance(model, str) and model and "/" not in model:
+        return f"zk0's `{model}` preset (random weights, built offline; not a useful policy)"
+    return "a local checkpoint (not published)"
 
 
 def _setting(run_config: dict[str, Any], key: str) -> str:
@@ -289,11 +296,40 @@ def _usage_section(repo_id: str, local_backbone: bool, run_config: dict[str, Any
     return lines
 
 
-def _files_section() -> list[str]:
+def _adapter_section(info: CardInput) -> list[str]:
+    """How to load the LoRA adapter that a LoRA run's push puts beside the merged weights (zk0.push)."""
+    if not info.adapter:
+        return []
+    repo, base = info.repo_id, info.adapter_base
+    lines = ["## Or load the LoRA adapter over its base", "",
+             "The merged weights above are all you need. This repo also holds the LoRA adapter alone "
+             "(`adapter_config.json`, `adapter_model.safetensors`, as peft saves it): its base's weights plus "
+             "the adapter give the same policy (up to float rounding)."]
+    if base:
+        lines.append(f"Its base is [`{base}`](https://huggingface.co/{base}), named in `adapter_config.json`:")
+    else:
+        started = _start_words(info.run_config.get("model")) if info.run_config else "a model not recorded here"
+        lines.append(f"Its base is not on the Hub (the run started from {started}), so `adapter_config.json` "
+                     "names no base (`base_model_name_or_path` is null): load the adapter over your own copy of "
+                     "that base.")
+    lines += ["", "```python", "from lerobot.configs.policies import PreTrainedConfig",
+              "from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy", "from peft import PeftModel", "",
+              f'config = PreTrainedConfig.from_pretrained("{repo}")  # this run\'s features',
+              f'base = SmolVLAPolicy.from_pretrained("{base or "path/to/base"}", config=config)',
+              f'policy = PeftModel.from_pretrained(base, "{repo}")', "```", ""]
+    if base:
+        lines += [f"LeRobot's `make_policy` does the same when `config.use_peft = True` and "
+                  f'`config.pretrained_path = "{repo}"`: it reads the base from `adapter_config.json`.', ""]
+    return lines
+
+
+def _files_section(adapter: bool) -> list[str]:
+    lora = (", the LoRA adapter's `adapter_config.json` and `adapter_model.safetensors` (the checkpoint's "
+            "`adapter/`; its base named only by a hub id)" if adapter else "")
     return [
         "## Files",
         "",
-        "The checkpoint's `pretrained_model` files (config, weights, processors) unchanged, this card, and "
+        f"The checkpoint's `pretrained_model` files (config, weights, processors) unchanged{lora}, this card, and "
         "the run's `run_config.json`, `metrics.jsonl` and `zk0_round.json` where present. In those three, "
         "local filesystem paths (`local:` dataset URIs, `output-dir`, a local `model` path, paths in "
         "messages) are replaced by `<local path>`.",

@@ -6,6 +6,15 @@ is exactly what `--dry-run DIR` writes: the `pretrained_model` files unchanged, 
 (the card), and the run's run_config.json, metrics.jsonl and zk0_round.json with local
 filesystem paths replaced, so a push never reveals the admin's directory layout. The run
 directory is only read; the upload is staged in a temporary directory that is always removed.
+
+A LoRA run's checkpoint (`trainable = lora`) also has `adapter/`; its adapter files go to the
+folder's root beside the merged weights, where LeRobot's own PEFT push puts them and where
+peft's `PeftModel.from_pretrained(base, repo_id)` and LeRobot's `make_policy` (with `use_peft`)
+read them: a subfolder would be out of reach of `make_policy`. The root's config.json stays the
+merged policy's (no `use_peft`), so `SmolVLAPolicy.from_pretrained(repo_id)` needs no base. The
+adapter's base (`base_model_name_or_path`) is kept only when it is a hub id; a local base
+(a preset, a directory) becomes null, which loaders report as a missing base instead of
+looking for a path of this machine.
 """
 
 from __future__ import annotations
@@ -19,13 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zk0.model_card import CardInput, build_card
+from zk0.checkpoint import ADAPTER
+from zk0.model_card import CardInput, build_card, hub_model
 from zk0.run_dir import LINKS, PRETRAINED, ROUND_RECORD, RunDir, read_json, round_of_name
 
 LOCAL_PATH = "<local path>"
 # An absolute path inside a string: a `/` not preceded by a name character (so `owner/name`
 # and URLs' `//host/x` stay) and not doubled, up to whitespace, a quote or a separator.
 _ABS_PATH = re.compile(r"(?<![\w.~/-])/(?!/)[^\s'\",;)\]}]+")
+# peft's file names (peft.utils.constants CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME).
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 _SOURCE_HINT = "give a run directory, a checkpoint directory (checkpoints/000005) or its pretrained_model directory"
 
 
@@ -38,6 +50,7 @@ class Selected:
     """The checkpoint a push uploads."""
 
     model_dir: Path  # the pretrained_model directory
+    adapter_dir: Path | None  # a LoRA run's adapter directory, beside model_dir
     round: int | None
     run: RunDir | None  # None when the checkpoint is not inside a run directory
     labels: tuple[str, ...]  # which of the run's `best`/`last` links point at it
@@ -87,7 +100,13 @@ def select_checkpoint(source: Path, checkpoint: str | None = None) -> Selected:
         owner = RunDir(checkpoint_dir.parent.parent)
         run = owner if owner.checkpoints == checkpoint_dir.parent else None
     labels = tuple(name for name in LINKS if run is not None and run.link(name).resolve() == checkpoint_dir)
-    return Selected(model_dir, _round_of(checkpoint_dir) if checkpoint_dir else None, run, labels)
+    adapter_dir = checkpoint_dir / ADAPTER if checkpoint_dir is not None else None
+    if adapter_dir is not None and not adapter_dir.is_dir():
+        adapter_dir = None  # not a LoRA run's checkpoint
+    missing = [name for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if adapter_dir and not (adapter_dir / name).is_file()]
+    if missing:
+        raise PushError(f"{adapter_dir} has no {missing[0]}: not a complete LoRA adapter")
+    return Selected(model_dir, adapter_dir, _round_of(checkpoint_dir) if checkpoint_dir else None, run, labels)
 
 
 def _pick(run: RunDir, which: str) -> Path:
@@ -148,6 +167,15 @@ def redact_run_config(run_config: dict[str, Any]) -> dict[str, Any]:
     return redact(clean)
 
 
+def adapter_config(adapter_dir: Path) -> dict[str, Any]:
+    """The adapter's config as uploaded: its base named only by a hub id (else null), no local paths."""
+    config = read_json(adapter_dir / ADAPTER_CONFIG)
+    if not isinstance(config, dict):
+        raise PushError(f"{adapter_dir / ADAPTER_CONFIG} is not a peft adapter config")
+    base = config.get("base_model_name_or_path")
+    return redact({**config, "base_model_name_or_path": hub_model(base if isinstance(base, str) else None)})
+
+
 def plan_folder(selected: Selected, repo_id: str) -> dict[str, Path | str]:
     """What the uploaded folder holds: relative name -> file to copy unchanged, or text to write."""
     run = selected.run
@@ -159,6 +187,10 @@ def plan_folder(selected: Selected, repo_id: str) -> dict[str, Path | str]:
         path.relative_to(selected.model_dir).as_posix(): path
         for path in sorted(selected.model_dir.rglob("*")) if path.is_file()
     }
+    adapter = adapter_config(selected.adapter_dir) if selected.adapter_dir else None
+    if adapter is not None:
+        plan[ADAPTER_CONFIG] = json.dumps(adapter, indent=2)
+        plan[ADAPTER_WEIGHTS] = selected.adapter_dir / ADAPTER_WEIGHTS
     card = build_card(CardInput(
         repo_id=repo_id,
         round=selected.round,
@@ -166,6 +198,8 @@ def plan_folder(selected: Selected, repo_id: str) -> dict[str, Path | str]:
         run_config=run_config,
         metrics=metrics,
         local_backbone=str(config.get("vlm_model_name", "")).startswith("/"),
+        adapter=adapter is not None,
+        adapter_base=adapter["base_model_name_or_path"] if adapter else None,
     ))
     plan["README.md"] = str(card)
     if saved is not None:
