@@ -199,7 +199,7 @@ def test_checkpoint_choice(run, tmp_path, args, source, expected_round):
 @pytest.mark.parametrize(
     ("settings", "said", "unsaid"),
     [
-        ({}, ["aggregated the clients' updates with FedProx (weighted average)", "encoded as `q3`",
+        ({}, ["aggregated the clients' updates with FedProx (weighted average)", "encoded as `q3z`",
               "normalize `observation.state` and `action` with the federation's pooled statistics"],
          ["server's held-out dataset", "Krum", "LoRA", "lora-rank"]),
         ({"trainable": "lora", "lora-rank": 16, "lora-alpha": 32.0, "lora-aggregation": "ffa"},
