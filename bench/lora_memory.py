@@ -8,7 +8,7 @@ features (two 512x512 cameras, 6 joints, a 50-step action chunk) through SmolVLA
 processors. Reported: the trainable parameters, the process's RSS once the model is built,
 and its peak RSS (getrusage) after the step.
 
-    .venv/bin/python bench/lora_memory.py [--modes expert,lora,lora-fedit] [--lora-rank 64]
+    .venv/bin/python bench/lora_memory.py [--modes expert,lora,lora-fedit,lora-x,lora-x-fedit] [--lora-rank 64]
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import subprocess
 import sys
 import time
 
-MODES = {"expert": None, "lora": "ffa", "lora-fedit": "fedit"}
+# mode -> (lora-aggregation, lora-targets); None: expert mode. As bench/codec_table.py names them.
+MODES = {"expert": None, "lora": ("ffa", "lerobot"), "lora-fedit": ("fedit", "lerobot"),
+         "lora-x": ("ffa", "expert"), "lora-x-fedit": ("fedit", "expert")}
 
 
 def rss_mb() -> float:
@@ -53,7 +55,9 @@ def one_mode(mode: str, lora_rank: int) -> dict:
     config = preset_config(SMOLVLA_SHAPE, cache_dir())
     policy = seeded_policy(config)
     if MODES[mode]:
-        policy = wrap(policy, LoraSpec(lora_rank, float(lora_rank), MODES[mode], seed=0), base=SMOLVLA_SHAPE)
+        aggregation, targets = MODES[mode]
+        policy = wrap(policy, LoraSpec(lora_rank, float(lora_rank), aggregation, seed=0, targets=targets),
+                      base=SMOLVLA_SHAPE)
     trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
     preprocessor, _ = make_smolvla_pre_post_processors(config, dataset_stats=None)
     built = rss_mb()
