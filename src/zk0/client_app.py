@@ -17,7 +17,6 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from zk0 import transfer
-from zk0.transfer import START_ROUND
 from zk0.evaluate import evaluate_policy
 from zk0.node import NodeSession, node_session
 from zk0.node_memory import NodeMemory
@@ -33,7 +32,7 @@ def _receive_global(session: NodeSession, model: dict, stats: dict | None, refer
     if stats:
         session.use_federation_stats(stats)
     held = None
-    if reference_round == START_ROUND:
+    if reference_round == transfer.START_ROUND:
         held = session.start_weights()
     elif reference_round is not None:
         if memory is None or memory.reference_round != reference_round or memory.reference is None:

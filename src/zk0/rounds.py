@@ -92,9 +92,9 @@ PARTICIPATION = ("sampled", "accepted", "rejected", "failed", "late", "late-repl
 
 class Roster:
     """What the server knows of each node in this run: its label, the start model it says it
-    loaded, the broadcast round it holds (the base of a delta download), whether it was refused for the rest of the run,
-    the training messages it has not answered yet (message id -> round: the node is busy),
-    and how often it took part (PARTICIPATION counts)."""
+    loaded, the broadcast round it holds (the base of a delta download), whether it was
+    refused for the rest of the run, the training messages it has not answered yet (message
+    id -> round: the node is busy), and how often it took part (PARTICIPATION counts)."""
 
     def __init__(self) -> None:
         self.claims: dict[int, str] = {}

@@ -99,7 +99,7 @@ def start_broadcast(start: Mapping[str, np.ndarray]) -> Broadcast:
     `make_broadcast(start_broadcast(w).weights, <it>, codec, 1)` is then round 1's broadcast of
     `w`: the same weights as sending it whole, and a delta of zeros for the nodes that hold it."""
     weights = bf16_round(start)
-    return Broadcast(START_ROUND, weights, encode(weights, "bf16"), None, None)
+    return Broadcast(START_ROUND, weights, {}, None, None)  # never sent: every node loads it itself
 
 
 def download(broadcast: Broadcast, node_holds: int | None) -> tuple[dict[str, np.ndarray], int | None]:
