@@ -13,6 +13,7 @@ from safetensors.numpy import load_file, save_file
 from zk0.codec import BLOCK, CODECS, CodecError, ErrorFeedback, decode, encode
 
 QUANTIZED = [codec for codec in CODECS if codec.startswith("q")]
+SPARSE = {"top16": 16, "top64": 64}
 ZSTD = [codec for codec in QUANTIZED if codec.endswith("z")]
 
 
@@ -146,7 +147,7 @@ def test_zstd_codecs_decode_exactly_as_their_qN(codec):
     assert all(np.array_equal(with_z.residual[name], without_z.residual[name]) for name in without_z.residual)
 
 
-@pytest.mark.parametrize("codec", [codec for codec in CODECS if codec not in ZSTD])
+@pytest.mark.parametrize("codec", [codec for codec in CODECS if codec not in ZSTD and codec not in SPARSE])
 def test_record_bytes_per_value(codec):
     bits_per_value = {"fp32": 32, "bf16": 16}.get(codec) or code_bits(codec)
     x = np.random.default_rng(2).standard_normal((720, 2048)).astype(np.float32)
@@ -155,6 +156,35 @@ def test_record_bytes_per_value(codec):
     per_value = record.count_bytes() / x.size
     expected = bits_per_value / 8 + scale_bytes
     assert expected <= per_value <= expected + 0.001, f"{codec}: {per_value:.5f} bytes/value, expected {expected:.5f}"
+
+
+@pytest.mark.parametrize("codec", list(SPARSE))
+def test_sparse_keeps_the_largest_values_at_six_bytes_each(codec):
+    """topK: per tensor the ceil(size/K) values of largest magnitude, in bf16, at their
+    positions (uint32); everything else decodes as zero."""
+    x = np.random.default_rng(2).standard_normal((720, 2048)).astype(np.float32)
+    arrays = encode({"w": x}, codec)
+    kept = -(-x.size // SPARSE[codec])
+    decoded = decode(arrays)["w"]
+    mask = decoded != 0
+    assert mask.sum() == kept
+    assert np.array_equal(decoded[mask], decode(encode({"w": x[mask]}, "bf16"))["w"])
+    assert np.abs(x[mask]).min() >= np.abs(x[~mask]).max()
+    per_kept = to_record(arrays).count_bytes() / kept
+    assert 6 <= per_kept <= 6.05, per_kept  # plus three arrays' headers
+
+
+@pytest.mark.parametrize("codec", list(SPARSE))
+def test_sparse_error_feedback_sends_everything_eventually(codec):
+    """What a topK message leaves out stays in the residual: decoded messages plus the
+    residual add up to the true deltas (nothing is lost, only delayed)."""
+    feedback, sent, true = ErrorFeedback(), {}, {}
+    for delta in drifting_deltas(40, spike=0.1):
+        for name, value in decode(feedback.compress(delta, codec)).items():
+            sent[name] = sent.get(name, 0) + value
+            true[name] = true.get(name, 0) + delta[name]
+    for name in true:
+        np.testing.assert_allclose(sent[name] + feedback.residual[name], true[name], rtol=1e-4, atol=1e-4)
 
 
 def test_q3z_saves_a_fifth_of_q3s_bytes_on_gaussian_deltas():
@@ -296,6 +326,18 @@ MALFORMED = [
     ("2-d codes", {**good(), "w@q4": good()["w@q4"].reshape(2, 76)}, r"must be 1-d arrays"),
     ("infinite scale", {**good(), "w@q4.scale": np.full(3, 0x7F80, np.uint16)}, r"negative, infinite or NaN scales"),
     ("two codecs for one name", {**good("q4"), **good("bf16")}, r"tensor 'w' arrives in two codecs \(q4 and bf16\)"),
+    ("top16 missing index", without(good("top16"), "w@top16.index"), r"'w@top16.index' is missing"),
+    ("top16 too few values", {**good("top16"), "w@top16": good("top16")["w@top16"][:-1]},
+     r"shape \(300,\) keeps 19 values, got 18 values and 19 positions"),
+    ("top16 position out of range", {**good("top16"), "w@top16.index": np.arange(282, 301, dtype=np.uint32)},
+     r"must hold increasing positions below 300"),
+    ("top16 repeated position", {**good("top16"), "w@top16.index": np.zeros(19, np.uint32)},
+     r"must hold increasing positions"),
+    ("top16 positions as int64", {**good("top16"), "w@top16.index": np.arange(19, dtype=np.int64)},
+     r"'w@top16.index' is int64, expected uint32"),
+    ("top16 NaN value", {**good("top16"), "w@top16": np.full(19, 0x7FC0, np.uint16)}, r"infinite or NaN values"),
+    ("top16 huge shape", {"w@top16": np.zeros(0, np.uint16), "w@top16.index": np.zeros(0, np.uint32),
+                          "w@top16.shape": np.array([2**32, 2**32], np.int64)}, r"keeps \d+ values, got 0"),
     ("fp32 and a quantized part", {"w": np.zeros(3, np.float32), **without(good("q8"), "w@q8")},
      r"'w' arrives in two codecs \(fp32 and q8\)"),
     ("bf16 as float32", {"w@bf16": np.zeros(3, np.float32)}, r"'w@bf16' is float32, expected uint16"),

@@ -14,6 +14,8 @@ Run-config `update-codec` picks the encoding (zk0.codec):
   quantization residual is carried into its next update, zk0.codec.ErrorFeedback).
 - `q8z`, `q4z`, `q3z`, `q2z`: as qN, with the codes entropy-coded by zstd (lossless: the
   same weights, fewer bytes).
+- `top16`, `top64`: sparse deltas both ways (per tensor the largest 1/16 or 1/64 of the
+  values, in bf16 with their positions), error feedback as for qN.
 Round 1 of a fresh run sends the start model. A node that loaded the same model (its round-0
 report carries `digest` of its bf16-rounded trainable weights, and it matches the server's)
 holds it already: it is treated as holding broadcast round 0 (`start_broadcast`), and round 1
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zk0.codec import CODECS, ErrorFeedback, decode, decode_each, encode
+from zk0.codec import CODECS, DELTA_CODECS, ErrorFeedback, decode, decode_each, encode
 
 DEFAULT_CODEC = "q3z"
 START_ROUND = 0  # the broadcast round of the start model every node loads itself
@@ -42,7 +44,7 @@ Weights = dict[str, np.ndarray]
 
 def is_delta(arrays: Mapping[str, np.ndarray]) -> bool:
     """A quantized message carries a delta; fp32/bf16 messages carry whole weights."""
-    return any("@q" in name for name in arrays)
+    return any(name.partition("@")[2].partition(".")[0] in DELTA_CODECS for name in arrays)
 
 
 def bf16_round(weights: Mapping[str, np.ndarray]) -> Weights:
