@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from reply_fuzz import broadcast, honest_reply, mutate, screen
 
 EXPECTED = broadcast()
-CODECS = ("q3", "q3z")  # the default, and its zstd frames (zk0.codec parses those from hostile bytes)
+CODECS = ("q3", "q3z", "top16")  # q3, the default (zstd frames: parsed from hostile bytes), sparse positions
 HONEST = {codec: honest_reply(codec=codec) for codec in CODECS}
 
 

@@ -40,7 +40,7 @@ MAX_ARRAY_DIMS = 8
 # One array's bytes: SmolVLA's largest trainable tensor in fp32 is ~60 MB.
 MAX_ARRAY_BYTES = 1 << 30
 # The dtypes zk0's codecs and statistics produce; anything else is refused before decoding.
-WIRE_DTYPES = frozenset(np.dtype(t) for t in ("<f4", "<f8", "<u2", "|u1", "<i8"))
+WIRE_DTYPES = frozenset(np.dtype(t) for t in ("<f4", "<f8", "<u2", "<u4", "|u1", "<i8"))
 
 _PRINTABLE = re.compile(r"[^\x20-\x7e]")
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
