@@ -45,7 +45,7 @@ USAGE
 
 log() { printf 'zk0-sim: %s\n' "$*" >&2; }
 die() { printf 'zk0-sim: error: %s\n' "$*" >&2; exit 1; }
-# Demo tasks (zk0.demo_data.TASKS): one dataset per client up to this many clients.
+# Demo tasks (zk0.tools.demo_data.TASKS): one dataset per client up to this many clients.
 DEMO_TASKS=8
 # Clients a --tiny round samples once there are more.
 SAMPLED=10
@@ -291,7 +291,7 @@ main() {
   export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
   export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 RAY_DEDUP_LOGS=0 PYTHONUNBUFFERED=1
   if [[ $verbose -eq 0 ]]; then
-    # Quiet: Flower's own records from WARNING up (zk0's round lines stay, see zk0/logs.py),
+    # Quiet: Flower's own records from WARNING up (zk0's round lines stay, see zk0/util/logs.py),
     # and no per-client progress bars: under Ray every refresh of one becomes a line.
     export FLWR_LOG_LEVEL=WARNING TQDM_DISABLE=1
   fi

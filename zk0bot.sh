@@ -364,7 +364,7 @@ ensure_superexec_secret() { ensure_secret "$SERVER_DIR/superexec.secret"; }
 
 ensure_admin_token() { ensure_secret "$SERVER_DIR/admin.token"; }
 
-# The certificate the SuperLink's port asks every client for (zk0.private_link): only zk0's
+# The certificate the SuperLink's port asks every client for (zk0.ops.private_link): only zk0's
 # nginx holds it, so nothing else on this machine talks to the SuperLink directly.
 ensure_link_client_cert() {
   local dir="$SERVER_DIR/certs"
@@ -689,7 +689,7 @@ server_start() {
   if ! session_running "$SERVER_SESSION"; then
     log_start "$SERVER_DIR/superlink.log"
     start_session "$SERVER_SESSION" "$SERVER_DIR" "$SERVER_DIR/flwr-home" "$SERVER_DIR/superlink.log" once \
-      "$(python_bin)" -m zk0.private_link "$certs/link-client.crt" --host 127.0.0.1 --port "$link_port" \
+      "$(python_bin)" -m zk0.ops.private_link "$certs/link-client.crt" --host 127.0.0.1 --port "$link_port" \
       "${tls_link[@]}" --isolation process --superexec-auth-secret-file "$secret" --disable-runtime-dependency-installation
     wait_until "the SuperLink" "$SERVER_SESSION" "$SERVER_DIR/superlink.log" link_health
     relinked=1
@@ -700,7 +700,7 @@ server_start() {
       || die "the proxy configuration was refused: $("$nginx" -t -q -e /dev/stderr -c "$SERVER_DIR/proxy/nginx.conf" 2>&1 | head -n1)"
     log_start "$SERVER_DIR/proxy.log"
     start_session "$PROXY_SESSION" "$SERVER_DIR" "$SERVER_DIR/flwr-home" "$SERVER_DIR/proxy.log" once \
-      "$(python_bin)" -m zk0.log_cap "$SERVER_DIR/fleet-traffic.log" "$FLEET_LOG_MAX_BYTES" -- \
+      "$(python_bin)" -m zk0.ops.log_cap "$SERVER_DIR/fleet-traffic.log" "$FLEET_LOG_MAX_BYTES" -- \
       "$nginx" -e "$SERVER_DIR/proxy.log" -c "$SERVER_DIR/proxy/nginx.conf"
     wait_until "the proxy (nginx)" "$PROXY_SESSION" "$SERVER_DIR/proxy.log" proxy_health
   fi
@@ -712,7 +712,7 @@ server_start() {
     # ZK0_NODE_NAMES reaches each ServerApp through the session's environment.
     ZK0_NODE_NAMES="$SERVER_DIR/node-names.json" start_session "$SUPEREXEC_SESSION" "$SERVER_DIR" \
       "$SERVER_DIR/flwr-home" "$SERVER_DIR/superexec.log" restart \
-      "$(python_bin)" -m zk0.private_superexec --runtime-api-address "127.0.0.1:$admin_port" \
+      "$(python_bin)" -m zk0.ops.private_superexec --runtime-api-address "127.0.0.1:$admin_port" \
       --root-certificates "$certs/ca.crt" --superexec-auth-secret-file "$secret"
   fi
   info "server running ($mode): public port $host:$port (Fleet API only, session $PROXY_SESSION), admin port 127.0.0.1:$admin_port, SuperLink 127.0.0.1:$link_port (session $SERVER_SESSION, the proxy's only)"
@@ -766,7 +766,7 @@ reregister_nodes() {
 # {node id: name} for the ServerApp (ZK0_NODE_NAMES): node ids change at every SuperLink
 # restart, so this is rewritten after every (re)registration.
 write_node_names() {
-  "$(python_bin)" -m zk0.identities "$SERVER_DIR/nodes" "$SERVER_DIR/node-names.json"
+  "$(python_bin)" -m zk0.server.identities "$SERVER_DIR/nodes" "$SERVER_DIR/node-names.json"
 }
 
 # What a name may be: what an operator can read in one log line.
@@ -775,7 +775,7 @@ check_node_name() {
     || die "node name '$1' must be 1-64 printable characters (e.g. --name robot-7)"
 }
 
-# Register public keys with the SuperLink, all in one process (zk0.register_keys); keep
+# Register public keys with the SuperLink, all in one process (zk0.ops.register_keys); keep
 # each, its name (NAME for a single key, else the one kept, else the key's comment, else the
 # file name) and the node id Flower gave it in nodes/ for restarts, `server nodes` and the
 # ServerApp's labels. Prints a line per key: "ok <node id>" or "refused <key>: <Flower's
@@ -787,7 +787,7 @@ register_keys() {
   shift
   # The helper runs in SERVER_DIR: the operator's relative paths must not change meaning.
   for key in "$@"; do paths+=("$(realpath -- "$key")"); done
-  out=$(cd "$SERVER_DIR" && FLWR_HOME="$SERVER_DIR/flwr-home" "$(python_bin)" -m zk0.register_keys "${paths[@]}") \
+  out=$(cd "$SERVER_DIR" && FLWR_HOME="$SERVER_DIR/flwr-home" "$(python_bin)" -m zk0.ops.register_keys "${paths[@]}") \
     || reason=$(grep -v $'\t' <<<"$out" | tail -n1)
   while IFS= read -r line; do
     [[ $line != *$'\t'* ]] || results[${line%%$'\t'*}]=${line#*$'\t'}
@@ -939,7 +939,7 @@ import json, os, sys
 from collections import Counter
 from pathlib import Path
 
-from zk0.identities import clean_name
+from zk0.server.identities import clean_name
 
 text = os.environ["NODES_JSON"]
 nodes = json.loads(text[text.index("{"):]).get("nodes", [])
@@ -1055,8 +1055,8 @@ known_clients() {
 # The URI's form, and for local: datasets that the directory exists (milliseconds).
 check_uri() {
   local uri=$1 out
-  out=$("$(python_bin)" -c 'import sys; from zk0.uri import parse_dataset_uri; parse_dataset_uri(sys.argv[1])' "$uri" 2>&1) \
-    || die "$(tail -n1 <<<"$out" | sed 's/^zk0.uri.URIError: //')"
+  out=$("$(python_bin)" -c 'import sys; from zk0.data.uri import parse_dataset_uri; parse_dataset_uri(sys.argv[1])' "$uri" 2>&1) \
+    || die "$(tail -n1 <<<"$out" | sed 's/^zk0.data.uri.URIError: //')"
   if [[ $uri == local:* && ! -d ${uri#local:} ]]; then
     die "dataset $uri: directory does not exist; pass the root of a LeRobot dataset"
   fi
@@ -1127,8 +1127,8 @@ client_start() {
   if [[ -n $rename ]]; then
     local err
     [[ $rename != *"'"* ]] || die "--rename-map must not contain single quotes; write it as '{\"observation.images.top\": \"observation.images.front\"}'"
-    err=$("$(python_bin)" -c 'import sys; from zk0.cameras import parse_rename_map; parse_rename_map(sys.argv[1])' "$rename" 2>&1) \
-      || die "--rename-map: $(tail -n1 <<<"$err" | sed 's/^zk0.cameras.CameraError: //')"
+    err=$("$(python_bin)" -c 'import sys; from zk0.data.cameras import parse_rename_map; parse_rename_map(sys.argv[1])' "$rename" 2>&1) \
+      || die "--rename-map: $(tail -n1 <<<"$err" | sed 's/^zk0.data.cameras.CameraError: //')"
   fi
   if [[ $insecure -eq 0 ]]; then
     [[ -f $ca ]] || die "CA certificate '$ca' not found; get ca.crt from the server admin and pass --ca-cert FILE (or set ZK0_CA_CERT)"
@@ -1401,7 +1401,7 @@ run's saved configuration; RUN_DIR defaults to the newest unfinished run.
 USAGE
 }
 
-# `zk0 admin ...`, the run bookkeeping in Python (zk0.admin), against this machine's SuperLink:
+# `zk0 admin ...`, the run bookkeeping in Python (zk0.ops.admin), against this machine's SuperLink:
 # its output, or die with its one-line reason.
 zk0_admin() {
   local err

@@ -4,7 +4,7 @@ Part 1 runs `train-fl-simulation.sh --tiny` into a temporary output directory an
 tabulates its metrics.jsonl: round wall time, client train time, server eval time,
 the ClientApp's session start-up per message, and the payload per client.
 
-Part 2 times fresh `python -c` processes that build zk0.node's session for one demo
+Part 2 times fresh `python -c` processes that build zk0.node.session's session for one demo
 dataset, as deployment mode's subprocess isolation does for every message, split
 into interpreter, imports, dataset metadata, model load, processors and the first
 training batch.
@@ -29,8 +29,8 @@ PYTHON = os.environ.get("ZK0_VENV", str(ROOT / ".venv")) + "/bin/python"
 
 # Runs in a fresh interpreter: the work one deployment-mode ClientApp process does
 # before it can train on its first batch. Each step is timed with perf_counter; the
-# session is built by zk0.node.node_session itself, its three steps timed by wrapping
-# the functions zk0.node calls.
+# session is built by zk0.node.session.node_session itself, its three steps timed by wrapping
+# the functions zk0.node.session calls.
 CHILD = r"""
 import time
 entered = time.time()
@@ -45,13 +45,13 @@ def lap(name):
 
 import zk0.client_app                       # flwr, torch, zk0 (what flwr-clientapp imports)
 lap("import zk0.client_app")
-import lerobot.datasets.lerobot_dataset     # imported lazily by zk0.data / zk0.model
+import lerobot.datasets.lerobot_dataset     # imported lazily by zk0.data.dataset / zk0.policy.model
 import lerobot.policies.smolvla.modeling_smolvla
 import lerobot.policies.smolvla.processor_smolvla
 lap("import lerobot (lazy)")
 
 from flwr.app import Context, RecordDict
-import zk0.node
+import zk0.node.session
 
 def timed(name, fn):
     def wrapper(*args, **kwargs):
@@ -62,12 +62,12 @@ def timed(name, fn):
         return result
     return wrapper
 
-zk0.node.open_node_data = timed("dataset metadata", zk0.node.open_node_data)
-zk0.node.load_policy = timed("model load", zk0.node.load_policy)
-zk0.node.make_processors = timed("processors", zk0.node.make_processors)
+zk0.node.session.open_node_data = timed("dataset metadata", zk0.node.session.open_node_data)
+zk0.node.session.load_policy = timed("model load", zk0.node.session.load_policy)
+zk0.node.session.make_processors = timed("processors", zk0.node.session.make_processors)
 run_config, uri = json.loads(sys.argv[1]), sys.argv[2]
 context = Context(run_id=1, node_id=1, node_config={"dataset-uri": uri}, state=RecordDict(), run_config=run_config)
-session = zk0.node.node_session(context)
+session = zk0.node.session.node_session(context)
 mark = time.perf_counter()
 next(session.train_batches(seed=0))
 lap("train split + first batch")

@@ -10,12 +10,12 @@ named `<mode>-<codec>`. `--lora-lr` sets the LoRA modes' `lr` (the expert rows k
 
 Part 1 (real size): the trainable tensors of SmolVLA at its real shapes (the
 `smolvla-shape` preset's config, built on the meta device for the shapes, wrapped with
-LeRobot's PEFT as zk0.lora does in the LoRA modes; random values),
-a global model that moved by a small random step; for each codec, what zk0.transfer sends
+LeRobot's PEFT as zk0.policy.lora does in the LoRA modes; random values),
+a global model that moved by a small random step; for each codec, what zk0.wire.transfer sends
 in a steady-state round (the download: a delta against the node's copy, or the whole
 weights; the upload: the node's update) counted by Flower's own ArrayRecord.count_bytes(),
 round 1's download whole and for a node holding the start model (a delta of zeros against
-it, zk0.transfer.start_broadcast), and the seconds to encode and decode both (medians).
+it, zk0.wire.transfer.start_broadcast), and the seconds to encode and decode both (medians).
 
 Part 2 (quality): `./train-fl-simulation.sh --tiny` per codec and seed; the final round's
 server-side held-out action MSE from metrics.jsonl.
@@ -59,9 +59,9 @@ def mode_overrides(mode: str, lora_rank: int, lora_lr: float | None = None) -> d
 def real_shapes(mode: str, lora_rank: int) -> dict[str, tuple[int, ...]]:
     import torch
 
-    from zk0.lora import LoraSpec, wrap
-    from zk0.presets import SMOLVLA_SHAPE, preset_config, seeded_policy
-    from zk0.paths import cache_dir
+    from zk0.policy.lora import LoraSpec, wrap
+    from zk0.policy.presets import SMOLVLA_SHAPE, preset_config, seeded_policy
+    from zk0.util.paths import cache_dir
 
     config = preset_config(SMOLVLA_SHAPE, cache_dir())
     overrides = mode_overrides(mode, lora_rank)
@@ -81,8 +81,8 @@ def record_bytes(arrays: dict[str, np.ndarray]) -> int:
 
 
 def measure_real_size(mode: str, codecs: list[str], repeats: int, lora_rank: int) -> list[dict]:
-    from zk0 import transfer
-    from zk0.codec import ErrorFeedback, decode
+    from zk0.wire import transfer
+    from zk0.wire.codec import ErrorFeedback, decode
 
     rng = np.random.default_rng(0)
     shapes = real_shapes(mode, lora_rank)

@@ -3,15 +3,15 @@
 For each qN codec, the packed codes of one update are measured as zk0 sends them (N bits
 per value); compressed with zlib level 9 and with zstd levels 1 and 19 over the packed bytes,
 and zstd level 1 over the codes unpacked to one byte each (so that a byte coder sees whole
-codes); as the qNz codec sends them (zk0.codec: zstd level 1 over the codes packed whole,
+codes); as the qNz codec sends them (zk0.wire.codec: zstd level 1 over the codes packed whole,
 q3's as 4-bit fields); and at the order-0 entropy bound: sum over tensors of (values x Shannon
 entropy of that tensor's code histogram) / 8, which no coder of independent codes can beat.
 Scales (bf16, one per 128 values) are counted as sent in every column. Seconds are the
-median of 3 zk0.codec.encode / decode calls over the whole update, qN and qNz.
+median of 3 zk0.wire.codec.encode / decode calls over the whole update, qN and qNz.
 
 Updates measured:
 - `tiny, trained`: a real client update of the tiny SmolVLA (40 AdamW steps, batch 8, lr 1e-3,
-  on one demo dataset written with LeRobot's writer), as zk0.transfer.upload encodes it for
+  on one demo dataset written with LeRobot's writer), as zk0.wire.transfer.upload encodes it for
   round 1 (its delta against the start, no error-feedback residual yet);
 - `real shapes, gaussian` and `real shapes, student-t(3)`: random deltas of std 1e-3 at
   SmolVLA's real trainable shapes (the `smolvla-shape` preset; 99,880,992 values).
@@ -37,11 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def trained_tiny_update() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(start weights, weights after 40 local steps) of the tiny SmolVLA on one demo dataset."""
-    from zk0.data import infinite_batches, open_node_data, open_split
-    from zk0.demo_data import DemoSpec, write_demo_federation
-    from zk0.model import get_trainable, load_policy, make_processors
-    from zk0.train import train_local
-    from zk0.uri import parse_dataset_uri
+    from zk0.data.dataset import infinite_batches, open_node_data, open_split
+    from zk0.tools.demo_data import DemoSpec, write_demo_federation
+    from zk0.policy.model import get_trainable, load_policy, make_processors
+    from zk0.policy.train import train_local
+    from zk0.data.uri import parse_dataset_uri
 
     with tempfile.TemporaryDirectory() as tmp:
         [client, _] = write_demo_federation(Path(tmp), 1, DemoSpec())
@@ -78,8 +78,8 @@ def zstd_bytes(data: np.ndarray, level: int) -> int:
 def measure(start: dict, local: dict, codec: str) -> dict:
     """Bytes of the codes as sent, byte-coded, as qNz and at the order-0 entropy bound (+ the scales);
     encode / decode seconds of qN and qNz."""
-    from zk0 import transfer
-    from zk0.codec import ErrorFeedback, _unpack, decode, encode
+    from zk0.wire import transfer
+    from zk0.wire.codec import ErrorFeedback, _unpack, decode, encode
 
     bits = int(codec[1:])
     update = transfer.upload(local, start, codec, ErrorFeedback())

@@ -35,7 +35,7 @@ VENV = Path(os.environ.get("ZK0_VENV", ROOT / ".venv"))
 
 def write_data(out: Path, clients: int) -> dict[str, tuple[str, str]]:
     """{setting: (datasets run-config value, eval-dataset URI)}; both settings share the eval dataset."""
-    from zk0.demo_data import DemoSpec, write_dataset, write_demo_federation
+    from zk0.tools.demo_data import DemoSpec, write_dataset, write_demo_federation
 
     spec = DemoSpec()
     roots = write_demo_federation(out / "noniid", clients, spec)
@@ -95,7 +95,7 @@ def joining_pays(alone: dict | None) -> int | None:
 
 
 def runs_table(results: list[dict]) -> str:
-    from zk0.baseline import fmt
+    from zk0.tools.baseline import fmt
 
     header = " | ".join(f"centralized, {heading} | gap" for _, heading in AXES)
     lines = [f"| setting | clients | proximal-mu | seed | FL action MSE | {header} | joining pays |",

@@ -2,7 +2,7 @@
 
 Each mode runs in its own process (so that peaks don't mix): SmolVLA at its real shapes
 (the `smolvla-shape` preset's config with its seeded random weights, built in memory, not
-saved), wrapped with LoRA as zk0.lora does for `lora` modes, then one `zk0.train.train_local`
+saved), wrapped with LoRA as zk0.policy.lora does for `lora` modes, then one `zk0.policy.train.train_local`
 step (AdamW, as a node trains) at batch 1 on a synthetic SO-100 sample of the preset's
 features (two 512x512 cameras, 6 joints, a 50-step action chunk) through SmolVLA's
 processors. Reported: the trainable parameters, the process's RSS once the model is built,
@@ -47,10 +47,10 @@ def one_mode(mode: str, lora_rank: int) -> dict:
     import torch
     from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
 
-    from zk0.lora import LoraSpec, wrap
-    from zk0.paths import cache_dir
-    from zk0.presets import SMOLVLA_SHAPE, preset_config, seeded_policy
-    from zk0.train import train_local
+    from zk0.policy.lora import LoraSpec, wrap
+    from zk0.util.paths import cache_dir
+    from zk0.policy.presets import SMOLVLA_SHAPE, preset_config, seeded_policy
+    from zk0.policy.train import train_local
 
     config = preset_config(SMOLVLA_SHAPE, cache_dir())
     policy = seeded_policy(config)

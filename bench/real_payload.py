@@ -25,7 +25,7 @@ EXPECTED_TRAINABLE = 99_880_992
 
 def build_preset(cache: Path) -> tuple[Path, float, bool]:
     """(directory, seconds, whether it was built now) of the `smolvla-shape` preset in `cache`."""
-    from zk0.presets import SMOLVLA_SHAPE, ensure_preset_policy
+    from zk0.policy.presets import SMOLVLA_SHAPE, ensure_preset_policy
 
     started_at = time.time()
     started = time.perf_counter()
@@ -45,7 +45,7 @@ def load_checked(path: Path):
     if (total, trainable) != (EXPECTED_PARAMS, EXPECTED_TRAINABLE):
         raise SystemExit(
             f"smolvla-shape at {path} has {total:,} parameters ({trainable:,} trainable) but lerobot/smolvla_base "
-            f"has {EXPECTED_PARAMS:,} ({EXPECTED_TRAINABLE:,}): fix the preset's shapes (zk0.presets.PRESETS)"
+            f"has {EXPECTED_PARAMS:,} ({EXPECTED_TRAINABLE:,}): fix the preset's shapes (zk0.policy.presets.PRESETS)"
         )
     return policy
 
@@ -85,8 +85,8 @@ def measure(args: argparse.Namespace) -> None:
     from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
 
-    from zk0.model import get_trainable, set_trainable
-    from zk0.paths import cache_dir
+    from zk0.policy.model import get_trainable, set_trainable
+    from zk0.util.paths import cache_dir
 
     path, build_seconds, built = build_preset(cache_dir())
     size = (path / "model.safetensors").stat().st_size

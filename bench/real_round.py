@@ -228,7 +228,7 @@ def main() -> None:
     parser.add_argument("--modes", default="expert", help=f"comma-separated, of {', '.join(MODES)}")
     parser.add_argument("--run-config", default="", help="key=value pairs added to (or replacing) every run's")
     args = parser.parse_args()
-    from zk0.run_config_args import PAIR, RunConfigArgsError, check_pairs
+    from zk0.ops.run_config_args import PAIR, RunConfigArgsError, check_pairs
 
     modes = args.modes.split(",")
     unknown = [mode for mode in modes if mode not in MODES]
@@ -242,9 +242,9 @@ def main() -> None:
         parser.error(str(err))
     extra = dict(PAIR.findall(args.run_config))
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from zk0.demo_data import DemoSpec, write_demo_federation
-    from zk0.presets import SMOLVLA_SHAPE, ensure_preset_policy
-    from zk0.paths import cache_dir
+    from zk0.tools.demo_data import DemoSpec, write_demo_federation
+    from zk0.policy.presets import SMOLVLA_SHAPE, ensure_preset_policy
+    from zk0.util.paths import cache_dir
 
     model_dir = ensure_preset_policy(SMOLVLA_SHAPE, cache_dir())
     with tempfile.TemporaryDirectory(prefix="zk0-real-round-") as tmp:

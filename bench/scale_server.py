@@ -3,7 +3,7 @@
 Each N runs in a fresh process: the strategy (fedprox, q3) configures round 1 for N nodes
 (its messages built and pushed one at a time), then aggregates N real-shape q3 replies
 (SmolVLA's 99.9M trainable parameters, the `smolvla-shape` preset) that arrive through
-zk0.inbox as they would from a SuperLink, four distinct updates cycled over the nodes.
+zk0.server.inbox as they would from a SuperLink, four distinct updates cycled over the nodes.
 Prints per N: peak RSS, RSS before the round, aggregation seconds (decode, checks, fold,
 norm rule, average: `aggregate/seconds`) and the decoded-update throughput.
 
@@ -44,8 +44,8 @@ def rss_now() -> int:
 
 def write_templates(work: Path) -> None:
     """The global model and four node updates against its round-1 broadcast, on disk."""
-    from zk0 import transfer
-    from zk0.codec import ErrorFeedback
+    from zk0.wire import transfer
+    from zk0.wire.codec import ErrorFeedback
 
     rng = np.random.default_rng(0)
     shapes = real_shapes()
@@ -66,10 +66,10 @@ def measure(work: Path, nodes: int) -> dict:
     from flwr.serverapp import Grid
     from flwr.supercore.task_identity import TaskIdentity
 
-    from zk0 import inbox
+    from zk0.server import inbox
     from zk0.config import RunConfig
-    from zk0.protocol import ARRAYS, METRICS, NODE, array_record
-    from zk0.strategy import make_strategy
+    from zk0.wire.protocol import ARRAYS, METRICS, NODE, array_record
+    from zk0.server.strategy import make_strategy
 
     sys.path.insert(0, str(ROOT / "tests"))
     from test_aggregation import pyproject_run_config

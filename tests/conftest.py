@@ -52,7 +52,7 @@ def zk0_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def demo_roots(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Two synthetic SO-100 client datasets and a held-out eval dataset, written with LeRobot's writer."""
-    from zk0.demo_data import DemoSpec, write_demo_federation
+    from zk0.tools.demo_data import DemoSpec, write_demo_federation
 
     spec = DemoSpec(episodes=DEMO_EPISODES, frames_per_episode=DEMO_FRAMES)
     return write_demo_federation(tmp_path_factory.mktemp("demo-data"), num_clients=2, spec=spec)
@@ -61,8 +61,8 @@ def demo_roots(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 @pytest.fixture(scope="session")
 def eval_data(demo_roots: list[Path]):
     """The eval dataset opened as the server opens it: every episode, features checked."""
-    from zk0.data import open_node_data
-    from zk0.uri import parse_dataset_uri
+    from zk0.data.dataset import open_node_data
+    from zk0.data.uri import parse_dataset_uri
 
     return open_node_data(parse_dataset_uri(f"local:{demo_roots[-1]}"), action_dim=6, heldout_episodes=0)
 
@@ -70,7 +70,7 @@ def eval_data(demo_roots: list[Path]):
 @pytest.fixture(scope="session")
 def session_policy(zk0_cache_dir: Path, eval_data):
     """The tiny SmolVLA fitted to the demo features (built once; tests get copies)."""
-    from zk0.model import load_policy
+    from zk0.policy.model import load_policy
 
     return load_policy("tiny", eval_data.meta, "cpu")
 
@@ -84,7 +84,7 @@ def tiny_policy(session_policy):
 @pytest.fixture(scope="session")
 def processors(session_policy, eval_data):
     """SmolVLA's pre/post processors with the eval dataset's normalization statistics."""
-    from zk0.model import make_processors
+    from zk0.policy.model import make_processors
 
     return make_processors(session_policy, eval_data.stats)
 
@@ -92,7 +92,7 @@ def processors(session_policy, eval_data):
 @pytest.fixture(scope="session")
 def eval_split(session_policy, eval_data):
     """The eval episodes as a LeRobotDataset yielding SmolVLA's action chunks."""
-    from zk0.data import open_split
+    from zk0.data.dataset import open_split
 
     return open_split(eval_data, eval_data.train_episodes, session_policy.config)
 

@@ -1,11 +1,11 @@
 """Mutations of a training reply, for fuzzing zk0's decode and screening (tests and bench).
 
 `honest_reply(seed, codec)` builds an update (q3 unless told) the way a node sends it
-(zk0.transfer.upload over a small model of SmolVLA-like tensor names and shapes); `mutate(content, rng)` applies one to
+(zk0.wire.transfer.upload over a small model of SmolVLA-like tensor names and shapes); `mutate(content, rng)` applies one to
 three random mutations to the RecordDict: bit flips in any array's bytes, truncation,
 arrays of another dtype or shape, forged .npy headers, renamed keys, extreme metrics,
 dropped or extra records. `screen(content, expected, codec)` runs the server's whole reply pipeline on it,
-into a round's running sum (zk0.accumulate).
+into a round's running sum (zk0.server.accumulate).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import random
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from zk0 import transfer
-from zk0.accumulate import RunningAverage
-from zk0.codec import ErrorFeedback
-from zk0.protocol import ARRAYS, METRICS, NODE
-from zk0.validation import Screened, screen_reply
+from zk0.wire import transfer
+from zk0.server.accumulate import RunningAverage
+from zk0.wire.codec import ErrorFeedback
+from zk0.wire.protocol import ARRAYS, METRICS, NODE
+from zk0.server.validation import Screened, screen_reply
 
 SHAPES = {"model.action_in_proj.weight": (48, 6), "model.action_in_proj.bias": (48,),
           "model.lm_expert.layers.0.self_attn.q_proj.weight": (64, 48), "model.state_proj.weight": (48, 6)}

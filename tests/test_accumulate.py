@@ -1,4 +1,4 @@
-"""The running average (zk0.accumulate): exact in any order, updates taken out exactly, a
+"""The running average (zk0.server.accumulate): exact in any order, updates taken out exactly, a
 rejected update leaves nothing behind, and memory that does not grow with the number of updates."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from zk0 import transfer
-from zk0.accumulate import MAX_DELTA, QUANTUM_BITS, AllUpdates, RunningAverage
-from zk0.codec import ErrorFeedback
-from zk0.validation import Rejected
+from zk0.wire import transfer
+from zk0.server.accumulate import MAX_DELTA, QUANTUM_BITS, AllUpdates, RunningAverage
+from zk0.wire.codec import ErrorFeedback
+from zk0.server.validation import Rejected
 
 SHAPES = {"expert.q.weight": (64, 48), "expert.q.bias": (48,), "state_proj.weight": (48, 6)}
 MAX_EXAMPLES = 64

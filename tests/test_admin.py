@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zk0 import admin, run_state
-from zk0.cli import main
-from zk0.run_dir import RunDir
+from zk0.ops import admin
+from zk0.run import state as run_state
+from zk0.tools.cli import main
+from zk0.run.directory import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -171,7 +171,7 @@ def test_the_admin_keeps_flwr_and_zk0bot(server: Zk0bot):
     assert ssl.PEM_cert_to_DER_cert((server.home / "server" / "certs" / "link-client.crt").read_text())
 
 
-LINK = [str(ROOT / ".venv" / "bin" / "python"), "-m", "zk0.private_link"]
+LINK = [str(ROOT / ".venv" / "bin" / "python"), "-m", "zk0.ops.private_link"]
 
 
 def test_the_link_refuses_a_missing_client_ca_in_one_line(tmp_path: Path):
@@ -190,4 +190,4 @@ def test_the_link_never_serves_without_tls(tmp_path: Path):
     result = subprocess.run([*LINK, str(cert), "--insecure", "--port", str(free_port())], capture_output=True, text=True,
                             timeout=120, cwd=tmp_path, env={**os.environ, "FLWR_HOME": str(tmp_path)})
     assert result.returncode != 0
-    assert "zk0.private_link: the SuperLink must run with TLS" in result.stderr, result.stderr[-1000:]
+    assert "zk0.ops.private_link: the SuperLink must run with TLS" in result.stderr, result.stderr[-1000:]

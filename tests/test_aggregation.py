@@ -34,7 +34,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
 from zk0.config import RunConfig
-from zk0.strategy import FederationError, ZK0Strategy, make_strategy
+from zk0.server.strategy import FederationError, ZK0Strategy, make_strategy
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 

@@ -22,14 +22,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from zk0.baseline import TRAIN_REPO_ID, lr_options
-from zk0.checkpoint import save_checkpoint
-from zk0.cli import main
+from zk0.tools.baseline import TRAIN_REPO_ID, lr_options
+from zk0.run.checkpoint import save_checkpoint
+from zk0.tools.cli import main
 from zk0.config import RunConfig
-from zk0.data import fixed_batches
-from zk0.evaluate import evaluate_policy
-from zk0.run_dir import RunDir
-from zk0.schedule import round_lr
+from zk0.data.dataset import fixed_batches
+from zk0.policy.evaluate import evaluate_policy
+from zk0.run.directory import RunDir
+from zk0.server.schedule import round_lr
 
 ROOT = Path(__file__).resolve().parents[1]
 HELDOUT = 2  # of the demo's 4 episodes per client
@@ -208,7 +208,7 @@ def test_lerobot_train_starts_from_the_cached_tiny_model(tmp_path, demo_roots, z
     with its training dataset's statistics (the tiny model's processors carry none)."""
     from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
 
-    from zk0.presets import ensure_tiny_policy
+    from zk0.policy.presets import ensure_tiny_policy
 
     tiny = ensure_tiny_policy(zk0_cache_dir)
     client = demo_roots[0]
@@ -229,7 +229,7 @@ def test_lerobot_train_starts_from_the_cached_tiny_model(tmp_path, demo_roots, z
 def test_pruning_keeps_the_compared_steps_and_a_checkpoint_being_written(tmp_path):
     """While lerobot-train runs, the newest checkpoint may be half written: only older unwanted ones
     go; once it has exited, every unwanted one goes."""
-    from zk0.baseline import prune_checkpoints
+    from zk0.tools.baseline import prune_checkpoints
 
     for step in (2, 4, 6):
         (tmp_path / f"{step:06d}" / "pretrained_model").mkdir(parents=True)
@@ -271,8 +271,8 @@ def test_each_client_alone_is_trained_on_its_own_training_episodes_and_scored_ev
 
 
 def test_client_keys_name_the_dataset_their_node_claimed():
-    """metrics.jsonl's client keys, as zk0.rounds labels nodes (and as runs before the labels did)."""
-    from zk0.baseline import client_dataset
+    """metrics.jsonl's client keys, as zk0.server.rounds labels nodes (and as runs before the labels did)."""
+    from zk0.tools.baseline import client_dataset
 
     assert client_dataset("node 7 claiming local:/data/arm a") == "local:/data/arm a"
     assert client_dataset("alice (node 7) claiming hf:owner/name") == "hf:owner/name"
@@ -282,7 +282,7 @@ def test_client_keys_name_the_dataset_their_node_claimed():
 
 def test_reported_steps_are_whole_and_at_most_local_steps():
     """A node's `train/steps` never sets how long the baseline trains: a whole number in [0, local-steps]."""
-    from zk0.baseline import reported_steps
+    from zk0.tools.baseline import reported_steps
 
     reports = [1e12, 2.7, -3, 4, "x", None, float("nan"), float("inf"), [5]]
     assert [reported_steps({"train/steps": r}, 5) for r in reports] == [5, 2, 0, 4, 0, 0, 0, 0, 0]
@@ -291,7 +291,7 @@ def test_reported_steps_are_whole_and_at_most_local_steps():
 
 def test_a_lora_run_is_refused_in_one_line(tmp_path):
     """A LoRA run has no centralized twin that differs from it only in being centralized."""
-    from zk0.baseline import BaselineError, read_run
+    from zk0.tools.baseline import BaselineError, read_run
 
     write_claims_run(tmp_path / "run", {"local:/d/a": 5}, trainable="lora")
     with pytest.raises(BaselineError, match="trained LoRA adapters") as raised:
@@ -315,9 +315,9 @@ def test_only_claims_among_the_run_configs_datasets_are_trained_on(tmp_path):
     """A node's claimed dataset is trained on only when it is one of the run config's `datasets`
     (matched as URIs: `owner/b` is `hf:owner/b`); others are skipped, their steps still count as
     the federation's samples; each twin trains at most local-steps a round."""
-    from zk0.alone import client_steps
-    from zk0.baseline import read_run
-    from zk0.uri import parse_dataset_uri
+    from zk0.tools.alone import client_steps
+    from zk0.tools.baseline import read_run
+    from zk0.data.uri import parse_dataset_uri
 
     write_claims_run(tmp_path / "run", {"local:/d/a": 1e12, "owner/b": 3, "hf:evil/made-up": 5, "not a uri!": 2})
     run = read_run(tmp_path / "run")
@@ -329,7 +329,7 @@ def test_only_claims_among_the_run_configs_datasets_are_trained_on(tmp_path):
 
 
 def test_claims_all_outside_the_run_configs_datasets_are_one_line(tmp_path):
-    from zk0.baseline import BaselineError, read_run
+    from zk0.tools.baseline import BaselineError, read_run
 
     write_claims_run(tmp_path / "run", {"hf:evil/made-up": 5})
     with pytest.raises(BaselineError, match="no client claims one of the run config's datasets") as raised:
@@ -342,8 +342,8 @@ def test_the_centralized_comparison_stands_without_the_twins(twins, tmp_path, de
                                                              eval_split, capsys, monkeypatch):
     """`--no-alone` trains no twin; a twin that fails (its training stands in for any failing step
     of the twins: one line, as lerobot-train's own failure reads) keeps the written comparison."""
-    import zk0.alone
-    from zk0.baseline import BaselineError
+    import zk0.tools.alone
+    from zk0.tools.baseline import BaselineError
 
     def failing_twin(run, index, *_):
         raise BaselineError(f"lerobot-train failed (exit 1): client {index}'s twin")
@@ -352,7 +352,7 @@ def test_the_centralized_comparison_stands_without_the_twins(twins, tmp_path, de
     run_dir.mkdir()
     write_fl_run(run_dir, run_config(demo_roots), session_policy, processors, eval_split)
     if twins == "failing":
-        monkeypatch.setattr(zk0.alone, "train_twin", failing_twin)
+        monkeypatch.setattr(zk0.tools.alone, "train_twin", failing_twin)
     code = main(["baseline", str(run_dir), *(["--no-alone"] if twins == "skipped" else [])])
     out, err = capsys.readouterr()
     baseline_dir = run_dir / "baseline"

@@ -10,11 +10,11 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord
 
 from test_aggregation import LocalGrid, pyproject_run_config
-from zk0.cameras import CameraError, parse_rename_map
+from zk0.data.cameras import CameraError, parse_rename_map
 from zk0.client_app import app as zk0_client_app
 from zk0.config import RunConfig
-from zk0.stats import feature_shapes
-from zk0.strategy import make_strategy
+from zk0.data.stats import feature_shapes
+from zk0.server.strategy import make_strategy
 
 TOP = ("observation.images.top", "observation.images.wrist")
 RENAME = '{"observation.images.top": "observation.images.front"}'
@@ -23,7 +23,7 @@ RENAME = '{"observation.images.top": "observation.images.front"}'
 @pytest.fixture(scope="module")
 def top_camera_dataset(tmp_path_factory) -> Path:
     """An SO-100 dataset whose cameras are called top and wrist (the federation's: front and wrist)."""
-    from zk0.demo_data import DemoSpec, write_dataset
+    from zk0.tools.demo_data import DemoSpec, write_dataset
 
     return write_dataset(tmp_path_factory.mktemp("top") / "client_top", "zk0-demo/client_top", [1],
                          DemoSpec(episodes=4, frames_per_episode=30), seed=5, cameras=TOP)
@@ -52,7 +52,7 @@ def run(demo_roots, top_camera_dataset, rename: str | None, caplog):
         local_steps=2, batch_size=2, eval_batches=1, num_workers=0, device="cpu", min_train_clients=1,
         min_available_clients=2, node_wait_timeout=1.0, fraction_evaluate=0.0,
     )
-    from zk0.global_model import GlobalModel
+    from zk0.server.global_model import GlobalModel
 
     model = GlobalModel(RunConfig.from_run_config(config))
     strategy = make_strategy(RunConfig.from_run_config(config))

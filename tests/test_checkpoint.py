@@ -18,10 +18,10 @@ from lerobot.policies.factory import make_pre_post_processors
 from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
 from lerobot.processor import PolicyProcessorPipeline
 
-from zk0.atomic import point_link
-from zk0.checkpoint import save_checkpoint
-from zk0.data import fixed_batches
-from zk0.run_dir import PRETRAINED, RunDir
+from zk0.util.atomic import point_link
+from zk0.run.checkpoint import save_checkpoint
+from zk0.data.dataset import fixed_batches
+from zk0.run.directory import PRETRAINED, RunDir
 
 METRICS = {"eval/action_mse": 12.5, "eval/loss": 0.75}
 

@@ -10,7 +10,7 @@ import zstandard
 from flwr.app import Array, ArrayRecord
 from safetensors.numpy import load_file, save_file
 
-from zk0.codec import BLOCK, CODECS, CodecError, ErrorFeedback, decode, encode
+from zk0.wire.codec import BLOCK, CODECS, CodecError, ErrorFeedback, decode, encode
 
 QUANTIZED = [codec for codec in CODECS if codec.startswith("q")]
 SPARSE = {"top16": 16, "top64": 64}

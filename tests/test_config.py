@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from zk0.config import ConfigError, RunConfig
-from zk0.uri import DatasetURI
+from zk0.data.uri import DatasetURI
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
@@ -58,7 +58,7 @@ def test_robust_aggregation_keys_accept_their_ranges(defaults):
 
 def test_lora_keys_are_checked_and_give_the_adapters_spec(defaults):
     """`trainable`, `lora-*`: a bad value stops in one line; lora mode carries the run's seed."""
-    from zk0.lora import LoraSpec
+    from zk0.policy.lora import LoraSpec
 
     assert parse_error(defaults, trainable="adapters") == "run-config key 'trainable' must be one of expert, lora; got 'adapters'"
     assert parse_error(defaults, lora_rank=0) == "run-config key 'lora-rank' must be >= 1, got 0"

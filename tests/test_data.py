@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zk0.data import DatasetError, dataset_identity, infinite_batches, open_node_data, open_split, stream_seed
-from zk0.uri import parse_dataset_uri
+from zk0.data.dataset import DatasetError, dataset_identity, infinite_batches, open_node_data, open_split, stream_seed
+from zk0.data.uri import parse_dataset_uri
 
 ZK0 = [sys.executable, "-m", "zk0"]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from zk0.config import RunConfig
-from zk0.data import open_node_data
-from zk0.demo_data import TASKS, DemoSpec, demo_federation
-from zk0.node import node_dataset
-from zk0.uri import parse_dataset_uri
+from zk0.data.dataset import open_node_data
+from zk0.tools.demo_data import TASKS, DemoSpec, demo_federation
+from zk0.node.session import node_dataset
+from zk0.data.uri import parse_dataset_uri
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 CLIENTS = 10  # two more than tasks: tasks 0 and 1 are dealt to two clients each

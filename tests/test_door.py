@@ -19,7 +19,7 @@ import psutil
 import pytest
 from test_zk0bot import Zk0bot
 
-from zk0.log_cap import cap
+from zk0.ops.log_cap import cap
 
 MIB = 1024 * 1024
 LARGEST_FLEET_REQUEST = 5 * MIB + 115  # a push-object of one full 5 MiB chunk (measured, see zk0bot.sh)
@@ -36,7 +36,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 
 def superlink(bot: Zk0bot) -> psutil.Process:
-    return next(p for p in bot.process_tree() if "zk0.private_link" in p.cmdline())
+    return next(p for p in bot.process_tree() if "zk0.ops.private_link" in p.cmdline())
 
 
 def public(bot: Zk0bot) -> str:
@@ -134,9 +134,9 @@ def test_the_traffic_log_is_capped_while_nginx_keeps_appending(tmp_path: Path):
 
 def test_log_cap_runs_the_command_and_returns_its_status(tmp_path: Path):
     log = tmp_path / "x.log"
-    result = subprocess.run([sys.executable, "-m", "zk0.log_cap", str(log), "10", "--", sys.executable, "-c",
+    result = subprocess.run([sys.executable, "-m", "zk0.ops.log_cap", str(log), "10", "--", sys.executable, "-c",
                              "import sys; sys.exit(3)"], timeout=60)
     assert result.returncode == 3
-    bad = subprocess.run([sys.executable, "-m", "zk0.log_cap", str(log), "ten", "--", "true"], capture_output=True,
+    bad = subprocess.run([sys.executable, "-m", "zk0.ops.log_cap", str(log), "ten", "--", "true"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode != 0 and bad.stderr.strip().startswith("usage:")

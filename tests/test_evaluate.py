@@ -7,9 +7,9 @@ import math
 
 import torch
 
-from zk0.data import fixed_batches
-from zk0.evaluate import evaluate_policy
-from zk0.model import get_trainable, load_policy, set_trainable
+from zk0.data.dataset import fixed_batches
+from zk0.policy.evaluate import evaluate_policy
+from zk0.policy.model import get_trainable, load_policy, set_trainable
 
 BATCH_SIZE, MAX_BATCHES = 4, 2
 

@@ -35,7 +35,7 @@ import pytest
 from flwr.cli.build import build_fab_from_disk
 
 from zk0_executor import flower as executor_flower
-from zk0_executor.trust import AppPolicy, RefusedApp, installed_app_dir, parse_allowed
+from zk0_executor.trust import APP_FILES, AppPolicy, RefusedApp, installed_app_dir, parse_allowed
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -247,7 +247,7 @@ def test_raising_clientapp_gets_an_error_reply_and_the_executor_keeps_serving(de
     assert status == "finished:failed"
     assert "DatasetError" in dep.server_log(run_id) and str(missing) in dep.server_log(run_id)
     served = dep.served(dep.executor, run_id)
-    assert len(served) == 1 and served[0]["status"].startswith("error <class 'zk0.data.DatasetError'>"), served
+    assert len(served) == 1 and served[0]["status"].startswith("error <class 'zk0.data.dataset.DatasetError'>"), served
     assert dep.executor.alive()
 
     dep.start_supernode(dep.clients[0])
@@ -259,11 +259,14 @@ def test_raising_clientapp_gets_an_error_reply_and_the_executor_keeps_serving(de
 
 
 def copy_of_app(where: Path, change=None) -> Path:
-    """A copy of the app as `flwr run` packs it (pyproject.toml, src/zk0/*.py); `change(copy)` edits it."""
-    (where / "src" / "zk0").mkdir(parents=True)
+    """A copy of the app as `flwr run` packs it (pyproject.toml, the APP_FILES of src/zk0); `change(copy)` edits it."""
+    where.mkdir(parents=True)
     (where / "pyproject.toml").write_bytes((ROOT / "pyproject.toml").read_bytes())
-    for module in (ROOT / "src" / "zk0").glob("*.py"):
-        (where / "src" / "zk0" / module.name).write_bytes(module.read_bytes())
+    for pattern in APP_FILES:
+        for module in (ROOT / "src" / "zk0").glob(pattern):
+            copy = where / module.relative_to(ROOT)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_bytes(module.read_bytes())
     if change is not None:
         change(where)
     return where
@@ -433,7 +436,10 @@ def test_the_executor_is_fenced_off_from_the_app_and_its_flower_surface_is_one_m
 def test_the_installed_zk0_is_the_checkout_and_its_fab_is_accepted(tmp_path: Path):
     """Installed editable (or built from this checkout), zk0's installed modules are the FAB's, byte for byte."""
     installed = installed_app_dir()
-    assert sorted(p.name for p in installed.glob("*.py")) == sorted(p.name for p in (ROOT / "src" / "zk0").glob("*.py"))
+    def app_files(package: Path) -> list[str]:
+        return sorted(p.relative_to(package).as_posix() for pattern in APP_FILES for p in package.glob(pattern))
+
+    assert app_files(installed) == app_files(ROOT / "src" / "zk0")
     policy = AppPolicy(installed)
     assert policy.differences(build_fab_from_disk(ROOT)) == []
     assert policy.check(build_fab_from_disk(copy_of_app(tmp_path / "copy")), "zk0/zk0", "0.1.0") is False
@@ -452,22 +458,22 @@ def _remove(path: str):
 def _entry_point(app: Path) -> None:
     pyproject = app / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('clientapp = "zk0.client_app:app"',
-                                                       'clientapp = "zk0.cli:app"'))
+                                                       'clientapp = "zk0.tools.cli:app"'))
 
 
 def _own_package(app: Path) -> None:
     (app / "evil").mkdir()
     (app / "evil" / "zk0.py").write_text("app = None\n")
     pyproject = app / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text().replace('fab-include = ["src/zk0/*.py"]',
-                                                       'fab-include = ["src/zk0/*.py", "evil/*.py"]'))
+    pyproject.write_text(pyproject.read_text().replace('fab-include = [', 'fab-include = ["evil/*.py", '))
 
 
 @pytest.mark.parametrize(("change", "differences"), [
     (append_comment, ["src/zk0/client_app.py differs from the installed one"]),
-    (_edit("src/zk0/extra.py", "import os\n"), ["it carries src/zk0/extra.py, which the installed zk0 does not have"]),
-    (_remove("src/zk0/stats.py"), ["it lacks src/zk0/stats.py"]),
-    (_entry_point, ["its ClientApp is 'zk0.cli:app', zk0's is 'zk0.client_app:app'"]),
+    (_edit("src/zk0/server/extra.py", "import os\n"),
+     ["it carries src/zk0/server/extra.py, which the installed zk0 does not have"]),
+    (_remove("src/zk0/data/stats.py"), ["it lacks src/zk0/data/stats.py"]),
+    (_entry_point, ["its ClientApp is 'zk0.tools.cli:app', zk0's is 'zk0.client_app:app'"]),
     (_own_package, ["it carries evil/zk0.py, which the installed zk0 does not have"]),
 ], ids=["modified-module", "extra-module", "missing-module", "other-clientapp", "other-package"])
 def test_a_fab_that_differs_from_the_installed_zk0_names_what_differs(tmp_path: Path, change, differences):

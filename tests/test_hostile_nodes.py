@@ -32,11 +32,12 @@ from test_robust import (  # noqa: F401  (module fixtures)
     run_config,
 )
 
-from zk0 import stats, transfer
+from zk0.data import stats
+from zk0.wire import transfer
 from zk0.client_app import app as zk0_client_app
 from zk0.config import RunConfig
-from zk0.protocol import MAX_LABEL_CHARS, TrainInstructions
-from zk0.strategy import make_strategy
+from zk0.wire.protocol import MAX_LABEL_CHARS, TrainInstructions
+from zk0.server.strategy import make_strategy
 
 pytestmark = pytest.mark.timeout(600)
 

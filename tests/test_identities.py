@@ -1,4 +1,4 @@
-"""zk0.identities: the names registered with node keys, read back by node id."""
+"""zk0.server.identities: the names registered with node keys, read back by node id."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from zk0.identities import MAX_NAME, clean_name, names_in_key_dir, registered_names
+from zk0.server.identities import MAX_NAME, clean_name, names_in_key_dir, registered_names
 
 
 def write(path: Path, data: object) -> str:
@@ -75,6 +75,6 @@ def test_the_key_directory_becomes_the_map_zk0bot_writes(tmp_path):
     (keys / "c.id").write_text("333\n")  # registered before names existed: no .name file
     assert names_in_key_dir(keys) == {111: "robot-7"}
     out = tmp_path / "node-names.json"
-    subprocess.run([sys.executable, "-m", "zk0.identities", str(keys), str(out)], check=True)
+    subprocess.run([sys.executable, "-m", "zk0.server.identities", str(keys), str(out)], check=True)
     assert json.loads(out.read_text()) == {"111": "robot-7"}
     assert registered_names(str(out)) == {111: "robot-7"}

@@ -20,13 +20,13 @@ from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
 from test_aggregation import LocalGrid, pyproject_run_config
 
 from zk0 import server_app
-from zk0.checkpoint import ADAPTER, save_checkpoint
+from zk0.run.checkpoint import ADAPTER, save_checkpoint
 from zk0.client_app import app as zk0_client_app
-from zk0.data import fixed_batches
-from zk0.lora import LoraSpec
-from zk0.model import get_trainable, load_policy, set_trainable, trainable_names
-from zk0.run_dir import PRETRAINED, RunDir
-from zk0.train import train_local
+from zk0.data.dataset import fixed_batches
+from zk0.policy.lora import LoraSpec
+from zk0.policy.model import get_trainable, load_policy, set_trainable, trainable_names
+from zk0.run.directory import PRETRAINED, RunDir
+from zk0.policy.train import train_local
 
 ADAPTER_NAME = re.compile(r"\.lora_[AB]\.default\.weight$")
 # SmolVLA's default LoRA targets (lerobot.policies.smolvla.modeling_smolvla._get_default_peft_targets).

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from zk0.config import ConfigError, RunConfig
-from zk0.presets import (
+from zk0.policy.presets import (
     PRESETS,
     SMOLVLA_SHAPE,
     TINY,

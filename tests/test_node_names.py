@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_zk0bot import Zk0bot
 
-from zk0.identities import registered_names
+from zk0.server.identities import registered_names
 
 
 def node_key(tmp_path: Path, name: str, comment: str) -> Path:
@@ -41,7 +41,7 @@ def test_names_are_registered_shown_and_follow_restarts(server: Zk0bot, tmp_path
     listed = server("server", "nodes").stdout
     assert "robot-7" in listed and "zk0-node-mug" in listed and "other" in listed, listed
 
-    superexec = next(p for p in server.process_tree() if "zk0.private_superexec" in p.cmdline())
+    superexec = next(p for p in server.process_tree() if "zk0.ops.private_superexec" in p.cmdline())
     assert superexec.environ()["ZK0_NODE_NAMES"] == str(names_file)
 
     assert server("server", "stop").returncode == 0

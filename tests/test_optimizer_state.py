@@ -9,9 +9,9 @@ import shutil
 import torch
 from test_robust import LOCAL_STEPS, NODES, federation, global_model, node_configs, run_config  # noqa: F401
 
-from zk0 import node_memory
-from zk0.data import infinite_batches
-from zk0.train import train_local
+from zk0.node import memory as node_memory
+from zk0.data.dataset import infinite_batches
+from zk0.policy.train import train_local
 
 
 def trained(policy) -> list[torch.Tensor]:
@@ -64,7 +64,7 @@ def test_a_node_keeps_its_optimizer_across_rounds_only_when_asked(federation, gl
     from test_aggregation import LocalGrid
     from zk0.client_app import app
     from zk0.config import RunConfig
-    from zk0.strategy import make_strategy
+    from zk0.server.strategy import make_strategy
 
     _, initial = global_model
     nodes = NODES[:2]

@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 
-from zk0.data import infinite_batches
-from zk0.train import proximal_term, train_local
+from zk0.data.dataset import infinite_batches
+from zk0.policy.train import proximal_term, train_local
 
 
 def test_proximal_term_is_the_squared_distance():

@@ -32,15 +32,15 @@ from safetensors.torch import load_file
 
 from test_lora import predicted_chunk
 
-from zk0.cli import main
+from zk0.tools.cli import main
 from zk0.config import RunConfig
-from zk0.evaluate import EvalResult
-from zk0.lora import LoraSpec
-from zk0.model import load_policy
-from zk0.presets import pretrained_path
-from zk0.round_summary import round_row
-from zk0.run_outputs import RunOutputs
-from zk0.strategy import RoundRecord
+from zk0.policy.evaluate import EvalResult
+from zk0.policy.lora import LoraSpec
+from zk0.policy.model import load_policy
+from zk0.policy.presets import pretrained_path
+from zk0.server.round_summary import round_row
+from zk0.run.outputs import RunOutputs
+from zk0.server.strategy import RoundRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 HUB_CLIENT = "lerobot/svla_so100_pickplace"
@@ -283,7 +283,7 @@ def test_lora_push_names_a_hub_base(lora_run, tmp_path):
     saved["run_config"] |= {"model": "lerobot/smolvla_base"}
     (copy / "run_config.json").write_text(json.dumps(saved))
     adapter_path = copy / "checkpoints" / "000001" / "adapter" / "adapter_config.json"
-    # What zk0.lora.wrap records for a hub model: the hub id it loaded from.
+    # What zk0.policy.lora.wrap records for a hub model: the hub id it loaded from.
     adapter_path.write_text(json.dumps(json.loads(adapter_path.read_text()) | {"base_model_name_or_path": "lerobot/smolvla_base"}))
     out = tmp_path / "upload"
     assert main(["push", str(copy), "--repo-id", REPO, "--dry-run", str(out)]) == 0

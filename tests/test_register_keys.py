@@ -1,4 +1,4 @@
-"""zk0.register_keys: whatever one key's request raises is that key's line, never the batch's end.
+"""zk0.ops.register_keys: whatever one key's request raises is that key's line, never the batch's end.
 
 flwr's CLI helpers end the process on some errors (flwr_exit raises SystemExit after printing
 the reason; click raises Exit): the client here raises what they raise, as the Control API
@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import pytest
 
-from zk0.register_keys import register
+from zk0.ops.register_keys import register
 
 
 class Client:

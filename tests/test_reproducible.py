@@ -21,8 +21,8 @@ import torch
 from safetensors.torch import load_file
 
 from test_simulation_e2e import run_simulation
-from zk0.data import infinite_batches
-from zk0.train import train_local
+from zk0.data.dataset import infinite_batches
+from zk0.policy.train import train_local
 
 ROUNDS = 2
 # Per-run measurements: they differ between identical runs by nature.

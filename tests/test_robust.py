@@ -34,12 +34,12 @@ from flwr.serverapp.strategy import (
 )
 from test_aggregation import LocalGrid, pyproject_run_config
 
-from zk0.aggregation import AGGREGATIONS as ZK0_AGGREGATIONS
+from zk0.server.aggregation import AGGREGATIONS as ZK0_AGGREGATIONS
 from zk0.client_app import app as zk0_client_app
 from zk0.config import RunConfig
-from zk0.strategy import FederationError, ZK0Strategy, make_strategy
-from zk0.protocol import ProtocolError, read_metrics
-from zk0.validation import check_arrays, check_finite, norm_outliers, update_norm
+from zk0.server.strategy import FederationError, ZK0Strategy, make_strategy
+from zk0.wire.protocol import ProtocolError, read_metrics
+from zk0.server.validation import check_arrays, check_finite, norm_outliers, update_norm
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -118,7 +118,7 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory) -> list[Path]:
     """Five demo client datasets (one task each) and the eval dataset."""
-    from zk0.demo_data import DemoSpec, write_demo_federation
+    from zk0.tools.demo_data import DemoSpec, write_demo_federation
 
     return write_demo_federation(tmp_path_factory.mktemp("five"), CLIENTS, DemoSpec(episodes=4, frames_per_episode=30))
 
@@ -150,7 +150,7 @@ def dataset_of(federation: list[Path], node: int) -> str:
 @pytest.fixture(scope="module")
 def global_model(federation, zk0_cache_dir):
     """The server's model (tiny SmolVLA, eval dataset) and its starting trainable weights."""
-    from zk0.global_model import GlobalModel
+    from zk0.server.global_model import GlobalModel
 
     model = GlobalModel(RunConfig.from_run_config(run_config(federation)))
     return model, ArrayRecord({name: Array(value) for name, value in model.weights().items()})
@@ -364,7 +364,7 @@ def test_rejections_below_min_train_clients_stop_the_run(federation, global_mode
 
 def test_round_summary_counts_rejections_as_failures(federation, global_model, honest_replies):
     """metrics.jsonl's row lists the rejection; the console line counts it as a failure."""
-    from zk0.round_summary import round_row, summary_line
+    from zk0.server.round_summary import round_row, summary_line
 
     _, initial = global_model
     config = run_config(federation)

@@ -2,7 +2,7 @@
 they arrive, a round that closes at its quorum or deadline, late replies dropped and counted
 per node, busy nodes not sampled again, and a robust aggregation refused when its updates
 would not fit in memory. Through the strategy's real hooks and server_app's round loop
-(zk0.inbox), with tests/test_aggregation.py's in-process grid."""
+(zk0.server.inbox), with tests/test_aggregation.py's in-process grid."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from test_aggregation import LocalGrid, array_record, pyproject_run_config, scripted_app
-from zk0 import inbox
+from zk0.server import inbox
 from zk0.config import RunConfig
-from zk0.strategy import FederationError, make_strategy
+from zk0.server.strategy import FederationError, make_strategy
 
 
 class CountingGrid(LocalGrid):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from flwr.common.config import get_fused_config_from_dir, parse_config_args
 
-from zk0.run_config_args import RunConfigArgsError, merged_run_config
+from zk0.ops.run_config_args import RunConfigArgsError, merged_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ZK0 = [sys.executable, "-m", "zk0"]

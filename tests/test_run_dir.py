@@ -1,4 +1,4 @@
-"""zk0.run_dir (the run directory's layout) and zk0.atomic (crash-safe writes), on real files."""
+"""zk0.run.directory (the run directory's layout) and zk0.util.atomic (crash-safe writes), on real files."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zk0 import atomic, run_state
-from zk0.run_dir import RunDir, RunDirError, round_name, round_of_name
+from zk0.run import state as run_state
+from zk0.util import atomic
+from zk0.run.directory import RunDir, RunDirError, round_name, round_of_name
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "zk0"
 

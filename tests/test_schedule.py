@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from zk0.schedule import round_lr
+from zk0.server.schedule import round_lr
 
 LR, LR_MIN = 1e-4, 2.5e-6
 

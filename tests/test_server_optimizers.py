@@ -16,9 +16,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 from flwr.clientapp import ClientApp
 
 from test_aggregation import LocalGrid, pyproject_run_config
-from zk0.aggregation import AGGREGATIONS
+from zk0.server.aggregation import AGGREGATIONS
 from zk0.config import ConfigError, RunConfig
-from zk0.strategy import ZK0Strategy, make_strategy
+from zk0.server.strategy import ZK0Strategy, make_strategy
 
 SERVER = {"server_lr": 0.05, "server_beta_1": 0.8, "server_beta_2": 0.95, "server_tau": 0.01}
 NODES = {1: {"partition-id": 0}, 2: {"partition-id": 1}}

@@ -12,8 +12,8 @@ from test_aggregation import LocalGrid, pyproject_run_config
 from test_cameras import top_camera_dataset  # noqa: F401 - a fixture
 from zk0.client_app import app as zk0_client_app
 from zk0.config import RunConfig
-from zk0.stats import feature_shapes
-from zk0.strategy import make_strategy
+from zk0.data.stats import feature_shapes
+from zk0.server.strategy import make_strategy
 
 TOP_TO_FRONT = {"observation.images.top": "observation.images.front"}
 
@@ -26,7 +26,7 @@ def simulate(demo_roots, top_root, rename_maps: str, caplog):
         rename_maps=rename_maps, num_rounds=1, local_steps=2, batch_size=2, eval_batches=1, num_workers=0,
         device="cpu", min_train_clients=1, min_available_clients=2, node_wait_timeout=1.0, fraction_evaluate=0.0,
     )
-    from zk0.global_model import GlobalModel
+    from zk0.server.global_model import GlobalModel
 
     model = GlobalModel(RunConfig.from_run_config(config))
     strategy = make_strategy(RunConfig.from_run_config(config))

@@ -23,9 +23,9 @@ import pytest
 from flwr.app import Array, ArrayRecord
 from PIL import Image
 
-from zk0.codec import encode
+from zk0.wire.codec import encode
 from zk0.config import RunConfig
-from zk0.schedule import round_lr
+from zk0.server.schedule import round_lr
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -250,7 +250,7 @@ def test_readme_and_running_sample_lines_are_what_the_code_prints(rows, final_po
     """The summary lines quoted in README.md and docs/RUNNING.md have the code's format, and the
     README's (the --tiny default's last round) moves what this run's last round moved, up to
     what q3z's coded parts can differ between runs."""
-    from zk0.round_summary import summary_line
+    from zk0.server.round_summary import summary_line
 
     pattern = re.compile(r"\[round (\d+)/(\d+)\] eval action MSE ([\d.]+) \| eval loss ([\d.]+) \| train loss ([\d.]+) \| "
                          r"nodes (\d+) sampled: (\d+) ok, (\d+) rejected, (\d+) failed, (\d+) late \| ([\d.]+)s \| "

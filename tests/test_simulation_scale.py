@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_simulation_e2e import run_simulation
 
-from zk0.uri import parse_dataset_uri
+from zk0.data.uri import parse_dataset_uri
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from zk0 import stats
-from zk0.data import open_node_data
-from zk0.uri import parse_dataset_uri
+from zk0.data import stats
+from zk0.data.dataset import open_node_data
+from zk0.data.uri import parse_dataset_uri
 
 
 def frames(root, feature: str, episodes: list[int]) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""What travels each round (zk0.transfer), what a node remembers (zk0.node_memory), the pooled
-normalization statistics (zk0.stats) and the server's resumable state (zk0.run_state)."""
+"""What travels each round (zk0.wire.transfer), what a node remembers (zk0.node.memory), the pooled
+normalization statistics (zk0.data.stats) and the server's resumable state (zk0.run.state)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord
 
-from zk0 import node_memory, protocol, run_state, stats, transfer
-from zk0.codec import ErrorFeedback
+from zk0.data import stats
+from zk0.node import memory as node_memory
+from zk0.run import state as run_state
+from zk0.wire import protocol, transfer
+from zk0.wire.codec import ErrorFeedback
 
 
 def weights(seed: int, scale: float = 0.02) -> dict[str, np.ndarray]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zk0.uri import DatasetURI, URIError, parse_dataset_uri
+from zk0.data.uri import DatasetURI, URIError, parse_dataset_uri
 
 
 def test_hf_uri():

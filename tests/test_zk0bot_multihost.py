@@ -37,7 +37,7 @@ START_TIMEOUT = "240"
 
 def write_datasets(root: Path) -> list[Path]:
     """NODES tiny node datasets and an eval dataset, written with LeRobot's writer."""
-    from zk0.demo_data import TASKS, DemoSpec, write_dataset
+    from zk0.tools.demo_data import TASKS, DemoSpec, write_dataset
 
     spec = DemoSpec(episodes=3, frames_per_episode=12)
     roots = [write_dataset(root / f"robot_{i}", f"zk0-demo/robot_{i}", [i % len(TASKS)], spec, seed=100 + i)

@@ -1,5 +1,5 @@
 import sys
 
-from zk0.cli import main
+from zk0.tools.cli import main
 
 sys.exit(main())

@@ -1,11 +1,11 @@
 """zk0 ClientApp: trains the global SmolVLA on this node's private dataset.
 
 One message per round: a train message brings the global model (whole, or a delta
-against the one this node already holds: zk0.transfer) and the federation's pooled
+against the one this node already holds: zk0.wire.transfer) and the federation's pooled
 normalization statistics; the node first scores that global model on its own held-out
 episodes, then trains, and replies with its encoded update and both sets of metrics.
 A query message at the start of a run asks for this dataset's normalization statistics
-(zk0.stats: a few numbers per joint, never frames); an evaluate message after the last
+(zk0.data.stats: a few numbers per joint, never frames); an evaluate message after the last
 round scores the final global model. Frames, frozen weights and the dataset never leave.
 """
 
@@ -16,12 +16,12 @@ import time
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from zk0 import transfer
-from zk0.evaluate import evaluate_policy
-from zk0.node import NodeSession, node_session
-from zk0.node_memory import NodeMemory
-from zk0.protocol import EvaluateInstructions, EvaluateReport, Scores, StatsReport, TrainInstructions, TrainReport
-from zk0.train import train_local
+from zk0.wire import transfer
+from zk0.policy.evaluate import evaluate_policy
+from zk0.node.session import NodeSession, node_session
+from zk0.node.memory import NodeMemory
+from zk0.wire.protocol import EvaluateInstructions, EvaluateReport, Scores, StatsReport, TrainInstructions, TrainReport
+from zk0.policy.train import train_local
 
 app = ClientApp()
 

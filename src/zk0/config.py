@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from zk0.aggregation import AGGREGATIONS
-from zk0.codec import CODECS as UPDATE_CODECS
-from zk0.lora import LORA_AGGREGATIONS, LORA_TARGETS, TRAINABLES, LoraSpec
-from zk0.uri import DatasetURI, URIError, parse_dataset_uri
+from zk0.server.aggregation import AGGREGATIONS
+from zk0.wire.codec import CODECS as UPDATE_CODECS
+from zk0.policy.lora import LORA_AGGREGATIONS, LORA_TARGETS, TRAINABLES, LoraSpec
+from zk0.data.uri import DatasetURI, URIError, parse_dataset_uri
 
 LR_SCHEDULES = ("constant", "cosine")
 NORMALIZATIONS = ("federated", "local")
@@ -158,7 +158,7 @@ class RunConfig:
         if self.device not in DEVICES:
             raise ConfigError(f"run-config key 'device' must be one of {', '.join(DEVICES)}; got '{self.device}'")
         if not (self.model.startswith("/") or _HUB_ID.match(self.model)):
-            from zk0.presets import PRESETS  # torch comes with it: only paid for a preset name
+            from zk0.policy.presets import PRESETS  # torch comes with it: only paid for a preset name
 
             if self.model not in PRESETS:
                 raise ConfigError(
@@ -191,7 +191,7 @@ class RunConfig:
         """`rename-maps`: a JSON object of dataset URI (one of `datasets`) -> rename map."""
         if not self.rename_maps.strip():
             return {}
-        from zk0.cameras import RUN_CONFIG, CameraError, checked_rename_map
+        from zk0.data.cameras import RUN_CONFIG, CameraError, checked_rename_map
 
         example = '\'{"local:/data/arm": {"observation.images.top": "observation.images.front"}}\''
         try:

@@ -13,16 +13,18 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
-from zk0 import inbox, run_state, stats
-from zk0.cameras import cameras
+from zk0.data import stats
+from zk0.run import state as run_state
+from zk0.server import inbox
+from zk0.data.cameras import cameras
 from zk0.config import ConfigError, RunConfig
-from zk0.data import DatasetError
-from zk0.global_model import GlobalModel
-from zk0.logs import keep_zk0_lines, run_log
-from zk0.model import ModelError
-from zk0.round_summary import round_row, summary_line
-from zk0.run_outputs import RunOutputs
-from zk0.strategy import FederationError, ZK0Strategy, make_strategy
+from zk0.data.dataset import DatasetError
+from zk0.server.global_model import GlobalModel
+from zk0.util.logs import keep_zk0_lines, run_log
+from zk0.policy.model import ModelError
+from zk0.server.round_summary import round_row, summary_line
+from zk0.run.outputs import RunOutputs
+from zk0.server.strategy import FederationError, ZK0Strategy, make_strategy
 
 # Errors with a one-line, operator-facing message: logged as such before the run fails.
 OPERATOR_ERRORS = (ConfigError, DatasetError, ModelError, FederationError)
@@ -129,7 +131,7 @@ def _federate(grid: Grid, context: Context, config: RunConfig, resumed, model: G
 
 
 def _rounds(grid: Grid, strategy: ZK0Strategy, arrays: ArrayRecord, num_rounds: int, end_of_round) -> None:
-    """Flower's `Strategy.start`, with each round's replies taken as they arrive (zk0.inbox):
+    """Flower's `Strategy.start`, with each round's replies taken as they arrive (zk0.server.inbox):
     the strategy folds each update in and drops it; a round closes at its deadline
     (round-timeout) or once its quorum has answered (train-quorum), whichever is first."""
     strategy.summary()

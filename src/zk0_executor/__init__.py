@@ -3,7 +3,7 @@
 Flower 1.42 starts a fresh `flwr-clientapp` process per message, so each message pays the
 imports and the model load again. `python -m zk0_executor` claims the tasks of a SuperNode
 started with `--isolation process` and runs them in one process (zk0_executor.serve); what
-stays warm between messages: torch, LeRobot and zk0's module-level caches (zk0.node keeps
+stays warm between messages: torch, LeRobot and zk0's module-level caches (zk0.node.session keeps
 one policy per process, and processors and open splits per run config and dataset). A new
 FAB drops the app's modules, so its code is imported afresh and its caches start empty.
 

@@ -1,7 +1,8 @@
 """Which FABs this node runs: the zk0 its owner installed, and FABs the owner allowed by hash.
 
-A FAB is the installed zk0 when it carries exactly the installed package's modules, byte for
-byte (zk0's `fab-include` puts them under `src/zk0/`), besides its `pyproject.toml` (whose
+A FAB is the installed zk0 when it carries exactly the installed package's app modules
+(`APP_FILES`, the patterns of zk0's `fab-include` under `src/zk0/`: the operator tools under
+ops/ and tools/ never travel), byte for byte, besides its `pyproject.toml` (whose
 ClientApp must be zk0's) and Flower's `.info/CONTENT` manifest. Comparing files, not the
 FAB's own hash, keeps a FAB built from the same sources acceptable however Flower zips it
 (and the pyproject's run-config defaults are the server's to choose anyway). Anything else
@@ -26,6 +27,11 @@ from pathlib import Path
 APP_PACKAGE = "zk0"
 CLIENTAPP = "zk0.client_app:app"
 FAB_SOURCES = f"src/{APP_PACKAGE}/"
+# What a zk0 FAB ships, relative to the package: pyproject.toml's fab-include is these under FAB_SOURCES.
+APP_FILES = (
+    "__init__.py", "client_app.py", "config.py", "server_app.py",
+    "data/*.py", "node/*.py", "policy/*.py", "run/*.py", "server/*.py", "util/*.py", "wire/*.py",
+)
 FAB_PYPROJECT = "pyproject.toml"
 FAB_MANIFEST = ".info/CONTENT"
 MAX_PYPROJECT_BYTES = 1 << 20
@@ -83,7 +89,10 @@ class AppPolicy:
 
     def differences(self, fab: bytes) -> list[str]:
         """How the FAB differs from the installed zk0 (empty: it is the installed zk0)."""
-        installed = {FAB_SOURCES + path.name: path for path in sorted(self.installed.glob("*.py"))}
+        installed = {
+            FAB_SOURCES + path.relative_to(self.installed).as_posix(): path
+            for pattern in APP_FILES for path in sorted(self.installed.glob(pattern))
+        }
         try:
             with zipfile.ZipFile(io.BytesIO(fab)) as archive:
                 members = {info.filename: info for info in archive.infolist()}

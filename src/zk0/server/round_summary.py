@@ -1,0 +1,59 @@
+"""One round, as a metrics.jsonl row and as one console line for the operator."""
+
+from __future__ import annotations
+
+import time
+
+from zk0.policy.evaluate import EvalResult
+from zk0.server.rounds import RoundRecord
+
+
+def _weighted(clients: dict[int, dict], key: str) -> float | None:
+    pairs = [(m[key], m["num-examples"]) for m in clients.values() if key in m]
+    total = sum(weight for _, weight in pairs)
+    return sum(value * weight for value, weight in pairs) / total if total else None
+
+
+def round_row(server_round: int, record: RoundRecord | None, result: EvalResult | None, eval_seconds: float,
+              started: float) -> dict:
+    """`started`: when the round began (round 0: when its server evaluation began)."""
+    record = record or RoundRecord(started=started)
+    row = {
+        "round": server_round,
+        "eval/loss": result.loss if result else None,
+        "eval/action_mse": result.action_mse if result else None,
+        "eval/samples": result.samples if result else None,
+        "eval/seconds": eval_seconds if result else None,
+        "train/loss": _weighted(record.clients, "train/loss"),
+        "train/proximal-term": _weighted(record.clients, "train/proximal-term"),
+        "train/lr": record.lr if server_round > 0 else None,
+        "received_eval/action_mse": _weighted(record.received_eval, "eval/action_mse"),
+        "client_eval/action_mse": _weighted(record.client_eval, "eval/action_mse"),
+        "clients": record.named(record.clients),
+        "received_eval": record.named(record.received_eval),
+        "client_eval": record.named(record.client_eval),
+        "sampled": len(record.sampled),
+        "answered": record.answered,
+        "late": record.late,
+        "failures": record.failures,
+        "rejected": record.rejected,
+        "aggregate/seconds": record.aggregate_seconds,
+        "bytes_down": record.named(record.bytes_down),
+        "bytes_up": record.named(record.bytes_up),
+        "seconds": time.perf_counter() - started,
+    }
+    return row
+
+
+def summary_line(row: dict, num_rounds: int) -> str:
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    moved = (sum(row["bytes_down"].values()) + sum(row["bytes_up"].values())) / 1e6
+    rejected, failed = len(row["rejected"]), len(row["failures"])
+    return (
+        f"[round {row['round']}/{num_rounds}] eval action MSE {fmt(row['eval/action_mse'], '.4f')} | "
+        f"eval loss {fmt(row['eval/loss'], '.4f')} | train loss {fmt(row['train/loss'], '.4f')} | "
+        f"nodes {row['sampled']} sampled: {len(row['clients'])} ok, {rejected} rejected, {failed} failed, "
+        f"{len(row['late'])} late | {row['seconds']:.1f}s | {moved:.2f} MB moved"
+    )

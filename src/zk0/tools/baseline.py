@@ -1,0 +1,497 @@
+"""The centralized baseline of a federated run: same start, data, batch size, samples and lr.
+
+`run_baseline(run_dir)` reads a finished zk0 run directory and, under `<run>/baseline/`:
+
+    data/train/            the union of the clients' training episodes (each client's last
+                           `heldout-episodes` episodes left out), merged with LeRobot's tools
+    start_model/           the run's start model fitted to that data's features, as every
+                           zk0 node fits it (zk0.policy.model.load_policy), with its processors
+    train/                 `lerobot-train` output: checkpoints/<step>/pretrained_model, ...
+    lerobot-train.log      its console output
+    alone/client_<i>/      each client's local-only twin (zk0.tools.alone; not with alone=False)
+    comparison.json/.md    FL vs centralized held-out action MSE per round, on both axes (written
+                           before the twins train), and federated vs each client alone (after)
+    comparison.png         FL vs centralized as a plot
+
+Round r of the federation is compared on two axes, from one lerobot-train run of R x S
+steps that keeps a checkpoint at every point either needs:
+- equal samples: the checkpoint after r x S steps, S being the optimizer steps all clients
+  ran per round (the sum of their `train/steps` in metrics.jsonl; clients x local-steps when
+  every client trained fully): both have seen as many samples;
+- equal sequential steps: the checkpoint after r x L steps, L being the most steps one client
+  reported in a round (local-steps when one trained fully): both took as many steps one
+  after the other (the wall-clock axis, since clients train in parallel).
+Nodes report `train/steps`: each report counts as a whole number in [0, local-steps]
+(reported_steps), so no node sets how long the baseline trains. Nodes claim which dataset they
+trained on: only claims among the run config's `datasets` are trained on (trusted_claim).
+All are scored with zk0's held-out metric on the run's eval dataset, each with its OWN saved
+processors (normalization statistics), as LeRobot's loader gives them.
+
+Learning rate (zk0.server.schedule.round_lr -> lerobot-train's SmolVLA preset, AdamW with the same
+betas, weight decay and grad clip as the clients):
+- constant: cosine_decay_with_warmup with no warm-up and decay_lr = peak lr, i.e. exactly
+  constant;
+- cosine: cosine_decay_with_warmup over steps: warm-up over warmup-rounds x S steps, decay
+  to lr-min at the last step. The FL lr is constant within a round and its cosine starts
+  after warm-up; LeRobot's is per step and its cosine counts from step 0: close, not equal.
+The equal-sequential-steps points lie early in that one run, under its schedule: with a
+cosine lr they train near the peak lr, where a run of only R x L steps would have decayed.
+The centralized optimizer keeps its AdamW state throughout; FL clients start a fresh AdamW
+every round and add the proximal term, both part of what the comparison measures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from zk0.config import ConfigError, RunConfig
+from zk0.data.dataset import DatasetError, fixed_batches, open_node_data, open_split
+from zk0.policy.evaluate import EvalResult, evaluate_policy
+from zk0.policy.model import load_policy, make_processors, resolve_device
+from zk0.run.directory import LEROBOT_CHECKPOINTS, PRETRAINED, RunDir, RunDirError
+from zk0.server.schedule import round_lr
+from zk0.policy.train import BETAS, GRAD_CLIP_NORM, WEIGHT_DECAY
+from zk0.data.uri import DatasetURI, URIError, parse_dataset_uri
+
+TRAIN_REPO_ID = "zk0-baseline/train"
+
+
+class BaselineError(ValueError):
+    """A run directory or a step of the baseline that cannot go on; one line for the operator."""
+
+
+@dataclass(frozen=True)
+class FederatedRun:
+    paths: RunDir
+    run_id: int | None
+    config: RunConfig
+    rows: dict[int, dict]  # metrics.jsonl by round
+    datasets: tuple[DatasetURI, ...]  # the run config's datasets clients trained on
+    skipped: tuple[str, ...]  # client keys claiming a dataset outside the run config's: not trained on
+    steps_per_round: int  # optimizer steps of all clients together in one round
+    sequential_steps_per_round: int  # optimizer steps one after the other in a round: one client's
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.num_rounds * self.steps_per_round
+
+    @property
+    def compared_steps(self) -> set[int]:
+        """The centralized steps some scored round (evaluated or checkpointed) is compared at, on either axis."""
+        rounds = [r for r in range(1, self.config.num_rounds + 1)
+                  if self.rows[r].get("eval/action_mse") is not None or self.checkpoint(r)]
+        return {r * self.steps_per_round for r in rounds} | {r * self.sequential_steps_per_round for r in rounds}
+
+    def checkpoint(self, server_round: int) -> Path | None:
+        path = self.paths.checkpoint(server_round) / PRETRAINED
+        return path if (path / "config.json").is_file() else None
+
+
+def read_run(run_dir: Path) -> FederatedRun:
+    """A finished zk0 run directory, or a one-line BaselineError saying what is missing."""
+    run = RunDir(run_dir)
+    for path in (run.record, run.metrics):
+        if not path.is_file():
+            raise BaselineError(f"{run_dir}: no {path.name}; give a zk0 run directory (outputs/<timestamp>)")
+    try:
+        saved = run.read_record()
+        rows = {row["round"]: row for row in run.read_metrics()}
+    except RunDirError as err:
+        raise BaselineError(str(err)) from None
+    except (KeyError, TypeError) as err:
+        raise BaselineError(f"{run.metrics}: a row without a round ({type(err).__name__}: {err})") from None
+    try:
+        config = RunConfig.from_run_config(dict(saved["run_config"]))
+    except ConfigError as err:
+        raise BaselineError(f"{run.record}: {err}") from None
+    if config.lora:
+        # lerobot-train's PEFT mode has no alpha and cannot freeze A (FFA): its twin would
+        # differ in more than being centralized, and a full expert twin compares two recipes.
+        raise BaselineError(f"{run_dir}: the run trained LoRA adapters (trainable = 'lora'); zk0 baseline compares "
+                            f"runs that train the action expert (trainable = 'expert')")
+    missing = [r for r in range(1, config.num_rounds + 1) if r not in rows]
+    if missing:
+        raise BaselineError(
+            f"{run_dir}: {run.metrics.name} lacks round(s) {missing[:5]} of num-rounds {config.num_rounds}; "
+            f"the baseline needs a finished run"
+        )
+    # Every client's steps count, a skipped client's too: the federation trained on those samples.
+    client_steps = {r: [reported_steps(c, config.local_steps) for c in rows[r].get("clients", {}).values()]
+                    for r in range(1, config.num_rounds + 1)}
+    steps = {r: sum(counts) for r, counts in client_steps.items()}
+    idle = [r for r, count in steps.items() if count == 0]
+    if idle:
+        raise BaselineError(f"{run_dir}: {run.metrics.name} has no client training in round(s) {idle[:5]}")
+    if len(set(steps.values())) != 1:
+        raise BaselineError(
+            f"{run_dir}: the clients' optimizer steps per round vary ({sorted(set(steps.values()))}, e.g. failed "
+            f"clients); a round has no single centralized equivalent"
+        )
+    sequential = {max(counts) for counts in client_steps.values()}
+    if len(sequential) != 1:
+        raise BaselineError(f"{run_dir}: the clients' optimizer steps per round vary ({sorted(sequential)}); a round "
+                            f"has no single centralized equivalent")
+    datasets, skipped = _trained_datasets(config, rows)
+    return FederatedRun(run, saved.get("run_id"), config, rows, datasets, skipped, steps[1], sequential.pop())
+
+
+def reported_steps(client: dict, local_steps: int) -> int:
+    """A client's optimizer steps in one round as its node reported them (`train/steps`), as a whole
+    number in [0, local-steps]: a node's report must not set how long the baseline trains. Runs
+    whose metrics lack it: local-steps; a report that is no number: 0."""
+    try:
+        steps = int(client.get("train/steps", local_steps))
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return min(max(steps, 0), local_steps)
+
+
+def client_dataset(key: str) -> str | None:
+    """The dataset URI a client key of metrics.jsonl names (zk0.server.rounds labels: `node <id> claiming
+    <uri>`; runs before them: `<node id>:<uri>`), or None when the node named none."""
+    if " claiming " in key:
+        return key.rpartition(" claiming ")[2]
+    node, colon, uri = key.partition(":")
+    return uri if colon and node.isdigit() and uri != "?" else None
+
+
+def trusted_claim(key: str, config: RunConfig) -> DatasetURI | None:
+    """The dataset of the run config's `datasets` a client key of metrics.jsonl claims, or None when
+    it claims none or one outside them (a node's claim alone never picks what the baseline downloads)."""
+    claim = client_dataset(key)
+    try:
+        uri = None if claim is None else parse_dataset_uri(claim)
+    except URIError:
+        return None
+    return uri if uri in config.datasets else None
+
+
+def _trained_datasets(config: RunConfig, rows: dict[int, dict]) -> tuple[tuple[DatasetURI, ...], tuple[str, ...]]:
+    """In deployment the client keys, not all of `datasets`, say which datasets trained; returns
+    them (in `datasets`' order) and the client keys whose claim is outside `datasets`."""
+    keys = {key for row in rows.values() for key in row.get("clients", {})}
+    if not keys or any(client_dataset(key) is None for key in keys):
+        return config.datasets, ()
+    claims = {key: trusted_claim(key, config) for key in keys}
+    trusted = set(claims.values()) - {None}
+    if not trusted:
+        raise BaselineError(f"metrics.jsonl: no client claims one of the run config's datasets "
+                            f"({', '.join(map(str, config.datasets))}); the baseline trains on those only")
+    return (tuple(uri for uri in config.datasets if uri in trusted),
+            tuple(sorted(key for key, uri in claims.items() if uri is None)))
+
+
+def lr_options(config: RunConfig, steps_per_round: int, total_steps: int) -> dict[str, float | int]:
+    """lerobot-train options (SmolVLA preset: cosine_decay_with_warmup) matching the federation's lr."""
+    if config.lr_schedule == "constant":
+        warmup, decay_lr = 0, config.lr  # decay to the peak itself: a constant lr
+    else:
+        warmup, decay_lr = config.warmup_rounds * steps_per_round, config.lr_min
+    return {
+        "policy.optimizer_lr": config.lr,
+        "policy.scheduler_warmup_steps": warmup,
+        "policy.scheduler_decay_steps": total_steps,
+        "policy.scheduler_decay_lr": decay_lr,
+    }
+
+
+def training_part(run: FederatedRun, uri: DatasetURI, out: Path, repo_id: str):
+    """One client's training episodes as a LeRobot dataset (written to `out` when some are held
+    out; its statistics then are those episodes' alone). Raises DatasetError or LeRobot's errors."""
+    from lerobot.datasets.dataset_tools import delete_episodes
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    data = open_node_data(uri, run.config.action_dim, run.config.heldout_episodes)
+    dataset = LeRobotDataset(uri.repo_id, root=uri.root)
+    if not data.heldout_episodes:
+        return dataset
+    return delete_episodes(dataset, data.heldout_episodes, output_dir=out, repo_id=repo_id)
+
+
+def merge_training_data(run: FederatedRun, out: Path):
+    """The union of the clients' training episodes as one local LeRobot dataset at `out`."""
+    from lerobot.datasets.dataset_tools import merge_datasets
+
+    parts_dir = out.parent / ".parts"
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    try:
+        parts = [training_part(run, uri, parts_dir / str(index), f"zk0-baseline/part-{index}")
+                 for index, uri in enumerate(run.datasets)]
+        merged = merge_datasets(parts, TRAIN_REPO_ID, output_dir=out)
+    except DatasetError as err:
+        raise BaselineError(str(err)) from None
+    except Exception as err:  # LeRobot raises many types (different fps, features, robot types, ...)
+        raise BaselineError(f"cannot merge the federation's datasets for lerobot-train ({type(err).__name__}: {err})") from None
+    finally:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    return merged.meta
+
+
+def write_start_model(run: FederatedRun, meta, out: Path) -> Path:
+    """The run's start model with the merged data's features and processors, saved as lerobot-train reads it.
+
+    `lerobot-train` keeps a pretrained config's input features; zk0 nodes fit them to their
+    dataset, so the baseline starts from the same fitting.
+    """
+    policy = load_policy(run.config.model, meta, "cpu")
+    policy.save_pretrained(out)
+    for processor in make_processors(policy, meta.stats):
+        processor.save_pretrained(out)
+    return out
+
+
+def lerobot_train_command(config: RunConfig, start_model: Path, dataset, out: Path, device: str, *,
+                          steps_per_round: int, total_steps: int, save_freq: int) -> list[str]:
+    """lerobot-train on `dataset` (its repo id and root) for `total_steps`, the lr mapped from the
+    run's schedule with `steps_per_round` steps a round, a checkpoint every `save_freq` steps."""
+    options = {
+        "policy.path": start_model,
+        "policy.device": device,
+        "policy.push_to_hub": "false",
+        "policy.optimizer_betas": f"[{BETAS[0]},{BETAS[1]}]",
+        "policy.optimizer_weight_decay": WEIGHT_DECAY,
+        "policy.optimizer_grad_clip_norm": GRAD_CLIP_NORM,
+        **lr_options(config, steps_per_round, total_steps),
+        "dataset.repo_id": dataset.repo_id,
+        "dataset.root": dataset.root,
+        "output_dir": out,
+        "job_name": "zk0-baseline",
+        "batch_size": config.batch_size,
+        "steps": total_steps,
+        "save_freq": save_freq,
+        "log_freq": steps_per_round,
+        "eval_freq": 0,
+        "num_workers": config.num_workers,
+        "seed": config.seed,
+        "wandb.enable": "false",
+    }
+    return [str(Path(sys.executable).parent / "lerobot-train"), *(f"--{key}={value}" for key, value in options.items())]
+
+
+def run_lerobot_train(command: list[str], log_path: Path, device: str, checkpoints: Path, keep: set[int]) -> None:
+    """Run lerobot-train; meanwhile delete each finished checkpoint whose step is not in `keep`
+    (its save_freq is uniform; a real model's checkpoint with optimizer state is several GB)."""
+    if not Path(command[0]).is_file():
+        raise BaselineError(f"{command[0]} not found; install LeRobot in this Python environment")
+    env = dict(os.environ, WANDB_MODE="disabled")
+    if device == "cuda":
+        env["ACCELERATE_MIXED_PRECISION"] = "bf16"  # zk0 clients train under bf16 autocast on CUDA
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        while process.poll() is None:
+            prune_checkpoints(checkpoints, keep, finished_only=True)
+            time.sleep(2)
+        code = process.returncode
+    prune_checkpoints(checkpoints, keep, finished_only=False)
+    if code != 0:
+        lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+        raise BaselineError(f"lerobot-train failed (exit {code}): {lines[-1] if lines else 'no output'}; log: {log_path}")
+
+
+def prune_checkpoints(checkpoints: Path, keep: set[int], finished_only: bool) -> None:
+    """Delete lerobot-train's step checkpoints not in `keep`; while it runs, only those older than
+    its newest (the newest may be half written, and `last` points at it)."""
+    found = sorted((int(path.name), path) for path in checkpoints.glob("*") if path.name.isdigit())
+    for step, path in found[:-1] if finished_only else found:
+        if step not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def score(weights: Path, processors: Path, eval_set, config: RunConfig, device: str) -> EvalResult:
+    """zk0's held-out metric for a pretrained_model directory, normalized by `processors`' saved stats."""
+    from lerobot.configs.policies import PreTrainedConfig
+    from lerobot.policies.factory import make_pre_post_processors
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+    policy_config = PreTrainedConfig.from_pretrained(weights)
+    policy_config.device = device
+    policy = SmolVLAPolicy.from_pretrained(weights, config=policy_config).to(device)
+    preprocessor, postprocessor = make_pre_post_processors(
+        policy.config, pretrained_path=str(processors), preprocessor_overrides={"device_processor": {"device": device}}
+    )
+    batches = fixed_batches(eval_set, config.batch_size, config.num_workers, config.eval_batches)
+    return evaluate_policy(policy, preprocessor, postprocessor, batches)
+
+
+# The two axes a round is compared on: (key in comparison.json rows, table heading).
+AXES = (("equal_samples", "equal samples"), ("equal_sequential_steps", "equal sequential steps"))
+
+
+def compare(run: FederatedRun, start_model: Path, train_dir: Path, device: str) -> list[dict]:
+    """One row per FL round with a score: FL (its checkpoint, else metrics.jsonl) vs centralized
+    at equal samples and at equal sequential steps."""
+    from lerobot.configs.policies import PreTrainedConfig
+    from lerobot.utils.train_utils import get_step_checkpoint_dir
+
+    config = run.config
+    eval_data = open_node_data(config.eval_dataset, config.action_dim, heldout_episodes=0)
+    eval_set = open_split(eval_data, eval_data.train_episodes, PreTrainedConfig.from_pretrained(start_model))
+    central_scores: dict[int, float | None] = {}
+
+    def central(steps: int) -> float | None:
+        """The centralized checkpoint after `steps` steps (0: the start weights under the training
+        data's statistics), scored once however many rows compare with it."""
+        if steps not in central_scores:
+            directory = start_model if steps == 0 else get_step_checkpoint_dir(train_dir, run.total_steps, steps) / PRETRAINED
+            central_scores[steps] = (score(directory, directory, eval_set, config, device).action_mse
+                                     if directory.is_dir() else None)
+        return central_scores[steps]
+
+    rows = []
+    for server_round in sorted(run.rows):
+        logged = run.rows[server_round].get("eval/action_mse")
+        fl_checkpoint = run.checkpoint(server_round)
+        fl = score(fl_checkpoint, fl_checkpoint, eval_set, config, device).action_mse if fl_checkpoint else logged
+        if fl is None:
+            continue
+        row = {"round": server_round, "fl_action_mse": fl,
+               "fl_source": "checkpoint" if fl_checkpoint else run.paths.metrics.name, "fl_logged_action_mse": logged}
+        for (axis, _), per_round in zip(AXES, (run.steps_per_round, run.sequential_steps_per_round)):
+            steps = server_round * per_round
+            mse = central(steps)
+            row[axis] = {"central_steps": steps, "central_action_mse": mse,
+                         "gap_pct": 100.0 * (fl - mse) / mse if mse else None}
+        rows.append(row)
+    return rows
+
+
+def write_report(comparison: dict, out: Path) -> None:
+    (out / "comparison.json").write_text(json.dumps(comparison, indent=2, default=str))
+    (out / "comparison.md").write_text(markdown_table(comparison))
+    _plot(comparison, out / "comparison.png")
+
+
+def fmt(value: float | None, spec: str, unit: str = "") -> str:
+    """A number formatted by `spec`, or '-' where there is none (e.g. a missing checkpoint)."""
+    return "-" if value is None else format(value, spec) + unit
+
+
+def markdown_table(comparison: dict) -> str:
+    lines = [
+        f"# FL vs centralized: run {comparison['run_name']}",
+        "",
+        f"Held-out action MSE on `{comparison['eval_dataset']}` (lower is better). Round r of the federation "
+        f"vs `lerobot-train` at batch {comparison['batch_size']} after r x {comparison['steps_per_round']} steps "
+        f"(equal samples: as many as all clients saw) and after r x {comparison['sequential_steps_per_round']} "
+        f"steps (equal sequential steps: as many as one client took, the clients training in parallel). "
+        f"Gap: (FL - centralized) / centralized.",
+        "",
+        "| round | FL action MSE | FL scored from | " + " | ".join(
+            f"{heading}: centralized steps | {heading}: centralized MSE | {heading}: gap" for _, heading in AXES) + " |",
+        "|---:|---:|---|" + "---:|---:|---:|" * len(AXES),
+    ]
+    for row in comparison["rows"]:
+        cells = [str(row["round"]), fmt(row["fl_action_mse"], ".4f"), row["fl_source"]]
+        for axis, _ in AXES:
+            point = row[axis]
+            cells += [str(point["central_steps"]), fmt(point["central_action_mse"], ".4f"), fmt(point["gap_pct"], "+.1f", "%")]
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines) + "\n"
+    if comparison.get("alone"):
+        from zk0.tools.alone import alone_table
+
+        table += "\n" + alone_table(comparison["alone"])
+    return table
+
+
+def _plot(comparison: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    rows = comparison["rows"]
+    curves = [("federated", [(row["round"], row["fl_action_mse"]) for row in rows])]
+    for (axis, heading), per_round in zip(AXES, (comparison["steps_per_round"], comparison["sequential_steps_per_round"])):
+        curves.append((f"centralized, {heading} (r x {per_round} steps)",
+                       [(row["round"], row[axis]["central_action_mse"]) for row in rows]))
+    for label, points in curves:
+        points = [(r, mse) for r, mse in points if mse is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("round r (centralized: lerobot-train checkpoints)")
+    ax.set_ylabel("held-out action MSE (dataset units)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    ax.set_title(f"zk0 run {comparison['run_name']}: federated vs centralized")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)
+
+
+def run_baseline(run_dir: Path, log=print, alone: bool = True) -> dict:
+    """Train the centralized baseline of `run_dir` and compare; with `alone`, also each client's
+    local-only twin (zk0.tools.alone). Returns comparison.json's content."""
+    run_dir = run_dir.resolve()
+    run = read_run(run_dir)
+    out = run.paths.baseline
+    if out.exists():
+        raise BaselineError(f"{out} already exists; delete it to run the baseline again")
+    from zk0.tools.alone import final_checkpoint, run_alone  # it builds on this module
+
+    if alone:
+        final_checkpoint(run)  # before hours of training, not after
+    for key in run.skipped:
+        log(f"warning: skipping the client '{key}': its dataset is not among the run config's datasets")
+    config = run.config
+    device = resolve_device(config.device)
+    (out / "data").mkdir(parents=True)
+
+    log(f"merging the training episodes of {len(run.datasets)} dataset(s) into {out / 'data' / 'train'}")
+    meta = merge_training_data(run, out / "data" / "train")
+    start_model = write_start_model(run, meta, out / "start_model")
+    # save_freq: a multiple of every step either axis compares at (run_lerobot_train prunes the rest).
+    command = lerobot_train_command(config, start_model, meta, out / "train", device, steps_per_round=run.steps_per_round,
+                                    total_steps=run.total_steps,
+                                    save_freq=math.gcd(run.steps_per_round, run.sequential_steps_per_round))
+    log(f"lerobot-train: {run.total_steps} steps at batch {config.batch_size} on {device}; log: {out / 'lerobot-train.log'}")
+    run_lerobot_train(command, out / "lerobot-train.log", device, out / "train" / LEROBOT_CHECKPOINTS, run.compared_steps)
+
+    log("scoring federated and centralized checkpoints on the held-out eval dataset")
+    rows = compare(run, start_model, out / "train", device)
+    fl_lrs = [round_lr(r, config.num_rounds, lr=config.lr, schedule=config.lr_schedule,
+                       warmup_rounds=config.warmup_rounds, lr_min=config.lr_min) for r in range(1, config.num_rounds + 1)]
+    comparison = {
+        "run_dir": str(run_dir),
+        "run_name": run_dir.name,
+        "run_id": run.run_id,
+        "model": config.model,
+        "datasets": [str(uri) for uri in run.datasets],
+        "skipped_clients": list(run.skipped),
+        "eval_dataset": str(config.eval_dataset),
+        "heldout_episodes": config.heldout_episodes,
+        "train_data": {"root": str(out / "data" / "train"), "episodes": meta.total_episodes, "frames": meta.total_frames},
+        "num_rounds": config.num_rounds,
+        "steps_per_round": run.steps_per_round,
+        "sequential_steps_per_round": run.sequential_steps_per_round,
+        "total_steps": run.total_steps,
+        "batch_size": config.batch_size,
+        "lr": {"fl_schedule": config.lr_schedule, "fl_per_round": fl_lrs,
+               "lerobot_train": lr_options(config, run.steps_per_round, run.total_steps)},
+        "device": device,
+        "lerobot_train_command": command,
+        "rows": rows,
+        "alone": None,
+    }
+    # Written now, so that a failing twin loses none of the centralized run's hours.
+    write_report(comparison, out)
+    if alone:
+        try:
+            comparison["alone"] = run_alone(run, out / "alone", device, log)
+        except ValueError as err:  # BaselineError, DatasetError, ...: one line, as any other step's
+            raise BaselineError(f"{err} (the centralized comparison is in {out / 'comparison.md'}; "
+                                f"the clients alone are not)") from None
+        write_report(comparison, out)
+    return comparison

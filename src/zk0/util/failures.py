@@ -1,0 +1,45 @@
+"""A node's failure as one line: what it said, without the wrappers it travelled in.
+
+An exception in a ClientApp reaches the server as an error reply whose reason is the
+whole story: under simulation Ray's `RayTaskError(ClientAppException)` repr with both
+tracebacks and terminal colours, in deployment Flower's ClientAppException text. People
+need the zk0 error's own line ("DatasetError: dataset local:/x: directory does not
+exist; ..."), the same words `zk0 check-dataset` prints.
+"""
+
+from __future__ import annotations
+
+import re
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# The raising line of a zk0 exception, as a traceback ends: `zk0.data.dataset.DatasetError: dataset ...`.
+_ZK0_ERROR = re.compile(r"^zk0(?:\.\w+)+\.(\w+): (.+)$")
+# Flower's form of an exception in deployment: `<class 'zk0.data.dataset.DatasetError'>:<'dataset ...'>`.
+_CLASS_REPR = re.compile(r"^<class '(?:[\w.]+\.)?(\w+)'>:<'(.*)'>$")
+# Flower's wrapper around a ClientApp exception's text in simulation.
+_FLOWER_MESSAGE = re.compile(r"Exception \w+ occurred\. Message: (.+)$")
+# The end of the exception repr Ray's text sits in: `...'>`.
+_REPR_TAIL = re.compile(r"'>$")
+
+
+def one_line(reason: str, limit: int = 300) -> str:
+    """The reason's own line: a zk0 error as `Name: message`, else Flower's message, else the
+    last meaningful line; no ANSI codes, at most `limit` characters."""
+    lines = [line.strip() for line in _ANSI.sub("", reason).splitlines() if line.strip()]
+    line = _pick(lines)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _pick(lines: list[str]) -> str:
+    for line in reversed(lines):
+        match = _ZK0_ERROR.match(line)
+        if match:
+            return f"{match.group(1)}: {match.group(2)}"
+    if len(lines) == 1 and _CLASS_REPR.match(lines[0]):
+        return "{}: {}".format(*_CLASS_REPR.match(lines[0]).groups())
+    for line in reversed(lines):
+        match = _FLOWER_MESSAGE.search(line)
+        if match:
+            return _REPR_TAIL.sub("", match.group(1)).strip()
+    meaningful = [line for line in lines if not set(line) <= set("^~ ")]
+    return _REPR_TAIL.sub("", meaningful[-1]).strip() if meaningful else ""

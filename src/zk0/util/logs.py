@@ -1,0 +1,56 @@
+"""The console of a zk0 app process: Flower's chatter can be quieted, zk0's own lines stay.
+
+zk0 logs through Flower's logger (`flwr.common.log`), so `FLWR_LOG_LEVEL` (which
+Flower applies to its console handler at import) would hide zk0's per-round summary
+along with Flower's banners. `keep_zk0_lines()` lets zk0's own records through at INFO
+while Flower's still need the level the user chose: `train-fl-simulation.sh` runs with
+`FLWR_LOG_LEVEL=WARNING` unless `--verbose`, and shows one line per round.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+from flwr.common.logger import console_handler
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # zk0/, whose modules log the lines kept
+
+
+class _ZK0LinesFilter(logging.Filter):
+    """Passes records at `level` and above, and zk0's own records (logged from its modules) at INFO."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= self.level:
+            return True
+        return record.levelno >= logging.INFO and Path(record.pathname).resolve().is_relative_to(PACKAGE_DIR)
+
+
+def keep_zk0_lines() -> None:
+    """Call once at app start (idempotent). No effect unless Flower's console level is above INFO."""
+    if console_handler.level <= logging.INFO or any(isinstance(f, _ZK0LinesFilter) for f in console_handler.filters):
+        return
+    console_handler.addFilter(_ZK0LinesFilter(console_handler.level))
+    console_handler.setLevel(logging.INFO)
+
+
+@contextlib.contextmanager
+def run_log(path: Path):
+    """zk0's lines (and everyone's warnings) also go to `path`, the run directory's server.log:
+    in deployment the ServerApp's console is not kept anywhere an operator can read."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.addFilter(_ZK0LinesFilter(logging.WARNING))
+    handler.setLevel(logging.INFO)
+    logger = logging.getLogger("flwr")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()

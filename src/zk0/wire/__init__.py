@@ -1,0 +1,1 @@
+"""What travels between the ServerApp and a node: the typed messages, their tensor codecs, the round's encodings."""

@@ -1,0 +1,379 @@
+"""zk0's wire contract: every message between the ServerApp and a node, typed.
+
+One dataclass per message, each with `to_content()` (the Flower RecordDict that travels)
+and `from_content(content)`. Both apps, the strategy and the statistics query use these
+and nothing else spells a record key.
+
+    server -> node                                node -> server
+    query     (empty)                             StatsReport: stats, identity
+    train     TrainInstructions: model, config,   TrainReport: update, metrics,
+              pooled stats                        received-model scores, identity
+    evaluate  EvaluateInstructions: model, stats  EvaluateReport: scores, identity
+
+Everything a node sends crosses a trust boundary. `TrainReport/EvaluateReport/StatsReport
+.from_content` raise nothing but `ProtocolError` (one-line reason), whatever the content:
+record layout, metric counts and names, and every array's declared size are checked before
+any array is materialized (a numpy header may claim any shape; see `read_array`).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from numpy.lib import format as npy
+
+# Record keys of the contract (Flower's own strategies name theirs "arrays" and "config").
+ARRAYS, CONFIG, METRICS, STATS, NODE = "arrays", "config", "metrics", "stats", "node"
+
+# Bounds on what a node may send, far above anything zk0 itself sends.
+MAX_METRICS = 64
+MAX_NAME_CHARS = 128
+MAX_LABEL_CHARS = 200
+MAX_CAMERAS = 16
+MAX_ARRAYS = 10_000
+MAX_ARRAY_DIMS = 8
+# One array's bytes: SmolVLA's largest trainable tensor in fp32 is ~60 MB.
+MAX_ARRAY_BYTES = 1 << 30
+# The dtypes zk0's codecs and statistics produce; anything else is refused before decoding.
+WIRE_DTYPES = frozenset(np.dtype(t) for t in ("<f4", "<f8", "<u2", "<u4", "|u1", "<i8"))
+
+_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+class ProtocolError(ValueError):
+    """Content that does not follow zk0's wire contract."""
+
+
+def clean_label(text: object, limit: int = MAX_LABEL_CHARS) -> str:
+    """A node-supplied string made safe for one log line: printable ASCII, bounded."""
+    cleaned = _PRINTABLE.sub("?", str(text))
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------- arrays
+
+
+def read_array(array: Array, max_bytes: int = MAX_ARRAY_BYTES) -> np.ndarray:
+    """An Array's values, refusing before allocation what zk0 never sends.
+
+    Flower's `Array.numpy()` trusts the .npy header's shape and allocates it (a few bytes can
+    claim terabytes); this parses the header, checks dtype, shape and byte count against the
+    data actually present, then wraps those bytes without copying (read-only)."""
+    if not isinstance(array, Array) or array.stype != "numpy.ndarray" or not isinstance(array.data, bytes):
+        raise ProtocolError("an array is not a serialized numpy array")
+    stream = io.BytesIO(array.data)
+    try:
+        version = npy.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = npy.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran, dtype = npy.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"npy format version {version}")
+    except Exception as err:  # malformed headers raise anything from ValueError to SyntaxError
+        raise ProtocolError(f"an array has no valid numpy header ({type(err).__name__})") from None
+    if dtype not in WIRE_DTYPES:
+        raise ProtocolError(f"an array has dtype {dtype}, which zk0 never sends")
+    if fortran or len(shape) > MAX_ARRAY_DIMS or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise ProtocolError(f"an array has an unusable shape {shape!r}")
+    size = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+    if size > max_bytes:
+        raise ProtocolError(f"an array claims {size} bytes, more than the {max_bytes} allowed")
+    offset = stream.tell()
+    if len(array.data) - offset != size:
+        raise ProtocolError(f"an array of shape {tuple(shape)} and dtype {dtype} needs {size} bytes, "
+                            f"got {len(array.data) - offset}")
+    return np.frombuffer(array.data, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
+
+
+def read_arrays(record: object, max_arrays: int = MAX_ARRAYS) -> dict[str, np.ndarray]:
+    if not isinstance(record, ArrayRecord):
+        raise ProtocolError("expected an ArrayRecord")
+    if len(record) > max_arrays:
+        raise ProtocolError(f"{len(record)} arrays, more than the {max_arrays} allowed")
+    return {_name(name): read_array(array) for name, array in record.items()}
+
+
+def array_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({name: Array(np.ascontiguousarray(value)) for name, value in arrays.items()})
+
+
+def _name(name: object) -> str:
+    if not isinstance(name, str) or not name or len(name) > 4 * MAX_NAME_CHARS:
+        raise ProtocolError(f"unusable array or metric name {clean_label(name, 60)!r}")
+    return name
+
+
+# ---------------------------------------------------------------- records
+
+
+def _only(content: RecordDict, arrays: set[str], metrics: set[str], configs: set[str]) -> None:
+    """The reply carries exactly the records of its kind (optional ones may be absent)."""
+    if not isinstance(content, RecordDict):
+        raise ProtocolError("the reply has no content")
+    want = {"ArrayRecord": arrays, "MetricRecord": metrics, "ConfigRecord": configs}
+    got = {"ArrayRecord": set(content.array_records), "MetricRecord": set(content.metric_records),
+           "ConfigRecord": set(content.config_records)}
+    for kind, keys in got.items():
+        extra = sorted(keys - want[kind])
+        if extra:
+            raise ProtocolError(f"unexpected {kind} {clean_label(extra[0], 60)!r} (expected {sorted(want[kind])})")
+
+
+def _record(content: RecordDict, key: str, kind: type):
+    record = content[key] if key in content else None
+    if not isinstance(record, kind):
+        raise ProtocolError(f"expected one {kind.__name__} '{key}'")
+    return record
+
+
+def read_metrics(record: object) -> dict[str, float]:
+    """A MetricRecord as plain finite numbers, bounded in count and name length."""
+    if not isinstance(record, MetricRecord):
+        raise ProtocolError(f"expected one MetricRecord '{METRICS}'")
+    if len(record) > MAX_METRICS:
+        raise ProtocolError(f"{len(record)} metrics, more than the {MAX_METRICS} allowed")
+    metrics = {}
+    for key, value in record.items():
+        if not isinstance(key, str) or len(key) > MAX_NAME_CHARS:
+            raise ProtocolError(f"metric name {clean_label(key, 60)!r} is too long or not a string")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ProtocolError(f"metric '{clean_label(key, 60)}' is not a finite number")
+        metrics[key] = value
+    return metrics
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """What a node says about itself: labels, and the digest of the model it loaded (zk0.wire.transfer.digest),
+    which decides only whether its own first download may be a delta against that model."""
+
+    dataset: str
+    cameras: tuple[str, ...] = ()
+    rename_via: str = "node-config"  # how it maps cameras (zk0.data.cameras.RENAME_WAYS), for refusals
+    start: str = ""  # hex SHA-256 of the trainable weights it loaded, bf16-rounded ("" if unknown)
+
+    def to_record(self) -> ConfigRecord:
+        return ConfigRecord({"dataset-uri": self.dataset, "cameras": ",".join(self.cameras),
+                             "rename-via": self.rename_via, "start": self.start})
+
+    @classmethod
+    def from_record(cls, record: object) -> "NodeIdentity":
+        if not isinstance(record, ConfigRecord):
+            raise ProtocolError(f"expected one ConfigRecord '{NODE}' (the node's identity)")
+        dataset, cameras = record.get("dataset-uri", ""), record.get("cameras", "")
+        if not isinstance(dataset, str) or not isinstance(cameras, str):
+            raise ProtocolError("the node's identity holds non-string values")
+        names = tuple(clean_label(c, MAX_NAME_CHARS) for c in cameras.split(",") if c)
+        if len(names) > MAX_CAMERAS:
+            raise ProtocolError(f"the node reports {len(names)} cameras, more than {MAX_CAMERAS}")
+        via = record.get("rename-via", "node-config")
+        start = record.get("start", "")
+        start = start if isinstance(start, str) and _HEX_DIGEST.fullmatch(start) else ""
+        return cls(clean_label(dataset), names, via if via in ("node-config", "run-config") else "node-config", start)
+
+
+def claimed_identity(content: object) -> NodeIdentity | None:
+    """The identity a reply claims, if it holds a readable one (for labels: never raises)."""
+    try:
+        return NodeIdentity.from_record(content[NODE]) if isinstance(content, RecordDict) and NODE in content else None
+    except ProtocolError:
+        return None
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A policy scored on held-out episodes (zk0.policy.evaluate)."""
+
+    num_examples: int
+    loss: float
+    action_mse: float
+    seconds: float | None = None
+
+    def metrics(self, prefix: str = "") -> dict[str, float]:
+        out = {f"{prefix}num-examples": self.num_examples, f"{prefix}eval/loss": self.loss,
+               f"{prefix}eval/action_mse": self.action_mse}
+        if self.seconds is not None:
+            out[f"{prefix}eval/seconds"] = self.seconds
+        return out
+
+    @classmethod
+    def from_metrics(cls, metrics: dict[str, float], prefix: str = "") -> "Scores | None":
+        if f"{prefix}eval/action_mse" not in metrics:
+            return None
+        try:
+            return cls(int(metrics[f"{prefix}num-examples"]), float(metrics[f"{prefix}eval/loss"]),
+                       float(metrics[f"{prefix}eval/action_mse"]), metrics.get(f"{prefix}eval/seconds"))
+        except KeyError as err:
+            raise ProtocolError(f"scores lack metric {err}") from None
+
+
+# ---------------------------------------------------------------- server -> node
+
+
+@dataclass
+class TrainInstructions:
+    server_round: int
+    lr: float
+    proximal_mu: float
+    broadcast_round: int  # the global model this message brings (what the node will hold)
+    reference_round: int | None  # None: `model` is whole; else a delta against that round's broadcast
+    model: dict[str, np.ndarray]  # encoded (zk0.wire.transfer)
+    cameras: tuple[str, ...] = ()
+    stats: dict | None = None
+
+    def to_content(self) -> RecordDict:
+        content = RecordDict({
+            ARRAYS: array_record(self.model),
+            CONFIG: ConfigRecord({
+                "server-round": self.server_round, "lr": self.lr, "proximal-mu": self.proximal_mu,
+                "broadcast-round": self.broadcast_round,
+                "reference-round": -1 if self.reference_round is None else self.reference_round,
+                "cameras": ",".join(self.cameras),
+            }),
+        })
+        if self.stats:
+            content[STATS] = stats_record(self.stats)
+        return content
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> "TrainInstructions":
+        config = content[CONFIG]
+        reference = int(config["reference-round"])
+        return cls(
+            server_round=int(config["server-round"]), lr=float(config["lr"]),
+            proximal_mu=float(config["proximal-mu"]), broadcast_round=int(config["broadcast-round"]),
+            reference_round=None if reference < 0 else reference, model=read_arrays(content[ARRAYS]),
+            cameras=tuple(c for c in str(config.get("cameras", "")).split(",") if c),
+            stats=read_stats(content[STATS]) if STATS in content else None,
+        )
+
+
+@dataclass
+class EvaluateInstructions:
+    """After the last round: the final global model, whole."""
+
+    server_round: int
+    model: dict[str, np.ndarray]
+    stats: dict | None = None
+
+    def to_content(self) -> RecordDict:
+        content = RecordDict({ARRAYS: array_record(self.model), CONFIG: ConfigRecord({"server-round": self.server_round})})
+        if self.stats:
+            content[STATS] = stats_record(self.stats)
+        return content
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> "EvaluateInstructions":
+        return cls(int(content[CONFIG]["server-round"]), read_arrays(content[ARRAYS]),
+                   read_stats(content[STATS]) if STATS in content else None)
+
+
+# ---------------------------------------------------------------- node -> server
+
+
+@dataclass
+class TrainReport:
+    update: dict[str, np.ndarray]  # encoded (zk0.wire.transfer.upload)
+    num_examples: int
+    metrics: dict[str, float]  # train/* and any other numbers the node reports
+    identity: NodeIdentity
+    received: Scores | None = None  # the global model it received, scored before training
+
+    def to_content(self) -> RecordDict:
+        metrics = {"num-examples": self.num_examples, **self.metrics}
+        if self.received is not None:
+            metrics.update(self.received.metrics("received/"))
+        return RecordDict({ARRAYS: array_record(self.update), METRICS: MetricRecord(metrics),
+                           NODE: self.identity.to_record()})
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> "TrainReport":
+        _only(content, {ARRAYS}, {METRICS}, {NODE})
+        metrics = read_metrics(_record(content, METRICS, MetricRecord))
+        identity = NodeIdentity.from_record(_record(content, NODE, ConfigRecord))
+        update = read_arrays(_record(content, ARRAYS, ArrayRecord))
+        received = Scores.from_metrics(metrics, "received/")
+        own = {k: v for k, v in metrics.items() if not k.startswith("received/") and k != "num-examples"}
+        return cls(update, _count(metrics), own, identity, received)
+
+
+@dataclass
+class EvaluateReport:
+    scores: Scores
+    identity: NodeIdentity
+    metrics: dict[str, float] = field(default_factory=dict)  # e.g. startup-seconds
+
+    def to_content(self) -> RecordDict:
+        return RecordDict({METRICS: MetricRecord({**self.scores.metrics(), **self.metrics}),
+                           NODE: self.identity.to_record()})
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> "EvaluateReport":
+        _only(content, set(), {METRICS}, {NODE})
+        metrics = read_metrics(_record(content, METRICS, MetricRecord))
+        _count(metrics)
+        scores = Scores.from_metrics(metrics)
+        if scores is None:
+            raise ProtocolError("metrics lack 'eval/action_mse'")
+        rest = {k: v for k, v in metrics.items() if k not in scores.metrics()}
+        return cls(scores, NodeIdentity.from_record(_record(content, NODE, ConfigRecord)), rest)
+
+
+@dataclass
+class StatsReport:
+    """Round 0: the node's normalization statistics (zk0.data.stats) and who it says it is."""
+
+    stats: dict[str, dict[str, np.ndarray]]
+    identity: NodeIdentity
+
+    def to_content(self) -> RecordDict:
+        return RecordDict({STATS: stats_record(self.stats), NODE: self.identity.to_record()})
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> "StatsReport":
+        _only(content, {STATS}, set(), {NODE})
+        return cls(read_stats(_record(content, STATS, ArrayRecord)),
+                   NodeIdentity.from_record(_record(content, NODE, ConfigRecord)))
+
+
+def _count(metrics: dict[str, float]) -> int:
+    """The reply's `num-examples`: a whole number >= 1 (its upper bound is the strategy's to check)."""
+    claimed = metrics.get("num-examples")
+    if claimed is None:
+        raise ProtocolError("metrics lack 'num-examples'")
+    if claimed < 1 or claimed != int(claimed):
+        raise ProtocolError(f"'num-examples' is {claimed:g}, expected a whole number >= 1")
+    return int(claimed)
+
+
+# ---------------------------------------------------------------- statistics
+
+
+STAT_KEYS = ("count", "mean", "std", "min", "max")
+
+
+def stats_record(stats: dict[str, dict[str, np.ndarray]]) -> ArrayRecord:
+    return ArrayRecord({f"{feature}/{key}": Array(np.asarray(value, dtype=np.float64))
+                        for feature, values in stats.items() for key, value in values.items()})
+
+
+def read_stats(record: object) -> dict[str, dict[str, np.ndarray]]:
+    """Per feature: count, mean, std, min, max as float64 arrays (values are checked by zk0.data.stats)."""
+    stats: dict[str, dict[str, np.ndarray]] = {}
+    for name, value in read_arrays(record, max_arrays=len(STAT_KEYS) * MAX_METRICS).items():
+        feature, _, key = name.rpartition("/")
+        if key not in STAT_KEYS or not feature:
+            raise ProtocolError(f"unexpected statistics entry '{clean_label(name, 60)}'")
+        stats.setdefault(feature, {})[key] = value.astype(np.float64)
+    for feature, values in stats.items():
+        missing = sorted(set(STAT_KEYS) - set(values))
+        if missing:
+            raise ProtocolError(f"statistics for '{clean_label(feature, 60)}' lack {missing}")
+    return stats
