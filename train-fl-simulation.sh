@@ -10,7 +10,7 @@ source "$ROOT/scripts/lib.sh"
 
 usage() {
   cat <<USAGE
-Usage: ./train-fl-simulation.sh [--tiny] [--rounds N] [--clients K] [--output-dir DIR]
+Usage: ./train-fl-simulation.sh [--tiny | --sim so101] [--rounds N] [--clients K] [--output-dir DIR]
                                 [--run-config "key=value ..."]... [--ray-address ADDRESS]
                                 [--verbose] [--help]
 
@@ -21,8 +21,14 @@ started when done. Exits non-zero if the run failed (2: bad options or run confi
   --tiny              the embedded tiny default: a tiny SmolVLA built locally and
                       synthetic SO-100 datasets (one per client + a held-out set);
                       no network, a few minutes on a laptop CPU
+  --sim so101         a simulated SO-101 federation scored by task success: the
+                      tiny SmolVLA, each owner's scripted demonstrations recorded in
+                      MuJoCo with the cube in its own strip of the table, and the
+                      server's closed-loop rollouts (run-config eval-env) over the
+                      whole table; the round lines show the success rate
   --rounds N          federated rounds (same as --run-config "num-rounds=N")
-  --clients K         simulated clients (--tiny: default 2; beyond 8, each client
+  --clients K         simulated clients (--tiny, --sim: default 2; --sim: at most 8;
+                      --tiny: beyond 8, each client
                       is a shard of one shared dataset per task; beyond 10, a round
                       samples 10 of them); without --tiny, the first K of the
                       run-config 'datasets' list train (default: all)
@@ -49,6 +55,11 @@ die() { printf 'zk0-sim: error: %s\n' "$*" >&2; exit 1; }
 DEMO_TASKS=8
 # Clients a --tiny round samples once there are more.
 SAMPLED=10
+# --sim so101's schedule (bench/README.md, bench/closed_loop.py) and its most owners.
+SIM_ROUNDS=20
+SIM_LOCAL_STEPS=20
+SIM_EVAL_EVERY=5
+SIM_MAX_CLIENTS=8
 
 # Bad input (options, run config): exit 2, as zk0's own commands do.
 bad_input() { printf 'zk0-sim: error: %s\n' "$*" >&2; exit 2; }
@@ -108,6 +119,34 @@ demo_data() {
   fi
   rm -f "$errors"
   printf '%s\n' "$uris"
+}
+
+# The simulated owners' datasets (zk0 sim-data), kept once written; prints the owners' URIs
+# (comma-separated) and the eval dataset's URI, one line each.
+sim_data() {
+  local clients=$1 uris errors status=0
+  errors=$(mktemp)
+  uris=$("$VENV/bin/zk0" sim-data "$SIM_DIR/sim-so101-$clients" --clients "$clients" 2>"$errors") || status=$?
+  if [[ $status -ne 0 ]]; then
+    local reason
+    reason=$(sed -n 's/^zk0: error: //p' "$errors" | tail -n1)
+    rm -f "$errors"
+    die "recording the simulated demonstrations failed${reason:+: $reason}; run '$VENV/bin/zk0 sim-data $SIM_DIR/sim-so101-$clients --clients $clients' to see why"
+  fi
+  rm -f "$errors"
+  printf '%s\n' "$uris"
+}
+
+# The --sim so101 preset: the tiny model on the simulated owners' demonstrations, with the
+# server's closed-loop rollouts (50 episodes over the whole table) every few rounds.
+sim_preset() {
+  local clients=$1 uris=$2
+  printf '%s' "model='tiny' datasets='$(sed -n 1p <<<"$uris")' eval-dataset='$(sed -n 2p <<<"$uris")'"
+  printf '%s' " action-dim=4 state-dim=17 eval-env='so101_reach' eval-episodes=50 eval-env-every=$SIM_EVAL_EVERY"
+  printf '%s' " num-rounds=$SIM_ROUNDS local-steps=$SIM_LOCAL_STEPS keep-optimizer-state=true batch-size=16 lr=1e-3"
+  printf '%s' " lr-schedule='constant' warmup-rounds=0 heldout-episodes=4"
+  printf '%s' " eval-batches=8 checkpoint-every=$SIM_EVAL_EVERY num-workers=0 node-wait-timeout=120.0"
+  printf '%s\n' " min-train-clients=$clients min-evaluate-clients=$clients min-available-clients=$clients"
 }
 
 # In-memory state: the local SuperLink's SQLite mode chokes on large model payloads.
@@ -228,11 +267,12 @@ dataset_problems() {
 }
 
 main() {
-  local tiny=0 verbose=0 rounds="" clients="" output_dir="$ROOT/outputs" ray_address=""
+  local tiny=0 sim="" verbose=0 rounds="" clients="" output_dir="$ROOT/outputs" ray_address=""
   local -a user_configs=()
   while [[ $# -gt 0 ]]; do
     case $1 in
       --tiny) tiny=1 ;;
+      --sim) [[ $# -ge 2 ]] || bad_input "--sim needs a simulator: so101"; sim=$2; shift ;;
       --verbose) verbose=1 ;;
       --rounds) [[ $# -ge 2 ]] || bad_input "--rounds needs a number"; rounds=$2; shift ;;
       --clients) [[ $# -ge 2 ]] || bad_input "--clients needs a number"; clients=$2; shift ;;
@@ -246,6 +286,10 @@ main() {
   done
   [[ -z $rounds || $rounds =~ ^[1-9][0-9]*$ ]] || bad_input "--rounds must be a positive integer, got '$rounds'"
   [[ -z $clients || $clients =~ ^[1-9][0-9]*$ ]] || bad_input "--clients must be a positive integer, got '$clients'"
+  [[ -z $sim || $sim == so101 ]] || bad_input "--sim must be so101 (a simulated SO-101 federation), got '$sim'"
+  [[ -z $sim || $tiny -eq 0 ]] || bad_input "--tiny and --sim are two presets; choose one"
+  [[ -z $sim || -z $clients || $clients -le $SIM_MAX_CLIENTS ]] \
+    || bad_input "--sim so101 takes at most $SIM_MAX_CLIENTS clients, got $clients"
   [[ $output_dir == /* ]] || output_dir="$PWD/$output_dir"
   [[ $output_dir != *\'* ]] || bad_input "--output-dir must not contain a single quote, got '$output_dir'"
 
@@ -271,6 +315,13 @@ main() {
     uris=$(demo_data "$clients")
     "$VENV/bin/zk0" prepare-tiny >/dev/null 2>&1 || die "building the tiny model failed; run '$VENV/bin/zk0 prepare-tiny'"
     run_configs+=("$(tiny_preset "$clients" "$uris")")
+  elif [[ -n $sim ]]; then
+    clients=${clients:-2}
+    local uris
+    log "recording $clients simulated SO-101 owners' demonstrations and building the tiny SmolVLA (cached after the first run)"
+    uris=$(sim_data "$clients")
+    "$VENV/bin/zk0" prepare-tiny >/dev/null 2>&1 || die "building the tiny model failed; run '$VENV/bin/zk0 prepare-tiny'"
+    run_configs+=("$(sim_preset "$clients" "$uris")")
   fi
   run_configs+=("$shorthands" ${user_configs[@]+"${user_configs[@]}"})
 

@@ -95,7 +95,7 @@ def joining_pays(alone: dict | None) -> int | None:
 
 
 def runs_table(results: list[dict]) -> str:
-    from zk0.tools.baseline import fmt
+    from zk0.tools.comparison import fmt
 
     header = " | ".join(f"centralized, {heading} | gap" for _, heading in AXES)
     lines = [f"| setting | clients | proximal-mu | seed | FL action MSE | {header} | joining pays |",

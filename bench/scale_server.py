@@ -32,7 +32,7 @@ def real_shapes() -> dict[str, tuple[int, ...]]:
     sys.path.insert(0, str(ROOT / "bench"))
     from codec_table import real_shapes as shapes
 
-    return shapes()
+    return shapes("expert", 0)  # the action expert's trainable tensors (the rank is for lora modes)
 
 
 def rss_now() -> int:

@@ -9,6 +9,11 @@ has_ffmpeg_libs() {
   "$1" -c 'import ctypes.util as u, sys; sys.exit(not all(map(u.find_library, ("avutil", "avcodec", "avformat", "avdevice", "avfilter", "swscale", "swresample"))))' >/dev/null 2>&1
 }
 
+# OSMesa, MuJoCo's headless renderer on a machine without a GPU (zk0.sim: libosmesa6).
+has_osmesa() {
+  "$1" -c 'import ctypes.util as u, sys; sys.exit(not u.find_library("OSMesa"))' >/dev/null 2>&1
+}
+
 # A command, also from /usr/sbin and /sbin (nginx lives there, off a normal user's PATH).
 has_command() {
   command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]

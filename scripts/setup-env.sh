@@ -38,13 +38,15 @@ check_python() {
     || die "$("$PYTHON" -V 2>&1) is too old; zk0 needs Python 3.11 or newer (set ZK0_PYTHON)"
 }
 
-# Debian packages still missing: ffmpeg (its libraries decode LeRobot videos), and for
+# Debian packages still missing: ffmpeg (its libraries decode LeRobot videos), libosmesa6
+# (the simulated SO-101's camera renders through it), and for
 # zk0bot tmux (keeps its processes running), openssl and ssh-keygen (certificates, node
 # keys) and nginx (fronts its server); shellcheck, curl and headless Chromium (the landing
 # page's tests) for the tests only. $1: 1 for the test tools; $2: 1 for the simulation's needs only.
 missing_packages() {
   local package
   has_ffmpeg_libs "$PYTHON" || echo ffmpeg
+  has_osmesa "$PYTHON" || echo libosmesa6
   if [[ $2 -eq 0 ]]; then
     for package in tmux openssl openssh-client:ssh-keygen nginx; do
       has_command "${package#*:}" || echo "${package%%:*}"

@@ -26,6 +26,7 @@ SYSTEM_MODULES = {
     "test_simulation_e2e", "test_reproducible", "test_executor", "test_zk0bot", "test_installer",
     "test_website", "test_setup_env", "test_baseline", "test_admin_api", "test_door", "test_operator_mistakes",
     "test_node_names", "test_admin", "test_zk0bot_multihost", "test_simulation_scale", "test_simulation_ray_cluster",
+    "test_closed_loop",
 }
 
 
@@ -56,6 +57,28 @@ def demo_roots(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
     spec = DemoSpec(episodes=DEMO_EPISODES, frames_per_episode=DEMO_FRAMES)
     return write_demo_federation(tmp_path_factory.mktemp("demo-data"), num_clients=2, spec=spec)
+
+
+@pytest.fixture(scope="session")
+def sim_roots(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two simulated SO-101 owners (a few scripted demonstrations each) and an eval set (zk0 sim-data)."""
+    from zk0.tools.sim_data import SimSpec, write_sim_federation
+
+    owners, eval_uri = write_sim_federation(tmp_path_factory.mktemp("sim-data"), 2, SimSpec(episodes=3, eval_episodes=2),
+                                            log=lambda _: None)
+    return [Path(uri.removeprefix("local:")) for uri in [*owners, eval_uri]]
+
+
+@pytest.fixture(scope="session")
+def sim_policy(zk0_cache_dir: Path, sim_roots: list[Path]):
+    """The tiny SmolVLA fitted to the simulated SO-101's features, with its processors."""
+    from zk0.data.dataset import open_node_data
+    from zk0.data.uri import parse_dataset_uri
+    from zk0.policy.model import load_policy, make_processors
+
+    data = open_node_data(parse_dataset_uri(f"local:{sim_roots[-1]}"), action_dim=4, heldout_episodes=0, state_dim=17)
+    policy = load_policy("tiny", data.meta, "cpu")
+    return (policy, *make_processors(policy, data.stats))
 
 
 @pytest.fixture(scope="session")

@@ -203,16 +203,22 @@ has_ffmpeg_libs() {
   "$1" -c 'import ctypes.util as u, sys; sys.exit(not all(map(u.find_library, ("avutil", "avcodec", "avformat", "avdevice", "avfilter", "swscale", "swresample"))))' >/dev/null 2>&1
 }
 
+# OSMesa, MuJoCo's headless renderer (a server scoring rollouts in the simulated SO-101).
+has_osmesa() {
+  "$1" -c 'import ctypes.util as u, sys; sys.exit(not u.find_library("OSMesa"))' >/dev/null 2>&1
+}
+
 # nginx lives in /usr/sbin, which is not on a normal user's PATH.
 has_command() {
   command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]
 }
 
 # The Debian packages zk0 needs (the same list as scripts/setup-env.sh): ffmpeg's libraries
-# decode LeRobot videos; tmux keeps zk0bot's processes running after the terminal closes;
+# decode LeRobot videos; libosmesa6 renders the simulated SO-101's camera; tmux keeps zk0bot's processes running after the terminal closes;
 # openssl and ssh-keygen make its certificates and node keys; nginx fronts its server.
 missing_packages() {
   has_ffmpeg_libs "$PYTHON" || echo ffmpeg
+  has_osmesa "$PYTHON" || echo libosmesa6
   local package command
   for package in tmux openssl openssh-client:ssh-keygen nginx; do
     command="${package#*:}"

@@ -16,6 +16,7 @@ from zk0.server.aggregation import AGGREGATIONS
 from zk0.wire.codec import CODECS as UPDATE_CODECS
 from zk0.policy.lora import LORA_AGGREGATIONS, LORA_TARGETS, TRAINABLES, LoraSpec
 from zk0.data.uri import DatasetURI, URIError, parse_dataset_uri
+from zk0.sim import ENVS
 
 LR_SCHEDULES = ("constant", "cosine")
 NORMALIZATIONS = ("federated", "local")
@@ -70,8 +71,12 @@ class RunConfig:
     heldout_episodes: int
     eval_every: int
     eval_batches: int
+    eval_env: str
+    eval_episodes: int
+    eval_env_every: int
     checkpoint_every: int
     action_dim: int
+    state_dim: int
     num_workers: int
     device: str
     seed: int
@@ -97,13 +102,14 @@ class RunConfig:
         return config
 
     def _validate(self) -> None:
-        positive = ("num_rounds", "local_steps", "batch_size", "eval_every", "eval_batches",
+        positive = ("num_rounds", "local_steps", "batch_size", "eval_every", "eval_batches", "eval_episodes", "eval_env_every",
                     "checkpoint_every", "action_dim", "min_train_clients", "min_evaluate_clients",
                     "min_available_clients", "multikrum_keep", "lora_rank")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"run-config key '{_key(name)}' must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_rounds", "heldout_episodes", "num_workers", "proximal_mu", "lr_min", "krum_num_malicious"):
+        for name in ("warmup_rounds", "heldout_episodes", "num_workers", "proximal_mu", "lr_min", "krum_num_malicious",
+                     "state_dim"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"run-config key '{_key(name)}' must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "round_timeout", "node_wait_timeout", "lora_alpha"):
@@ -155,6 +161,9 @@ class RunConfig:
             raise ConfigError(f"run-config key 'server-tau' must be > 0, got {self.server_tau}")
         if not 0.0 <= self.trimmed_avg_beta < 0.5:
             raise ConfigError(f"run-config key 'trimmed-avg-beta' must be in [0, 0.5), got {self.trimmed_avg_beta}")
+        if self.eval_env and self.eval_env not in ENVS:
+            raise ConfigError(f"run-config key 'eval-env' must be '' (no rollouts) or one of {', '.join(ENVS)}; "
+                              f"got '{self.eval_env}'")
         if self.device not in DEVICES:
             raise ConfigError(f"run-config key 'device' must be one of {', '.join(DEVICES)}; got '{self.device}'")
         if not (self.model.startswith("/") or _HUB_ID.match(self.model)):
@@ -217,6 +226,11 @@ class RunConfig:
     def evaluates_after(self, server_round: int) -> bool:
         """Server evaluation: before training, every `eval-every` rounds and after the last."""
         return server_round == 0 or server_round % self.eval_every == 0 or server_round == self.num_rounds
+
+    def rolls_out_after(self, server_round: int) -> bool:
+        """Closed-loop scores (eval-env): before training, every `eval-env-every` rounds and after the last."""
+        return bool(self.eval_env) and (
+            server_round == 0 or server_round % self.eval_env_every == 0 or server_round == self.num_rounds)
 
     def checkpoints_after(self, server_round: int) -> bool:
         """Checkpoints: every `checkpoint-every` rounds and after the last."""

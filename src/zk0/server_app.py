@@ -107,8 +107,10 @@ def _federate(grid: Grid, context: Context, config: RunConfig, resumed, model: G
         model.load({name: array.numpy() for name, array in arrays.items()})
         eval_started = time.perf_counter()
         result = model.evaluate() if config.evaluates_after(server_round) else None
-        row = round_row(server_round, strategy.rounds.get(server_round), result,
-                        time.perf_counter() - eval_started, started=started)
+        eval_seconds = time.perf_counter() - eval_started
+        rollout = model.roll_out() if config.rolls_out_after(server_round) else None
+        row = round_row(server_round, strategy.rounds.get(server_round), result, eval_seconds, started=started,
+                        rollout=rollout)
         eval_metrics = {k: v for k, v in row.items() if k.startswith("eval/") and v is not None}
         outputs.record(row)
         if config.checkpoints_after(server_round):

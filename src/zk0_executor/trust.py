@@ -30,7 +30,7 @@ FAB_SOURCES = f"src/{APP_PACKAGE}/"
 # What a zk0 FAB ships, relative to the package: pyproject.toml's fab-include is these under FAB_SOURCES.
 APP_FILES = (
     "__init__.py", "client_app.py", "config.py", "server_app.py",
-    "data/*.py", "node/*.py", "policy/*.py", "run/*.py", "server/*.py", "util/*.py", "wire/*.py",
+    "data/*.py", "node/*.py", "policy/*.py", "run/*.py", "server/*.py", "sim/*.py", "util/*.py", "wire/*.py",
 )
 FAB_PYPROJECT = "pyproject.toml"
 FAB_MANIFEST = ".info/CONTENT"

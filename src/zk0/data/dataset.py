@@ -70,17 +70,20 @@ def load_metadata(uri: DatasetURI) -> "LeRobotDatasetMetadata":
         raise DatasetError(f"dataset {uri}: cannot read LeRobot metadata ({type(err).__name__}: {err}); {hint}") from None
 
 
-def check_features(uri: DatasetURI, meta: "LeRobotDatasetMetadata", action_dim: int) -> None:
+def check_features(uri: DatasetURI, meta: "LeRobotDatasetMetadata", action_dim: int, state_dim: int = 0) -> None:
     """The federation trains one policy: every dataset must speak the same robot's language."""
     features = meta.features
     for key in ("observation.state", "action"):
         if key not in features:
             raise DatasetError(f"dataset {uri}: no '{key}' feature; SO-100/SO-101 datasets record it")
+    # A joint-space arm's state has the action's shape (state-dim 0); a simulated one may carry
+    # more (zk0.sim: the cube's position too).
+    for key, dim, setting in (("observation.state", state_dim or action_dim, "state-dim"), ("action", action_dim, "action-dim")):
         shape = tuple(features[key]["shape"])
-        if shape != (action_dim,):
+        if shape != (dim,):
             raise DatasetError(
-                f"dataset {uri}: '{key}' has shape {shape}, the federation expects ({action_dim},); "
-                f"set run-config action-dim or use a dataset of the same arm"
+                f"dataset {uri}: '{key}' has shape {shape}, the federation expects ({dim},); "
+                f"set run-config {setting} or use a dataset of the same arm"
             )
     if not meta.camera_keys:
         raise DatasetError(f"dataset {uri}: no camera feature (observation.images.*); SmolVLA needs at least one")
@@ -149,9 +152,9 @@ def training_stats(meta: "LeRobotDatasetMetadata", episodes: list[int]) -> dict:
     return {**(meta.stats or {}), **aggregate_stats(per_episode)}
 
 
-def open_node_data(uri: DatasetURI, action_dim: int, heldout_episodes: int) -> NodeData:
+def open_node_data(uri: DatasetURI, action_dim: int, heldout_episodes: int, state_dim: int = 0) -> NodeData:
     meta = load_metadata(uri)
-    check_features(uri, meta, action_dim)
+    check_features(uri, meta, action_dim, state_dim)
     episodes = uri.episodes(meta.total_episodes)  # all, or the URI's shard
     if uri.scheme == "local":
         _require_files(uri, episode_files(meta, episodes))

@@ -177,7 +177,7 @@ def _apply_threads(node_config) -> None:
 
 @lru_cache(maxsize=MAX_CACHED_NODES)
 def _cached_node(config: RunConfig, uri: DatasetURI, rename_json: str) -> _CachedNode:
-    return _CachedNode(open_node_data(uri, config.action_dim, config.heldout_episodes), parse_rename_map(rename_json))
+    return _CachedNode(open_node_data(uri, config.action_dim, config.heldout_episodes, config.state_dim), parse_rename_map(rename_json))
 
 
 _policy: dict[tuple, tuple[object, StartModel]] = {}

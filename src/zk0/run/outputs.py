@@ -103,7 +103,11 @@ class RunOutputs:
             ("train loss (weighted)", [("train/loss", "clients", 0)]),
             ("learning rate", [("train/lr", "server schedule", 0)]),
         ]
-        fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+        if any(r.get("eval/success_rate") is not None for r in self.rows):
+            panels.insert(0, ("closed-loop success rate (eval-env)", [("eval/success_rate", "server", 0)]))
+        fig, axes = plt.subplots(2, (len(panels) + 1) // 2, figsize=(5 * ((len(panels) + 1) // 2), 7))
+        for ax in axes.flat[len(panels):]:
+            ax.axis("off")
         for ax, (title, series) in zip(axes.flat, panels):
             for key, label, shift in series:
                 points = [(r["round"] + shift, r[key]) for r in self.rows if r.get(key) is not None]

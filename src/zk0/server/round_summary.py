@@ -6,6 +6,7 @@ import time
 
 from zk0.policy.evaluate import EvalResult
 from zk0.server.rounds import RoundRecord
+from zk0.sim.rollout import RolloutResult
 
 
 def _weighted(clients: dict[int, dict], key: str) -> float | None:
@@ -15,8 +16,9 @@ def _weighted(clients: dict[int, dict], key: str) -> float | None:
 
 
 def round_row(server_round: int, record: RoundRecord | None, result: EvalResult | None, eval_seconds: float,
-              started: float) -> dict:
-    """`started`: when the round began (round 0: when its server evaluation began)."""
+              started: float, rollout: RolloutResult | None = None) -> dict:
+    """`started`: when the round began (round 0: when its server evaluation began); `rollout`:
+    the closed-loop scores (eval-env), where the round measured them."""
     record = record or RoundRecord(started=started)
     row = {
         "round": server_round,
@@ -40,6 +42,7 @@ def round_row(server_round: int, record: RoundRecord | None, result: EvalResult 
         "aggregate/seconds": record.aggregate_seconds,
         "bytes_down": record.named(record.bytes_down),
         "bytes_up": record.named(record.bytes_up),
+        **(rollout.metrics() if rollout else {}),
         "seconds": time.perf_counter() - started,
     }
     return row
@@ -51,8 +54,11 @@ def summary_line(row: dict, num_rounds: int) -> str:
 
     moved = (sum(row["bytes_down"].values()) + sum(row["bytes_up"].values())) / 1e6
     rejected, failed = len(row["rejected"]), len(row["failures"])
+    success = ""
+    if row.get("eval/success_rate") is not None:
+        success = f"success {100 * row['eval/success_rate']:.0f} % of {row['eval/episodes']} | "
     return (
-        f"[round {row['round']}/{num_rounds}] eval action MSE {fmt(row['eval/action_mse'], '.4f')} | "
+        f"[round {row['round']}/{num_rounds}] {success}eval action MSE {fmt(row['eval/action_mse'], '.4f')} | "
         f"eval loss {fmt(row['eval/loss'], '.4f')} | train loss {fmt(row['train/loss'], '.4f')} | "
         f"nodes {row['sampled']} sampled: {len(row['clients'])} ok, {rejected} rejected, {failed} failed, "
         f"{len(row['late'])} late | {row['seconds']:.1f}s | {moved:.2f} MB moved"

@@ -74,10 +74,10 @@ def scoring_sets(run: FederatedRun, policy_config) -> dict[str, object]:
     """Every client's held-out episodes and the server's eval dataset, as LeRobot datasets."""
     sets = {}
     for index, uri in enumerate(run.datasets):
-        data = open_node_data(uri, run.config.action_dim, run.config.heldout_episodes)
+        data = open_node_data(uri, run.config.action_dim, run.config.heldout_episodes, run.config.state_dim)
         if data.heldout_episodes:
             sets[f"client {index} held-out"] = open_split(data, data.heldout_episodes, policy_config)
-    eval_data = open_node_data(run.config.eval_dataset, run.config.action_dim, heldout_episodes=0)
+    eval_data = open_node_data(run.config.eval_dataset, run.config.action_dim, 0, run.config.state_dim)
     sets[EVAL] = open_split(eval_data, eval_data.train_episodes, policy_config)
     return sets
 

@@ -1,6 +1,6 @@
 """The centralized baseline of a federated run: same start, data, batch size, samples and lr.
 
-`run_baseline(run_dir)` reads a finished zk0 run directory and, under `<run>/baseline/`:
+`zk0.tools.comparison.run_baseline(run_dir)` reads a finished zk0 run directory and, under `<run>/baseline/`:
 
     data/train/            the union of the clients' training episodes (each client's last
                            `heldout-episodes` episodes left out), merged with LeRobot's tools
@@ -42,8 +42,6 @@ every round and add the proximal term, both part of what the comparison measures
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import shutil
 import subprocess
@@ -55,9 +53,8 @@ from pathlib import Path
 from zk0.config import ConfigError, RunConfig
 from zk0.data.dataset import DatasetError, fixed_batches, open_node_data, open_split
 from zk0.policy.evaluate import EvalResult, evaluate_policy
-from zk0.policy.model import load_policy, make_processors, resolve_device
-from zk0.run.directory import LEROBOT_CHECKPOINTS, PRETRAINED, RunDir, RunDirError
-from zk0.server.schedule import round_lr
+from zk0.policy.model import load_policy, make_processors
+from zk0.run.directory import PRETRAINED, RunDir, RunDirError
 from zk0.policy.train import BETAS, GRAD_CLIP_NORM, WEIGHT_DECAY
 from zk0.data.uri import DatasetURI, URIError, parse_dataset_uri
 
@@ -209,7 +206,7 @@ def training_part(run: FederatedRun, uri: DatasetURI, out: Path, repo_id: str):
     from lerobot.datasets.dataset_tools import delete_episodes
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    data = open_node_data(uri, run.config.action_dim, run.config.heldout_episodes)
+    data = open_node_data(uri, run.config.action_dim, run.config.heldout_episodes, run.config.state_dim)
     dataset = LeRobotDataset(uri.repo_id, root=uri.root)
     if not data.heldout_episodes:
         return dataset
@@ -332,7 +329,7 @@ def compare(run: FederatedRun, start_model: Path, train_dir: Path, device: str) 
     from lerobot.utils.train_utils import get_step_checkpoint_dir
 
     config = run.config
-    eval_data = open_node_data(config.eval_dataset, config.action_dim, heldout_episodes=0)
+    eval_data = open_node_data(config.eval_dataset, config.action_dim, 0, config.state_dim)
     eval_set = open_split(eval_data, eval_data.train_episodes, PreTrainedConfig.from_pretrained(start_model))
     central_scores: dict[int, float | None] = {}
 
@@ -361,137 +358,3 @@ def compare(run: FederatedRun, start_model: Path, train_dir: Path, device: str) 
                          "gap_pct": 100.0 * (fl - mse) / mse if mse else None}
         rows.append(row)
     return rows
-
-
-def write_report(comparison: dict, out: Path) -> None:
-    (out / "comparison.json").write_text(json.dumps(comparison, indent=2, default=str))
-    (out / "comparison.md").write_text(markdown_table(comparison))
-    _plot(comparison, out / "comparison.png")
-
-
-def fmt(value: float | None, spec: str, unit: str = "") -> str:
-    """A number formatted by `spec`, or '-' where there is none (e.g. a missing checkpoint)."""
-    return "-" if value is None else format(value, spec) + unit
-
-
-def markdown_table(comparison: dict) -> str:
-    lines = [
-        f"# FL vs centralized: run {comparison['run_name']}",
-        "",
-        f"Held-out action MSE on `{comparison['eval_dataset']}` (lower is better). Round r of the federation "
-        f"vs `lerobot-train` at batch {comparison['batch_size']} after r x {comparison['steps_per_round']} steps "
-        f"(equal samples: as many as all clients saw) and after r x {comparison['sequential_steps_per_round']} "
-        f"steps (equal sequential steps: as many as one client took, the clients training in parallel). "
-        f"Gap: (FL - centralized) / centralized.",
-        "",
-        "| round | FL action MSE | FL scored from | " + " | ".join(
-            f"{heading}: centralized steps | {heading}: centralized MSE | {heading}: gap" for _, heading in AXES) + " |",
-        "|---:|---:|---|" + "---:|---:|---:|" * len(AXES),
-    ]
-    for row in comparison["rows"]:
-        cells = [str(row["round"]), fmt(row["fl_action_mse"], ".4f"), row["fl_source"]]
-        for axis, _ in AXES:
-            point = row[axis]
-            cells += [str(point["central_steps"]), fmt(point["central_action_mse"], ".4f"), fmt(point["gap_pct"], "+.1f", "%")]
-        lines.append("| " + " | ".join(cells) + " |")
-    table = "\n".join(lines) + "\n"
-    if comparison.get("alone"):
-        from zk0.tools.alone import alone_table
-
-        table += "\n" + alone_table(comparison["alone"])
-    return table
-
-
-def _plot(comparison: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    rows = comparison["rows"]
-    curves = [("federated", [(row["round"], row["fl_action_mse"]) for row in rows])]
-    for (axis, heading), per_round in zip(AXES, (comparison["steps_per_round"], comparison["sequential_steps_per_round"])):
-        curves.append((f"centralized, {heading} (r x {per_round} steps)",
-                       [(row["round"], row[axis]["central_action_mse"]) for row in rows]))
-    for label, points in curves:
-        points = [(r, mse) for r, mse in points if mse is not None]
-        if points:
-            ax.plot(*zip(*points), marker="o", label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel("round r (centralized: lerobot-train checkpoints)")
-    ax.set_ylabel("held-out action MSE (dataset units)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
-    ax.set_title(f"zk0 run {comparison['run_name']}: federated vs centralized")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, format="png")
-    plt.close(fig)
-
-
-def run_baseline(run_dir: Path, log=print, alone: bool = True) -> dict:
-    """Train the centralized baseline of `run_dir` and compare; with `alone`, also each client's
-    local-only twin (zk0.tools.alone). Returns comparison.json's content."""
-    run_dir = run_dir.resolve()
-    run = read_run(run_dir)
-    out = run.paths.baseline
-    if out.exists():
-        raise BaselineError(f"{out} already exists; delete it to run the baseline again")
-    from zk0.tools.alone import final_checkpoint, run_alone  # it builds on this module
-
-    if alone:
-        final_checkpoint(run)  # before hours of training, not after
-    for key in run.skipped:
-        log(f"warning: skipping the client '{key}': its dataset is not among the run config's datasets")
-    config = run.config
-    device = resolve_device(config.device)
-    (out / "data").mkdir(parents=True)
-
-    log(f"merging the training episodes of {len(run.datasets)} dataset(s) into {out / 'data' / 'train'}")
-    meta = merge_training_data(run, out / "data" / "train")
-    start_model = write_start_model(run, meta, out / "start_model")
-    # save_freq: a multiple of every step either axis compares at (run_lerobot_train prunes the rest).
-    command = lerobot_train_command(config, start_model, meta, out / "train", device, steps_per_round=run.steps_per_round,
-                                    total_steps=run.total_steps,
-                                    save_freq=math.gcd(run.steps_per_round, run.sequential_steps_per_round))
-    log(f"lerobot-train: {run.total_steps} steps at batch {config.batch_size} on {device}; log: {out / 'lerobot-train.log'}")
-    run_lerobot_train(command, out / "lerobot-train.log", device, out / "train" / LEROBOT_CHECKPOINTS, run.compared_steps)
-
-    log("scoring federated and centralized checkpoints on the held-out eval dataset")
-    rows = compare(run, start_model, out / "train", device)
-    fl_lrs = [round_lr(r, config.num_rounds, lr=config.lr, schedule=config.lr_schedule,
-                       warmup_rounds=config.warmup_rounds, lr_min=config.lr_min) for r in range(1, config.num_rounds + 1)]
-    comparison = {
-        "run_dir": str(run_dir),
-        "run_name": run_dir.name,
-        "run_id": run.run_id,
-        "model": config.model,
-        "datasets": [str(uri) for uri in run.datasets],
-        "skipped_clients": list(run.skipped),
-        "eval_dataset": str(config.eval_dataset),
-        "heldout_episodes": config.heldout_episodes,
-        "train_data": {"root": str(out / "data" / "train"), "episodes": meta.total_episodes, "frames": meta.total_frames},
-        "num_rounds": config.num_rounds,
-        "steps_per_round": run.steps_per_round,
-        "sequential_steps_per_round": run.sequential_steps_per_round,
-        "total_steps": run.total_steps,
-        "batch_size": config.batch_size,
-        "lr": {"fl_schedule": config.lr_schedule, "fl_per_round": fl_lrs,
-               "lerobot_train": lr_options(config, run.steps_per_round, run.total_steps)},
-        "device": device,
-        "lerobot_train_command": command,
-        "rows": rows,
-        "alone": None,
-    }
-    # Written now, so that a failing twin loses none of the centralized run's hours.
-    write_report(comparison, out)
-    if alone:
-        try:
-            comparison["alone"] = run_alone(run, out / "alone", device, log)
-        except ValueError as err:  # BaselineError, DatasetError, ...: one line, as any other step's
-            raise BaselineError(f"{err} (the centralized comparison is in {out / 'comparison.md'}; "
-                                f"the clients alone are not)") from None
-        write_report(comparison, out)
-    return comparison

@@ -1,6 +1,9 @@
 """`zk0` command line: data and model helpers around the Flower apps.
 
     zk0 demo-data OUT_DIR [--clients K]   synthetic SO-100 data for K clients + a held-out eval set
+    zk0 sim-data OUT_DIR [--clients K]    simulated SO-101 owners' scripted demonstrations + an eval set
+    zk0 rollout CHECKPOINT --env E [--episodes N] [--video DIR]
+                                          score a checkpoint by closed-loop episodes in a simulator
     zk0 check-dataset URI                 check that a dataset opens and fits the policy
     zk0 prepare-tiny                      build the tiny SmolVLA in the cache (done lazily otherwise)
     zk0 check-server HOST:PORT (--ca-cert F | --insecure)
@@ -24,20 +27,47 @@ from zk0.ops import admin
 from zk0.data.dataset import DatasetError, open_node_data
 from zk0.ops.preflight import PreflightError, check_plain, check_tls
 from zk0.data.uri import URIError, parse_dataset_uri
+from zk0.sim import ENVS
 
 
 def _demo_data(args: argparse.Namespace) -> int:
     from zk0.tools.demo_data import DemoSpec, demo_federation
+    from zk0.tools.quiet import quiet_dataset_writer
 
     spec = DemoSpec(episodes=args.episodes, frames_per_episode=args.frames)
-    clients, eval_uri = demo_federation(Path(args.out_dir).resolve(), args.clients, spec)
+    with quiet_dataset_writer():
+        clients, eval_uri = demo_federation(Path(args.out_dir).resolve(), args.clients, spec)
     print(",".join(clients))
     print(eval_uri)
     return 0
 
 
+def _sim_data(args: argparse.Namespace) -> int:
+    from zk0.tools.sim_data import SimSpec, write_sim_federation
+
+    spec = SimSpec(episodes=args.episodes, eval_episodes=args.eval_episodes, seed=args.seed)
+    owners, eval_uri = write_sim_federation(Path(args.out_dir).resolve(), args.clients, spec,
+                                            log=lambda line: print(line, file=sys.stderr))
+    print(",".join(owners))
+    print(eval_uri)
+    return 0
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    from zk0.tools.push import PushError
+    from zk0.tools.rollout import as_json, rollout, summary
+
+    try:
+        result = rollout(Path(args.checkpoint), args.env, args.episodes, args.seed, args.region, args.which,
+                         Path(args.video).resolve() if args.video else None)
+    except PushError as err:
+        raise ValueError(str(err)) from None
+    print(as_json(result) if args.json else summary(result))
+    return 0
+
+
 def _check_dataset(args: argparse.Namespace) -> int:
-    data = open_node_data(parse_dataset_uri(args.uri), args.action_dim, args.heldout_episodes)
+    data = open_node_data(parse_dataset_uri(args.uri), args.action_dim, args.heldout_episodes, args.state_dim)
     episodes = f"{data.meta.total_episodes} episodes"
     if data.uri.shard:
         mine = data.train_episodes + data.heldout_episodes
@@ -79,7 +109,7 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _baseline(args: argparse.Namespace) -> int:
-    from zk0.tools.baseline import markdown_table, run_baseline
+    from zk0.tools.comparison import markdown_table, run_baseline
     from zk0.run.directory import RunDir
 
     def progress(message: str) -> None:
@@ -116,9 +146,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--frames", type=int, default=45, help="frames per episode (default 45)")
     demo.set_defaults(func=_demo_data)
 
+    sim = sub.add_parser("sim-data", help="record simulated SO-101 owners' demonstrations with LeRobot's writer")
+    sim.add_argument("out_dir", help="directory to write owner_<k>/ and eval/ into (complete ones are kept)")
+    sim.add_argument("--clients", type=int, default=2, help="owners, each with its own strip of the table (default 2)")
+    sim.add_argument("--episodes", type=int, default=40, help="episodes per owner (default 40)")
+    sim.add_argument("--eval-episodes", type=int, default=20, help="episodes of the eval set (default 20)")
+    sim.add_argument("--seed", type=int, default=0, help="which demonstrations (default 0; 0..1999)")
+    sim.set_defaults(func=_sim_data)
+
+    roll = sub.add_parser("rollout", help="score a checkpoint by closed-loop episodes in a simulated environment")
+    roll.add_argument("checkpoint", help="a run directory, a checkpoint directory or a pretrained_model directory")
+    roll.add_argument("--env", required=True, choices=ENVS, help="the environment")
+    roll.add_argument("--episodes", type=int, default=50, help="episodes (default 50)")
+    roll.add_argument("--region", default="all", help="where the cubes lie: 'all' (default) or owner I of K as I/K")
+    roll.add_argument("--seed", type=int, default=0, help="which episodes (default 0; the same cubes for every policy)")
+    roll.add_argument("--checkpoint", dest="which", help="for a run directory: best (default), last or a round number")
+    roll.add_argument("--video", metavar="DIR", help="write the first episode as an MP4 into DIR")
+    roll.add_argument("--json", action="store_true", help="print the result as JSON")
+    roll.set_defaults(func=_rollout)
+
     check = sub.add_parser("check-dataset", help="open a dataset URI and check it fits the policy")
     check.add_argument("uri", help="hf:owner/name, owner/name or local:/abs/path")
-    check.add_argument("--action-dim", type=int, default=6, help="expected action/state dimension (default 6)")
+    check.add_argument("--action-dim", type=int, default=6, help="expected action dimension (default 6)")
+    check.add_argument("--state-dim", type=int, default=0, help="expected state dimension (default 0: the action's)")
     check.add_argument("--heldout-episodes", type=int, default=2, help="episodes kept for evaluation (default 2)")
     check.set_defaults(func=_check_dataset)
 
