@@ -8,7 +8,9 @@ beside it (the units the policy was trained in).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 
 from zk0.sim.rollout import RolloutResult, score
@@ -22,7 +24,8 @@ def load(model_dir: Path, device: str = "cpu"):
 
     config = PreTrainedConfig.from_pretrained(model_dir)
     config.device = device
-    policy = SmolVLAPolicy.from_pretrained(model_dir, config=config).to(device)
+    with contextlib.redirect_stdout(sys.stderr):  # LeRobot prints as it loads; stdout is the result's
+        policy = SmolVLAPolicy.from_pretrained(model_dir, config=config).to(device)
     preprocessor, postprocessor = make_pre_post_processors(
         policy.config, pretrained_path=str(model_dir), preprocessor_overrides={"device_processor": {"device": device}})
     return policy, preprocessor, postprocessor
