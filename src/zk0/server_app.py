@@ -133,17 +133,17 @@ def _federate(grid: Grid, context: Context, config: RunConfig, resumed, model: G
 def _rounds(grid: Grid, strategy: ZK0Strategy, arrays: ArrayRecord, num_rounds: int, end_of_round) -> None:
     """Flower's `Strategy.start`, with each round's replies taken as they arrive (zk0.server.inbox):
     the strategy folds each update in and drops it; a round closes at its deadline
-    (round-timeout) or once its quorum has answered (train-quorum), whichever is first."""
+    (round-timeout) or once its quorum of usable replies is in (train-quorum), whichever is first."""
     strategy.summary()
     end_of_round(0, arrays)
     for current in range(1, num_rounds + 1):
         ids = inbox.push(grid, strategy.configure_train(current, arrays, ConfigRecord(), grid))
         deadline = time.monotonic() + strategy.config.round_timeout
-        aggregated, _ = strategy.aggregate_train(current, inbox.replies(grid, ids, deadline, strategy.quorum(len(ids))))
+        aggregated, _ = strategy.aggregate_train(current, inbox.replies(grid, ids, deadline, lambda: strategy.has_quorum(current)))
         if aggregated is not None:
             arrays = aggregated
         ids = inbox.push(grid, strategy.configure_evaluate(current, arrays, ConfigRecord(), grid))
         if ids:
             deadline = time.monotonic() + strategy.config.round_timeout
-            strategy.aggregate_evaluate(current, inbox.replies(grid, ids, deadline, len(ids)))
+            strategy.aggregate_evaluate(current, inbox.replies(grid, ids, deadline))
         end_of_round(current, arrays)

@@ -35,6 +35,7 @@ class RoundRecord:
     rejected: list[dict[str, str]] = field(default_factory=list)
     sampled: list[int] = field(default_factory=list)  # the nodes sent a training message
     answered: int = 0  # replies in before the round closed
+    passed: int = 0  # replies that passed screening so far: what train-quorum counts
     late: list[str] = field(default_factory=list)  # sampled nodes that had not answered when the round closed
     aggregate_seconds: float | None = None  # decoding, checks and aggregation of the updates
     # Held only while the round runs: the broadcast sent for training (the base of every

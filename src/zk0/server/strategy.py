@@ -25,6 +25,7 @@ import math
 import random
 import time
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from logging import INFO, WARNING
 from pathlib import Path
 
@@ -98,8 +99,14 @@ class ZK0Strategy:
         super().summary()
 
     def quorum(self, sampled: int) -> int:
-        """Replies after which a round closes before its deadline (run-config train-quorum)."""
+        """Usable replies after which a round closes before its deadline (run-config train-quorum)."""
         return min(sampled, max(math.ceil(self.config.train_quorum * sampled), self.min_train_nodes))
+
+    def has_quorum(self, server_round: int) -> bool:
+        """Whether the round's quorum of replies has passed screening: failed and rejected replies
+        do not count, or one fast-failing node would close a round before good updates came."""
+        record = self._record(server_round + self.round_offset)
+        return record.passed >= self.quorum(len(record.sampled))
 
     def _record(self, server_round: int) -> RoundRecord:
         return self.rounds.setdefault(server_round, RoundRecord())
@@ -271,6 +278,7 @@ class ZK0Strategy:
             report = self._screen_train_reply(server_round, record, node, reply, pool)
             if report is not None:
                 accepted[node] = report
+                record.passed += 1
             _release(reply)
             record.aggregate_seconds += time.perf_counter() - started
         record.answered = len(answered)
@@ -280,7 +288,7 @@ class ZK0Strategy:
             del accepted[node]
             self._reject(server_round, record, node, reason)
         record.aggregate_seconds += time.perf_counter() - started
-        closed_by = ("before the round's quorum (train-quorum) was in" if len(answered) >= self.quorum(len(record.sampled))
+        closed_by = ("before the round's quorum (train-quorum) was in" if record.passed >= self.quorum(len(record.sampled))
                      else f"within round-timeout ({self.config.round_timeout:g}s)")
         for message_id, node in record.addressees.items():
             if node not in answered:
@@ -312,7 +320,7 @@ class ZK0Strategy:
     def collect_late(self, grid: Grid) -> None:
         """Replies to earlier rounds' messages that came after their round closed: dropped,
         counted per node; the node is free to be sampled again."""
-        for reply in inbox.available(grid, list(self.roster.outstanding)):
+        for reply in chain.from_iterable(inbox.available(grid, list(self.roster.outstanding))):
             entry = self.roster.outstanding.pop(reply.metadata.reply_to_message_id, None)
             if entry is None:
                 continue
