@@ -20,7 +20,7 @@ from zk0.data.cameras import cameras
 from zk0.config import ConfigError, RunConfig
 from zk0.data.dataset import DatasetError
 from zk0.server.global_model import GlobalModel
-from zk0.util.logs import keep_zk0_lines, run_log
+from zk0.util.logs import keep_zk0_lines, one_line_errors, run_log
 from zk0.policy.model import ModelError
 from zk0.server.round_summary import round_row, summary_line
 from zk0.run.outputs import RunOutputs
@@ -35,11 +35,13 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     keep_zk0_lines()
+    one_line_errors()
     try:
         federate(grid, context)
     except OPERATOR_ERRORS as err:
         if not getattr(err, "zk0_logged", False):
             log(ERROR, "zk0: error: %s", err)
+            err.zk0_logged = True  # Flower then logs it without its traceback (zk0.util.logs)
         raise
 
 
