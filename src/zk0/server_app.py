@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import time
-from logging import ERROR, INFO
+from logging import ERROR, INFO, WARNING
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 from flwr.common import log
@@ -24,7 +24,7 @@ from zk0.util.logs import keep_zk0_lines, one_line_errors, run_log
 from zk0.policy.model import ModelError
 from zk0.server.round_summary import round_row, summary_line
 from zk0.run.outputs import RunOutputs
-from zk0.server.strategy import FederationError, ZK0Strategy, make_strategy
+from zk0.server.strategy import FederationError, RoundFellShort, ZK0Strategy, make_strategy
 
 # Errors with a one-line, operator-facing message: logged as such before the run fails.
 OPERATOR_ERRORS = (ConfigError, DatasetError, ModelError, FederationError)
@@ -139,9 +139,7 @@ def _rounds(grid: Grid, strategy: ZK0Strategy, arrays: ArrayRecord, num_rounds: 
     strategy.summary()
     end_of_round(0, arrays)
     for current in range(1, num_rounds + 1):
-        ids = inbox.push(grid, strategy.configure_train(current, arrays, ConfigRecord(), grid))
-        deadline = time.monotonic() + strategy.config.round_timeout
-        aggregated, _ = strategy.aggregate_train(current, inbox.replies(grid, ids, deadline, lambda: strategy.has_quorum(current)))
+        aggregated, _ = _train(grid, strategy, current, arrays)
         if aggregated is not None:
             arrays = aggregated
         ids = inbox.push(grid, strategy.configure_evaluate(current, arrays, ConfigRecord(), grid))
@@ -149,3 +147,16 @@ def _rounds(grid: Grid, strategy: ZK0Strategy, arrays: ArrayRecord, num_rounds: 
             deadline = time.monotonic() + strategy.config.round_timeout
             strategy.aggregate_evaluate(current, inbox.replies(grid, ids, deadline))
         end_of_round(current, arrays)
+
+
+def _train(grid: Grid, strategy: ZK0Strategy, current: int, arrays: ArrayRecord):
+    """A round's training; an attempt left with too few usable replies runs again with a fresh
+    sample while run-config round-retries allow (the strategy decides, and says why)."""
+    while True:
+        ids = inbox.push(grid, strategy.configure_train(current, arrays, ConfigRecord(), grid))
+        deadline = time.monotonic() + strategy.config.round_timeout
+        try:
+            return strategy.aggregate_train(current, inbox.replies(grid, ids, deadline,
+                                                                   lambda: strategy.has_quorum(current)))
+        except RoundFellShort as short:
+            log(WARNING, "%s", short)

@@ -37,6 +37,7 @@ def round_row(server_round: int, record: RoundRecord | None, result: EvalResult 
         "late": record.late,
         "failures": record.failures,
         "rejected": record.rejected,
+        "retries": record.retries,
         "aggregate/seconds": record.aggregate_seconds,
         "bytes_down": record.named(record.bytes_down),
         "bytes_up": record.named(record.bytes_up),
@@ -51,9 +52,10 @@ def summary_line(row: dict, num_rounds: int) -> str:
 
     moved = (sum(row["bytes_down"].values()) + sum(row["bytes_up"].values())) / 1e6
     rejected, failed = len(row["rejected"]), len(row["failures"])
+    retried = f" (attempt {len(row['retries']) + 1})" if row["retries"] else ""
     return (
         f"[round {row['round']}/{num_rounds}] eval action MSE {fmt(row['eval/action_mse'], '.4f')} | "
         f"eval loss {fmt(row['eval/loss'], '.4f')} | train loss {fmt(row['train/loss'], '.4f')} | "
         f"nodes {row['sampled']} sampled: {len(row['clients'])} ok, {rejected} rejected, {failed} failed, "
-        f"{len(row['late'])} late | {row['seconds']:.1f}s | {moved:.2f} MB moved"
+        f"{len(row['late'])} late{retried} | {row['seconds']:.1f}s | {moved:.2f} MB moved"
     )

@@ -36,6 +36,8 @@ class RoundRecord:
     sampled: list[int] = field(default_factory=list)  # the nodes sent a training message
     answered: int = 0  # replies in before the round closed
     passed: int = 0  # replies that passed screening so far: what train-quorum counts
+    attempt: int = 0  # 0, or how many earlier attempts fell short (round-retries)
+    retries: list[str] = field(default_factory=list)  # why each earlier attempt fell short
     late: list[str] = field(default_factory=list)  # sampled nodes that had not answered when the round closed
     aggregate_seconds: float | None = None  # decoding, checks and aggregation of the updates
     # Held only while the round runs: the broadcast sent for training (the base of every
@@ -63,6 +65,14 @@ class RoundRecord:
     def closed(self) -> None:
         """The round's replies are in: drop what was held only while it ran."""
         self.broadcast, self.outbox, self._addressees = None, [], None
+
+    def fell_short(self, reason: str) -> None:
+        """This attempt closed with too few usable replies and the round runs again: keep what it
+        moved and why it fell short, forget what it trained (none of it enters the model)."""
+        self.retries.append(reason)
+        self.attempt += 1
+        self.sampled, self.answered, self.passed = [], 0, 0
+        self.clients, self.received_eval, self.late, self.failures, self.rejected = {}, {}, [], [], []
 
     def addressee(self, reply: Message) -> int | None:
         """The node a reply answers for; None for a reply to no message of this round. The

@@ -59,6 +59,11 @@ class FederationError(RuntimeError):
     """The federation cannot go on (too few nodes, too few usable results)."""
 
 
+class RoundFellShort(FederationError):
+    """An attempt at a round closed with too few usable replies and round-retries allow another:
+    the message is the one line saying why; the round loop runs the round again."""
+
+
 class ZK0Strategy:
     """zk0's side of a strategy. `make_strategy` puts it before a Flower strategy; that one aggregates."""
 
@@ -76,6 +81,8 @@ class ZK0Strategy:
         self.roster = Roster()
         # Flower counts rounds from 1 on every start; a resumed run continues after `round_offset`.
         self.round_offset = 0
+        # The attempt whose replies made each retried round's model (other rounds: attempt 0).
+        self.retried: dict[int, int] = {}
         self.federation_stats: dict | None = None
         self.cameras: list[str] = []  # the federation's camera features (the server's policy's)
         self.broadcast: transfer.Broadcast | None = None  # the last one sent
@@ -139,10 +146,14 @@ class ZK0Strategy:
                 announced = True
             time.sleep(1.0)
 
-    def _sample(self, nodes: list[int], fraction: float, minimum: int, server_round: int) -> list[int]:
-        """`fraction` of the nodes (at least `minimum`), drawn reproducibly from the seed and round."""
+    def _sample(self, nodes: list[int], fraction: float, minimum: int, server_round: int,
+                attempt: int = 0) -> list[int]:
+        """`fraction` of the nodes (at least `minimum`), drawn reproducibly from the seed, the round
+        and the attempt: a retried round draws afresh, the same draw whenever the run is repeated
+        (a string seed is hashed with SHA-512, so no attempt's stream is another round's)."""
         size = min(len(nodes), max(int(len(nodes) * fraction), minimum))
-        return sorted(random.Random(self.config.seed * 100_003 + server_round).sample(nodes, size))
+        seed = self.config.seed * 100_003 + server_round
+        return sorted(random.Random(seed if attempt == 0 else f"{seed} retry {attempt}").sample(nodes, size))
 
     def collect_statistics(self, grid: Grid, shapes: dict) -> dict:
         """Before round 1: the normalization statistics of a sample of the nodes (as many as a
@@ -177,14 +188,12 @@ class ZK0Strategy:
             nodes = self._wait_for_nodes(grid, self.min_train_nodes)
         except FederationError as err:
             raise FederationError(f"round {server_round}: {err}") from None
-        nodes = self._sample(nodes, self.fraction_train, self.min_train_nodes, server_round)
+        nodes = self._sample(nodes, self.fraction_train, self.min_train_nodes, server_round, record.attempt)
         self._check_memory(server_round, len(nodes))
-        global_weights = {name: array.numpy() for name, array in arrays.items()}
-        previous = self.broadcast
-        if previous is None and server_round == 1 and self.config.update_codec not in transfer.FULL_CODECS:
-            previous = self._start_broadcast(global_weights)
-            global_weights = previous.weights
-        broadcast = transfer.make_broadcast(global_weights, previous, self.config.update_codec, server_round)
+        if self.broadcast is not None and self.broadcast.round == server_round:
+            broadcast = self.broadcast  # a retry: the nodes train from the weights the first attempt sent
+        else:
+            broadcast = self._next_broadcast({name: array.numpy() for name, array in arrays.items()}, server_round)
         self.broadcast = record.broadcast = broadcast
         # Flower's own hook still runs for the state its classes keep (FedAvgM's and FedOpt's
         # current arrays); zk0 sends its own messages, to the nodes it sampled. A class that
@@ -196,6 +205,14 @@ class ZK0Strategy:
         super().configure_train(server_round, arrays, config, grid)
         record.sampled = nodes
         return self._train_messages(server_round, record, nodes)
+
+    def _next_broadcast(self, global_weights: dict, server_round: int) -> transfer.Broadcast:
+        """A new round's broadcast: a delta against the last one where the codec sends deltas."""
+        previous = self.broadcast
+        if previous is None and server_round == 1 and self.config.update_codec not in transfer.FULL_CODECS:
+            previous = self._start_broadcast(global_weights)
+            global_weights = previous.weights
+        return transfer.make_broadcast(global_weights, previous, self.config.update_codec, server_round)
 
     def _start_broadcast(self, start: dict) -> transfer.Broadcast:
         """Round 1 sends the start model: the nodes whose round-0 report says they loaded
@@ -246,18 +263,30 @@ class ZK0Strategy:
                 self.roster.count(node, "accepted")
             record.closed()
             if len(accepted) < self.config.min_train_clients:
-                problems = (record.failures + [f"{r['node']}: {r['reason']}" for r in record.rejected]
-                            + [f"{label}: late" for label in record.late])
-                raise FederationError(
-                    f"round {server_round}: only {len(accepted)} usable training result(s), min-train-clients is "
-                    f"{self.config.min_train_clients}; failed: {'; '.join(problems)[:600] or 'no replies'}"
-                )
+                self._fell_short(server_round, record, len(accepted))
+            if record.attempt:
+                self.retried[server_round] = record.attempt
             started = time.perf_counter()
             result = self._aggregate(server_round, accepted, pool)
             record.aggregate_seconds += time.perf_counter() - started
         finally:
             pool.close()
         return result
+
+    def _fell_short(self, server_round: int, record: RoundRecord, usable: int) -> None:
+        """Too few usable replies: RoundFellShort while round-retries allow another attempt, else
+        the FederationError that ends the run; either way one line with every node's reason."""
+        problems = (record.failures + [f"{r['node']}: {r['reason']}" for r in record.rejected]
+                    + [f"{label}: late" for label in record.late])
+        reason = (f"only {usable} usable training result(s), min-train-clients is {self.config.min_train_clients}; "
+                  f"failed: {'; '.join(problems)[:600] or 'no replies'}")
+        retries = self.config.round_retries
+        if record.attempt >= retries:
+            spent = f" (after {retries} retries, run-config round-retries)" if retries else ""
+            raise FederationError(f"round {server_round}: {reason}{spent}")
+        record.fell_short(reason)
+        raise RoundFellShort(f"Round {server_round}: {reason}; running it again with a fresh sample "
+                             f"(retry {record.attempt} of {retries}, run-config round-retries)")
 
     def _screen_train_replies(self, server_round: int, record: RoundRecord, replies: Iterable[Message],
                               pool) -> dict[int, TrainReport]:
