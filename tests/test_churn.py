@@ -1,35 +1,47 @@
 """Rounds that survive churn: a round left with too few usable replies runs again with a fresh
 sample (run-config round-retries), and only when its retries are spent does the run fail, in
-one line. Through the strategy's real hooks and server_app's round loop, with
-tests/test_aggregation.py's in-process grid and Flower ClientApps.
+one line; a retried round ends with the model a round that succeeded at once would have made.
+Through the strategy's real hooks and server_app's round loop, with tests/test_aggregation.py's
+in-process grid: scripted Flower ClientApps for the loop, zk0's own ServerApp and ClientApp for
+the model.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
+import numpy as np
 import pytest
+from flwr.app import Context, MessageType, RecordDict
 from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
+from safetensors.numpy import load_file
 
 from test_aggregation import LocalGrid, array_record, pyproject_run_config, scripted_app
 from zk0 import server_app
+from zk0.client_app import app as zk0_client_app
 from zk0.config import RunConfig
+from zk0.node import memory as node_memory
+from zk0.run.directory import STATE_WEIGHTS, RunDir
 from zk0.server.round_summary import round_row, summary_line
 from zk0.server.strategy import FederationError, make_strategy
+from zk0.wire.protocol import Attempts
 
 
 class ChurnGrid(LocalGrid):
-    """LocalGrid whose nodes in `down_once` are lost for their next message only (an actor
-    killed mid-round and restarted, a machine that slept): the SuperLink's error reply."""
+    """LocalGrid where each (node, round) in `lose` loses that node's first training message of
+    that round (an actor killed mid-round and restarted, a machine that slept): the SuperLink's
+    error reply, and the node never ran it."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.down_once: set[int] = set()
+        self.lose: set[tuple[int, int]] = set()
 
     def _deliver(self, message):
-        node = message.metadata.dst_node_id
-        if node in self.down_once:
-            self.down_once.discard(node)
+        train = message.metadata.message_type == MessageType.TRAIN
+        lost = (message.metadata.dst_node_id, int(message.content["config"]["server-round"]) if train else 0)
+        if train and lost in self.lose:
+            self.lose.discard(lost)
             return create_message_error_unavailable_res_message(message.metadata, "node_unavail")
         return super()._deliver(message)
 
@@ -49,7 +61,7 @@ def test_a_round_short_of_usable_replies_runs_again_with_a_fresh_sample(caplog):
     nodes = list(range(1, 11))
     first, second = (strategy._sample(nodes, 0.3, 3, 1, attempt) for attempt in (0, 1))
     assert first != second  # the seeds' draws (fixed: never flaky)
-    grid.down_once = {first[0]}
+    grid.lose = {(first[0], 1)}
     with caplog.at_level(logging.WARNING, logger="flwr"):
         arrays, _ = server_app._train(grid, strategy, 1, array_record(0.0))
     assert arrays is not None
@@ -84,3 +96,105 @@ def test_no_retries_fail_the_run_at_the_first_short_round():
     strategy, grid = churn(2, {1: (1.0, 10, 1.0), 2: "lost"}, min_train_clients=2, round_retries=0)
     with pytest.raises(FederationError, match=r"failed: node 2: RuntimeError: lost$"):
         server_app._train(grid, strategy, 1, array_record(0.0))
+
+
+
+# --- the node's side: a training counts once its update was used --------------------------------
+
+def trained(server_round: int, attempts: Attempts, attempt: int, value: float) -> dict:
+    """One training as zk0's ClientApp does it, in a fresh process (the memory read from disk):
+    settle, move the residual, save. The residual it started from."""
+    node_memory._memory.clear()
+    memory = node_memory.NodeMemory.load("run", "node")
+    memory.settle(server_round, attempts)
+    start = memory.feedback.residual
+    memory.feedback.compress({"w": np.full(5, value, np.float32)}, "q2")
+    memory.trained = (server_round, attempts.start, attempt)
+    memory.save()
+    return start
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_node_takes_back_a_training_whose_update_the_server_did_not_use(tmp_path, monkeypatch):
+    """Its residual (and kept moments) move on only when a later message says the attempt it
+    trained in made its round's model; otherwise it trains from where that attempt started."""
+    monkeypatch.setenv("ZK0_CACHE_DIR", str(tmp_path))
+    assert trained(1, Attempts(), 0, 0.3) == {}
+    after_1 = node_memory.NodeMemory.load("run", "node").feedback.residual
+    assert same(trained(2, Attempts(), 0, 0.7), after_1)  # round 1 was made by attempt 0: it stands
+    assert same(trained(2, Attempts(), 1, 0.7), after_1)  # round 2 runs again: attempt 0 taken back
+    after_2 = node_memory.NodeMemory.load("run", "node").feedback.residual
+    assert same(trained(3, Attempts(retried={2: 1}), 0, 0.9), after_2)  # attempt 1 made round 2
+    # Round 3 made by attempt 1 without this node: its attempt-0 training is taken back.
+    assert same(trained(4, Attempts(retried={2: 1, 3: 1}), 0, 0.1), after_2)
+    after_4 = node_memory.NodeMemory.load("run", "node").feedback.residual
+    # The run stopped mid-round 5 and resumed after round 4: round 5 runs anew (start 1, attempt 0).
+    assert same(trained(5, Attempts(resumed_after=(4,)), 0, 0.2), after_4)
+    # Round 5 trained in start 1; round 6 says start 1's attempt 0 made it: it stands.
+    after_5 = node_memory.NodeMemory.load("run", "node").feedback.residual
+    assert same(trained(6, Attempts(resumed_after=(4,)), 0, 0.4), after_5)
+    after_6 = node_memory.NodeMemory.load("run", "node").feedback.residual
+    assert same(trained(7, Attempts(resumed_after=(4,)), 0, 0.5), after_6)
+    # The run stopped after this node trained round 7 and resumed after round 6; round 7 was then
+    # made without this node: its start-1 training is taken back.
+    assert same(trained(8, Attempts(resumed_after=(4, 6)), 0, 0.6), after_6)
+
+
+def test_a_node_is_its_node_config_whatever_its_threads():
+    assert node_memory.node_key({"dataset-uri": "local:/a", "threads": 2}) == node_memory.node_key(
+        {"dataset-uri": "local:/a"})
+    assert node_memory.node_key({"partition-id": 0, "num-partitions": 2}) != node_memory.node_key(
+        {"partition-id": 1, "num-partitions": 2})
+
+
+# --- a retried round, with zk0's ServerApp and ClientApp in this process -------------------------
+
+def federate(out: Path, demo_roots, nodes: list[int], lose=(), run_id: int = 1, **overrides) -> RunDir:
+    """zk0's whole server (`zk0.server_app.main`) over two tiny clients on `nodes` (the node ids
+    Flower gave them), each (node, round) in `lose` losing that node's first message of that
+    round; the run directory. The run's defaults otherwise: q3z updates with error feedback,
+    here with kept AdamW moments, so a node carries state from round to round."""
+    config = pyproject_run_config(
+        model="tiny", datasets=",".join(f"local:{root}" for root in demo_roots[:-1]),
+        eval_dataset=f"local:{demo_roots[-1]}", num_rounds=3, local_steps=2, batch_size=2,
+        keep_optimizer_state=True, eval_batches=1, num_workers=0, device="cpu", fraction_evaluate=0.0,
+        node_wait_timeout=5.0, output_dir=str(out), update_codec="q3z",
+    ) | {key.replace("_", "-"): value for key, value in overrides.items()}
+    grid = ChurnGrid(zk0_client_app, {node: {"dataset-uri": f"local:{root}"}
+                                      for node, root in zip(nodes, demo_roots[:-1])}, config)
+    grid.lose = set(lose)
+    server_app.main(grid, Context(run_id=run_id, node_id=0, node_config={}, state=RecordDict(), run_config=config))
+    return RunDir(next(path for path in out.iterdir() if RunDir(path).is_run()))
+
+
+def final_weights(run: RunDir) -> dict[str, bytes]:
+    return {name: value.tobytes() for name, value in load_file(run.state / STATE_WEIGHTS).items()}
+
+
+def comparable(row: dict) -> dict:
+    """What a round computed: its metrics, per client by dataset; not timings, bytes or node ids."""
+    def by_dataset(per_node: dict) -> dict:
+        return {name.partition(" claiming ")[2]: {k: v for k, v in value.items() if "second" not in k}
+                for name, value in per_node.items()}
+
+    return {"eval": (row["eval/loss"], row["eval/action_mse"]), "train/loss": row["train/loss"],
+            "clients": by_dataset(row["clients"]), "received_eval": by_dataset(row["received_eval"])}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, demo_roots) -> RunDir:
+    return federate(tmp_path_factory.mktemp("uninterrupted"), demo_roots, [8201, 8202])
+
+
+def test_a_retried_round_gives_the_model_of_a_round_that_succeeded_at_once(tmp_path, demo_roots, uninterrupted):
+    """Round 2's first attempt loses node 8301 after node 8302 trained (its residual and
+    moments moved on); the retry's replies are what a first attempt's would have been, so the
+    run ends with the uninterrupted run's model, bit for bit."""
+    churned = federate(tmp_path, demo_roots, [8301, 8302], lose={(8301, 2)})
+    rows = churned.read_metrics()
+    assert [len(row["retries"]) for row in rows] == [0, 0, 1, 0]
+    assert [comparable(row) for row in rows] == [comparable(row) for row in uninterrupted.read_metrics()]
+    assert final_weights(churned) == final_weights(uninterrupted)

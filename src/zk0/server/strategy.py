@@ -24,6 +24,7 @@ import dataclasses
 import math
 import random
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from itertools import chain
 from logging import INFO, WARNING
@@ -43,6 +44,7 @@ from zk0.util.failures import one_line
 from zk0.wire.protocol import (
     ARRAYS,
     METRICS,
+    Attempts,
     EvaluateInstructions,
     EvaluateReport,
     TrainInstructions,
@@ -81,7 +83,12 @@ class ZK0Strategy:
         self.roster = Roster()
         # Flower counts rounds from 1 on every start; a resumed run continues after `round_offset`.
         self.round_offset = 0
-        # The attempt whose replies made each retried round's model (other rounds: attempt 0).
+        # The run across its resumes: names the nodes' memories (a resumed run takes the saved key).
+        self.run_key = uuid.uuid4().hex
+        # The rounds each resume continued after, and the attempt whose replies made each
+        # retried round's model (other rounds: attempt 0): nodes tell from them whether the
+        # update they last sent was used (zk0.wire.protocol.Attempts).
+        self.resumed_after: list[int] = []
         self.retried: dict[int, int] = {}
         self.federation_stats: dict | None = None
         self.cameras: list[str] = []  # the federation's camera features (the server's policy's)
@@ -226,12 +233,13 @@ class ZK0Strategy:
 
     def _train_messages(self, server_round: int, record: RoundRecord, nodes: list[int]) -> Iterator[Message]:
         """One message per node, made when the grid asks for it (a round's messages are never all held)."""
+        attempts = Attempts(tuple(self.resumed_after), dict(self.retried))
         for node in nodes:
             model, base = transfer.download(record.broadcast, self.roster.holds.get(node))
             instructions = TrainInstructions(
                 server_round=server_round, lr=record.lr, proximal_mu=self.config.proximal_mu,
                 broadcast_round=server_round, reference_round=base, model=model, cameras=tuple(self.cameras),
-                stats=self.federation_stats)
+                stats=self.federation_stats, run_key=self.run_key, attempt=record.attempt, attempts=attempts)
             message = Message(instructions.to_content(), dst_node_id=node, message_type=MessageType.TRAIN)
             record.sent(message)
             self.roster.count(node, "sampled")
