@@ -1,6 +1,7 @@
 """Rounds that survive churn: a round left with too few usable replies runs again with a fresh
 sample (run-config round-retries), and only when its retries are spent does the run fail, in
-one line; a retried round ends with the model a round that succeeded at once would have made.
+one line; a retried round ends with the model a round that succeeded at once would have made, and
+a resumed run with the uninterrupted run's.
 Through the strategy's real hooks and server_app's round loop, with tests/test_aggregation.py's
 in-process grid: scripted Flower ClientApps for the loop, zk0's own ServerApp and ClientApp for
 the model.
@@ -8,11 +9,13 @@ the model.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import Context, MessageType, RecordDict
 from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
 from safetensors.numpy import load_file
@@ -28,20 +31,27 @@ from zk0.server.strategy import FederationError, make_strategy
 from zk0.wire.protocol import Attempts
 
 
+class Stop(Exception):
+    """The server process dies (a crash, a SIGKILL, the machine going down)."""
+
+
 class ChurnGrid(LocalGrid):
     """LocalGrid where each (node, round) in `lose` loses that node's first training message of
     that round (an actor killed mid-round and restarted, a machine that slept): the SuperLink's
-    error reply, and the node never ran it."""
+    error reply, and the node never ran it. At a (node, round) in `stop` the server stops."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.lose: set[tuple[int, int]] = set()
+        self.stop: set[tuple[int, int]] = set()
 
     def _deliver(self, message):
         train = message.metadata.message_type == MessageType.TRAIN
-        lost = (message.metadata.dst_node_id, int(message.content["config"]["server-round"]) if train else 0)
-        if train and lost in self.lose:
-            self.lose.discard(lost)
+        at = (message.metadata.dst_node_id, int(message.content["config"]["server-round"]) if train else 0)
+        if train and at in self.stop:
+            raise Stop(at)
+        if train and at in self.lose:
+            self.lose.discard(at)
             return create_message_error_unavailable_res_message(message.metadata, "node_unavail")
         return super()._deliver(message)
 
@@ -150,22 +160,33 @@ def test_a_node_is_its_node_config_whatever_its_threads():
         {"partition-id": 1, "num-partitions": 2})
 
 
-# --- a retried round, with zk0's ServerApp and ClientApp in this process -------------------------
+# --- retried and resumed runs, with zk0's ServerApp and ClientApp in this process ----------------
 
-def federate(out: Path, demo_roots, nodes: list[int], lose=(), run_id: int = 1, **overrides) -> RunDir:
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Server and clients share this process: on a busy 2-core machine torch's threads spin
+    against each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def federate(out: Path, demo_roots, nodes: list[int], lose=(), stop=(), run_id: int = 1, **overrides) -> RunDir:
     """zk0's whole server (`zk0.server_app.main`) over two tiny clients on `nodes` (the node ids
     Flower gave them), each (node, round) in `lose` losing that node's first message of that
-    round; the run directory. The run's defaults otherwise: q3z updates with error feedback,
-    here with kept AdamW moments, so a node carries state from round to round."""
+    round, the server stopping at the one in `stop`; the run directory. The run's defaults
+    otherwise: q3z updates with error feedback, here with kept AdamW moments, so a node carries
+    state from round to round."""
     config = pyproject_run_config(
         model="tiny", datasets=",".join(f"local:{root}" for root in demo_roots[:-1]),
-        eval_dataset=f"local:{demo_roots[-1]}", num_rounds=3, local_steps=2, batch_size=2,
+        eval_dataset=f"local:{demo_roots[-1]}", num_rounds=2, local_steps=2, batch_size=2,
         keep_optimizer_state=True, eval_batches=1, num_workers=0, device="cpu", fraction_evaluate=0.0,
         node_wait_timeout=5.0, output_dir=str(out), update_codec="q3z",
     ) | {key.replace("_", "-"): value for key, value in overrides.items()}
     grid = ChurnGrid(zk0_client_app, {node: {"dataset-uri": f"local:{root}"}
                                       for node, root in zip(nodes, demo_roots[:-1])}, config)
-    grid.lose = set(lose)
+    grid.lose, grid.stop = set(lose), set(stop)
     server_app.main(grid, Context(run_id=run_id, node_id=0, node_config={}, state=RecordDict(), run_config=config))
     return RunDir(next(path for path in out.iterdir() if RunDir(path).is_run()))
 
@@ -184,9 +205,22 @@ def comparable(row: dict) -> dict:
             "clients": by_dataset(row["clients"]), "received_eval": by_dataset(row["received_eval"])}
 
 
+def server_step(aggregation: str) -> dict:
+    return {"aggregation": aggregation, **({"server_lr": 1e-3} if aggregation == "fedadam" else {})}
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, demo_roots) -> RunDir:
-    return federate(tmp_path_factory.mktemp("uninterrupted"), demo_roots, [8201, 8202])
+def uninterrupted(tmp_path_factory, demo_roots):
+    """The run without churn or stops, per aggregation (made once)."""
+    runs: dict[str, RunDir] = {}
+
+    def run(aggregation: str = "fedprox") -> RunDir:
+        if aggregation not in runs:
+            runs[aggregation] = federate(tmp_path_factory.mktemp(aggregation), demo_roots, [8201, 8202],
+                                         **server_step(aggregation))
+        return runs[aggregation]
+
+    return run
 
 
 def test_a_retried_round_gives_the_model_of_a_round_that_succeeded_at_once(tmp_path, demo_roots, uninterrupted):
@@ -195,6 +229,27 @@ def test_a_retried_round_gives_the_model_of_a_round_that_succeeded_at_once(tmp_p
     run ends with the uninterrupted run's model, bit for bit."""
     churned = federate(tmp_path, demo_roots, [8301, 8302], lose={(8301, 2)})
     rows = churned.read_metrics()
-    assert [len(row["retries"]) for row in rows] == [0, 0, 1, 0]
-    assert [comparable(row) for row in rows] == [comparable(row) for row in uninterrupted.read_metrics()]
-    assert final_weights(churned) == final_weights(uninterrupted)
+    assert [len(row["retries"]) for row in rows] == [0, 0, 1]
+    assert [comparable(row) for row in rows] == [comparable(row) for row in uninterrupted().read_metrics()]
+    assert final_weights(churned) == final_weights(uninterrupted())
+
+
+@pytest.mark.parametrize("aggregation", ["fedprox", "fedavgm", "fedadam"])
+def test_a_resumed_run_equals_the_uninterrupted_one(tmp_path, demo_roots, uninterrupted, aggregation):
+    """The server stops in round 2 after node 8401 trained it (its residual and moments moved on).
+    Resumed as a simulation resumes, with another Flower run id and other node ids, the run ends
+    with the uninterrupted run's metrics and model, bit for bit (the server optimizer's state
+    included), and participation.json counts every round."""
+    with pytest.raises(Stop):
+        federate(tmp_path, demo_roots, [8401, 8402], stop={(8402, 2)}, **server_step(aggregation))
+    [stopped] = [RunDir(path) for path in tmp_path.iterdir() if RunDir(path).is_run()]
+    assert [row["round"] for row in stopped.read_metrics()] == [0, 1]
+    resumed = federate(tmp_path, demo_roots, [8501, 8502], run_id=2, resume_from=str(stopped.path),
+                       **server_step(aggregation))
+    assert resumed == stopped
+    expected = uninterrupted(aggregation)
+    assert [comparable(row) for row in resumed.read_metrics()] == [comparable(row) for row in expected.read_metrics()]
+    assert final_weights(resumed) == final_weights(expected)
+    participation = json.loads(resumed.participation.read_text())
+    assert {what: sum(row[what] for row in participation.values()) for what in ("sampled", "accepted")} == {
+        "sampled": 4, "accepted": 4}

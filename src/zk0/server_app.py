@@ -15,7 +15,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from zk0.data import stats
 from zk0.run import state as run_state
-from zk0.server import inbox
+from zk0.server import inbox, resume
 from zk0.data.cameras import cameras
 from zk0.config import ConfigError, RunConfig
 from zk0.data.dataset import DatasetError
@@ -87,10 +87,13 @@ def _federate(grid: Grid, context: Context, config: RunConfig, resumed, model: G
     strategy.trainable_bytes = 4 * trainable
     strategy.spool = outputs.paths.spool
     done = 0
+    initial = model.weights()
     if resumed:
         done = resumed.round
-        model.load(resumed.global_weights)
+        initial = {name: resumed.global_weights[name] for name in initial}  # in the model's order, as before
+        model.load(initial)
         run_state.restore_rng(resumed)
+        resume.restore(strategy, resumed.strategy, resumed.strategy_arrays, done, list(initial))
         federation_stats = run_state.stats_from_json(resumed.federation_stats)
         log(INFO, "Resuming after round %d of %d", done, config.num_rounds)
     else:
@@ -116,13 +119,14 @@ def _federate(grid: Grid, context: Context, config: RunConfig, resumed, model: G
         if config.checkpoints_after(server_round):
             outputs.checkpoint(server_round, model.policy, model.preprocessor, model.postprocessor, eval_metrics)
         outputs.plot()
+        values, arrays = resume.saved(strategy)
         run_state.save(outputs.run_dir, run_state.RunState(
             round=server_round, global_weights=model.weights(), best_mse=outputs.best_mse_or_none,
             federation_stats=run_state.stats_to_json(federation_stats), python_rng=random.getstate(),
+            strategy=values, strategy_arrays=arrays,
         ))
         log(INFO, summary_line(row, config.num_rounds))
 
-    initial = resumed.global_weights if resumed else model.weights()
     try:
         _rounds(grid, strategy, ArrayRecord({name: Array(value) for name, value in initial.items()}),
                 config.num_rounds - done, end_of_round)

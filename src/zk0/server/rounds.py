@@ -114,6 +114,7 @@ class Roster:
         self.refused: dict[int, str] = {}
         self.outstanding: dict[str, tuple[int, int]] = {}  # message id -> (round, node)
         self.participation: dict[int, dict[str, int]] = {}
+        self.earlier: dict[str, dict[str, int]] = {}  # by label: the counts of the rounds before a resume
         self._names: dict[int, str] = {}
 
     def count(self, node: int, what: str) -> None:
@@ -125,8 +126,14 @@ class Roster:
         return {node for _, node in self.outstanding.values()}
 
     def participation_table(self) -> dict[str, dict[str, int]]:
-        """Per node (by label), how often it was sampled, accepted, rejected, failed, late."""
-        return {self.label(node): counts for node, counts in sorted(self.participation.items())}
+        """Per node (by label), how often it was sampled, accepted, rejected, failed, late, in
+        every round of the run: a node whose Flower id changed at a resume has a row per id."""
+        table = {label: dict(counts) for label, counts in self.earlier.items()}
+        for node, counts in sorted(self.participation.items()):
+            row = table.setdefault(self.label(node), dict.fromkeys(PARTICIPATION, 0))
+            for what, count in counts.items():
+                row[what] += count
+        return table
 
     def refresh_names(self) -> None:
         """Re-read the registered names (node ids change when the SuperLink restarts)."""
