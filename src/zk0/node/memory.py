@@ -11,12 +11,13 @@ last memory is also kept in this process, keyed by run and node, and used only w
 holds the same version: in simulation several processes serve the same node in turn, and a
 copy another process has since replaced must never be trusted.
 
-A training's residual and moments count once the server has used its update, which the node
-learns from a later message (zk0.wire.protocol.Attempts). Until then the state the training
-started from stays beside them (`before/`: hard links to files already written, no bytes
-copied), and `settle` takes the training back when the update was not used: its round runs
-again (a retry, or the same round after a resume) or another attempt made that round's model.
-A node then trains from the state it would have held had that attempt never happened.
+A training's residual and moments stand once the attempt it answered made its round's model,
+which the node learns from a later message (zk0.wire.protocol.Attempts). Until then the state
+the training started from stays beside them (`before/`: hard links to files already written,
+no bytes copied), and `settle` takes the training back when its round runs again (a retry, or
+the same round after a resume) or another attempt made that round's model: a node then trains
+from the state it would have held had that attempt never happened. (A node whose own reply
+was late or rejected in the attempt that made the model keeps its training, as before.)
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class NodeMemory:
 
     def settle(self, server_round: int, attempts: "Attempts") -> None:
         """Before training `server_round`: the residual and moments the last training left stand
-        if the server used its update; else the state that training started from comes back."""
+        if the attempt it answered made its round's model; else the state it started from comes back."""
         path = _saved(self.run_key, self.node_key)
         self._start = path
         if self.trained is None:

@@ -9,7 +9,8 @@
   aggregations, every update); rejected or failed nodes only lose their round, nodes that
   had not answered when the round closed are late (their replies are collected and dropped
   later). The pool's average (or every update, in dataset order) goes to the Flower class
-  that aggregates (zk0.server.aggregation).
+  that aggregates (zk0.server.aggregation). Too few usable replies: RoundFellShort, and the
+  round loop runs the round again (the same broadcast, a fresh sample) while round-retries allow.
 - configure_evaluate / aggregate_evaluate: only after the last round, on the nodes that
   were never refused.
 Round 0's statistics query lives in zk0.server.stats_query.
