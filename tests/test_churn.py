@@ -86,6 +86,9 @@ def test_a_round_short_of_usable_replies_runs_again_with_a_fresh_sample(caplog):
     assert row["retries"] == [reason] and row["sampled"] == 3
     assert "nodes 3 sampled: 3 ok, 0 rejected, 0 failed, 0 late (attempt 2) |" in summary_line(row, 1)
     assert strategy.roster.participation[first[0]]["failed"] == 1
+    one_reply = array_record(0.0).count_bytes()  # what each scripted node sends
+    assert record.bytes_up == {node: one_reply * ((node in first[1:]) + (node in second))
+                               for node in set(first[1:]) | set(second)}  # what every attempt moved
 
 
 def test_a_round_that_stays_short_fails_the_run_in_one_line_once_its_retries_are_spent(caplog):

@@ -81,7 +81,9 @@ class RoundRecord:
         return self.addressees.get(reply.metadata.reply_to_message_id)
 
     def received(self, node: int, reply: Message) -> None:
-        self.bytes_up[node] = sum(record.count_bytes() for record in reply.content.array_records.values())
+        # Added up: a node may answer each attempt at a retried round.
+        payload = sum(record.count_bytes() for record in reply.content.array_records.values())
+        self.bytes_up[node] = self.bytes_up.get(node, 0) + payload
 
     def trained(self, node: int, label: str, metrics: dict, num_examples: int, received: Scores | None) -> None:
         self.names[node] = label
