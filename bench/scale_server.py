@@ -142,7 +142,7 @@ def measure(work: Path, nodes: int) -> dict:
     started = time.perf_counter()
     ids = inbox.push(grid, strategy.configure_train(1, initial, ConfigRecord(), grid))
     configured = time.perf_counter() - started
-    arrays, _ = strategy.aggregate_train(1, inbox.replies(grid, ids, time.monotonic() + 3600, len(ids)))
+    arrays, _ = strategy.aggregate_train(1, inbox.replies(grid, ids, time.monotonic() + 3600))
     record = strategy.rounds[1]
     assert arrays is not None and len(record.clients) == nodes, (len(record.clients), record.rejected)
     return {

@@ -41,3 +41,44 @@ def test_plain_reasons_pass_unchanged_and_long_ones_are_cut():
     cut = one_line("x" * 1000, limit=50)
     assert len(cut) == 50 and cut.endswith("…")
     assert one_line("") == ""
+
+
+def test_a_run_ended_by_refused_nodes_logs_one_line_per_reason_and_no_traceback(tmp_path, demo_roots):
+    """Every node refuses the app (the executor's INVALID_FAB reply): the ServerApp fails with
+    zk0's one line naming each node's reason, and Flower's own log of the exception that ended
+    the ServerApp (as flwr-serverapp logs it) carries no traceback after it."""
+    import io
+    import logging
+
+    from flwr.app import Context, Error, Message, RecordDict
+    from flwr.common import log
+    from flwr.common.constant import ErrorCode
+    from test_aggregation import LocalGrid, pyproject_run_config
+
+    from zk0 import server_app
+    from zk0.client_app import app as zk0_client_app
+
+    reason = "refused: FAB sha256 00ff (zk0/zk0 0.1.0) is not this node's installed zk0: src/zk0/x.py differs"
+
+    class RefusingGrid(LocalGrid):
+        def _deliver(self, message: Message) -> Message:
+            return Message(Error(code=ErrorCode.INVALID_FAB, reason=reason), reply_to=message)
+
+    config = pyproject_run_config(model="tiny", datasets=",".join(f"local:{r}" for r in demo_roots[:-1]),
+                                  eval_dataset=f"local:{demo_roots[-1]}", device="cpu", num_workers=0,
+                                  node_wait_timeout=5.0, output_dir=str(tmp_path))
+    grid = RefusingGrid(zk0_client_app, {8101: {}, 8102: {}}, config)
+    text = io.StringIO()
+    handler = logging.StreamHandler(text)
+    logging.getLogger("flwr").addHandler(handler)
+    try:
+        server_app.main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=config))
+    except Exception as ex:  # as flwr-serverapp (and the simulation) log the exception that ended the app
+        log(logging.ERROR, "%s raised an exception", "ServerApp", exc_info=ex)
+    finally:
+        logging.getLogger("flwr").removeHandler(handler)
+    lines = text.getvalue().splitlines()
+    assert "Traceback" not in text.getvalue(), lines
+    assert lines[-1] == "ServerApp raised an exception"
+    assert lines[-2] == (f"zk0: error: only 0 node(s) reported usable normalization statistics, min-train-clients "
+                         f"is 2: node 8101: {reason}; node 8102: {reason}")

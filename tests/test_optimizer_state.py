@@ -47,10 +47,10 @@ def test_kept_state_survives_a_new_process(tmp_path, monkeypatch, tiny_policy, p
     batches = infinite_batches(eval_split, batch_size=2, num_workers=0, seed=0)
     result = train_local(copy.deepcopy(tiny_policy), preprocessor, batches, steps=2, lr=1e-3, proximal_mu=0.0,
                          desc="test", keep_optimizer_state=True)
-    memory = node_memory.NodeMemory(7, 11, optimizer=result.optimizer_state)
+    memory = node_memory.NodeMemory("run", "node", optimizer=result.optimizer_state)
     memory.save()
     node_memory._memory.clear()
-    loaded = node_memory.NodeMemory.load(7, 11).optimizer
+    loaded = node_memory.NodeMemory.load("run", "node").optimizer
     assert loaded.keys() == result.optimizer_state.keys()
     for index, entry in result.optimizer_state.items():
         assert loaded[index].keys() == entry.keys() == {"step", "exp_avg", "exp_avg_sq"}
@@ -71,12 +71,13 @@ def test_a_node_keeps_its_optimizer_across_rounds_only_when_asked(federation, gl
     for keep in (True, False):
         config = run_config(federation, keep_optimizer_state=keep, normalization="local")
         strategy = make_strategy(RunConfig.from_run_config(config))
-        grid = LocalGrid(app, node_configs(federation, nodes), config)
+        configs = node_configs(federation, nodes)
+        grid = LocalGrid(app, configs, config)
         try:
             for server_round in (1, 2):
                 grid.send_and_receive(strategy.configure_train(server_round, initial, ConfigRecord(), grid))
                 for node in nodes:
-                    kept = node_memory.NodeMemory.load(1, node).optimizer
+                    kept = node_memory.NodeMemory.load(strategy.run_key, node_memory.node_key(configs[node])).optimizer
                     if keep:
                         assert {int(entry["step"]) for entry in kept.values()} == {server_round * LOCAL_STEPS}
                     else:
@@ -84,4 +85,4 @@ def test_a_node_keeps_its_optimizer_across_rounds_only_when_asked(federation, gl
         finally:
             node_memory._memory.clear()
             for node in nodes:
-                shutil.rmtree(zk0_cache_dir / "node-state" / f"run-1-node-{node}", ignore_errors=True)
+                shutil.rmtree(node_memory._dir(strategy.run_key, node_memory.node_key(configs[node])), ignore_errors=True)

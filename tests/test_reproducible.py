@@ -4,7 +4,8 @@ weights, on the same machine.
 In-process: local training is a function of (weights, data, seed) alone, whatever the
 process did before. End to end: the tiny federation run twice through
 `train-fl-simulation.sh` leaves identical metrics.jsonl rows (timings and Flower's random
-node ids aside) and bitwise identical checkpoints.
+node ids aside) and bitwise identical checkpoints; a run of one round resumed for a second
+(another simulation: another Flower run id, other node ids) ends with the same weights.
 """
 
 from __future__ import annotations
@@ -74,9 +75,14 @@ def comparable(row: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory) -> list[Path]:
+def sim_dir(tmp_path_factory) -> Path:
+    """The script's working directory: its demo data, at one path for every run here."""
+    return tmp_path_factory.mktemp("zk0-sim")
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, sim_dir) -> list[Path]:
     """The tiny federation (2 clients, 2 rounds, default seed) run twice on the same demo data."""
-    sim_dir = tmp_path_factory.mktemp("zk0-sim")
     run_dirs = []
     for attempt in range(2):
         work = tmp_path_factory.mktemp(f"run-{attempt}")
@@ -114,3 +120,39 @@ def test_same_seed_gives_bitwise_identical_checkpoints(two_runs):
             other = second[name]
             assert tensor.dtype == other.dtype and tensor.shape == other.shape, name
             assert torch.equal(as_bytes(tensor), as_bytes(other)), name
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tmp_path_factory, sim_dir) -> Path:
+    """The tiny federation run for 1 round, then resumed to ROUNDS with `resume-from` (the tiny
+    preset's constant learning rate does not depend on num-rounds)."""
+    work = tmp_path_factory.mktemp("resumed")
+    output_dir = work / "outputs"
+    first = run_simulation(["--tiny", "--rounds", "1", "--output-dir", str(output_dir)], sim_dir,
+                           work / "first.log", timeout=600)
+    assert first.returncode == 0, first.output[-4000:]
+    [run_dir] = output_dir.iterdir()
+    resumed = run_simulation(["--tiny", "--rounds", str(ROUNDS), "--output-dir", str(output_dir),
+                              "--run-config", f"resume-from='{run_dir}'"], sim_dir, work / "resumed.log", timeout=600)
+    assert resumed.returncode == 0, resumed.output[-4000:]
+    assert list(output_dir.iterdir()) == [run_dir]
+    return run_dir
+
+
+def test_a_resumed_run_ends_with_the_uninterrupted_runs_weights(two_runs, resumed_run):
+    """Round by round the same metrics (the 1-round run's final client evaluation and the bytes
+    of whole downloads aside) and bitwise the same checkpoint; participation counts both rounds."""
+    def computed(row: dict) -> dict:
+        return {key: value for key, value in comparable(row).items()
+                if key not in ("client_eval", "client_eval/action_mse", "bytes_down", "bytes_up")}
+
+    rows = [[json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+            for run_dir in (two_runs[0], resumed_run)]
+    assert [computed(row) for row in rows[0]] == [computed(row) for row in rows[1]]
+    assert comparable(rows[0][-1])["client_eval"] == comparable(rows[1][-1])["client_eval"]
+    checkpoint = Path("checkpoints") / f"{ROUNDS:06d}" / "pretrained_model" / "model.safetensors"
+    first, second = (load_file(run_dir / checkpoint) for run_dir in (two_runs[0], resumed_run))
+    assert first.keys() == second.keys()
+    assert all(torch.equal(as_bytes(tensor), as_bytes(second[name])) for name, tensor in first.items())
+    participation = json.loads((resumed_run / "participation.json").read_text())
+    assert sum(counts["accepted"] for counts in participation.values()) == 2 * ROUNDS

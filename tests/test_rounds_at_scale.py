@@ -70,7 +70,7 @@ def federation(nodes: int, **overrides):
 
 def run_round(strategy, grid, server_round: int = 1, timeout: float = 60.0):
     ids = inbox.push(grid, strategy.configure_train(server_round, array_record(0.0), ConfigRecord(), grid))
-    replies = inbox.replies(grid, ids, time.monotonic() + timeout, strategy.quorum(len(ids)))
+    replies = inbox.replies(grid, ids, time.monotonic() + timeout, lambda: strategy.has_quorum(server_round))
     return strategy.aggregate_train(server_round, replies)
 
 
@@ -98,6 +98,44 @@ def test_a_round_closes_at_its_quorum_and_the_rest_are_late_then_free_again():
         counts = strategy.roster.participation[node]
         assert counts["late"] == 1 and counts["late-replies"] == 1 and counts["accepted"] == 0
         assert strategy.roster.holds[node] == 1  # it took round 1's broadcast: a delta next time
+
+
+class TrickleGrid(LocalGrid):
+    """LocalGrid whose replies arrive one at a time, in node order: each pull hands over at
+    most the next reply, and only when it asks for that reply's message."""
+
+    def pull_messages(self, message_ids):
+        waiting = sorted(self._replies.items(), key=lambda item: item[1].metadata.src_node_id)
+        if not waiting or waiting[0][0] not in message_ids:
+            return []
+        return [self._replies.pop(waiting[0][0])]
+
+
+def test_the_quorum_counts_usable_replies_not_failed_ones():
+    """train-quorum 0.5 of 4 nodes is 2 usable replies: node 1 fails at once, nodes 2 and 3 then
+    reply; the round waits for node 3 instead of closing on node 1's failure and node 2."""
+    config = RunConfig.from_run_config(pyproject_run_config(node_wait_timeout=1.0, train_quorum=0.5,
+                                                            min_train_clients=2, min_available_clients=2))
+    answers = {1: "out of memory", **{node: (float(node), 10, 1.0) for node in (2, 3, 4)}}
+    strategy = make_strategy(config)
+    grid = TrickleGrid(scripted_app(answers), {node: {} for node in answers}, pyproject_run_config())
+    run_round(strategy, grid)
+    record = strategy.rounds[1]
+    assert sorted(record.clients) == [2, 3] and record.failures == ["node 1: RuntimeError: out of memory"]
+    assert record.answered == 3 and record.late == ["node 4"]
+
+
+def test_every_reply_pulled_with_the_one_that_made_the_quorum_is_taken():
+    """A quorum of 3 reached inside one pull of 4 replies: the 4th reply is gone from the
+    SuperLink once pulled, so it is screened too rather than dropped (its node would then
+    wait forever for a reply that can no longer come, busy for the rest of the run)."""
+    strategy, grid = federation(8, train_quorum=0.375, min_train_clients=2, min_available_clients=2)
+    run_round(strategy, grid)
+    record = strategy.rounds[1]
+    assert len(record.clients) == record.answered == inbox.PULL_AT_ONCE
+    strategy.collect_late(grid)
+    assert strategy.roster.busy == set()
+    assert strategy.roster.eligible(list(grid.get_node_ids())) == list(range(1, 9))
 
 
 def test_a_round_closes_at_its_deadline_without_the_silent_nodes():
@@ -182,7 +220,7 @@ def test_the_server_holds_no_reply_after_folding_it():
         ids = inbox.push(grid, strategy.configure_train(1, initial, ConfigRecord(), grid))
         tracemalloc.start()
         start, _ = tracemalloc.get_traced_memory()
-        strategy.aggregate_train(1, inbox.replies(grid, ids, time.monotonic() + 60, len(ids)))
+        strategy.aggregate_train(1, inbox.replies(grid, ids, time.monotonic() + 60))
         _, high = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         return high - start

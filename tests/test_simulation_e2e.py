@@ -263,7 +263,7 @@ def test_readme_and_running_sample_lines_are_what_the_code_prints(rows, final_po
         rnd, total, mse, loss, train, sampled, ok, rejected, failed, late, seconds, moved = sample.groups()
         row = {"round": int(rnd), "eval/action_mse": float(mse), "eval/loss": float(loss), "train/loss": float(train),
                "sampled": int(sampled), "clients": dict.fromkeys(range(int(ok))), "rejected": [None] * int(rejected),
-               "failures": [None] * int(failed), "late": [None] * int(late),
+               "failures": [None] * int(failed), "late": [None] * int(late), "retries": [],
                "seconds": float(seconds), "bytes_down": {0: float(moved) * 1e6}, "bytes_up": {}}
         assert summary_line(row, int(total)) == sample.group(0)
     readme_moved = float(pattern.search(readme).group(12)) * 1e6

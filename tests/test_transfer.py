@@ -111,32 +111,32 @@ def test_node_memory_survives_a_new_process(tmp_path, monkeypatch):
     """The node's copy of the broadcast and its residual come back from disk after the process
     forgets them (a fresh ClientApp process, another simulation worker)."""
     monkeypatch.setenv("ZK0_CACHE_DIR", str(tmp_path))
-    memory = node_memory.NodeMemory(7, 11, reference_round=3, reference=transfer.bf16_round(weights(0)))
+    memory = node_memory.NodeMemory("run", "node", reference_round=3, reference=transfer.bf16_round(weights(0)))
     feedback = memory.feedback
     feedback.compress(weights(1, scale=1e-3), "q2")
     memory.save()
     node_memory._memory.clear()
-    loaded = node_memory.NodeMemory.load(7, 11)
+    loaded = node_memory.NodeMemory.load("run", "node")
     assert loaded.reference_round == 3
     for name, value in memory.reference.items():
         assert np.array_equal(loaded.reference[name], value)
     for name, value in feedback.residual.items():
         assert np.array_equal(loaded.feedback.residual[name], value)
-    assert node_memory.NodeMemory.load(8, 11).reference is None  # another run starts empty
+    assert node_memory.NodeMemory.load("another run", "node").reference is None  # another run starts empty
 
 
 def test_a_copy_another_process_replaced_is_not_trusted(tmp_path, monkeypatch):
     """Simulation: this process served node 11 at round 1 and kept its memory; another process
     then served it at round 2. The next load here must see round 2, not the stale copy."""
     monkeypatch.setenv("ZK0_CACHE_DIR", str(tmp_path))
-    node_memory.NodeMemory(7, 11, reference_round=1, reference=transfer.bf16_round(weights(0))).save()
-    stale = node_memory.NodeMemory.load(7, 11)
+    node_memory.NodeMemory("run", "node", reference_round=1, reference=transfer.bf16_round(weights(0))).save()
+    stale = node_memory.NodeMemory.load("run", "node")
     assert stale.reference_round == 1
-    newer = node_memory.NodeMemory(7, 11, reference_round=2, reference=transfer.bf16_round(weights(1)))
+    newer = node_memory.NodeMemory("run", "node", reference_round=2, reference=transfer.bf16_round(weights(1)))
     cached, node_memory._memory = dict(node_memory._memory), {}
     newer.save()  # as the other process would: it never saw this process's copy
     node_memory._memory = cached
-    assert node_memory.NodeMemory.load(7, 11).reference_round == 2
+    assert node_memory.NodeMemory.load("run", "node").reference_round == 2
 
 
 def test_pooled_statistics_equal_the_statistics_of_all_frames():

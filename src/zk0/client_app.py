@@ -19,7 +19,7 @@ from flwr.clientapp import ClientApp
 from zk0.wire import transfer
 from zk0.policy.evaluate import evaluate_policy
 from zk0.node.session import NodeSession, node_session
-from zk0.node.memory import NodeMemory
+from zk0.node.memory import NodeMemory, node_key
 from zk0.wire.protocol import EvaluateInstructions, EvaluateReport, Scores, StatsReport, TrainInstructions, TrainReport
 from zk0.policy.train import train_local
 
@@ -65,7 +65,8 @@ def train(msg: Message, context: Context) -> Message:
     ins = TrainInstructions.from_content(msg.content)
     if ins.cameras:
         session.check_cameras(list(ins.cameras))
-    memory = NodeMemory.load(context.run_id, context.node_id)
+    memory = NodeMemory.load(ins.run_key, node_key(context.node_config))
+    memory.settle(ins.server_round, ins.attempts)
     received = _receive_global(session, ins.model, ins.stats, ins.reference_round, memory)
     # The global model as it arrived, scored on this node's held-out episodes: the
     # client-side metric of the previous round's aggregate, without a second message.
@@ -86,6 +87,7 @@ def train(msg: Message, context: Context) -> Message:
     if codec not in transfer.FULL_CODECS:
         memory.reference, memory.reference_round = received, ins.broadcast_round
     memory.optimizer = result.optimizer_state
+    memory.trained = (ins.server_round, ins.attempts.start, ins.attempt)
     if codec not in transfer.FULL_CODECS or memory.optimizer:
         memory.save()
     report = TrainReport(

@@ -67,6 +67,7 @@ class RunConfig:
     min_available_clients: int
     round_timeout: float
     train_quorum: float
+    round_retries: int
     node_wait_timeout: float
     heldout_episodes: int
     eval_every: int
@@ -109,7 +110,7 @@ class RunConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"run-config key '{_key(name)}' must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_rounds", "heldout_episodes", "num_workers", "proximal_mu", "lr_min", "krum_num_malicious",
-                     "state_dim"):
+                     "state_dim", "round_retries"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"run-config key '{_key(name)}' must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "round_timeout", "node_wait_timeout", "lora_alpha"):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import time
-from logging import ERROR, INFO
+from logging import ERROR, INFO, WARNING
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 from flwr.common import log
@@ -15,16 +15,16 @@ from flwr.serverapp import Grid, ServerApp
 
 from zk0.data import stats
 from zk0.run import state as run_state
-from zk0.server import inbox
+from zk0.server import inbox, resume
 from zk0.data.cameras import cameras
 from zk0.config import ConfigError, RunConfig
 from zk0.data.dataset import DatasetError
 from zk0.server.global_model import GlobalModel
-from zk0.util.logs import keep_zk0_lines, run_log
+from zk0.util.logs import keep_zk0_lines, one_line_errors, run_log
 from zk0.policy.model import ModelError
 from zk0.server.round_summary import round_row, summary_line
 from zk0.run.outputs import RunOutputs
-from zk0.server.strategy import FederationError, ZK0Strategy, make_strategy
+from zk0.server.strategy import FederationError, RoundFellShort, ZK0Strategy, make_strategy
 
 # Errors with a one-line, operator-facing message: logged as such before the run fails.
 OPERATOR_ERRORS = (ConfigError, DatasetError, ModelError, FederationError)
@@ -35,11 +35,13 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     keep_zk0_lines()
+    one_line_errors()
     try:
         federate(grid, context)
     except OPERATOR_ERRORS as err:
         if not getattr(err, "zk0_logged", False):
             log(ERROR, "zk0: error: %s", err)
+            err.zk0_logged = True  # Flower then logs it without its traceback (zk0.util.logs)
         raise
 
 
@@ -85,10 +87,13 @@ def _federate(grid: Grid, context: Context, config: RunConfig, resumed, model: G
     strategy.trainable_bytes = 4 * trainable
     strategy.spool = outputs.paths.spool
     done = 0
+    initial = model.weights()
     if resumed:
         done = resumed.round
-        model.load(resumed.global_weights)
+        initial = {name: resumed.global_weights[name] for name in initial}  # in the model's order, as before
+        model.load(initial)
         run_state.restore_rng(resumed)
+        resume.restore(strategy, resumed.strategy, resumed.strategy_arrays, done, list(initial))
         federation_stats = run_state.stats_from_json(resumed.federation_stats)
         log(INFO, "Resuming after round %d of %d", done, config.num_rounds)
     else:
@@ -116,13 +121,14 @@ def _federate(grid: Grid, context: Context, config: RunConfig, resumed, model: G
         if config.checkpoints_after(server_round):
             outputs.checkpoint(server_round, model.policy, model.preprocessor, model.postprocessor, eval_metrics)
         outputs.plot()
+        values, arrays = resume.saved(strategy)
         run_state.save(outputs.run_dir, run_state.RunState(
             round=server_round, global_weights=model.weights(), best_mse=outputs.best_mse_or_none,
             federation_stats=run_state.stats_to_json(federation_stats), python_rng=random.getstate(),
+            strategy=values, strategy_arrays=arrays,
         ))
         log(INFO, summary_line(row, config.num_rounds))
 
-    initial = resumed.global_weights if resumed else model.weights()
     try:
         _rounds(grid, strategy, ArrayRecord({name: Array(value) for name, value in initial.items()}),
                 config.num_rounds - done, end_of_round)
@@ -135,17 +141,28 @@ def _federate(grid: Grid, context: Context, config: RunConfig, resumed, model: G
 def _rounds(grid: Grid, strategy: ZK0Strategy, arrays: ArrayRecord, num_rounds: int, end_of_round) -> None:
     """Flower's `Strategy.start`, with each round's replies taken as they arrive (zk0.server.inbox):
     the strategy folds each update in and drops it; a round closes at its deadline
-    (round-timeout) or once its quorum has answered (train-quorum), whichever is first."""
+    (round-timeout) or once its quorum of usable replies is in (train-quorum), whichever is first."""
     strategy.summary()
     end_of_round(0, arrays)
     for current in range(1, num_rounds + 1):
-        ids = inbox.push(grid, strategy.configure_train(current, arrays, ConfigRecord(), grid))
-        deadline = time.monotonic() + strategy.config.round_timeout
-        aggregated, _ = strategy.aggregate_train(current, inbox.replies(grid, ids, deadline, strategy.quorum(len(ids))))
+        aggregated, _ = _train(grid, strategy, current, arrays)
         if aggregated is not None:
             arrays = aggregated
         ids = inbox.push(grid, strategy.configure_evaluate(current, arrays, ConfigRecord(), grid))
         if ids:
             deadline = time.monotonic() + strategy.config.round_timeout
-            strategy.aggregate_evaluate(current, inbox.replies(grid, ids, deadline, len(ids)))
+            strategy.aggregate_evaluate(current, inbox.replies(grid, ids, deadline))
         end_of_round(current, arrays)
+
+
+def _train(grid: Grid, strategy: ZK0Strategy, current: int, arrays: ArrayRecord):
+    """A round's training; an attempt left with too few usable replies runs again with a fresh
+    sample while run-config round-retries allow (the strategy decides, and says why)."""
+    while True:
+        ids = inbox.push(grid, strategy.configure_train(current, arrays, ConfigRecord(), grid))
+        deadline = time.monotonic() + strategy.config.round_timeout
+        try:
+            return strategy.aggregate_train(current, inbox.replies(grid, ids, deadline,
+                                                                   lambda: strategy.has_quorum(current)))
+        except RoundFellShort as short:
+            log(WARNING, "%s", short)

@@ -32,6 +32,7 @@ PRETRAINED = "pretrained_model"  # LeRobot's name, inside each checkpoint
 ROUND_RECORD = "zk0_round.json"  # inside each checkpoint, beside PRETRAINED
 STATE_FILE = "state.json"  # inside state/
 STATE_WEIGHTS = "global.safetensors"  # inside state/
+STATE_STRATEGY = "strategy.safetensors"  # inside state/: the strategy's arrays (zk0.server.resume)
 LINKS = ("best", "last")
 LEROBOT_CHECKPOINTS = "checkpoints"  # inside a lerobot-train output_dir (zk0 baseline's runs)
 _ROUND_DIR = re.compile(r"[0-9]{6}")

@@ -1,7 +1,10 @@
-"""The server's run state after each completed round, so a run can resume where it stopped.
+"""The server's run state after each completed round, so a run can resume where it stopped,
+and go on exactly as it would have.
 
     <run dir>/state/global.safetensors   fp32 global trainable weights after `round`
-    <run dir>/state/state.json           round, best metric, federation statistics, RNG
+    <run dir>/state/strategy.safetensors the strategy's arrays (last broadcast, server optimizer)
+    <run dir>/state/state.json           round, best metric, federation statistics, RNG, and the
+                                         strategy's other values (zk0.server.resume)
 
 Written with zk0.util.atomic.replace_dir, so a crash leaves either the previous round's state
 or this one's, never a mix. metrics.jsonl and the checkpoints are the run's other record;
@@ -12,13 +15,13 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from zk0.util.atomic import replace_dir, surviving_dir
-from zk0.run.directory import STATE_FILE, STATE_WEIGHTS, RunDir
+from zk0.run.directory import STATE_FILE, STATE_STRATEGY, STATE_WEIGHTS, RunDir
 
 
 @dataclass
@@ -28,6 +31,8 @@ class RunState:
     best_mse: float | None
     federation_stats: dict[str, dict[str, list]] | None
     python_rng: object
+    strategy: dict = field(default_factory=dict)  # zk0.server.resume.saved: JSON values
+    strategy_arrays: dict[str, np.ndarray] = field(default_factory=dict)  # and named arrays
 
 
 def save(run_dir: Path, state: RunState) -> None:
@@ -36,11 +41,15 @@ def save(run_dir: Path, state: RunState) -> None:
     with replace_dir(RunDir(run_dir).state) as staging:
         save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.global_weights.items()},
                   str(staging / STATE_WEIGHTS))
+        if state.strategy_arrays:
+            save_file({k: np.ascontiguousarray(v) for k, v in state.strategy_arrays.items()},
+                      str(staging / STATE_STRATEGY))
         (staging / STATE_FILE).write_text(json.dumps({
             "round": state.round,
             "best_mse": state.best_mse,
             "federation_stats": state.federation_stats,
             "python_rng": _encode_rng(state.python_rng),
+            "strategy": state.strategy,
         }))
 
 
@@ -71,6 +80,8 @@ def load(run_dir: Path) -> RunState:
         best_mse=saved["best_mse"],
         federation_stats=saved["federation_stats"],
         python_rng=_decode_rng(saved["python_rng"]),
+        strategy=saved.get("strategy", {}),  # absent from states saved before zk0 kept it
+        strategy_arrays=load_file(str(path / STATE_STRATEGY)) if (path / STATE_STRATEGY).is_file() else {},
     )
 
 

@@ -49,23 +49,23 @@ AGGREGATIONS: dict[str, Aggregation] = {
     "fedavgm": Aggregation(
         FedAvgM, lambda c: {"server_learning_rate": c.server_lr, "server_momentum": c.server_momentum},
         "the weighted average as a pseudo-gradient, applied with server momentum (server-momentum) and "
-        "step size (server-lr); resuming restarts the momentum", streams=True),
+        "step size (server-lr)", streams=True),
     # Adaptive server optimizers (Reddi et al., FedOpt): the weighted average's pseudo-gradient
     # through Adam, Yogi or Adagrad; server-lr is their eta, a per-coordinate step size.
     "fedadam": Aggregation(
         FedAdam, lambda c: {"eta": c.server_lr, "beta_1": c.server_beta_1, "beta_2": c.server_beta_2,
                             "tau": c.server_tau},
         "the weighted average as a pseudo-gradient, applied with Adam (server-lr, server-beta-1, server-beta-2, "
-        "server-tau); resuming restarts its moments", streams=True, max_server_lr=0.1),
+        "server-tau)", streams=True, max_server_lr=0.1),
     "fedyogi": Aggregation(
         FedYogi, lambda c: {"eta": c.server_lr, "beta_1": c.server_beta_1, "beta_2": c.server_beta_2,
                             "tau": c.server_tau},
         "the weighted average as a pseudo-gradient, applied with Yogi (server-lr, server-beta-1, server-beta-2, "
-        "server-tau); resuming restarts its moments", streams=True, max_server_lr=0.1),
+        "server-tau)", streams=True, max_server_lr=0.1),
     "fedadagrad": Aggregation(
         FedAdagrad, lambda c: {"eta": c.server_lr, "tau": c.server_tau},
-        "the weighted average as a pseudo-gradient, applied with Adagrad (server-lr, server-tau); resuming "
-        "restarts its accumulated squares", streams=True, max_server_lr=0.1),
+        "the weighted average as a pseudo-gradient, applied with Adagrad (server-lr, server-tau)", streams=True,
+        max_server_lr=0.1),
     "fedtrimmedavg": Aggregation(
         FedTrimmedAvg, lambda c: {"beta": c.trimmed_avg_beta},
         "per coordinate, the mean after cutting the trimmed-avg-beta fraction at each end"),

@@ -4,13 +4,14 @@ Flower's `Grid.send_and_receive` pushes a round's messages all at once and retur
 every reply is in (or its timeout passed), holding them all. A server with hundreds of
 nodes cannot: `push` sends each message as it is made (its content may go once pushed) and
 `replies` yields each reply as it arrives, pulling at most PULL_AT_ONCE per request, so
-the server holds O(1) messages whatever the number of nodes.
+the server holds O(1) messages whatever the number of nodes; the round's owner says when
+it has enough (a quorum of usable replies).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from flwr.app import Message
 from flwr.serverapp import Grid
@@ -27,26 +28,29 @@ def push(grid: Grid, messages: Iterable[Message]) -> list[str]:
     return ids
 
 
-def available(grid: Grid, ids: Iterable[str]) -> Iterator[Message]:
-    """The replies to `ids` that are in now, PULL_AT_ONCE per request."""
+def available(grid: Grid, ids: Iterable[str]) -> Iterator[list[Message]]:
+    """The replies to `ids` that are in now, one list per request of at most PULL_AT_ONCE."""
     ids = list(ids)
     for start in range(0, len(ids), PULL_AT_ONCE):
-        yield from grid.pull_messages(ids[start:start + PULL_AT_ONCE])
+        yield grid.pull_messages(ids[start:start + PULL_AT_ONCE])
 
 
-def replies(grid: Grid, ids: Iterable[str], deadline: float, quorum: int) -> Iterator[Message]:
-    """Replies to `ids` as they arrive, until `quorum` have come or `deadline` (time.monotonic)
-    passes, whichever is first. The ones still missing then stay with the SuperLink (pull
-    them later with `available`)."""
+def replies(grid: Grid, ids: Iterable[str], deadline: float,
+            enough: Callable[[], bool] = lambda: False) -> Iterator[Message]:
+    """Replies to `ids` as they arrive, until every one has come, `deadline` (time.monotonic)
+    passes or `enough()` is true, whichever is first. `enough` is asked after the consumer has
+    handled a request's replies (it counts what it found usable): a pulled reply is gone from
+    the SuperLink, so every one pulled is handed over. The ones still missing then stay with
+    the SuperLink (pull them later with `available`)."""
     pending = set(ids)
-    received = 0
-    while pending and received < quorum:
+    while pending and not enough():
         arrived = False
-        for reply in available(grid, sorted(pending)):
-            pending.discard(reply.metadata.reply_to_message_id)
-            received, arrived = received + 1, True
-            yield reply
-            if received >= quorum:
+        for pulled in available(grid, sorted(pending)):
+            for reply in pulled:
+                pending.discard(reply.metadata.reply_to_message_id)
+                arrived = True
+                yield reply
+            if enough():
                 return
         if time.monotonic() >= deadline:
             return

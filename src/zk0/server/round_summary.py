@@ -39,6 +39,7 @@ def round_row(server_round: int, record: RoundRecord | None, result: EvalResult 
         "late": record.late,
         "failures": record.failures,
         "rejected": record.rejected,
+        "retries": record.retries,
         "aggregate/seconds": record.aggregate_seconds,
         "bytes_down": record.named(record.bytes_down),
         "bytes_up": record.named(record.bytes_up),
@@ -57,9 +58,10 @@ def summary_line(row: dict, num_rounds: int) -> str:
     success = ""
     if row.get("eval/success_rate") is not None:
         success = f"success {100 * row['eval/success_rate']:.0f} % of {row['eval/episodes']} | "
+    retried = f" (attempt {len(row['retries']) + 1})" if row["retries"] else ""
     return (
         f"[round {row['round']}/{num_rounds}] {success}eval action MSE {fmt(row['eval/action_mse'], '.4f')} | "
         f"eval loss {fmt(row['eval/loss'], '.4f')} | train loss {fmt(row['train/loss'], '.4f')} | "
         f"nodes {row['sampled']} sampled: {len(row['clients'])} ok, {rejected} rejected, {failed} failed, "
-        f"{len(row['late'])} late | {row['seconds']:.1f}s | {moved:.2f} MB moved"
+        f"{len(row['late'])} late{retried} | {row['seconds']:.1f}s | {moved:.2f} MB moved"
     )

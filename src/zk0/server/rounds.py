@@ -35,6 +35,9 @@ class RoundRecord:
     rejected: list[dict[str, str]] = field(default_factory=list)
     sampled: list[int] = field(default_factory=list)  # the nodes sent a training message
     answered: int = 0  # replies in before the round closed
+    passed: int = 0  # replies that passed screening so far: what train-quorum counts
+    attempt: int = 0  # 0, or how many earlier attempts fell short (round-retries)
+    retries: list[str] = field(default_factory=list)  # why each earlier attempt fell short
     late: list[str] = field(default_factory=list)  # sampled nodes that had not answered when the round closed
     aggregate_seconds: float | None = None  # decoding, checks and aggregation of the updates
     # Held only while the round runs: the broadcast sent for training (the base of every
@@ -63,6 +66,14 @@ class RoundRecord:
         """The round's replies are in: drop what was held only while it ran."""
         self.broadcast, self.outbox, self._addressees = None, [], None
 
+    def fell_short(self, reason: str) -> None:
+        """This attempt closed with too few usable replies and the round runs again: keep what it
+        moved and why it fell short, forget what it trained (none of it enters the model)."""
+        self.retries.append(reason)
+        self.attempt += 1
+        self.sampled, self.answered, self.passed = [], 0, 0
+        self.clients, self.received_eval, self.late, self.failures, self.rejected = {}, {}, [], [], []
+
     def addressee(self, reply: Message) -> int | None:
         """The node a reply answers for; None for a reply to no message of this round. The
         reply's own sender id cannot be used: error replies made by the SuperLink (node
@@ -70,7 +81,9 @@ class RoundRecord:
         return self.addressees.get(reply.metadata.reply_to_message_id)
 
     def received(self, node: int, reply: Message) -> None:
-        self.bytes_up[node] = sum(record.count_bytes() for record in reply.content.array_records.values())
+        # Added up: a node may answer each attempt at a retried round.
+        payload = sum(record.count_bytes() for record in reply.content.array_records.values())
+        self.bytes_up[node] = self.bytes_up.get(node, 0) + payload
 
     def trained(self, node: int, label: str, metrics: dict, num_examples: int, received: Scores | None) -> None:
         self.names[node] = label
@@ -103,6 +116,7 @@ class Roster:
         self.refused: dict[int, str] = {}
         self.outstanding: dict[str, tuple[int, int]] = {}  # message id -> (round, node)
         self.participation: dict[int, dict[str, int]] = {}
+        self.earlier: dict[str, dict[str, int]] = {}  # by label: the counts of the rounds before a resume
         self._names: dict[int, str] = {}
 
     def count(self, node: int, what: str) -> None:
@@ -114,8 +128,14 @@ class Roster:
         return {node for _, node in self.outstanding.values()}
 
     def participation_table(self) -> dict[str, dict[str, int]]:
-        """Per node (by label), how often it was sampled, accepted, rejected, failed, late."""
-        return {self.label(node): counts for node, counts in sorted(self.participation.items())}
+        """Per node (by label), how often it was sampled, accepted, rejected, failed, late, in
+        every round of the run: a node whose Flower id changed at a resume has a row per id."""
+        table = {label: dict(counts) for label, counts in self.earlier.items()}
+        for node, counts in sorted(self.participation.items()):
+            row = table.setdefault(self.label(node), dict.fromkeys(PARTICIPATION, 0))
+            for what, count in counts.items():
+                row[what] += count
+        return table
 
     def refresh_names(self) -> None:
         """Re-read the registered names (node ids change when the SuperLink restarts)."""

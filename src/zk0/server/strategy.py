@@ -9,7 +9,8 @@
   aggregations, every update); rejected or failed nodes only lose their round, nodes that
   had not answered when the round closed are late (their replies are collected and dropped
   later). The pool's average (or every update, in dataset order) goes to the Flower class
-  that aggregates (zk0.server.aggregation).
+  that aggregates (zk0.server.aggregation). Too few usable replies: RoundFellShort, and the
+  round loop runs the round again (the same broadcast, a fresh sample) while round-retries allow.
 - configure_evaluate / aggregate_evaluate: only after the last round, on the nodes that
   were never refused.
 Round 0's statistics query lives in zk0.server.stats_query.
@@ -24,7 +25,9 @@ import dataclasses
 import math
 import random
 import time
+import uuid
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from logging import INFO, WARNING
 from pathlib import Path
 
@@ -42,6 +45,7 @@ from zk0.util.failures import one_line
 from zk0.wire.protocol import (
     ARRAYS,
     METRICS,
+    Attempts,
     EvaluateInstructions,
     EvaluateReport,
     TrainInstructions,
@@ -56,6 +60,11 @@ from zk0.server.validation import guarded, norm_outliers, screen_reply
 
 class FederationError(RuntimeError):
     """The federation cannot go on (too few nodes, too few usable results)."""
+
+
+class RoundFellShort(FederationError):
+    """An attempt at a round closed with too few usable replies and round-retries allow another:
+    the message is the one line saying why; the round loop runs the round again."""
 
 
 class ZK0Strategy:
@@ -75,6 +84,13 @@ class ZK0Strategy:
         self.roster = Roster()
         # Flower counts rounds from 1 on every start; a resumed run continues after `round_offset`.
         self.round_offset = 0
+        # The run across its resumes: names the nodes' memories (a resumed run takes the saved key).
+        self.run_key = uuid.uuid4().hex
+        # The rounds each resume continued after, and the attempt whose replies made each
+        # retried round's model (other rounds: attempt 0): nodes tell from them whether the
+        # update they last sent was used (zk0.wire.protocol.Attempts).
+        self.resumed_after: list[int] = []
+        self.retried: dict[int, int] = {}
         self.federation_stats: dict | None = None
         self.cameras: list[str] = []  # the federation's camera features (the server's policy's)
         self.broadcast: transfer.Broadcast | None = None  # the last one sent
@@ -98,8 +114,14 @@ class ZK0Strategy:
         super().summary()
 
     def quorum(self, sampled: int) -> int:
-        """Replies after which a round closes before its deadline (run-config train-quorum)."""
+        """Usable replies after which a round closes before its deadline (run-config train-quorum)."""
         return min(sampled, max(math.ceil(self.config.train_quorum * sampled), self.min_train_nodes))
+
+    def has_quorum(self, server_round: int) -> bool:
+        """Whether the round's quorum of replies has passed screening: failed and rejected replies
+        do not count, or one fast-failing node would close a round before good updates came."""
+        record = self._record(server_round + self.round_offset)
+        return record.passed >= self.quorum(len(record.sampled))
 
     def _record(self, server_round: int) -> RoundRecord:
         return self.rounds.setdefault(server_round, RoundRecord())
@@ -132,10 +154,14 @@ class ZK0Strategy:
                 announced = True
             time.sleep(1.0)
 
-    def _sample(self, nodes: list[int], fraction: float, minimum: int, server_round: int) -> list[int]:
-        """`fraction` of the nodes (at least `minimum`), drawn reproducibly from the seed and round."""
+    def _sample(self, nodes: list[int], fraction: float, minimum: int, server_round: int,
+                attempt: int = 0) -> list[int]:
+        """`fraction` of the nodes (at least `minimum`), drawn reproducibly from the seed, the round
+        and the attempt: a retried round draws afresh, the same draw whenever the run is repeated
+        (a string seed is hashed with SHA-512, so no attempt's stream is another round's)."""
         size = min(len(nodes), max(int(len(nodes) * fraction), minimum))
-        return sorted(random.Random(self.config.seed * 100_003 + server_round).sample(nodes, size))
+        seed = self.config.seed * 100_003 + server_round
+        return sorted(random.Random(seed if attempt == 0 else f"{seed} retry {attempt}").sample(nodes, size))
 
     def collect_statistics(self, grid: Grid, shapes: dict) -> dict:
         """Before round 1: the normalization statistics of a sample of the nodes (as many as a
@@ -170,14 +196,12 @@ class ZK0Strategy:
             nodes = self._wait_for_nodes(grid, self.min_train_nodes)
         except FederationError as err:
             raise FederationError(f"round {server_round}: {err}") from None
-        nodes = self._sample(nodes, self.fraction_train, self.min_train_nodes, server_round)
+        nodes = self._sample(nodes, self.fraction_train, self.min_train_nodes, server_round, record.attempt)
         self._check_memory(server_round, len(nodes))
-        global_weights = {name: array.numpy() for name, array in arrays.items()}
-        previous = self.broadcast
-        if previous is None and server_round == 1 and self.config.update_codec not in transfer.FULL_CODECS:
-            previous = self._start_broadcast(global_weights)
-            global_weights = previous.weights
-        broadcast = transfer.make_broadcast(global_weights, previous, self.config.update_codec, server_round)
+        if self.broadcast is not None and self.broadcast.round == server_round:
+            broadcast = self.broadcast  # a retry: the nodes train from the weights the first attempt sent
+        else:
+            broadcast = self._next_broadcast({name: array.numpy() for name, array in arrays.items()}, server_round)
         self.broadcast = record.broadcast = broadcast
         # Flower's own hook still runs for the state its classes keep (FedAvgM's and FedOpt's
         # current arrays); zk0 sends its own messages, to the nodes it sampled. A class that
@@ -189,6 +213,14 @@ class ZK0Strategy:
         super().configure_train(server_round, arrays, config, grid)
         record.sampled = nodes
         return self._train_messages(server_round, record, nodes)
+
+    def _next_broadcast(self, global_weights: dict, server_round: int) -> transfer.Broadcast:
+        """A new round's broadcast: a delta against the last one where the codec sends deltas."""
+        previous = self.broadcast
+        if previous is None and server_round == 1 and self.config.update_codec not in transfer.FULL_CODECS:
+            previous = self._start_broadcast(global_weights)
+            global_weights = previous.weights
+        return transfer.make_broadcast(global_weights, previous, self.config.update_codec, server_round)
 
     def _start_broadcast(self, start: dict) -> transfer.Broadcast:
         """Round 1 sends the start model: the nodes whose round-0 report says they loaded
@@ -202,12 +234,13 @@ class ZK0Strategy:
 
     def _train_messages(self, server_round: int, record: RoundRecord, nodes: list[int]) -> Iterator[Message]:
         """One message per node, made when the grid asks for it (a round's messages are never all held)."""
+        attempts = Attempts(tuple(self.resumed_after), dict(self.retried))
         for node in nodes:
             model, base = transfer.download(record.broadcast, self.roster.holds.get(node))
             instructions = TrainInstructions(
                 server_round=server_round, lr=record.lr, proximal_mu=self.config.proximal_mu,
                 broadcast_round=server_round, reference_round=base, model=model, cameras=tuple(self.cameras),
-                stats=self.federation_stats)
+                stats=self.federation_stats, run_key=self.run_key, attempt=record.attempt, attempts=attempts)
             message = Message(instructions.to_content(), dst_node_id=node, message_type=MessageType.TRAIN)
             record.sent(message)
             self.roster.count(node, "sampled")
@@ -239,18 +272,30 @@ class ZK0Strategy:
                 self.roster.count(node, "accepted")
             record.closed()
             if len(accepted) < self.config.min_train_clients:
-                problems = (record.failures + [f"{r['node']}: {r['reason']}" for r in record.rejected]
-                            + [f"{label}: late" for label in record.late])
-                raise FederationError(
-                    f"round {server_round}: only {len(accepted)} usable training result(s), min-train-clients is "
-                    f"{self.config.min_train_clients}; failed: {'; '.join(problems)[:600] or 'no replies'}"
-                )
+                self._fell_short(server_round, record, len(accepted))
+            if record.attempt:
+                self.retried[server_round] = record.attempt
             started = time.perf_counter()
             result = self._aggregate(server_round, accepted, pool)
             record.aggregate_seconds += time.perf_counter() - started
         finally:
             pool.close()
         return result
+
+    def _fell_short(self, server_round: int, record: RoundRecord, usable: int) -> None:
+        """Too few usable replies: RoundFellShort while round-retries allow another attempt, else
+        the FederationError that ends the run; either way one line with every node's reason."""
+        problems = (record.failures + [f"{r['node']}: {r['reason']}" for r in record.rejected]
+                    + [f"{label}: late" for label in record.late])
+        reason = (f"only {usable} usable training result(s), min-train-clients is {self.config.min_train_clients}; "
+                  f"failed: {'; '.join(problems)[:600] or 'no replies'}")
+        retries = self.config.round_retries
+        if record.attempt >= retries:
+            spent = f" (after {retries} retries, run-config round-retries)" if retries else ""
+            raise FederationError(f"round {server_round}: {reason}{spent}")
+        record.fell_short(reason)
+        raise RoundFellShort(f"Round {server_round}: {reason}; running it again with a fresh sample "
+                             f"(retry {record.attempt} of {retries}, run-config round-retries)")
 
     def _screen_train_replies(self, server_round: int, record: RoundRecord, replies: Iterable[Message],
                               pool) -> dict[int, TrainReport]:
@@ -271,6 +316,7 @@ class ZK0Strategy:
             report = self._screen_train_reply(server_round, record, node, reply, pool)
             if report is not None:
                 accepted[node] = report
+                record.passed += 1
             _release(reply)
             record.aggregate_seconds += time.perf_counter() - started
         record.answered = len(answered)
@@ -280,7 +326,7 @@ class ZK0Strategy:
             del accepted[node]
             self._reject(server_round, record, node, reason)
         record.aggregate_seconds += time.perf_counter() - started
-        closed_by = ("before the round's quorum (train-quorum) was in" if len(answered) >= self.quorum(len(record.sampled))
+        closed_by = ("before the round's quorum (train-quorum) was in" if record.passed >= self.quorum(len(record.sampled))
                      else f"within round-timeout ({self.config.round_timeout:g}s)")
         for message_id, node in record.addressees.items():
             if node not in answered:
@@ -312,7 +358,7 @@ class ZK0Strategy:
     def collect_late(self, grid: Grid) -> None:
         """Replies to earlier rounds' messages that came after their round closed: dropped,
         counted per node; the node is free to be sampled again."""
-        for reply in inbox.available(grid, list(self.roster.outstanding)):
+        for reply in chain.from_iterable(inbox.available(grid, list(self.roster.outstanding))):
             entry = self.roster.outstanding.pop(reply.metadata.reply_to_message_id, None)
             if entry is None:
                 continue

@@ -1,4 +1,5 @@
-"""The console of a zk0 app process: Flower's chatter can be quieted, zk0's own lines stay.
+"""The console of a zk0 app process: Flower's chatter can be quieted, zk0's own lines stay,
+and an error zk0 explained in one line is not followed by its traceback.
 
 zk0 logs through Flower's logger (`flwr.common.log`), so `FLWR_LOG_LEVEL` (which
 Flower applies to its console handler at import) would hide zk0's per-round summary
@@ -37,6 +38,24 @@ def keep_zk0_lines() -> None:
         return
     console_handler.addFilter(_ZK0LinesFilter(console_handler.level))
     console_handler.setLevel(logging.INFO)
+
+
+class _LoggedErrorFilter(logging.Filter):
+    """Drops the traceback Flower adds when it logs the exception that ended the ServerApp, when
+    zk0 has already logged that exception as its one operator-facing line (`zk0_logged`): the
+    frames tell an operator nothing more, and the log then ends in the reason, not in them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and getattr(record.exc_info[1], "zk0_logged", False):
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def one_line_errors() -> None:
+    """Call once at ServerApp start (idempotent); other exceptions keep their tracebacks."""
+    logger = logging.getLogger("flwr")
+    if not any(isinstance(f, _LoggedErrorFilter) for f in logger.filters):
+        logger.addFilter(_LoggedErrorFilter())
 
 
 @contextlib.contextmanager

@@ -217,6 +217,27 @@ class Scores:
 # ---------------------------------------------------------------- server -> node
 
 
+@dataclass(frozen=True)
+class Attempts:
+    """Which attempt made each finished round's global model, for a node to tell whether the
+    server used the update it last sent (zk0.node.memory). An attempt is (start, n): `start`
+    counts the run's resumes before it, `n` the attempts at its round that fell short before
+    it in that start (round-retries). `resumed_after` holds the round each resume continued
+    after; `retried` the attempt that made each retried round (any other round: attempt 0)."""
+
+    resumed_after: tuple[int, ...] = ()
+    retried: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def start(self) -> int:
+        """This start of the run: 0, or how many times it was resumed."""
+        return len(self.resumed_after)
+
+    def made(self, server_round: int) -> tuple[int, int]:
+        """The attempt whose replies made a finished round's model."""
+        return sum(after < server_round for after in self.resumed_after), self.retried.get(server_round, 0)
+
+
 @dataclass
 class TrainInstructions:
     server_round: int
@@ -227,8 +248,12 @@ class TrainInstructions:
     model: dict[str, np.ndarray]  # encoded (zk0.wire.transfer)
     cameras: tuple[str, ...] = ()
     stats: dict | None = None
+    run_key: str = ""  # the zk0 run, across its resumes (Flower's run id changes): names the node's memory
+    attempt: int = 0  # this message's attempt at its round, in this start of the run
+    attempts: Attempts = field(default_factory=Attempts)  # the finished rounds' attempts
 
     def to_content(self) -> RecordDict:
+        retried = sorted(self.attempts.retried.items())
         content = RecordDict({
             ARRAYS: array_record(self.model),
             CONFIG: ConfigRecord({
@@ -236,6 +261,9 @@ class TrainInstructions:
                 "broadcast-round": self.broadcast_round,
                 "reference-round": -1 if self.reference_round is None else self.reference_round,
                 "cameras": ",".join(self.cameras),
+                "run-key": self.run_key, "attempt": self.attempt,
+                "resumed-after": list(self.attempts.resumed_after),
+                "retried-rounds": [r for r, _ in retried], "retried-attempts": [a for _, a in retried],
             }),
         })
         if self.stats:
@@ -252,6 +280,9 @@ class TrainInstructions:
             reference_round=None if reference < 0 else reference, model=read_arrays(content[ARRAYS]),
             cameras=tuple(c for c in str(config.get("cameras", "")).split(",") if c),
             stats=read_stats(content[STATS]) if STATS in content else None,
+            run_key=str(config["run-key"]), attempt=int(config["attempt"]),
+            attempts=Attempts(tuple(config["resumed-after"]),
+                              dict(zip(config["retried-rounds"], config["retried-attempts"], strict=True))),
         )
 
 
