@@ -67,8 +67,9 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def folder(module: str) -> str:
+    """The sub-package a module lives in ('' for the top: the apps and config)."""
     parts = module.split(".")
-    return parts[1] if len(parts) > 2 else ""
+    return parts[1] if len(parts) > 1 and (PACKAGE / parts[1]).is_dir() else ""
 
 
 def test_the_fab_ships_exactly_the_app_files_and_pyproject_names_them():
