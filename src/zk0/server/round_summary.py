@@ -37,6 +37,7 @@ def round_row(server_round: int, record: RoundRecord | None, result: EvalResult 
         "late": record.late,
         "failures": record.failures,
         "rejected": record.rejected,
+        "clipped": record.clipped,
         "aggregate/seconds": record.aggregate_seconds,
         "bytes_down": record.named(record.bytes_down),
         "bytes_up": record.named(record.bytes_up),
