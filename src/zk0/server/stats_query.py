@@ -60,7 +60,7 @@ def collect(grid: Grid, nodes: list[int], spares: list[int], roster: Roster, cam
     order = sorted(reports, key=lambda n: (roster.claims.get(n, ""), n))
     pooled = stats.pool([reports[node] for node in order])
     for index, reason in stats.held_back([reports[node] for node in order]).items():
-        log(WARNING, "Round 0: %s: statistics held to the federation's limits: %s", roster.label(order[index]), reason)
+        log(INFO, "Round 0: %s: statistics held to the federation's limits: %s", roster.label(order[index]), reason)
     frames = int(next(iter(pooled.values()))["count"].sum()) if pooled else 0
     log(INFO, "Normalization: pooled statistics of %d node(s), %d frames counted (%s)", len(reports), frames, ", ".join(pooled))
     return pooled, len(reports), problems
