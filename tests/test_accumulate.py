@@ -1,5 +1,6 @@
-"""The running average (zk0.server.accumulate): exact in any order, updates taken out exactly, a
-rejected update leaves nothing behind, and memory that does not grow with the number of updates."""
+"""The running average (zk0.server.accumulate): exact in any order, updates taken out or clipped
+exactly, a rejected update leaves nothing behind, and memory that does not grow with the number
+of updates."""
 
 from __future__ import annotations
 
@@ -80,6 +81,64 @@ def test_an_update_taken_out_leaves_exactly_the_others(tmp_path):
     with_b.close()
     without_b.close()
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_a_clipped_update_counts_as_the_same_bits_in_any_order(tmp_path):
+    """Clipping takes an update out as it was folded and folds it in again times its factor: the
+    same bits whatever order the updates arrived and were clipped in, and the update counts as
+    `factor` x itself within the fixed-point step."""
+    updates = {node: (update(node, "q3"), 10 + 9 * node) for node in range(3)}
+    results = set()
+    for order in itertools.permutations(updates):
+        pool = RunningAverage(reference(), MAX_EXAMPLES, tmp_path)
+        for node in order:
+            pool.add(node, *updates[node])
+            if node == 0:
+                pool.scale(0, 0.3)  # clipped before the others came in, in some orders
+        pool.scale(2, 0.25)
+        pool.scale(0, 0.5)  # a second clip replaces the first
+        results.add(tuple(sorted(bits(dict(pool.average())).items())))
+        pool.close()
+    assert len(results) == 1
+    pool = RunningAverage(reference(), MAX_EXAMPLES, tmp_path)
+    for node in updates:
+        pool.add(node, *updates[node])
+    pool.scale(1, 0.5)
+    total = sum(examples for _, examples in updates.values())
+    decoded = {node: transfer.decode_update(values, reference()) for node, (values, _) in updates.items()}
+    average = dict(pool.average())
+    for name, base in reference().items():
+        deltas = {node: decoded[node][name].astype(np.float64) - base for node in updates}
+        exact = base + sum(deltas[node] * updates[node][1] * (0.5 if node == 1 else 1.0) for node in updates) / total
+        local = np.max([np.spacing(np.abs(decoded[node][name])) for node in updates], axis=0)
+        bound = 3 * 2.0**-QUANTUM_BITS * MAX_EXAMPLES / total + np.spacing(np.abs(exact).astype(np.float32)) + local
+        assert (np.abs(average[name] - exact) <= bound).all()
+    pool.close()
+
+
+def test_a_clipped_update_taken_out_leaves_exactly_the_others(tmp_path):
+    clipped = RunningAverage(reference(), MAX_EXAMPLES, tmp_path)
+    for node in (1, 2, 3):
+        clipped.add(node, update(node), 20 + node)
+    clipped.scale(2, 0.125)
+    clipped.remove(2)
+    without = RunningAverage(reference(), MAX_EXAMPLES, tmp_path)
+    for node in (1, 3):
+        without.add(node, update(node), 20 + node)
+    assert bits(dict(clipped.average())) == bits(dict(without.average()))
+    clipped.close()
+    without.close()
+
+
+def test_a_robust_aggregations_update_is_clipped_towards_the_reference():
+    pool = AllUpdates(reference())
+    values = update(4, "fp32")
+    pool.add(4, values, 8)
+    pool.scale(4, 0.5)
+    for name, base in reference().items():
+        # fp32 weights: each clipped weight is rounded to its own spacing
+        spacing = np.spacing(np.abs(pool.weights[4][name]))
+        assert (np.abs(pool.weights[4][name] - (base + 0.5 * (values[name].astype(np.float64) - base))) <= spacing).all()
 
 
 @pytest.mark.parametrize("bad, reason", [

@@ -12,6 +12,7 @@ plain averaging without the norm check does not.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +40,7 @@ from zk0.client_app import app as zk0_client_app
 from zk0.config import RunConfig
 from zk0.server.strategy import FederationError, ZK0Strategy, make_strategy
 from zk0.wire.protocol import ProtocolError, read_metrics
-from zk0.server.validation import check_arrays, check_finite, norm_outliers, update_norm
+from zk0.server.validation import check_arrays, check_finite, norm_clips, norm_outliers, update_norm
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -90,6 +91,12 @@ def test_norm_rule_needs_three_replies_and_can_be_turned_off():
     assert norm_outliers({"a": 1.0, "b": 1.2, "c": 12.0}, 10.0) == {}
     assert norm_outliers({"a": 1.0, "c": 500.0}, 10.0) == {}  # median of two is meaningless
     assert norm_outliers({"a": 1.0, "b": 1.2, "c": 500.0}, 0.0) == {}  # 0 = off
+
+
+def test_clipping_scales_updates_above_a_multiple_of_the_median_down_to_it():
+    assert norm_clips({"a": 1.0, "b": 1.2, "c": 5.0, "d": 2.4, "e": 1.1}, 2.0) == (2.4, {"c": 2.4 / 5.0})
+    assert norm_clips({"a": 1.0, "c": 500.0}, 2.0) == (math.inf, {})  # the median of two says nothing
+    assert norm_clips({"a": 1.0, "b": 1.2, "c": 500.0}, 0.0) == (math.inf, {})  # 0 = off
 
 
 def test_metrics_must_be_a_few_finite_numbers():
@@ -446,10 +453,10 @@ def outside_honest_range(aggregate: dict, honest: list[dict]) -> float:
 )
 def test_robust_aggregation_withstands_a_x100_attacker(aggregation, norm_ratio, federation, global_model):
     """One node of five sends x100 updates every round. FedProx with the norm check rejects it;
-    the robust aggregators, with the norm check off, outvote it on their own: every round's
+    the robust aggregators, with the norm rules off (no rejection, no clipping), outvote it on their own: every round's
     aggregate lies within the honest nodes' updates (Krum's is one of them)."""
     strategy, aggregates, sent = federate(federation, global_model, NODES, scaled(100.0), aggregation=aggregation,
-                                          max_update_norm_ratio=norm_ratio)
+                                          max_update_norm_ratio=norm_ratio, clip_update_norm_ratio=norm_ratio and 2.0)
     rejected = [entry["node"].split()[1] for r in strategy.rounds.values() for entry in r.rejected]
     assert rejected == ([str(ATTACKER)] * ROUNDS if norm_ratio else [])
     for server_round in range(1, ROUNDS + 1):
@@ -461,9 +468,10 @@ def test_robust_aggregation_withstands_a_x100_attacker(aggregation, norm_ratio, 
 
 
 def test_plain_averaging_without_checks_is_poisoned(federation, global_model):
-    """The same attack against FedProx with the norm check off drags the aggregate far outside
+    """The same attack against FedProx with the norm rules off drags the aggregate far outside
     the honest updates: the test above would notice a defence that does nothing."""
-    strategy, aggregates, sent = federate(federation, global_model, NODES, scaled(100.0), max_update_norm_ratio=0.0)
+    strategy, aggregates, sent = federate(federation, global_model, NODES, scaled(100.0), max_update_norm_ratio=0.0,
+                                          clip_update_norm_ratio=0.0)
     assert all(not r.rejected for r in strategy.rounds.values())
     honest = [sent[(1, node)] for node in HONEST]
     assert outside_honest_range(aggregates[1], honest) > 1e4

@@ -52,6 +52,7 @@ class RunConfig:
     lora_aggregation: str
     lora_targets: str
     max_update_norm_ratio: float
+    clip_update_norm_ratio: float
     trimmed_avg_beta: float
     server_lr: float
     server_momentum: float
@@ -143,6 +144,10 @@ class RunConfig:
         if not (self.max_update_norm_ratio == 0.0 or self.max_update_norm_ratio >= 1.0):
             raise ConfigError(
                 f"run-config key 'max-update-norm-ratio' must be 0 (off) or >= 1, got {self.max_update_norm_ratio}"
+            )
+        if not (self.clip_update_norm_ratio == 0.0 or self.clip_update_norm_ratio >= 1.0):
+            raise ConfigError(
+                f"run-config key 'clip-update-norm-ratio' must be 0 (off) or >= 1, got {self.clip_update_norm_ratio}"
             )
         if self.server_lr <= 0:
             raise ConfigError(f"run-config key 'server-lr' must be > 0, got {self.server_lr}")

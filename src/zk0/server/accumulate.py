@@ -7,10 +7,10 @@ the fp32 trainable size) and one tensor of one update, whatever the number of no
 Integer sums are exact, which buys two things float sums cannot give:
 - the same updates give the same bits in any order (replies arrive in any order; zk0's
   runs are bitwise reproducible);
-- an update can be taken out again exactly. The norm rule needs the round's median update
+- an update can be taken out again exactly. The norm rules need the round's median update
   norm, known only once the round closes: every update is folded when it arrives, its
-  compact bytes wait on disk (`spool`), and the few the rule rejects are decoded again and
-  subtracted.
+  compact bytes wait on disk (`spool`), and the few the rules reject or clip are decoded
+  again and subtracted (a clipped one is then folded in again, times its factor).
 Fixed point costs range, not precision: a weighted delta is rounded to 2^-36 (1.5e-11,
 far below an fp32 weight's resolution) and may not exceed 2^12 in magnitude (a node moving
 a weight by 4096 in one round is rejected), so 2^15 updates fit in a round's sum.
@@ -77,19 +77,20 @@ class RunningAverage:
         self.max_examples = max_examples
         self.sums = {name: np.zeros(value.shape, np.int64) for name, value in reference.items()}
         self.examples: dict[int, int] = {}
-        self.norms: dict[int, float] = {}
+        self.norms: dict[int, float] = {}  # as sent, before any clip
+        self.factors: dict[int, float] = {}  # what `scale` multiplied an update by
         self._spool_parent = spool
         self._spool: Path | None = None  # made for the first update
 
-    def _fixed(self, delta: np.ndarray, examples: int) -> np.ndarray:
-        scaled = delta * (examples / self.max_examples * 2.0**QUANTUM_BITS)
+    def _fixed(self, delta: np.ndarray, weight: float) -> np.ndarray:
+        scaled = delta * (weight / self.max_examples * 2.0**QUANTUM_BITS)
         return np.rint(scaled, out=scaled).astype(np.int64)
 
     def _fold(self, update: Mapping[str, np.ndarray], examples: int, sign: int,
-              only: set[str] | None = None) -> Iterator[tuple[str, float]]:
-        """Adds (sign 1) or subtracts (sign -1) the update tensor by tensor (`only`: just those
-        tensors); yields each tensor's name and squared norm once it is folded. Raises
-        CodecError or Rejected before folding a tensor that may not enter."""
+              only: set[str] | None = None, factor: float = 1.0) -> Iterator[tuple[str, float]]:
+        """Adds (sign 1) or subtracts (sign -1) `factor` x the update tensor by tensor (`only`:
+        just those tensors); yields each tensor's name and squared norm (before the factor) once
+        it is folded. Raises CodecError or Rejected before folding a tensor that may not enter."""
         for name, delta in transfer.update_deltas(update, self.reference):
             if only is not None:
                 if not only:
@@ -101,7 +102,7 @@ class RunningAverage:
             if reason:
                 raise Rejected(reason)
             squared = float(np.dot(delta.ravel(), delta.ravel()))
-            fixed = self._fixed(delta, examples)
+            fixed = self._fixed(delta, examples * factor)
             if sign > 0:
                 self.sums[name] += fixed
             else:
@@ -135,13 +136,24 @@ class RunningAverage:
 
     def remove(self, node: int) -> None:
         """Takes a folded update out again, exactly (its compact bytes come back from the spool)."""
-        path = self._spool / f"{node}.npz"
-        with np.load(path, allow_pickle=False) as stored:
-            update = {key: stored[key] for key in stored.files}
-        for _ in self._fold(update, self.examples.pop(node), -1):
+        for _ in self._fold(self._spooled(node), self.examples.pop(node), -1, factor=self.factors.pop(node, 1.0)):
             pass
         del self.norms[node]
-        path.unlink()
+        (self._spool / f"{node}.npz").unlink()
+
+    def scale(self, node: int, factor: float) -> None:
+        """Replaces a folded update by `factor` x it, exactly: it is taken out as it was folded and
+        folded in again with the factor (the same bits whatever order the updates came in)."""
+        update, examples = self._spooled(node), self.examples[node]
+        for _ in self._fold(update, examples, -1, factor=self.factors.get(node, 1.0)):
+            pass
+        for _ in self._fold(update, examples, 1, factor=factor):
+            pass
+        self.factors[node] = factor
+
+    def _spooled(self, node: int) -> dict[str, np.ndarray]:
+        with np.load(self._spool / f"{node}.npz", allow_pickle=False) as stored:
+            return {key: stored[key] for key in stored.files}
 
     @property
     def total_examples(self) -> int:
@@ -189,6 +201,11 @@ class AllUpdates:
 
     def remove(self, node: int) -> None:
         del self.weights[node], self.examples[node], self.norms[node]
+
+    def scale(self, node: int, factor: float) -> None:
+        """The node's update (its weights' difference from the reference) times `factor`."""
+        self.weights[node] = {name: (base + np.float32(factor) * (self.weights[node][name] - base)).astype(np.float32)
+                              for name, base in self.reference.items()}
 
     @property
     def total_examples(self) -> int:

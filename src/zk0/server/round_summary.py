@@ -40,6 +40,7 @@ def round_row(server_round: int, record: RoundRecord | None, result: EvalResult 
         "failures": record.failures,
         "rejected": record.rejected,
         "retries": record.retries,
+        "clipped": record.clipped,
         "aggregate/seconds": record.aggregate_seconds,
         "bytes_down": record.named(record.bytes_down),
         "bytes_up": record.named(record.bytes_up),

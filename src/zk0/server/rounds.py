@@ -33,6 +33,7 @@ class RoundRecord:
     received_eval: dict[int, dict] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     rejected: list[dict[str, str]] = field(default_factory=list)
+    clipped: list[dict] = field(default_factory=list)  # updates counted at the round's clip norm
     sampled: list[int] = field(default_factory=list)  # the nodes sent a training message
     answered: int = 0  # replies in before the round closed
     passed: int = 0  # replies that passed screening so far: what train-quorum counts

@@ -1,7 +1,9 @@
 """Round 0: ask every connected node for its normalization statistics, check each node's
-report (its cameras, then zk0.data.stats.check and the outlier rule) and pool the rest.
+report (its cameras, then zk0.data.stats.check) and pool the rest (zk0.data.stats.pool,
+which bounds what any one report counts for).
 
-A node whose report is refused is named in one line and trains in no round of this run.
+A node whose report is refused is named in one line and trains in no round of this run; a
+node whose report the pool held to its limits is named in one line and takes part.
 """
 
 from __future__ import annotations
@@ -46,9 +48,6 @@ def collect(grid: Grid, nodes: list[int], spares: list[int], roster: Roster, cam
     while batch:
         logged = len(problems)
         _ask(grid, batch, roster, cameras, shapes, timeout, reports, problems)
-        for node, reason in stats.outliers(reports).items():
-            del reports[node]
-            _refuse(roster, problems, node, reason)
         for problem in problems[logged:]:
             log(WARNING, "Round 0: %s", problem)
         missing = min_nodes - len(reports)
@@ -58,9 +57,12 @@ def collect(grid: Grid, nodes: list[int], spares: list[int], roster: Roster, cam
                 len(reports), min_nodes)
     if len(reports) < min_nodes:
         return None, len(reports), problems
-    pooled = stats.pool([reports[node] for node in sorted(reports, key=lambda n: (roster.claims.get(n, ""), n))])
+    order = sorted(reports, key=lambda n: (roster.claims.get(n, ""), n))
+    pooled = stats.pool([reports[node] for node in order])
+    for index, reason in stats.held_back([reports[node] for node in order]).items():
+        log(INFO, "Round 0: %s: statistics held to the federation's limits: %s", roster.label(order[index]), reason)
     frames = int(next(iter(pooled.values()))["count"].sum()) if pooled else 0
-    log(INFO, "Normalization: pooled statistics of %d node(s), %d frames (%s)", len(reports), frames, ", ".join(pooled))
+    log(INFO, "Normalization: pooled statistics of %d node(s), %d frames counted (%s)", len(reports), frames, ", ".join(pooled))
     return pooled, len(reports), problems
 
 

@@ -6,11 +6,14 @@
 - aggregate_train: the replies come as they arrive (zk0.server.inbox, from server_app's round
   loop); each is screened (zk0.wire.protocol, zk0.server.validation) and enters the round's pool
   (zk0.server.accumulate: a running average folded as replies arrive, or, for the robust
-  aggregations, every update); rejected or failed nodes only lose their round, nodes that
-  had not answered when the round closed are late (their replies are collected and dropped
-  later). The pool's average (or every update, in dataset order) goes to the Flower class
-  that aggregates (zk0.server.aggregation). Too few usable replies: RoundFellShort, and the
-  round loop runs the round again (the same broadcast, a fresh sample) while round-retries allow.
+  aggregations, every update); once the round closes, updates far above the round's median
+  norm are rejected and those above a few times it clipped (zk0.server.validation; exactly:
+  the pool takes them out and folds them in again); rejected or failed nodes only lose their
+  round, nodes that had not answered when the round closed are late (their replies are
+  collected and dropped later). The pool's average (or every update, in dataset order) goes
+  to the Flower class that aggregates (zk0.server.aggregation). Too few usable replies:
+  RoundFellShort, and the round loop runs the round again (the same broadcast, a fresh
+  sample) while round-retries allow.
 - configure_evaluate / aggregate_evaluate: only after the last round, on the nodes that
   were never refused.
 Round 0's statistics query lives in zk0.server.stats_query.
@@ -55,7 +58,7 @@ from zk0.wire.protocol import (
 )
 from zk0.server.rounds import RoundRecord, Roster
 from zk0.server.schedule import round_lr
-from zk0.server.validation import guarded, norm_outliers, screen_reply
+from zk0.server.validation import guarded, norm_clips, norm_outliers, screen_reply
 
 
 class FederationError(RuntimeError):
@@ -104,13 +107,14 @@ class ZK0Strategy:
         return self.config.local_steps * self.config.batch_size
 
     def summary(self) -> None:
-        ratio = self.config.max_update_norm_ratio
+        ratio, clip = self.config.max_update_norm_ratio, self.config.clip_update_norm_ratio
         memory = ("updates folded in as they arrive" if self.streams else
                   f"holds every update: {accumulate.HELD_COPIES * self.trainable_bytes / 1e6:.0f} MB per sampled "
                   f"node, a round that would not fit is refused")
         log(INFO, "\t├──> zk0 aggregation '%s' (%s); a reply is rejected for a wrong structure, non-finite values, "
-            "num-examples > %d, or an update norm > %s", self.config.aggregation, memory, self.max_train_examples,
-            f"{ratio:g} x the round's median" if ratio else "(norm rule off)")
+            "num-examples > %d, or an update norm > %s; %s", self.config.aggregation, memory,
+            self.max_train_examples, f"{ratio:g} x the round's median" if ratio else "(norm rule off)",
+            f"updates count with a norm of at most {clip:g} x the median of the rest" if clip else "no clipping")
         super().summary()
 
     def quorum(self, sampled: int) -> int:
@@ -321,10 +325,7 @@ class ZK0Strategy:
             record.aggregate_seconds += time.perf_counter() - started
         record.answered = len(answered)
         started = time.perf_counter()
-        for node, reason in norm_outliers(pool.norms, self.config.max_update_norm_ratio).items():
-            pool.remove(node)
-            del accepted[node]
-            self._reject(server_round, record, node, reason)
+        self._norm_rules(server_round, record, accepted, pool)
         record.aggregate_seconds += time.perf_counter() - started
         closed_by = ("before the round's quorum (train-quorum) was in" if record.passed >= self.quorum(len(record.sampled))
                      else f"within round-timeout ({self.config.round_timeout:g}s)")
@@ -336,6 +337,23 @@ class ZK0Strategy:
                 log(WARNING, "Round %d: %s: no reply %s; a later reply is dropped", server_round, label, closed_by)
                 record.late.append(label)
         return accepted
+
+    def _norm_rules(self, server_round: int, record: RoundRecord, accepted: dict[int, TrainReport], pool) -> None:
+        """Once the round's norms are all known: updates above max-update-norm-ratio x their median
+        are taken out, then those above clip-update-norm-ratio x the median of the ones left
+        count scaled down to that norm (the same as if the rejected ones had never come)."""
+        for node, reason in norm_outliers(pool.norms, self.config.max_update_norm_ratio).items():
+            pool.remove(node)
+            del accepted[node]
+            self._reject(server_round, record, node, reason)
+        limit, factors = norm_clips(pool.norms, self.config.clip_update_norm_ratio)
+        for node, factor in factors.items():
+            norm = pool.norms[node]
+            pool.scale(node, factor)
+            label = self.roster.label(node)
+            log(INFO, "Round %d: clipped the update of %s: norm %.4g counts as %.4g (%g x the round's median)",
+                server_round, label, norm, limit, self.config.clip_update_norm_ratio)
+            record.clipped.append({"node": label, "norm": norm, "clipped-to": limit})
 
     def _screen_train_reply(self, server_round: int, record: RoundRecord, node: int, reply: Message,
                             pool) -> TrainReport | None:

@@ -6,7 +6,9 @@ the round's record; `screen_reply` hands a passing report to the round's pool
 (zk0.server.accumulate), which decodes and checks it tensor by tensor.
 The strategy applies them; what they guard against is one node (faulty or hostile)
 poisoning the global model: a wrong structure, NaN/inf values, an update far larger than
-the other nodes', or an inflated sample count that would buy it more weight.
+the other nodes', or an inflated sample count that would buy it more weight. Once the
+round's replies are in, `norm_clips` bounds what a minority can do with updates that pass:
+each counts with at most a few times the round's median norm (see its docstring).
 """
 
 from __future__ import annotations
@@ -76,12 +78,34 @@ def norm_outliers(norms: Mapping[Key, float], max_ratio: float) -> dict[Key, str
     """
     if max_ratio == 0 or len(norms) < MIN_REPLIES_FOR_NORM_RULE:
         return {}
-    median = float(np.median(list(norms.values())))
+    median = _median(norms)
     return {
         key: f"update norm {norm:.4g} exceeds {max_ratio:g} x the round's median update norm {median:.4g}"
         for key, norm in norms.items()
         if norm > max_ratio * median
     }
+
+
+def norm_clips(norms: Mapping[Key, float], ratio: float) -> tuple[float, dict[Key, float]]:
+    """The round's clip norm (`ratio` × the median of `norms`) and, for each update above it, the
+    factor that scales it down to that norm; (inf, {}) when `ratio` is 0 or fewer than
+    MIN_REPLIES_FOR_NORM_RULE norms are given.
+
+    The bound: every update then counts with a norm of at most the clip norm; the median of the
+    norms lies within the honest nodes' norms while they are a majority, so f colluding nodes
+    whose updates hold a share s of the weight move the weighted average from the honest
+    nodes' own (clipped) average by at most s × (clip norm + the norm of that average): with
+    nodes of equal weight, f/n × (ratio × the largest honest norm + the honest average's norm),
+    in any direction they choose.
+    """
+    if ratio == 0 or len(norms) < MIN_REPLIES_FOR_NORM_RULE:
+        return math.inf, {}
+    limit = ratio * _median(norms)
+    return limit, {key: limit / norm for key, norm in norms.items() if norm > limit}
+
+
+def _median(norms: Mapping[Key, float]) -> float:
+    return float(np.median(list(norms.values())))
 
 
 class Rejected(ValueError):
