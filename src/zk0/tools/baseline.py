@@ -303,7 +303,9 @@ def prune_checkpoints(checkpoints: Path, keep: set[int], finished_only: bool) ->
 
 
 def score(weights: Path, processors: Path, eval_set, config: RunConfig, device: str) -> EvalResult:
-    """zk0's held-out metric for a pretrained_model directory, normalized by `processors`' saved stats."""
+    """zk0's held-out metric for a pretrained_model directory, normalized by `processors`' saved
+    stats, on every frame of `eval_set` (the run's eval-batches x batch-size frames are a sample
+    the federation scores each round cheaply; a comparison scores them all)."""
     from lerobot.configs.policies import PreTrainedConfig
     from lerobot.policies.factory import make_pre_post_processors
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
@@ -314,8 +316,13 @@ def score(weights: Path, processors: Path, eval_set, config: RunConfig, device: 
     preprocessor, postprocessor = make_pre_post_processors(
         policy.config, pretrained_path=str(processors), preprocessor_overrides={"device_processor": {"device": device}}
     )
-    batches = fixed_batches(eval_set, config.batch_size, config.num_workers, config.eval_batches)
+    batches = fixed_batches(eval_set, config.batch_size, config.num_workers, all_batches(eval_set, config.batch_size))
     return evaluate_policy(policy, preprocessor, postprocessor, batches)
+
+
+def all_batches(eval_set, batch_size: int) -> int:
+    """Batches that hold every frame of `eval_set`."""
+    return max(1, -(-len(eval_set) // batch_size))
 
 
 # The two axes a round is compared on: (key in comparison.json rows, table heading).
