@@ -22,8 +22,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from zk0.tools.baseline import TRAIN_REPO_ID, lr_options
-from zk0.run.checkpoint import save_checkpoint
+from zk0.tools.baseline import TRAIN_REPO_ID, all_batches, lr_options
+from zk0.node.personal import personal_dir
+from zk0.run.checkpoint import save_checkpoint, write_model
 from zk0.tools.cli import main
 from zk0.config import RunConfig
 from zk0.data.dataset import fixed_batches
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HELDOUT = 2  # of the demo's 4 episodes per client
 LOCAL_STEPS, BATCH, ROUNDS, CLIENTS = 2, 2, 2, 2
 STEPS_PER_ROUND = CLIENTS * LOCAL_STEPS
+REPORTED_PERSONAL = 1.25  # client 1's personal model on its own held-out episodes, as its node reported it
 
 
 def run_config(demo_roots: list[Path], **overrides) -> dict:
@@ -58,9 +60,13 @@ def write_fl_run(run_dir: Path, config: dict, policy, processors, eval_split) ->
     Returns the logged round-2 action MSE: the server's in-process evaluation of the checkpointed weights.
     """
     preprocessor, postprocessor = processors
-    batches = fixed_batches(eval_split, config["batch-size"], 0, config["eval-batches"])
+    # Every frame, as zk0 baseline scores (the server's own rounds score eval-batches of them).
+    batches = fixed_batches(eval_split, config["batch-size"], 0, all_batches(eval_split, config["batch-size"]))
     mse = evaluate_policy(policy, preprocessor, postprocessor, batches).action_mse
     save_checkpoint(RunDir(run_dir), ROUNDS, policy, preprocessor, postprocessor, {"eval/action_mse": mse})
+    # personalize: client 0's node left its personal model in the run directory (a simulation);
+    # client 1's kept its own and reported only its score (a deployment).
+    write_model(personal_dir({"partition-id": 0}, str(run_dir), "k"), policy, preprocessor, postprocessor)
     (run_dir / "run_config.json").write_text(json.dumps({"run_id": 7, "run_config": config}))
     uris = config["datasets"].split(",")
     rows = []
@@ -69,6 +75,8 @@ def write_fl_run(run_dir: Path, config: dict, policy, processors, eval_split) ->
             f"node {node} claiming {uri}": {"num-examples": LOCAL_STEPS * BATCH, "train/steps": LOCAL_STEPS} for node, uri in enumerate(uris)
         }
         rows.append({"round": server_round, "eval/action_mse": mse * (1 + 0.1 * (ROUNDS - server_round)), "clients": clients})
+    rows[-1]["client_eval"] = {f"node 1 claiming {uris[1]}": {"num-examples": 4, "eval/action_mse": 2.0,
+                                                                 "personal/eval/action_mse": REPORTED_PERSONAL}}
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     return mse
 
@@ -266,8 +274,25 @@ def test_each_client_alone_is_trained_on_its_own_training_episodes_and_scored_ev
             assert sorted(scored) == sorted(sets) and all(math.isfinite(v) for v in scored.values())
             held_out = [scored["client 0 held-out"], scored["client 1 held-out"]]
             assert min(held_out) <= scored["all clients' held-out"] <= max(held_out)
-    table = (out / "comparison.md").read_text().split("## Federated vs your model alone", 1)[1]
+    table = (out / "comparison.md").read_text().split("## Per owner: alone, global, personalized", 1)[1]
     assert sum(line.startswith(f"| {index} | `local:") for line in table.splitlines() for index in range(CLIENTS)) == CLIENTS
+
+
+def test_each_owners_personalized_model_is_scored_beside_alone_and_global(baseline):
+    """Client 0's personal model (in the run directory: a simulation) is scored on every set like the
+    twins; client 1's stayed on its node, and its reported own-held-out score stands in the table."""
+    run_dir = baseline[0]
+    comparison = json.loads((run_dir / "baseline" / "comparison.json").read_text())
+    mine, theirs = comparison["alone"]["clients"]
+    # client 0's personal model is the federated one here (written from the same weights): the same scores
+    assert mine["personalized"] == pytest.approx(comparison["alone"]["federated"])
+    assert mine["personalized_reported"] is None
+    assert theirs["personalized"] is None and theirs["personalized_reported"] == REPORTED_PERSONAL
+    table = (run_dir / "baseline" / "comparison.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| client |"))
+    assert "its own held-out: personalized" in header and "all clients' held-out: personalized vs alone" in header
+    row = next(line for line in table.splitlines() if line.startswith("| 1 | `local:"))
+    assert f"{REPORTED_PERSONAL:.4f}" in row
 
 
 def test_client_keys_name_the_dataset_their_node_claimed():
@@ -358,7 +383,7 @@ def test_the_centralized_comparison_stands_without_the_twins(twins, tmp_path, de
     baseline_dir = run_dir / "baseline"
     comparison = json.loads((baseline_dir / "comparison.json").read_text())
     assert [row["round"] for row in comparison["rows"]] == list(range(ROUNDS + 1)) and comparison["alone"] is None
-    assert "## Federated vs your model alone" not in (baseline_dir / "comparison.md").read_text()
+    assert "## Per owner" not in (baseline_dir / "comparison.md").read_text()
     if twins == "skipped":
         assert code == 0 and out.endswith((baseline_dir / "comparison.md").read_text())
         assert not (baseline_dir / "alone").exists()

@@ -75,6 +75,7 @@ class FederatedRun:
     skipped: tuple[str, ...]  # client keys claiming a dataset outside the run config's: not trained on
     steps_per_round: int  # optimizer steps of all clients together in one round
     sequential_steps_per_round: int  # optimizer steps one after the other in a round: one client's
+    final_only: bool = False  # compare the final round alone (zk0 baseline --final-only)
 
     @property
     def total_steps(self) -> int:
@@ -83,9 +84,13 @@ class FederatedRun:
     @property
     def compared_steps(self) -> set[int]:
         """The centralized steps some scored round (evaluated or checkpointed) is compared at, on either axis."""
-        rounds = [r for r in range(1, self.config.num_rounds + 1)
-                  if self.rows[r].get("eval/action_mse") is not None or self.checkpoint(r)]
+        rounds = [r for r in self.compared_rounds if self.rows[r].get("eval/action_mse") is not None or self.checkpoint(r)]
         return {r * self.steps_per_round for r in rounds} | {r * self.sequential_steps_per_round for r in rounds}
+
+    @property
+    def compared_rounds(self) -> list[int]:
+        last = self.config.num_rounds
+        return [last] if self.final_only else [r for r in sorted(self.rows) if 0 <= r <= last]
 
     def checkpoint(self, server_round: int) -> Path | None:
         path = self.paths.checkpoint(server_round) / PRETRAINED
@@ -350,7 +355,7 @@ def compare(run: FederatedRun, start_model: Path, train_dir: Path, device: str) 
         return central_scores[steps]
 
     rows = []
-    for server_round in sorted(run.rows):
+    for server_round in run.compared_rounds:
         logged = run.rows[server_round].get("eval/action_mse")
         fl_checkpoint = run.checkpoint(server_round)
         fl = score(fl_checkpoint, fl_checkpoint, eval_set, config, device).action_mse if fl_checkpoint else logged

@@ -7,6 +7,7 @@ alone), which builds on it; this module runs both and writes the report.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -94,11 +95,12 @@ def _plot(comparison: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def run_baseline(run_dir: Path, log=print, alone: bool = True) -> dict:
+def run_baseline(run_dir: Path, log=print, alone: bool = True, final_only: bool = False) -> dict:
     """Train the centralized baseline of `run_dir` and compare; with `alone`, also each client's
-    local-only twin (zk0.tools.alone). Returns comparison.json's content."""
+    local-only twin (zk0.tools.alone); with `final_only`, the final round alone. Returns
+    comparison.json's content."""
     run_dir = run_dir.resolve()
-    run = read_run(run_dir)
+    run = dataclasses.replace(read_run(run_dir), final_only=final_only)
     out = run.paths.baseline
     if out.exists():
         raise BaselineError(f"{out} already exists; delete it to run the baseline again")
