@@ -161,6 +161,10 @@ def test_comparison_table_and_plot(baseline):
     assert rows[0]["equal_samples"] == rows[0]["equal_sequential_steps"]
     assert comparison["total_steps"] == 8 and comparison["sequential_steps_per_round"] == LOCAL_STEPS
     assert comparison["train_data"]["episodes"] == 4
+    clock = comparison["equal_wall_clock"]  # batch K x b for the federation's sequential steps
+    assert (clock["batch_size"], clock["central_steps"]) == (CLIENTS * BATCH, ROUNDS * LOCAL_STEPS)
+    assert math.isfinite(clock["central_action_mse"]) and clock["fl_action_mse"] == rows[2]["fl_action_mse"]
+    assert clock["gap_pct"] == pytest.approx(100 * (clock["fl_action_mse"] / clock["central_action_mse"] - 1))
     table = (out / "comparison.md").read_text()
     assert stdout.endswith(table) and sum(line.startswith("| ") for line in table.splitlines()) == (1 + 3) + (1 + CLIENTS)
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -8,6 +8,7 @@
                            zk0 node fits it (zk0.policy.model.load_policy), with its processors
     train/                 `lerobot-train` output: checkpoints/<step>/pretrained_model, ...
     lerobot-train.log      its console output
+    wall_clock/            the equal-wall-clock twin: batch K x batch-size for num-rounds x L steps
     alone/client_<i>/      each client's local-only twin (zk0.tools.alone; not with alone=False)
     comparison.json/.md    FL vs centralized held-out action MSE per round, on both axes (written
                            before the twins train), and federated vs each client alone (after)
@@ -54,7 +55,7 @@ from zk0.config import ConfigError, RunConfig
 from zk0.data.dataset import DatasetError, fixed_batches, open_node_data, open_split
 from zk0.policy.evaluate import EvalResult, evaluate_policy
 from zk0.policy.model import load_policy, make_processors
-from zk0.run.directory import PRETRAINED, RunDir, RunDirError
+from zk0.run.directory import LEROBOT_CHECKPOINTS, PRETRAINED, RunDir, RunDirError
 from zk0.policy.train import BETAS, GRAD_CLIP_NORM, WEIGHT_DECAY
 from zk0.data.uri import DatasetURI, URIError, parse_dataset_uri
 
@@ -251,7 +252,8 @@ def write_start_model(run: FederatedRun, meta, out: Path) -> Path:
 
 
 def lerobot_train_command(config: RunConfig, start_model: Path, dataset, out: Path, device: str, *,
-                          steps_per_round: int, total_steps: int, save_freq: int) -> list[str]:
+                          steps_per_round: int, total_steps: int, save_freq: int,
+                          batch_size: int | None = None) -> list[str]:
     """lerobot-train on `dataset` (its repo id and root) for `total_steps`, the lr mapped from the
     run's schedule with `steps_per_round` steps a round, a checkpoint every `save_freq` steps."""
     options = {
@@ -266,7 +268,7 @@ def lerobot_train_command(config: RunConfig, start_model: Path, dataset, out: Pa
         "dataset.root": dataset.root,
         "output_dir": out,
         "job_name": "zk0-baseline",
-        "batch_size": config.batch_size,
+        "batch_size": batch_size or config.batch_size,
         "steps": total_steps,
         "save_freq": save_freq,
         "log_freq": steps_per_round,
@@ -334,6 +336,38 @@ def all_batches(eval_set, batch_size: int) -> int:
 AXES = (("equal_samples", "equal samples"), ("equal_sequential_steps", "equal sequential steps"))
 
 
+def eval_split(config: RunConfig, model: Path):
+    """The run's eval dataset (every episode), with `model`'s features."""
+    from lerobot.configs.policies import PreTrainedConfig
+
+    eval_data = open_node_data(config.eval_dataset, config.action_dim, 0, config.state_dim)
+    return open_split(eval_data, eval_data.train_episodes, PreTrainedConfig.from_pretrained(model))
+
+
+def wall_clock(run: FederatedRun, start_model: Path, dataset, out: Path, device: str, fl_action_mse: float | None,
+               log=print) -> dict:
+    """The third axis, equal wall-clock: the clients of a round train in parallel, so centralized
+    training may take as large a batch as all of them together (K x batch-size, K = the round's
+    steps over one client's) for as many steps as one client took (num-rounds x L); its final
+    checkpoint against the federation's final round."""
+    from lerobot.utils.train_utils import get_step_checkpoint_dir
+
+    config = run.config
+    clients = max(1, run.steps_per_round // run.sequential_steps_per_round)
+    batch, steps = clients * config.batch_size, config.num_rounds * run.sequential_steps_per_round
+    log(f"equal wall-clock: lerobot-train, {steps} steps at batch {batch}")
+    out.mkdir(parents=True, exist_ok=True)
+    command = lerobot_train_command(config, start_model, dataset, out / "train", device,
+                                    steps_per_round=run.sequential_steps_per_round, total_steps=steps,
+                                    save_freq=steps, batch_size=batch)
+    run_lerobot_train(command, out / "lerobot-train.log", device, out / "train" / LEROBOT_CHECKPOINTS, {steps})
+    final = get_step_checkpoint_dir(out / "train", steps, steps) / PRETRAINED
+    mse = score(final, final, eval_split(config, start_model), config, device).action_mse
+    gap = 100.0 * (fl_action_mse - mse) / mse if fl_action_mse is not None and mse else None
+    return {"batch_size": batch, "central_steps": steps, "central_action_mse": mse, "fl_action_mse": fl_action_mse,
+            "gap_pct": gap}
+
+
 def compare(run: FederatedRun, start_model: Path, train_dir: Path, device: str) -> list[dict]:
     """One row per FL round with a score: FL (its checkpoint, else metrics.jsonl) vs centralized
     at equal samples and at equal sequential steps."""
@@ -341,8 +375,7 @@ def compare(run: FederatedRun, start_model: Path, train_dir: Path, device: str) 
     from lerobot.utils.train_utils import get_step_checkpoint_dir
 
     config = run.config
-    eval_data = open_node_data(config.eval_dataset, config.action_dim, 0, config.state_dim)
-    eval_set = open_split(eval_data, eval_data.train_episodes, PreTrainedConfig.from_pretrained(start_model))
+    eval_set = eval_split(config, start_model)
     central_scores: dict[int, float | None] = {}
 
     def central(steps: int) -> float | None:
