@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from zk0.tools.baseline import TRAIN_REPO_ID, all_batches, lr_options
+from zk0.tools.baseline import TRAIN_REPO_ID, lr_options
 from zk0.node.personal import personal_dir
 from zk0.run.checkpoint import save_checkpoint, write_model
 from zk0.tools.cli import main
@@ -60,8 +60,7 @@ def write_fl_run(run_dir: Path, config: dict, policy, processors, eval_split) ->
     Returns the logged round-2 action MSE: the server's in-process evaluation of the checkpointed weights.
     """
     preprocessor, postprocessor = processors
-    # Every frame, as zk0 baseline scores (the server's own rounds score eval-batches of them).
-    batches = fixed_batches(eval_split, config["batch-size"], 0, all_batches(eval_split, config["batch-size"]))
+    batches = fixed_batches(eval_split, config["batch-size"], 0, config["eval-batches"])
     mse = evaluate_policy(policy, preprocessor, postprocessor, batches).action_mse
     save_checkpoint(RunDir(run_dir), ROUNDS, policy, preprocessor, postprocessor, {"eval/action_mse": mse})
     # personalize: client 0's node left its personal model in the run directory (a simulation);
@@ -89,7 +88,7 @@ def baseline(tmp_path_factory, demo_roots, session_policy, processors, eval_spli
     mse = write_fl_run(run_dir, run_config(demo_roots), session_policy, processors, eval_split)
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        code = main(["baseline", str(run_dir)])
+        code = main(["baseline", str(run_dir), "--eval-batches", "2"])  # every frame: minutes on CI
     return run_dir, code, mse, stdout.getvalue()
 
 
@@ -382,7 +381,8 @@ def test_the_centralized_comparison_stands_without_the_twins(twins, tmp_path, de
     write_fl_run(run_dir, run_config(demo_roots), session_policy, processors, eval_split)
     if twins == "failing":
         monkeypatch.setattr(zk0.tools.alone, "train_twin", failing_twin)
-    code = main(["baseline", str(run_dir), *(["--no-alone"] if twins == "skipped" else [])])
+    code = main(["baseline", str(run_dir), "--eval-batches", "2", "--no-wall-clock",
+                 *(["--no-alone"] if twins == "skipped" else [])])
     out, err = capsys.readouterr()
     baseline_dir = run_dir / "baseline"
     comparison = json.loads((baseline_dir / "comparison.json").read_text())
@@ -395,3 +395,9 @@ def test_the_centralized_comparison_stands_without_the_twins(twins, tmp_path, de
         [line] = [line for line in err.splitlines() if line.startswith("zk0: error: ")]
         assert code == 2 and line.endswith(f"client 0's twin (the centralized comparison is in "
                                            f"{baseline_dir / 'comparison.md'}; the clients alone are not)")
+
+
+def test_a_comparison_scores_every_frame_unless_told_otherwise():
+    from zk0.tools.baseline import all_batches
+
+    assert [all_batches(range(n), 8) for n in (1, 8, 9, 360)] == [1, 1, 2, 45]

@@ -84,7 +84,7 @@ def scoring_sets(run: FederatedRun, policy_config) -> dict[str, object]:
 
 def scores(model: Path, sets: dict, run: FederatedRun, device: str) -> dict[str, float]:
     """Held-out action MSE of `model` on each set, plus the union of the clients' held-out sets."""
-    results = {name: score(model, model, split, run.config, device) for name, split in sets.items()}
+    results = {name: score(model, model, split, run.config, device, run.eval_batches) for name, split in sets.items()}
     held_out = [result for name, result in results.items() if name != EVAL]
     mse = {name: result.action_mse for name, result in results.items()}
     if held_out:

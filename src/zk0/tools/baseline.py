@@ -77,6 +77,7 @@ class FederatedRun:
     steps_per_round: int  # optimizer steps of all clients together in one round
     sequential_steps_per_round: int  # optimizer steps one after the other in a round: one client's
     final_only: bool = False  # compare the final round alone (zk0 baseline --final-only)
+    eval_batches: int | None = None  # batches scored per set (zk0 baseline --eval-batches); None: every frame
 
     @property
     def total_steps(self) -> int:
@@ -309,10 +310,12 @@ def prune_checkpoints(checkpoints: Path, keep: set[int], finished_only: bool) ->
             shutil.rmtree(path, ignore_errors=True)
 
 
-def score(weights: Path, processors: Path, eval_set, config: RunConfig, device: str) -> EvalResult:
+def score(weights: Path, processors: Path, eval_set, config: RunConfig, device: str,
+          batches: int | None = None) -> EvalResult:
     """zk0's held-out metric for a pretrained_model directory, normalized by `processors`' saved
     stats, on every frame of `eval_set` (the run's eval-batches x batch-size frames are a sample
-    the federation scores each round cheaply; a comparison scores them all)."""
+    the federation scores each round cheaply; a comparison scores them all), or on `batches`
+    evenly spaced batches of them (zk0 baseline --eval-batches)."""
     from lerobot.configs.policies import PreTrainedConfig
     from lerobot.policies.factory import make_pre_post_processors
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
@@ -323,8 +326,9 @@ def score(weights: Path, processors: Path, eval_set, config: RunConfig, device: 
     preprocessor, postprocessor = make_pre_post_processors(
         policy.config, pretrained_path=str(processors), preprocessor_overrides={"device_processor": {"device": device}}
     )
-    batches = fixed_batches(eval_set, config.batch_size, config.num_workers, all_batches(eval_set, config.batch_size))
-    return evaluate_policy(policy, preprocessor, postprocessor, batches)
+    loader = fixed_batches(eval_set, config.batch_size, config.num_workers,
+                           batches or all_batches(eval_set, config.batch_size))
+    return evaluate_policy(policy, preprocessor, postprocessor, loader)
 
 
 def all_batches(eval_set, batch_size: int) -> int:
@@ -362,7 +366,7 @@ def wall_clock(run: FederatedRun, start_model: Path, dataset, out: Path, device:
                                     save_freq=steps, batch_size=batch)
     run_lerobot_train(command, out / "lerobot-train.log", device, out / "train" / LEROBOT_CHECKPOINTS, {steps})
     final = get_step_checkpoint_dir(out / "train", steps, steps) / PRETRAINED
-    mse = score(final, final, eval_split(config, start_model), config, device).action_mse
+    mse = score(final, final, eval_split(config, start_model), config, device, run.eval_batches).action_mse
     gap = 100.0 * (fl_action_mse - mse) / mse if fl_action_mse is not None and mse else None
     return {"batch_size": batch, "central_steps": steps, "central_action_mse": mse, "fl_action_mse": fl_action_mse,
             "gap_pct": gap}
@@ -383,7 +387,7 @@ def compare(run: FederatedRun, start_model: Path, train_dir: Path, device: str) 
         data's statistics), scored once however many rows compare with it."""
         if steps not in central_scores:
             directory = start_model if steps == 0 else get_step_checkpoint_dir(train_dir, run.total_steps, steps) / PRETRAINED
-            central_scores[steps] = (score(directory, directory, eval_set, config, device).action_mse
+            central_scores[steps] = (score(directory, directory, eval_set, config, device, run.eval_batches).action_mse
                                      if directory.is_dir() else None)
         return central_scores[steps]
 
@@ -391,7 +395,7 @@ def compare(run: FederatedRun, start_model: Path, train_dir: Path, device: str) 
     for server_round in run.compared_rounds:
         logged = run.rows[server_round].get("eval/action_mse")
         fl_checkpoint = run.checkpoint(server_round)
-        fl = score(fl_checkpoint, fl_checkpoint, eval_set, config, device).action_mse if fl_checkpoint else logged
+        fl = score(fl_checkpoint, fl_checkpoint, eval_set, config, device, run.eval_batches).action_mse if fl_checkpoint else logged
         if fl is None:
             continue
         row = {"round": server_round, "fl_action_mse": fl,

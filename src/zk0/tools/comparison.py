@@ -102,12 +102,12 @@ def _plot(comparison: dict, path: Path) -> None:
 
 
 def run_baseline(run_dir: Path, log=print, alone: bool = True, final_only: bool = False,
-                 wall_clock_axis: bool = True) -> dict:
+                 wall_clock_axis: bool = True, eval_batches: int | None = None) -> dict:
     """Train the centralized baseline of `run_dir` and compare; with `alone`, also each client's
     local-only twin (zk0.tools.alone); with `final_only`, the final round alone. Returns
     comparison.json's content."""
     run_dir = run_dir.resolve()
-    run = dataclasses.replace(read_run(run_dir), final_only=final_only)
+    run = dataclasses.replace(read_run(run_dir), final_only=final_only, eval_batches=eval_batches)
     out = run.paths.baseline
     if out.exists():
         raise BaselineError(f"{out} already exists; delete it to run the baseline again")
