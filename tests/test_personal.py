@@ -121,6 +121,13 @@ def test_personalize_needs_the_final_evaluation():
         RunConfig.from_run_config(pyproject_run_config(personalize="ditto"))
     with pytest.raises(ConfigError, match="drift-correction"):
         RunConfig.from_run_config(pyproject_run_config(drift_correction="feddyn"))
+    # SCAFFOLD reads the mean update off the global model's change: a server step would feed back
+    for step in ({"aggregation": "fedavgm", "server_lr": 2.0, "server_momentum": 0.0},
+                 {"aggregation": "fedmedian"}, {"aggregation": "fedadam", "server_lr": 1e-3}):
+        with pytest.raises(ConfigError, match="plain average"):
+            RunConfig.from_run_config(pyproject_run_config(drift_correction="scaffold", **step))
+    RunConfig.from_run_config(pyproject_run_config(drift_correction="scaffold", aggregation="fedavgm",
+                                                   server_lr=1.0, server_momentum=0.0))
 
 
 def test_personal_dir_simulation_deployment_and_hostile_names(tmp_path, monkeypatch):

@@ -157,6 +157,18 @@ class RunConfig:
         if self.drift_correction not in DRIFT_CORRECTIONS:
             raise ConfigError(f"run-config key 'drift-correction' must be one of {', '.join(DRIFT_CORRECTIONS)}; "
                               f"got '{self.drift_correction}'")
+        plain_average = self.aggregation == "fedprox" or (
+            self.aggregation == "fedavgm" and self.server_lr == 1.0 and self.server_momentum == 0.0)
+        if self.drift_correction == "scaffold" and not plain_average:
+            # The nodes read the federation's mean update off the global model's last change: a
+            # server step (or a robust aggregation) feeds its own step back into every correction
+            # (measured: fedavgm server-lr 2 diverged by round 12 on the tiny demo).
+            raise ConfigError(
+                f"run-config key 'drift-correction' is 'scaffold', which needs the global model to move by the "
+                f"plain average of the updates: aggregation 'fedprox' (or 'fedavgm' with server-lr 1.0, "
+                f"server-momentum 0.0), not '{self.aggregation}'"
+                + (f" with server-lr {self.server_lr:g}, server-momentum {self.server_momentum:g}"
+                   if self.aggregation == "fedavgm" else ""))
         if self.resume_from and not self.resume_from.startswith("/"):
             raise ConfigError(f"run-config key 'resume-from' must be an absolute run directory path, got '{self.resume_from}'")
         if self.aggregation not in AGGREGATIONS:

@@ -15,8 +15,9 @@ Each of the round's K local steps then moves the weights by `(c - c_i) / K` afte
 optimizer's step (step units: zk0's clients run AdamW, whose step is not lr x gradient, so
 the variates are kept as displacements rather than gradients). A node that missed the last
 round (no previous global model) or has no `c_i` yet trains uncorrected that round. With
-partial participation, clipping or a server step other than the plain average, `c` is only
-an estimate of the nodes' mean direction.
+partial participation or clipping `c` is only an estimate of the nodes' mean direction; a
+server step other than the plain average feeds back into every correction (fedavgm with
+server-lr 2 diverged on the tiny demo), so zk0.config refuses scaffold with one.
 """
 
 from __future__ import annotations
