@@ -91,11 +91,12 @@ def owners(alone: dict | None) -> list[dict]:
     own held-out episodes and on all owners' (zk0 baseline's per-owner table)."""
     union = "all clients' held-out"
     rows = []
-    for client in (alone or {}).get("clients", []):
-        own = f"client {client['client']} held-out"
+    for index, client in enumerate((alone or {}).get("clients", [])):
+        owner = client.get("client", index)
+        own = f"client {owner} held-out"
         mine = client.get("personalized") or {}
         rows.append({
-            "owner": client["client"],
+            "owner": owner,
             "own": {"alone": client["alone"].get(own), "global": alone["federated"].get(own),
                     "personalized": mine.get(own, client.get("personalized_reported"))},
             "union": {"alone": client["alone"].get(union), "global": alone["federated"].get(union),

@@ -36,3 +36,22 @@ def test_tables_show_a_dash_for_a_missing_checkpoint_no_twins_or_no_held_out_epi
         ["-", "-", "2.0", "+50.0%", "1/2 |"]]
     [seeds] = bench.seeds_table(results).splitlines()[2:]
     assert seeds.split(" | ")[5:] == ["-", "+50.0% (+50.0..+50.0)", "1/2 |"]  # 1 of 2: only seed 3 scored it
+
+
+def test_owner_tables_count_where_personalized_beats_alone_and_global(tmp_path):
+    bench = load_bench()
+    union = "all clients' held-out"
+    alone = {"federated": {"client 0 held-out": 5.0, "client 1 held-out": 6.0, union: 5.5},
+             "clients": [
+                 {"client": 0, "alone": {"client 0 held-out": 4.0, union: 9.0},
+                  "personalized": {"client 0 held-out": 3.0, union: 6.0}},
+                 # a deployed node kept its model: only its reported own score
+                 {"client": 1, "alone": {"client 1 held-out": 2.0, union: 8.0}, "personalized": None,
+                  "personalized_reported": 2.5}]}
+    [row] = [bench.result_row("noniid", 0.01, 2, 42, tmp_path, comparison(alone))]
+    assert [o["own"] for o in row["owners"]] == [{"alone": 4.0, "global": 5.0, "personalized": 3.0},
+                                                 {"alone": 2.0, "global": 6.0, "personalized": 2.5}]
+    assert row["owners"][1]["union"]["personalized"] is None
+    assert "| noniid | 2 | 42 | 1 | 2.0 | 6.0 | 2.5 | 8.0 | 5.5 | - |" in bench.owners_table([row])
+    [summary] = bench.owners_summary([row]).splitlines()[2:]
+    assert summary.startswith("| noniid | 2 | 2 | 1/2 | 2/2 |")
