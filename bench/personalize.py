@@ -7,7 +7,7 @@ global model, once per (personal-steps, personal-lr) of the grid; every model is
 every frame of the owner's held-out episodes. Prints global vs personalized per owner and
 recipe, so a recipe is picked by measurement before it goes into a run's config.
 
-    PYTHONPATH=src .venv/bin/python bench/personalize.py RUN_DIR [--steps 40,120,240] [--lrs 1e-3,3e-3]
+    PYTHONPATH=src .venv/bin/python bench/personalize.py RUN_DIR [--steps 40,120,240] [--lrs 1e-3,3e-3] [--owners 0,3]
 
 The personal models land under RUN_DIR/personalize-bench/ (deleted with --no-keep).
 """
@@ -26,6 +26,7 @@ def main() -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--steps", default="40,120,240")
     parser.add_argument("--lrs", default="1e-3,3e-3")
+    parser.add_argument("--owners", help="comma-separated owner indexes (default: every owner)")
     parser.add_argument("--no-keep", action="store_true", help="delete the personal models afterwards")
     args = parser.parse_args()
 
@@ -54,7 +55,8 @@ def main() -> int:
     out = run.path / "personalize-bench"
     results = []
     owners = len([d for d in str(run_config["datasets"]).split(",") if d.strip()])
-    for partition in range(owners):
+    chosen = [int(o) for o in args.owners.split(",")] if args.owners else list(range(owners))
+    for partition in chosen:
         context = Context(run_id=1, node_id=partition, node_config={"partition-id": partition},
                           state=RecordDict(), run_config=run_config)
         session = node_session(context)
