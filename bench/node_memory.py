@@ -2,8 +2,12 @@
 
 Every process of a run carries a marker in its environment; a sampler thread reads each one's
 /proc/PID/smaps_rollup once a second: RSS (resident pages, shared libraries included), PSS
-(shared pages divided among the processes mapping them: the sum over a process tree counts
-each page once) and USS (private pages: what one more such process costs).
+(shared pages divided among all processes of the machine mapping them, other users' included)
+and anonymous memory (what the process allocated itself: the heap, torch's and Python's data;
+what one more such process costs, whatever else runs: USS would also count the library pages
+that no other process happens to map at that moment). The tree's memory is bounded by its
+processes' anonymous memory plus the largest file-backed set among them (the libraries they
+share, counted once).
 
 - `simulation(tree, clients, rounds)`: `TREE/train-fl-simulation.sh --tiny --clients N`; the
   peak of a simulation actor (`ray::ClientAppActor`) and the peak PSS sum of the whole tree
@@ -39,10 +43,10 @@ TINY_RUN = (
 class Usage:
     rss: int = 0  # kB
     pss: int = 0
-    uss: int = 0
+    anon: int = 0
 
     def peak(self, other: Usage) -> Usage:
-        return Usage(max(self.rss, other.rss), max(self.pss, other.pss), max(self.uss, other.uss))
+        return Usage(max(self.rss, other.rss), max(self.pss, other.pss), max(self.anon, other.anon))
 
 
 def usage(pid: int) -> Usage | None:
@@ -53,7 +57,7 @@ def usage(pid: int) -> Usage | None:
             fields[key] = int(value.split()[0])
     except (OSError, ValueError):
         return None
-    return Usage(fields.get("Rss", 0), fields.get("Pss", 0), fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0))
+    return Usage(fields.get("Rss", 0), fields.get("Pss", 0), fields.get("Anonymous", 0))
 
 
 def marked(marker: str) -> dict[int, bytes]:
@@ -87,21 +91,23 @@ class Sampler(threading.Thread):
     peaks: dict[str, Usage] = field(default_factory=dict)
     last: dict[str, Usage] = field(default_factory=dict)
     tree_pss: int = 0
+    tree_bound: int = 0  # the sum of anonymous memory plus the largest file-backed set, kB
     done: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         super().__init__(daemon=True)
 
     def sample(self) -> None:
-        total, now = 0, {}
+        total, anon, files, now = 0, 0, 0, {}
         for pid, cmdline in marked(self.marker).items():
             seen = usage(pid)
             if seen is None:
                 continue
-            total += seen.pss
+            total, anon, files = total + seen.pss, anon + seen.anon, max(files, seen.rss - seen.anon)
             name = role(cmdline)
             now[name] = now.get(name, Usage()).peak(seen)
         self.tree_pss = max(self.tree_pss, total)
+        self.tree_bound = max(self.tree_bound, anon + files)
         for name, seen in now.items():
             self.peaks[name] = self.peaks.get(name, Usage()).peak(seen)
         self.last = now
@@ -127,6 +133,7 @@ def environment(tree: Path, marker: str, venv: Path) -> dict[str, str]:
 class SimulationMemory:
     actor: Usage
     tree_pss_kb: int
+    tree_bound_kb: int
     seconds: float
 
 
@@ -144,7 +151,8 @@ def simulation(tree: Path, venv: Path, clients: int, rounds: int, sim_dir: Path,
     sampler.stop()
     if code != 0:
         sys.exit(f"node_memory.py: the {clients}-client simulation of {tree} failed (exit {code}); see {log}")
-    return SimulationMemory(sampler.peaks.get("actor", Usage()), sampler.tree_pss, time.perf_counter() - started)
+    return SimulationMemory(sampler.peaks.get("actor", Usage()), sampler.tree_pss, sampler.tree_bound,
+                            time.perf_counter() - started)
 
 
 @dataclass

@@ -15,9 +15,9 @@ W = the CPUs Ray gets: all of this machine's). Also round 0's statistics query (
 opens its dataset and reports; from server.log) and the script's whole wall time.
 
 `memory` (issue 28): for each N, `train-fl-simulation.sh --tiny --clients N`, every process of
-the run sampled each second (smaps_rollup): a simulation actor's (`ray::ClientAppActor`) peak
-RSS, PSS and USS (its private pages: what one more actor costs), and the whole process tree's
-peak PSS sum (shared library pages counted once). Then a warm tiny node as a deployment runs it
+the run sampled each second (smaps_rollup, see bench/node_memory.py): a simulation actor's
+(`ray::ClientAppActor`) peak RSS and anonymous memory (what one more actor costs), and the whole
+process tree's peak: anonymous memory plus the shared libraries once, and the PSS sum. Then a warm tiny node as a deployment runs it
 (bench/node_memory.py): a SuperNode and its `zk0_executor`, after a 2-round tiny run. With
 `--baseline DIR` (a checkout, e.g. `git archive main | tar -x -C DIR`) the same runs of that
 checkout's scripts and sources come first and the table shows both side by side.
@@ -176,18 +176,21 @@ def memory(args: argparse.Namespace) -> None:
         data = node_memory.demo_data(VENV, ROOT, sim_dir / "memory-node-data")
         for tree in trees:
             node = node_memory.warm_node(tree, VENV, data, work)
-            rows.setdefault("warm tiny node: SuperNode RSS / PSS MB", []).append(
-                f"{_mb(node.supernode.rss)} / {_mb(node.supernode.pss)}")
-            rows.setdefault("warm tiny node: executor RSS / PSS / USS MB", []).append(
-                f"{_mb(node.executor.rss)} / {_mb(node.executor.pss)} / {_mb(node.executor.uss)}")
-            rows.setdefault("warm tiny node: SuperNode + executor PSS MB", []).append(
-                _mb(node.supernode.pss + node.executor.pss))
+            rows.setdefault("warm tiny node: SuperNode RSS / anonymous MB", []).append(
+                f"{_mb(node.supernode.rss)} / {_mb(node.supernode.anon)}")
+            rows.setdefault("warm tiny node: executor RSS / anonymous MB", []).append(
+                f"{_mb(node.executor.rss)} / {_mb(node.executor.anon)}")
+            rows.setdefault("warm tiny node: both, anonymous + largest file-backed MB", []).append(
+                _mb(node.supernode.anon + node.executor.anon + max(node.supernode.rss - node.supernode.anon,
+                                                                   node.executor.rss - node.executor.anon)))
             rows.setdefault("executor peak RSS MB", []).append(_mb(node.peak_executor.rss))
             for clients in args.clients:
                 # The demo data is the script's own (written on the first run, kept in --sim-dir).
                 sim = node_memory.simulation(tree, VENV, clients, args.rounds, sim_dir, work)
-                rows.setdefault(f"{clients} clients: actor peak RSS / PSS / USS MB", []).append(
-                    f"{_mb(sim.actor.rss)} / {_mb(sim.actor.pss)} / {_mb(sim.actor.uss)}")
+                rows.setdefault(f"{clients} clients: actor peak RSS / anonymous MB", []).append(
+                    f"{_mb(sim.actor.rss)} / {_mb(sim.actor.anon)}")
+                rows.setdefault(f"{clients} clients: process tree peak, anonymous + largest file-backed MB",
+                                []).append(_mb(sim.tree_bound_kb))
                 rows.setdefault(f"{clients} clients: process tree peak PSS MB", []).append(_mb(sim.tree_pss_kb))
                 rows.setdefault(f"{clients} clients: script wall s", []).append(f"{sim.seconds:.0f}")
             print(f"measured {tree}", file=sys.stderr, flush=True)
