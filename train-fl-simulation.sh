@@ -85,7 +85,8 @@ NOISE+='|Reducing the number of VLM layers|Loading weights from local directory|
 # The first lines of Flower's and Ray's error records about a node's failure (zk0's own
 # one-line warning names it) and of the ServerApp's exit (the script ends with the reason).
 NOISE+='|An exception was raised when processing a message by RayBackend|ray::ClientAppActor\.run\(\)'
-NOISE+='|The actor died unexpectedly before finishing this task\.|A simulation actor died; a fresh one replaces it'
+NOISE+='|The actor died unexpectedly before finishing this task\.|Task was killed due to the node running low on memory'
+NOISE+='|A simulation actor died; a fresh one replaces it'
 NOISE+='|Traceback \(most recent call last\)|Simulation raised an exception|Exit Code: [0-9]+'
 # Ray's raylet reporting a worker it killed for memory (its table of the machine's biggest
 # processes follows): zk0's one line per lost node names the cause and the knob.
