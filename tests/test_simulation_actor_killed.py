@@ -21,7 +21,7 @@ from test_simulation_e2e import MARKER, SCRIPT, failure_report, marked_processes
 
 pytestmark = pytest.mark.timeout(400)
 
-ROUNDS = 3
+ROUNDS = 2  # the killed round 1 retried, and round 2 after it
 # Ray names an actor's process after the method it runs: a node's message in progress.
 RUNNING = "ray::ClientAppActor.run"
 
@@ -49,7 +49,7 @@ def killed_run(tmp_path_factory) -> tuple[SimulationRun, Path, list[int]]:
     marker = uuid.uuid4().hex
     env = os.environ | {"ZK0_SIM_DIR": str(work / "sim"), MARKER: marker}
     args = [str(SCRIPT), "--tiny", "--clients", "2", "--rounds", str(ROUNDS), "--output-dir", str(outputs),
-            "--run-config", "local-steps=3 eval-batches=1 checkpoint-every=3"]
+            "--run-config", f"local-steps=3 eval-batches=1 checkpoint-every={ROUNDS}"]
     killed: list[int] = []
     stop = threading.Event()
     killer = threading.Thread(target=kill_an_actor_in_round_1, args=(marker, outputs, stop, killed), daemon=True)
