@@ -67,12 +67,13 @@ SIM_EVAL_EVERY=5
 SIM_MAX_CLIENTS=8
 
 # What one simulated client (a Ray actor serving nodes in turn) and the simulation's own process
-# (ServerApp, Ray driver) hold at their peak, MB: the tiny SmolVLA measured (bench/README.md,
-# 'Lighter nodes'); a real SmolVLA (450M parameters, the expert's AdamW state) from its run there.
+# (ServerApp, Ray driver) hold at their peak, MB (bench/README.md): the tiny SmolVLA ('Lighter
+# nodes': ~1.1 GB per actor, ~1.1 GB server); a real SmolVLA (`real_round.py`: ~7 GB per
+# client, ~8 GB server).
 ACTOR_MB_TINY=1000
 SERVER_MB_TINY=1300
-ACTOR_MB_REAL=6000
-SERVER_MB_REAL=5000
+ACTOR_MB_REAL=7000
+SERVER_MB_REAL=8000
 
 # Bad input (options, run config): exit 2, as zk0's own commands do.
 bad_input() { printf 'zk0-sim: error: %s\n' "$*" >&2; exit 2; }
