@@ -23,10 +23,17 @@ CLIENTS_DIR="$ZK0_HOME/clients"
 SERVER_SESSION="zk0-superlink"
 SUPEREXEC_SESSION="zk0-superexec"
 PROXY_SESSION="zk0-proxy"
+ADMIN_PROXY_SESSION="zk0-admin-proxy"
 DEFAULT_SERVER_PORT=9092
 START_TIMEOUT="${ZK0_START_TIMEOUT:-90}"
-# fleet-traffic.log (~80 bytes per Fleet request) and its one older part, fleet-traffic.log.1.
-FLEET_LOG_MAX_BYTES=$((64 * 1024 * 1024))
+# Every log a component writes (its session log; nginx's proxy.log and fleet-traffic.log, ~80
+# bytes per Fleet request) is capped by zk0.ops.log_cap: past this size it moves to LOG.1.
+LOG_MAX_BYTES=$((64 * 1024 * 1024))
+# A component that exits is started again after RESTART_FIRST_WAIT seconds, doubling up to
+# RESTART_MAX_WAIT while it keeps failing; one that ran RESTART_STABLE seconds starts afresh.
+RESTART_FIRST_WAIT=2
+RESTART_MAX_WAIT=60
+RESTART_STABLE=300
 # A name no directory in the admin's working directory can shadow (flwr reads a bare
 # `zk0` as an app path when ./zk0/pyproject.toml exists, e.g. in $HOME after install).
 CONNECTION="zk0-superlink"
@@ -91,19 +98,35 @@ session_pid() { tmx list-panes -t "=$1" -F '#{pane_pid}' 2>/dev/null | head -n1;
 
 # Start a detached session running one command, its output appended to `log`. The tmux
 # server may predate this call, so the variables that steer zk0, Hugging Face, wandb and
-# CUDA are passed explicitly. With `restart`, the command is started again whenever it
-# exits: SuperNodes exit when they lose the SuperLink and come back once it returns.
+# CUDA are passed explicitly. Beside the command runs zk0.ops.log_cap, capping `log` and the
+# logs listed in CAPPED (a space-separated list the caller may set). With `restart`, the
+# command is started again whenever it exits, after a wait that doubles while it keeps
+# failing, with one line in its log: SuperNodes exit when they lose the SuperLink for good
+# and come back once it returns.
 start_session() {
   local session=$1 dir=$2 flwr_home=$3 log=$4 mode=$5
   shift 5
-  local prelude command qlog body script
+  local prelude command qlog body script capper logs=("$log")
   prelude=$(export -p | grep -E '^declare -x (ZK0_|HF_|HUGGINGFACE_|WANDB_|CUDA_|NVIDIA_|OMP_|MKL_|PYTORCH_|TORCH|PYTHONPATH=|XDG_CACHE_HOME=|HOME=|PATH=)' || true)
   command=$(printf '%q ' "$@")
   qlog=$(printf '%q' "$log")
+  # shellcheck disable=SC2206 # CAPPED is a list of paths without spaces (under ZK0_HOME)
+  [[ -z ${CAPPED:-} ]] || logs+=($CAPPED)
+  # A child of the shell that then becomes the command (exec): it exits with it.
+  capper="$(printf '%q ' "$(python_bin)" -m zk0.ops.log_cap "$LOG_MAX_BYTES" "${logs[@]}") >>$qlog 2>&1 &"
   if [[ $mode == restart ]]; then
-    body="while :; do $command >>$qlog 2>&1; echo \"zk0bot: \$(date -u +%FT%TZ) $session exited (status \$?); restarting in 5 s\" >>$qlog; sleep 5; done"
+    body="wait=$RESTART_FIRST_WAIT
+while :; do
+  started=\$SECONDS
+  ( $capper exec $command >>$qlog 2>&1 )
+  status=\$?
+  ((SECONDS - started < $RESTART_STABLE)) || wait=$RESTART_FIRST_WAIT
+  echo \"zk0bot: \$(date -u +%FT%TZ) $session exited (status \$status); restarting in \$wait s\" >>$qlog
+  sleep \$wait
+  wait=\$((wait * 2 > $RESTART_MAX_WAIT ? $RESTART_MAX_WAIT : wait * 2))
+done"
   else
-    body="exec $command >>$qlog 2>&1"
+    body="$capper exec $command >>$qlog 2>&1"
   fi
   # The script goes into a private file, not onto the command line: the forwarded
   # environment may hold API keys (HF_TOKEN, WANDB_API_KEY) that `ps` shows to every account.
@@ -394,56 +417,101 @@ proxy_worker_user() {
   if getent passwd www-data >/dev/null; then echo "www-data www-data"; else echo "nobody $(id -gn nobody)"; fi
 }
 
-# The reverse proxy, the only client of the SuperLink (it holds the link's client
-# certificate). Public port: TLS with zk0's server certificate, the Fleet API only, with
-# limits per client address. Admin port (127.0.0.1): the Control API for requests bearing
-# the admin's token, the Runtime API (where Flower checks the SuperExec's secret and each
-# run's token), and the SuperLink's /health.
+# The proxy's budget from this host: one worker per core for the public port, and as many
+# connections per worker as the file-descriptor limit allows (each proxied request holds a
+# client and an upstream descriptor; worker_connections counts both). Capped so that the
+# connection tables nginx allocates up front stay small (~0.5 KB each).
+PROXY_MAX_FILES=32768
+proxy_files() {
+  local limit
+  limit=$(ulimit -Hn)
+  [[ $limit =~ ^[0-9]+$ ]] || limit=$PROXY_MAX_FILES  # "unlimited"
+  ((limit <= PROXY_MAX_FILES)) || limit=$PROXY_MAX_FILES
+  echo "$limit"
+}
+
+# The proxies, the only clients of the SuperLink (they hold the link's client certificate),
+# are two nginx instances with their own workers, so that no public traffic can take the
+# connections the admin path needs. Public port (nginx.conf): TLS with zk0's server
+# certificate, the Fleet API only, limits per client address, timeouts short enough that
+# idle or half-sent connections are dropped within seconds. Admin port (admin.conf, 127.0.0.1):
+# the Control API for requests bearing the admin's token, the Runtime API (where Flower checks
+# the SuperExec's secret and each run's token), and the SuperLink's /health.
 write_proxy_config() {
   local host=$1 port=$2 link_port=$3 admin_port=$4 mode=$5 dir="$SERVER_DIR/proxy" certs="$SERVER_DIR/certs"
-  local listen="listen $host:$port ssl;" tls_lines public_tls upstream user_line="" token
+  local listen="listen $host:$port ssl;" tls_lines public_tls upstream user_line="" token files workers
   token=$(<"$SERVER_DIR/admin.token")
-  mkdir -p "$dir/tmp"
+  files=$(proxy_files)
+  workers=$(nproc 2>/dev/null || echo 1)
+  mkdir -p "$dir/tmp" "$dir/admin-tmp"
   tls_lines="ssl_certificate $certs/server.pem;
     ssl_certificate_key $certs/server.key;
     ssl_protocols TLSv1.2 TLSv1.3;"
   public_tls=$tls_lines
   [[ $mode == insecure ]] && listen="listen $host:$port;" public_tls=""
-  upstream="proxy_pass https://127.0.0.1:$link_port;
+  # Kept-alive TLS connections to the SuperLink: a broadcast to hundreds of nodes reuses them
+  # instead of opening one (and a handshake) per request.
+  upstream="proxy_pass https://zk0_link;
       proxy_http_version 1.1;
       proxy_set_header Connection \"\";
       proxy_ssl_trusted_certificate $certs/ca.crt;
       proxy_ssl_verify on;
       proxy_ssl_name localhost;
+      proxy_ssl_session_reuse on;
       proxy_ssl_certificate $certs/link-client.crt;
       proxy_ssl_certificate_key $certs/link-client.key;"
   [[ $(id -u) -eq 0 ]] && user_line="user $(proxy_worker_user);"
-  cat >"$dir/nginx.conf" <<CONF
-# Generated by zk0bot server start; rewritten on every start. Holds the admin's token: 0600.
-$user_line
-worker_processes 1;
-pid $dir/nginx.pid;
-daemon off;
-error_log $SERVER_DIR/proxy.log warn;
-events { worker_connections 1024; }
-http {
-  client_body_temp_path $dir/tmp/body;
-  proxy_temp_path $dir/tmp/proxy;
-  fastcgi_temp_path $dir/tmp/fastcgi;
-  uwsgi_temp_path $dir/tmp/uwsgi;
-  scgi_temp_path $dir/tmp/scgi;
+  # What both instances share: temporary files, the log of refused requests, the upstream.
+  common() {
+    local tmp=$1 log=$2
+    cat <<CONF
+  client_body_temp_path $tmp/body;
+  proxy_temp_path $tmp/proxy;
+  fastcgi_temp_path $tmp/fastcgi;
+  uwsgi_temp_path $tmp/uwsgi;
+  scgi_temp_path $tmp/scgi;
   # Refused requests are logged (who tried what); Fleet traffic is not.
   map \$status \$zk0_refused { ~^[23] 0; default 1; }
   log_format zk0 '\$time_iso8601 \$remote_addr "\$request" \$status';
-  access_log $SERVER_DIR/proxy.log zk0 if=\$zk0_refused;
+  access_log $log zk0 if=\$zk0_refused;
+  upstream zk0_link {
+    server 127.0.0.1:$link_port;
+    keepalive 64;
+    keepalive_timeout 60s;
+  }
+CONF
+  }
+  cat >"$dir/nginx.conf" <<CONF
+# Generated by zk0bot server start; rewritten on every start.
+$user_line
+worker_processes $workers;
+worker_rlimit_nofile $files;
+pid $dir/nginx.pid;
+daemon off;
+error_log $SERVER_DIR/proxy.log warn;
+events { worker_connections $((files - 64)); }
+http {
+$(common "$dir/tmp" "$SERVER_DIR/proxy.log")
   # What crossed the public port, per request (bytes received and sent): the federation's traffic.
   log_format zk0_bytes '\$time_iso8601 \$remote_addr \$uri \$status \$request_length \$bytes_sent';
+  # A connection that sends no complete request header within 10 s (this also bounds the TLS
+  # handshake), stalls a body or a reply for 20 s, or idles 20 s between requests is closed
+  # and its memory freed at once. A SuperNode sends each request whole and polls every few
+  # seconds over one kept-alive connection.
+  client_header_timeout 10s;
+  client_body_timeout 20s;
+  send_timeout 20s;
+  keepalive_timeout 20s;
+  lingering_timeout 2s;
+  reset_timedout_connection on;
   # Bodies stream to the SuperLink, which reads each whole before it checks the node: the
   # size cap is what bounds that. Flower moves arrays in 5 MiB chunks (its
   # FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE); the largest Fleet request is a push-object of one
   # chunk, 5,242,995 bytes measured (5 MiB + 115 bytes of protobuf); records other than
   # arrays (metrics, configs, zk0's statistics) travel whole and are KBs. 8 MiB leaves 60%.
   client_max_body_size 8m;
+  client_header_buffer_size 1k;
+  large_client_header_buffers 4 8k;
   proxy_request_buffering off;
   proxy_buffering off;
   proxy_read_timeout 900s;
@@ -453,7 +521,9 @@ http {
   # from one address (3 nodes); a real model's message is ~1,000 objects and chunks per node.
   # The limits leave room for a dozen nodes behind one NAT address. Refusals are 503, which
   # Flower's SuperNode retries with backoff (429 would fail its round): a node over the limit
-  # is slowed, a flood is turned away before it reaches the SuperLink.
+  # is slowed, a flood is turned away before it reaches the SuperLink. limit_conn counts
+  # requests in progress; connections that have not sent a request yet are bounded by
+  # client_header_timeout and the worker budget above.
   limit_req_zone \$binary_remote_addr zone=zk0_rate:10m rate=500r/s;
   limit_conn_zone \$binary_remote_addr zone=zk0_conn:10m;
   limit_req_status 503;
@@ -478,6 +548,22 @@ http {
       return 403 "zk0: only the Fleet API is served on this port\n";
     }
   }
+}
+CONF
+  cat >"$dir/admin.conf" <<CONF
+# Generated by zk0bot server start; rewritten on every start. Holds the admin's token: 0600.
+$user_line
+worker_processes 1;
+pid $dir/admin.pid;
+daemon off;
+error_log $SERVER_DIR/admin-proxy.log warn;
+events { worker_connections 1024; }
+http {
+$(common "$dir/admin-tmp" "$SERVER_DIR/admin-proxy.log")
+  proxy_request_buffering off;
+  proxy_buffering off;
+  proxy_read_timeout 900s;
+  proxy_send_timeout 900s;
   server {
     listen 127.0.0.1:$admin_port ssl;
     $tls_lines
@@ -537,7 +623,7 @@ proxy_health() {
   [[ $(server_setting mode) == insecure ]] && scheme=http
   host=$(server_setting host)
   [[ $host != 0.0.0.0 && $host != "::" ]] || host=127.0.0.1
-  probe "$(server_setting port)" / 403 "$scheme" "" "$host" && admin_health
+  probe "$(server_setting port)" / 403 "$scheme" "" "$host"
 }
 
 usage_server() {
@@ -638,7 +724,8 @@ server_start() {
   if session_running "$PROXY_SESSION" && [[ $host:$port:$names != "$last_host:$last_port:$last_names" ]]; then
     die "the server already runs on $last_host:$last_port${last_names:+ (public address $last_names)}; to change its address, stop it first: $PROG server stop"
   fi
-  if session_running "$SERVER_SESSION" && session_running "$SUPEREXEC_SESSION" && session_running "$PROXY_SESSION"; then
+  if session_running "$SERVER_SESSION" && session_running "$SUPEREXEC_SESSION" && session_running "$PROXY_SESSION" \
+    && session_running "$ADMIN_PROXY_SESSION"; then
     info "server already running (public port $(server_setting host):$(server_setting port), SuperLink 127.0.0.1:$(server_setting link_port))"
     return 0
   fi
@@ -652,13 +739,14 @@ server_start() {
     # A SuperLink that died takes its runs with it: its SuperExec and proxy start afresh too.
     stop_session "$SUPEREXEC_SESSION"
     stop_session "$PROXY_SESSION"
+    stop_session "$ADMIN_PROXY_SESSION"
     port_free "$host" "$port" || die "port $port on $host is in use; stop what uses it or choose another with --port"
     link_port=""
     [[ -f $SERVER_DIR/server.env ]] && link_port=$(server_setting link_port)
     [[ -n $link_port ]] && port_free 127.0.0.1 "$link_port" || link_port=$(free_local_port)
   fi
   [[ -f $SERVER_DIR/server.env ]] && admin_port=$(server_setting admin_port)
-  if ! session_running "$PROXY_SESSION"; then
+  if ! session_running "$ADMIN_PROXY_SESSION"; then
     until [[ -n $admin_port && $admin_port != "$link_port" ]] && port_free 127.0.0.1 "$admin_port"; do
       admin_port=$(free_local_port)
     done
@@ -694,13 +782,24 @@ server_start() {
     wait_until "the SuperLink" "$SERVER_SESSION" "$SERVER_DIR/superlink.log" link_health
     relinked=1
   fi
-  if ! session_running "$PROXY_SESSION"; then
+  if ! session_running "$PROXY_SESSION" || ! session_running "$ADMIN_PROXY_SESSION"; then
     write_proxy_config "$host" "$port" "$link_port" "$admin_port" "$mode"
-    "$nginx" -t -q -e "$SERVER_DIR/proxy.log" -c "$SERVER_DIR/proxy/nginx.conf" 2>/dev/null \
-      || die "the proxy configuration was refused: $("$nginx" -t -q -e /dev/stderr -c "$SERVER_DIR/proxy/nginx.conf" 2>&1 | head -n1)"
+    local conf
+    for conf in nginx admin; do
+      "$nginx" -t -q -e "$SERVER_DIR/proxy.log" -c "$SERVER_DIR/proxy/$conf.conf" 2>/dev/null \
+        || die "the proxy configuration was refused: $("$nginx" -t -q -e /dev/stderr -c "$SERVER_DIR/proxy/$conf.conf" 2>&1 | head -n1)"
+    done
+  fi
+  if ! session_running "$ADMIN_PROXY_SESSION"; then
+    log_start "$SERVER_DIR/admin-proxy.log"
+    start_session "$ADMIN_PROXY_SESSION" "$SERVER_DIR" "$SERVER_DIR/flwr-home" "$SERVER_DIR/admin-proxy.log" once \
+      "$nginx" -e "$SERVER_DIR/admin-proxy.log" -c "$SERVER_DIR/proxy/admin.conf"
+    wait_until "the admin proxy (nginx)" "$ADMIN_PROXY_SESSION" "$SERVER_DIR/admin-proxy.log" admin_health
+  fi
+  if ! session_running "$PROXY_SESSION"; then
     log_start "$SERVER_DIR/proxy.log"
-    start_session "$PROXY_SESSION" "$SERVER_DIR" "$SERVER_DIR/flwr-home" "$SERVER_DIR/proxy.log" once \
-      "$(python_bin)" -m zk0.ops.log_cap "$SERVER_DIR/fleet-traffic.log" "$FLEET_LOG_MAX_BYTES" -- \
+    CAPPED="$SERVER_DIR/fleet-traffic.log" start_session "$PROXY_SESSION" "$SERVER_DIR" "$SERVER_DIR/flwr-home" \
+      "$SERVER_DIR/proxy.log" once \
       "$nginx" -e "$SERVER_DIR/proxy.log" -c "$SERVER_DIR/proxy/nginx.conf"
     wait_until "the proxy (nginx)" "$PROXY_SESSION" "$SERVER_DIR/proxy.log" proxy_health
   fi
@@ -820,7 +919,7 @@ server_stop() {
   require_no_args "$@"
   need_tmux
   local session any=0
-  for session in "$PROXY_SESSION" "$SUPEREXEC_SESSION" "$SERVER_SESSION"; do
+  for session in "$PROXY_SESSION" "$ADMIN_PROXY_SESSION" "$SUPEREXEC_SESSION" "$SERVER_SESSION"; do
     if session_running "$session"; then
       stop_session "$session"
       any=1
@@ -834,7 +933,7 @@ server_status() {
   need_tmux
   use_venv
   local session state health
-  for session in "$SERVER_SESSION" "$SUPEREXEC_SESSION" "$PROXY_SESSION"; do
+  for session in "$SERVER_SESSION" "$SUPEREXEC_SESSION" "$PROXY_SESSION" "$ADMIN_PROXY_SESSION"; do
     state="not running"
     session_running "$session" && state="running, pid $(session_pid "$session")"
     info "$session: $state"
@@ -847,7 +946,8 @@ server_status() {
   info "runs directory: $SERVER_DIR/runs"
   [[ $health == healthy ]] || return 0
   server_nodes --limit 10
-  flwr_admin ls "$CONNECTION" 2>/dev/null | sed -n '/┏/,$p' | head -n 12 || true
+  # Plain lines, never a table: a pipe or a log must show the run's state whole.
+  (zk0_admin runs "$SERVER_DIR/runs" --connection "$CONNECTION") || true
 }
 
 server_logs() {
@@ -1186,7 +1286,7 @@ client_start() {
   local from
   from=$(wc -l <"$log")
   OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
-    start_session "$session" "$dir" "$dir/flwr-home" "$log" restart flower-supernode "${args[@]}"
+    start_session "$session" "$dir" "$dir/flwr-home" "$log" restart "$(python_bin)" -m zk0.ops.supernode "${args[@]}"
   wait_for_supernode "$session" "$log" "$dir" "$server" "$from" "$activated"
   sed -i 's/^activated=.*/activated=1/' "$dir/client.env"
   start_executor "$id" "${allow[@]}"
@@ -1386,8 +1486,8 @@ cmd_client() {
 
 usage_run() {
   cat <<'USAGE'
-Usage: zk0bot run [--rounds N] [--run-config "key=value ..."] [--stream]
-       zk0bot run --resume [RUN_DIR] [--rounds N] [--stream]
+Usage: zk0bot run [--rounds N] [--run-config "key=value ..."] [--stream | --quiet]
+       zk0bot run --resume [RUN_DIR] [--rounds N] [--stream | --quiet]
 
 Submit the zk0 app to this machine's SuperLink and wait until the run ends.
 Outputs land in ~/.zk0/server/runs/<timestamp>/ (metrics.jsonl, checkpoints/,
@@ -1397,7 +1497,11 @@ plots/, state/). Any [tool.flwr.app.config] key can be overridden with
 restart) from its last completed round, into the same run directory, with the
 run's saved configuration; RUN_DIR defaults to the newest unfinished run.
 --rounds with --resume sets the new total number of rounds.
---stream prints the run's logs while it runs. Exits 0 only when the run completed.
+Prints the run's status as it changes and one line per round as the server logs it
+(success rate where measured, eval MSE, nodes ok/rejected/failed/late, seconds, MB
+moved) with an ETA, and last the run directory. --quiet prints only that last line
+(for scripts); --stream prints the run's full logs while it runs.
+Exits 0 only when the run completed.
 USAGE
 }
 
@@ -1412,12 +1516,13 @@ zk0_admin() {
 }
 
 cmd_run() {
-  local rounds="" extra="" stream=0 resume=0 resume_dir=""
+  local rounds="" extra="" stream=0 resume=0 resume_dir="" quiet=()
   while [[ $# -gt 0 ]]; do
     case $1 in
       --rounds) opt_value "$@"; rounds=$2; shift ;;
       --run-config) opt_value "$@"; extra=$2; shift ;;
       --stream) stream=1 ;;
+      --quiet) quiet=(--quiet) ;;
       --resume)
         resume=1
         if [[ $# -ge 2 && $2 != -* ]]; then resume_dir=$2; shift; fi
@@ -1429,6 +1534,7 @@ cmd_run() {
   done
   [[ -z $rounds || $rounds =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive integer, got '$rounds'"
   [[ $resume -eq 0 || -z $extra ]] || die "--resume uses the interrupted run's own configuration; drop --run-config"
+  [[ $stream -eq 0 || ${#quiet[@]} -eq 0 ]] || die "--stream and --quiet contradict each other; choose one"
   need_tmux
   use_venv
   local config="output-dir='$SERVER_DIR/runs'" run_config=()
@@ -1449,7 +1555,9 @@ cmd_run() {
   link_health || die "the SuperLink does not answer its health check; see: $PROG server logs"
   local run_id
   run_id=$(zk0_admin submit "$ROOT" --connection "$CONNECTION" "${run_config[@]}")
-  if [[ $resume -eq 1 ]]; then
+  if [[ ${#quiet[@]} -eq 1 ]]; then
+    :
+  elif [[ $resume -eq 1 ]]; then
     info "run $run_id submitted, resuming $resume_dir"
   else
     info "run $run_id submitted; outputs under $SERVER_DIR/runs"
@@ -1458,7 +1566,8 @@ cmd_run() {
     flwr_admin log "$run_id" "$CONNECTION" --stream || true
   fi
 
-  zk0_admin wait "$run_id" "$SERVER_DIR/runs" --connection "$CONNECTION" | while IFS= read -r line; do info "$line"; done
+  zk0_admin wait "$run_id" "$SERVER_DIR/runs" --connection "$CONNECTION" "${quiet[@]}" \
+    | while IFS= read -r line; do info "$line"; done
 }
 
 # ---------------------------------------------------------------------------
@@ -1466,11 +1575,80 @@ cmd_run() {
 # ---------------------------------------------------------------------------
 
 cmd_status() {
-  [[ ${1:-} == -h || ${1:-} == --help ]] && { echo "Usage: $PROG status    (server and clients on this machine)"; return 0; }
-  require_no_args "$@"
+  local json=0
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      -h | --help)
+        echo "Usage: $PROG status [--json]    (server and clients on this machine; --json: one JSON object for monitors)"
+        return 0
+        ;;
+      --json) json=1 ;;
+      *) die "unexpected argument '$1' (see: $PROG status --help)" ;;
+    esac
+    shift
+  done
+  # A ZK0_HOME that is a file holds no state: "never started" would hide the mistake.
+  [[ ! -e $ZK0_HOME || -d $ZK0_HOME ]] || die "ZK0_HOME=$ZK0_HOME exists and is not a directory; set ZK0_HOME to zk0's state directory"
   need_tmux
+  if [[ $json -eq 1 ]]; then
+    status_facts | FLWR_HOME="$SERVER_DIR/flwr-home" "$(python_bin)" -m zk0.ops.health \
+      --runs-dir "$SERVER_DIR/runs" --connection "$CONNECTION"
+    return 0
+  fi
   if [[ -f $SERVER_DIR/server.env ]]; then server_status; else info "SuperLink: never started on this machine"; fi
   client_status
+}
+
+# What zk0.ops.health turns into `status --json`: tab-separated facts.
+status_facts() {
+  local session pid key id
+  printf 'version\t%s\n' "$(version_line)"
+  if [[ -f $SERVER_DIR/server.env ]]; then
+    for session in "$SERVER_SESSION" "$SUPEREXEC_SESSION" "$PROXY_SESSION" "$ADMIN_PROXY_SESSION"; do
+      pid=""
+      session_running "$session" && pid=$(session_pid "$session")
+      printf 'session\t%s\t%s\n' "$session" "$pid"
+    done
+    for key in port host names mode link_port admin_port; do
+      printf 'server\t%s\t%s\n' "$key" "$(server_setting "$key")"
+    done
+    if session_running "$SERVER_SESSION" && link_health && admin_health; then
+      printf 'server\thealthy\tyes\n'
+    else
+      printf 'server\thealthy\tno\n'
+    fi
+  fi
+  for id in $(known_clients); do
+    local uri
+    uri=$(client_setting "$id" dataset-uri)
+    for session in "zk0-supernode-$id" "zk0-executor-$id"; do
+      pid=""
+      session_running "$session" && pid=$(session_pid "$session")
+      printf 'session\t%s\t%s\n' "$session" "$pid"
+      printf 'client\t%s\t%s\t%s\n' "$uri" "${session%%-"$id"}" "${pid:-stopped}"
+    done
+    for key in server address port threads; do
+      printf 'client\t%s\t%s\t%s\n' "$uri" "$key" "$(client_setting "$id" "$key")"
+    done
+  done
+}
+
+# zk0's version and the commit of this checkout (the installer's path is a git checkout).
+version_line() {
+  local version commit
+  version=$("$VENV/bin/python" -c 'import zk0; print(zk0.__version__)' 2>/dev/null || echo unknown)
+  if commit=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null); then
+    [[ -z $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]] || commit+=" (modified)"
+  else
+    commit="no git checkout"
+  fi
+  echo "zk0 $version, commit $commit, $ROOT"
+}
+
+cmd_version() {
+  [[ ${1:-} == -h || ${1:-} == --help ]] && { echo "Usage: $PROG version    (zk0's package version and the commit of this checkout)"; return 0; }
+  require_no_args "$@"
+  version_line
 }
 
 cmd_stop() {
@@ -1619,7 +1797,8 @@ Node operators:
   client stop [<uri>] | status | logs [<uri>] [-f]
 
 This machine:
-  status                                   everything zk0 runs here
+  status [--json]                          everything zk0 runs here (--json for monitors)
+  version                                  zk0's version and commit
   stop                                     stop everything zk0 started here
   doctor                                   check the installation, with fixes
 
@@ -1641,6 +1820,7 @@ main() {
     client) cmd_client "$@" ;;
     run) cmd_run "$@" ;;
     status) cmd_status "$@" ;;
+    version | --version) cmd_version "$@" ;;
     stop) cmd_stop "$@" ;;
     doctor) cmd_doctor "$@" ;;
     *) die "unknown command '$cmd' (see: $PROG --help)" ;;
