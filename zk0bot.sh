@@ -757,7 +757,10 @@ server_start() {
   # The certificates serve the admin port and the link in both modes; only the public port
   # of an --insecure server goes without.
   if [[ -n $ca ]]; then
-    local missing
+    local missing given
+    for given in "$ca" "$cert" "$key"; do
+      [[ -f $given ]] || die "$given (given with --ca-cert/--cert/--key) is not a file; nothing was changed"
+    done
     missing=$(missing_sans "$cert" "$(server_sans "" "$names")")
     [[ -z $missing ]] || die "$cert does not name $missing, which nodes and zk0bot dial; nothing was changed; give a certificate whose subjectAltName lists them"
     install_given_certs "$ca" "$cert" "$key"
@@ -1191,7 +1194,7 @@ default_ca_cert() {
 client_start() {
   local uri="" server="${ZK0_SERVER:-127.0.0.1:$DEFAULT_SERVER_PORT}" ca port="" insecure=0 threads="" rename=""
   local address="${ZK0_LOCAL_ADDRESS:-}"
-  local server_given=0
+  local server_given=0 given=("$@")
   [[ -z ${ZK0_SERVER:-} ]] || server_given=1
   ca=$(default_ca_cert)
   local allow=()
@@ -1290,6 +1293,10 @@ client_start() {
   wait_for_supernode "$session" "$log" "$dir" "$server" "$from" "$activated"
   sed -i 's/^activated=.*/activated=1/' "$dir/client.env"
   start_executor "$id" "${allow[@]}"
+  # What `service watch` replays to start this client again: the same options, the same server and CA.
+  local replay=("${given[@]}" --server "$server")
+  [[ $insecure -eq 1 ]] || replay+=(--ca-cert "$(realpath -- "$ca")")
+  printf '%s\0' "${replay[@]}" >"$dir/start-args"
   info "client running: session $session, pid $(session_pid "$session"), port $address:$port, dataset $uri, server $server, $threads thread(s)"
 }
 
@@ -1571,6 +1578,177 @@ cmd_run() {
 }
 
 # ---------------------------------------------------------------------------
+# service (systemd units: start at boot, restart on failure)
+# ---------------------------------------------------------------------------
+
+usage_service() {
+  cat <<'USAGE'
+Usage: zk0bot service install [--user] [--unit-dir DIR]
+       zk0bot service remove  [--user] [--unit-dir DIR]
+       zk0bot service watch server | client <dataset-uri>     (what the units run)
+
+install writes one systemd unit per component this machine runs (started once by hand):
+zk0-server.service for the server, zk0-client-<id>.service for each client, then
+enables them. Each unit starts its component with this ZK0_HOME and environment, checks
+it every 30 s and starts what stopped again (SuperNodes and executors also restart
+themselves in tmux); if that fails, systemd restarts the unit (Restart=on-failure).
+System units (/etc/systemd/system, root only) run as the account that installs them
+(or, run as root for a service account: sudo -u zk0 zk0bot service install --user).
+--user: units of this account (~/.config/systemd/user); for them to start at boot
+without a login, an administrator runs: loginctl enable-linger <account>.
+--unit-dir: write the units there and change nothing else (to review them).
+remove disables and deletes the units (the components keep running: zk0bot stop).
+USAGE
+}
+
+SERVICE_CHECK_SECONDS=30
+
+# The unit for one component: `kind` is server or client; for a client, its dataset URI.
+write_unit() {
+  local file=$1 wanted=$2 kind=$3 uri=${4:-} description start stop env="" name
+  if [[ $kind == server ]]; then
+    description="zk0 server (SuperLink, SuperExec, proxies) of ${ZK0_HOME//%/%%}"
+    stop="$ROOT/zk0bot.sh server stop"
+  else
+    description="zk0 client for ${uri//%/%%} of ${ZK0_HOME//%/%%}"
+    stop="$ROOT/zk0bot.sh client stop $(systemd_quote "$uri")"
+  fi
+  start="$ROOT/zk0bot.sh service watch $kind${uri:+ $(systemd_quote "$uri")}"
+  for name in ZK0_HOME ZK0_VENV ZK0_SERVER ZK0_CA_CERT ZK0_LOCAL_ADDRESS HF_HOME HF_HUB_OFFLINE ZK0_START_TIMEOUT; do
+    [[ -z ${!name:-} ]] || env+="Environment=$(systemd_quote "$name=${!name}")"$'\n'
+  done
+  [[ -n ${ZK0_HOME:-} ]] || env+="Environment=$(systemd_quote "ZK0_HOME=$ZK0_HOME")"$'\n'
+  {
+    echo "# Written by zk0bot service install; zk0bot service remove deletes it."
+    echo "[Unit]"
+    echo "Description=$description"
+    echo "After=network-online.target"
+    echo "Wants=network-online.target"
+    echo
+    echo "[Service]"
+    echo "Type=simple"
+    [[ $wanted == default.target ]] || echo "User=$(id -un)"
+    printf '%s' "$env"
+    echo "ExecStart=$start"
+    echo "ExecStop=$stop"
+    # The components live in zk0's tmux server, which the units share: stopping one unit
+    # must stop its component (ExecStop), not every process the tmux server holds.
+    echo "KillMode=process"
+    echo "Restart=on-failure"
+    echo "RestartSec=10"
+    echo "TimeoutStartSec=300"
+    echo
+    echo "[Install]"
+    echo "WantedBy=$wanted"
+  } >"$file"
+  chmod 644 "$file"
+}
+
+# A word for a unit file's command line or Environment= (double quotes, backslashes escaped).
+systemd_quote() {
+  local text=${1//\\/\\\\}
+  text=${text//\"/\\\"}
+  printf '"%s"' "${text//%/%%}"
+}
+
+cmd_service() {
+  local sub=${1:-} user=0 dir="" units=() id
+  [[ -n $sub ]] || { usage_service; exit 1; }
+  shift
+  if [[ $sub == -h || $sub == --help ]] || wants_help "$@"; then
+    usage_service
+    return 0
+  fi
+  if [[ $sub == watch ]]; then
+    service_watch "$@"
+    return
+  fi
+  [[ $sub == install || $sub == remove ]] || die "unknown service command '$sub' (see: $PROG service --help)"
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --user) user=1 ;;
+      --unit-dir) opt_value "$@"; dir=$2; shift ;;
+      *) die "unknown option '$1' for 'service $sub' (see: $PROG service --help)" ;;
+    esac
+    shift
+  done
+  [[ -d $ZK0_HOME ]] || die "ZK0_HOME=$ZK0_HOME is not a directory: start the server or a client once by hand first"
+  local wanted=multi-user.target systemctl=(systemctl)
+  if [[ $user -eq 1 ]]; then
+    wanted=default.target systemctl=(systemctl --user)
+    [[ -n $dir ]] || dir="${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user"
+  else
+    [[ -n $dir || $(id -u) -eq 0 ]] || die "system units need root; install this account's own with: $PROG service install --user"
+    [[ -n $dir ]] || dir=/etc/systemd/system
+  fi
+  local review=0
+  [[ $dir != /etc/systemd/system && $dir != "${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user" ]] && review=1
+  if [[ $sub == remove ]]; then
+    local file
+    for file in "$dir"/zk0-server.service "$dir"/zk0-client-*.service; do
+      [[ -f $file ]] || continue
+      grep -q "of $ZK0_HOME\$" "$file" || continue
+      [[ $review -eq 1 ]] || "${systemctl[@]}" disable "$(basename "$file")" >/dev/null 2>&1 || true
+      rm -f "$file"
+      info "removed $file"
+    done
+    [[ $review -eq 1 ]] || "${systemctl[@]}" daemon-reload 2>/dev/null || true
+    return 0
+  fi
+  [[ -f $SERVER_DIR/server.env ]] && units+=("zk0-server.service")
+  for id in $(known_clients); do units+=("zk0-client-$id.service"); done
+  [[ ${#units[@]} -gt 0 ]] || die "nothing to install: this ZK0_HOME has run no server and no client; start them once by hand first"
+  mkdir -p "$dir" 2>/dev/null || die "cannot create $dir; choose another with --unit-dir"
+  [[ -w $dir ]] || die "$dir is not writable by $(id -un); run as root, or use --user"
+  [[ ! -f $SERVER_DIR/server.env ]] || write_unit "$dir/zk0-server.service" "$wanted" server
+  for id in $(known_clients); do
+    write_unit "$dir/zk0-client-$id.service" "$wanted" client "$(client_setting "$id" dataset-uri)"
+  done
+  info "wrote ${units[*]} in $dir"
+  if [[ $review -eq 1 ]]; then
+    return 0
+  fi
+  if "${systemctl[@]}" daemon-reload 2>/dev/null && "${systemctl[@]}" enable "${units[@]}" >/dev/null 2>&1; then
+    info "enabled at boot; start them now with: ${systemctl[*]} start ${units[*]}"
+  else
+    warn "systemd did not take them here; once it runs: ${systemctl[*]} daemon-reload && ${systemctl[*]} enable --now ${units[*]}"
+  fi
+  [[ $user -eq 0 ]] || info "user units start at boot only with lingering: loginctl enable-linger $(id -un) (as root)"
+}
+
+# What a unit runs: start the component, then every SERVICE_CHECK_SECONDS start again what
+# stopped; exit non-zero (systemd then restarts the unit) when a start fails.
+service_watch() {
+  local kind=${1:-} uri=${2:-} sessions
+  case $kind in
+    server) [[ $# -eq 1 ]] || die "usage: $PROG service watch server" ;;
+    client) [[ $# -eq 2 ]] || die "usage: $PROG service watch client <dataset-uri>" ;;
+    *) die "usage: $PROG service watch server | client <dataset-uri>" ;;
+  esac
+  while :; do
+    if [[ $kind == server ]]; then
+      sessions=("$SERVER_SESSION" "$SUPEREXEC_SESSION" "$PROXY_SESSION" "$ADMIN_PROXY_SESSION")
+    else
+      sessions=("zk0-supernode-$(client_id "$uri")" "zk0-executor-$(client_id "$uri")")
+    fi
+    local session missing=""
+    for session in "${sessions[@]}"; do session_running "$session" || missing+=" $session"; done
+    if [[ -n $missing ]]; then
+      info "$(date -u +%FT%TZ) starting$missing"
+      if [[ $kind == server ]]; then
+        cmd_server start
+      else
+        local replay=("$uri") dir
+        dir="$CLIENTS_DIR/$(client_id "$uri")"
+        [[ ! -f $dir/start-args ]] || mapfile -d '' replay <"$dir/start-args"
+        cmd_client start "${replay[@]}"
+      fi
+    fi
+    sleep "$SERVICE_CHECK_SECONDS"
+  done
+}
+
+# ---------------------------------------------------------------------------
 # status, stop, doctor
 # ---------------------------------------------------------------------------
 
@@ -1692,18 +1870,46 @@ home_creatable() {
   fi
 }
 
+usage_doctor() {
+  cat <<'USAGE'
+Usage: zk0bot doctor [--role server|node]
+
+Check this machine for running zk0; prints a fix for each problem, exits 1 if any.
+--role server: what a server needs now (nginx; certificates once started).
+--role node:   what a node needs now (the server's CA certificate, the server reachable
+               at ZK0_SERVER). Without --role: the role this machine already plays (a
+               server or clients started here), else the checks both roles share; a
+               missing CA or an unreachable server is then a note, not a failure.
+USAGE
+}
+
 cmd_doctor() {
-  [[ ${1:-} == -h || ${1:-} == --help ]] && {
-    echo "Usage: $PROG doctor    (check this machine for running zk0; prints a fix for each problem)"
-    return 0
-  }
-  require_no_args "$@"
+  local role=""
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      -h | --help) usage_doctor; return 0 ;;
+      --role)
+        opt_value "$@"
+        [[ $2 == server || $2 == node ]] || die "--role must be 'server' or 'node', got '$2'"
+        role=$2
+        shift
+        ;;
+      *) die "unexpected argument '$1' (see: $PROG doctor --help)" ;;
+    esac
+    shift
+  done
+  if [[ -z $role && -d $ZK0_HOME ]]; then
+    [[ -f $SERVER_DIR/server.env ]] && role=server
+    [[ -z $(known_clients) ]] || role=${role:+both}${role:-node}
+  fi
   local failed=0
   ok() { printf '  ok    %s\n' "$*"; }
   bad() { printf '  FAIL  %s\n        fix: %s\n' "$1" "$2"; failed=1; }
   note() { printf '  note  %s\n' "$*"; }
+  # Node-only problems fail a node's check; elsewhere they are worth a note only.
+  node_bad() { if [[ $role == node || $role == both ]]; then bad "$@"; else note "$1 (a node needs it: $2)"; fi; }
 
-  echo "zk0 doctor ($ROOT)"
+  echo "zk0 doctor ($(version_line))${role:+, role: $role}"
   if [[ -x $VENV/bin/python ]]; then
     ok "python environment $VENV ($("$VENV/bin/python" -V 2>&1))"
     local report
@@ -1738,7 +1944,13 @@ PY
   else
     bad "FFmpeg libraries missing (LeRobot videos cannot be decoded)" "$(apt_hint ffmpeg)"
   fi
-  if has_command nginx; then ok "nginx (the server's public port)"; else bad "nginx missing (needed to run a server)" "$(apt_hint nginx)"; fi
+  if has_command nginx; then
+    ok "nginx (the server's public port)"
+  elif [[ $role == node ]]; then
+    note "nginx missing (only a server needs it)"
+  else
+    bad "nginx missing (needed to run a server)" "$(apt_hint nginx)"
+  fi
   if ! command -v tmux >/dev/null; then
     bad "tmux missing" "$(apt_hint tmux)"
   elif sessions_work; then
@@ -1762,15 +1974,19 @@ PY
   ca=$(default_ca_cert)
   if [[ -f $ca ]]; then
     ok "CA certificate $ca"
-  elif [[ -n $(known_clients) || -n ${ZK0_SERVER:-} ]]; then
-    bad "CA certificate $ca not found" "copy ca.crt from the server admin to $ZK0_HOME/ca.crt (or set ZK0_CA_CERT)"
+  elif [[ $role == server ]]; then
+    note "no CA certificate yet: '$PROG server start' creates one"
+  else
+    node_bad "CA certificate $ca not found" "copy ca.crt from the server admin to $ZK0_HOME/ca.crt (or set ZK0_CA_CERT)"
   fi
   if [[ -n ${ZK0_SERVER:-} ]]; then
     local host=${ZK0_SERVER%:*} port=${ZK0_SERVER##*:}
     if [[ -x $VENV/bin/python ]] && "$VENV/bin/python" -c 'import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()' "$host" "$port" 2>/dev/null; then
       ok "server $ZK0_SERVER reachable"
+    elif [[ $role == server ]]; then
+      note "server $ZK0_SERVER not reachable yet: start it with '$PROG server start'"
     else
-      bad "server $ZK0_SERVER not reachable" "check the address, that the server runs ($PROG server status there) and firewalls"
+      node_bad "server $ZK0_SERVER not reachable" "check the address, that the server runs ($PROG server status there) and firewalls"
     fi
   else
     note "ZK0_SERVER not set: the server's reachability was not checked (clients default to 127.0.0.1:$DEFAULT_SERVER_PORT)"
@@ -1800,7 +2016,8 @@ This machine:
   status [--json]                          everything zk0 runs here (--json for monitors)
   version                                  zk0's version and commit
   stop                                     stop everything zk0 started here
-  doctor                                   check the installation, with fixes
+  doctor [--role server|node]              check the installation, with fixes
+  service install|remove [--user]          start at boot, restart on failure (systemd)
 
 Environment: ZK0_HOME (state, default ~/.zk0), ZK0_SERVER (HOST:PORT clients connect
 to, default 127.0.0.1:9092), ZK0_SERVER_PORT, ZK0_SERVER_HOST, ZK0_SERVER_HOSTNAMES,
@@ -1823,6 +2040,7 @@ main() {
     version | --version) cmd_version "$@" ;;
     stop) cmd_stop "$@" ;;
     doctor) cmd_doctor "$@" ;;
+    service) cmd_service "$@" ;;
     *) die "unknown command '$cmd' (see: $PROG --help)" ;;
   esac
 }

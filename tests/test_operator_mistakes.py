@@ -168,3 +168,87 @@ def test_zk0_home_too_long_for_tmux_is_one_line(bot: Zk0bot, tmp_path: Path):
     lines = error_lines(started)
     assert started.returncode != 0 and len(lines) == 1, started.stderr
     assert f"ZK0_HOME={home} is too long for tmux's socket" in lines[0]
+
+
+def test_a_missing_given_certificate_is_named_as_missing(bot: Zk0bot, tmp_path: Path):
+    """`--cert` naming no file: that is the line, not "does not name DNS:localhost"."""
+    ca, _, key = make_server_certs(tmp_path / "given")
+    result = bot("server", "start", "--ca-cert", str(ca), "--cert", str(tmp_path / "nope.pem"), "--key", str(key))
+    lines = error_lines(result)
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert f"{tmp_path / 'nope.pem'} (given with --ca-cert/--cert/--key) is not a file" in lines[0], lines[0]
+
+
+def test_status_of_a_zk0_home_that_is_a_file_is_an_error(bot: Zk0bot, tmp_path: Path):
+    """ZK0_HOME naming a file: one line and exit 1, never "never started" with exit 0."""
+    file = tmp_path / "home-file"
+    file.write_text("")
+    for args in (("status",), ("status", "--json")):
+        result = bot(*args, ZK0_HOME=str(file))
+        lines = error_lines(result)
+        assert result.returncode != 0 and len(lines) == 1 and "is not a directory" in lines[0], result.stderr
+
+
+def test_doctor_checks_what_the_role_needs(bot: Zk0bot):
+    """A fresh install about to start a server: no CA and no reachable server are notes, not
+    failures; for a node they fail, each with its fix; a bad role is one line."""
+    closed = f"127.0.0.1:{bot.port}"  # nothing listens there yet
+    server = bot("doctor", "--role", "server", ZK0_SERVER=closed, timeout=180)
+    assert "FAIL  CA certificate" not in server.stdout and "FAIL  server" not in server.stdout, server.stdout
+    assert "note  no CA certificate yet" in server.stdout, server.stdout
+    node = bot("doctor", "--role", "node", ZK0_SERVER=closed, timeout=180)
+    assert node.returncode != 0
+    assert "FAIL  CA certificate" in node.stdout and f"FAIL  server {closed} not reachable" in node.stdout, node.stdout
+    bad = bot("doctor", "--role", "robot")
+    assert bad.returncode != 0 and error_lines(bad) == ["zk0bot: error: --role must be 'server' or 'node', got 'robot'"]
+
+
+def test_version_names_the_package_and_the_commit(bot: Zk0bot):
+    result = bot("version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("zk0 ") and ", commit " in result.stdout and str(ROOT) in result.stdout
+
+
+def test_status_json_is_one_object(bot: Zk0bot):
+    import json
+
+    result = bot("status", "--json")
+    assert result.returncode == 0, result.stderr
+    state = json.loads(result.stdout)
+    assert state["server"] is None and state["clients"] == [] and state["version"].startswith("zk0 ")
+
+
+def test_run_quiet_and_stream_contradict(bot: Zk0bot):
+    result = bot("run", "--quiet", "--stream")
+    assert result.returncode != 0 and error_lines(result) == [
+        "zk0bot: error: --stream and --quiet contradict each other; choose one"]
+
+
+def test_service_units_pass_systemd_analyze(bot: Zk0bot, tmp_path: Path):
+    """`service install --unit-dir` writes a unit per component this ZK0_HOME ran, restarting on
+    failure; systemd's own checker accepts them; `service remove` deletes them."""
+    import shutil
+
+    (bot.home / "server").mkdir()
+    (bot.home / "server" / "server.env").write_text("port=9092\nhost=0.0.0.0\n")
+    client = bot.home / "clients" / "demo-abc123"
+    client.mkdir(parents=True)
+    (client / "client.env").write_text("dataset-uri=local:/data/demo 50%\nserver=127.0.0.1:9092\n")
+    units = tmp_path / "units"
+    nothing = bot("service", "install", "--unit-dir", str(units), ZK0_HOME=str(tmp_path / "empty"))
+    assert nothing.returncode != 0 and len(error_lines(nothing)) == 1
+    installed = bot("service", "install", "--unit-dir", str(units))
+    assert installed.returncode == 0, installed.stderr
+    files = sorted(path.name for path in units.iterdir())
+    assert files == ["zk0-client-demo-abc123.service", "zk0-server.service"]
+    for path in units.iterdir():
+        text = path.read_text()
+        assert "Restart=on-failure" in text and f'Environment="ZK0_HOME={bot.home}"' in text
+        assert "KillMode=process" in text and "ExecStop=" in text
+    assert 'service watch client "local:/data/demo 50%%"' in (units / files[0]).read_text()
+    if shutil.which("systemd-analyze"):
+        verify = subprocess.run(["systemd-analyze", "verify", *map(str, units.iterdir())], capture_output=True,
+                                text=True, timeout=120)
+        assert verify.returncode == 0, verify.stderr
+    removed = bot("service", "remove", "--unit-dir", str(units))
+    assert removed.returncode == 0 and not list(units.iterdir())
