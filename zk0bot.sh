@@ -1235,6 +1235,9 @@ client_start() {
   fi
   if [[ $insecure -eq 0 ]]; then
     [[ -f $ca ]] || die "CA certificate '$ca' not found; get ca.crt from the server admin and pass --ca-cert FILE (or set ZK0_CA_CERT)"
+    # Before the dataset check (seconds to minutes): a damaged file is named at once.
+    ! command -v openssl >/dev/null || openssl x509 -noout -in "$ca" 2>/dev/null \
+      || die "CA certificate '$ca' is not a readable PEM certificate; get ca.crt from the server admin again"
   fi
   ensure_home
   need_tmux

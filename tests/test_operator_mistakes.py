@@ -252,3 +252,17 @@ def test_service_units_pass_systemd_analyze(bot: Zk0bot, tmp_path: Path):
         assert verify.returncode == 0, verify.stderr
     removed = bot("service", "remove", "--unit-dir", str(units))
     assert removed.returncode == 0 and not list(units.iterdir())
+
+
+def test_a_junk_ca_file_is_named_before_the_dataset_is_read(bot: Zk0bot, demo_roots: list[Path], tmp_path: Path):
+    """A CA file that is no certificate: one line in seconds, before LeRobot opens the dataset."""
+    import time
+
+    junk = tmp_path / "ca.crt"
+    junk.write_text("<html>not a certificate</html>\n")
+    started = time.monotonic()
+    result = bot("client", "start", f"local:{demo_roots[0]}", "--ca-cert", str(junk))
+    lines = error_lines(result)
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert f"CA certificate '{junk}' is not a readable PEM certificate" in lines[0], lines[0]
+    assert time.monotonic() - started < 10
