@@ -289,9 +289,9 @@ def test_a_slowloris_flood_during_a_run_stops_nothing(federation):
     flood.thread.start()
     started = time.monotonic()
     statuses = flood.burst()
-    admin_answers = 0
+    admin = []  # the admin path's answers, each asked while the flood ran
     while time.monotonic() - started < FLOOD_SECONDS:
-        admin_answers += bot("server", "nodes", timeout=60).returncode == 0
+        admin.append(bot("server", "nodes", timeout=120).returncode)
         time.sleep(2)
     flood.stop.set()
     flood.thread.join(timeout=60)
@@ -300,7 +300,7 @@ def test_a_slowloris_flood_during_a_run_stops_nothing(federation):
     assert flood.most >= IDLE, flood.most  # the door held them all at once
     assert flood.dropped >= IDLE // 2, (flood.dropped, flood.opened)  # and dropped them on time
     assert set(statuses) <= {b"403", b"503"} and len(statuses) == 1000, set(statuses)
-    assert admin_answers >= FLOOD_SECONDS // 10, admin_answers
+    assert admin and set(admin) == {0}, admin
     assert "worker_connections are not enough" not in (bot.home / "server" / "proxy.log").read_text()
     wait_online(bot, 2, timeout=60)
     rows = [json.loads(line) for line in next((bot.home / "server" / "runs").iterdir()).joinpath("metrics.jsonl")
