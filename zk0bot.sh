@@ -194,6 +194,22 @@ require_no_args() {
   [[ $# -eq 0 ]] || die "unexpected argument '$1' (see --help)"
 }
 
+# `zk0bot GROUP SUB --help`: the group's usage narrowed to SUB's entry (its first line, which
+# starts with "  SUB", and the more indented lines that follow), else the whole group's.
+sub_usage() {
+  local text=$1 group=$2 sub=$3 entry
+  entry=$(awk -v sub_="$sub" '
+    $0 ~ "^  " sub_ "( |$)" { on = 1; print; next }
+    on && /^  [^ ]/ { exit }
+    on && /^$/ { exit }
+    on { print }' <<<"$text")
+  if [[ -z $entry ]]; then
+    printf '%s\n' "$text"
+  else
+    printf 'Usage: %s %s %s\n\n%s\n' "$PROG" "$group" "$sub" "$entry"
+  fi
+}
+
 wants_help() {
   local arg
   for arg in "$@"; do
@@ -1079,8 +1095,11 @@ cmd_server() {
   local sub=${1:-}
   [[ -n $sub ]] || { usage_server; exit 1; }
   shift
-  if [[ $sub == -h || $sub == --help ]] || wants_help "$@"; then
+  if [[ $sub == -h || $sub == --help ]]; then
     usage_server
+    return 0
+  elif wants_help "$@"; then
+    sub_usage "$(usage_server)" server "$sub"
     return 0
   fi
   case $sub in
@@ -1477,8 +1496,11 @@ cmd_client() {
   local sub=${1:-}
   [[ -n $sub ]] || { usage_client; exit 1; }
   shift
-  if [[ $sub == -h || $sub == --help ]] || wants_help "$@"; then
+  if [[ $sub == -h || $sub == --help ]]; then
     usage_client
+    return 0
+  elif wants_help "$@"; then
+    sub_usage "$(usage_client)" client "$sub"
     return 0
   fi
   case $sub in

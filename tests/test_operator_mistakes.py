@@ -266,3 +266,12 @@ def test_a_junk_ca_file_is_named_before_the_dataset_is_read(bot: Zk0bot, demo_ro
     assert result.returncode != 0 and len(lines) == 1, result.stderr
     assert f"CA certificate '{junk}' is not a readable PEM certificate" in lines[0], lines[0]
     assert time.monotonic() - started < 10
+
+
+def test_a_subcommand_help_shows_that_subcommand(bot: Zk0bot):
+    """`zk0bot server start --help` shows start's entry, not every server command's."""
+    start = bot("server", "start", "--help")
+    assert start.returncode == 0 and start.stdout.startswith("Usage: zk0bot server start")
+    assert "--public-address" in start.stdout and "register <node-public-key-file>" not in start.stdout
+    logs = bot("client", "logs", "--help")
+    assert logs.returncode == 0 and "Show (or follow) a client's log" in logs.stdout and "--rename-map" not in logs.stdout
