@@ -1774,6 +1774,97 @@ service_watch() {
 }
 
 # ---------------------------------------------------------------------------
+# upgrade
+# ---------------------------------------------------------------------------
+
+usage_upgrade() {
+  cat <<'USAGE'
+Usage: zk0bot upgrade [--ref R]
+
+Upgrade this checkout the installer's way (website/get-zk0bot.sh, from the repository it
+was installed from, ZK0_REPO to override): it refuses uncommitted changes to tracked files
+and local commits R lacks, changing nothing, and sets up the Python environment again.
+Then the new version must run (zk0bot version), and what ran here (the server, each
+client) is stopped and started again on it; a run in progress fails (continue it with
+zk0bot run --resume). If the check or a start fails, the checkout goes back to the
+commit it was at, and what ran is started again on that.
+--ref: branch, tag or commit (default: the current branch, else main).
+USAGE
+}
+
+# The installer from a private copy (the checkout changes under a script bash is reading).
+run_installer() {
+  local installer=$1 ref=$2
+  ZK0_INSTALL_DIR="$ROOT" ZK0_REF="$ref" bash "$installer" </dev/null >&2
+}
+
+# Start again, with zk0bot.sh as it is now on disk, what ran before: the server if $1 is 1,
+# then each client id that follows, with the options of its last start.
+restart_components() {
+  local server=$1 id replay
+  shift
+  [[ $server -eq 0 && $# -eq 0 ]] && return 0
+  "$ROOT/zk0bot.sh" stop >&2 || return 1
+  if [[ $server -eq 1 ]]; then "$ROOT/zk0bot.sh" server start >&2 || return 1; fi
+  for id in "$@"; do
+    replay=("$(client_setting "$id" dataset-uri)")
+    [[ ! -f $CLIENTS_DIR/$id/start-args ]] || mapfile -d '' replay <"$CLIENTS_DIR/$id/start-args"
+    "$ROOT/zk0bot.sh" client start "${replay[@]}" >&2 || return 1
+  done
+}
+
+cmd_upgrade() {
+  local ref="" old new installer server=0 clients=() id
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      -h | --help) usage_upgrade; return 0 ;;
+      --ref) opt_value "$@"; ref=$2; shift ;;
+      *) die "unknown option '$1' for 'upgrade' (see: $PROG upgrade --help)" ;;
+    esac
+    shift
+  done
+  git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1 \
+    || die "$ROOT is not a git checkout; upgrade by running the installer again (docs/INSTALLATION.md)"
+  [[ -f $ROOT/website/get-zk0bot.sh ]] || die "$ROOT has no website/get-zk0bot.sh; upgrade by running the installer again"
+  [[ -n $ref ]] || ref=$(git -C "$ROOT" symbolic-ref -q --short HEAD || echo main)
+  old=$(git -C "$ROOT" rev-parse HEAD)
+  if [[ -d $ZK0_HOME ]] && command -v tmux >/dev/null; then
+    session_running "$SERVER_SESSION" && server=1
+    for id in $(known_clients); do
+      session_running "zk0-supernode-$id" && clients+=("$id")
+    done
+  fi
+  installer=$(mktemp "${TMPDIR:-/tmp}/zk0-upgrade.XXXXXX")
+  cp "$ROOT/website/get-zk0bot.sh" "$installer"
+  info "upgrading $ROOT from $(git -C "$ROOT" log -1 --format='%h %s') to $ref"
+  local failed=""
+  if ! run_installer "$installer" "$ref"; then
+    if [[ $(git -C "$ROOT" rev-parse HEAD) == "$old" ]]; then
+      rm -f "$installer"
+      die "the upgrade changed nothing (see the installer's line above); $ROOT stays at ${old:0:12}"
+    fi
+    failed="the installer stopped after changing the checkout"
+  elif ! "$ROOT/zk0bot.sh" version >/dev/null 2>&1; then
+    failed="the new version does not run ('$PROG version' failed)"
+  elif ! restart_components "$server" "${clients[@]}"; then
+    failed="the new version did not start what ran here"
+  fi
+  new=$(git -C "$ROOT" rev-parse HEAD)
+  if [[ -z $failed ]]; then
+    rm -f "$installer"
+    info "upgraded to $(git -C "$ROOT" log -1 --format='%h %s')$([[ $server -eq 0 && ${#clients[@]} -eq 0 ]] || echo "; restarted what ran here")"
+    return 0
+  fi
+  warn "$failed; going back to ${old:0:12}"
+  run_installer "$installer" "$old" || true
+  rm -f "$installer"
+  [[ $(git -C "$ROOT" rev-parse HEAD) == "$old" ]] \
+    || die "$failed, and going back to ${old:0:12} failed too; $ROOT is at ${new:0:12}: rerun the installer with ZK0_REF=$old"
+  restart_components "$server" "${clients[@]}" || die "$failed; rolled back to ${old:0:12}, but what ran here did not start again: see $PROG status"
+  die "$failed; rolled back to ${old:0:12}$([[ $server -eq 0 && ${#clients[@]} -eq 0 ]] || echo ", and what ran here runs again on it")"
+}
+
+# ---------------------------------------------------------------------------
 # status, stop, doctor
 # ---------------------------------------------------------------------------
 
@@ -2040,6 +2131,7 @@ Node operators:
 This machine:
   status [--json]                          everything zk0 runs here (--json for monitors)
   version                                  zk0's version and commit
+  upgrade [--ref R]                        upgrade this checkout, restart, roll back on failure
   stop                                     stop everything zk0 started here
   doctor [--role server|node]              check the installation, with fixes
   service install|remove [--user]          start at boot, restart on failure (systemd)
@@ -2066,6 +2158,7 @@ main() {
     stop) cmd_stop "$@" ;;
     doctor) cmd_doctor "$@" ;;
     service) cmd_service "$@" ;;
+    upgrade) cmd_upgrade "$@" ;;
     *) die "unknown command '$cmd' (see: $PROG --help)" ;;
   esac
 }
