@@ -72,6 +72,8 @@ ensure_home() {
   home_fits_socket || die "ZK0_HOME=$ZK0_HOME is too long for tmux's socket (at most $((MAX_SOCKET - 10)) characters); set ZK0_HOME to a shorter path"
   local err
   err=$(mkdir -p "$ZK0_HOME" 2>&1) || die "cannot create ZK0_HOME=$ZK0_HOME (${err##*: }); set ZK0_HOME to a writable directory"
+  [[ -w $ZK0_HOME && -x $ZK0_HOME ]] \
+    || die "ZK0_HOME=$ZK0_HOME is not writable by $(id -un 2>/dev/null || id -u); set ZK0_HOME to a directory of this user's"
   chmod 700 "$ZK0_HOME" 2>/dev/null || true
 }
 
@@ -1547,6 +1549,22 @@ zk0_admin() {
   die "${err#zk0: error: }"
 }
 
+# A ServerApp started offline (HF_HUB_OFFLINE in the SuperExec's session) reads a hub
+# eval-dataset only from LeRobot's cache: one that is not there fails the run minutes in.
+check_eval_dataset_reachable() {
+  local merged uri repo cache
+  grep -Eqi '^declare -x HF_HUB_OFFLINE="(1|true|yes|on)"' "$SERVER_DIR/.session-$SUPEREXEC_SESSION.sh" 2>/dev/null \
+    || return 0
+  merged=$("$VENV/bin/zk0" check-run-config --json --app-dir "$ROOT" "$@" 2>/dev/null) || return 0
+  uri=$("$(python_bin)" -c 'import json, sys; print(json.load(sys.stdin).get("eval-dataset", ""))' <<<"$merged")
+  [[ -n $uri && $uri != local:* ]] || return 0
+  repo=${uri#hf:}
+  cache="${HF_LEROBOT_HOME:-${HF_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/huggingface}/lerobot}"
+  [[ ! -f $cache/$repo/meta/info.json ]] \
+    || return 0
+  die "eval-dataset '$uri' is a Hugging Face Hub dataset, the server runs offline (HF_HUB_OFFLINE) and $cache/$repo holds no copy; pass a local one: --run-config \"eval-dataset='local:/path/to/dataset'\""
+}
+
 cmd_run() {
   local rounds="" extra="" stream=0 resume=0 resume_dir="" quiet=()
   while [[ $# -gt 0 ]]; do
@@ -1585,6 +1603,7 @@ cmd_run() {
   fi
   session_running "$SERVER_SESSION" || die "the SuperLink is not running; start it first: $PROG server start"
   link_health || die "the SuperLink does not answer its health check; see: $PROG server logs"
+  [[ $resume -eq 1 ]] || check_eval_dataset_reachable "$config" "$extra"
   local run_id
   run_id=$(zk0_admin submit "$ROOT" --connection "$CONNECTION" "${run_config[@]}")
   if [[ ${#quiet[@]} -eq 1 ]]; then

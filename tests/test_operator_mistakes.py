@@ -6,6 +6,7 @@ fails on the code before the fix it covers.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -275,3 +276,29 @@ def test_a_subcommand_help_shows_that_subcommand(bot: Zk0bot):
     assert "--public-address" in start.stdout and "register <node-public-key-file>" not in start.stdout
     logs = bot("client", "logs", "--help")
     assert logs.returncode == 0 and "Show (or follow) a client's log" in logs.stdout and "--rename-map" not in logs.stdout
+
+
+def test_an_unwritable_zk0_home_is_named_before_the_dataset_is_read(nobody_dir: Path):
+    """uid 65534 with ZK0_HOME a directory it cannot write: one line in seconds, not a raw
+    `mkdir: Permission denied` after the dataset check."""
+    import time
+
+    if subprocess.run([*as_nobody(), "test", "-x", str(ROOT / ".venv" / "bin" / "python")]).returncode != 0:
+        pytest.skip("this checkout's .venv interpreter is not executable by uid 65534")
+    home = nobody_dir / "root-owned"
+    home.mkdir(mode=0o755)
+    os.chown(home, 0, 0)
+    dataset = nobody_dir / "dataset"
+    dataset.mkdir()
+    ca = nobody_dir / "ca.crt"
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", str(nobody_dir / "ca.key"), "-out", str(ca), "-days", "1", "-subj", "/CN=t")
+    ca.chmod(0o644)
+    env = user_env(nobody_dir, ZK0_HOME=str(home), ZK0_VENV=str(ROOT / ".venv"))
+    started = time.monotonic()
+    result = subprocess.run([*as_nobody(), str(ZK0BOT), "client", "start", f"local:{dataset}", "--ca-cert", str(ca)],
+                            env=env, capture_output=True, text=True, timeout=120, cwd=nobody_dir)
+    lines = error_lines(result)
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert lines[0] == f"zk0bot: error: ZK0_HOME={home} is not writable by nobody; set ZK0_HOME to a directory of this user's"
+    assert time.monotonic() - started < 15

@@ -255,6 +255,19 @@ def test_run_that_fails_at_start_names_the_reason(federation):
     assert "local:/nonexistent/eval: directory does not exist" in error_lines(result)[-1], result.stderr
 
 
+def test_an_offline_server_refuses_a_hub_eval_dataset_before_submitting(federation):
+    """The server runs with HF_HUB_OFFLINE=1 and the eval dataset is a hub id LeRobot's cache lacks:
+    one line naming the fix, before anything is submitted (no run directory appears)."""
+    bot, clients, _, _ = federation
+    before = set((bot.home / "server" / "runs").iterdir())
+    result = bot("run", "--rounds", "1", "--run-config", f"{TINY_RUN} eval-dataset='someone/not-cached'")
+    lines = error_lines(result)
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("zk0bot: error: eval-dataset 'someone/not-cached' is a Hugging Face Hub dataset, "
+                               "the server runs offline"), lines[0]
+    assert "submitted" not in result.stdout and set((bot.home / "server" / "runs").iterdir()) == before
+
+
 def test_client_restarted_right_after_stop_rejoins(federation):
     """`client stop` then `client start` at once: the server still holds the old connection for
     about a minute; start waits for it (saying so) instead of claiming the node is unregistered."""
