@@ -7,10 +7,11 @@
 # under $ZK0_HOME. TLS and SuperNode authentication are on unless --insecure is given.
 #
 # Server topology: the SuperLink (Fleet, Control and Runtime APIs on one port) listens on
-# 127.0.0.1 and admits only nginx, by client certificate. nginx serves the public port,
-# forwarding nothing but the Fleet API, and an admin port on 127.0.0.1: the Control API for
-# requests bearing the admin's token, the Runtime API for the SuperExec (shared secret) and
-# each run's ServerApp (its task token). Admin commands go through the admin port.
+# 127.0.0.1 and admits only nginx, by client certificate. One nginx serves the public port,
+# forwarding nothing but the Fleet API; another, with its own workers, serves an admin port
+# on 127.0.0.1: the Control API for requests bearing the admin's token, the Runtime API for
+# the SuperExec (shared secret) and each run's ServerApp (its task token). Admin commands go
+# through the admin port, which no traffic on the public port can starve.
 set -euo pipefail
 # Keys, logs, run outputs and checkpoints are private to the operator.
 umask 077
@@ -653,9 +654,9 @@ Commands:
         [--ca-cert F --cert F --key F]
           Start the server: the SuperLink (on 127.0.0.1, admitting only the proxy,
           session zk0-superlink), the SuperExec that runs ServerApps (zk0-superexec)
-          and the reverse proxy (nginx, zk0-proxy): on the public port it forwards only
-          the Fleet API the nodes use; on an admin port on 127.0.0.1 the Control API,
-          for requests bearing your token (~/.zk0/server/admin.token; zk0bot and
+          and the reverse proxies (nginx): on the public port (zk0-proxy) only the
+          Fleet API the nodes use; on an admin port on 127.0.0.1 (zk0-admin-proxy,
+          its own workers) the Control API, for requests bearing your token (~/.zk0/server/admin.token; zk0bot and
           FLWR_HOME=~/.zk0/server/flwr-home flwr send it).
           Creates a CA and a server certificate once (or installs the given ones),
           enables TLS and SuperNode authentication, and re-registers every node key
