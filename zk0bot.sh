@@ -1261,6 +1261,10 @@ client_start() {
     ! command -v openssl >/dev/null || openssl x509 -noout -in "$ca" 2>/dev/null \
       || die "CA certificate '$ca' is not a readable PEM certificate; get ca.crt from the server admin again"
   fi
+  local uncached
+  if hub_offline && uncached=$(uncached_hub_dataset "$uri"); then
+    die "dataset $uri is a Hugging Face Hub dataset, HF_HUB_OFFLINE is set and $uncached holds no copy; check the name, or download it while online (or pass local:/path)"
+  fi
   ensure_home
   need_tmux
   use_venv
@@ -1553,18 +1557,26 @@ zk0_admin() {
 # A ServerApp started offline (HF_HUB_OFFLINE in the SuperExec's session) reads a hub
 # eval-dataset only from LeRobot's cache: one that is not there fails the run minutes in.
 check_eval_dataset_reachable() {
-  local merged uri repo cache
+  local merged uri cache
   grep -Eqi '^declare -x HF_HUB_OFFLINE="(1|true|yes|on)"' "$SERVER_DIR/.session-$SUPEREXEC_SESSION.sh" 2>/dev/null \
     || return 0
   merged=$("$VENV/bin/zk0" check-run-config --json --app-dir "$ROOT" "$@" 2>/dev/null) || return 0
   uri=$("$(python_bin)" -c 'import json, sys; print(json.load(sys.stdin).get("eval-dataset", ""))' <<<"$merged")
-  [[ -n $uri && $uri != local:* ]] || return 0
-  repo=${uri#hf:}
-  cache="${HF_LEROBOT_HOME:-${HF_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/huggingface}/lerobot}"
-  [[ ! -f $cache/$repo/meta/info.json ]] \
-    || return 0
-  die "eval-dataset '$uri' is a Hugging Face Hub dataset, the server runs offline (HF_HUB_OFFLINE) and $cache/$repo holds no copy; pass a local one: --run-config \"eval-dataset='local:/path/to/dataset'\""
+  cache=$(uncached_hub_dataset "$uri") || return 0
+  die "eval-dataset '$uri' is a Hugging Face Hub dataset, the server runs offline (HF_HUB_OFFLINE) and $cache holds no copy; pass a local one: --run-config \"eval-dataset='local:/path/to/dataset'\""
 }
+
+# For a hub dataset URI (hf:owner/name or owner/name) that LeRobot's cache lacks: prints where
+# the copy would be and succeeds. Offline, such a dataset cannot be read.
+uncached_hub_dataset() {
+  local uri=$1 cache
+  [[ -n $uri && $uri != local:* ]] || return 1
+  cache="${HF_LEROBOT_HOME:-${HF_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/huggingface}/lerobot}/${uri#hf:}"
+  [[ ! -f $cache/meta/info.json ]] || return 1
+  echo "$cache"
+}
+
+hub_offline() { [[ ${HF_HUB_OFFLINE:-} =~ ^(1|[Tt][Rr][Uu][Ee]|[Yy][Ee][Ss]|[Oo][Nn])$ ]]; }
 
 cmd_run() {
   local rounds="" extra="" stream=0 resume=0 resume_dir="" quiet=()

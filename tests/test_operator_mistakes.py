@@ -302,3 +302,20 @@ def test_an_unwritable_zk0_home_is_named_before_the_dataset_is_read(nobody_dir: 
     assert result.returncode != 0 and len(lines) == 1, result.stderr
     assert lines[0] == f"zk0bot: error: ZK0_HOME={home} is not writable by nobody; set ZK0_HOME to a directory of this user's"
     assert time.monotonic() - started < 15
+
+
+def test_an_offline_node_refuses_a_hub_dataset_it_has_no_copy_of(bot: Zk0bot, tmp_path: Path):
+    """HF_HUB_OFFLINE=1 and a (typo'd) hub dataset LeRobot's cache lacks: one line, and no key pair
+    is made for it."""
+    cache = tmp_path / "lerobot-cache"
+    ca = tmp_path / "ca.crt"
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", str(tmp_path / "ca.key"), "-out", str(ca), "-days", "1", "-subj", "/CN=t")
+    result = bot("client", "start", "hf:someone/typo-dataset", "--ca-cert", str(ca), HF_HUB_OFFLINE="1",
+                 HF_LEROBOT_HOME=str(cache))
+    lines = error_lines(result)
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert lines[0] == (f"zk0bot: error: dataset hf:someone/typo-dataset is a Hugging Face Hub dataset, HF_HUB_OFFLINE "
+                        f"is set and {cache}/someone/typo-dataset holds no copy; check the name, or download it while "
+                        "online (or pass local:/path)")
+    assert not list(bot.home.rglob("node.key*"))
