@@ -64,8 +64,9 @@ def run_federation(out: Path, clients: int, rounds: int | None, datasets: str, e
     return run_dir
 
 
-def run_baseline(run_dir: Path, alone: bool) -> dict:
-    command = [str(VENV / "bin" / "python"), "-m", "zk0", "baseline", str(run_dir), *([] if alone else ["--no-alone"])]
+def run_baseline(run_dir: Path, alone: bool, final_only: bool = False) -> dict:
+    command = [str(VENV / "bin" / "python"), "-m", "zk0", "baseline", str(run_dir), *([] if alone else ["--no-alone"]),
+               *(["--final-only"] if final_only else [])]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     return json.loads((run_dir / "baseline" / "comparison.json").read_text())
 
@@ -81,7 +82,62 @@ def result_row(setting: str, mu: float, clients: int, seed: int, run_dir: Path, 
     for axis, _ in AXES:
         row[axis] = last[axis]
     row["joining_pays"] = joining_pays(comparison.get("alone"))
+    row["owners"] = owners(comparison.get("alone"))
     return row
+
+
+def owners(alone: dict | None) -> list[dict]:
+    """Per owner: its model alone, the global model and its personalized one (None: not made), on its
+    own held-out episodes and on all owners' (zk0 baseline's per-owner table)."""
+    union = "all clients' held-out"
+    rows = []
+    for client in (alone or {}).get("clients", []):
+        own = f"client {client['client']} held-out"
+        mine = client.get("personalized") or {}
+        rows.append({
+            "owner": client["client"],
+            "own": {"alone": client["alone"].get(own), "global": alone["federated"].get(own),
+                    "personalized": mine.get(own, client.get("personalized_reported"))},
+            "union": {"alone": client["alone"].get(union), "global": alone["federated"].get(union),
+                      "personalized": mine.get(union)},
+        })
+    return rows
+
+
+def owners_table(results: list[dict]) -> str:
+    """Per run and owner: alone, global, personalized on its own held-out episodes and on the union."""
+    from zk0.tools.comparison import fmt
+
+    lines = ["| setting | clients | seed | owner | own: alone | own: global | own: personalized | "
+             "union: alone | union: global | union: personalized |", "|---|---:|---:|---:|" + "---:|" * 6]
+    for r in results:
+        for o in r.get("owners", []):
+            cells = [r["setting"], str(r["clients"]), str(r["seed"]), str(o["owner"])]
+            cells += [fmt(o[where][model], ".1f") for where in ("own", "union") for model in ("alone", "global", "personalized")]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def owners_summary(results: list[dict]) -> str:
+    """Per setting and client count, over seeds and owners: how often the personalized model beats
+    alone and global on the owner's own held-out episodes, and the median gaps."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        for o in r.get("owners", []):
+            if o["own"]["personalized"] is not None:
+                groups.setdefault((r["setting"], r["clients"]), []).append(o)
+    lines = ["| setting | clients | owner-runs | personalized < alone (own) | personalized < global (own) | "
+             "median (personalized - alone) / alone, own | median (global - alone) / alone, own |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for (setting, clients), rows in groups.items():
+        own = [o["own"] for o in rows]
+        beats_alone = sum(o["personalized"] < o["alone"] for o in own)
+        beats_global = sum(o["personalized"] < o["global"] for o in own)
+        gap = statistics.median(100 * (o["personalized"] - o["alone"]) / o["alone"] for o in own)
+        global_gap = statistics.median(100 * (o["global"] - o["alone"]) / o["alone"] for o in own)
+        lines.append(f"| {setting} | {clients} | {len(own)} | {beats_alone}/{len(own)} | {beats_global}/{len(own)} | "
+                     f"{gap:+.1f}% | {global_gap:+.1f}% |")
+    return "\n".join(lines) + "\n"
 
 
 def joining_pays(alone: dict | None) -> int | None:
@@ -153,6 +209,7 @@ def main() -> int:
     parser.add_argument("--settings", default="noniid,iid", help="which of noniid, iid to run")
     parser.add_argument("--run-config", default="", help="extra run-config overrides for every run")
     parser.add_argument("--no-alone", action="store_true", help="skip the clients' local-only twins (zk0 baseline --no-alone)")
+    parser.add_argument("--final-only", action="store_true", help="score the final round only (zk0 baseline --final-only)")
     parser.add_argument("--out", type=Path, help="results directory (default bench/results/fl-vs-central-<timestamp>)")
     args = parser.parse_args()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -176,10 +233,14 @@ def main() -> int:
             print(f"fl_vs_central: {name}: federation", file=sys.stderr)
             run_dir = run_federation(out / name, clients, args.rounds, *data[setting], mu, seed, args.run_config)
             print(f"fl_vs_central: {name}: zk0 baseline {run_dir}", file=sys.stderr)
-            results.append(result_row(setting, mu, clients, seed, run_dir, run_baseline(run_dir, not args.no_alone)))
+            results.append(result_row(setting, mu, clients, seed, run_dir,
+                                      run_baseline(run_dir, not args.no_alone, args.final_only)))
+            (out / "summary.json").write_text(json.dumps(results, indent=2))  # after every run: nothing lost
 
     (out / "summary.json").write_text(json.dumps(results, indent=2))
     table = runs_table(results) + "\n" + seeds_table(results)
+    if any(r["owners"] for r in results):
+        table += "\n" + owners_table(results) + "\n" + owners_summary(results)
     (out / "summary.md").write_text(table)
     print(table, end="")
     print(f"fl_vs_central: results in {out}", file=sys.stderr)

@@ -23,7 +23,8 @@ import torch
 from safetensors.torch import load_file
 
 from zk0.tools.baseline import TRAIN_REPO_ID, lr_options
-from zk0.run.checkpoint import save_checkpoint
+from zk0.node.personal import personal_dir
+from zk0.run.checkpoint import save_checkpoint, write_model
 from zk0.tools.cli import main
 from zk0.config import RunConfig
 from zk0.data.dataset import fixed_batches
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HELDOUT = 2  # of the demo's 4 episodes per client
 LOCAL_STEPS, BATCH, ROUNDS, CLIENTS = 2, 2, 2, 2
 STEPS_PER_ROUND = CLIENTS * LOCAL_STEPS
+REPORTED_PERSONAL = 1.25  # client 1's personal model on its own held-out episodes, as its node reported it
 
 
 def run_config(demo_roots: list[Path], **overrides) -> dict:
@@ -61,6 +63,9 @@ def write_fl_run(run_dir: Path, config: dict, policy, processors, eval_split) ->
     batches = fixed_batches(eval_split, config["batch-size"], 0, config["eval-batches"])
     mse = evaluate_policy(policy, preprocessor, postprocessor, batches).action_mse
     save_checkpoint(RunDir(run_dir), ROUNDS, policy, preprocessor, postprocessor, {"eval/action_mse": mse})
+    # personalize: client 0's node left its personal model in the run directory (a simulation);
+    # client 1's kept its own and reported only its score (a deployment).
+    write_model(personal_dir({"partition-id": 0}, str(run_dir), "k"), policy, preprocessor, postprocessor)
     (run_dir / "run_config.json").write_text(json.dumps({"run_id": 7, "run_config": config}))
     uris = config["datasets"].split(",")
     rows = []
@@ -69,6 +74,8 @@ def write_fl_run(run_dir: Path, config: dict, policy, processors, eval_split) ->
             f"node {node} claiming {uri}": {"num-examples": LOCAL_STEPS * BATCH, "train/steps": LOCAL_STEPS} for node, uri in enumerate(uris)
         }
         rows.append({"round": server_round, "eval/action_mse": mse * (1 + 0.1 * (ROUNDS - server_round)), "clients": clients})
+    rows[-1]["client_eval"] = {f"node 1 claiming {uris[1]}": {"num-examples": 4, "eval/action_mse": 2.0,
+                                                                 "personal/eval/action_mse": REPORTED_PERSONAL}}
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     return mse
 
@@ -81,7 +88,7 @@ def baseline(tmp_path_factory, demo_roots, session_policy, processors, eval_spli
     mse = write_fl_run(run_dir, run_config(demo_roots), session_policy, processors, eval_split)
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        code = main(["baseline", str(run_dir)])
+        code = main(["baseline", str(run_dir), "--eval-batches", "2"])  # every frame: minutes on CI
     return run_dir, code, mse, stdout.getvalue()
 
 
@@ -153,6 +160,10 @@ def test_comparison_table_and_plot(baseline):
     assert rows[0]["equal_samples"] == rows[0]["equal_sequential_steps"]
     assert comparison["total_steps"] == 8 and comparison["sequential_steps_per_round"] == LOCAL_STEPS
     assert comparison["train_data"]["episodes"] == 4
+    clock = comparison["equal_wall_clock"]  # batch K x b for the federation's sequential steps
+    assert (clock["batch_size"], clock["central_steps"]) == (CLIENTS * BATCH, ROUNDS * LOCAL_STEPS)
+    assert math.isfinite(clock["central_action_mse"]) and clock["fl_action_mse"] == rows[2]["fl_action_mse"]
+    assert clock["gap_pct"] == pytest.approx(100 * (clock["fl_action_mse"] / clock["central_action_mse"] - 1))
     table = (out / "comparison.md").read_text()
     assert stdout.endswith(table) and sum(line.startswith("| ") for line in table.splitlines()) == (1 + 3) + (1 + CLIENTS)
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -266,8 +277,25 @@ def test_each_client_alone_is_trained_on_its_own_training_episodes_and_scored_ev
             assert sorted(scored) == sorted(sets) and all(math.isfinite(v) for v in scored.values())
             held_out = [scored["client 0 held-out"], scored["client 1 held-out"]]
             assert min(held_out) <= scored["all clients' held-out"] <= max(held_out)
-    table = (out / "comparison.md").read_text().split("## Federated vs your model alone", 1)[1]
+    table = (out / "comparison.md").read_text().split("## Per owner: alone, global, personalized", 1)[1]
     assert sum(line.startswith(f"| {index} | `local:") for line in table.splitlines() for index in range(CLIENTS)) == CLIENTS
+
+
+def test_each_owners_personalized_model_is_scored_beside_alone_and_global(baseline):
+    """Client 0's personal model (in the run directory: a simulation) is scored on every set like the
+    twins; client 1's stayed on its node, and its reported own-held-out score stands in the table."""
+    run_dir = baseline[0]
+    comparison = json.loads((run_dir / "baseline" / "comparison.json").read_text())
+    mine, theirs = comparison["alone"]["clients"]
+    # client 0's personal model is the federated one here (written from the same weights): the same scores
+    assert mine["personalized"] == pytest.approx(comparison["alone"]["federated"])
+    assert mine["personalized_reported"] is None
+    assert theirs["personalized"] is None and theirs["personalized_reported"] == REPORTED_PERSONAL
+    table = (run_dir / "baseline" / "comparison.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| client |"))
+    assert "its own held-out: personalized" in header and "all clients' held-out: personalized vs alone" in header
+    row = next(line for line in table.splitlines() if line.startswith("| 1 | `local:"))
+    assert f"{REPORTED_PERSONAL:.4f}" in row
 
 
 def test_client_keys_name_the_dataset_their_node_claimed():
@@ -353,12 +381,13 @@ def test_the_centralized_comparison_stands_without_the_twins(twins, tmp_path, de
     write_fl_run(run_dir, run_config(demo_roots), session_policy, processors, eval_split)
     if twins == "failing":
         monkeypatch.setattr(zk0.tools.alone, "train_twin", failing_twin)
-    code = main(["baseline", str(run_dir), *(["--no-alone"] if twins == "skipped" else [])])
+    code = main(["baseline", str(run_dir), "--eval-batches", "2", "--no-wall-clock",
+                 *(["--no-alone"] if twins == "skipped" else [])])
     out, err = capsys.readouterr()
     baseline_dir = run_dir / "baseline"
     comparison = json.loads((baseline_dir / "comparison.json").read_text())
     assert [row["round"] for row in comparison["rows"]] == list(range(ROUNDS + 1)) and comparison["alone"] is None
-    assert "## Federated vs your model alone" not in (baseline_dir / "comparison.md").read_text()
+    assert "## Per owner" not in (baseline_dir / "comparison.md").read_text()
     if twins == "skipped":
         assert code == 0 and out.endswith((baseline_dir / "comparison.md").read_text())
         assert not (baseline_dir / "alone").exists()
@@ -366,3 +395,9 @@ def test_the_centralized_comparison_stands_without_the_twins(twins, tmp_path, de
         [line] = [line for line in err.splitlines() if line.startswith("zk0: error: ")]
         assert code == 2 and line.endswith(f"client 0's twin (the centralized comparison is in "
                                            f"{baseline_dir / 'comparison.md'}; the clients alone are not)")
+
+
+def test_a_comparison_scores_every_frame_unless_told_otherwise():
+    from zk0.tools.baseline import all_batches
+
+    assert [all_batches(range(n), 8) for n in (1, 8, 9, 360)] == [1, 1, 2, 45]

@@ -6,7 +6,8 @@ normalization statistics; the node first scores that global model on its own hel
 episodes, then trains, and replies with its encoded update and both sets of metrics.
 A query message at the start of a run asks for this dataset's normalization statistics
 (zk0.data.stats: a few numbers per joint, never frames); an evaluate message after the last
-round scores the final global model. Frames, frozen weights and the dataset never leave.
+round scores the final global model (and, with run-config `personalize`, fine-tunes it into
+this node's personal model, kept on this node: zk0.node.personal). Frames, frozen weights and the dataset never leave.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from zk0.node import drift, personal
 from zk0.wire import transfer
 from zk0.policy.evaluate import evaluate_policy
 from zk0.node.session import NodeSession, node_session
@@ -71,6 +73,9 @@ def train(msg: Message, context: Context) -> Message:
     # The global model as it arrived, scored on this node's held-out episodes: the
     # client-side metric of the previous round's aggregate, without a second message.
     held_out = _evaluate(session) if session.has_heldout else None
+    scaffold = session.config.drift_correction == "scaffold"
+    correction = (drift.correction(memory.control, memory.reference, memory.reference_round, ins.server_round,
+                                   received) if scaffold else None)
     result = train_local(
         session.policy,
         session.preprocessor,
@@ -81,14 +86,18 @@ def train(msg: Message, context: Context) -> Message:
         desc=f"round {ins.server_round} {session.data.uri}",
         optimizer_state=memory.optimizer if session.config.keep_optimizer_state else None,
         keep_optimizer_state=session.config.keep_optimizer_state,
+        correction=correction,
     )
     codec = session.config.update_codec
-    upload = transfer.upload(session.trainable_weights(), received, codec, memory.feedback)
-    if codec not in transfer.FULL_CODECS:
+    trained = session.trainable_weights()
+    upload = transfer.upload(trained, received, codec, memory.feedback)
+    if codec not in transfer.FULL_CODECS or scaffold:
         memory.reference, memory.reference_round = received, ins.broadcast_round
+    if scaffold:
+        memory.control = drift.own_update(trained, received, correction)
     memory.optimizer = result.optimizer_state
     memory.trained = (ins.server_round, ins.attempts.start, ins.attempt)
-    if codec not in transfer.FULL_CODECS or memory.optimizer:
+    if codec not in transfer.FULL_CODECS or memory.optimizer or scaffold:
         memory.save()
     report = TrainReport(
         update=upload,
@@ -110,9 +119,30 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """After the last round: the final global model on this node's held-out episodes."""
+    """After the last round: the final global model on this node's held-out episodes; with
+    run-config `personalize`, this node's personal model too (zk0.node.personal: it stays on
+    the node, the reply carries its scores only)."""
     session = node_session(context)
     ins = EvaluateInstructions.from_content(msg.content)
-    _receive_global(session, ins.model, ins.stats)
-    report = EvaluateReport(_evaluate(session), session.identity(), {"startup-seconds": session.startup_seconds})
+    received = _receive_global(session, ins.model, ins.stats)
+    scores = _evaluate(session)
+    metrics = {"startup-seconds": session.startup_seconds}
+    mine = None
+    if session.config.personalize == "finetune" and session.has_heldout:
+        try:
+            mine, seconds = _personalize(session, ins, context)
+            metrics["personal/train-seconds"] = seconds
+        finally:
+            session.load_weights(received)  # the process's shared policy holds the global model again
+    report = EvaluateReport(scores, session.identity(), metrics, personal=mine)
     return Message(report.to_content(), reply_to=msg)
+
+
+def _personalize(session: NodeSession, ins: EvaluateInstructions, context: Context) -> tuple[Scores, float]:
+    """Fine-tune the received global model into this node's personal model, saved on this node."""
+    config = session.config
+    directory = personal.personal_dir(dict(context.node_config), ins.run_dir, node_key(context.node_config))
+    made = personal.finetune(session, directory, config.personal_steps, config.personal_lr or config.lr)
+    scores = _evaluate(session)
+    personal.record_scores(made.directory, {"heldout": scores.metrics(), "server_round": ins.server_round})
+    return scores, made.seconds

@@ -20,6 +20,13 @@ from zk0.sim import ENVS
 
 LR_SCHEDULES = ("constant", "cosine")
 NORMALIZATIONS = ("federated", "local")
+# none: every node is scored with the global model; finetune: after the last round each node
+# fine-tunes the final global model on its own training episodes (personal-steps), keeps the
+# result on its own disk and reports only its score (zk0.node.personal).
+PERSONALIZATIONS = ("none", "finetune")
+# none: plain local steps; scaffold: SCAFFOLD-style control variates kept in node memory,
+# estimated from the global models the node receives (zk0.node.drift): nothing extra travels.
+DRIFT_CORRECTIONS = ("none", "scaffold")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -44,6 +51,10 @@ class RunConfig:
     keep_optimizer_state: bool
     proximal_mu: float
     aggregation: str
+    drift_correction: str
+    personalize: str
+    personal_steps: int
+    personal_lr: float
     update_codec: str
     normalization: str
     trainable: str
@@ -106,12 +117,12 @@ class RunConfig:
     def _validate(self) -> None:
         positive = ("num_rounds", "local_steps", "batch_size", "eval_every", "eval_batches", "eval_episodes", "eval_env_every",
                     "checkpoint_every", "action_dim", "min_train_clients", "min_evaluate_clients",
-                    "min_available_clients", "multikrum_keep", "lora_rank")
+                    "min_available_clients", "multikrum_keep", "lora_rank", "personal_steps")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"run-config key '{_key(name)}' must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_rounds", "heldout_episodes", "num_workers", "proximal_mu", "lr_min", "krum_num_malicious",
-                     "state_dim", "round_retries"):
+                     "state_dim", "round_retries", "personal_lr"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"run-config key '{_key(name)}' must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "round_timeout", "node_wait_timeout", "lora_alpha"):
@@ -137,6 +148,15 @@ class RunConfig:
                               f"got '{self.lora_aggregation}'")
         if self.lora_targets not in LORA_TARGETS:
             raise ConfigError(f"run-config key 'lora-targets' must be one of {', '.join(LORA_TARGETS)}; got '{self.lora_targets}'")
+        if self.personalize not in PERSONALIZATIONS:
+            raise ConfigError(f"run-config key 'personalize' must be one of {', '.join(PERSONALIZATIONS)}; "
+                              f"got '{self.personalize}'")
+        if self.personalize != "none" and self.fraction_evaluate == 0.0:
+            raise ConfigError(f"run-config key 'personalize' is '{self.personalize}' but fraction-evaluate is 0: "
+                              f"nodes personalize when the final evaluation reaches them; set fraction-evaluate > 0")
+        if self.drift_correction not in DRIFT_CORRECTIONS:
+            raise ConfigError(f"run-config key 'drift-correction' must be one of {', '.join(DRIFT_CORRECTIONS)}; "
+                              f"got '{self.drift_correction}'")
         if self.resume_from and not self.resume_from.startswith("/"):
             raise ConfigError(f"run-config key 'resume-from' must be an absolute run directory path, got '{self.resume_from}'")
         if self.aggregation not in AGGREGATIONS:

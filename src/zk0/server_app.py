@@ -87,6 +87,7 @@ def _federate(grid: Grid, context: Context, config: RunConfig, resumed, model: G
     strategy.cameras = cameras(model.policy.config.input_features)
     strategy.trainable_bytes = 4 * trainable
     strategy.spool = outputs.paths.spool
+    strategy.run_dir = str(outputs.run_dir)
     done = 0
     initial = model.weights()
     if resumed:

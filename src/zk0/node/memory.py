@@ -1,6 +1,7 @@
 """What a node must remember between rounds of a run: the last global model it received
 (the base of the next delta download), its error-feedback residual and, with run-config
-`keep-optimizer-state`, its AdamW state.
+`keep-optimizer-state`, its AdamW state; with `drift-correction = "scaffold"`, its control
+variate (zk0.node.drift).
 
 On disk, so that a fresh ClientApp process (deployment), another simulation worker or a
 restarted node picks it up: `<zk0 cache>/node-state/run-<run key>-node-<node key>/`, written
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from zk0.wire.protocol import Attempts
 
 STALE_SECONDS = 2 * 24 * 3600
-RESIDUAL, OPTIMIZER = "residual.safetensors", "optimizer.safetensors"  # what a training changes
+RESIDUAL, OPTIMIZER, CONTROL = "residual.safetensors", "optimizer.safetensors", "control.safetensors"  # what a training changes
 BEFORE = "before"  # the state the last training started from
 
 
@@ -63,6 +64,7 @@ class NodeMemory:
     reference: dict[str, np.ndarray] | None = None
     feedback: ErrorFeedback = field(default_factory=ErrorFeedback)
     optimizer: dict[int, dict[str, "torch.Tensor"]] | None = None  # torch's optimizer state_dict()["state"]
+    control: dict[str, np.ndarray] | None = None  # drift-correction = "scaffold": this node's c_i (zk0.node.drift)
     trained: tuple[int, int, int] | None = None  # (round, start, attempt) of the training that left them
     version: str = ""  # changes with every save
     _start: Path | None = field(default=None, repr=False)  # the saved state this training starts from
@@ -89,7 +91,7 @@ class NodeMemory:
         if trained_round < server_round and attempts.made(trained_round) == (start, attempt):
             return
         self._start = path / BEFORE
-        self.feedback, self.optimizer = ErrorFeedback(), None
+        self.feedback, self.optimizer, self.control = ErrorFeedback(), None, None
         _read_training(self, self._start)
 
     def save(self) -> None:
@@ -127,18 +129,22 @@ def _save(state: NodeMemory) -> None:
     _purge_stale(target.parent)
     with atomic.replace_dir(target) as staging:
         if state.reference is not None:
-            # Delta codecs keep references bf16-representable: bf16 on disk is exact.
-            save_file(encode(state.reference, "bf16"), str(staging / "reference.safetensors"))
+            # Delta codecs keep references bf16-representable: bf16 on disk is exact. A full-codec
+            # reference is kept only for drift correction, whose global update it must give exactly.
+            codec = "fp32" if state.control is not None else "bf16"
+            save_file(encode(state.reference, codec), str(staging / "reference.safetensors"))
         residual = state.feedback.state_dict()
         if residual:
             save_file(residual, str(staging / RESIDUAL))
+        if state.control is not None:
+            save_file(state.control, str(staging / CONTROL))
         if state.optimizer:
             save_torch({f"{index}/{key}": value.detach().cpu().contiguous()
                         for index, entry in state.optimizer.items() for key, value in entry.items()},
                        str(staging / OPTIMIZER))
         if state._start is not None:
             (staging / BEFORE).mkdir()
-            for name in (RESIDUAL, OPTIMIZER):
+            for name in (RESIDUAL, OPTIMIZER, CONTROL):
                 if (state._start / name).is_file():
                     os.link(state._start / name, staging / BEFORE / name)  # the old directory goes, its files stay
         (staging / "state.json").write_text(json.dumps({"reference_round": state.reference_round,
@@ -168,6 +174,8 @@ def _read_training(state: NodeMemory, path: Path) -> None:
 
     if (path / RESIDUAL).is_file():
         state.feedback.load_state_dict(load_file(str(path / RESIDUAL)))
+    if (path / CONTROL).is_file():
+        state.control = load_file(str(path / CONTROL))
     if (path / OPTIMIZER).is_file():
         state.optimizer = {}
         for name, value in load_torch(str(path / OPTIMIZER)).items():

@@ -43,11 +43,19 @@ def proximal_term(params: list[torch.Tensor], global_params: list[torch.Tensor])
 
 
 def train_local(policy, preprocessor, batches, *, steps: int, lr: float, proximal_mu: float, desc: str,
-                optimizer_state: dict | None = None, keep_optimizer_state: bool = False) -> TrainResult:
+                optimizer_state: dict | None = None, keep_optimizer_state: bool = False,
+                correction: dict | None = None) -> TrainResult:
     """`optimizer_state`: the per-parameter state (torch's `state_dict()["state"]`) a previous
-    round returned; with `keep_optimizer_state` this round's is returned in the result."""
+    round returned; with `keep_optimizer_state` this round's is returned in the result.
+    `correction`: per trainable parameter (by name), a displacement spread evenly over the steps,
+    added after each optimizer step (drift correction: zk0.node.drift)."""
     device = next(policy.parameters()).device
-    params = [p for p in policy.parameters() if p.requires_grad]
+    named = [(name, p) for name, p in policy.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    per_step = None
+    if correction is not None:
+        per_step = [torch.as_tensor(correction[name], dtype=torch.float32).to(p.device, p.dtype) / steps
+                    for name, p in named]
     global_params = [p.detach().clone() for p in params]
     optimizer = torch.optim.AdamW(params, lr=lr, betas=BETAS, weight_decay=WEIGHT_DECAY)
     if optimizer_state:
@@ -70,6 +78,10 @@ def train_local(policy, preprocessor, batches, *, steps: int, lr: float, proxima
         total.backward()
         torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP_NORM)
         optimizer.step()
+        if per_step is not None:
+            with torch.no_grad():
+                for param, delta in zip(params, per_step, strict=True):
+                    param.add_(delta)
 
         loss_sum += loss.item()
         prox_sum += prox.item()

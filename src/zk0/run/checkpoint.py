@@ -28,17 +28,25 @@ def save_checkpoint(run: RunDir, server_round: int, policy, preprocessor, postpr
     """Round `server_round`'s checkpoint in `run`, which `last` then points at; returns its directory."""
     final = run.checkpoint(server_round)
     with replace_dir(final) as staging:
-        model_dir = staging / PRETRAINED
-        if is_lora(policy):
-            save_adapter(policy, staging / ADAPTER)
-            _save_processors(staging / ADAPTER, preprocessor, postprocessor)
-            merged(policy).save_pretrained(model_dir)
-        else:
-            policy.save_pretrained(model_dir)
-        _save_processors(model_dir, preprocessor, postprocessor)
+        write_model(staging, policy, preprocessor, postprocessor)
         (staging / ROUND_RECORD).write_text(json.dumps({"round": server_round, **metrics}, indent=2))
     point_link(run.link("last"), final.name)
     return final
+
+
+def write_model(directory: Path, policy, preprocessor, postprocessor) -> Path:
+    """`directory`/pretrained_model (and, for LoRA, `directory`/adapter) as lerobot-train writes
+    them: what `SmolVLAPolicy.from_pretrained` and `make_pre_post_processors` load. Returns the
+    pretrained_model directory."""
+    model_dir = directory / PRETRAINED
+    if is_lora(policy):
+        save_adapter(policy, directory / ADAPTER)
+        _save_processors(directory / ADAPTER, preprocessor, postprocessor)
+        merged(policy).save_pretrained(model_dir)
+    else:
+        policy.save_pretrained(model_dir)
+    _save_processors(model_dir, preprocessor, postprocessor)
+    return model_dir
 
 
 def _save_processors(directory: Path, preprocessor, postprocessor) -> None:

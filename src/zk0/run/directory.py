@@ -11,6 +11,8 @@
     ├── checkpoints/000005/   pretrained_model/ (LeRobot) + zk0_round.json; `last`, `best` links
     ├── resume.toml           the run config a `zk0 admin resume` submits
     ├── baseline/             `zk0 baseline` outputs
+    ├── nodes/client_<i>/     simulation only: the simulated nodes' own folders (their disks, not the
+    │                         server's records): personal/ with run-config personalize (zk0.node.personal)
     └── wandb/                with run-config wandb = true
 
 Readers and writers (run_outputs, run_state, checkpoint, push, baseline, admin) take their

@@ -9,8 +9,8 @@ from zk0.server.rounds import RoundRecord
 from zk0.sim.rollout import RolloutResult
 
 
-def _weighted(clients: dict[int, dict], key: str) -> float | None:
-    pairs = [(m[key], m["num-examples"]) for m in clients.values() if key in m]
+def _weighted(clients: dict[int, dict], key: str, weight: str = "num-examples") -> float | None:
+    pairs = [(m[key], m[weight]) for m in clients.values() if key in m]
     total = sum(weight for _, weight in pairs)
     return sum(value * weight for value, weight in pairs) / total if total else None
 
@@ -45,9 +45,17 @@ def round_row(server_round: int, record: RoundRecord | None, result: EvalResult 
         "bytes_down": record.named(record.bytes_down),
         "bytes_up": record.named(record.bytes_up),
         **(rollout.metrics() if rollout else {}),
+        **_personal(record),
         "seconds": time.perf_counter() - started,
     }
     return row
+
+
+def _personal(record: RoundRecord) -> dict:
+    """The nodes' personal models on their own held-out episodes (run-config personalize), where
+    the final evaluation brought their scores: beside the global model's on the same episodes."""
+    mse = _weighted(record.client_eval, "personal/eval/action_mse", "personal/num-examples")
+    return {} if mse is None else {"personal_eval/action_mse": mse}
 
 
 def summary_line(row: dict, num_rounds: int) -> str:
@@ -59,10 +67,14 @@ def summary_line(row: dict, num_rounds: int) -> str:
     success = ""
     if row.get("eval/success_rate") is not None:
         success = f"success {100 * row['eval/success_rate']:.0f} % of {row['eval/episodes']} | "
+    personal = ""
+    if row.get("personal_eval/action_mse") is not None:
+        personal = (f" | on their own held-out: global {fmt(row['client_eval/action_mse'], '.4f')}, "
+                    f"personalized {row['personal_eval/action_mse']:.4f}")
     retried = f" (attempt {len(row['retries']) + 1})" if row["retries"] else ""
     return (
         f"[round {row['round']}/{num_rounds}] {success}eval action MSE {fmt(row['eval/action_mse'], '.4f')} | "
         f"eval loss {fmt(row['eval/loss'], '.4f')} | train loss {fmt(row['train/loss'], '.4f')} | "
         f"nodes {row['sampled']} sampled: {len(row['clients'])} ok, {rejected} rejected, {failed} failed, "
-        f"{len(row['late'])} late{retried} | {row['seconds']:.1f}s | {moved:.2f} MB moved"
+        f"{len(row['late'])} late{retried} | {row['seconds']:.1f}s | {moved:.2f} MB moved{personal}"
     )

@@ -16,7 +16,7 @@ from flwr.app import Message, Metadata
 
 from zk0.wire import transfer
 from zk0.server.identities import registered_names
-from zk0.wire.protocol import NodeIdentity, Scores
+from zk0.wire.protocol import PERSONAL_PREFIX, NodeIdentity, Scores
 
 
 @dataclass
@@ -92,9 +92,12 @@ class RoundRecord:
         if received is not None:
             self.received_eval[node] = received.metrics()
 
-    def evaluated(self, node: int, label: str, scores: Scores, metrics: dict) -> None:
+    def evaluated(self, node: int, label: str, scores: Scores, metrics: dict, personal: Scores | None = None) -> None:
+        """The final evaluation's numbers: the global model's scores, the node's personal model's
+        (`personal/...`, run-config personalize) and its other metrics."""
         self.names[node] = label
-        self.client_eval[node] = {**scores.metrics(), **metrics}
+        self.client_eval[node] = {**scores.metrics(), **(personal.metrics(PERSONAL_PREFIX) if personal else {}),
+                                  **metrics}
 
     def named(self, per_node: dict[int, object]) -> dict[str, object]:
         """Node-id keyed values, keyed by the nodes' labels for people."""

@@ -100,6 +100,7 @@ class ZK0Strategy:
         self.streams = AGGREGATIONS[config.aggregation].streams
         self.trainable_bytes = 0  # fp32 size of the trainable weights, set by the ServerApp
         self.spool: Path | None = None  # where compact updates wait for the norm rule (RunDir.spool)
+        self.run_dir = ""  # the run directory, named in the final evaluation (zk0.node.personal)
 
     @property
     def max_train_examples(self) -> int:
@@ -457,7 +458,8 @@ class ZK0Strategy:
         # One content per message, made when the grid asks for it: Flower may not share
         # records between messages, and the round's messages are never all held.
         for node in nodes:
-            message = Message(EvaluateInstructions(server_round, model, self.federation_stats).to_content(),
+            message = Message(EvaluateInstructions(server_round, model, self.federation_stats,
+                                                   self.run_dir).to_content(),
                               dst_node_id=node, message_type=MessageType.EVALUATE)
             record.sent(message)
             yield message
@@ -473,14 +475,15 @@ class ZK0Strategy:
                 continue
             self.roster.label(node, claimed_identity(reply.content))
             report, reason = guarded(EvaluateReport.from_content, reply.content)
-            if report is not None and report.scores.num_examples > max_examples:
-                reason = (f"'num-examples' is {report.scores.num_examples}, more than the {max_examples} "
+            counts = [report.scores.num_examples, report.personal.num_examples if report.personal else 0] if report else []
+            if any(count > max_examples for count in counts):
+                reason = (f"'num-examples' is {max(counts)}, more than the {max_examples} "
                           f"the node could have used")
             if reason:
                 log(WARNING, "Round %d: ignored the evaluation reply of %s: %s", server_round,
                     self.roster.label(node), reason)
                 continue
-            record.evaluated(node, self.roster.label(node), report.scores, report.metrics)
+            record.evaluated(node, self.roster.label(node), report.scores, report.metrics, report.personal)
             scores[node] = report.scores
         record.closed()
         if not scores:

@@ -84,7 +84,7 @@ def scoring_sets(run: FederatedRun, policy_config) -> dict[str, object]:
 
 def scores(model: Path, sets: dict, run: FederatedRun, device: str) -> dict[str, float]:
     """Held-out action MSE of `model` on each set, plus the union of the clients' held-out sets."""
-    results = {name: score(model, model, split, run.config, device) for name, split in sets.items()}
+    results = {name: score(model, model, split, run.config, device, run.eval_batches) for name, split in sets.items()}
     held_out = [result for name, result in results.items() if name != EVAL]
     mse = {name: result.action_mse for name, result in results.items()}
     if held_out:
@@ -101,8 +101,30 @@ def final_checkpoint(run: FederatedRun) -> Path:
     return federated
 
 
+def personal_model(run: FederatedRun, uri: DatasetURI) -> Path | None:
+    """The personal model (run-config personalize) of the client that trained on `uri`, where a
+    simulation left it in the run directory (zk0.node.personal); deployed nodes keep theirs."""
+    from zk0.node.personal import PERSONAL, simulation_dir
+
+    if uri not in run.config.datasets:
+        return None
+    path = simulation_dir(run.paths.path, run.config.datasets.index(uri)) / PERSONAL / PRETRAINED
+    return path if (path / "config.json").is_file() else None
+
+
+def reported_personal(run: FederatedRun, uri: DatasetURI) -> float | None:
+    """The personal model's score on its own held-out episodes as its node reported it in the final
+    evaluation (metrics.jsonl), for nodes whose model the baseline cannot reach."""
+    row = run.rows.get(run.config.num_rounds, {})
+    for key, metrics in row.get("client_eval", {}).items():
+        if trusted_claim(key, run.config) == uri and "personal/eval/action_mse" in metrics:
+            return float(metrics["personal/eval/action_mse"])
+    return None
+
+
 def run_alone(run: FederatedRun, out: Path, device: str, log=print) -> dict:
-    """Train every client's twin and score it beside the federated model; comparison.json's `alone`."""
+    """Train every client's twin and score it beside the federated model and, where the run made
+    them (run-config personalize), the client's personal model; comparison.json's `alone`."""
     from lerobot.configs.policies import PreTrainedConfig
 
     federated = final_checkpoint(run)
@@ -112,32 +134,63 @@ def run_alone(run: FederatedRun, out: Path, device: str, log=print) -> dict:
     for index, (uri, steps) in enumerate(client_steps(run).items()):
         log(f"client {index} alone: lerobot-train, {steps} steps on its training episodes ({uri})")
         twin = train_twin(run, index, uri, steps, out / f"client_{index}", device)
-        clients.append({"client": index, "dataset": str(uri), "steps": steps, "alone": scores(twin, sets, run, device)})
-    return {"sets": [*sets, UNION] if len(sets) > 1 else list(sets), "federated": fl, "clients": clients}
+        mine = personal_model(run, uri)
+        clients.append({"client": index, "dataset": str(uri), "steps": steps, "alone": scores(twin, sets, run, device),
+                        "personalized": scores(mine, sets, run, device) if mine else None,
+                        "personalized_reported": reported_personal(run, uri)})
+    return {"sets": [*sets, UNION] if len(sets) > 1 else list(sets), "federated": fl, "clients": clients,
+            "personalize": run.config.personalize, "personal_steps": run.config.personal_steps}
 
 
 def alone_table(alone: dict) -> str:
-    """'Federated vs your model alone': per client, on its own held-out episodes, on all clients'
-    and on the eval dataset; the gap is (federated - alone) / alone, negative when joining pays."""
-    def cell(client: dict, name: str) -> list[str]:
-        fl, mine = alone["federated"].get(name), client["alone"].get(name)
-        if fl is None or mine is None:
-            return ["-", "-", "-"]
-        return [f"{fl:.4f}", f"{mine:.4f}", f"{100.0 * (fl - mine) / mine:+.1f}%"]
+    """'Per owner: alone, global, personalized': per client, on its own held-out episodes, on all
+    clients' and on the eval dataset; the gaps are against the client's model alone (negative
+    when the federation's model, or the personal one made from it, is better)."""
+    personalized = any(client.get("personalized") or client.get("personalized_reported") is not None
+                       for client in alone["clients"])
 
+    def value(client: dict, which: str, name: str) -> float | None:
+        if which == "global":
+            return alone["federated"].get(name)
+        if which == "personalized":
+            mine = (client.get("personalized") or {}).get(name)
+            if mine is None and name == f"client {client['client']} held-out":
+                mine = client.get("personalized_reported")  # the node's own report (its model stayed there)
+            return mine
+        return client["alone"].get(name)
+
+    def gap(mine: float | None, base: float | None) -> str:
+        return "-" if mine is None or base is None else f"{100.0 * (mine - base) / base:+.1f}%"
+
+    models = ("alone", "global", "personalized") if personalized else ("alone", "global")
     columns = ("its own held-out", UNION, EVAL)
+    headings, rule = [], ""
+    for column in columns:
+        headings += [f"{column}: {model}" for model in models] + [f"{column}: {model} vs alone" for model in models[1:]]
+        rule += "---:|" * (2 * len(models) - 1)
     lines = [
-        "## Federated vs your model alone",
+        "## Per owner: alone, global" + (", personalized" if personalized else ""),
         "",
-        "Each client's local-only twin: `lerobot-train` on its own training episodes, from the same start "
-        "model, for the steps it took in the federation. Held-out action MSE (lower is better); gap: "
-        "(federated - alone) / alone, negative when joining pays.",
+        "Each client's local-only twin (alone: `lerobot-train` on its own training episodes, from the same start "
+        "model, for the steps it took in the federation), the federation's final model (global)"
+        + (" and the client's personal model (personalized: the global model fine-tuned on its own training "
+           f"episodes for {alone.get('personal_steps')} steps, run-config personalize = "
+           f"'{alone.get('personalize')}')" if personalized else "")
+        + ". Held-out action MSE over every frame (lower is better); gaps against alone, negative when it pays.",
         "",
-        "| client | dataset | steps | " + " | ".join(f"{c}: federated | {c}: alone | {c}: gap" for c in columns) + " |",
-        "|---:|---|---:|" + "---:|---:|---:|" * len(columns),
+        "| client | dataset | steps | " + " | ".join(headings) + " |",
+        "|---:|---|---:|" + rule,
     ]
     for client in alone["clients"]:
         cells = [str(client["client"]), f"`{client['dataset']}`", str(client["steps"])]
-        cells += cell(client, f"client {client['client']} held-out") + cell(client, UNION) + cell(client, EVAL)
+        for column in columns:
+            name = f"client {client['client']} held-out" if column == "its own held-out" else column
+            values = {model: value(client, model, name) for model in models}
+            cells += [fmt(values[model], ".4f") for model in models]
+            cells += [gap(values[model], values["alone"]) for model in models[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)

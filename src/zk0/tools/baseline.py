@@ -8,6 +8,7 @@
                            zk0 node fits it (zk0.policy.model.load_policy), with its processors
     train/                 `lerobot-train` output: checkpoints/<step>/pretrained_model, ...
     lerobot-train.log      its console output
+    wall_clock/            the equal-wall-clock twin: batch K x batch-size for num-rounds x L steps
     alone/client_<i>/      each client's local-only twin (zk0.tools.alone; not with alone=False)
     comparison.json/.md    FL vs centralized held-out action MSE per round, on both axes (written
                            before the twins train), and federated vs each client alone (after)
@@ -54,7 +55,7 @@ from zk0.config import ConfigError, RunConfig
 from zk0.data.dataset import DatasetError, fixed_batches, open_node_data, open_split
 from zk0.policy.evaluate import EvalResult, evaluate_policy
 from zk0.policy.model import load_policy, make_processors
-from zk0.run.directory import PRETRAINED, RunDir, RunDirError
+from zk0.run.directory import LEROBOT_CHECKPOINTS, PRETRAINED, RunDir, RunDirError
 from zk0.policy.train import BETAS, GRAD_CLIP_NORM, WEIGHT_DECAY
 from zk0.data.uri import DatasetURI, URIError, parse_dataset_uri
 
@@ -75,6 +76,8 @@ class FederatedRun:
     skipped: tuple[str, ...]  # client keys claiming a dataset outside the run config's: not trained on
     steps_per_round: int  # optimizer steps of all clients together in one round
     sequential_steps_per_round: int  # optimizer steps one after the other in a round: one client's
+    final_only: bool = False  # compare the final round alone (zk0 baseline --final-only)
+    eval_batches: int | None = None  # batches scored per set (zk0 baseline --eval-batches); None: every frame
 
     @property
     def total_steps(self) -> int:
@@ -83,9 +86,13 @@ class FederatedRun:
     @property
     def compared_steps(self) -> set[int]:
         """The centralized steps some scored round (evaluated or checkpointed) is compared at, on either axis."""
-        rounds = [r for r in range(1, self.config.num_rounds + 1)
-                  if self.rows[r].get("eval/action_mse") is not None or self.checkpoint(r)]
+        rounds = [r for r in self.compared_rounds if self.rows[r].get("eval/action_mse") is not None or self.checkpoint(r)]
         return {r * self.steps_per_round for r in rounds} | {r * self.sequential_steps_per_round for r in rounds}
+
+    @property
+    def compared_rounds(self) -> list[int]:
+        last = self.config.num_rounds
+        return [last] if self.final_only else [r for r in sorted(self.rows) if 0 <= r <= last]
 
     def checkpoint(self, server_round: int) -> Path | None:
         path = self.paths.checkpoint(server_round) / PRETRAINED
@@ -246,7 +253,8 @@ def write_start_model(run: FederatedRun, meta, out: Path) -> Path:
 
 
 def lerobot_train_command(config: RunConfig, start_model: Path, dataset, out: Path, device: str, *,
-                          steps_per_round: int, total_steps: int, save_freq: int) -> list[str]:
+                          steps_per_round: int, total_steps: int, save_freq: int,
+                          batch_size: int | None = None) -> list[str]:
     """lerobot-train on `dataset` (its repo id and root) for `total_steps`, the lr mapped from the
     run's schedule with `steps_per_round` steps a round, a checkpoint every `save_freq` steps."""
     options = {
@@ -261,7 +269,7 @@ def lerobot_train_command(config: RunConfig, start_model: Path, dataset, out: Pa
         "dataset.root": dataset.root,
         "output_dir": out,
         "job_name": "zk0-baseline",
-        "batch_size": config.batch_size,
+        "batch_size": batch_size or config.batch_size,
         "steps": total_steps,
         "save_freq": save_freq,
         "log_freq": steps_per_round,
@@ -302,8 +310,12 @@ def prune_checkpoints(checkpoints: Path, keep: set[int], finished_only: bool) ->
             shutil.rmtree(path, ignore_errors=True)
 
 
-def score(weights: Path, processors: Path, eval_set, config: RunConfig, device: str) -> EvalResult:
-    """zk0's held-out metric for a pretrained_model directory, normalized by `processors`' saved stats."""
+def score(weights: Path, processors: Path, eval_set, config: RunConfig, device: str,
+          batches: int | None = None) -> EvalResult:
+    """zk0's held-out metric for a pretrained_model directory, normalized by `processors`' saved
+    stats, on every frame of `eval_set` (the run's eval-batches x batch-size frames are a sample
+    the federation scores each round cheaply; a comparison scores them all), or on `batches`
+    evenly spaced batches of them (zk0 baseline --eval-batches)."""
     from lerobot.configs.policies import PreTrainedConfig
     from lerobot.policies.factory import make_pre_post_processors
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
@@ -314,12 +326,50 @@ def score(weights: Path, processors: Path, eval_set, config: RunConfig, device: 
     preprocessor, postprocessor = make_pre_post_processors(
         policy.config, pretrained_path=str(processors), preprocessor_overrides={"device_processor": {"device": device}}
     )
-    batches = fixed_batches(eval_set, config.batch_size, config.num_workers, config.eval_batches)
-    return evaluate_policy(policy, preprocessor, postprocessor, batches)
+    loader = fixed_batches(eval_set, config.batch_size, config.num_workers,
+                           batches or all_batches(eval_set, config.batch_size))
+    return evaluate_policy(policy, preprocessor, postprocessor, loader)
+
+
+def all_batches(eval_set, batch_size: int) -> int:
+    """Batches that hold every frame of `eval_set`."""
+    return max(1, -(-len(eval_set) // batch_size))
 
 
 # The two axes a round is compared on: (key in comparison.json rows, table heading).
 AXES = (("equal_samples", "equal samples"), ("equal_sequential_steps", "equal sequential steps"))
+
+
+def eval_split(config: RunConfig, model: Path):
+    """The run's eval dataset (every episode), with `model`'s features."""
+    from lerobot.configs.policies import PreTrainedConfig
+
+    eval_data = open_node_data(config.eval_dataset, config.action_dim, 0, config.state_dim)
+    return open_split(eval_data, eval_data.train_episodes, PreTrainedConfig.from_pretrained(model))
+
+
+def wall_clock(run: FederatedRun, start_model: Path, dataset, out: Path, device: str, fl_action_mse: float | None,
+               log=print) -> dict:
+    """The third axis, equal wall-clock: the clients of a round train in parallel, so centralized
+    training may take as large a batch as all of them together (K x batch-size, K = the round's
+    steps over one client's) for as many steps as one client took (num-rounds x L); its final
+    checkpoint against the federation's final round."""
+    from lerobot.utils.train_utils import get_step_checkpoint_dir
+
+    config = run.config
+    clients = max(1, run.steps_per_round // run.sequential_steps_per_round)
+    batch, steps = clients * config.batch_size, config.num_rounds * run.sequential_steps_per_round
+    log(f"equal wall-clock: lerobot-train, {steps} steps at batch {batch}")
+    out.mkdir(parents=True, exist_ok=True)
+    command = lerobot_train_command(config, start_model, dataset, out / "train", device,
+                                    steps_per_round=run.sequential_steps_per_round, total_steps=steps,
+                                    save_freq=steps, batch_size=batch)
+    run_lerobot_train(command, out / "lerobot-train.log", device, out / "train" / LEROBOT_CHECKPOINTS, {steps})
+    final = get_step_checkpoint_dir(out / "train", steps, steps) / PRETRAINED
+    mse = score(final, final, eval_split(config, start_model), config, device, run.eval_batches).action_mse
+    gap = 100.0 * (fl_action_mse - mse) / mse if fl_action_mse is not None and mse else None
+    return {"batch_size": batch, "central_steps": steps, "central_action_mse": mse, "fl_action_mse": fl_action_mse,
+            "gap_pct": gap}
 
 
 def compare(run: FederatedRun, start_model: Path, train_dir: Path, device: str) -> list[dict]:
@@ -329,8 +379,7 @@ def compare(run: FederatedRun, start_model: Path, train_dir: Path, device: str) 
     from lerobot.utils.train_utils import get_step_checkpoint_dir
 
     config = run.config
-    eval_data = open_node_data(config.eval_dataset, config.action_dim, 0, config.state_dim)
-    eval_set = open_split(eval_data, eval_data.train_episodes, PreTrainedConfig.from_pretrained(start_model))
+    eval_set = eval_split(config, start_model)
     central_scores: dict[int, float | None] = {}
 
     def central(steps: int) -> float | None:
@@ -338,15 +387,15 @@ def compare(run: FederatedRun, start_model: Path, train_dir: Path, device: str) 
         data's statistics), scored once however many rows compare with it."""
         if steps not in central_scores:
             directory = start_model if steps == 0 else get_step_checkpoint_dir(train_dir, run.total_steps, steps) / PRETRAINED
-            central_scores[steps] = (score(directory, directory, eval_set, config, device).action_mse
+            central_scores[steps] = (score(directory, directory, eval_set, config, device, run.eval_batches).action_mse
                                      if directory.is_dir() else None)
         return central_scores[steps]
 
     rows = []
-    for server_round in sorted(run.rows):
+    for server_round in run.compared_rounds:
         logged = run.rows[server_round].get("eval/action_mse")
         fl_checkpoint = run.checkpoint(server_round)
-        fl = score(fl_checkpoint, fl_checkpoint, eval_set, config, device).action_mse if fl_checkpoint else logged
+        fl = score(fl_checkpoint, fl_checkpoint, eval_set, config, device, run.eval_batches).action_mse if fl_checkpoint else logged
         if fl is None:
             continue
         row = {"round": server_round, "fl_action_mse": fl,

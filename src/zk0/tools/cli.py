@@ -8,7 +8,7 @@
     zk0 prepare-tiny                      build the tiny SmolVLA in the cache (done lazily otherwise)
     zk0 check-server HOST:PORT (--ca-cert F | --insecure)
                                           reach the server and check both sides agree on TLS
-    zk0 baseline RUN_DIR [--no-alone]     train a run's centralized baseline with lerobot-train, compare
+    zk0 baseline RUN_DIR [--no-alone] [--final-only] [--no-wall-clock] [--eval-batches N]   train a run's centralized baseline with lerobot-train, compare
     zk0 push RUN_OR_CHECKPOINT --repo-id owner/name [--public] [--dry-run DIR]
                                           upload a checkpoint with a LeRobot model card
     zk0 check-run-config [--app-dir DIR] [--json] "k=v ..." ["k=v ..." ...]
@@ -108,6 +108,16 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got '{text}'")
+    return value
+
+
 def _baseline(args: argparse.Namespace) -> int:
     from zk0.tools.comparison import markdown_table, run_baseline
     from zk0.run.directory import RunDir
@@ -115,7 +125,8 @@ def _baseline(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(f"zk0 baseline: {message}", file=sys.stderr)
 
-    comparison = run_baseline(Path(args.run_dir), log=progress, alone=not args.no_alone)
+    comparison = run_baseline(Path(args.run_dir), log=progress, alone=not args.no_alone, final_only=args.final_only,
+                              wall_clock_axis=not args.no_wall_clock, eval_batches=args.eval_batches)
     print(markdown_table(comparison), end="")
     progress(f"wrote {RunDir.at(comparison['run_dir']).baseline}/comparison.{{json,md,png}}")
     return 0
@@ -199,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_argument("run_dir", help="a zk0 run directory (outputs/<timestamp>); results go to RUN_DIR/baseline/")
     baseline.add_argument("--no-alone", action="store_true",
                           help="skip each client's local-only twin (they cost as many steps again as the centralized run)")
+    baseline.add_argument("--no-wall-clock", action="store_true",
+                          help="skip the equal-wall-clock twin (batch K x batch-size for the federation's sequential steps)")
+    baseline.add_argument("--eval-batches", type=_positive_int, metavar="N",
+                          help="score N evenly spaced batches of each set (default: every frame)")
+    baseline.add_argument("--final-only", action="store_true",
+                          help="compare the final round only (every frame of each held-out set is scored: "
+                               "scoring every round costs minutes on a CPU)")
     baseline.set_defaults(func=_baseline)
 
     run_config = sub.add_parser(

@@ -7,6 +7,7 @@ alone), which builds on it; this module runs both and writes the report.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -24,6 +25,7 @@ from zk0.tools.baseline import (
     merge_training_data,
     read_run,
     run_lerobot_train,
+    wall_clock,
     write_start_model,
 )
 
@@ -60,6 +62,11 @@ def markdown_table(comparison: dict) -> str:
             cells += [str(point["central_steps"]), fmt(point["central_action_mse"], ".4f"), fmt(point["gap_pct"], "+.1f", "%")]
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"
+    clock = comparison.get("equal_wall_clock")
+    if clock:
+        table += (f"\nEqual wall-clock (the clients of a round train in parallel): centralized at batch "
+                  f"{clock['batch_size']} for {clock['central_steps']} steps reaches {fmt(clock['central_action_mse'], '.4f')}; "
+                  f"the federation's final round {fmt(clock['fl_action_mse'], '.4f')} (gap {fmt(clock['gap_pct'], '+.1f', '%')}).\n")
     if comparison.get("alone"):
         table += "\n" + alone_table(comparison["alone"])
     return table
@@ -94,11 +101,13 @@ def _plot(comparison: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def run_baseline(run_dir: Path, log=print, alone: bool = True) -> dict:
+def run_baseline(run_dir: Path, log=print, alone: bool = True, final_only: bool = False,
+                 wall_clock_axis: bool = True, eval_batches: int | None = None) -> dict:
     """Train the centralized baseline of `run_dir` and compare; with `alone`, also each client's
-    local-only twin (zk0.tools.alone). Returns comparison.json's content."""
+    local-only twin (zk0.tools.alone); with `final_only`, the final round alone. Returns
+    comparison.json's content."""
     run_dir = run_dir.resolve()
-    run = read_run(run_dir)
+    run = dataclasses.replace(read_run(run_dir), final_only=final_only, eval_batches=eval_batches)
     out = run.paths.baseline
     if out.exists():
         raise BaselineError(f"{out} already exists; delete it to run the baseline again")
@@ -145,7 +154,11 @@ def run_baseline(run_dir: Path, log=print, alone: bool = True) -> dict:
         "lerobot_train_command": command,
         "rows": rows,
         "alone": None,
+        "equal_wall_clock": None,
     }
+    if wall_clock_axis:
+        final = rows[-1]["fl_action_mse"] if rows and rows[-1]["round"] == config.num_rounds else None
+        comparison["equal_wall_clock"] = wall_clock(run, start_model, meta, out / "wall_clock", device, final, log)
     # Written now, so that a failing twin loses none of the centralized run's hours.
     write_report(comparison, out)
     if alone:

@@ -288,14 +288,17 @@ class TrainInstructions:
 
 @dataclass
 class EvaluateInstructions:
-    """After the last round: the final global model, whole."""
+    """After the last round: the final global model, whole, and the server's run directory
+    (a simulated node keeps its personal model in it; a deployed node takes only its name)."""
 
     server_round: int
     model: dict[str, np.ndarray]
     stats: dict | None = None
+    run_dir: str = ""
 
     def to_content(self) -> RecordDict:
-        content = RecordDict({ARRAYS: array_record(self.model), CONFIG: ConfigRecord({"server-round": self.server_round})})
+        content = RecordDict({ARRAYS: array_record(self.model),
+                              CONFIG: ConfigRecord({"server-round": self.server_round, "run-dir": self.run_dir})})
         if self.stats:
             content[STATS] = stats_record(self.stats)
         return content
@@ -303,7 +306,8 @@ class EvaluateInstructions:
     @classmethod
     def from_content(cls, content: RecordDict) -> "EvaluateInstructions":
         return cls(int(content[CONFIG]["server-round"]), read_arrays(content[ARRAYS]),
-                   read_stats(content[STATS]) if STATS in content else None)
+                   read_stats(content[STATS]) if STATS in content else None,
+                   str(content[CONFIG].get("run-dir", "")))
 
 
 # ---------------------------------------------------------------- node -> server
@@ -335,14 +339,22 @@ class TrainReport:
         return cls(update, _count(metrics), own, identity, received)
 
 
+PERSONAL_PREFIX = "personal/"
+
+
 @dataclass
 class EvaluateReport:
+    """The final global model's scores on the node's held-out episodes and, with run-config
+    `personalize`, its personal model's (`personal/...` metrics): numbers only, never weights."""
+
     scores: Scores
     identity: NodeIdentity
     metrics: dict[str, float] = field(default_factory=dict)  # e.g. startup-seconds
+    personal: Scores | None = None
 
     def to_content(self) -> RecordDict:
-        return RecordDict({METRICS: MetricRecord({**self.scores.metrics(), **self.metrics}),
+        personal = self.personal.metrics(PERSONAL_PREFIX) if self.personal else {}
+        return RecordDict({METRICS: MetricRecord({**self.scores.metrics(), **personal, **self.metrics}),
                            NODE: self.identity.to_record()})
 
     @classmethod
@@ -353,8 +365,11 @@ class EvaluateReport:
         scores = Scores.from_metrics(metrics)
         if scores is None:
             raise ProtocolError("metrics lack 'eval/action_mse'")
-        rest = {k: v for k, v in metrics.items() if k not in scores.metrics()}
-        return cls(scores, NodeIdentity.from_record(_record(content, NODE, ConfigRecord)), rest)
+        personal = Scores.from_metrics(metrics, PERSONAL_PREFIX)
+        if personal is not None:
+            _count({"num-examples": metrics[PERSONAL_PREFIX + "num-examples"]})
+        rest = {k: v for k, v in metrics.items() if k not in scores.metrics() and not k.startswith(PERSONAL_PREFIX)}
+        return cls(scores, NodeIdentity.from_record(_record(content, NODE, ConfigRecord)), rest, personal)
 
 
 @dataclass
