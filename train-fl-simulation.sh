@@ -61,8 +61,8 @@ DEMO_TASKS=8
 # Clients a --tiny round samples once there are more.
 SAMPLED=10
 # --sim so101's schedule (bench/README.md, bench/closed_loop.py) and its most owners.
-SIM_ROUNDS=30
-SIM_LOCAL_STEPS=40
+SIM_ROUNDS=20
+SIM_LOCAL_STEPS=20
 SIM_EVAL_EVERY=5
 SIM_MAX_CLIENTS=8
 
