@@ -12,7 +12,7 @@ usage() {
   cat <<USAGE
 Usage: ./train-fl-simulation.sh [--tiny | --sim so101] [--rounds N] [--clients K] [--output-dir DIR]
                                 [--run-config "key=value ..."]... [--ray-address ADDRESS]
-                                [--verbose] [--help]
+                                [--actors N] [--verbose] [--help]
 
 Sets up the environment if needed, then runs a federated SmolVLA training in
 Flower's simulation engine with K simulated clients, and stops every process it
@@ -40,6 +40,11 @@ started when done. Exits non-zero if the run failed (2: bad options or run confi
   --ray-address ADDRESS
                       run the clients on an existing Ray cluster (as 'ray start --head'
                       printed it, e.g. 127.0.0.1:6379) instead of a private local Ray
+  --actors N          clients training at once (Ray actors; default: as many as
+                      the CPUs and the memory available now allow for the model);
+                      Ray's memory monitor threshold comes from the machine and the
+                      model too, unless RAY_memory_usage_threshold is set (docs/RUNNING.md,
+                      'Memory')
   --verbose           show everything Flower, Ray and the clients print (default:
                       one line per round, warnings and errors)
   -h, --help          this help
@@ -61,6 +66,15 @@ SIM_LOCAL_STEPS=20
 SIM_EVAL_EVERY=5
 SIM_MAX_CLIENTS=8
 
+# What one simulated client (a Ray actor serving nodes in turn) and the simulation's own process
+# (ServerApp, Ray driver) hold at their peak, MB (bench/README.md): the tiny SmolVLA ('Lighter
+# nodes': ~1.1 GB per actor, ~1.1 GB server); a real SmolVLA (`real_round.py`: ~7 GB per
+# client, ~8 GB server).
+ACTOR_MB_TINY=1000
+SERVER_MB_TINY=1300
+ACTOR_MB_REAL=7000
+SERVER_MB_REAL=8000
+
 # Bad input (options, run config): exit 2, as zk0's own commands do.
 bad_input() { printf 'zk0-sim: error: %s\n' "$*" >&2; exit 2; }
 
@@ -72,7 +86,12 @@ NOISE+='|Reducing the number of VLM layers|Loading weights from local directory|
 # The first lines of Flower's and Ray's error records about a node's failure (zk0's own
 # one-line warning names it) and of the ServerApp's exit (the script ends with the reason).
 NOISE+='|An exception was raised when processing a message by RayBackend|ray::ClientAppActor\.run\(\)'
+NOISE+='|The actor died unexpectedly before finishing this task\.|Task was killed due to the node running low on memory'
+NOISE+='|A simulation actor died; a fresh one replaces it'
 NOISE+='|Traceback \(most recent call last\)|Simulation raised an exception|Exit Code: [0-9]+'
+# Ray's raylet reporting a worker it killed for memory (its table of the machine's biggest
+# processes follows): zk0's one line per lost node names the cause and the knob.
+NOISE+='|^\(raylet\) '
 
 # The merged run config (pyproject defaults, then each string in order) as JSON, or the
 # one line naming what is wrong in the strings.
@@ -92,13 +111,14 @@ checked_run_config() {
 }
 
 # From the merged run config: the number of datasets, then output-dir (a relative one is
-# relative to the ServerApp's working directory, the repository root).
+# relative to the ServerApp's working directory, the repository root), then the model preset.
 run_config_facts() {
   "$VENV/bin/python" -c '
 import json, os, sys
 config = json.load(sys.stdin)
 print(len([d for d in config["datasets"].split(",") if d.strip()]))
-print(os.path.join(sys.argv[1], config["output-dir"]))' "$ROOT"
+print(os.path.join(sys.argv[1], config["output-dir"]))
+print(config["model"])' "$ROOT"
 }
 
 # Demo data for K clients and the eval set; prints their URIs (see zk0 demo-data). Beyond
@@ -188,13 +208,35 @@ check_ray_address() {
 }
 
 # Simulated clients share the machine: one CPU each, and an equal share of a GPU if present.
-# Ray runs as many clients at once as the CPUs allow (its own cluster's, with --ray-address).
+# Ray runs as many clients at once as the CPUs allow (its own cluster's, with --ray-address); a
+# private local Ray gets as many CPUs as clients may train at once ($2; empty: Ray's own count).
 federation_config() {
-  local clients=$1 gpus=0
+  local clients=$1 actors=$2 gpus=0
   if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
     gpus=$(awk -v k="$clients" 'BEGIN { printf "%.3f", 1 / k }')
   fi
-  echo "num-supernodes=$clients client-resources-num-cpus=1 client-resources-num-gpus=$gpus"
+  echo "num-supernodes=$clients client-resources-num-cpus=1 client-resources-num-gpus=$gpus${actors:+ init-args-num-cpus=$actors}"
+}
+
+# From this machine and the model ($1: actor MB, $2: server MB): how many clients may train at
+# once (the CPUs, or fewer when the memory available now holds fewer beside the server) and the
+# machine memory share at which Ray's memory monitor kills an actor. Ray's own 0.95 would kill
+# one on a laptop whose other programs fill it; so zk0 waits until only one actor's worth of
+# memory is left (the most an actor may claim before the next check), between 0.80 and 0.98.
+# Prints "ACTORS THRESHOLD AVAILABLE_MB".
+memory_plan() {
+  awk -v cpus="$(nproc)" -v actor="$1" -v server="$2" '
+    /^MemTotal:/ { total = $2 / 1024 }
+    /^MemAvailable:/ { available = $2 / 1024 }
+    END {
+      actors = int((available - server) / actor)
+      if (actors > cpus) actors = cpus
+      if (actors < 1) actors = 1
+      threshold = 1 - actor / total
+      if (threshold > 0.98) threshold = 0.98
+      if (threshold < 0.80) threshold = 0.80
+      printf "%d %.2f %d\n", actors, threshold, available
+    }' /proc/meminfo
 }
 
 # Every process of this run (the SuperLink, the simulation, Ray's daemons and workers,
@@ -267,7 +309,7 @@ dataset_problems() {
 }
 
 main() {
-  local tiny=0 sim="" verbose=0 rounds="" clients="" output_dir="$ROOT/outputs" ray_address=""
+  local tiny=0 sim="" verbose=0 rounds="" clients="" output_dir="$ROOT/outputs" ray_address="" actors=""
   local -a user_configs=()
   while [[ $# -gt 0 ]]; do
     case $1 in
@@ -279,6 +321,7 @@ main() {
       --output-dir) [[ $# -ge 2 && -n $2 ]] || bad_input "--output-dir needs a directory"; output_dir=$2; shift ;;
       --run-config) [[ $# -ge 2 ]] || bad_input "--run-config needs \"key=value ...\""; user_configs+=("$2"); shift ;;
       --ray-address) [[ $# -ge 2 && -n $2 ]] || bad_input "--ray-address needs HOST:PORT"; ray_address=$2; shift ;;
+      --actors) [[ $# -ge 2 ]] || bad_input "--actors needs a number"; actors=$2; shift ;;
       -h | --help) usage; return 0 ;;
       *) bad_input "unknown option '$1' (see --help)" ;;
     esac
@@ -286,6 +329,8 @@ main() {
   done
   [[ -z $rounds || $rounds =~ ^[1-9][0-9]*$ ]] || bad_input "--rounds must be a positive integer, got '$rounds'"
   [[ -z $clients || $clients =~ ^[1-9][0-9]*$ ]] || bad_input "--clients must be a positive integer, got '$clients'"
+  [[ -z $actors || $actors =~ ^[1-9][0-9]*$ ]] || bad_input "--actors must be a positive integer, got '$actors'"
+  [[ -z $actors || -z $ray_address ]] || bad_input "--actors is for the private local Ray; a cluster's CPUs set how many run at once"
   [[ -z $sim || $sim == so101 ]] || bad_input "--sim must be so101 (a simulated SO-101 federation), got '$sim'"
   [[ -z $sim || $tiny -eq 0 ]] || bad_input "--tiny and --sim are two presets; choose one"
   [[ -z $sim || -z $clients || $clients -le $SIM_MAX_CLIENTS ]] \
@@ -325,11 +370,12 @@ main() {
   fi
   run_configs+=("$shorthands" ${user_configs[@]+"${user_configs[@]}"})
 
-  local merged facts datasets outputs
+  local merged facts datasets outputs model
   merged=$(checked_run_config "${run_configs[@]}")
   facts=$(run_config_facts <<<"$merged")
   datasets=$(sed -n 1p <<<"$facts")
   outputs=$(sed -n 2p <<<"$facts")
+  model=$(sed -n 3p <<<"$facts")
   clients=${clients:-$datasets}
   [[ $clients -le $datasets ]] \
     || bad_input "--clients $clients but run-config 'datasets' lists $datasets; give at most $datasets clients or more datasets"
@@ -349,6 +395,21 @@ main() {
   # Ray's own default would attach to the last cluster `ray start` left on this machine:
   # the clients run on the cluster named by --ray-address, or on a private local Ray.
   export RAY_ADDRESS=${ray_address:-local}
+  if [[ -z $ray_address ]]; then
+    # A cluster's raylets started with their own settings; a private Ray starts with these.
+    local plan planned threshold available
+    if [[ $model == tiny ]]; then
+      plan=$(memory_plan "$ACTOR_MB_TINY" "$SERVER_MB_TINY")
+    else
+      plan=$(memory_plan "$ACTOR_MB_REAL" "$SERVER_MB_REAL")
+    fi
+    read -r planned threshold available <<<"$plan"
+    if [[ -z $actors && $planned -lt $(nproc) && $planned -lt $clients ]]; then
+      log "$planned client(s) train at once, not $(nproc) (one per CPU): $available MB of memory available now; --actors N to choose"
+    fi
+    actors=${actors:-$planned}
+    export RAY_memory_usage_threshold=${RAY_memory_usage_threshold:-$threshold}
+  fi
   # GPU shares are set explicitly above; keep Ray from rewriting CUDA_VISIBLE_DEVICES otherwise.
   export RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=0
   export PATH="$VENV/bin:$PATH"
@@ -365,7 +426,7 @@ main() {
     run_args+=(--run-config "$arg")
   done
   (cd "$ROOT" && flwr run . local-simulation --stream \
-    --federation-config "$(federation_config "$clients")" "${run_args[@]}") 2>&1 \
+    --federation-config "$(federation_config "$clients" "$actors")" "${run_args[@]}") 2>&1 \
     | tee "$RUN_LOG" | console "$verbose" || true
   run_id=$(grep -oE 'run [0-9]+' "$RUN_LOG" | head -n1 | cut -d' ' -f2 || true)
   reason=$(grep -oE 'zk0: error: .*' "$RUN_LOG" | tail -n1 | sed 's/^zk0: error: //' || true)

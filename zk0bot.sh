@@ -7,10 +7,11 @@
 # under $ZK0_HOME. TLS and SuperNode authentication are on unless --insecure is given.
 #
 # Server topology: the SuperLink (Fleet, Control and Runtime APIs on one port) listens on
-# 127.0.0.1 and admits only nginx, by client certificate. nginx serves the public port,
-# forwarding nothing but the Fleet API, and an admin port on 127.0.0.1: the Control API for
-# requests bearing the admin's token, the Runtime API for the SuperExec (shared secret) and
-# each run's ServerApp (its task token). Admin commands go through the admin port.
+# 127.0.0.1 and admits only nginx, by client certificate. One nginx serves the public port,
+# forwarding nothing but the Fleet API; another, with its own workers, serves an admin port
+# on 127.0.0.1: the Control API for requests bearing the admin's token, the Runtime API for
+# the SuperExec (shared secret) and each run's ServerApp (its task token). Admin commands go
+# through the admin port, which no traffic on the public port can starve.
 set -euo pipefail
 # Keys, logs, run outputs and checkpoints are private to the operator.
 umask 077
@@ -23,10 +24,17 @@ CLIENTS_DIR="$ZK0_HOME/clients"
 SERVER_SESSION="zk0-superlink"
 SUPEREXEC_SESSION="zk0-superexec"
 PROXY_SESSION="zk0-proxy"
+ADMIN_PROXY_SESSION="zk0-admin-proxy"
 DEFAULT_SERVER_PORT=9092
 START_TIMEOUT="${ZK0_START_TIMEOUT:-90}"
-# fleet-traffic.log (~80 bytes per Fleet request) and its one older part, fleet-traffic.log.1.
-FLEET_LOG_MAX_BYTES=$((64 * 1024 * 1024))
+# Every log a component writes (its session log; nginx's proxy.log and fleet-traffic.log, ~80
+# bytes per Fleet request) is capped by zk0.ops.log_cap: past this size it moves to LOG.1.
+LOG_MAX_BYTES=$((64 * 1024 * 1024))
+# A component that exits is started again after RESTART_FIRST_WAIT seconds, doubling up to
+# RESTART_MAX_WAIT while it keeps failing; one that ran RESTART_STABLE seconds starts afresh.
+RESTART_FIRST_WAIT=2
+RESTART_MAX_WAIT=60
+RESTART_STABLE=300
 # A name no directory in the admin's working directory can shadow (flwr reads a bare
 # `zk0` as an app path when ./zk0/pyproject.toml exists, e.g. in $HOME after install).
 CONNECTION="zk0-superlink"
@@ -65,6 +73,8 @@ ensure_home() {
   home_fits_socket || die "ZK0_HOME=$ZK0_HOME is too long for tmux's socket (at most $((MAX_SOCKET - 10)) characters); set ZK0_HOME to a shorter path"
   local err
   err=$(mkdir -p "$ZK0_HOME" 2>&1) || die "cannot create ZK0_HOME=$ZK0_HOME (${err##*: }); set ZK0_HOME to a writable directory"
+  [[ -w $ZK0_HOME && -x $ZK0_HOME ]] \
+    || die "ZK0_HOME=$ZK0_HOME is not writable by $(id -un 2>/dev/null || id -u); set ZK0_HOME to a directory of this user's"
   chmod 700 "$ZK0_HOME" 2>/dev/null || true
 }
 
@@ -91,19 +101,35 @@ session_pid() { tmx list-panes -t "=$1" -F '#{pane_pid}' 2>/dev/null | head -n1;
 
 # Start a detached session running one command, its output appended to `log`. The tmux
 # server may predate this call, so the variables that steer zk0, Hugging Face, wandb and
-# CUDA are passed explicitly. With `restart`, the command is started again whenever it
-# exits: SuperNodes exit when they lose the SuperLink and come back once it returns.
+# CUDA are passed explicitly. Beside the command runs zk0.ops.log_cap, capping `log` and the
+# logs listed in CAPPED (a space-separated list the caller may set). With `restart`, the
+# command is started again whenever it exits, after a wait that doubles while it keeps
+# failing, with one line in its log: SuperNodes exit when they lose the SuperLink for good
+# and come back once it returns.
 start_session() {
   local session=$1 dir=$2 flwr_home=$3 log=$4 mode=$5
   shift 5
-  local prelude command qlog body script
+  local prelude command qlog body script capper logs=("$log")
   prelude=$(export -p | grep -E '^declare -x (ZK0_|HF_|HUGGINGFACE_|WANDB_|CUDA_|NVIDIA_|OMP_|MKL_|PYTORCH_|TORCH|PYTHONPATH=|XDG_CACHE_HOME=|HOME=|PATH=)' || true)
   command=$(printf '%q ' "$@")
   qlog=$(printf '%q' "$log")
+  # shellcheck disable=SC2206 # CAPPED is a list of paths without spaces (under ZK0_HOME)
+  [[ -z ${CAPPED:-} ]] || logs+=($CAPPED)
+  # A child of the shell that then becomes the command (exec): it exits with it.
+  capper="$(printf '%q ' "$(python_bin)" -m zk0.ops.log_cap "$LOG_MAX_BYTES" "${logs[@]}") >>$qlog 2>&1 &"
   if [[ $mode == restart ]]; then
-    body="while :; do $command >>$qlog 2>&1; echo \"zk0bot: \$(date -u +%FT%TZ) $session exited (status \$?); restarting in 5 s\" >>$qlog; sleep 5; done"
+    body="wait=$RESTART_FIRST_WAIT
+while :; do
+  started=\$SECONDS
+  ( $capper exec $command >>$qlog 2>&1 )
+  status=\$?
+  ((SECONDS - started < $RESTART_STABLE)) || wait=$RESTART_FIRST_WAIT
+  echo \"zk0bot: \$(date -u +%FT%TZ) $session exited (status \$status); restarting in \$wait s\" >>$qlog
+  sleep \$wait
+  wait=\$((wait * 2 > $RESTART_MAX_WAIT ? $RESTART_MAX_WAIT : wait * 2))
+done"
   else
-    body="exec $command >>$qlog 2>&1"
+    body="$capper exec $command >>$qlog 2>&1"
   fi
   # The script goes into a private file, not onto the command line: the forwarded
   # environment may hold API keys (HF_TOKEN, WANDB_API_KEY) that `ps` shows to every account.
@@ -169,6 +195,22 @@ show_log_tail() {
 
 require_no_args() {
   [[ $# -eq 0 ]] || die "unexpected argument '$1' (see --help)"
+}
+
+# `zk0bot GROUP SUB --help`: the group's usage narrowed to SUB's entry (its first line, which
+# starts with "  SUB", and the more indented lines that follow), else the whole group's.
+sub_usage() {
+  local text=$1 group=$2 sub=$3 entry
+  entry=$(awk -v sub_="$sub" '
+    $0 ~ "^  " sub_ "( |$)" { on = 1; print; next }
+    on && /^  [^ ]/ { exit }
+    on && /^$/ { exit }
+    on { print }' <<<"$text")
+  if [[ -z $entry ]]; then
+    printf '%s\n' "$text"
+  else
+    printf 'Usage: %s %s %s\n\n%s\n' "$PROG" "$group" "$sub" "$entry"
+  fi
 }
 
 wants_help() {
@@ -394,56 +436,101 @@ proxy_worker_user() {
   if getent passwd www-data >/dev/null; then echo "www-data www-data"; else echo "nobody $(id -gn nobody)"; fi
 }
 
-# The reverse proxy, the only client of the SuperLink (it holds the link's client
-# certificate). Public port: TLS with zk0's server certificate, the Fleet API only, with
-# limits per client address. Admin port (127.0.0.1): the Control API for requests bearing
-# the admin's token, the Runtime API (where Flower checks the SuperExec's secret and each
-# run's token), and the SuperLink's /health.
+# The proxy's budget from this host: one worker per core for the public port, and as many
+# connections per worker as the file-descriptor limit allows (each proxied request holds a
+# client and an upstream descriptor; worker_connections counts both). Capped so that the
+# connection tables nginx allocates up front stay small (~0.5 KB each).
+PROXY_MAX_FILES=32768
+proxy_files() {
+  local limit
+  limit=$(ulimit -Hn)
+  [[ $limit =~ ^[0-9]+$ ]] || limit=$PROXY_MAX_FILES  # "unlimited"
+  ((limit <= PROXY_MAX_FILES)) || limit=$PROXY_MAX_FILES
+  echo "$limit"
+}
+
+# The proxies, the only clients of the SuperLink (they hold the link's client certificate),
+# are two nginx instances with their own workers, so that no public traffic can take the
+# connections the admin path needs. Public port (nginx.conf): TLS with zk0's server
+# certificate, the Fleet API only, limits per client address, timeouts short enough that
+# idle or half-sent connections are dropped within seconds. Admin port (admin.conf, 127.0.0.1):
+# the Control API for requests bearing the admin's token, the Runtime API (where Flower checks
+# the SuperExec's secret and each run's token), and the SuperLink's /health.
 write_proxy_config() {
   local host=$1 port=$2 link_port=$3 admin_port=$4 mode=$5 dir="$SERVER_DIR/proxy" certs="$SERVER_DIR/certs"
-  local listen="listen $host:$port ssl;" tls_lines public_tls upstream user_line="" token
+  local listen="listen $host:$port ssl;" tls_lines public_tls upstream user_line="" token files workers
   token=$(<"$SERVER_DIR/admin.token")
-  mkdir -p "$dir/tmp"
+  files=$(proxy_files)
+  workers=$(nproc 2>/dev/null || echo 1)
+  mkdir -p "$dir/tmp" "$dir/admin-tmp"
   tls_lines="ssl_certificate $certs/server.pem;
     ssl_certificate_key $certs/server.key;
     ssl_protocols TLSv1.2 TLSv1.3;"
   public_tls=$tls_lines
   [[ $mode == insecure ]] && listen="listen $host:$port;" public_tls=""
-  upstream="proxy_pass https://127.0.0.1:$link_port;
+  # Kept-alive TLS connections to the SuperLink: a broadcast to hundreds of nodes reuses them
+  # instead of opening one (and a handshake) per request.
+  upstream="proxy_pass https://zk0_link;
       proxy_http_version 1.1;
       proxy_set_header Connection \"\";
       proxy_ssl_trusted_certificate $certs/ca.crt;
       proxy_ssl_verify on;
       proxy_ssl_name localhost;
+      proxy_ssl_session_reuse on;
       proxy_ssl_certificate $certs/link-client.crt;
       proxy_ssl_certificate_key $certs/link-client.key;"
   [[ $(id -u) -eq 0 ]] && user_line="user $(proxy_worker_user);"
-  cat >"$dir/nginx.conf" <<CONF
-# Generated by zk0bot server start; rewritten on every start. Holds the admin's token: 0600.
-$user_line
-worker_processes 1;
-pid $dir/nginx.pid;
-daemon off;
-error_log $SERVER_DIR/proxy.log warn;
-events { worker_connections 1024; }
-http {
-  client_body_temp_path $dir/tmp/body;
-  proxy_temp_path $dir/tmp/proxy;
-  fastcgi_temp_path $dir/tmp/fastcgi;
-  uwsgi_temp_path $dir/tmp/uwsgi;
-  scgi_temp_path $dir/tmp/scgi;
+  # What both instances share: temporary files, the log of refused requests, the upstream.
+  common() {
+    local tmp=$1 log=$2
+    cat <<CONF
+  client_body_temp_path $tmp/body;
+  proxy_temp_path $tmp/proxy;
+  fastcgi_temp_path $tmp/fastcgi;
+  uwsgi_temp_path $tmp/uwsgi;
+  scgi_temp_path $tmp/scgi;
   # Refused requests are logged (who tried what); Fleet traffic is not.
   map \$status \$zk0_refused { ~^[23] 0; default 1; }
   log_format zk0 '\$time_iso8601 \$remote_addr "\$request" \$status';
-  access_log $SERVER_DIR/proxy.log zk0 if=\$zk0_refused;
+  access_log $log zk0 if=\$zk0_refused;
+  upstream zk0_link {
+    server 127.0.0.1:$link_port;
+    keepalive 64;
+    keepalive_timeout 60s;
+  }
+CONF
+  }
+  cat >"$dir/nginx.conf" <<CONF
+# Generated by zk0bot server start; rewritten on every start.
+$user_line
+worker_processes $workers;
+worker_rlimit_nofile $files;
+pid $dir/nginx.pid;
+daemon off;
+error_log $SERVER_DIR/proxy.log warn;
+events { worker_connections $((files - 64)); }
+http {
+$(common "$dir/tmp" "$SERVER_DIR/proxy.log")
   # What crossed the public port, per request (bytes received and sent): the federation's traffic.
   log_format zk0_bytes '\$time_iso8601 \$remote_addr \$uri \$status \$request_length \$bytes_sent';
+  # A connection that sends no complete request header within 10 s (this also bounds the TLS
+  # handshake), stalls a body or a reply for 20 s, or idles 20 s between requests is closed
+  # and its memory freed at once. A SuperNode sends each request whole and polls every few
+  # seconds over one kept-alive connection.
+  client_header_timeout 10s;
+  client_body_timeout 20s;
+  send_timeout 20s;
+  keepalive_timeout 20s;
+  lingering_timeout 2s;
+  reset_timedout_connection on;
   # Bodies stream to the SuperLink, which reads each whole before it checks the node: the
   # size cap is what bounds that. Flower moves arrays in 5 MiB chunks (its
   # FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE); the largest Fleet request is a push-object of one
   # chunk, 5,242,995 bytes measured (5 MiB + 115 bytes of protobuf); records other than
   # arrays (metrics, configs, zk0's statistics) travel whole and are KBs. 8 MiB leaves 60%.
   client_max_body_size 8m;
+  client_header_buffer_size 1k;
+  large_client_header_buffers 4 8k;
   proxy_request_buffering off;
   proxy_buffering off;
   proxy_read_timeout 900s;
@@ -453,7 +540,9 @@ http {
   # from one address (3 nodes); a real model's message is ~1,000 objects and chunks per node.
   # The limits leave room for a dozen nodes behind one NAT address. Refusals are 503, which
   # Flower's SuperNode retries with backoff (429 would fail its round): a node over the limit
-  # is slowed, a flood is turned away before it reaches the SuperLink.
+  # is slowed, a flood is turned away before it reaches the SuperLink. limit_conn counts
+  # requests in progress; connections that have not sent a request yet are bounded by
+  # client_header_timeout and the worker budget above.
   limit_req_zone \$binary_remote_addr zone=zk0_rate:10m rate=500r/s;
   limit_conn_zone \$binary_remote_addr zone=zk0_conn:10m;
   limit_req_status 503;
@@ -478,6 +567,22 @@ http {
       return 403 "zk0: only the Fleet API is served on this port\n";
     }
   }
+}
+CONF
+  cat >"$dir/admin.conf" <<CONF
+# Generated by zk0bot server start; rewritten on every start. Holds the admin's token: 0600.
+$user_line
+worker_processes 1;
+pid $dir/admin.pid;
+daemon off;
+error_log $SERVER_DIR/admin-proxy.log warn;
+events { worker_connections 1024; }
+http {
+$(common "$dir/admin-tmp" "$SERVER_DIR/admin-proxy.log")
+  proxy_request_buffering off;
+  proxy_buffering off;
+  proxy_read_timeout 900s;
+  proxy_send_timeout 900s;
   server {
     listen 127.0.0.1:$admin_port ssl;
     $tls_lines
@@ -537,7 +642,7 @@ proxy_health() {
   [[ $(server_setting mode) == insecure ]] && scheme=http
   host=$(server_setting host)
   [[ $host != 0.0.0.0 && $host != "::" ]] || host=127.0.0.1
-  probe "$(server_setting port)" / 403 "$scheme" "" "$host" && admin_health
+  probe "$(server_setting port)" / 403 "$scheme" "" "$host"
 }
 
 usage_server() {
@@ -549,9 +654,9 @@ Commands:
         [--ca-cert F --cert F --key F]
           Start the server: the SuperLink (on 127.0.0.1, admitting only the proxy,
           session zk0-superlink), the SuperExec that runs ServerApps (zk0-superexec)
-          and the reverse proxy (nginx, zk0-proxy): on the public port it forwards only
-          the Fleet API the nodes use; on an admin port on 127.0.0.1 the Control API,
-          for requests bearing your token (~/.zk0/server/admin.token; zk0bot and
+          and the reverse proxies (nginx): on the public port (zk0-proxy) only the
+          Fleet API the nodes use; on an admin port on 127.0.0.1 (zk0-admin-proxy,
+          its own workers) the Control API, for requests bearing your token (~/.zk0/server/admin.token; zk0bot and
           FLWR_HOME=~/.zk0/server/flwr-home flwr send it).
           Creates a CA and a server certificate once (or installs the given ones),
           enables TLS and SuperNode authentication, and re-registers every node key
@@ -638,7 +743,8 @@ server_start() {
   if session_running "$PROXY_SESSION" && [[ $host:$port:$names != "$last_host:$last_port:$last_names" ]]; then
     die "the server already runs on $last_host:$last_port${last_names:+ (public address $last_names)}; to change its address, stop it first: $PROG server stop"
   fi
-  if session_running "$SERVER_SESSION" && session_running "$SUPEREXEC_SESSION" && session_running "$PROXY_SESSION"; then
+  if session_running "$SERVER_SESSION" && session_running "$SUPEREXEC_SESSION" && session_running "$PROXY_SESSION" \
+    && session_running "$ADMIN_PROXY_SESSION"; then
     info "server already running (public port $(server_setting host):$(server_setting port), SuperLink 127.0.0.1:$(server_setting link_port))"
     return 0
   fi
@@ -652,13 +758,14 @@ server_start() {
     # A SuperLink that died takes its runs with it: its SuperExec and proxy start afresh too.
     stop_session "$SUPEREXEC_SESSION"
     stop_session "$PROXY_SESSION"
+    stop_session "$ADMIN_PROXY_SESSION"
     port_free "$host" "$port" || die "port $port on $host is in use; stop what uses it or choose another with --port"
     link_port=""
     [[ -f $SERVER_DIR/server.env ]] && link_port=$(server_setting link_port)
     [[ -n $link_port ]] && port_free 127.0.0.1 "$link_port" || link_port=$(free_local_port)
   fi
   [[ -f $SERVER_DIR/server.env ]] && admin_port=$(server_setting admin_port)
-  if ! session_running "$PROXY_SESSION"; then
+  if ! session_running "$ADMIN_PROXY_SESSION"; then
     until [[ -n $admin_port && $admin_port != "$link_port" ]] && port_free 127.0.0.1 "$admin_port"; do
       admin_port=$(free_local_port)
     done
@@ -669,7 +776,10 @@ server_start() {
   # The certificates serve the admin port and the link in both modes; only the public port
   # of an --insecure server goes without.
   if [[ -n $ca ]]; then
-    local missing
+    local missing given
+    for given in "$ca" "$cert" "$key"; do
+      [[ -f $given ]] || die "$given (given with --ca-cert/--cert/--key) is not a file; nothing was changed"
+    done
     missing=$(missing_sans "$cert" "$(server_sans "" "$names")")
     [[ -z $missing ]] || die "$cert does not name $missing, which nodes and zk0bot dial; nothing was changed; give a certificate whose subjectAltName lists them"
     install_given_certs "$ca" "$cert" "$key"
@@ -694,13 +804,24 @@ server_start() {
     wait_until "the SuperLink" "$SERVER_SESSION" "$SERVER_DIR/superlink.log" link_health
     relinked=1
   fi
-  if ! session_running "$PROXY_SESSION"; then
+  if ! session_running "$PROXY_SESSION" || ! session_running "$ADMIN_PROXY_SESSION"; then
     write_proxy_config "$host" "$port" "$link_port" "$admin_port" "$mode"
-    "$nginx" -t -q -e "$SERVER_DIR/proxy.log" -c "$SERVER_DIR/proxy/nginx.conf" 2>/dev/null \
-      || die "the proxy configuration was refused: $("$nginx" -t -q -e /dev/stderr -c "$SERVER_DIR/proxy/nginx.conf" 2>&1 | head -n1)"
+    local conf
+    for conf in nginx admin; do
+      "$nginx" -t -q -e "$SERVER_DIR/proxy.log" -c "$SERVER_DIR/proxy/$conf.conf" 2>/dev/null \
+        || die "the proxy configuration was refused: $("$nginx" -t -q -e /dev/stderr -c "$SERVER_DIR/proxy/$conf.conf" 2>&1 | head -n1)"
+    done
+  fi
+  if ! session_running "$ADMIN_PROXY_SESSION"; then
+    log_start "$SERVER_DIR/admin-proxy.log"
+    start_session "$ADMIN_PROXY_SESSION" "$SERVER_DIR" "$SERVER_DIR/flwr-home" "$SERVER_DIR/admin-proxy.log" once \
+      "$nginx" -e "$SERVER_DIR/admin-proxy.log" -c "$SERVER_DIR/proxy/admin.conf"
+    wait_until "the admin proxy (nginx)" "$ADMIN_PROXY_SESSION" "$SERVER_DIR/admin-proxy.log" admin_health
+  fi
+  if ! session_running "$PROXY_SESSION"; then
     log_start "$SERVER_DIR/proxy.log"
-    start_session "$PROXY_SESSION" "$SERVER_DIR" "$SERVER_DIR/flwr-home" "$SERVER_DIR/proxy.log" once \
-      "$(python_bin)" -m zk0.ops.log_cap "$SERVER_DIR/fleet-traffic.log" "$FLEET_LOG_MAX_BYTES" -- \
+    CAPPED="$SERVER_DIR/fleet-traffic.log" start_session "$PROXY_SESSION" "$SERVER_DIR" "$SERVER_DIR/flwr-home" \
+      "$SERVER_DIR/proxy.log" once \
       "$nginx" -e "$SERVER_DIR/proxy.log" -c "$SERVER_DIR/proxy/nginx.conf"
     wait_until "the proxy (nginx)" "$PROXY_SESSION" "$SERVER_DIR/proxy.log" proxy_health
   fi
@@ -820,7 +941,7 @@ server_stop() {
   require_no_args "$@"
   need_tmux
   local session any=0
-  for session in "$PROXY_SESSION" "$SUPEREXEC_SESSION" "$SERVER_SESSION"; do
+  for session in "$PROXY_SESSION" "$ADMIN_PROXY_SESSION" "$SUPEREXEC_SESSION" "$SERVER_SESSION"; do
     if session_running "$session"; then
       stop_session "$session"
       any=1
@@ -834,7 +955,7 @@ server_status() {
   need_tmux
   use_venv
   local session state health
-  for session in "$SERVER_SESSION" "$SUPEREXEC_SESSION" "$PROXY_SESSION"; do
+  for session in "$SERVER_SESSION" "$SUPEREXEC_SESSION" "$PROXY_SESSION" "$ADMIN_PROXY_SESSION"; do
     state="not running"
     session_running "$session" && state="running, pid $(session_pid "$session")"
     info "$session: $state"
@@ -847,7 +968,8 @@ server_status() {
   info "runs directory: $SERVER_DIR/runs"
   [[ $health == healthy ]] || return 0
   server_nodes --limit 10
-  flwr_admin ls "$CONNECTION" 2>/dev/null | sed -n '/┏/,$p' | head -n 12 || true
+  # Plain lines, never a table: a pipe or a log must show the run's state whole.
+  (zk0_admin runs "$SERVER_DIR/runs" --connection "$CONNECTION") || true
 }
 
 server_logs() {
@@ -976,8 +1098,11 @@ cmd_server() {
   local sub=${1:-}
   [[ -n $sub ]] || { usage_server; exit 1; }
   shift
-  if [[ $sub == -h || $sub == --help ]] || wants_help "$@"; then
+  if [[ $sub == -h || $sub == --help ]]; then
     usage_server
+    return 0
+  elif wants_help "$@"; then
+    sub_usage "$(usage_server)" server "$sub"
     return 0
   fi
   case $sub in
@@ -1091,7 +1216,7 @@ default_ca_cert() {
 client_start() {
   local uri="" server="${ZK0_SERVER:-127.0.0.1:$DEFAULT_SERVER_PORT}" ca port="" insecure=0 threads="" rename=""
   local address="${ZK0_LOCAL_ADDRESS:-}"
-  local server_given=0
+  local server_given=0 given=("$@")
   [[ -z ${ZK0_SERVER:-} ]] || server_given=1
   ca=$(default_ca_cert)
   local allow=()
@@ -1132,6 +1257,13 @@ client_start() {
   fi
   if [[ $insecure -eq 0 ]]; then
     [[ -f $ca ]] || die "CA certificate '$ca' not found; get ca.crt from the server admin and pass --ca-cert FILE (or set ZK0_CA_CERT)"
+    # Before the dataset check (seconds to minutes): a damaged file is named at once.
+    ! command -v openssl >/dev/null || openssl x509 -noout -in "$ca" 2>/dev/null \
+      || die "CA certificate '$ca' is not a readable PEM certificate; get ca.crt from the server admin again"
+  fi
+  local uncached
+  if hub_offline && uncached=$(uncached_hub_dataset "$uri"); then
+    die "dataset $uri is a Hugging Face Hub dataset, HF_HUB_OFFLINE is set and $uncached holds no copy; check the name, or download it while online (or pass local:/path)"
   fi
   ensure_home
   need_tmux
@@ -1186,10 +1318,14 @@ client_start() {
   local from
   from=$(wc -l <"$log")
   OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
-    start_session "$session" "$dir" "$dir/flwr-home" "$log" restart flower-supernode "${args[@]}"
+    start_session "$session" "$dir" "$dir/flwr-home" "$log" restart "$(python_bin)" -m zk0.ops.supernode "${args[@]}"
   wait_for_supernode "$session" "$log" "$dir" "$server" "$from" "$activated"
   sed -i 's/^activated=.*/activated=1/' "$dir/client.env"
   start_executor "$id" "${allow[@]}"
+  # What `service watch` replays to start this client again: the same options, the same server and CA.
+  local replay=("${given[@]}" --server "$server")
+  [[ $insecure -eq 1 ]] || replay+=(--ca-cert "$(realpath -- "$ca")")
+  printf '%s\0' "${replay[@]}" >"$dir/start-args"
   info "client running: session $session, pid $(session_pid "$session"), port $address:$port, dataset $uri, server $server, $threads thread(s)"
 }
 
@@ -1367,8 +1503,11 @@ cmd_client() {
   local sub=${1:-}
   [[ -n $sub ]] || { usage_client; exit 1; }
   shift
-  if [[ $sub == -h || $sub == --help ]] || wants_help "$@"; then
+  if [[ $sub == -h || $sub == --help ]]; then
     usage_client
+    return 0
+  elif wants_help "$@"; then
+    sub_usage "$(usage_client)" client "$sub"
     return 0
   fi
   case $sub in
@@ -1386,8 +1525,8 @@ cmd_client() {
 
 usage_run() {
   cat <<'USAGE'
-Usage: zk0bot run [--rounds N] [--run-config "key=value ..."] [--stream]
-       zk0bot run --resume [RUN_DIR] [--rounds N] [--stream]
+Usage: zk0bot run [--rounds N] [--run-config "key=value ..."] [--stream | --quiet]
+       zk0bot run --resume [RUN_DIR] [--rounds N] [--stream | --quiet]
 
 Submit the zk0 app to this machine's SuperLink and wait until the run ends.
 Outputs land in ~/.zk0/server/runs/<timestamp>/ (metrics.jsonl, checkpoints/,
@@ -1397,7 +1536,11 @@ plots/, state/). Any [tool.flwr.app.config] key can be overridden with
 restart) from its last completed round, into the same run directory, with the
 run's saved configuration; RUN_DIR defaults to the newest unfinished run.
 --rounds with --resume sets the new total number of rounds.
---stream prints the run's logs while it runs. Exits 0 only when the run completed.
+Prints the run's status as it changes and one line per round as the server logs it
+(success rate where measured, eval MSE, nodes ok/rejected/failed/late, seconds, MB
+moved) with an ETA, and last the run directory. --quiet prints only that last line
+(for scripts); --stream prints the run's full logs while it runs.
+Exits 0 only when the run completed.
 USAGE
 }
 
@@ -1411,13 +1554,38 @@ zk0_admin() {
   die "${err#zk0: error: }"
 }
 
+# A ServerApp started offline (HF_HUB_OFFLINE in the SuperExec's session) reads a hub
+# eval-dataset only from LeRobot's cache: one that is not there fails the run minutes in.
+check_eval_dataset_reachable() {
+  local merged uri cache
+  grep -Eqi '^declare -x HF_HUB_OFFLINE="(1|true|yes|on)"' "$SERVER_DIR/.session-$SUPEREXEC_SESSION.sh" 2>/dev/null \
+    || return 0
+  merged=$("$VENV/bin/zk0" check-run-config --json --app-dir "$ROOT" "$@" 2>/dev/null) || return 0
+  uri=$("$(python_bin)" -c 'import json, sys; print(json.load(sys.stdin).get("eval-dataset", ""))' <<<"$merged")
+  cache=$(uncached_hub_dataset "$uri") || return 0
+  die "eval-dataset '$uri' is a Hugging Face Hub dataset, the server runs offline (HF_HUB_OFFLINE) and $cache holds no copy; pass a local one: --run-config \"eval-dataset='local:/path/to/dataset'\""
+}
+
+# For a hub dataset URI (hf:owner/name or owner/name) that LeRobot's cache lacks: prints where
+# the copy would be and succeeds. Offline, such a dataset cannot be read.
+uncached_hub_dataset() {
+  local uri=$1 cache
+  [[ -n $uri && $uri != local:* ]] || return 1
+  cache="${HF_LEROBOT_HOME:-${HF_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/huggingface}/lerobot}/${uri#hf:}"
+  [[ ! -f $cache/meta/info.json ]] || return 1
+  echo "$cache"
+}
+
+hub_offline() { [[ ${HF_HUB_OFFLINE:-} =~ ^(1|[Tt][Rr][Uu][Ee]|[Yy][Ee][Ss]|[Oo][Nn])$ ]]; }
+
 cmd_run() {
-  local rounds="" extra="" stream=0 resume=0 resume_dir=""
+  local rounds="" extra="" stream=0 resume=0 resume_dir="" quiet=()
   while [[ $# -gt 0 ]]; do
     case $1 in
       --rounds) opt_value "$@"; rounds=$2; shift ;;
       --run-config) opt_value "$@"; extra=$2; shift ;;
       --stream) stream=1 ;;
+      --quiet) quiet=(--quiet) ;;
       --resume)
         resume=1
         if [[ $# -ge 2 && $2 != -* ]]; then resume_dir=$2; shift; fi
@@ -1429,6 +1597,7 @@ cmd_run() {
   done
   [[ -z $rounds || $rounds =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive integer, got '$rounds'"
   [[ $resume -eq 0 || -z $extra ]] || die "--resume uses the interrupted run's own configuration; drop --run-config"
+  [[ $stream -eq 0 || ${#quiet[@]} -eq 0 ]] || die "--stream and --quiet contradict each other; choose one"
   need_tmux
   use_venv
   local config="output-dir='$SERVER_DIR/runs'" run_config=()
@@ -1447,9 +1616,12 @@ cmd_run() {
   fi
   session_running "$SERVER_SESSION" || die "the SuperLink is not running; start it first: $PROG server start"
   link_health || die "the SuperLink does not answer its health check; see: $PROG server logs"
+  [[ $resume -eq 1 ]] || check_eval_dataset_reachable "$config" "$extra"
   local run_id
   run_id=$(zk0_admin submit "$ROOT" --connection "$CONNECTION" "${run_config[@]}")
-  if [[ $resume -eq 1 ]]; then
+  if [[ ${#quiet[@]} -eq 1 ]]; then
+    :
+  elif [[ $resume -eq 1 ]]; then
     info "run $run_id submitted, resuming $resume_dir"
   else
     info "run $run_id submitted; outputs under $SERVER_DIR/runs"
@@ -1458,7 +1630,270 @@ cmd_run() {
     flwr_admin log "$run_id" "$CONNECTION" --stream || true
   fi
 
-  zk0_admin wait "$run_id" "$SERVER_DIR/runs" --connection "$CONNECTION" | while IFS= read -r line; do info "$line"; done
+  zk0_admin wait "$run_id" "$SERVER_DIR/runs" --connection "$CONNECTION" "${quiet[@]}" \
+    | while IFS= read -r line; do info "$line"; done
+}
+
+# ---------------------------------------------------------------------------
+# service (systemd units: start at boot, restart on failure)
+# ---------------------------------------------------------------------------
+
+usage_service() {
+  cat <<'USAGE'
+Usage: zk0bot service install [--user] [--unit-dir DIR]
+       zk0bot service remove  [--user] [--unit-dir DIR]
+       zk0bot service watch server | client <dataset-uri>     (what the units run)
+
+install writes one systemd unit per component this machine runs (started once by hand):
+zk0-server.service for the server, zk0-client-<id>.service for each client, then
+enables them. Each unit starts its component with this ZK0_HOME and environment, checks
+it every 30 s and starts what stopped again (SuperNodes and executors also restart
+themselves in tmux); if that fails, systemd restarts the unit (Restart=on-failure).
+System units (/etc/systemd/system, root only) run as the account that installs them
+(or, run as root for a service account: sudo -u zk0 zk0bot service install --user).
+--user: units of this account (~/.config/systemd/user); for them to start at boot
+without a login, an administrator runs: loginctl enable-linger <account>.
+--unit-dir: write the units there and change nothing else (to review them).
+remove disables and deletes the units (the components keep running: zk0bot stop).
+USAGE
+}
+
+SERVICE_CHECK_SECONDS=30
+
+# The unit for one component: `kind` is server or client; for a client, its dataset URI.
+write_unit() {
+  local file=$1 wanted=$2 kind=$3 uri=${4:-} description start stop env="" name
+  if [[ $kind == server ]]; then
+    description="zk0 server (SuperLink, SuperExec, proxies) of ${ZK0_HOME//%/%%}"
+    stop="$ROOT/zk0bot.sh server stop"
+  else
+    description="zk0 client for ${uri//%/%%} of ${ZK0_HOME//%/%%}"
+    stop="$ROOT/zk0bot.sh client stop $(systemd_quote "$uri")"
+  fi
+  start="$ROOT/zk0bot.sh service watch $kind${uri:+ $(systemd_quote "$uri")}"
+  for name in ZK0_HOME ZK0_VENV ZK0_SERVER ZK0_CA_CERT ZK0_LOCAL_ADDRESS HF_HOME HF_HUB_OFFLINE ZK0_START_TIMEOUT; do
+    [[ -z ${!name:-} ]] || env+="Environment=$(systemd_quote "$name=${!name}")"$'\n'
+  done
+  [[ -n ${ZK0_HOME:-} ]] || env+="Environment=$(systemd_quote "ZK0_HOME=$ZK0_HOME")"$'\n'
+  {
+    echo "# Written by zk0bot service install; zk0bot service remove deletes it."
+    echo "[Unit]"
+    echo "Description=$description"
+    echo "After=network-online.target"
+    echo "Wants=network-online.target"
+    echo
+    echo "[Service]"
+    echo "Type=simple"
+    [[ $wanted == default.target ]] || echo "User=$(id -un)"
+    printf '%s' "$env"
+    echo "ExecStart=$start"
+    echo "ExecStop=$stop"
+    # The components live in zk0's tmux server, which the units share: stopping one unit
+    # must stop its component (ExecStop), not every process the tmux server holds.
+    echo "KillMode=process"
+    echo "Restart=on-failure"
+    echo "RestartSec=10"
+    echo "TimeoutStartSec=300"
+    echo
+    echo "[Install]"
+    echo "WantedBy=$wanted"
+  } >"$file"
+  chmod 644 "$file"
+}
+
+# A word for a unit file's command line or Environment= (double quotes, backslashes escaped).
+systemd_quote() {
+  local text=${1//\\/\\\\}
+  text=${text//\"/\\\"}
+  printf '"%s"' "${text//%/%%}"
+}
+
+cmd_service() {
+  local sub=${1:-} user=0 dir="" units=() id
+  [[ -n $sub ]] || { usage_service; exit 1; }
+  shift
+  if [[ $sub == -h || $sub == --help ]] || wants_help "$@"; then
+    usage_service
+    return 0
+  fi
+  if [[ $sub == watch ]]; then
+    service_watch "$@"
+    return
+  fi
+  [[ $sub == install || $sub == remove ]] || die "unknown service command '$sub' (see: $PROG service --help)"
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      --user) user=1 ;;
+      --unit-dir) opt_value "$@"; dir=$2; shift ;;
+      *) die "unknown option '$1' for 'service $sub' (see: $PROG service --help)" ;;
+    esac
+    shift
+  done
+  [[ -d $ZK0_HOME ]] || die "ZK0_HOME=$ZK0_HOME is not a directory: start the server or a client once by hand first"
+  local wanted=multi-user.target systemctl=(systemctl)
+  if [[ $user -eq 1 ]]; then
+    wanted=default.target systemctl=(systemctl --user)
+    [[ -n $dir ]] || dir="${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user"
+  else
+    [[ -n $dir || $(id -u) -eq 0 ]] || die "system units need root; install this account's own with: $PROG service install --user"
+    [[ -n $dir ]] || dir=/etc/systemd/system
+  fi
+  local review=0
+  [[ $dir != /etc/systemd/system && $dir != "${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user" ]] && review=1
+  if [[ $sub == remove ]]; then
+    local file
+    for file in "$dir"/zk0-server.service "$dir"/zk0-client-*.service; do
+      [[ -f $file ]] || continue
+      grep -q "of $ZK0_HOME\$" "$file" || continue
+      [[ $review -eq 1 ]] || "${systemctl[@]}" disable "$(basename "$file")" >/dev/null 2>&1 || true
+      rm -f "$file"
+      info "removed $file"
+    done
+    [[ $review -eq 1 ]] || "${systemctl[@]}" daemon-reload 2>/dev/null || true
+    return 0
+  fi
+  [[ -f $SERVER_DIR/server.env ]] && units+=("zk0-server.service")
+  for id in $(known_clients); do units+=("zk0-client-$id.service"); done
+  [[ ${#units[@]} -gt 0 ]] || die "nothing to install: this ZK0_HOME has run no server and no client; start them once by hand first"
+  mkdir -p "$dir" 2>/dev/null || die "cannot create $dir; choose another with --unit-dir"
+  [[ -w $dir ]] || die "$dir is not writable by $(id -un); run as root, or use --user"
+  [[ ! -f $SERVER_DIR/server.env ]] || write_unit "$dir/zk0-server.service" "$wanted" server
+  for id in $(known_clients); do
+    write_unit "$dir/zk0-client-$id.service" "$wanted" client "$(client_setting "$id" dataset-uri)"
+  done
+  info "wrote ${units[*]} in $dir"
+  if [[ $review -eq 1 ]]; then
+    return 0
+  fi
+  if "${systemctl[@]}" daemon-reload 2>/dev/null && "${systemctl[@]}" enable "${units[@]}" >/dev/null 2>&1; then
+    info "enabled at boot; start them now with: ${systemctl[*]} start ${units[*]}"
+  else
+    warn "systemd did not take them here; once it runs: ${systemctl[*]} daemon-reload && ${systemctl[*]} enable --now ${units[*]}"
+  fi
+  [[ $user -eq 0 ]] || info "user units start at boot only with lingering: loginctl enable-linger $(id -un) (as root)"
+}
+
+# What a unit runs: start the component, then every SERVICE_CHECK_SECONDS start again what
+# stopped; exit non-zero (systemd then restarts the unit) when a start fails.
+service_watch() {
+  local kind=${1:-} uri=${2:-} sessions
+  case $kind in
+    server) [[ $# -eq 1 ]] || die "usage: $PROG service watch server" ;;
+    client) [[ $# -eq 2 ]] || die "usage: $PROG service watch client <dataset-uri>" ;;
+    *) die "usage: $PROG service watch server | client <dataset-uri>" ;;
+  esac
+  while :; do
+    if [[ $kind == server ]]; then
+      sessions=("$SERVER_SESSION" "$SUPEREXEC_SESSION" "$PROXY_SESSION" "$ADMIN_PROXY_SESSION")
+    else
+      sessions=("zk0-supernode-$(client_id "$uri")" "zk0-executor-$(client_id "$uri")")
+    fi
+    local session missing=""
+    for session in "${sessions[@]}"; do session_running "$session" || missing+=" $session"; done
+    if [[ -n $missing ]]; then
+      info "$(date -u +%FT%TZ) starting$missing"
+      if [[ $kind == server ]]; then
+        cmd_server start
+      else
+        local replay=("$uri") dir
+        dir="$CLIENTS_DIR/$(client_id "$uri")"
+        [[ ! -f $dir/start-args ]] || mapfile -d '' replay <"$dir/start-args"
+        cmd_client start "${replay[@]}"
+      fi
+    fi
+    sleep "$SERVICE_CHECK_SECONDS"
+  done
+}
+
+# ---------------------------------------------------------------------------
+# upgrade
+# ---------------------------------------------------------------------------
+
+usage_upgrade() {
+  cat <<'USAGE'
+Usage: zk0bot upgrade [--ref R]
+
+Upgrade this checkout the installer's way (website/get-zk0bot.sh, from the repository it
+was installed from, ZK0_REPO to override): it refuses uncommitted changes to tracked files
+and local commits R lacks, changing nothing, and sets up the Python environment again.
+Then the new version must run (zk0bot version), and what ran here (the server, each
+client) is stopped and started again on it; a run in progress fails (continue it with
+zk0bot run --resume). If the check or a start fails, the checkout goes back to the
+commit it was at, and what ran is started again on that.
+--ref: branch, tag or commit (default: the current branch, else main).
+USAGE
+}
+
+# The installer from a private copy (the checkout changes under a script bash is reading).
+run_installer() {
+  local installer=$1 ref=$2
+  ZK0_INSTALL_DIR="$ROOT" ZK0_REF="$ref" bash "$installer" </dev/null >&2
+}
+
+# Start again, with zk0bot.sh as it is now on disk, what ran before: the server if $1 is 1,
+# then each client id that follows, with the options of its last start.
+restart_components() {
+  local server=$1 id replay
+  shift
+  [[ $server -eq 0 && $# -eq 0 ]] && return 0
+  "$ROOT/zk0bot.sh" stop >&2 || return 1
+  if [[ $server -eq 1 ]]; then "$ROOT/zk0bot.sh" server start >&2 || return 1; fi
+  for id in "$@"; do
+    replay=("$(client_setting "$id" dataset-uri)")
+    [[ ! -f $CLIENTS_DIR/$id/start-args ]] || mapfile -d '' replay <"$CLIENTS_DIR/$id/start-args"
+    "$ROOT/zk0bot.sh" client start "${replay[@]}" >&2 || return 1
+  done
+}
+
+cmd_upgrade() {
+  local ref="" old new installer server=0 clients=() id
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      -h | --help) usage_upgrade; return 0 ;;
+      --ref) opt_value "$@"; ref=$2; shift ;;
+      *) die "unknown option '$1' for 'upgrade' (see: $PROG upgrade --help)" ;;
+    esac
+    shift
+  done
+  git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1 \
+    || die "$ROOT is not a git checkout; upgrade by running the installer again (docs/INSTALLATION.md)"
+  [[ -f $ROOT/website/get-zk0bot.sh ]] || die "$ROOT has no website/get-zk0bot.sh; upgrade by running the installer again"
+  [[ -n $ref ]] || ref=$(git -C "$ROOT" symbolic-ref -q --short HEAD || echo main)
+  old=$(git -C "$ROOT" rev-parse HEAD)
+  if [[ -d $ZK0_HOME ]] && command -v tmux >/dev/null; then
+    session_running "$SERVER_SESSION" && server=1
+    for id in $(known_clients); do
+      session_running "zk0-supernode-$id" && clients+=("$id")
+    done
+  fi
+  installer=$(mktemp "${TMPDIR:-/tmp}/zk0-upgrade.XXXXXX")
+  cp "$ROOT/website/get-zk0bot.sh" "$installer"
+  info "upgrading $ROOT from $(git -C "$ROOT" log -1 --format='%h %s') to $ref"
+  local failed=""
+  if ! run_installer "$installer" "$ref"; then
+    if [[ $(git -C "$ROOT" rev-parse HEAD) == "$old" ]]; then
+      rm -f "$installer"
+      die "the upgrade changed nothing (see the installer's line above); $ROOT stays at ${old:0:12}"
+    fi
+    failed="the installer stopped after changing the checkout"
+  elif ! "$ROOT/zk0bot.sh" version >/dev/null 2>&1; then
+    failed="the new version does not run ('$PROG version' failed)"
+  elif ! restart_components "$server" "${clients[@]}"; then
+    failed="the new version did not start what ran here"
+  fi
+  new=$(git -C "$ROOT" rev-parse HEAD)
+  if [[ -z $failed ]]; then
+    rm -f "$installer"
+    info "upgraded to $(git -C "$ROOT" log -1 --format='%h %s')$([[ $server -eq 0 && ${#clients[@]} -eq 0 ]] || echo "; restarted what ran here")"
+    return 0
+  fi
+  warn "$failed; going back to ${old:0:12}"
+  run_installer "$installer" "$old" || true
+  rm -f "$installer"
+  [[ $(git -C "$ROOT" rev-parse HEAD) == "$old" ]] \
+    || die "$failed, and going back to ${old:0:12} failed too; $ROOT is at ${new:0:12}: rerun the installer with ZK0_REF=$old"
+  restart_components "$server" "${clients[@]}" || die "$failed; rolled back to ${old:0:12}, but what ran here did not start again: see $PROG status"
+  die "$failed; rolled back to ${old:0:12}$([[ $server -eq 0 && ${#clients[@]} -eq 0 ]] || echo ", and what ran here runs again on it")"
 }
 
 # ---------------------------------------------------------------------------
@@ -1466,11 +1901,80 @@ cmd_run() {
 # ---------------------------------------------------------------------------
 
 cmd_status() {
-  [[ ${1:-} == -h || ${1:-} == --help ]] && { echo "Usage: $PROG status    (server and clients on this machine)"; return 0; }
-  require_no_args "$@"
+  local json=0
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      -h | --help)
+        echo "Usage: $PROG status [--json]    (server and clients on this machine; --json: one JSON object for monitors)"
+        return 0
+        ;;
+      --json) json=1 ;;
+      *) die "unexpected argument '$1' (see: $PROG status --help)" ;;
+    esac
+    shift
+  done
+  # A ZK0_HOME that is a file holds no state: "never started" would hide the mistake.
+  [[ ! -e $ZK0_HOME || -d $ZK0_HOME ]] || die "ZK0_HOME=$ZK0_HOME exists and is not a directory; set ZK0_HOME to zk0's state directory"
   need_tmux
+  if [[ $json -eq 1 ]]; then
+    status_facts | FLWR_HOME="$SERVER_DIR/flwr-home" "$(python_bin)" -m zk0.ops.health \
+      --runs-dir "$SERVER_DIR/runs" --connection "$CONNECTION"
+    return 0
+  fi
   if [[ -f $SERVER_DIR/server.env ]]; then server_status; else info "SuperLink: never started on this machine"; fi
   client_status
+}
+
+# What zk0.ops.health turns into `status --json`: tab-separated facts.
+status_facts() {
+  local session pid key id
+  printf 'version\t%s\n' "$(version_line)"
+  if [[ -f $SERVER_DIR/server.env ]]; then
+    for session in "$SERVER_SESSION" "$SUPEREXEC_SESSION" "$PROXY_SESSION" "$ADMIN_PROXY_SESSION"; do
+      pid=""
+      session_running "$session" && pid=$(session_pid "$session")
+      printf 'session\t%s\t%s\n' "$session" "$pid"
+    done
+    for key in port host names mode link_port admin_port; do
+      printf 'server\t%s\t%s\n' "$key" "$(server_setting "$key")"
+    done
+    if session_running "$SERVER_SESSION" && link_health && admin_health; then
+      printf 'server\thealthy\tyes\n'
+    else
+      printf 'server\thealthy\tno\n'
+    fi
+  fi
+  for id in $(known_clients); do
+    local uri
+    uri=$(client_setting "$id" dataset-uri)
+    for session in "zk0-supernode-$id" "zk0-executor-$id"; do
+      pid=""
+      session_running "$session" && pid=$(session_pid "$session")
+      printf 'session\t%s\t%s\n' "$session" "$pid"
+      printf 'client\t%s\t%s\t%s\n' "$uri" "${session%%-"$id"}" "${pid:-stopped}"
+    done
+    for key in server address port threads; do
+      printf 'client\t%s\t%s\t%s\n' "$uri" "$key" "$(client_setting "$id" "$key")"
+    done
+  done
+}
+
+# zk0's version and the commit of this checkout (the installer's path is a git checkout).
+version_line() {
+  local version commit
+  version=$("$VENV/bin/python" -c 'import zk0; print(zk0.__version__)' 2>/dev/null || echo unknown)
+  if commit=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null); then
+    [[ -z $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]] || commit+=" (modified)"
+  else
+    commit="no git checkout"
+  fi
+  echo "zk0 $version, commit $commit, $ROOT"
+}
+
+cmd_version() {
+  [[ ${1:-} == -h || ${1:-} == --help ]] && { echo "Usage: $PROG version    (zk0's package version and the commit of this checkout)"; return 0; }
+  require_no_args "$@"
+  version_line
 }
 
 cmd_stop() {
@@ -1514,18 +2018,46 @@ home_creatable() {
   fi
 }
 
+usage_doctor() {
+  cat <<'USAGE'
+Usage: zk0bot doctor [--role server|node]
+
+Check this machine for running zk0; prints a fix for each problem, exits 1 if any.
+--role server: what a server needs now (nginx; certificates once started).
+--role node:   what a node needs now (the server's CA certificate, the server reachable
+               at ZK0_SERVER). Without --role: the role this machine already plays (a
+               server or clients started here), else the checks both roles share; a
+               missing CA or an unreachable server is then a note, not a failure.
+USAGE
+}
+
 cmd_doctor() {
-  [[ ${1:-} == -h || ${1:-} == --help ]] && {
-    echo "Usage: $PROG doctor    (check this machine for running zk0; prints a fix for each problem)"
-    return 0
-  }
-  require_no_args "$@"
+  local role=""
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      -h | --help) usage_doctor; return 0 ;;
+      --role)
+        opt_value "$@"
+        [[ $2 == server || $2 == node ]] || die "--role must be 'server' or 'node', got '$2'"
+        role=$2
+        shift
+        ;;
+      *) die "unexpected argument '$1' (see: $PROG doctor --help)" ;;
+    esac
+    shift
+  done
+  if [[ -z $role && -d $ZK0_HOME ]]; then
+    [[ -f $SERVER_DIR/server.env ]] && role=server
+    [[ -z $(known_clients) ]] || role=${role:+both}${role:-node}
+  fi
   local failed=0
   ok() { printf '  ok    %s\n' "$*"; }
   bad() { printf '  FAIL  %s\n        fix: %s\n' "$1" "$2"; failed=1; }
   note() { printf '  note  %s\n' "$*"; }
+  # Node-only problems fail a node's check; elsewhere they are worth a note only.
+  node_bad() { if [[ $role == node || $role == both ]]; then bad "$@"; else note "$1 (a node needs it: $2)"; fi; }
 
-  echo "zk0 doctor ($ROOT)"
+  echo "zk0 doctor ($(version_line))${role:+, role: $role}"
   if [[ -x $VENV/bin/python ]]; then
     ok "python environment $VENV ($("$VENV/bin/python" -V 2>&1))"
     local report
@@ -1560,7 +2092,13 @@ PY
   else
     bad "FFmpeg libraries missing (LeRobot videos cannot be decoded)" "$(apt_hint ffmpeg)"
   fi
-  if has_command nginx; then ok "nginx (the server's public port)"; else bad "nginx missing (needed to run a server)" "$(apt_hint nginx)"; fi
+  if has_command nginx; then
+    ok "nginx (the server's public port)"
+  elif [[ $role == node ]]; then
+    note "nginx missing (only a server needs it)"
+  else
+    bad "nginx missing (needed to run a server)" "$(apt_hint nginx)"
+  fi
   if ! command -v tmux >/dev/null; then
     bad "tmux missing" "$(apt_hint tmux)"
   elif sessions_work; then
@@ -1584,15 +2122,19 @@ PY
   ca=$(default_ca_cert)
   if [[ -f $ca ]]; then
     ok "CA certificate $ca"
-  elif [[ -n $(known_clients) || -n ${ZK0_SERVER:-} ]]; then
-    bad "CA certificate $ca not found" "copy ca.crt from the server admin to $ZK0_HOME/ca.crt (or set ZK0_CA_CERT)"
+  elif [[ $role == server ]]; then
+    note "no CA certificate yet: '$PROG server start' creates one"
+  else
+    node_bad "CA certificate $ca not found" "copy ca.crt from the server admin to $ZK0_HOME/ca.crt (or set ZK0_CA_CERT)"
   fi
   if [[ -n ${ZK0_SERVER:-} ]]; then
     local host=${ZK0_SERVER%:*} port=${ZK0_SERVER##*:}
     if [[ -x $VENV/bin/python ]] && "$VENV/bin/python" -c 'import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()' "$host" "$port" 2>/dev/null; then
       ok "server $ZK0_SERVER reachable"
+    elif [[ $role == server ]]; then
+      note "server $ZK0_SERVER not reachable yet: start it with '$PROG server start'"
     else
-      bad "server $ZK0_SERVER not reachable" "check the address, that the server runs ($PROG server status there) and firewalls"
+      node_bad "server $ZK0_SERVER not reachable" "check the address, that the server runs ($PROG server status there) and firewalls"
     fi
   else
     note "ZK0_SERVER not set: the server's reachability was not checked (clients default to 127.0.0.1:$DEFAULT_SERVER_PORT)"
@@ -1619,9 +2161,12 @@ Node operators:
   client stop [<uri>] | status | logs [<uri>] [-f]
 
 This machine:
-  status                                   everything zk0 runs here
+  status [--json]                          everything zk0 runs here (--json for monitors)
+  version                                  zk0's version and commit
+  upgrade [--ref R]                        upgrade this checkout, restart, roll back on failure
   stop                                     stop everything zk0 started here
-  doctor                                   check the installation, with fixes
+  doctor [--role server|node]              check the installation, with fixes
+  service install|remove [--user]          start at boot, restart on failure (systemd)
 
 Environment: ZK0_HOME (state, default ~/.zk0), ZK0_SERVER (HOST:PORT clients connect
 to, default 127.0.0.1:9092), ZK0_SERVER_PORT, ZK0_SERVER_HOST, ZK0_SERVER_HOSTNAMES,
@@ -1641,8 +2186,11 @@ main() {
     client) cmd_client "$@" ;;
     run) cmd_run "$@" ;;
     status) cmd_status "$@" ;;
+    version | --version) cmd_version "$@" ;;
     stop) cmd_stop "$@" ;;
     doctor) cmd_doctor "$@" ;;
+    service) cmd_service "$@" ;;
+    upgrade) cmd_upgrade "$@" ;;
     *) die "unknown command '$cmd' (see: $PROG --help)" ;;
   esac
 }

@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/scale.py tiny [--clients 10,50,200,1000] [--rounds 3] [--local-steps 5]
     .venv/bin/python bench/scale.py server [--nodes 2,8,32,128]
+    .venv/bin/python bench/scale.py memory [--clients 2,200] [--rounds 2] [--baseline DIR]
+
 
 `tiny`: for each N, `train-fl-simulation.sh --tiny --clients N` (a round samples 10 of N
 beyond 10 clients; the demo data is written once per N under --sim-dir and reused) and, from
@@ -11,6 +13,14 @@ while it runs), and the seconds per round spent outside training: the round's wa
 its clients' training time spread over Ray's concurrent workers (sum of `train/seconds` / W,
 W = the CPUs Ray gets: all of this machine's). Also round 0's statistics query (every node
 opens its dataset and reports; from server.log) and the script's whole wall time.
+
+`memory` (issue 28): for each N, `train-fl-simulation.sh --tiny --clients N`, every process of
+the run sampled each second (smaps_rollup, see bench/node_memory.py): a simulation actor's
+(`ray::ClientAppActor`) peak RSS and anonymous memory (what one more actor costs), and the whole
+process tree's peak: anonymous memory plus the shared libraries once, and the PSS sum. Then a warm tiny node as a deployment runs it
+(bench/node_memory.py): a SuperNode and its `zk0_executor`, after a 2-round tiny run. With
+`--baseline DIR` (a checkout, e.g. `git archive main | tar -x -C DIR`) the same runs of that
+checkout's scripts and sources come first and the table shows both side by side.
 
 `server`: the server's side of one real-size round alone, N synthetic q3 replies
 (bench/scale_server.py): peak RSS, aggregation seconds, decoded MB/s.
@@ -32,11 +42,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import node_memory
 import scale_server
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "train-fl-simulation.sh"
 MARKER = "ZK0_BENCH_SCALE_MARKER"
+VENV = Path(os.environ.get("ZK0_VENV", ROOT / ".venv"))
 
 
 @dataclass
@@ -105,7 +117,7 @@ def run_tiny(clients: int, rounds: int, local_steps: int, sim_dir: Path, work: P
     env = os.environ | {"ZK0_SIM_DIR": str(sim_dir), MARKER: marker}
     # Prepare the demo data first (untimed): writing it is a one-off, not a round cost. The
     # sizes are the ones train-fl-simulation.sh's demo_data asks for (else it writes them again).
-    subprocess.run([str(ROOT / ".venv/bin/zk0"), "demo-data", str(sim_dir / f"demo-data-{clients}"), "--clients", str(clients),
+    subprocess.run([str(VENV / "bin/zk0"), "demo-data", str(sim_dir / f"demo-data-{clients}"), "--clients", str(clients),
                     *(["--episodes", "2", "--frames", "20"] if clients > 8 else [])],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     args = [str(SCRIPT), "--tiny", "--clients", str(clients), "--rounds", str(rounds), "--output-dir", str(out),
@@ -149,6 +161,45 @@ def tiny(args: argparse.Namespace) -> None:
                   flush=True)
 
 
+def _mb(kb: int) -> str:
+    return f"{kb / 1024:.0f}"
+
+
+def memory(args: argparse.Namespace) -> None:
+    """Each checkout (the baseline first) measured the same way; one table, a column per checkout."""
+    trees = [Path(args.baseline).resolve(), ROOT] if args.baseline else [ROOT]
+    sim_dir = Path(args.sim_dir).resolve()
+    sim_dir.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory(prefix="zk0-memory-") as scratch:
+        work = Path(scratch)
+        data = node_memory.demo_data(VENV, ROOT, sim_dir / "memory-node-data")
+        for tree in trees:
+            node = node_memory.warm_node(tree, VENV, data, work)
+            rows.setdefault("warm tiny node: SuperNode RSS / anonymous MB", []).append(
+                f"{_mb(node.supernode.rss)} / {_mb(node.supernode.anon)}")
+            rows.setdefault("warm tiny node: executor RSS / anonymous MB", []).append(
+                f"{_mb(node.executor.rss)} / {_mb(node.executor.anon)}")
+            rows.setdefault("warm tiny node: both, anonymous + largest file-backed MB", []).append(
+                _mb(node.supernode.anon + node.executor.anon + max(node.supernode.rss - node.supernode.anon,
+                                                                   node.executor.rss - node.executor.anon)))
+            rows.setdefault("executor peak RSS MB", []).append(_mb(node.peak_executor.rss))
+            for clients in args.clients:
+                # The demo data is the script's own (written on the first run, kept in --sim-dir).
+                sim = node_memory.simulation(tree, VENV, clients, args.rounds, sim_dir, work)
+                rows.setdefault(f"{clients} clients: actor peak RSS / anonymous MB", []).append(
+                    f"{_mb(sim.actor.rss)} / {_mb(sim.actor.anon)}")
+                rows.setdefault(f"{clients} clients: process tree peak, anonymous + largest file-backed MB",
+                                []).append(_mb(sim.tree_bound_kb))
+                rows.setdefault(f"{clients} clients: process tree peak PSS MB", []).append(_mb(sim.tree_pss_kb))
+                rows.setdefault(f"{clients} clients: script wall s", []).append(f"{sim.seconds:.0f}")
+            print(f"measured {tree}", file=sys.stderr, flush=True)
+    print("| | " + " | ".join(str(tree) for tree in trees) + " |")
+    print("|---|" + "---|" * len(trees))
+    for name, cells in rows.items():
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def _counts(text: str) -> list[int]:
     try:
         counts = [int(part) for part in text.split(",")]
@@ -169,6 +220,13 @@ def main() -> None:
     part.add_argument("--sim-dir", default=str(ROOT / ".zk0-sim"),
                       help="the script's scratch dir: demo data per N is kept there (default .zk0-sim)")
     part.set_defaults(func=tiny)
+    part = sub.add_parser("memory", help="what a simulation actor, the process tree and a warm tiny node hold")
+    part.add_argument("--clients", type=_counts, default=[2, 200], help="comma-separated N (default 2,200)")
+    part.add_argument("--rounds", type=int, default=2, help="rounds per simulation (default 2)")
+    part.add_argument("--baseline", default="", help="another checkout measured first, side by side (e.g. main's)")
+    part.add_argument("--sim-dir", default=str(ROOT / ".zk0-sim"),
+                      help="the script's scratch dir: demo data per N is kept there (default .zk0-sim)")
+    part.set_defaults(func=memory)
     part = sub.add_parser("server", help="the server's side of a real-size round with N synthetic q3 replies")
     part.add_argument("--nodes", type=_counts, default=[2, 8, 32, 128], help="comma-separated N (default 2,8,32,128)")
     part.set_defaults(func=lambda args: scale_server.run(args.nodes))

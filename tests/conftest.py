@@ -26,7 +26,7 @@ SYSTEM_MODULES = {
     "test_simulation_e2e", "test_reproducible", "test_executor", "test_zk0bot", "test_installer",
     "test_website", "test_setup_env", "test_baseline", "test_admin_api", "test_door", "test_operator_mistakes",
     "test_node_names", "test_admin", "test_zk0bot_multihost", "test_simulation_scale", "test_simulation_ray_cluster",
-    "test_closed_loop",
+    "test_closed_loop", "test_simulation_actor_killed",
 }
 
 

@@ -1,23 +1,29 @@
 """Limits at the door (the public port's nginx): bodies larger than Flower's largest request are
 refused with 413 before the SuperLink reads them, a flood from one address gets 503 (which
 Flower's SuperNode retries with backoff: a real node is slowed, never failed), the
-workers run unprivileged and still forward, and fleet-traffic.log stays under its cap."""
+workers run unprivileged and still forward, and fleet-traffic.log stays under its cap.
+A slowloris flood during a run leaves the run and every node standing, and a SuperNode
+process that dies is started again by zk0bot."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import selectors
+import signal
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
-from test_zk0bot import Zk0bot
+from test_zk0bot import TINY_RUN, ZK0BOT, Zk0bot
 
 from zk0.ops.log_cap import cap
 
@@ -144,11 +150,159 @@ def test_the_traffic_log_is_capped_while_nginx_keeps_appending(tmp_path: Path):
     assert not cap(tmp_path / "missing.log", 1)
 
 
-def test_log_cap_runs_the_command_and_returns_its_status(tmp_path: Path):
+def test_log_cap_ends_with_its_parent(tmp_path: Path):
+    """The capper is started beside a component (the child of the shell that becomes it): it caps
+    while that process lives, once more when it is gone, then exits; bad arguments get the usage line."""
     log = tmp_path / "x.log"
-    result = subprocess.run([sys.executable, "-m", "zk0.ops.log_cap", str(log), "10", "--", sys.executable, "-c",
-                             "import sys; sys.exit(3)"], timeout=60)
-    assert result.returncode == 3
-    bad = subprocess.run([sys.executable, "-m", "zk0.ops.log_cap", str(log), "ten", "--", "true"], capture_output=True,
-                         text=True, timeout=60)
+    log.write_bytes(b"x" * 100)
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time; "
+        f"subprocess.Popen([sys.executable, '-m', 'zk0.ops.log_cap', '10', {str(log)!r}]); time.sleep(1)")])
+    assert parent.wait(timeout=60) == 0
+    deadline = time.monotonic() + 60
+    while any("zk0.ops.log_cap" in " ".join(p.cmdline()) and str(log) in p.cmdline() for p in psutil.process_iter()
+              if p.pid != os.getpid() and p.status() != psutil.STATUS_ZOMBIE):
+        assert time.monotonic() < deadline, "log_cap outlived its parent"
+        time.sleep(0.5)
+    assert log.read_bytes() == b"" and (tmp_path / "x.log.1").read_bytes() == b"x" * 100
+    bad = subprocess.run([sys.executable, "-m", "zk0.ops.log_cap", "ten", str(log)], capture_output=True, text=True,
+                         timeout=60)
     assert bad.returncode != 0 and bad.stderr.strip().startswith("usage:")
+
+
+# The flood: IDLE connections from another loopback address (the nodes use 127.0.0.1), half
+# plain TCP that never speaks, half TLS that sends a request header and never ends it (a
+# slowloris), each replaced as soon as nginx drops it, for FLOOD_SECONDS; with a burst of
+# pipelined requests on top. The old door held 1,024 connections in one worker that also
+# served the admin path.
+ATTACKER = "127.0.0.66"
+IDLE = 2000
+FLOOD_SECONDS = 30
+HEADER_TIMEOUT = 10  # client_header_timeout in write_proxy_config
+
+
+class Flood:
+    """Keeps IDLE connections open against the public port until stopped."""
+
+    def __init__(self, bot: Zk0bot) -> None:
+        self.bot, self.context = bot, ssl.create_default_context(cafile=ca(bot))
+        self.selector = selectors.DefaultSelector()
+        self.stop, self.opened, self.dropped, self.most = threading.Event(), 0, 0, 0
+        self.thread = threading.Thread(target=self._hold, daemon=True)
+
+    def _open(self, slow: bool) -> None:
+        try:
+            raw = socket.create_connection(("127.0.0.1", self.bot.port), timeout=5, source_address=(ATTACKER, 0))
+            sock = raw
+            if slow:
+                sock = self.context.wrap_socket(raw, server_hostname="localhost")
+                sock.sendall(b"POST /v1/fleet/pull-messages HTTP/1.1\r\nHost: x\r\n")
+        except OSError:
+            return  # refused or timed out: the door is shut to this one, which is fine
+        sock.setblocking(False)
+        self.selector.register(sock, selectors.EVENT_READ, slow)
+        self.opened += 1
+
+    def _hold(self) -> None:
+        slow = False
+        while not self.stop.is_set():
+            while len(self.selector.get_map()) < IDLE and not self.stop.is_set():
+                self._open(slow)
+                slow = not slow
+            self.most = max(self.most, len(self.selector.get_map()))
+            for key, _ in self.selector.select(timeout=0.5):  # readable: nginx closed it (or sent 408)
+                self.selector.unregister(key.fileobj)
+                key.fileobj.close()
+                self.dropped += 1
+        for key in list(self.selector.get_map().values()):
+            key.fileobj.close()
+
+    def burst(self) -> list[bytes]:
+        """Pipelined requests from the attacker's address: all refused (403) or limited (503)."""
+        with socket.create_connection(("127.0.0.1", self.bot.port), source_address=(ATTACKER, 0)) as raw, \
+                self.context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall((GET + b"\r\n") * 999 + GET + CLOSE)
+            received = bytearray()
+            while chunk := tls.recv(1 << 16):
+                received += chunk
+        return re.findall(rb"HTTP/1\.1 (\d{3}) ", bytes(received))
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory, demo_roots: list[Path]):
+    """A secure server and two registered nodes on 127.0.0.1."""
+    bot = Zk0bot(tmp_path_factory.mktemp("zk0home"))
+    assert bot("server", "start").returncode == 0
+    clients = [f"local:{root}" for root in demo_roots[:-1]]
+    for uri in clients:
+        assert bot("client", "start", uri).returncode != 0  # creates the key, refused until registered
+        key = next(k for k in (bot.home / "clients").glob("*/node.key.pub") if uri in (k.parent / "client.env").read_text())
+        assert bot("server", "register", str(key)).returncode == 0
+        joined = bot("client", "start", uri, timeout=300)
+        assert joined.returncode == 0, joined.stderr + joined.stdout
+    yield bot, clients, f"local:{demo_roots[-1]}"
+    assert bot("stop").returncode == 0
+
+
+def online(bot: Zk0bot) -> int:
+    nodes = bot("server", "nodes")
+    assert nodes.returncode == 0, nodes.stderr
+    return nodes.stdout.count(" online ")
+
+
+def wait_online(bot: Zk0bot, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while online(bot) < count:
+        assert time.monotonic() < deadline, bot("server", "nodes").stdout
+        time.sleep(2)
+
+
+def test_a_killed_supernode_is_started_again(federation):
+    """SIGKILL of a SuperNode's process (not its session): zk0bot's loop logs one line and starts
+    it again, and the node is online again once the server lets its old connection lapse."""
+    bot, clients, _ = federation
+    client_dir = next(d for d in (bot.home / "clients").iterdir() if clients[0] in (d / "client.env").read_text())
+    node = next(p for p in bot.client_processes(clients[0]) if "zk0.ops.supernode" in p.cmdline())
+    node.send_signal(signal.SIGKILL)
+    log = client_dir / "supernode.log"
+    deadline = time.monotonic() + 60
+    while "exited (status 137); restarting in 2 s" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(1)
+    wait_online(bot, 2, timeout=300)
+    assert any("zk0.ops.supernode" in p.cmdline() for p in bot.client_processes(clients[0]))
+
+
+def test_a_slowloris_flood_during_a_run_stops_nothing(federation):
+    """IDLE idle and half-sent connections plus a request burst against the public port for
+    FLOOD_SECONDS while a run trains: the run completes, the admin path answers throughout,
+    nginx drops the idle connections within its header timeout, and every node is online after."""
+    bot, clients, eval_uri = federation
+    config = f"{TINY_RUN} datasets='{clients[0]}' eval-dataset='{eval_uri}' fraction-evaluate=0.0 node-wait-timeout=120.0"
+    run = subprocess.Popen([str(ZK0BOT), "run", "--rounds", "3", "--run-config", config], env=bot.env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not any("round 1" in p.read_text() for p in (bot.home / "clients").glob("*/executor.log")):
+        assert run.poll() is None and time.monotonic() < deadline, "round 1 never started"
+        time.sleep(1)
+    flood = Flood(bot)
+    flood.thread.start()
+    started = time.monotonic()
+    statuses = flood.burst()
+    admin = []  # the admin path's answers, each asked while the flood ran
+    while time.monotonic() - started < FLOOD_SECONDS:
+        admin.append(bot("server", "nodes", timeout=120).returncode)
+        time.sleep(2)
+    flood.stop.set()
+    flood.thread.join(timeout=60)
+    stdout, stderr = run.communicate(timeout=900)
+    assert run.returncode == 0, stdout + stderr
+    assert flood.most >= IDLE, flood.most  # the door held them all at once
+    assert flood.dropped >= IDLE // 2, (flood.dropped, flood.opened)  # and dropped them on time
+    assert set(statuses) <= {b"403", b"503"} and len(statuses) == 1000, set(statuses)
+    assert admin and set(admin) == {0}, admin
+    assert "worker_connections are not enough" not in (bot.home / "server" / "proxy.log").read_text()
+    wait_online(bot, 2, timeout=60)
+    rows = [json.loads(line) for line in next((bot.home / "server" / "runs").iterdir()).joinpath("metrics.jsonl")
+            .read_text().splitlines()]
+    assert [row["round"] for row in rows] == [0, 1, 2, 3]

@@ -36,6 +36,37 @@ def test_deployment_reason_names_the_class_and_message():
     assert one_line(f"<class 'zk0.data.dataset.DatasetError'>:<'{DATASET_ERROR}'>") == f"DatasetError: {DATASET_ERROR}"
 
 
+# A simulation actor's death as Flower 1.42 reports it (Ray 2.55's ActorDiedError text, shortened).
+ACTOR_DIED = """<class 'ray.exceptions.ActorDiedError'>:<'The actor died unexpectedly before finishing this task.
+\tclass_name: ClientAppActor
+\tactor_id: 0f5c1d2c4b7a6e3f
+\tpid: 4242
+\tip: 192.0.2.2
+The actor is dead because its worker process has died. Worker exit type: {exit}'>"""
+MEMORY_MONITOR = (
+    "NODE_OUT_OF_MEMORY Worker exit detail: Task was killed due to the node running low on memory.\n"
+    "Memory on the node (IP: 192.0.2.2, ID: 5e1f) was 21.93GB / 23.08GB (0.950172), which exceeds the memory usage "
+    "threshold of 0.95; Object store memory usage: [...]; Ray killed 1 worker(s) based on the killing policy: "
+    "[group_by_owner]; Top 10 memory users:\nPID\tMEM(GB)\tCOMMAND\n4242\t0.57\tray::ClientAppActor.run\n"
+    "Refer to the documentation on how to address the out of memory issue: https://docs.ray.io/"
+)
+SIGNALLED = ("UNEXPECTED_SYSTEM_EXIT Worker exit detail: Worker unexpectedly exits with a connection error code 2. "
+             "End of file. There are some potential root causes. (1) The process is killed by SIGKILL by OOM killer")
+
+
+def test_an_actor_killed_by_rays_memory_monitor_is_one_line_with_the_knob():
+    line = one_line(ACTOR_DIED.format(exit=MEMORY_MONITOR))
+    assert line.startswith("ActorKilled: Ray's memory monitor killed this node's simulation actor: the machine used "
+                           "21.93 of 23.08 GB (95%), above RAY_memory_usage_threshold 0.95;"), line
+    assert "--actors" in line and "Top 10" not in line and "\n" not in line
+
+
+def test_an_actor_killed_otherwise_names_the_signal_and_the_knob():
+    line = one_line(ACTOR_DIED.format(exit=SIGNALLED))
+    assert line.startswith("ActorKilled: this node's simulation actor was killed (a signal"), line
+    assert "RAY_memory_usage_threshold" in line and "--actors" in line
+
+
 def test_plain_reasons_pass_unchanged_and_long_ones_are_cut():
     assert one_line("no reply within round-timeout (3600s)") == "no reply within round-timeout (3600s)"
     cut = one_line("x" * 1000, limit=50)
@@ -82,3 +113,32 @@ def test_a_run_ended_by_refused_nodes_logs_one_line_per_reason_and_no_traceback(
     assert lines[-1] == "ServerApp raised an exception"
     assert lines[-2] == (f"zk0: error: only 0 node(s) reported usable normalization statistics, min-train-clients "
                          f"is 2: node 8101: {reason}; node 8102: {reason}")
+
+
+def test_the_engines_record_of_a_failed_node_goes_to_the_debug_log_not_server_log(tmp_path):
+    """Flower's simulation engine logs a failed message in full (Ray's memory report, tracebacks):
+    server.log keeps zk0's one line, debug.log the engine's record."""
+    import logging
+
+    from zk0.util.logs import run_log
+
+    logger = logging.getLogger("flwr")
+    engine = logger.makeRecord("flwr", logging.ERROR, "/venv/flwr/server/superlink/fleet/vce/vce_api.py", 143,
+                               "The actor died unexpectedly ... Top 10 memory users", (), None)
+    with run_log(tmp_path / "server.log", tmp_path / "debug.log"):
+        logger.handle(engine)
+        logger.warning("Round 1: node 7 failed: ActorKilled: ...")
+        logger.warning("A simulation actor died; a fresh one replaces it in the pool", extra={"zk0_debug": True})
+    server_log, debug_log = (tmp_path / "server.log").read_text(), (tmp_path / "debug.log").read_text()
+    assert "Round 1: node 7 failed" in server_log and "Top 10" not in server_log and "fresh one" not in server_log
+    assert "Top 10 memory users" in debug_log and "fresh one" in debug_log and "Round 1" not in debug_log
+
+
+def test_no_debug_log_when_no_node_failed(tmp_path):
+    import logging
+
+    from zk0.util.logs import run_log
+
+    with run_log(tmp_path / "server.log", tmp_path / "debug.log"):
+        logging.getLogger("flwr").warning("a warning of the run")
+    assert not (tmp_path / "debug.log").exists()

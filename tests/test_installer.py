@@ -522,3 +522,68 @@ def test_missing_git_hint_fits_the_user(site, home, tmp_path):
         pytest.skip("checks root's hint; ordinary users' hints are checked with the system packages")
     result = one_liner(site, installer_env(home, PATH=path_without(tmp_path, "git")))
     assert_clean_failure(result, home, "git is not installed; run: apt-get install -y git, then rerun")
+
+
+# A zk0 whose own zk0bot.sh, scripts/lib.sh and installer are the real ones (setup-env.sh stays a
+# stand-in): what `zk0bot upgrade` runs.
+UPGRADABLE_ZK0 = {
+    **TOY_ZK0,
+    "zk0bot.sh": (REPO / "zk0bot.sh").read_text(),
+    "scripts/lib.sh": (REPO / "scripts" / "lib.sh").read_text(),
+    "website/get-zk0bot.sh": INSTALLER.read_text(),
+}
+
+
+@pytest.fixture
+def upgradable(site, home, tmp_path) -> tuple[dict[str, str], Path, dict[str, str]]:
+    """UPGRADABLE_ZK0's main installed into home: (env, checkout, the source repo's shas)."""
+    source = make_repo(tmp_path / "zk0-upgradable", UPGRADABLE_ZK0)
+    env = installer_env(home, ZK0_REPO=source["path"], ZK0_REF="main", ZK0_MIN_FREE_GB="0",
+                        ZK0_HOME=str(home / ".zk0"))
+    result = one_liner(site, env)
+    assert result.returncode == 0, result.stderr
+    return env, home / "zk0", source
+
+
+def zk0bot_upgrade(env: dict[str, str], checkout: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(checkout / "zk0bot.sh"), "upgrade", *args], env=env, cwd=env["HOME"],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_zk0bot_upgrade_moves_to_the_new_version(upgradable):
+    """`zk0bot upgrade` takes the branch's new commit the installer's way and says where it is."""
+    env, checkout, source = upgradable
+    new = commit(source["path"], {"CHANGES": "upstream moved on\n"}, "upstream")
+    result = zk0bot_upgrade(env, checkout)
+    assert result.returncode == 0, result.stderr
+    assert in_repo(checkout, "rev-parse", "HEAD") == new
+    assert result.stdout.strip().splitlines()[-1] == f"zk0bot: upgraded to {new[:7]} upstream"
+
+
+def test_zk0bot_upgrade_rolls_back_a_version_that_does_not_run(upgradable):
+    """A new version whose zk0bot fails its check: the checkout goes back to the commit it was at,
+    in one line that says so."""
+    env, checkout, source = upgradable
+    old = in_repo(checkout, "rev-parse", "HEAD")
+    broken = '#!/usr/bin/env bash\n[[ ${1:-} == --help ]] && { echo "Usage: zk0bot"; exit 0; }\nexit 1\n'
+    commit(source["path"], {"zk0bot.sh": broken}, "broken")
+    result = zk0bot_upgrade(env, checkout)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"zk0bot: error: the new version does not run ('zk0bot version' failed); rolled back to {old[:12]}")
+    assert in_repo(checkout, "rev-parse", "HEAD") == old
+
+
+def test_zk0bot_upgrade_refuses_a_dirty_tree(upgradable):
+    """Uncommitted changes: the installer's refusal, then one line that nothing changed."""
+    env, checkout, source = upgradable
+    commit(source["path"], {"CHANGES": "upstream moved on\n"}, "upstream")
+    with (checkout / "pyproject.toml").open("a") as pyproject:
+        pyproject.write("# my change\n")
+    before = snapshot(checkout)
+    result = zk0bot_upgrade(env, checkout)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert "has uncommitted changes to tracked files" in lines[-2]
+    assert lines[-1].startswith("zk0bot: error: the upgrade changed nothing")
+    assert snapshot(checkout) == before

@@ -96,15 +96,20 @@ def test_ffa_trains_only_b_and_keeps_a_bit_identical(eval_data, processors, eval
     assert any(not (v == b_before[n]).all() for n, v in get_trainable(policy).items())
 
 
-def test_ffa_average_of_products_is_product_of_average(eval_data, processors, eval_split):
-    """Why FFA is exact: two nodes' B·A averaged equals (average B)·A when A is shared."""
-    nodes = [lora_policy(eval_data, aggregation="ffa") for _ in range(2)]
+def test_ffa_nodes_share_a_so_the_averaged_b_carries_the_average_of_their_updates(eval_data, processors, eval_split):
+    """Why FFA is exact: every node holds the same A, so the model with the average of two nodes'
+    B changes each layer (PEFT's own delta B·A·scale) by the average of the two nodes' changes."""
+    nodes = [lora_policy(eval_data, aggregation="ffa") for _ in range(3)]
     for lr, node in zip((1e-2, 3e-2), nodes):
         train_a_little(node, processors, eval_split, lr=lr)
-    name = next(n for n in trainable_names(nodes[0]) if "q_proj" in n)
-    a = dict(nodes[0].named_parameters())[name.replace(".lora_B.", ".lora_A.")].detach()
-    bs = [dict(node.named_parameters())[name].detach() for node in nodes]
-    torch.testing.assert_close((bs[0] @ a + bs[1] @ a) / 2, ((bs[0] + bs[1]) / 2) @ a)
+    trained = [get_trainable(node) for node in nodes[:2]]
+    set_trainable(nodes[2], {name: (trained[0][name] + trained[1][name]) / 2 for name in trained[0]})
+    layers = [dict(node.named_modules()) for node in nodes]
+    adapted = [name for name, module in layers[0].items() if hasattr(module, "get_delta_weight")]
+    assert adapted
+    for name in adapted:
+        first, second, averaged = (layer[name].get_delta_weight("default").detach() for layer in layers)
+        torch.testing.assert_close(averaged, (first + second) / 2)
 
 
 @pytest.fixture

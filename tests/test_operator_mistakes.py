@@ -6,6 +6,7 @@ fails on the code before the fix it covers.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -168,3 +169,153 @@ def test_zk0_home_too_long_for_tmux_is_one_line(bot: Zk0bot, tmp_path: Path):
     lines = error_lines(started)
     assert started.returncode != 0 and len(lines) == 1, started.stderr
     assert f"ZK0_HOME={home} is too long for tmux's socket" in lines[0]
+
+
+def test_a_missing_given_certificate_is_named_as_missing(bot: Zk0bot, tmp_path: Path):
+    """`--cert` naming no file: that is the line, not "does not name DNS:localhost"."""
+    ca, _, key = make_server_certs(tmp_path / "given")
+    result = bot("server", "start", "--ca-cert", str(ca), "--cert", str(tmp_path / "nope.pem"), "--key", str(key))
+    lines = error_lines(result)
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert f"{tmp_path / 'nope.pem'} (given with --ca-cert/--cert/--key) is not a file" in lines[0], lines[0]
+
+
+def test_status_of_a_zk0_home_that_is_a_file_is_an_error(bot: Zk0bot, tmp_path: Path):
+    """ZK0_HOME naming a file: one line and exit 1, never "never started" with exit 0."""
+    file = tmp_path / "home-file"
+    file.write_text("")
+    for args in (("status",), ("status", "--json")):
+        result = bot(*args, ZK0_HOME=str(file))
+        lines = error_lines(result)
+        assert result.returncode != 0 and len(lines) == 1 and "is not a directory" in lines[0], result.stderr
+
+
+def test_doctor_checks_what_the_role_needs(bot: Zk0bot):
+    """A fresh install about to start a server: no CA and no reachable server are notes, not
+    failures; for a node they fail, each with its fix; a bad role is one line."""
+    closed = f"127.0.0.1:{bot.port}"  # nothing listens there yet
+    server = bot("doctor", "--role", "server", ZK0_SERVER=closed, timeout=180)
+    assert "FAIL  CA certificate" not in server.stdout and "FAIL  server" not in server.stdout, server.stdout
+    assert "note  no CA certificate yet" in server.stdout, server.stdout
+    node = bot("doctor", "--role", "node", ZK0_SERVER=closed, timeout=180)
+    assert node.returncode != 0
+    assert "FAIL  CA certificate" in node.stdout and f"FAIL  server {closed} not reachable" in node.stdout, node.stdout
+    bad = bot("doctor", "--role", "robot")
+    assert bad.returncode != 0 and error_lines(bad) == ["zk0bot: error: --role must be 'server' or 'node', got 'robot'"]
+
+
+def test_version_names_the_package_and_the_commit(bot: Zk0bot):
+    result = bot("version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("zk0 ") and ", commit " in result.stdout and str(ROOT) in result.stdout
+
+
+def test_status_json_is_one_object(bot: Zk0bot):
+    import json
+
+    result = bot("status", "--json")
+    assert result.returncode == 0, result.stderr
+    state = json.loads(result.stdout)
+    assert state["server"] is None and state["clients"] == [] and state["version"].startswith("zk0 ")
+
+
+def test_run_quiet_and_stream_contradict(bot: Zk0bot):
+    result = bot("run", "--quiet", "--stream")
+    assert result.returncode != 0 and error_lines(result) == [
+        "zk0bot: error: --stream and --quiet contradict each other; choose one"]
+
+
+def test_service_units_pass_systemd_analyze(bot: Zk0bot, tmp_path: Path):
+    """`service install --unit-dir` writes a unit per component this ZK0_HOME ran, restarting on
+    failure; systemd's own checker accepts them; `service remove` deletes them."""
+    import shutil
+
+    (bot.home / "server").mkdir()
+    (bot.home / "server" / "server.env").write_text("port=9092\nhost=0.0.0.0\n")
+    client = bot.home / "clients" / "demo-abc123"
+    client.mkdir(parents=True)
+    (client / "client.env").write_text("dataset-uri=local:/data/demo 50%\nserver=127.0.0.1:9092\n")
+    units = tmp_path / "units"
+    nothing = bot("service", "install", "--unit-dir", str(units), ZK0_HOME=str(tmp_path / "empty"))
+    assert nothing.returncode != 0 and len(error_lines(nothing)) == 1
+    installed = bot("service", "install", "--unit-dir", str(units))
+    assert installed.returncode == 0, installed.stderr
+    files = sorted(path.name for path in units.iterdir())
+    assert files == ["zk0-client-demo-abc123.service", "zk0-server.service"]
+    for path in units.iterdir():
+        text = path.read_text()
+        assert "Restart=on-failure" in text and f'Environment="ZK0_HOME={bot.home}"' in text
+        assert "KillMode=process" in text and "ExecStop=" in text
+    assert 'service watch client "local:/data/demo 50%%"' in (units / files[0]).read_text()
+    if shutil.which("systemd-analyze"):
+        verify = subprocess.run(["systemd-analyze", "verify", *map(str, units.iterdir())], capture_output=True,
+                                text=True, timeout=120)
+        assert verify.returncode == 0, verify.stderr
+    removed = bot("service", "remove", "--unit-dir", str(units))
+    assert removed.returncode == 0 and not list(units.iterdir())
+
+
+def test_a_junk_ca_file_is_named_before_the_dataset_is_read(bot: Zk0bot, demo_roots: list[Path], tmp_path: Path):
+    """A CA file that is no certificate: one line in seconds, before LeRobot opens the dataset."""
+    import time
+
+    junk = tmp_path / "ca.crt"
+    junk.write_text("<html>not a certificate</html>\n")
+    started = time.monotonic()
+    result = bot("client", "start", f"local:{demo_roots[0]}", "--ca-cert", str(junk))
+    lines = error_lines(result)
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert f"CA certificate '{junk}' is not a readable PEM certificate" in lines[0], lines[0]
+    assert time.monotonic() - started < 10
+
+
+def test_a_subcommand_help_shows_that_subcommand(bot: Zk0bot):
+    """`zk0bot server start --help` shows start's entry, not every server command's."""
+    start = bot("server", "start", "--help")
+    assert start.returncode == 0 and start.stdout.startswith("Usage: zk0bot server start")
+    assert "--public-address" in start.stdout and "register <node-public-key-file>" not in start.stdout
+    logs = bot("client", "logs", "--help")
+    assert logs.returncode == 0 and "Show (or follow) a client's log" in logs.stdout and "--rename-map" not in logs.stdout
+
+
+def test_an_unwritable_zk0_home_is_named_before_the_dataset_is_read(nobody_dir: Path):
+    """uid 65534 with ZK0_HOME a directory it cannot write: one line in seconds, not a raw
+    `mkdir: Permission denied` after the dataset check."""
+    import time
+
+    if subprocess.run([*as_nobody(), "test", "-x", str(ROOT / ".venv" / "bin" / "python")]).returncode != 0:
+        pytest.skip("this checkout's .venv interpreter is not executable by uid 65534")
+    home = nobody_dir / "root-owned"
+    home.mkdir(mode=0o755)
+    os.chown(home, 0, 0)
+    dataset = nobody_dir / "dataset"
+    dataset.mkdir()
+    ca = nobody_dir / "ca.crt"
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", str(nobody_dir / "ca.key"), "-out", str(ca), "-days", "1", "-subj", "/CN=t")
+    ca.chmod(0o644)
+    env = user_env(nobody_dir, ZK0_HOME=str(home), ZK0_VENV=str(ROOT / ".venv"))
+    started = time.monotonic()
+    result = subprocess.run([*as_nobody(), str(ZK0BOT), "client", "start", f"local:{dataset}", "--ca-cert", str(ca)],
+                            env=env, capture_output=True, text=True, timeout=120, cwd=nobody_dir)
+    lines = error_lines(result)
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert lines[0] == f"zk0bot: error: ZK0_HOME={home} is not writable by nobody; set ZK0_HOME to a directory of this user's"
+    assert time.monotonic() - started < 15
+
+
+def test_an_offline_node_refuses_a_hub_dataset_it_has_no_copy_of(bot: Zk0bot, tmp_path: Path):
+    """HF_HUB_OFFLINE=1 and a (typo'd) hub dataset LeRobot's cache lacks: one line, and no key pair
+    is made for it."""
+    cache = tmp_path / "lerobot-cache"
+    ca = tmp_path / "ca.crt"
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", str(tmp_path / "ca.key"), "-out", str(ca), "-days", "1", "-subj", "/CN=t")
+    result = bot("client", "start", "hf:someone/typo-dataset", "--ca-cert", str(ca), HF_HUB_OFFLINE="1",
+                 HF_LEROBOT_HOME=str(cache))
+    lines = error_lines(result)
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert lines[0] == (f"zk0bot: error: dataset hf:someone/typo-dataset is a Hugging Face Hub dataset, HF_HUB_OFFLINE "
+                        f"is set and {cache}/someone/typo-dataset holds no copy; check the name, or download it while "
+                        "online (or pass local:/path)")
+    assert not list(bot.home.rglob("node.key*"))

@@ -96,6 +96,49 @@ def test_rollouts_score_the_same_episodes_every_time_and_write_a_video(sim_polic
         first.success_rate, first.mean_length, first.mean_reward)
 
 
+def test_the_camera_is_drawn_only_on_the_steps_a_replanning_policy_reads():
+    every, sparse = ReachClose(camera_every=1), ReachClose(camera_every=3)
+    try:
+        frames = {}
+        for env in (every, sparse):
+            observation, _ = env.reset(seed=5)
+            frames[env] = [observation["pixels"]["front"]]
+            for _ in range(7):
+                observation, *_ = env.step(np.array([1.0, 0.0, -1.0, 1.0], np.float32))
+                frames[env].append(observation["pixels"]["front"])
+        for step, (drawn, kept) in enumerate(zip(frames[every], frames[sparse], strict=True)):
+            assert np.array_equal(kept, frames[every][step - step % 3])
+        assert not np.array_equal(frames[every][0], frames[every][3])  # the arm moved: a stale frame would show
+        assert np.array_equal(sparse.render(), every.render())  # a video is always drawn fresh
+    finally:
+        every.close()
+        sparse.close()
+
+
+def test_a_rollout_that_skips_unread_frames_acts_as_one_that_draws_every_frame(sim_policy, monkeypatch):
+    import torch
+    from lerobot.scripts import lerobot_eval
+
+    from zk0.sim import rollout
+
+    policy, preprocessor, postprocessor = sim_policy
+    actions = []
+    lerobots = lerobot_eval.rollout  # LeRobot's loop runs unchanged; the test keeps what it returns
+
+    def kept(*args, **kwargs):
+        data = lerobots(*args, **kwargs)
+        actions.append(data["action"])
+        return data
+
+    monkeypatch.setattr(lerobot_eval, "rollout", kept)
+    sparse = rollout.score(policy, preprocessor, postprocessor, "so101_reach", 2, seed=3)
+    drawn = rollout.make_env
+    monkeypatch.setattr(rollout, "make_env", lambda name, region, camera_every: drawn(name, region))
+    dense = rollout.score(policy, preprocessor, postprocessor, "so101_reach", 2, seed=3)
+    assert torch.equal(actions[0], actions[1])
+    assert (sparse.success_rate, sparse.mean_length) == (dense.success_rate, dense.mean_length)
+
+
 def test_a_policy_of_another_arm_is_refused_in_one_line(tiny_policy):
     from zk0.sim.rollout import check_fits
 

@@ -326,6 +326,8 @@ def test_failing_run_exits_non_zero_and_cleans_up(sim_dir, tmp_path):
     ("args", "error"),
     [
         (["--clients", "0"], "--clients must be a positive integer, got '0'"),
+        (["--actors", "0"], "--actors must be a positive integer, got '0'"),
+        (["--actors", "1", "--ray-address", "127.0.0.1:6379"], "--actors is for the private local Ray"),
         (["--run-config", "foo"], "run-config token 'foo' in \"foo\" is not key=value"),
         (["--run-config", "lr=1e-3 lr=2e-3"], "run-config key 'lr' is given twice"),
         (["--run-config", "num-rounds=2", "--run-config", "lokal-steps=5"], "unknown run-config key 'lokal-steps'"),

@@ -161,6 +161,12 @@ def test_secure_two_round_run_completes_with_outputs(federation):
     assert (run_dirs[0] / "checkpoints" / "000002" / "pretrained_model" / "model.safetensors").is_file()
     assert (run_dirs[0] / "checkpoints" / "last").resolve().name == "000002"
     assert "[round 2/2] eval action MSE" in (run_dirs[0] / "server.log").read_text()
+    shown = [line for line in result.stdout.splitlines() if "[round " in line]  # one line per round, as it ends
+    assert [line.split("]")[0] for line in shown] == ["zk0bot: [round 0/2", "zk0bot: [round 1/2", "zk0bot: [round 2/2"]
+    assert "| ETA " in shown[1] and result.stdout.rstrip().endswith(str(run_dirs[0]))
+    status = bot("status")  # the run's state in full, though stdout is no terminal
+    assert re.search(r"^run \d+: finished:completed, round 2/2, .*" + re.escape(str(run_dirs[0])) + "$", status.stdout,
+                     re.MULTILINE), status.stdout
     logs = bot("server", "logs")
     assert logs.returncode == 0 and "[round 2/2] eval action MSE" in logs.stdout
 
@@ -247,6 +253,19 @@ def test_run_that_fails_at_start_names_the_reason(federation):
     result = bot("run", "--rounds", "1", "--run-config", f"{TINY_RUN} eval-dataset='local:/nonexistent/eval'", timeout=300)
     assert result.returncode != 0
     assert "local:/nonexistent/eval: directory does not exist" in error_lines(result)[-1], result.stderr
+
+
+def test_an_offline_server_refuses_a_hub_eval_dataset_before_submitting(federation):
+    """The server runs with HF_HUB_OFFLINE=1 and the eval dataset is a hub id LeRobot's cache lacks:
+    one line naming the fix, before anything is submitted (no run directory appears)."""
+    bot, clients, _, _ = federation
+    before = set((bot.home / "server" / "runs").iterdir())
+    result = bot("run", "--rounds", "1", "--run-config", f"{TINY_RUN} eval-dataset='someone/not-cached'")
+    lines = error_lines(result)
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("zk0bot: error: eval-dataset 'someone/not-cached' is a Hugging Face Hub dataset, "
+                               "the server runs offline"), lines[0]
+    assert "submitted" not in result.stdout and set((bot.home / "server" / "runs").iterdir()) == before
 
 
 def test_client_restarted_right_after_stop_rejoins(federation):
@@ -576,3 +595,20 @@ def test_insecure_server_still_keeps_the_control_api_private(bot: Zk0bot):
         assert httpx.post(f"http://127.0.0.1:{bot.port}{path}", content=b"").status_code == 403
     status = bot("server", "status")
     assert "insecure, healthy" in status.stdout, status.stdout + status.stderr
+
+
+def test_round_lines_carry_an_eta(tmp_path: Path):
+    """`zk0bot run`'s round lines: each new `[round k/N]` line of server.log once, with the time per
+    round seen so far times the rounds left; partial lines wait for their end."""
+    from zk0.ops.admin import RoundLines
+
+    clock = iter([100.0, 130.0, 190.0])
+    lines = RoundLines(clock=lambda: next(clock))
+    log = tmp_path / "server.log"
+    assert lines.new(log) == []
+    log.write_text("t INFO [round 0/4] eval action MSE 2.0\nt INFO other\nt INFO [round 1/4] eval")
+    assert lines.new(log) == ["[round 0/4] eval action MSE 2.0"]
+    with log.open("a") as file:
+        file.write(" action MSE 1.5\nt INFO [round 2/4] eval action MSE 1.2\n")
+    assert lines.new(log) == ["[round 1/4] eval action MSE 1.5 | ETA 1 min 30 s",
+                              "[round 2/4] eval action MSE 1.2 | ETA 1 min 30 s"]

@@ -15,7 +15,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from zk0.data import stats
 from zk0.run import state as run_state
-from zk0.server import inbox, resume
+from zk0.server import inbox, resume, sim_actors
 from zk0.data.cameras import cameras
 from zk0.config import ConfigError, RunConfig
 from zk0.data.dataset import DatasetError
@@ -36,6 +36,7 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     keep_zk0_lines()
     one_line_errors()
+    sim_actors.replace_dead_actors()
     try:
         federate(grid, context)
     except OPERATOR_ERRORS as err:
@@ -66,7 +67,7 @@ def federate(grid: Grid, context: Context) -> None:
     model = GlobalModel(config)
     outputs = RunOutputs(config, dict(context.run_config), run_id=context.run_id,
                          resume_round=resumed.round if resumed else None)
-    with run_log(outputs.paths.server_log):
+    with run_log(outputs.paths.server_log, outputs.paths.debug_log):
         try:
             _federate(grid, context, config, resumed, model, outputs)
         except OPERATOR_ERRORS as err:

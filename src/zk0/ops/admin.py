@@ -7,10 +7,13 @@ this module reads and writes run directories and talks to the SuperLink through 
         write its resume config; prints the run directory, then the config file
     zk0 admin submit APP_DIR --connection NAME [--run-config S ...]
         start a run with `flwr run`; prints its run id
-    zk0 admin wait RUN_ID RUNS_DIR --connection NAME
-        print the run's status as it changes until it ends; exit 0 only when it completed,
-        else one line with Flower's status and the ServerApp's reason
+    zk0 admin wait RUN_ID RUNS_DIR --connection NAME [--quiet]
+        print the run's status as it changes and each round's line with an ETA until it ends
+        (--quiet: only the last line); exit 0 only when it completed, else one line with
+        Flower's status and the ServerApp's reason
     zk0 admin newest-log RUNS_DIR          the newest run's server.log
+    zk0 admin runs RUNS_DIR --connection NAME [--limit N] [--json]
+        the newest runs: Flower's status, the last saved round of num-rounds, the run directory
 
 flwr runs with the environment's FLWR_HOME (zk0bot's server connection), from that directory:
 flwr reads a connection name as an app path when the working directory holds a folder so named.
@@ -38,6 +41,7 @@ POLL_SECONDS = 3.0
 MAX_MISSED_POLLS = 10  # consecutive failed status queries before giving up on the SuperLink
 FLWR_TIMEOUT = 120.0
 ERROR_MARK = re.compile(r"zk0: error: (.*)")
+ROUND_LINE = re.compile(r"(\[round (\d+)/(\d+)\] .*)")
 
 
 class AdminError(ValueError):
@@ -187,12 +191,58 @@ def failure_reason(run_id: int, connection: str, run: RunDir | None) -> str | No
     return None
 
 
+def duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class RoundLines:
+    """The round lines a run's server.log gained since the last call, each closing with an ETA:
+    the time per round seen so far (from the first round line read) times the rounds left."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock, self.offset, self.first = clock, 0, None
+
+    def new(self, log: Path) -> list[str]:
+        try:
+            with log.open("rb") as file:
+                file.seek(self.offset)
+                text = file.read()
+        except FileNotFoundError:
+            return []
+        complete = text[: text.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        lines = []
+        for raw in complete.decode(errors="replace").splitlines():
+            match = ROUND_LINE.search(raw)
+            if match is None:
+                continue
+            line, done, total = match.group(1), int(match.group(2)), int(match.group(3))
+            now = self.clock()
+            if self.first is None:
+                self.first = (done, now)
+            first_done, first_at = self.first
+            if done < total and done > first_done:
+                line += f" | ETA {duration((now - first_at) / (done - first_done) * (total - done))}"
+            lines.append(line)
+        return lines
+
+
 def wait(run_id: int, runs_dir: Path, connection: str, say: Callable[[str], None] = print,
          sleep: Callable[[float], None] = time.sleep) -> RunDir | None:
-    """Follow the run until Flower says it finished; its run directory if it completed, else AdminError."""
-    last, missed = None, 0
+    """Follow the run until Flower says it finished, saying each status and round line; its run
+    directory if it completed, else AdminError."""
+    last, missed, run, rounds = None, 0, None, RoundLines()
     while True:
         status = run_status(run_id, connection)
+        run = run or find_run(runs_dir, run_id)
+        if run is not None:
+            for line in rounds.new(run.server_log):
+                say(line)
         if status is None:
             missed += 1
             if missed >= MAX_MISSED_POLLS:
@@ -207,6 +257,9 @@ def wait(run_id: int, runs_dir: Path, connection: str, say: Callable[[str], None
                 break
         sleep(POLL_SECONDS)
     run = find_run(runs_dir, run_id)
+    if run is not None:
+        for line in rounds.new(run.server_log):
+            say(line)
     if status == "finished:completed":
         return run
     reason = failure_reason(run_id, connection, run)
@@ -236,7 +289,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _wait(args: argparse.Namespace) -> int:
-    run = wait(args.run_id, Path(args.runs_dir), args.connection, say=_out)
+    run = wait(args.run_id, Path(args.runs_dir), args.connection, say=(lambda _line: None) if args.quiet else _out)
     _out(f"run {args.run_id} completed; outputs in {run.path if run else args.runs_dir}")
     return 0
 
@@ -246,6 +299,53 @@ def _newest_log(args: argparse.Namespace) -> int:
     if log is None:
         raise AdminError(f"no run has written a log yet under {args.runs_dir}; see '{OPERATOR} server logs --superlink'")
     _out(str(log))
+    return 0
+
+
+def recent_runs(runs_dir: Path, connection: str, limit: int) -> list[dict]:
+    """The newest `limit` runs Flower knows, newest first, each with its run directory and the
+    last round it saved (of num-rounds) where zk0 wrote one."""
+    try:
+        reply = json_reply(flwr("ls", connection, "--format", "json").stdout)
+    except subprocess.TimeoutExpired:
+        reply = {}
+    if not reply.get("success", False):
+        raise AdminError(f"the SuperLink did not list its runs; check it: {OPERATOR} server status")
+    runs = sorted(reply.get("runs") or [], key=lambda row: int(row.get("run-id") or 0), reverse=True)[:limit]
+    rows = []
+    for row in runs:
+        run_id = int(row.get("run-id") or 0)
+        found = find_run(runs_dir, run_id)
+        record = None
+        if found is not None:
+            try:
+                record = found.read_record()
+            except RunDirError:
+                record = None
+        saved = run_state.last_saved(found.path) if found is not None else None
+        rows.append({
+            "run_id": run_id,
+            "status": row.get("status") or "",
+            "elapsed": row.get("elapsed") or "",
+            "round": saved[0] if saved else None,
+            "num_rounds": record["run_config"].get("num-rounds") if record else None,
+            "run_dir": str(found.path) if found else None,
+        })
+    return rows
+
+
+def _runs(args: argparse.Namespace) -> int:
+    rows = recent_runs(Path(args.runs_dir), args.connection, args.limit)
+    if args.json:
+        _out(json.dumps(rows))
+        return 0
+    if not rows:
+        _out("runs: none yet")
+    for row in rows:
+        rounds = f"round {row['round'] if row['round'] is not None else 0}/{row['num_rounds']}" \
+            if row["num_rounds"] is not None else "no rounds yet"
+        where = row["run_dir"] or "(no run directory)"
+        _out(f"run {row['run_id']}: {row['status']}, {rounds}, {row['elapsed'] or '-'}, {where}")
     return 0
 
 
@@ -275,7 +375,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     wait_cmd.add_argument("run_id", type=int)
     wait_cmd.add_argument("runs_dir")
     wait_cmd.add_argument("--connection", required=True, help="the SuperLink connection in FLWR_HOME")
+    wait_cmd.add_argument("--quiet", action="store_true", help="print only the last line")
     wait_cmd.set_defaults(func=_wait)
+
+    runs = commands.add_parser("runs", help="the newest runs: status, round, run directory")
+    runs.add_argument("runs_dir")
+    runs.add_argument("--connection", required=True, help="the SuperLink connection in FLWR_HOME")
+    runs.add_argument("--limit", type=_positive, default=5, help="how many runs (default 5)")
+    runs.add_argument("--json", action="store_true", help="one JSON list")
+    runs.set_defaults(func=_runs)
 
     log = commands.add_parser("newest-log", help="the newest run's server.log")
     log.add_argument("runs_dir")

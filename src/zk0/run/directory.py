@@ -97,6 +97,11 @@ class RunDir:
         return self.path / "server.log"
 
     @property
+    def debug_log(self) -> Path:
+        """What server.log leaves out: the simulation engine's own records of failed nodes (Ray's full text)."""
+        return self.path / "debug.log"
+
+    @property
     def plot(self) -> Path:
         return self.path / "plots" / "metrics.png"
 

@@ -42,15 +42,11 @@ MAX_UPDATES = 2 ** (63 - QUANTUM_BITS - 12)
 HELD_COPIES = 2
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available for new allocations (Linux MemAvailable), None where unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+def available_memory() -> int:
+    """Bytes of memory available for new allocations without swapping (psutil: Linux's MemAvailable)."""
+    import psutil
+
+    return psutil.virtual_memory().available
 
 
 def check_delta(name: str, delta: np.ndarray) -> str | None:

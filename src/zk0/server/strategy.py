@@ -256,7 +256,7 @@ class ZK0Strategy:
         if self.streams or not self.trainable_bytes:
             return
         needed, free = accumulate.HELD_COPIES * self.trainable_bytes * sampled, accumulate.available_memory()
-        if free is not None and needed > free:
+        if needed > free:
             raise FederationError(
                 f"round {server_round}: aggregation '{self.config.aggregation}' holds every update at once: "
                 f"{sampled} nodes need {needed / 1e9:.1f} GB, {free / 1e9:.1f} GB of memory is available; lower "

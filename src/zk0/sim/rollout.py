@@ -26,7 +26,7 @@ import torch
 
 ROLLOUT_SEED_BASE = 1 << 31
 SEEDS_PER_RUN = 1 << 20
-BATCH = 10  # environments stepped side by side: one policy call serves them all
+BATCH = 25  # environments stepped side by side: one policy call serves them all (2x cheaper per episode than 10)
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,10 @@ def _no_progress_bars():
         yield
 
 
-def make_env(name: str, region: str = "all"):
-    """One environment of `name` (zk0.sim.ENVS) in `region` (`I/K` or `all`)."""
-    return _module(name).ReachClose(_module(name).Region.parse(region))
+def make_env(name: str, region: str = "all", camera_every: int = 1):
+    """One environment of `name` (zk0.sim.ENVS) in `region` (`I/K` or `all`), drawing its camera
+    every `camera_every` steps (the policy's replanning period: the frames it reads)."""
+    return _module(name).ReachClose(_module(name).Region.parse(region), camera_every=camera_every)
 
 
 def _module(name: str):
@@ -105,14 +106,17 @@ def score(policy, preprocessor, postprocessor, env: str, episodes: int, seed: in
     started = time.perf_counter()
     first_seed = ROLLOUT_SEED_BASE + seed * SEEDS_PER_RUN
     batch = min(BATCH, episodes)
-    envs = gym.vector.SyncVectorEnv([lambda: make_env(env, region)] * batch,
+    was_training, chunk_steps = policy.training, policy.config.n_action_steps
+    replan = min(_module(env).REPLAN_STEPS, policy.config.chunk_size)
+    # Every environment of a batch starts together and the policy looks at all of them every
+    # `replan` steps: the frames in between are never read, so they are not drawn.
+    envs = gym.vector.SyncVectorEnv([lambda: make_env(env, region, camera_every=replan)] * batch,
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     identity = PolicyProcessorPipeline(steps=[])
     frames: list[np.ndarray] = []
     successes, rewards, lengths = [], [], []
-    was_training, chunk_steps = policy.training, policy.config.n_action_steps
     policy.eval()
-    policy.config.n_action_steps = min(_module(env).REPLAN_STEPS, policy.config.chunk_size)
+    policy.config.n_action_steps = replan
     try:
         with torch.random.fork_rng(devices=[]), _no_progress_bars():
             torch.manual_seed(first_seed)

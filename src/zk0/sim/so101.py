@@ -106,7 +106,14 @@ class Region:
 
 class _FastCamera(SO101PickCubeGymEnv):
     """The package's env with a camera pass that draws convex hulls of the arm's collision
-    meshes (geom group 3) instead of its visual meshes (group 2), without shadows or MSAA."""
+    meshes (geom group 3) instead of its visual meshes (group 2), without shadows or MSAA.
+
+    Every env of a process draws through one renderer (`_renderer`): making one uploads the
+    arm's meshes into a new GL context (~0.4 s), and every env's model is built from the same
+    file with the same changes. With `stale_camera` set, the observation reuses the last frame
+    (ReachClose: on the steps the policy does not look)."""
+
+    stale_camera = False
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -124,12 +131,30 @@ class _FastCamera(SO101PickCubeGymEnv):
         self._scene = mujoco.MjvOption()
         self._scene.geomgroup[2], self._scene.geomgroup[3] = 0, 1
         self._scene.flags[mujoco.mjtVisFlag.mjVIS_CONVEXHULL] = 1
+        self._frame: np.ndarray | None = None
+
+    def draw(self) -> np.ndarray:
+        """A fresh frame of the camera."""
+        renderer = _renderer(self._model, self._render_specs.height, self._render_specs.width)
+        renderer.update_scene(self._data, camera=self._camera_id, scene_option=self._scene)
+        self._frame = renderer.render()
+        return self._frame
 
     def render(self) -> np.ndarray:
-        if self._viewer is None:
-            self._viewer = mujoco.Renderer(self._model, self._render_specs.height, self._render_specs.width)
-        self._viewer.update_scene(self._data, camera=self._camera_id, scene_option=self._scene)
-        return self._viewer.render()
+        if self.stale_camera and self._frame is not None:
+            return self._frame
+        return self.draw()
+
+
+_renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+
+
+def _renderer(model: mujoco.MjModel, height: int, width: int) -> mujoco.Renderer:
+    """The process's renderer for frames of this size, made from the first env's model."""
+    key = (height, width)
+    if key not in _renderers:
+        _renderers[key] = mujoco.Renderer(model, height, width)
+    return _renderers[key]
 
 
 class ReachClose(gym.Env):
@@ -141,9 +166,14 @@ class ReachClose(gym.Env):
     task_description = TASK
 
     def __init__(self, region: Region | None = None, horizon: int = HORIZON, image_size: int = IMAGE_SIZE,
-                 camera: bool = True):
-        """`camera=False`: the state alone, ~50x faster (no frame rendered per step)."""
+                 camera: bool = True, camera_every: int = 1):
+        """`camera=False`: the state alone, ~50x faster (no frame rendered per step).
+        `camera_every=k`: the camera is drawn at reset and every k-th step after it, other
+        steps repeat the last frame: a policy that replans every k steps reads only those."""
+        if camera_every < 1:
+            raise ValueError(f"camera_every must be >= 1, got {camera_every}")
         self.region = region or Region.union()
+        self._camera_every = camera_every
         self._max_episode_steps = horizon
         self._sim = _FastCamera(image_obs=camera, random_block_position=True, action_scale=DEFAULT_ACTION_SCALE,
                                 render_spec=GymRenderingSpec(height=image_size, width=image_size))
@@ -160,15 +190,18 @@ class ReachClose(gym.Env):
     def reset(self, *, seed: int | None = None, options=None):
         super().reset(seed=seed)
         sim = self._sim
+        sim.stale_camera = True  # the package's reset observes its own cube position: not drawn
         sim.reset(seed=seed)
         xy = sim.np_random.uniform(self.region.low, self.region.high)
         sim._data.jnt("block").qpos[:3] = (*xy, sim._block_z)
         mujoco.mj_forward(sim._model, sim._data)
         self._steps = 0
+        sim.stale_camera = False
         return self._observe(sim._compute_observation()), {"is_success": False}
 
     def step(self, action):
         action = np.clip(np.asarray(action, np.float32), self.action_space.low, self.action_space.high)
+        self._sim.stale_camera = (self._steps + 1) % self._camera_every != 0
         observation, _, out_of_bounds, _, _ = self._sim.step(action)
         observation = self._observe(observation)
         self._steps += 1
@@ -177,7 +210,7 @@ class ReachClose(gym.Env):
         return observation, float(success), bool(success or out_of_bounds), self._steps >= self._max_episode_steps, info
 
     def render(self) -> np.ndarray:
-        return self._sim.render()
+        return self._sim.draw()
 
     def close(self) -> None:
         self._sim.close()

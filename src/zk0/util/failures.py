@@ -4,7 +4,9 @@ An exception in a ClientApp reaches the server as an error reply whose reason is
 whole story: under simulation Ray's `RayTaskError(ClientAppException)` repr with both
 tracebacks and terminal colours, in deployment Flower's ClientAppException text. People
 need the zk0 error's own line ("DatasetError: dataset local:/x: directory does not
-exist; ..."), the same words `zk0 check-dataset` prints.
+exist; ..."), the same words `zk0 check-dataset` prints. A simulation actor that died
+under the node (Ray's memory monitor or a signal killed its process) becomes one line naming
+the cause and the knob, not Ray's memory report.
 """
 
 from __future__ import annotations
@@ -20,14 +22,34 @@ _CLASS_REPR = re.compile(r"^<class '(?:[\w.]+\.)?(\w+)'>:<'(.*)'>$")
 _FLOWER_MESSAGE = re.compile(r"Exception \w+ occurred\. Message: (.+)$")
 # The end of the exception repr Ray's text sits in: `...'>`.
 _REPR_TAIL = re.compile(r"'>$")
+# Ray's words for an actor whose process died (ray.exceptions.ActorDiedError), and for one its
+# memory monitor killed: the machine's memory then and the threshold it crossed.
+_ACTOR_DIED = re.compile(r"ActorDiedError|OutOfMemoryError|The actor died unexpectedly|The actor is dead because")
+_MEMORY_MONITOR = re.compile(r"was ([\d.]+)GB / ([\d.]+)GB \(([\d.]+)\), which exceeds the memory usage threshold of ([\d.]+)")
+_KNOBS = ("run fewer actors at once (train-fl-simulation.sh --actors) or set RAY_memory_usage_threshold "
+          "(docs/RUNNING.md, 'Memory')")
 
 
 def one_line(reason: str, limit: int = 300) -> str:
     """The reason's own line: a zk0 error as `Name: message`, else Flower's message, else the
     last meaningful line; no ANSI codes, at most `limit` characters."""
     lines = [line.strip() for line in _ANSI.sub("", reason).splitlines() if line.strip()]
-    line = _pick(lines)
+    line = _actor_lost(reason) or _pick(lines)
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _actor_lost(reason: str) -> str:
+    """A simulation actor's death, in one line with its cause and the knob; '' for any other reason."""
+    if not _ACTOR_DIED.search(reason):
+        return ""
+    memory = _MEMORY_MONITOR.search(reason)
+    if memory:
+        used, total, share, threshold = memory.groups()
+        return (f"ActorKilled: Ray's memory monitor killed this node's simulation actor: the machine used "
+                f"{used} of {total} GB ({float(share):.0%}), above RAY_memory_usage_threshold {float(threshold):g}; "
+                f"{_KNOBS}")
+    return ("ActorKilled: this node's simulation actor was killed (a signal, e.g. the kernel's OOM killer, or a "
+            f"crash ended its process); if memory ran short, {_KNOBS}")
 
 
 def _pick(lines: list[str]) -> str:

@@ -17,6 +17,9 @@ from pathlib import Path
 from flwr.common.logger import console_handler
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # zk0/, whose modules log the lines kept
+# Flower's simulation engine logs each failed message in full (Ray's memory report, two
+# tracebacks) from these files; zk0 logs the node's failure as one line of its own.
+_ENGINE_FILES = ("/fleet/vce/vce_api.py", "/fleet/vce/backend/raybackend.py")
 
 
 class _ZK0LinesFilter(logging.Filter):
@@ -27,6 +30,8 @@ class _ZK0LinesFilter(logging.Filter):
         self.level = level
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "zk0_debug", False):  # for the run's debug.log only
+            return False
         if record.levelno >= self.level:
             return True
         return record.levelno >= logging.INFO and Path(record.pathname).resolve().is_relative_to(PACKAGE_DIR)
@@ -58,18 +63,33 @@ def one_line_errors() -> None:
         logger.addFilter(_LoggedErrorFilter())
 
 
+def _from_engine(record: logging.LogRecord) -> bool:
+    return record.pathname.replace("\\", "/").endswith(_ENGINE_FILES) or getattr(record, "zk0_debug", False)
+
+
 @contextlib.contextmanager
-def run_log(path: Path):
+def run_log(path: Path, debug_path: Path):
     """zk0's lines (and everyone's warnings) also go to `path`, the run directory's server.log:
-    in deployment the ServerApp's console is not kept anywhere an operator can read."""
+    in deployment the ServerApp's console is not kept anywhere an operator can read. The
+    simulation engine's full records of failed nodes (and zk0's records marked `zk0_debug`)
+    go to `debug_path` instead, created when the first one comes."""
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setFormatter(formatter)
     handler.addFilter(_ZK0LinesFilter(logging.WARNING))
+    handler.addFilter(lambda record: not _from_engine(record))
     handler.setLevel(logging.INFO)
+    debug = logging.FileHandler(debug_path, delay=True)
+    debug.setFormatter(formatter)
+    debug.addFilter(_from_engine)
+    debug.setLevel(logging.DEBUG)
     logger = logging.getLogger("flwr")
     logger.addHandler(handler)
+    logger.addHandler(debug)
     try:
         yield
     finally:
+        logger.removeHandler(debug)
         logger.removeHandler(handler)
+        debug.close()
         handler.close()

@@ -35,7 +35,6 @@ import numpy as np
 
 from zk0.wire.codec import CODECS, DELTA_CODECS, ErrorFeedback, decode, decode_each, encode
 
-DEFAULT_CODEC = "q3z"
 START_ROUND = 0  # the broadcast round of the start model every node loads itself
 FULL_CODECS = ("fp32", "bf16")
 
