@@ -159,7 +159,7 @@ class RunConfig:
                               f"got '{self.drift_correction}'")
         plain_average = self.aggregation == "fedprox" or (
             self.aggregation == "fedavgm" and self.server_lr == 1.0 and self.server_momentum == 0.0)
-        if self.drift_correction == "scaffold" and not plain_average:
+        if self.drift_correction == "scaffold" and not plain_average and self.aggregation in AGGREGATIONS:
             # The nodes read the federation's mean update off the global model's last change: a
             # server step (or a robust aggregation) feeds its own step back into every correction
             # (measured: fedavgm server-lr 2 diverged by round 12 on the tiny demo).
