@@ -66,6 +66,8 @@ def test_lora_keys_are_checked_and_give_the_adapters_spec(defaults):
     assert parse_error(defaults, lora_aggregation="fedex") == \
         "run-config key 'lora-aggregation' must be one of fedit, ffa; got 'fedex'"
     assert parse_error(defaults, lora_targets="all") == "run-config key 'lora-targets' must be one of lerobot, expert; got 'all'"
+    assert parse_error(defaults, aggregation="fedavgg").endswith("got 'fedavgg'; did you mean 'fedavgm'?")
+    assert parse_error(defaults, device="gpu") == "run-config key 'device' must be one of auto, cpu, cuda, mps; got 'gpu'"
     assert RunConfig.from_run_config(defaults).lora is None
     config = RunConfig.from_run_config(defaults | {"trainable": "lora", "seed": 3})
     assert config.lora == LoraSpec(rank=64, alpha=64.0, aggregation="ffa", seed=3, targets="lerobot")

@@ -7,6 +7,7 @@ object, or stops with a one-line `ConfigError` naming the offending key.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from dataclasses import dataclass, fields
@@ -135,31 +136,18 @@ class RunConfig:
                 raise ConfigError(f"run-config key '{_key(name)}' must be in [0, 1], got {getattr(self, name)}")
         if self.fraction_train == 0.0:
             raise ConfigError("run-config key 'fraction-train' must be > 0: a round without training does nothing")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"run-config key 'lr-schedule' must be one of {', '.join(LR_SCHEDULES)}; got '{self.lr_schedule}'")
-        if self.update_codec not in UPDATE_CODECS:
-            raise ConfigError(f"run-config key 'update-codec' must be one of {', '.join(UPDATE_CODECS)}; got '{self.update_codec}'")
-        if self.normalization not in NORMALIZATIONS:
-            raise ConfigError(f"run-config key 'normalization' must be one of {', '.join(NORMALIZATIONS)}; got '{self.normalization}'")
-        if self.trainable not in TRAINABLES:
-            raise ConfigError(f"run-config key 'trainable' must be one of {', '.join(TRAINABLES)}; got '{self.trainable}'")
-        if self.lora_aggregation not in LORA_AGGREGATIONS:
-            raise ConfigError(f"run-config key 'lora-aggregation' must be one of {', '.join(LORA_AGGREGATIONS)}; "
-                              f"got '{self.lora_aggregation}'")
-        if self.lora_targets not in LORA_TARGETS:
-            raise ConfigError(f"run-config key 'lora-targets' must be one of {', '.join(LORA_TARGETS)}; got '{self.lora_targets}'")
-        if self.personalize not in PERSONALIZATIONS:
-            raise ConfigError(f"run-config key 'personalize' must be one of {', '.join(PERSONALIZATIONS)}; "
-                              f"got '{self.personalize}'")
+        for name, choices in (("lr_schedule", LR_SCHEDULES), ("update_codec", UPDATE_CODECS),
+                              ("normalization", NORMALIZATIONS), ("trainable", TRAINABLES),
+                              ("lora_aggregation", LORA_AGGREGATIONS), ("lora_targets", LORA_TARGETS),
+                              ("personalize", PERSONALIZATIONS), ("drift_correction", DRIFT_CORRECTIONS),
+                              ("aggregation", AGGREGATIONS), ("device", DEVICES)):
+            _one_of(name, getattr(self, name), choices)
         if self.personalize != "none" and self.fraction_evaluate == 0.0:
             raise ConfigError(f"run-config key 'personalize' is '{self.personalize}' but fraction-evaluate is 0: "
                               f"nodes personalize when the final evaluation reaches them; set fraction-evaluate > 0")
-        if self.drift_correction not in DRIFT_CORRECTIONS:
-            raise ConfigError(f"run-config key 'drift-correction' must be one of {', '.join(DRIFT_CORRECTIONS)}; "
-                              f"got '{self.drift_correction}'")
         plain_average = self.aggregation == "fedprox" or (
             self.aggregation == "fedavgm" and self.server_lr == 1.0 and self.server_momentum == 0.0)
-        if self.drift_correction == "scaffold" and not plain_average and self.aggregation in AGGREGATIONS:
+        if self.drift_correction == "scaffold" and not plain_average:
             # The nodes read the federation's mean update off the global model's last change: a
             # server step (or a robust aggregation) feeds its own step back into every correction
             # (measured: fedavgm server-lr 2 diverged by round 12 on the tiny demo).
@@ -171,8 +159,6 @@ class RunConfig:
                    if self.aggregation == "fedavgm" else ""))
         if self.resume_from and not self.resume_from.startswith("/"):
             raise ConfigError(f"run-config key 'resume-from' must be an absolute run directory path, got '{self.resume_from}'")
-        if self.aggregation not in AGGREGATIONS:
-            raise ConfigError(f"run-config key 'aggregation' must be one of {', '.join(AGGREGATIONS)}; got '{self.aggregation}'")
         if not (self.max_update_norm_ratio == 0.0 or self.max_update_norm_ratio >= 1.0):
             raise ConfigError(
                 f"run-config key 'max-update-norm-ratio' must be 0 (off) or >= 1, got {self.max_update_norm_ratio}"
@@ -202,8 +188,6 @@ class RunConfig:
         if self.eval_env and self.eval_env not in ENVS:
             raise ConfigError(f"run-config key 'eval-env' must be '' (no rollouts) or one of {', '.join(ENVS)}; "
                               f"got '{self.eval_env}'")
-        if self.device not in DEVICES:
-            raise ConfigError(f"run-config key 'device' must be one of {', '.join(DEVICES)}; got '{self.device}'")
         if not (self.model.startswith("/") or _HUB_ID.match(self.model)):
             from zk0.policy.presets import PRESETS  # torch comes with it: only paid for a preset name
 
@@ -277,6 +261,15 @@ class RunConfig:
 
 def _key(name: str) -> str:
     return name.replace("_", "-")
+
+
+def _one_of(name: str, value: str, choices) -> None:
+    """Refuse a value outside `choices`, suggesting the nearest one (a typo such as 'fedavgg')."""
+    if value in choices:
+        return
+    near = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.75)
+    raise ConfigError(f"run-config key '{_key(name)}' must be one of {', '.join(choices)}; got '{value}'"
+                      + (f"; did you mean '{near[0]}'?" if near else ""))
 
 
 def _coerce(key: str, annotation: Any, value: Any) -> Any:
