@@ -35,6 +35,10 @@ LOG_MAX_BYTES=$((64 * 1024 * 1024))
 RESTART_FIRST_WAIT=2
 RESTART_MAX_WAIT=60
 RESTART_STABLE=300
+# For this long after a session starts its command is retried at the first wait: a node
+# stopped moments ago is refused until the server lets its old connection lapse (about a
+# minute), and `client start` waits for it only START_TIMEOUT.
+RESTART_GRACE=120
 # A name no directory in the admin's working directory can shadow (flwr reads a bare
 # `zk0` as an app path when ./zk0/pyproject.toml exists, e.g. in $HOME after install).
 CONNECTION="zk0-superlink"
@@ -104,8 +108,8 @@ session_pid() { tmx list-panes -t "=$1" -F '#{pane_pid}' 2>/dev/null | head -n1;
 # CUDA are passed explicitly. Beside the command runs zk0.ops.log_cap, capping `log` and the
 # logs listed in CAPPED (a space-separated list the caller may set). With `restart`, the
 # command is started again whenever it exits, after a wait that doubles while it keeps
-# failing, with one line in its log: SuperNodes exit when they lose the SuperLink for good
-# and come back once it returns.
+# failing (after RESTART_GRACE), with one line in its log: SuperNodes exit when they lose
+# the SuperLink for good and come back once it returns.
 start_session() {
   local session=$1 dir=$2 flwr_home=$3 log=$4 mode=$5
   shift 5
@@ -126,7 +130,7 @@ while :; do
   ((SECONDS - started < $RESTART_STABLE)) || wait=$RESTART_FIRST_WAIT
   echo \"zk0bot: \$(date -u +%FT%TZ) $session exited (status \$status); restarting in \$wait s\" >>$qlog
   sleep \$wait
-  wait=\$((wait * 2 > $RESTART_MAX_WAIT ? $RESTART_MAX_WAIT : wait * 2))
+  ((SECONDS < $RESTART_GRACE)) || wait=\$((wait * 2 > $RESTART_MAX_WAIT ? $RESTART_MAX_WAIT : wait * 2))
 done"
   else
     body="$capper exec $command >>$qlog 2>&1"

@@ -283,7 +283,7 @@ def test_a_slowloris_flood_during_a_run_stops_nothing(federation):
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not any("round 1" in p.read_text() for p in (bot.home / "clients").glob("*/executor.log")):
-        assert run.poll() is None and time.monotonic() < deadline, "round 1 never started"
+        assert run.poll() is None and time.monotonic() < deadline, f"round 1 never started: {run.communicate()}"
         time.sleep(1)
     flood = Flood(bot)
     flood.thread.start()
