@@ -99,7 +99,13 @@ def test_workers_run_unprivileged_and_forward(server: Zk0bot):
         assert {p.username() for p in workers} <= {"www-data", "nobody"}, [p.username() for p in workers]
     reply = httpx.post(public(server) + "/v1/fleet/pull-messages", verify=ca(server), content=b"", headers=PUSH)
     assert reply.status_code not in (403, 413, 502, 503), reply.status_code  # the SuperLink answered
-    assert "pull-messages" in (server.home / "server" / "fleet-traffic.log").read_text()
+    # nginx writes the access line once the request is finalized, which may be after the client
+    # has read the reply.
+    log = server.home / "server" / "fleet-traffic.log"
+    deadline = time.monotonic() + 30
+    while "pull-messages" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
 
 
 CLOSE = b"Connection: close\r\n\r\n"
