@@ -80,11 +80,14 @@ def read_array(array: Array, max_bytes: int = MAX_ARRAY_BYTES) -> np.ndarray:
         raise ProtocolError(f"an array has no valid numpy header ({type(err).__name__})") from None
     if dtype not in WIRE_DTYPES:
         raise ProtocolError(f"an array has dtype {dtype}, which zk0 never sends")
-    if fortran or len(shape) > MAX_ARRAY_DIMS or not all(isinstance(n, int) and n >= 0 for n in shape):
+    if fortran or len(shape) > MAX_ARRAY_DIMS or not all(type(n) is int and n >= 0 for n in shape):  # not bool
         raise ProtocolError(f"an array has an unusable shape {shape!r}")
-    size = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
-    if size > max_bytes:
-        raise ProtocolError(f"an array claims {size} bytes, more than the {max_bytes} allowed")
+    # Python ints: no overflow. numpy refuses nonzero dims beyond its limits even beside a 0, so bound them too.
+    extent = math.prod(n for n in shape if n) * dtype.itemsize
+    if extent > max_bytes:
+        claimed = extent if extent < 2**64 else "over 2**64"  # (int-to-str conversion stops at 4300 digits)
+        raise ProtocolError(f"an array claims {claimed} bytes, more than the {max_bytes} allowed")
+    size = math.prod(shape) * dtype.itemsize
     offset = stream.tell()
     if len(array.data) - offset != size:
         raise ProtocolError(f"an array of shape {tuple(shape)} and dtype {dtype} needs {size} bytes, "
@@ -101,7 +104,8 @@ def read_arrays(record: object, max_arrays: int = MAX_ARRAYS) -> dict[str, np.nd
 
 
 def array_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord({name: Array(np.ascontiguousarray(value)) for name, value in arrays.items()})
+    # np.asarray, not np.ascontiguousarray: that one turns a 0-d array into shape (1,)
+    return ArrayRecord({name: Array(np.asarray(value, order="C")) for name, value in arrays.items()})
 
 
 def _name(name: object) -> str:
@@ -143,10 +147,18 @@ def read_metrics(record: object) -> dict[str, float]:
     for key, value in record.items():
         if not isinstance(key, str) or len(key) > MAX_NAME_CHARS:
             raise ProtocolError(f"metric name {clean_label(key, 60)!r} is too long or not a string")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
             raise ProtocolError(f"metric '{clean_label(key, 60)}' is not a finite number")
         metrics[key] = value
     return metrics
+
+
+def _finite(value: int | float) -> bool:
+    """A finite float, or an int a float can hold (an in-process MetricRecord takes any int)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 @dataclass(frozen=True)
