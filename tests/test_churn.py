@@ -26,6 +26,7 @@ from zk0.client_app import app as zk0_client_app
 from zk0.config import RunConfig
 from zk0.node import memory as node_memory
 from zk0.run.directory import STATE_WEIGHTS, RunDir
+from zk0.server import sampling
 from zk0.server.round_summary import round_row, summary_line
 from zk0.server.strategy import FederationError, make_strategy
 from zk0.wire.protocol import Attempts
@@ -69,7 +70,7 @@ def test_a_round_short_of_usable_replies_runs_again_with_a_fresh_sample(caplog):
     sample, says why in one line, and its metrics row describes the attempt that made the model."""
     strategy, grid = churn(10, fraction_train=0.3, min_train_clients=3)
     nodes = list(range(1, 11))
-    first, second = (strategy._sample(nodes, 0.3, 3, 1, attempt) for attempt in (0, 1))
+    first, second = (sampling.sample(nodes, 0.3, 3, strategy.config.seed, 1, attempt) for attempt in (0, 1))
     assert first != second  # the seeds' draws (fixed: never flaky)
     grid.lose = {(first[0], 1)}
     with caplog.at_level(logging.WARNING, logger="flwr"):

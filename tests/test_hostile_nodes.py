@@ -40,6 +40,7 @@ from zk0.wire import transfer
 from zk0.client_app import app as zk0_client_app
 from zk0.config import RunConfig
 from zk0.wire.protocol import MAX_LABEL_CHARS, TrainInstructions, read_stats
+from zk0.server import sampling
 from zk0.server.strategy import make_strategy
 
 pytestmark = pytest.mark.timeout(600)
@@ -435,7 +436,7 @@ def test_a_refused_node_in_the_sample_is_replaced_by_another(federation, global_
     """With a sample of the nodes asked (fraction-train < 1), a refused report leaves too few:
     another node is asked instead of the run stopping."""
     config = RunConfig.from_run_config(run_config(federation, normalization="federated", fraction_train=0.4))
-    sample = make_strategy(config)._sample(NODES, 0.4, 2, 0)
+    sample = sampling.sample(NODES, 0.4, 2, config.seed, 0)
     assert len(sample) == 2
     contents = {node: copy_content(content) for node, content in honest_stats.items()}
     stat("action", "mean", lambda m: m * np.nan)(contents[sample[0]])

@@ -16,7 +16,8 @@ far below an fp32 weight's resolution) and may not exceed 2^12 in magnitude (a n
 a weight by 4096 in one round is rejected), so 2^15 updates fit in a round's sum.
 
 `AllUpdates` (median, trimmed mean, Krum) needs every update at once: it keeps each one
-decoded (the fp32 trainable size per node) for Flower's class.
+decoded (the fp32 trainable size per node) for Flower's class (`aggregate` hands either
+pool to it); `check_memory` refuses a round whose updates would not fit.
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ import contextlib
 import math
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
+from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 
 from zk0.wire import transfer
 from zk0.wire.codec import CodecError
+from zk0.wire.protocol import ARRAYS, METRICS, TrainReport, array_record
+from zk0.server.errors import FederationError
 from zk0.server.validation import Rejected, check_arrays, check_finite, update_norm
 
 QUANTUM_BITS = 36
@@ -47,6 +51,17 @@ def available_memory() -> int:
     import psutil
 
     return psutil.virtual_memory().available
+
+
+def check_memory(server_round: int, aggregation: str, trainable_bytes: int, sampled: int) -> None:
+    """A robust aggregation holds every update: FederationError for a round whose updates would not fit."""
+    needed, free = HELD_COPIES * trainable_bytes * sampled, available_memory()
+    if needed > free:
+        raise FederationError(
+            f"round {server_round}: aggregation '{aggregation}' holds every update at once: "
+            f"{sampled} nodes need {needed / 1e9:.1f} GB, {free / 1e9:.1f} GB of memory is available; lower "
+            f"fraction-train / min-train-clients, or use fedprox or fedavgm (they fold updates as they arrive)"
+        )
 
 
 def check_delta(name: str, delta: np.ndarray) -> str | None:
@@ -215,3 +230,37 @@ def for_aggregation(streams: bool, reference: Mapping[str, np.ndarray], max_exam
                     spool: Path | None) -> RunningAverage | AllUpdates:
     """The round's pool: a running average for an aggregation that `streams`, else every update."""
     return RunningAverage(reference, max_examples, spool) if streams else AllUpdates(reference)
+
+
+def aggregate(server_round: int, accepted: Mapping[int, TrainReport], order: list[int], pool: RunningAverage | AllUpdates,
+              aggregate_train: Callable, steps: bool) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    """What Flower's class (its `aggregate_train`) makes of the accepted updates, taken in `order`
+    (dataset order: float sums depend on the order; node ids differ between runs). A running
+    average reaches it as one reply, weighted by every node's examples together; a plain
+    weighted average of one reply is that reply, so a class that adds no server step (not
+    `steps`: FedAvg, FedProx) is skipped, sparing copies of the model. Every update: fp32
+    weights in the global model's tensor order (Krum compares flattened concatenations), the
+    metrics every reply shares."""
+    common = sorted(set.intersection(*(set(accepted[n].metrics) for n in order)))
+    if isinstance(pool, RunningAverage):
+        total = pool.total_examples
+        metrics = MetricRecord({"num-examples": total, **{
+            key: sum(accepted[n].metrics[key] * accepted[n].num_examples for n in order) / total for key in common}})
+        arrays = ArrayRecord({name: Array(value) for name, value in pool.average()})
+        if not steps:
+            return arrays, metrics
+        reply = Message(RecordDict({ARRAYS: arrays, METRICS: metrics}), dst_node_id=order[0],
+                        message_type=MessageType.TRAIN)
+        stepped, metrics = aggregate_train(server_round, [reply])
+        # FedOpt's step comes back in float64 (numpy 2 promotes its float64 scalars): the
+        # global model stays fp32.
+        return ArrayRecord({name: Array(array.numpy().astype(np.float32, copy=False))
+                            for name, array in stepped.items()}), metrics
+    messages = []
+    for node in order:
+        report, weights = accepted[node], pool.weights[node]
+        metrics = {"num-examples": report.num_examples, **{k: report.metrics[k] for k in common}}
+        content = RecordDict({ARRAYS: array_record({name: weights[name] for name in pool.reference}),
+                              METRICS: MetricRecord(metrics)})
+        messages.append(Message(content, dst_node_id=node, message_type=MessageType.TRAIN))
+    return aggregate_train(server_round, messages)

@@ -75,12 +75,6 @@ class RoundRecord:
         self.sampled, self.answered, self.passed = [], 0, 0
         self.clients, self.received_eval, self.late, self.failures, self.rejected = {}, {}, [], [], []
 
-    def addressee(self, reply: Message) -> int | None:
-        """The node a reply answers for; None for a reply to no message of this round. The
-        reply's own sender id cannot be used: error replies made by the SuperLink (node
-        gone, reply lost) carry the SuperLink's."""
-        return self.addressees.get(reply.metadata.reply_to_message_id)
-
     def received(self, node: int, reply: Message) -> None:
         # Added up: a node may answer each attempt at a retried round.
         payload = sum(record.count_bytes() for record in reply.content.array_records.values())

@@ -4,7 +4,7 @@ Pure functions on numpy arrays, plain numbers and zk0.wire.protocol's typed repl
 `check_*` returns None when the reply passes (or raises `Rejected`), else a short reason for
 the round's record; `screen_reply` hands a passing report to the round's pool
 (zk0.server.accumulate), which decodes and checks it tensor by tensor.
-The strategy applies them; what they guard against is one node (faulty or hostile)
+zk0.server.screening applies them; what they guard against is one node (faulty or hostile)
 poisoning the global model: a wrong structure, NaN/inf values, an update far larger than
 the other nodes', or an inflated sample count that would buy it more weight. Once the
 round's replies are in, `norm_clips` bounds what a minority can do with updates that pass:
