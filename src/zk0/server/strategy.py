@@ -44,7 +44,7 @@ from zk0.server import accumulate, inbox, stats_query
 from zk0.wire import transfer
 from zk0.server.aggregation import AGGREGATIONS
 from zk0.config import RunConfig
-from zk0.util.failures import one_line
+from zk0.util.failures import one_line, shorten
 from zk0.wire.protocol import (
     ARRAYS,
     METRICS,
@@ -183,7 +183,7 @@ class ZK0Strategy:
         if pooled is None:
             raise FederationError(
                 f"only {usable} node(s) reported usable normalization statistics, min-train-clients is "
-                f"{self.config.min_train_clients}: {'; '.join(problems)[:600] or 'no replies'}"
+                f"{self.config.min_train_clients}: {shorten('; '.join(problems), 600) or 'no replies'}"
             )
         return pooled
 
@@ -293,7 +293,7 @@ class ZK0Strategy:
         problems = (record.failures + [f"{r['node']}: {r['reason']}" for r in record.rejected]
                     + [f"{label}: late" for label in record.late])
         reason = (f"only {usable} usable training result(s), min-train-clients is {self.config.min_train_clients}; "
-                  f"failed: {'; '.join(problems)[:600] or 'no replies'}")
+                  f"failed: {shorten('; '.join(problems), 600) or 'no replies'}")
         retries = self.config.round_retries
         if record.attempt >= retries:
             spent = f" (after {retries} retries, run-config round-retries)" if retries else ""
