@@ -60,6 +60,32 @@ die() {
 info() { printf 'zk0bot: %s\n' "$*"; }
 warn() { printf 'zk0bot: WARNING: %s\n' "$*" >&2; }
 
+# `write_file PATH COMMAND...`: COMMAND's output becomes PATH (0600), whole or not at all. It
+# goes to a temporary file beside PATH, renamed onto it once complete: on a full disk the old
+# file or none is left, never a truncated key the next start would take for a good one, and
+# the error is one line. Every file zk0bot makes is written this way.
+write_file() {
+  local path=$1 tmp err
+  shift
+  if tmp=$(mktemp "${path%/*}/.${path##*/}.XXXXXX" 2>&1); then
+    # Through cat, which fails on a short write: openssl exits 0 after a truncated one.
+    err=$({ "$@" | cat >"$tmp" && mv -f "$tmp" "$path"; } 2>&1) && return 0
+    rm -f "$tmp"
+  else
+    err=$tmp
+  fi
+  cannot_write "$path" "$err"
+}
+
+# The one line for a write to PATH that failed with the message ERR, whose last line's last
+# part is the reason ("cat: write error: No space left on device").
+cannot_write() {
+  local err=${2//$'\r'/}  # ssh-keygen ends its lines with CR LF
+  err=${err##*$'\n'}
+  err=${err##*: }
+  die "cannot write $1: ${err,,}${err:+; }free space on its disk (df -h ${1%/*}), then start again"
+}
+
 python_bin() {
   [[ -x "$VENV/bin/python" ]] || die "zk0's environment is missing at $VENV; run $ROOT/scripts/setup-env.sh (or the installer)"
   echo "$VENV/bin/python"
@@ -138,8 +164,7 @@ done"
   # The script goes into a private file, not onto the command line: the forwarded
   # environment may hold API keys (HF_TOKEN, WANDB_API_KEY) that `ps` shows to every account.
   script="$dir/.session-$session.sh"
-  printf '%s\n' "umask 077" "$prelude" "export FLWR_HOME=$(printf '%q' "$flwr_home")" "$body" >"$script"
-  chmod 600 "$script"
+  write_file "$script" printf '%s\n' "umask 077" "$prelude" "export FLWR_HOME=$(printf '%q' "$flwr_home")" "$body"
   tmux_run "$ZK0_HOME/tmux.sock" "$session" "$dir" ". $(printf '%q' "$script")"
 }
 
@@ -234,22 +259,16 @@ write_flwr_connection() {
   local address
   address="127.0.0.1:$(server_setting admin_port)"
   mkdir -p "$SERVER_DIR/flwr-home"
-  {
-    echo '[superlink]'
-    echo "default = \"$CONNECTION\""
-    echo
-    echo "[superlink.$CONNECTION]"
-    echo "address = \"$address\""
-    echo "root-certificates = \"$SERVER_DIR/certs/ca.crt\""
-  } >"$SERVER_DIR/flwr-home/config.toml"
-  "$(python_bin)" - "$address" "$SERVER_DIR/admin.token" "$SERVER_DIR/flwr-home/credentials.yaml" <<'PY'
+  write_file "$SERVER_DIR/flwr-home/config.toml" printf '[superlink]\ndefault = "%s"\n\n[superlink.%s]\naddress = "%s"\nroot-certificates = "%s"\n' \
+    "$CONNECTION" "$CONNECTION" "$address" "$SERVER_DIR/certs/ca.crt"
+  write_file "$SERVER_DIR/flwr-home/credentials.yaml" "$(python_bin)" - "$address" "$SERVER_DIR/admin.token" <<'PY'
 import base64, json, sys
-address, token_file, out = sys.argv[1:]
+address, token_file = sys.argv[1:]
 token = base64.b64encode(open(token_file, "rb").read().strip()).decode()
 oidc = base64.b64encode(b"oidc").decode()
 key = f"flower.account-auth.{address}"
-with open(out, "w") as f:  # JSON is YAML, quoting the address's ':' for Flower's YAML reader
-    json.dump({f"{key}.authn-type": oidc, f"{key}.oidc-access-token": token, f"{key}.oidc-refresh-token": token}, f)
+# JSON is YAML, quoting the address's ':' for Flower's YAML reader.
+json.dump({f"{key}.authn-type": oidc, f"{key}.oidc-access-token": token, f"{key}.oidc-refresh-token": token}, sys.stdout)
 PY
 }
 
@@ -305,18 +324,24 @@ missing_sans() {
   echo "$missing"
 }
 
-# Sign the SuperLink's certificate for SANS with zk0's CA.
-issue_server_cert() {
+# A new P-256 private key, PEM on standard output (for write_file).
+new_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1; }
+
+# A self-signed certificate for the key KEY with subject SUBJECT, on standard output.
+self_signed_cert() { openssl req -x509 -new -key "$1" -days 3650 -subj "$2"; }
+
+# The SuperLink's certificate for its key (DIR/server.key) and SANS, signed by zk0's CA in
+# DIR, on standard output. The request and extensions go through pipes, and the serial is
+# random: openssl would otherwise write them (and ca.srl) to files of its own.
+signed_server_cert() {
   local dir=$1 sans=$2
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -keyout "$dir/server.key" -out "$dir/server.csr" -subj "/CN=zk0-superlink" 2>/dev/null
-  printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' \
-    "$sans" >"$dir/server.ext"
-  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
-    -days 825 -out "$dir/server.pem" -extfile "$dir/server.ext" 2>/dev/null
-  rm -f "$dir/server.csr" "$dir/server.ext"
-  chmod 600 "$dir"/*.key
+  openssl req -new -key "$dir/server.key" -subj "/CN=zk0-superlink" \
+    | openssl x509 -req -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -set_serial "0x$(openssl rand -hex 16)" -days 825 \
+      -extfile <(printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' "$sans")
 }
+
+# Sign the SuperLink's certificate for SANS with zk0's CA (its key stays).
+issue_server_cert() { write_file "$1/server.pem" signed_server_cert "$@"; }
 
 # A private CA and a server certificate for the SuperLink, created once. A certificate that
 # lacks an address nodes dial (a new --public-address or --host) is signed again by zk0's CA:
@@ -342,15 +367,18 @@ ensure_server_certs() {
   mkdir -p "$dir"
   chmod 700 "$dir"
   info "creating a certificate authority and the SuperLink certificate in $dir (SANs: $sans)"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
-    -keyout "$dir/ca.key" -out "$dir/ca.crt" -subj "/CN=zk0 federation CA" 2>/dev/null
+  # server.pem is written last: its presence (with the others') marks a complete set.
+  rm -f "$dir/server.pem"
+  write_file "$dir/ca.key" new_key
+  write_file "$dir/ca.crt" self_signed_cert "$dir/ca.key" "/CN=zk0 federation CA"
+  write_file "$dir/server.key" new_key
   issue_server_cert "$dir" "$sans"
 }
 
 # The admin's own CA, certificate and key: checked before anything is touched, then moved
 # in by rename; the files they replace are kept in certs/backup-<time>/ (a typo loses nothing).
 install_given_certs() {
-  local ca=$1 cert=$2 key=$3 dir="$SERVER_DIR/certs" stage backup name
+  local ca=$1 cert=$2 key=$3 dir="$SERVER_DIR/certs" stage backup name err
   local given="--ca-cert $ca, --cert $cert and --key $key"
   [[ -f $ca && -f $cert && -f $key ]] || die "--ca-cert, --cert and --key must all name existing files"
   command -v openssl >/dev/null || die "openssl is needed to check certificates; $(apt_hint openssl)"
@@ -358,9 +386,9 @@ install_given_certs() {
   mkdir -p "$dir"
   chmod 700 "$dir"
   stage=$(mktemp -d "$dir/.incoming.XXXXXX")
-  if ! { cp "$ca" "$stage/ca.crt" && cp "$cert" "$stage/server.pem" && cp "$key" "$stage/server.key"; }; then
+  if ! err=$({ cp "$ca" "$stage/ca.crt" && cp "$cert" "$stage/server.pem" && cp "$key" "$stage/server.key"; } 2>&1); then
     rm -rf "$stage"
-    die "cannot copy the given files into $dir; nothing was changed"
+    die "cannot copy the given files into $dir (${err##*: }); nothing was changed"
   fi
   chmod 600 "$stage/server.key"
   backup="$dir/backup-$(date -u +%Y%m%dT%H%M%SZ)"
@@ -402,7 +430,7 @@ check_server_certs() {
 # holders take a run's ServerApp task), the admin's bearer token for the Control API.
 ensure_secret() {
   local file=$1
-  [[ -s $file ]] || "$(python_bin)" -c 'import secrets, sys; open(sys.argv[1], "w").write(secrets.token_hex(32))' "$file"
+  [[ -s $file ]] || write_file "$file" "$(python_bin)" -c 'import secrets; print(secrets.token_hex(32), end="")'
   chmod 600 "$file"
 }
 
@@ -415,9 +443,8 @@ ensure_admin_token() { ensure_secret "$SERVER_DIR/admin.token"; }
 ensure_link_client_cert() {
   local dir="$SERVER_DIR/certs"
   [[ -f $dir/link-client.crt && -f $dir/link-client.key ]] && return 0
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
-    -keyout "$dir/link-client.key" -out "$dir/link-client.crt" -subj "/CN=zk0 proxy to SuperLink" 2>/dev/null
-  chmod 600 "$dir/link-client.key"
+  write_file "$dir/link-client.key" new_key
+  write_file "$dir/link-client.crt" self_signed_cert "$dir/link-client.key" "/CN=zk0 proxy to SuperLink"
 }
 
 # ---------------------------------------------------------------------------
@@ -504,7 +531,7 @@ write_proxy_config() {
   }
 CONF
   }
-  cat >"$dir/nginx.conf" <<CONF
+  write_file "$dir/nginx.conf" cat <<CONF
 # Generated by zk0bot server start; rewritten on every start.
 $user_line
 worker_processes $workers;
@@ -573,7 +600,7 @@ $(common "$dir/tmp" "$SERVER_DIR/proxy.log")
   }
 }
 CONF
-  cat >"$dir/admin.conf" <<CONF
+  write_file "$dir/admin.conf" cat <<CONF
 # Generated by zk0bot server start; rewritten on every start. Holds the admin's token: 0600.
 $user_line
 worker_processes 1;
@@ -793,8 +820,8 @@ server_start() {
   ensure_link_client_cert
   ensure_superexec_secret
   ensure_admin_token
-  printf 'port=%s\nhost=%s\nnames=%s\nmode=%s\nlink_port=%s\nadmin_port=%s\n' "$port" "$host" "$names" "$mode" "$link_port" \
-    "$admin_port" >"$SERVER_DIR/server.env"
+  write_file "$SERVER_DIR/server.env" printf 'port=%s\nhost=%s\nnames=%s\nmode=%s\nlink_port=%s\nadmin_port=%s\n' \
+    "$port" "$host" "$names" "$mode" "$link_port" "$admin_port"
   write_flwr_connection
 
   local secret="$SERVER_DIR/superexec.secret" certs="$SERVER_DIR/certs" relinked=0 tls_link
@@ -870,7 +897,9 @@ is_ip() {
 
 # Logs are appended across restarts, with a line marking each start.
 log_start() {
-  printf '=== zk0bot %s: start %s ===\n' "$(date -u +%FT%TZ)" "$(basename "$1" .log)" >>"$1"
+  local err
+  err=$(printf '=== zk0bot %s: start %s ===\n' "$(date -u +%FT%TZ)" "$(basename "$1" .log)" 2>&1 >>"$1") \
+    || cannot_write "$1" "$err"
 }
 
 free_local_port() { any_free_port "$(python_bin)"; }
@@ -891,7 +920,7 @@ reregister_nodes() {
 # {node id: name} for the ServerApp (ZK0_NODE_NAMES): node ids change at every SuperLink
 # restart, so this is rewritten after every (re)registration.
 write_node_names() {
-  "$(python_bin)" -m zk0.server.identities "$SERVER_DIR/nodes" "$SERVER_DIR/node-names.json"
+  write_file "$SERVER_DIR/node-names.json" "$(python_bin)" -m zk0.server.identities "$SERVER_DIR/nodes"
 }
 
 # What a name may be: what an operator can read in one log line.
@@ -927,14 +956,14 @@ register_keys() {
       failed=1
       continue
     fi
-    [[ $key -ef $kept.pub ]] || cp "$key" "$kept.pub"
-    [[ $id == "(already registered)" ]] || echo "$id" >"$kept.id"
+    [[ $key -ef $kept.pub ]] || write_file "$kept.pub" cat "$key"
+    [[ $id == "(already registered)" ]] || write_file "$kept.id" echo "$id"
     if [[ -n $name ]]; then
-      echo "$name" >"$kept.name"
+      write_file "$kept.name" echo "$name"
     elif [[ ! -s $kept.name ]]; then
       local comment
       comment=$(awk '{print $3}' "$key" | tr -cd '[:print:]')
-      echo "${comment:-$(basename "$key" .pub)}" >"$kept.name"
+      write_file "$kept.name" echo "${comment:-$(basename "$key" .pub)}"
     fi
     echo "ok $id"
   done
@@ -1299,7 +1328,7 @@ client_start() {
   # starting a fresh ClientApp process per message; the secret keeps other local processes
   # from taking them.
   local secret="$dir/superexec.secret"
-  [[ -s $secret ]] || "$(python_bin)" -c 'import secrets, sys; open(sys.argv[1], "w").write(secrets.token_hex(32))' "$secret"
+  ensure_secret "$secret"
   local node_config="dataset-uri='$uri' threads=$threads"
   [[ -z $rename ]] || node_config+=" rename-map='$rename'"
   local args=(--superlink "$server" --host "$address" --port "$port" --isolation process --superexec-auth-secret-file "$secret"
@@ -1308,29 +1337,48 @@ client_start() {
     warn "--insecure: the connection to $server is not encrypted and this node is not authenticated. Use only for local experiments."
     args+=(--insecure)
   else
-    if [[ ! -f $dir/node.key ]]; then
-      ssh-keygen -q -t ecdsa -b 384 -N "" -C "zk0-node-$id" -f "$dir/node.key"
-      info "created this node's key pair: $dir/node.key(.pub)"
-    fi
+    ensure_node_key "$dir" "$id"
     args+=(--root-certificates "$ca" --auth-supernode-private-key "$dir/node.key")
   fi
   local activated=""
   [[ -f $dir/client.env ]] && activated=$(client_setting "$id" activated)
-  printf 'dataset-uri=%s\naddress=%s\nport=%s\nserver=%s\nthreads=%s\nactivated=%s\n' "$uri" "$address" "$port" "$server" \
-    "$threads" "$activated" >"$dir/client.env"
+  write_file "$dir/client.env" printf 'dataset-uri=%s\naddress=%s\nport=%s\nserver=%s\nthreads=%s\nactivated=%s\n' \
+    "$uri" "$address" "$port" "$server" "$threads" "$activated"
   log_start "$log"
   local from
   from=$(wc -l <"$log")
   OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
     start_session "$session" "$dir" "$dir/flwr-home" "$log" restart "$(python_bin)" -m zk0.ops.supernode "${args[@]}"
   wait_for_supernode "$session" "$log" "$dir" "$server" "$from" "$activated"
-  sed -i 's/^activated=.*/activated=1/' "$dir/client.env"
+  write_file "$dir/client.env" sed 's/^activated=.*/activated=1/' "$dir/client.env"
   start_executor "$id" "${allow[@]}"
   # What `service watch` replays to start this client again: the same options, the same server and CA.
   local replay=("${given[@]}" --server "$server")
   [[ $insecure -eq 1 ]] || replay+=(--ca-cert "$(realpath -- "$ca")")
-  printf '%s\0' "${replay[@]}" >"$dir/start-args"
+  write_file "$dir/start-args" printf '%s\0' "${replay[@]}"
   info "client running: session $session, pid $(session_pid "$session"), port $address:$port, dataset $uri, server $server, $threads thread(s)"
+}
+
+# This node's key pair (node.key, node.key.pub), made once. A public key missing beside its
+# private key is derived from it again.
+ensure_node_key() {
+  local dir=$1 id=$2
+  if [[ ! -s $dir/node.key ]]; then
+    write_file "$dir/node.key" new_node_key "$dir" "zk0-node-$id"
+    write_file "$dir/node.key.pub" ssh-keygen -y -f "$dir/node.key"
+    info "created this node's key pair: $dir/node.key(.pub)"
+  fi
+  [[ -s $dir/node.key.pub ]] || write_file "$dir/node.key.pub" ssh-keygen -y -f "$dir/node.key"
+}
+
+# A new ECDSA key in OpenSSH's format, on standard output (for write_file). ssh-keygen writes
+# only to files: it makes the pair in a scratch directory beside DIR's keys, removed after.
+new_node_key() {
+  local scratch status=0
+  scratch=$(mktemp -d "$1/.node-key.XXXXXX") || return 1
+  if ssh-keygen -q -t ecdsa -b 384 -N "" -C "$2" -f "$scratch/key"; then cat "$scratch/key" || status=$?; else status=$?; fi
+  rm -rf "$scratch"
+  return "$status"
 }
 
 # A running client keeps its settings: a start asking for another server, address, port or thread
@@ -1364,7 +1412,7 @@ start_executor() {
     info "restarting the ClientApp executor: its allowed FABs (--allow-app) changed"
     stop_session "$session"
   fi
-  printf '%s\n' "$allowed" >"$dir/allowed-apps"
+  write_file "$dir/allowed-apps" printf '%s\n' "$allowed"
   local allow_args=()
   for hash in $allowed; do allow_args+=(--allow-app "$hash"); done
   threads=$(client_setting "$id" threads)
@@ -1664,9 +1712,15 @@ USAGE
 
 SERVICE_CHECK_SECONDS=30
 
-# The unit for one component: `kind` is server or client; for a client, its dataset URI.
+# The unit for one component in FILE: `kind` is server or client; for a client, its dataset URI.
 write_unit() {
-  local file=$1 wanted=$2 kind=$3 uri=${4:-} description start stop env="" name
+  write_file "$1" unit_text "${@:2}"
+  chmod 644 "$1"
+}
+
+# The text of write_unit's unit, on standard output.
+unit_text() {
+  local wanted=$1 kind=$2 uri=${3:-} description start stop env="" name
   if [[ $kind == server ]]; then
     description="zk0 server (SuperLink, SuperExec, proxies) of ${ZK0_HOME//%/%%}"
     stop="$ROOT/zk0bot.sh server stop"
@@ -1679,30 +1733,27 @@ write_unit() {
     [[ -z ${!name:-} ]] || env+="Environment=$(systemd_quote "$name=${!name}")"$'\n'
   done
   [[ -n ${ZK0_HOME:-} ]] || env+="Environment=$(systemd_quote "ZK0_HOME=$ZK0_HOME")"$'\n'
-  {
-    echo "# Written by zk0bot service install; zk0bot service remove deletes it."
-    echo "[Unit]"
-    echo "Description=$description"
-    echo "After=network-online.target"
-    echo "Wants=network-online.target"
-    echo
-    echo "[Service]"
-    echo "Type=simple"
-    [[ $wanted == default.target ]] || echo "User=$(id -un)"
-    printf '%s' "$env"
-    echo "ExecStart=$start"
-    echo "ExecStop=$stop"
-    # The components live in zk0's tmux server, which the units share: stopping one unit
-    # must stop its component (ExecStop), not every process the tmux server holds.
-    echo "KillMode=process"
-    echo "Restart=on-failure"
-    echo "RestartSec=10"
-    echo "TimeoutStartSec=300"
-    echo
-    echo "[Install]"
-    echo "WantedBy=$wanted"
-  } >"$file"
-  chmod 644 "$file"
+  echo "# Written by zk0bot service install; zk0bot service remove deletes it."
+  echo "[Unit]"
+  echo "Description=$description"
+  echo "After=network-online.target"
+  echo "Wants=network-online.target"
+  echo
+  echo "[Service]"
+  echo "Type=simple"
+  [[ $wanted == default.target ]] || echo "User=$(id -un)"
+  printf '%s' "$env"
+  echo "ExecStart=$start"
+  echo "ExecStop=$stop"
+  # The components live in zk0's tmux server, which the units share: stopping one unit
+  # must stop its component (ExecStop), not every process the tmux server holds.
+  echo "KillMode=process"
+  echo "Restart=on-failure"
+  echo "RestartSec=10"
+  echo "TimeoutStartSec=300"
+  echo
+  echo "[Install]"
+  echo "WantedBy=$wanted"
 }
 
 # A word for a unit file's command line or Environment= (double quotes, backslashes escaped).

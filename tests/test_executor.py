@@ -294,6 +294,7 @@ def test_a_fab_that_is_not_the_installed_zk0_is_refused_until_its_operator_allow
     server_log = dep.server_log(run_id)
     node_line = next(line for line in server_log.splitlines() if "Round 0: node" in line)
     assert f"refused: FAB sha256 {digest}" in node_line, server_log[-3000:]
+    assert node_line.endswith(f"run 'zk0bot upgrade' on this node (or allow this FAB with --allow-app {digest})"), node_line
     assert dep.executor.alive()
 
     allowing = dep.start_executor("--allow-app", digest.upper())
@@ -485,7 +486,7 @@ def test_a_fab_that_differs_from_the_installed_zk0_names_what_differs(tmp_path: 
         policy.check(fab, "zk0/zk0", "0.1.0")
     assert str(refused.value) == (
         f"refused: FAB sha256 {digest} (zk0/zk0 0.1.0) is not this node's installed zk0: {differences[0]}; "
-        f"the node's operator can allow it with --allow-app {digest}")
+        f"if the server upgraded zk0, run 'zk0bot upgrade' on this node (or allow this FAB with --allow-app {digest})")
     assert AppPolicy(ROOT / "src" / "zk0", frozenset({digest})).check(fab, "zk0/zk0", "0.1.0") is True
 
 

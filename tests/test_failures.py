@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from zk0.util.failures import one_line
 
 DATASET_ERROR = "dataset local:/x: directory does not exist; pass the root of a LeRobot dataset"
@@ -67,11 +69,39 @@ def test_an_actor_killed_otherwise_names_the_signal_and_the_knob():
     assert "RAY_memory_usage_threshold" in line and "--actors" in line
 
 
-def test_plain_reasons_pass_unchanged_and_long_ones_are_cut():
+def test_plain_reasons_pass_unchanged_and_long_ones_lose_their_middle():
+    """A cut keeps the reason's start and its end, where zk0's reasons say what to do."""
     assert one_line("no reply within round-timeout (3600s)") == "no reply within round-timeout (3600s)"
-    cut = one_line("x" * 1000, limit=50)
-    assert len(cut) == 50 and cut.endswith("…")
+    cut = one_line("refused: " + "x" * 1000 + "; run the fix", limit=50)
+    assert len(cut) == 50 and cut.startswith("refused: x") and cut.endswith("x; run the fix") and cut.count("…") == 1
     assert one_line("") == ""
+
+
+def refusal(fab: bytes = b"a FAB of the upgraded server", differing: int = 12) -> tuple[str, str]:
+    """The reason a node's executor sends for a FAB of a zk0 it has not installed (a server that
+    upgraded first), in trust.py's own words, and the FAB's digest."""
+    import hashlib
+
+    from zk0_executor.trust import AppPolicy, RefusedApp
+
+    class Upgraded(AppPolicy):
+        def differences(self, fab: bytes) -> list[str]:
+            return [f"src/zk0/server/module_{n}.py differs from the installed one" for n in range(differing)]
+
+    try:
+        Upgraded(Path("/nonexistent")).check(fab, "zk0/zk0", "0.1.0")
+    except RefusedApp as refused:
+        return str(refused), hashlib.sha256(fab).hexdigest()
+    raise AssertionError("the FAB was not refused")
+
+
+def test_a_refused_fab_reaches_the_server_whole_with_its_fix():
+    """The executor's reason for an upgraded server's FAB, as the server turns a node's error
+    reply into its line: one line, whole, ending with the fix and the hash to allow."""
+    reason, digest = refusal()
+    assert one_line(reason) == reason and "\n" not in reason
+    assert reason.endswith(f"; if the server upgraded zk0, run 'zk0bot upgrade' on this node (or allow this FAB "
+                           f"with --allow-app {digest})"), reason
 
 
 def test_a_run_ended_by_refused_nodes_logs_one_line_per_reason_and_no_traceback(tmp_path, demo_roots):
@@ -89,7 +119,7 @@ def test_a_run_ended_by_refused_nodes_logs_one_line_per_reason_and_no_traceback(
     from zk0 import server_app
     from zk0.client_app import app as zk0_client_app
 
-    reason = "refused: FAB sha256 00ff (zk0/zk0 0.1.0) is not this node's installed zk0: src/zk0/x.py differs"
+    reason, digest = refusal()
 
     class RefusingGrid(LocalGrid):
         def _deliver(self, message: Message) -> Message:
@@ -110,9 +140,13 @@ def test_a_run_ended_by_refused_nodes_logs_one_line_per_reason_and_no_traceback(
         logging.getLogger("flwr").removeHandler(handler)
     lines = text.getvalue().splitlines()
     assert "Traceback" not in text.getvalue(), lines
+    assert [line for line in lines if line.startswith("Round 0: node")] == [
+        f"Round 0: node 8101: {reason}", f"Round 0: node 8102: {reason}"]
     assert lines[-1] == "ServerApp raised an exception"
-    assert lines[-2] == (f"zk0: error: only 0 node(s) reported usable normalization statistics, min-train-clients "
-                         f"is 2: node 8101: {reason}; node 8102: {reason}")
+    # Two reasons do not fit the run's last line: it keeps the first's start and the last's fix.
+    assert lines[-2].startswith(f"zk0: error: only 0 node(s) reported usable normalization statistics, "
+                                f"min-train-clients is 2: node 8101: refused: FAB sha256 {digest}"), lines[-2]
+    assert lines[-2].endswith(f"run 'zk0bot upgrade' on this node (or allow this FAB with --allow-app {digest})")
 
 
 def test_the_engines_record_of_a_failed_node_goes_to_the_debug_log_not_server_log(tmp_path):

@@ -7,7 +7,10 @@ fails on the code before the fix it covers.
 from __future__ import annotations
 
 import os
+import resource
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -319,3 +322,66 @@ def test_an_offline_node_refuses_a_hub_dataset_it_has_no_copy_of(bot: Zk0bot, tm
                         f"is set and {cache}/someone/typo-dataset holds no copy; check the name, or download it while "
                         "online (or pass local:/path)")
     assert not list(bot.home.rglob("node.key*"))
+
+
+def on_a_full_disk(bot: Zk0bot, limit: int, *args: str) -> subprocess.CompletedProcess:
+    """zk0bot where every write past `limit` bytes of a file fails, as on a full disk, without root
+    or a mount: RLIMIT_FSIZE makes it fail with EFBIG ("File too large") where a full disk says
+    ENOSPC; SIGXFSZ is ignored so that the writer sees the error instead of being killed."""
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    return subprocess.run([str(ZK0BOT), *args], env=bot.env, capture_output=True, text=True, timeout=120,
+                          cwd=bot.home, preexec_fn=cap)
+
+
+def full_disk_line(path: Path) -> str:
+    return (f"zk0bot: error: cannot write {path}: file too large; free space on its disk (df -h {path.parent}), "
+            "then start again")
+
+
+def partial_files(dir: Path) -> list[str]:
+    """Files a failed write may leave: empty ones and zk0bot's temporary (hidden) ones."""
+    return [str(path) for path in dir.rglob("*") if path.is_file() and (path.stat().st_size == 0 or path.name[0] == ".")]
+
+
+def test_a_full_disk_at_server_start_is_one_line_and_the_next_start_makes_the_certificates(bot: Zk0bot):
+    """The disk fills up while `server start` makes the CA (its key fits, its certificate does
+    not): one line naming the file, no truncated key or certificate left behind (openssl exits
+    0 after a short write), and the next start makes a working set."""
+    certs = bot.home / "server" / "certs"
+    full = on_a_full_disk(bot, 300, "server", "start")
+    assert full.returncode != 0
+    assert error_lines(full) == [full_disk_line(certs / "ca.crt")], full.stderr
+    assert sorted(path.name for path in certs.iterdir()) == ["ca.key"]  # written whole before the disk filled
+    assert not partial_files(bot.home)
+    started = bot("server", "start")
+    assert started.returncode == 0, started.stderr + started.stdout
+    assert "healthy" in bot("server", "status").stdout
+
+
+def test_a_full_disk_at_client_start_leaves_no_partial_node_key(bot: Zk0bot, demo_roots: list[Path]):
+    """The disk fills up while `client start` makes the node's key pair: one line, no truncated or
+    empty node.key (a start would take it for a key and never make another); the next start makes
+    the pair, as it does over an empty node.key an earlier zk0bot left, and the server reads it."""
+    started = bot("server", "start")
+    assert started.returncode == 0, started.stderr + started.stdout
+    uri, ca = f"local:{demo_roots[0]}", bot.home / "server" / "certs" / "ca.crt"
+    # LeRobot's dataset check writes Hugging Face's cache: filled first, it only reads it under the limit.
+    checked = subprocess.run([sys.executable, "-m", "zk0", "check-dataset", uri], env=bot.env, capture_output=True,
+                             text=True, timeout=300)
+    assert checked.returncode == 0, checked.stderr
+    full = on_a_full_disk(bot, 300, "client", "start", uri, "--ca-cert", str(ca))
+    (client,) = (bot.home / "clients").iterdir()
+    assert full.returncode != 0
+    assert error_lines(full) == [full_disk_line(client / "node.key")], full.stderr
+    assert not (client / "node.key").exists() and not (client / "node.key.pub").exists()
+    assert not partial_files(client)
+    (client / "node.key").write_bytes(b"")
+    again = bot("client", "start", uri, "--ca-cert", str(ca))
+    assert again.returncode != 0 and "created this node's key pair" in again.stdout, again.stderr + again.stdout
+    pub = (client / "node.key.pub").read_text()
+    assert pub.startswith("ecdsa-sha2-nistp384 ") and pub.strip() in again.stderr  # the key the admin must register
+    assert "node not registered" in again.stderr, again.stderr  # the server checked the node's signature

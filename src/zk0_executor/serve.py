@@ -93,7 +93,8 @@ class Served:
     app_load_seconds: float
 
     def line(self) -> str:
-        status = "ok" if self.ok else "error " + " ".join(self.detail.split())[:500]
+        # Room for a refused FAB's whole line (about 500 characters), which ends with the fix.
+        status = "ok" if self.ok else "error " + " ".join(self.detail.split())[:1000]
         return (
             f"zk0-executor pid={os.getpid()} run={self.run_id} type={self.message_type} round={self.server_round} "
             f"seconds={self.seconds:.2f} pull={self.pull_seconds:.2f} app-load={self.app_load_seconds:.2f} "

@@ -40,7 +40,10 @@ _SHOWN_DIFFERENCES = 3
 
 
 class RefusedApp(Exception):
-    """The FAB is neither the installed zk0 nor allowed; the message is the reason the server receives."""
+    """The FAB is neither the installed zk0 nor allowed; the message is the reason the server receives.
+
+    It ends with the fix, for the server's log and the node's: the usual cause is a server that
+    upgraded zk0 before this node did."""
 
 
 def installed_app_dir() -> Path:
@@ -83,7 +86,8 @@ class AppPolicy:
             more = f" (+{len(differences) - _SHOWN_DIFFERENCES} more)" if len(differences) > _SHOWN_DIFFERENCES else ""
             raise RefusedApp(
                 f"refused: FAB sha256 {digest} ({app_id} {version}) is not this node's installed zk0: {shown}{more}; "
-                f"the node's operator can allow it with --allow-app {digest}"
+                f"if the server upgraded zk0, run 'zk0bot upgrade' on this node (or allow this FAB with --allow-app "
+                f"{digest})"
             )
         return False
 

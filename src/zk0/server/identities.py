@@ -3,7 +3,8 @@
 `zk0bot server register node.pub --name robot-7` keeps each key in `$SERVER_DIR/nodes/`
 with the name (`<key>.name`) and the node id Flower gave it (`<key>.id`). Node ids change
 at every SuperLink restart, names do not: on every (re)registration zk0bot rewrites one
-JSON map {"<node id>": "<name>"} (`python -m zk0.server.identities KEY_DIR OUT`) and points the
+JSON map {"<node id>": "<name>"} (`python -m zk0.server.identities KEY_DIR`, which prints it
+for zk0bot to write; with OUT it writes OUT itself) and points the
 ServerApp at it with ZK0_NODE_NAMES. `registered_names` reads it back for log lines and
 metrics; a name is what the admin typed, so it is cleaned before it is shown anywhere.
 """
@@ -73,14 +74,21 @@ def names_in_key_dir(key_dir: Path) -> dict[int, str]:
     return names
 
 
+def names_json(key_dir: Path) -> str:
+    return json.dumps({str(k): v for k, v in names_in_key_dir(key_dir).items()}, indent=1) + "\n"
+
+
 def write_names(key_dir: Path, out: Path) -> None:
     """Write the map atomically, so a ServerApp reading it never sees half a file."""
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps({str(k): v for k, v in names_in_key_dir(key_dir).items()}, indent=1) + "\n")
+    tmp.write_text(names_json(key_dir))
     tmp.replace(out)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: python -m zk0.server.identities KEY_DIR OUT_JSON")
-    write_names(Path(sys.argv[1]), Path(sys.argv[2]))
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: python -m zk0.server.identities KEY_DIR [OUT_JSON]")
+    if len(sys.argv) == 2:
+        sys.stdout.write(names_json(Path(sys.argv[1])))
+    else:
+        write_names(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -18,6 +18,7 @@ from zk0.data import stats
 from zk0.server import screening
 from zk0.server.errors import FederationError
 from zk0.server.rounds import Roster
+from zk0.util.failures import shorten
 
 
 def collect(grid: Grid, nodes: list[int], spares: list[int], roster: Roster, cameras: list[str], shapes: dict,
@@ -43,7 +44,7 @@ def collect(grid: Grid, nodes: list[int], spares: list[int], roster: Roster, cam
     if len(reports) < min_nodes:
         raise FederationError(
             f"only {len(reports)} node(s) reported usable normalization statistics, min-train-clients is "
-            f"{min_nodes}: {'; '.join(problems)[:600] or 'no replies'}"
+            f"{min_nodes}: {shorten('; '.join(problems), 600) or 'no replies'}"
         )
     order = sorted(reports, key=lambda n: (roster.claims.get(n, ""), n))
     pooled = stats.pool([reports[node] for node in order])

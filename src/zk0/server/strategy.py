@@ -39,6 +39,7 @@ from zk0.server.errors import FederationError, RoundFellShort
 from zk0.server.rounds import RoundRecord, Roster
 from zk0.server.schedule import round_lr
 from zk0.wire import transfer
+from zk0.util.failures import shorten
 from zk0.wire.protocol import Attempts, EvaluateInstructions, TrainInstructions, array_record
 
 
@@ -198,7 +199,7 @@ class ZK0Strategy:
         problems = (record.failures + [f"{r['node']}: {r['reason']}" for r in record.rejected]
                     + [f"{label}: late" for label in record.late])
         reason = (f"only {usable} usable training result(s), min-train-clients is {self.config.min_train_clients}; "
-                  f"failed: {'; '.join(problems)[:600] or 'no replies'}")
+                  f"failed: {shorten('; '.join(problems), 600) or 'no replies'}")
         retries = self.config.round_retries
         if record.attempt >= retries:
             spent = f" (after {retries} retries, run-config round-retries)" if retries else ""

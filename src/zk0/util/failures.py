@@ -30,12 +30,21 @@ _KNOBS = ("run fewer actors at once (train-fl-simulation.sh --actors) or set RAY
           "(docs/RUNNING.md, 'Memory')")
 
 
-def one_line(reason: str, limit: int = 300) -> str:
+def one_line(reason: str, limit: int = 600) -> str:
     """The reason's own line: a zk0 error as `Name: message`, else Flower's message, else the
-    last meaningful line; no ANSI codes, at most `limit` characters."""
+    last meaningful line; no ANSI codes, at most `limit` characters (see `shorten`). A node's
+    refusal of a FAB (zk0_executor.trust, about 500 characters) fits whole."""
     lines = [line.strip() for line in _ANSI.sub("", reason).splitlines() if line.strip()]
-    line = _actor_lost(reason) or _pick(lines)
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    return shorten(_actor_lost(reason) or _pick(lines), limit)
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` in at most `limit` characters: a longer one loses its middle, not its end, which
+    says what to do ("...; if the server upgraded zk0, run 'zk0bot upgrade' on this node ...")."""
+    if len(text) <= limit:
+        return text
+    tail = (limit - 1) // 2
+    return text[: limit - 1 - tail] + "…" + text[len(text) - tail:]
 
 
 def _actor_lost(reason: str) -> str:
