@@ -179,3 +179,18 @@ def test_rename_maps_give_each_simulated_dataset_its_map(defaults):
     config = RunConfig.from_run_config(defaults | {"rename-maps": json.dumps({"hf:shaunkirby/record-test": mapping})})
     assert json.loads(config.rename_map_json(config.datasets[0])) == mapping
     assert config.rename_map_json(config.datasets[1]) == ""
+
+
+def test_a_node_parses_its_run_config_once_per_run(defaults):
+    """Every message of a run carries the same run config: the node checks it on the first and
+    hands the same parsed object to the rest; another run's values are parsed afresh, and a bad
+    value is refused on every message, never remembered as good."""
+    from zk0.node.session import run_config
+
+    first = run_config(defaults)
+    assert run_config(dict(defaults)) is first
+    other = run_config(defaults | {"local-steps": 3})
+    assert other is not first and other.local_steps == 3
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="local-steps"):
+            run_config(defaults | {"local-steps": 0})

@@ -145,7 +145,7 @@ def node_session(context: Context) -> NodeSession:
     """This node's session for this message; `startup_seconds` is what getting it cost."""
     started = time.perf_counter()
     _apply_threads(context.node_config)
-    config = RunConfig.from_run_config(context.run_config)
+    config = run_config(context.run_config)
     node_config = dict(context.node_config)
     uri = node_dataset(config, node_config)
     rename_json, rename_via = _rename_map(config, node_config, uri)
@@ -154,6 +154,17 @@ def node_session(context: Context) -> NodeSession:
     session = NodeSession(config, node.data, policy, start, node, startup_seconds=0.0, rename_via=rename_via)
     session.startup_seconds = time.perf_counter() - started
     return session
+
+
+def run_config(values) -> RunConfig:
+    """The run's config, parsed and checked once per run: every message of a run carries the
+    same values, so later messages get the parsed object back."""
+    return _parsed_run_config(tuple(sorted(dict(values).items())))
+
+
+@lru_cache(maxsize=MAX_CACHED_NODES)
+def _parsed_run_config(items: tuple) -> RunConfig:
+    return RunConfig.from_run_config(dict(items))
 
 
 def _rename_map(config: RunConfig, node_config: dict, uri: DatasetURI) -> tuple[str, str]:
