@@ -19,6 +19,31 @@ has_command() {
   command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]
 }
 
+# nginx's stream module, with which zk0bot's public port counts every connection per address
+# as it is accepted (before TLS or a request). $1: nginx. Prints nothing when it is built in,
+# the module's file when the build loads it (Debian ships it apart: libnginx-mod-stream);
+# fails when this nginx has none.
+nginx_stream_module() {
+  local build modules=/usr/lib/nginx/modules
+  build=$("$1" -V 2>&1) || return 1
+  if [[ $build =~ --with-stream=dynamic ]]; then
+    [[ $build =~ --modules-path=([^ ]+) ]] && modules=${BASH_REMATCH[1]}
+    [[ -f $modules/ngx_stream_module.so ]] || return 1
+    echo "$modules/ngx_stream_module.so"
+  else
+    [[ $build =~ --with-stream( |$) ]]
+  fi
+}
+
+# nginx's path, also from /usr/sbin and /sbin; fails when it is not installed.
+nginx_path() {
+  local candidate
+  for candidate in "$(command -v nginx 2>/dev/null || true)" /usr/sbin/nginx /sbin/nginx; do
+    [[ -n $candidate && -x $candidate ]] && { echo "$candidate"; return 0; }
+  done
+  return 1
+}
+
 # How whoever runs this installs Debian packages: root runs apt-get, a user with sudo runs
 # it through sudo, anyone else hands the command to an administrator.
 apt_hint() {

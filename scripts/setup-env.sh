@@ -41,16 +41,18 @@ check_python() {
 # Debian packages still missing: ffmpeg (its libraries decode LeRobot videos), libosmesa6
 # (the simulated SO-101's camera renders through it), and for
 # zk0bot tmux (keeps its processes running), openssl and ssh-keygen (certificates, node
-# keys) and nginx (fronts its server); shellcheck, curl and headless Chromium (the landing
+# keys) and nginx with its stream module (fronts its server); shellcheck, curl and headless Chromium (the landing
 # page's tests) for the tests only. $1: 1 for the test tools; $2: 1 for the simulation's needs only.
 missing_packages() {
   local package
   has_ffmpeg_libs "$PYTHON" || echo ffmpeg
   has_osmesa "$PYTHON" || echo libosmesa6
   if [[ $2 -eq 0 ]]; then
-    for package in tmux openssl openssh-client:ssh-keygen nginx; do
+    for package in tmux openssl openssh-client:ssh-keygen; do
       has_command "${package#*:}" || echo "${package%%:*}"
     done
+    nginx_path >/dev/null || echo nginx
+    nginx_path >/dev/null && nginx_stream_module "$(nginx_path)" >/dev/null || echo libnginx-mod-stream
   fi
   if [[ $1 -eq 1 ]]; then
     for package in shellcheck curl chromium chromium-driver:chromedriver; do

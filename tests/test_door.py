@@ -1,6 +1,7 @@
 """Limits at the door (the public port's nginx): bodies larger than Flower's largest request are
 refused with 413 before the SuperLink reads them, a flood from one address gets 503 (which
-Flower's SuperNode retries with backoff: a real node is slowed, never failed), the
+Flower's SuperNode retries with backoff: a real node is slowed, never failed), one address
+holds at most its share of connections however idle they are, the
 workers run unprivileged and still forward, and fleet-traffic.log stays under its cap.
 A slowloris flood during a run leaves the run and every node standing, and a SuperNode
 process that dies is started again by zk0bot."""
@@ -138,6 +139,56 @@ def test_a_flood_from_one_address_gets_503(server: Zk0bot):
     assert statuses[-1] == b"503"  # the Fleet request, sent right after 999 others
 
 
+ADDRESS_CONNECTIONS = 128  # PROXY_ADDRESS_CONNECTIONS in zk0bot.sh
+
+
+def still_open(tls: ssl.SSLSocket) -> bool:
+    """Whether nginx still holds this connection (it sent nothing and did not close it)."""
+    tls.setblocking(False)
+    try:
+        tls.recv(1)
+    except ssl.SSLWantReadError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def test_one_address_holds_at_most_its_share_of_connections(server: Zk0bot):
+    """Connections that never send a request are counted per address as nginx accepts them: from
+    one address the first ADDRESS_CONNECTIONS complete a TLS handshake and every later one is
+    closed before it, while another address is served, and logged under its own address.
+    (A held connection that nginx drops on its header timeout frees a place; those are counted.)"""
+    context = ssl.create_default_context(cafile=ca(server))
+    held, refused = [], 0
+    try:
+        for _ in range(ADDRESS_CONNECTIONS + 40):
+            raw = socket.create_connection(("127.0.0.1", server.port), timeout=30, source_address=("127.0.0.77", 0))
+            try:
+                held.append(context.wrap_socket(raw, server_hostname="localhost"))
+            except OSError:
+                raw.close()
+                refused += 1
+        lapsed = sum(not still_open(tls) for tls in held)
+        assert ADDRESS_CONNECTIONS <= len(held) <= ADDRESS_CONNECTIONS + lapsed, (len(held), lapsed, refused)
+        reply = httpx.get(public(server) + "/", verify=ca(server))  # 127.0.0.1: its own share
+        assert reply.status_code == 403, reply.status_code
+    finally:
+        for tls in held:
+            tls.close()
+    # The request's own address reaches the http server through the PROXY protocol header.
+    with socket.create_connection(("127.0.0.1", server.port), source_address=("127.0.0.78", 0)) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(GET + CLOSE)
+        while tls.recv(1 << 16):
+            pass
+    log = server.home / "server" / "proxy.log"
+    deadline = time.monotonic() + 30
+    while ' 127.0.0.78 "GET / HTTP/1.1" 403' not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.2)
+
+
 def test_the_traffic_log_is_capped_while_nginx_keeps_appending(tmp_path: Path):
     """Copy and truncate: a writer holding the log open with O_APPEND (as nginx's workers do)
     continues at the start of the emptied file."""
@@ -176,12 +227,12 @@ def test_log_cap_ends_with_its_parent(tmp_path: Path):
     assert bad.returncode != 0 and bad.stderr.strip().startswith("usage:")
 
 
-# The flood: IDLE connections from another loopback address (the nodes use 127.0.0.1), half
-# plain TCP that never speaks, half TLS that sends a request header and never ends it (a
-# slowloris), each replaced as soon as nginx drops it, for FLOOD_SECONDS; with a burst of
-# pipelined requests on top. The old door held 1,024 connections in one worker that also
-# served the admin path.
-ATTACKER = "127.0.0.66"
+# The flood: IDLE connections from ATTACKERS other loopback addresses (the nodes use
+# 127.0.0.1; each address within its share), half plain TCP that never speaks, half TLS that
+# sends a request header and never ends it (a slowloris), each replaced as soon as nginx drops
+# it, for FLOOD_SECONDS; with a burst of pipelined requests on top. The old door held 1,024
+# connections in one worker that also served the admin path.
+ATTACKERS = [f"127.0.0.{host}" for host in range(100, 120)]
 IDLE = 2000
 FLOOD_SECONDS = 30
 HEADER_TIMEOUT = 10  # client_header_timeout in write_proxy_config
@@ -198,7 +249,8 @@ class Flood:
 
     def _open(self, slow: bool) -> None:
         try:
-            raw = socket.create_connection(("127.0.0.1", self.bot.port), timeout=5, source_address=(ATTACKER, 0))
+            source = ATTACKERS[self.opened % len(ATTACKERS)]
+            raw = socket.create_connection(("127.0.0.1", self.bot.port), timeout=5, source_address=(source, 0))
             sock = raw
             if slow:
                 sock = self.context.wrap_socket(raw, server_hostname="localhost")
@@ -225,7 +277,7 @@ class Flood:
 
     def burst(self) -> list[bytes]:
         """Pipelined requests from the attacker's address: all refused (403) or limited (503)."""
-        with socket.create_connection(("127.0.0.1", self.bot.port), source_address=(ATTACKER, 0)) as raw, \
+        with socket.create_connection(("127.0.0.1", self.bot.port), source_address=(ATTACKERS[0], 0)) as raw, \
                 self.context.wrap_socket(raw, server_hostname="localhost") as tls:
             tls.sendall((GET + b"\r\n") * 999 + GET + CLOSE)
             received = bytearray()

@@ -337,9 +337,9 @@ def on_a_full_disk(bot: Zk0bot, limit: int, *args: str) -> subprocess.CompletedP
                           cwd=bot.home, preexec_fn=cap)
 
 
-def full_disk_line(path: Path) -> str:
+def full_disk_line(path: Path, command: str) -> str:
     return (f"zk0bot: error: cannot write {path}: file too large; free space on its disk (df -h {path.parent}), "
-            "then start again")
+            f"then run 'zk0bot {command}' again")
 
 
 def partial_files(dir: Path) -> list[str]:
@@ -354,7 +354,7 @@ def test_a_full_disk_at_server_start_is_one_line_and_the_next_start_makes_the_ce
     certs = bot.home / "server" / "certs"
     full = on_a_full_disk(bot, 300, "server", "start")
     assert full.returncode != 0
-    assert error_lines(full) == [full_disk_line(certs / "ca.crt")], full.stderr
+    assert error_lines(full) == [full_disk_line(certs / "ca.crt", "server start")], full.stderr
     assert sorted(path.name for path in certs.iterdir()) == ["ca.key"]  # written whole before the disk filled
     assert not partial_files(bot.home)
     started = bot("server", "start")
@@ -376,7 +376,7 @@ def test_a_full_disk_at_client_start_leaves_no_partial_node_key(bot: Zk0bot, dem
     full = on_a_full_disk(bot, 300, "client", "start", uri, "--ca-cert", str(ca))
     (client,) = (bot.home / "clients").iterdir()
     assert full.returncode != 0
-    assert error_lines(full) == [full_disk_line(client / "node.key")], full.stderr
+    assert error_lines(full) == [full_disk_line(client / "node.key", "client start")], full.stderr
     assert not (client / "node.key").exists() and not (client / "node.key.pub").exists()
     assert not partial_files(client)
     (client / "node.key").write_bytes(b"")

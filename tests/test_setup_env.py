@@ -100,3 +100,29 @@ def test_check_as_root_installs_nothing(script, nobody_dir):
     path = user_path_without(nobody_dir / "bin", "tmux")
     result = setup_env(script, path, "--check")
     assert error_line(result) == "setup: error: missing system packages: tmux; run: apt-get install -y tmux, then rerun"
+
+
+STREAM_BUILDS = {  # `nginx -V`'s configure arguments -> what nginx_stream_module prints, or None: none
+    "--with-http_ssl_module --with-stream --with-stream_ssl_module": "",
+    "--modules-path={modules} --with-stream=dynamic --with-stream_ssl_module": "{modules}/ngx_stream_module.so",
+    "--modules-path={empty} --with-stream=dynamic": None,
+    "--with-http_ssl_module --with-stream_ssl_preread_module": None,
+}
+
+
+@pytest.mark.parametrize("arguments", STREAM_BUILDS)
+def test_the_stream_module_is_found_as_each_build_ships_it(arguments, tmp_path):
+    """Built in (nginx.org's packages), a loadable file (Debian's libnginx-mod-stream) or missing
+    (Debian's nginx alone, or a module directory without it): what zk0bot's config loads, or a
+    failure that becomes the one-line apt-get hint."""
+    modules, empty = tmp_path / "modules", tmp_path / "empty"
+    modules.mkdir(), empty.mkdir()
+    (modules / "ngx_stream_module.so").write_bytes(b"")
+    nginx = tmp_path / "nginx"
+    nginx.write_text(f"#!/bin/sh\necho 'configure arguments: {arguments.format(modules=modules, empty=empty)}' >&2\n")
+    nginx.chmod(0o755)
+    found = subprocess.run(["bash", "-c", 'source "$1"; nginx_stream_module "$2"', "-", str(SETUP.parent / "lib.sh"),
+                            str(nginx)], capture_output=True, text=True, timeout=60)
+    expected = STREAM_BUILDS[arguments]
+    assert (found.returncode, found.stdout.strip()) == ((0, expected.format(modules=modules)) if expected is not None
+                                                        else (1, "")), found

@@ -215,7 +215,7 @@ has_command() {
 
 # The Debian packages zk0 needs (the same list as scripts/setup-env.sh): ffmpeg's libraries
 # decode LeRobot videos; libosmesa6 renders the simulated SO-101's camera; tmux keeps zk0bot's processes running after the terminal closes;
-# openssl and ssh-keygen make its certificates and node keys; nginx fronts its server.
+# openssl and ssh-keygen make its certificates and node keys; nginx and its stream module front its server.
 missing_packages() {
   has_ffmpeg_libs "$PYTHON" || echo ffmpeg
   has_osmesa "$PYTHON" || echo libosmesa6
@@ -224,6 +224,21 @@ missing_packages() {
     command="${package#*:}"
     has_command "$command" || echo "${package%%:*}"
   done
+  has_nginx_stream || echo libnginx-mod-stream
+}
+
+# nginx's stream module (the server's public port counts connections per address with it):
+# built in, or Debian's libnginx-mod-stream (the same test as scripts/lib.sh's nginx_stream_module).
+has_nginx_stream() {
+  local nginx build modules=/usr/lib/nginx/modules
+  nginx=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
+  build=$("$nginx" -V 2>&1) || return 1
+  if [[ $build =~ --with-stream=dynamic ]]; then
+    [[ $build =~ --modules-path=([^ ]+) ]] && modules=${BASH_REMATCH[1]}
+    [[ -f $modules/ngx_stream_module.so ]]
+  else
+    [[ $build =~ --with-stream( |$) ]]
+  fi
 }
 
 # Root gets the missing packages from scripts/setup-env.sh (apt-get) once the source is
