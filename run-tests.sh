@@ -12,12 +12,13 @@ Usage: ./run-tests.sh [--help] [PYTEST_ARGS...]
 Creates or reuses the environment (scripts/setup-env.sh --test: virtual
 environment, pinned dependencies, FFmpeg, tmux, openssl, shellcheck, Chromium),
 then runs the whole test suite under tests/ with the environment's pytest in two
-tiers: the unit tier (fast, in-process), then the system tier (real Flower
-processes, zk0bot, nginx, lerobot-train, the installer, a browser). Extra
+tiers: the unit tier (tests/unit: fast, in-process), then the system tier
+(tests/system: real Flower processes, zk0bot, nginx, lerobot-train, the installer,
+a browser). Extra
 arguments go to one pytest run over both tiers, unchanged, e.g.
-  ./run-tests.sh -m "not system"       the unit tier alone
-  ./run-tests.sh -k config            only tests whose name matches 'config'
-  ./run-tests.sh tests/test_uri.py -x  one file, stop at the first failure
+  ./run-tests.sh tests/unit                 the unit tier alone
+  ./run-tests.sh -k config                  only tests whose name matches 'config'
+  ./run-tests.sh tests/unit/test_uri.py -x  one file, stop at the first failure
 CPU only, no network needed once installed. Exits non-zero if any test fails or
 none were collected.
 USAGE
@@ -36,9 +37,9 @@ main() {
   if [[ $# -gt 0 ]]; then
     run_pytest "tests" "$@" || status=$?
   else
-    run_pytest "unit tier" -m "not system" || status=$?
+    run_pytest "unit tier" tests/unit || status=$?
     if [[ $status -eq 0 ]]; then
-      run_pytest "system tier" -m system || status=$?
+      run_pytest "system tier" tests/system || status=$?
     fi
   fi
   [[ $status -ne 0 ]] || log "all tests passed"

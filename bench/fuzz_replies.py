@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/fuzz_replies.py [--cases 100000] [--seed 1]
 
-Each case is an honest reply (tests/reply_fuzz.py) with 1-3 random mutations, run through
+Each case is an honest reply (tests/unit/reply_fuzz.py) with 1-3 random mutations, run through
 zk0.server.validation.screen_reply, the pipeline aggregate_train applies to every reply. Prints the
 number of cases, how many were accepted or rejected, the most common reasons, uncaught
 exceptions (must be 0) and the throughput. Exits 1 on any uncaught exception.
@@ -20,7 +20,7 @@ import time
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "unit"))
 
 from reply_fuzz import broadcast, honest_reply, mutate, screen  # noqa: E402
 

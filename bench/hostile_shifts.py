@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/hostile_shifts.py [--clip 2.0]
 
-The five-node demo federation of tests/test_hostile_nodes.py (the tiny SmolVLA; per node one
+The five-node demo federation of tests/unit/test_hostile_nodes.py (the tiny SmolVLA; per node one
 task, 4 episodes of 30 frames, 2 held out), with that suite's attacks:
 - statistics: every honest federation of three of the five nodes, with one other node
   (one of four) or two (two of five) reporting as the suite's statistics attacks build them,
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "unit"))
 
 import test_hostile_nodes as suite  # noqa: E402
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict  # noqa: E402

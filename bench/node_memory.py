@@ -12,7 +12,7 @@ share, counted once).
 - `simulation(tree, clients, rounds)`: `TREE/train-fl-simulation.sh --tiny --clients N`; the
   peak of a simulation actor (`ray::ClientAppActor`) and the peak PSS sum of the whole tree
   (the SuperLink, the simulation process with the ServerApp, Ray's daemons and workers).
-- `warm_node(tree)`: a deployment on 127.0.0.1 as tests/test_executor.py starts one (a SuperLink,
+- `warm_node(tree)`: a deployment on 127.0.0.1 as tests/system/test_executor.py starts one (a SuperLink,
   a SuperNode in `--isolation process`, `python -m zk0_executor`), a 2-round tiny run of the
   checkout's app; the SuperNode's and the executor's memory once the run finished (warm: the
   model, its processors and the dataset loaded), and their peaks.

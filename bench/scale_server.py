@@ -71,7 +71,7 @@ def measure(work: Path, nodes: int) -> dict:
     from zk0.wire.protocol import ARRAYS, METRICS, NODE, array_record
     from zk0.server.strategy import make_strategy
 
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "tests" / "unit"))
     from test_aggregation import pyproject_run_config
 
     with np.load(work / "global.npz") as stored:

@@ -4,10 +4,10 @@ Everything runs on the CPU without network: the Hugging Face Hub is switched to
 offline mode before LeRobot is imported, and zk0's model cache lives in a session
 temporary directory, so no test depends on (or fills) `~/.cache`.
 
-Two tiers: `system` tests start real processes (Flower's SuperLink, SuperNodes and
-simulation, zk0bot's tmux sessions and nginx, lerobot-train, the installer, a browser);
-every other test is the fast `unit` tier. ./run-tests.sh runs the unit tier first, then
-the system tier; `-m "not system"` runs the unit tier alone.
+Two tiers, one folder each: tests/system starts real processes (Flower's SuperLink,
+SuperNodes and simulation, zk0bot's tmux sessions and nginx, lerobot-train, the installer, a
+browser); tests/unit is the fast tier, within this process. ./run-tests.sh runs the unit tier
+first, then the system tier; the markers `unit` and `system` follow the folders.
 """
 
 from __future__ import annotations
@@ -21,19 +21,10 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-# Test modules whose tests start real processes: the system tier.
-SYSTEM_MODULES = {
-    "test_simulation_e2e", "test_reproducible", "test_executor", "test_zk0bot", "test_installer",
-    "test_website", "test_setup_env", "test_baseline", "test_admin_api", "test_door", "test_operator_mistakes",
-    "test_node_names", "test_admin", "test_zk0bot_multihost", "test_simulation_scale", "test_simulation_ray_cluster",
-    "test_closed_loop", "test_simulation_actor_killed",
-}
-
-
 def pytest_collection_modifyitems(config, items) -> None:
+    """The tier is the folder: tests/system starts real processes, tests/unit does not."""
     for item in items:
-        module = item.module.__name__.rpartition(".")[2] if item.module else ""
-        item.add_marker(pytest.mark.system if module in SYSTEM_MODULES else pytest.mark.unit)
+        item.add_marker(pytest.mark.system if item.path.parent.name == "system" else pytest.mark.unit)
 
 
 # Small datasets keep the session fast; 4 episodes leave 2 to train on and 2 held out.

@@ -13,7 +13,7 @@ the zk0 its owner installed, plus FABs the owner allowed by hash (zk0_executor.t
 Runtime dependency installation is not supported: the app runs in this environment.
 
 Its whole Flower surface (internals, pinned by `flwr==1.42.0`) is zk0_executor.flower;
-tests/test_executor.py fails when an upgrade changes what it relies on. An upstream warm
+tests/system/test_executor.py fails when an upgrade changes what it relies on. An upstream warm
 ClientApp mode (flwrlabs/flower#3670) would let zk0 delete zk0_executor.flower and the
 task loop of zk0_executor.serve (claiming, heartbeats, pulls and pushes, the error
 replies), keeping only the trust check of zk0_executor.trust.

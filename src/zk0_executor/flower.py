@@ -4,7 +4,7 @@ Only `flwr.app` and `ClientApp` are public Flower API; the rest is the internals
 one-shot ClientApp process (flwr/supernode/runtime/run_clientapp.py) and of its SuperExec
 (flwr/supercore/superexec/run_superexec.py), pinned by `flwr==1.42.0`. The helpers below
 repeat what those two build (the interceptors of each Runtime API client, the task's
-input, the error reply); tests/test_executor.py compares them with Flower's source and
+input, the error reply); tests/system/test_executor.py compares them with Flower's source and
 fails when an upgrade changes what Flower does or uses.
 
 With an upstream warm ClientApp mode (flwrlabs/flower#3670: a SuperNode that keeps one

@@ -10,7 +10,7 @@ level: its node's failure is one line in server.log and the round runs again wit
 attempt (run-config round-retries), which node memory tells apart from the first one
 (zk0.node.memory); a rerun here would hand the node the same attempt twice.
 
-This reaches into Flower's BasicActorPool (flwr==1.42.0 is pinned); tests/test_sim_actors.py
+This reaches into Flower's BasicActorPool (flwr==1.42.0 is pinned); tests/unit/test_sim_actors.py
 fails when what it wraps changes.
 """
 

@@ -2,7 +2,7 @@
 they arrive, a round that closes at its quorum or deadline, late replies dropped and counted
 per node, busy nodes not sampled again, and a robust aggregation refused when its updates
 would not fit in memory. Through the strategy's real hooks and server_app's round loop
-(zk0.server.inbox), with tests/test_aggregation.py's in-process grid."""
+(zk0.server.inbox), with tests/unit/test_aggregation.py's in-process grid."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ import psutil
 import pytest
 from unprivileged import as_nobody, nobody_dir, user_env  # noqa: F401 - nobody_dir is a fixture
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ZK0BOT = ROOT / "zk0bot.sh"
 TINY_RUN = (
     "model='tiny' local-steps=8 batch-size=4 lr=1e-3 eval-batches=2 num-workers=0 "

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from unprivileged import USER_PATH, as_nobody, give_to_nobody, nobody_dir, user_env, user_path_without  # noqa: F401 - nobody_dir is a fixture
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 INSTALLER = REPO / "website" / "get-zk0bot.sh"
 
 

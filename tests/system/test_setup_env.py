@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from unprivileged import USER_PATH, as_nobody, nobody_dir, user_env, user_path_without  # noqa: F401 - nobody_dir is a fixture
 
-SETUP = Path(__file__).resolve().parents[1] / "scripts" / "setup-env.sh"
+SETUP = Path(__file__).resolve().parents[2] / "scripts" / "setup-env.sh"
 
 
 @pytest.fixture

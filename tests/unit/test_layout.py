@@ -18,7 +18,7 @@ from flwr.cli.build import build_fab_from_disk
 
 from zk0_executor.trust import APP_FILES, FAB_SOURCES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "zk0"
 OPERATOR_FOLDERS = ("ops", "tools")
 # A folder may import only from the folders listed for it (and from itself).

@@ -164,7 +164,7 @@ def test_merged_model_loads_as_a_plain_smolvla(lora_checkpoint, processors, eval
 
 def federate(tmp_path, demo_roots, **overrides) -> RunDir:
     """Two rounds of zk0's whole server (`zk0.server_app.federate`) with two tiny clients,
-    delivered through tests/test_aggregation.py's in-process grid; returns the run directory."""
+    delivered through tests/unit/test_aggregation.py's in-process grid; returns the run directory."""
     config = pyproject_run_config(
         model="tiny", datasets=",".join(f"local:{root}" for root in demo_roots[:-1]),
         eval_dataset=f"local:{demo_roots[-1]}", num_rounds=2, local_steps=2, batch_size=2, lr=1e-3,

@@ -26,7 +26,7 @@ from zk0.policy.presets import (
     seeded_policy,
 )
 
-PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 # lerobot/smolvla_base's architecture, as measured on the real model.
 SMOLVLA_PARAMS = 450_046_176
 SMOLVLA_TRAINABLE = 99_880_992

@@ -29,7 +29,7 @@ from zk0.server.schedule import round_lr
 
 pytestmark = pytest.mark.timeout(900)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "train-fl-simulation.sh"
 CLIENTS, ROUNDS, LOCAL_STEPS = 2, 3, 10  # LOCAL_STEPS: the --tiny preset's
 # Overrides of preset keys (the preset's lr schedule is constant): they must win, and give the

@@ -20,7 +20,7 @@ from zk0.run import state as run_state
 from zk0.tools.cli import main
 from zk0.run.directory import RunDir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CONNECTION = "zk0-test-link"
 

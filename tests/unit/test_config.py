@@ -11,7 +11,7 @@ import pytest
 from zk0.config import ConfigError, RunConfig
 from zk0.data.uri import DatasetURI
 
-PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
 @pytest.fixture(scope="module")

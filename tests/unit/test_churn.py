@@ -2,7 +2,7 @@
 sample (run-config round-retries), and only when its retries are spent does the run fail, in
 one line; a retried round ends with the model a round that succeeded at once would have made, and
 a resumed run with the uninterrupted run's.
-Through the strategy's real hooks and server_app's round loop, with tests/test_aggregation.py's
+Through the strategy's real hooks and server_app's round loop, with tests/unit/test_aggregation.py's
 in-process grid: scripted Flower ClientApps for the loop, zk0's own ServerApp and ClientApp for
 the model.
 """

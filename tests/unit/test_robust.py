@@ -140,7 +140,7 @@ def run_config(federation: list[Path], **overrides) -> dict:
         eval_dataset=f"local:{federation[-1]}", num_rounds=ROUNDS, local_steps=LOCAL_STEPS, batch_size=BATCH,
         lr=1e-3, lr_schedule="constant", warmup_rounds=0, eval_batches=4, num_workers=0, device="cpu",
         fraction_evaluate=0.0, min_train_clients=2, min_available_clients=2, node_wait_timeout=1.0,
-        # The tampering below edits plain fp32 weights; tests/test_transfer.py covers encoded updates.
+        # The tampering below edits plain fp32 weights; tests/unit/test_transfer.py covers encoded updates.
         update_codec="fp32", normalization="local",
     ) | {key.replace("_", "-"): value for key, value in overrides.items()}
 

@@ -17,7 +17,7 @@ import pytest
 
 pytestmark = pytest.mark.timeout(900)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ZK0 = Path(sys.executable).with_name("zk0")
 ROUNDS = 2
 

@@ -37,7 +37,7 @@ from flwr.cli.build import build_fab_from_disk
 from zk0_executor import flower as executor_flower
 from zk0_executor.trust import APP_FILES, AppPolicy, RefusedApp, installed_app_dir, parse_allowed
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CONNECTION = "zk0-executor-test"
 SERVED = re.compile(

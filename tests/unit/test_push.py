@@ -42,7 +42,7 @@ from zk0.server.round_summary import round_row
 from zk0.run.outputs import RunOutputs
 from zk0.server.strategy import RoundRecord
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HUB_CLIENT = "lerobot/svla_so100_pickplace"
 REPO = "someone/zk0-smolvla"
 MSE = {0: 9.0, 1: 5.0, 2: 7.0}  # round 1 is best, round 2 is last

@@ -14,7 +14,7 @@ from zk0.run import state as run_state
 from zk0.util import atomic
 from zk0.run.directory import RunDir, RunDirError, round_name, round_of_name
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "zk0"
+SRC = Path(__file__).resolve().parents[2] / "src" / "zk0"
 
 
 def test_create_names_by_time_and_never_reuses_a_directory(tmp_path):

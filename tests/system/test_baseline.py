@@ -32,7 +32,7 @@ from zk0.policy.evaluate import evaluate_policy
 from zk0.run.directory import RunDir
 from zk0.server.schedule import round_lr
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HELDOUT = 2  # of the demo's 4 episodes per client
 LOCAL_STEPS, BATCH, ROUNDS, CLIENTS = 2, 2, 2, 2
 STEPS_PER_ROUND = CLIENTS * LOCAL_STEPS

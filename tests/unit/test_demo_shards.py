@@ -14,7 +14,7 @@ from zk0.tools.demo_data import TASKS, DemoSpec, demo_federation
 from zk0.node.session import node_dataset
 from zk0.data.uri import parse_dataset_uri
 
-PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 CLIENTS = 10  # two more than tasks: tasks 0 and 1 are dealt to two clients each
 SPEC = DemoSpec(episodes=2, frames_per_episode=12)
 

@@ -13,7 +13,7 @@ from flwr.common.config import get_fused_config_from_dir, parse_config_args
 
 from zk0.ops.run_config_args import RunConfigArgsError, merged_run_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ZK0 = [sys.executable, "-m", "zk0"]
 
 

@@ -5,7 +5,7 @@ Rounds run through the strategy's own `configure_train` and `aggregate_train`. `
 delivers each message to a real Flower ClientApp in this process (as Flower's simulation
 engine does); here that ClientApp answers with scripted weights, shaped exactly as zk0's
 ClientApp answers (one ArrayRecord, one MetricRecord, the node's identity as a ConfigRecord).
-tests/test_robust.py drives zk0's own ClientApp through the same grid.
+tests/unit/test_robust.py drives zk0's own ClientApp through the same grid.
 """
 
 from __future__ import annotations
@@ -36,14 +36,14 @@ from flwr.supercore.task_identity import TaskIdentity
 from zk0.config import RunConfig
 from zk0.server.strategy import FederationError, ZK0Strategy, make_strategy
 
-PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
 def pyproject_run_config(**overrides) -> dict:
     """`[tool.flwr.app.config]` as Flower hands it to the apps, with `overrides` (underscores -> dashes)."""
     with PYPROJECT.open("rb") as handle:
         defaults = tomllib.load(handle)["tool"]["flwr"]["app"]["config"]
-    # Scripted replies carry plain fp32 weights: the fp32 codec (tests/test_transfer.py covers the others).
+    # Scripted replies carry plain fp32 weights: the fp32 codec (tests/unit/test_transfer.py covers the others).
     return defaults | {"update-codec": "fp32"} | {key.replace("_", "-"): value for key, value in overrides.items()}
 
 

@@ -1,6 +1,6 @@
 """zk0.server.sim_actors: where it installs, and the Flower code it relies on.
 
-What it does with a killed actor runs in tests/test_simulation_actor_killed.py (system tier).
+What it does with a killed actor runs in tests/system/test_simulation_actor_killed.py (system tier).
 """
 
 from __future__ import annotations

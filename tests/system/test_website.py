@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-WEBSITE = Path(__file__).resolve().parents[1] / "website"
+WEBSITE = Path(__file__).resolve().parents[2] / "website"
 REPO_URL = "https://github.com/ivelin/zk0"
 DOCS = ("NODE-OPERATORS.md", "ARCHITECTURE.md", "RUNNING.md", "INSTALLATION.md")
 # Without the background-networking flags Chromium keeps dialing hosts this machine can't reach.
