@@ -937,9 +937,10 @@ free_local_port() { any_free_port "$(python_bin)"; }
 # Registrations live in the SuperLink's memory; the keys kept in nodes/ restore them.
 reregister_nodes() {
   [[ $(server_setting mode) == secure ]] || return 0
-  local keys=("$SERVER_DIR"/nodes/*.pub) out line count
+  local keys=("$SERVER_DIR"/nodes/*.pub) out line count status=0
   [[ -f ${keys[0]} ]] || return 0
-  out=$(register_keys "" "${keys[@]}") || true
+  out=$(register_keys "" "${keys[@]}") || status=$?
+  [[ $status -eq 0 || $status -eq $KEYS_REFUSED ]] || exit 1
   while IFS= read -r line; do
     [[ $line != refused* ]] || warn "could not re-register ${line#refused }"
   done <<<"$out"
@@ -963,8 +964,10 @@ check_node_name() {
 # each, its name (NAME for a single key, else the one kept, else the key's comment, else the
 # file name) and the node id Flower gave it in nodes/ for restarts, `server nodes` and the
 # ServerApp's labels. Prints a line per key: "ok <node id>" or "refused <key>: <Flower's
-# reason>"; returns 1 when any was refused. Every key the helper reported registered is kept,
-# even when it stopped early (its lines name their keys).
+# reason>"; returns KEYS_REFUSED when any was refused. Every key the helper reported registered
+# is kept, even when it stopped early (its lines name their keys). Run in a subshell: any other
+# non-zero status is an error it already reported in one line (a full disk), which ends the caller.
+KEYS_REFUSED=3
 register_keys() {
   local name=$1 out key id kept failed=0 line reason="" paths=()
   local -A results=()
@@ -983,7 +986,7 @@ register_keys() {
       id=$(cat "$kept.id" 2>/dev/null || echo "(already registered)")
     elif [[ $id == error:* ]]; then
       echo "refused $key: ${id#error: }"
-      failed=1
+      failed=$KEYS_REFUSED
       continue
     fi
     [[ $key -ef $kept.pub ]] || write_file "$kept.pub" cat "$key"
@@ -1083,7 +1086,9 @@ server_register() {
   [[ $(server_setting mode) == secure ]] || die "the server runs with --insecure: node authentication is off, nothing to register"
   session_running "$SERVER_SESSION" || die "the SuperLink is not running; start it first: $PROG server start"
   # Keys that registered are kept even when others are refused: nothing is lost.
-  out=$(register_keys "$name" "${keys[@]}") || true
+  local status=0
+  out=$(register_keys "$name" "${keys[@]}") || status=$?
+  [[ $status -eq 0 || $status -eq $KEYS_REFUSED ]] || exit 1
   write_node_names
   registered=$(grep -c '^ok ' <<<"$out" || true)
   refused=$(grep -c '^refused ' <<<"$out" || true)

@@ -385,3 +385,15 @@ def test_a_full_disk_at_client_start_leaves_no_partial_node_key(bot: Zk0bot, dem
     pub = (client / "node.key.pub").read_text()
     assert pub.startswith("ecdsa-sha2-nistp384 ") and pub.strip() in again.stderr  # the key the admin must register
     assert "node not registered" in again.stderr, again.stderr  # the server checked the node's signature
+    # Registering it on a full disk: the SuperLink takes the key, zk0bot cannot keep it; one line,
+    # and the next register keeps it (the node is then known by its key).
+    nodes = bot.home / "server" / "nodes"
+    full = on_a_full_disk(bot, 100, "server", "register", str(client / "node.key.pub"))
+    assert full.returncode != 0
+    (kept,) = [line for line in error_lines(full)]
+    assert kept.startswith(f"zk0bot: error: cannot write {nodes}/") and kept.endswith(
+        f"file too large; free space on its disk (df -h {nodes}), then run 'zk0bot server register' again"), kept
+    assert not partial_files(nodes)
+    registered = bot("server", "register", str(client / "node.key.pub"))
+    assert registered.returncode == 0, registered.stderr + registered.stdout
+    assert [path.read_text() for path in nodes.glob("*.pub")] == [pub]
