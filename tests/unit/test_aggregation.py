@@ -236,3 +236,46 @@ def test_round_without_any_result_stops_the_federation(strategy):
     """If every client failed there is nothing to aggregate: a FederationError says so."""
     with pytest.raises(FederationError, match="only 0 usable training result"):
         run_round(strategy, {1: "crashed", 2: "crashed"})
+
+
+def delta_app(step: float, codec: str) -> ClientApp:
+    """A ClientApp speaking zk0's protocol with a delta codec: it rebuilds the broadcast from what
+    it holds (as zk0's ClientApp does) and sends it back moved by `step`, through error feedback."""
+    from zk0.wire import transfer
+    from zk0.wire.codec import ErrorFeedback
+    from zk0.wire.protocol import NodeIdentity, TrainInstructions, TrainReport
+
+    app = ClientApp()
+    held: dict[int, dict] = {}
+    feedback: dict[int, ErrorFeedback] = {}
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        node = context.node_id
+        ins = TrainInstructions.from_content(msg.content)
+        received = transfer.receive(ins.model, held.get(node) if ins.reference_round is not None else None)
+        held[node] = received
+        local = {name: value + np.float32(step) for name, value in received.items()}
+        update = transfer.upload(local, received, codec, feedback.setdefault(node, ErrorFeedback()))
+        report = TrainReport(update, 16, {"train/loss": 1.0}, NodeIdentity(f"local:/data/client_{node}"))
+        return Message(report.to_content(), reply_to=msg)
+
+    return app
+
+
+@pytest.mark.parametrize("codec", ["q8", "q3"])
+def test_small_updates_add_up_in_the_fp32_global(codec):
+    """Weights at 1.0 moved by 1e-3 a round, less than half a bf16 step there (2^-8): with a delta
+    codec the global adds the updates in fp32 and reaches 1.0 + rounds x 1e-3, although every
+    broadcast the nodes train from is bf16. Built on the broadcast instead, it stays within one
+    update of 1.0 (the bf16 codec's whole-weight uploads lose such updates on the way up)."""
+    config = pyproject_run_config(update_codec=codec, node_wait_timeout=1.0)
+    strategy = make_strategy(RunConfig.from_run_config(config))
+    grid = LocalGrid(delta_app(1e-3, codec), {1: {}, 2: {}}, config)
+    arrays = array_record(1.0)
+    for server_round in range(1, 11):
+        messages = strategy.configure_train(server_round, arrays, ConfigRecord(), grid)
+        arrays, _ = strategy.aggregate_train(server_round, grid.send_and_receive(messages))
+    # One message's error feedback may still hold back part of one update (q3 of a constant: none).
+    assert np.allclose(arrays["expert.weight"].numpy(), 1.010, atol=5e-4)
+    assert np.allclose(arrays["expert.bias"].numpy(), -0.990, atol=5e-4)

@@ -8,7 +8,8 @@
   loop); each is screened (zk0.server.screening) into the round's pool (zk0.server.accumulate),
   then the norm rules run; rejected or failed nodes only lose their round, nodes that had not
   answered are late (zk0.server.late). The pool goes to the Flower class that aggregates
-  (zk0.server.aggregation). Too few usable replies: RoundFellShort, and the round loop runs
+  (zk0.server.aggregation); its result, made from the broadcast, moves onto the fp32 global
+  (zk0.wire.transfer.onto_global). Too few usable replies: RoundFellShort, and the round loop runs
   the round again (the same broadcast, a fresh sample) while round-retries allow.
 - configure_evaluate / aggregate_evaluate: only after the last round, on the nodes that
   were never refused.
@@ -168,9 +169,10 @@ class ZK0Strategy:
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         server_round += self.round_offset
         record = self._record(server_round)
-        if record.broadcast is None:
+        broadcast = record.broadcast
+        if broadcast is None:
             raise RuntimeError(f"round {server_round}: aggregate_train called before configure_train")
-        pool = accumulate.for_aggregation(self.streams, record.broadcast.weights, self.max_train_examples, self.spool)
+        pool = accumulate.for_aggregation(self.streams, broadcast.weights, self.max_train_examples, self.spool)
         try:
             accepted, answered = screening.train_replies(server_round, record, replies, pool, self.roster,
                                                          self.config, self.max_train_examples)
@@ -187,11 +189,13 @@ class ZK0Strategy:
             started = time.perf_counter()
             order = sorted(accepted, key=lambda n: (self.roster.claims.get(n, ""), n))
             steps = AGGREGATIONS[self.config.aggregation].flower_class.aggregate_train is not FedAvg.aggregate_train
-            result = accumulate.aggregate(server_round, accepted, order, pool, super().aggregate_train, steps)
+            arrays, metrics = accumulate.aggregate(server_round, accepted, order, pool, super().aggregate_train, steps)
+            if arrays is not None and broadcast.behind is not None:
+                arrays = array_record(transfer.onto_global({name: a.numpy() for name, a in arrays.items()}, broadcast))
             record.aggregate_seconds += time.perf_counter() - started
         finally:
             pool.close()
-        return result
+        return arrays, metrics
 
     def _fell_short(self, server_round: int, record: RoundRecord, usable: int) -> None:
         """Too few usable replies: RoundFellShort while round-retries allow another attempt, else

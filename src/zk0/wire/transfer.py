@@ -9,7 +9,11 @@ Run-config `update-codec` picks the encoding (zk0.wire.codec):
   any other node (late joiner, lost state, another start model) receives the broadcast whole in
   bf16. Broadcasts are kept bf16-representable, so both paths give bit-identical
   weights, and each round's delta aims at the true fp32 global: the rounding error of
-  one round is corrected by the next instead of accumulating.
+  one round is corrected by the next instead of accumulating. For that the server adds the
+  round's aggregate to the fp32 global, not to the broadcast the nodes trained from
+  (`onto_global`): built on the broadcast, the global would keep every round's downlink error,
+  and an update smaller than half a bf16 step (a weight near 1 moving by < 0.004) would be
+  lost every round.
   Up: the node sends `Q(local - broadcast + residual)` with error feedback (the
   quantization residual is carried into its next update, zk0.wire.codec.ErrorFeedback).
 - `q8z`, `q4z`, `q3z`, `q2z`: as qN, with the codes entropy-coded by zstd (lossless: the
@@ -76,6 +80,9 @@ class Broadcast:
     full: dict[str, np.ndarray]  # encoded whole weights
     delta: dict[str, np.ndarray] | None  # encoded delta from the previous broadcast, if any
     previous_round: int | None
+    # What the weights lack of the global they aim at (global - weights, bf16 bits: the error
+    # is a rounding's, its own rounding negligible); None where they are the global exactly.
+    behind: dict[str, np.ndarray] | None = None
 
 
 def make_broadcast(global_weights: Mapping[str, np.ndarray], previous: Broadcast | None, codec: str,
@@ -91,8 +98,18 @@ def make_broadcast(global_weights: Mapping[str, np.ndarray], previous: Broadcast
         weights = bf16_round(_add(previous.weights, decode(delta)))
     else:
         weights = bf16_round(global_weights)
+    behind = encode({name: np.asarray(global_weights[name], np.float32) - weights[name] for name in weights}, "bf16")
     return Broadcast(server_round, weights, encode(weights, "bf16"), delta,
-                     previous.round if delta is not None else None)
+                     previous.round if delta is not None else None, behind)
+
+
+def onto_global(aggregate: Mapping[str, np.ndarray], broadcast: Broadcast) -> Weights:
+    """The new fp32 global: the aggregate of updates the nodes made from `broadcast`, moved by
+    what `broadcast` lacked of the global it aimed at (the next broadcast then carries it)."""
+    if broadcast.behind is None:
+        return dict(aggregate)
+    behind = decode(broadcast.behind)
+    return {name: (np.asarray(value, np.float32) + behind[name]).astype(np.float32) for name, value in aggregate.items()}
 
 
 def start_broadcast(start: Mapping[str, np.ndarray]) -> Broadcast:
