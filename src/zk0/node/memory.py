@@ -1,7 +1,8 @@
 """What a node must remember between rounds of a run: the last global model it received
 (the base of the next delta download), its error-feedback residual and, with run-config
 `keep-optimizer-state`, its AdamW state; with `drift-correction = "scaffold"`, its control
-variate (zk0.node.drift).
+variate (zk0.node.drift); with `personalize = "adapter"`, its personal LoRA adapter
+(zk0.node.personal), which only this node ever reads.
 
 On disk, so that a fresh ClientApp process (deployment), another simulation worker or a
 restarted node picks it up: `<zk0 cache>/node-state/run-<run key>-node-<node key>/`, written
@@ -12,7 +13,7 @@ last memory is also kept in this process, keyed by run and node, and used only w
 holds the same version: in simulation several processes serve the same node in turn, and a
 copy another process has since replaced must never be trusted.
 
-A training's residual and moments stand once the attempt it answered made its round's model,
+A training's residual, moments, variate and adapter stand once the attempt it answered made its round's model,
 which the node learns from a later message (zk0.wire.protocol.Attempts). Until then the state
 the training started from stays beside them (`before/`: hard links to files already written,
 no bytes copied), and `settle` takes the training back when its round runs again (a retry, or
@@ -45,7 +46,8 @@ if TYPE_CHECKING:
     from zk0.wire.protocol import Attempts
 
 STALE_SECONDS = 2 * 24 * 3600
-RESIDUAL, OPTIMIZER, CONTROL = "residual.safetensors", "optimizer.safetensors", "control.safetensors"  # what a training changes
+RESIDUAL, OPTIMIZER, CONTROL, ADAPTER = (  # what a training changes
+    "residual.safetensors", "optimizer.safetensors", "control.safetensors", "adapter.safetensors")
 BEFORE = "before"  # the state the last training started from
 
 
@@ -65,6 +67,7 @@ class NodeMemory:
     feedback: ErrorFeedback = field(default_factory=ErrorFeedback)
     optimizer: dict[int, dict[str, "torch.Tensor"]] | None = None  # torch's optimizer state_dict()["state"]
     control: dict[str, np.ndarray] | None = None  # drift-correction = "scaffold": this node's c_i (zk0.node.drift)
+    adapter: dict[str, np.ndarray] | None = None  # personalize = "adapter": peft's state dict (zk0.node.personal)
     trained: tuple[int, int, int] | None = None  # (round, start, attempt) of the training that left them
     version: str = ""  # changes with every save
     _start: Path | None = field(default=None, repr=False)  # the saved state this training starts from
@@ -91,7 +94,7 @@ class NodeMemory:
         if trained_round < server_round and attempts.made(trained_round) == (start, attempt):
             return
         self._start = path / BEFORE
-        self.feedback, self.optimizer, self.control = ErrorFeedback(), None, None
+        self.feedback, self.optimizer, self.control, self.adapter = ErrorFeedback(), None, None, None
         _read_training(self, self._start)
 
     def save(self) -> None:
@@ -138,13 +141,15 @@ def _save(state: NodeMemory) -> None:
             save_file(residual, str(staging / RESIDUAL))
         if state.control is not None:
             save_file(state.control, str(staging / CONTROL))
+        if state.adapter is not None:
+            save_file(state.adapter, str(staging / ADAPTER))
         if state.optimizer:
             save_torch({f"{index}/{key}": value.detach().cpu().contiguous()
                         for index, entry in state.optimizer.items() for key, value in entry.items()},
                        str(staging / OPTIMIZER))
         if state._start is not None:
             (staging / BEFORE).mkdir()
-            for name in (RESIDUAL, OPTIMIZER, CONTROL):
+            for name in (RESIDUAL, OPTIMIZER, CONTROL, ADAPTER):
                 if (state._start / name).is_file():
                     os.link(state._start / name, staging / BEFORE / name)  # the old directory goes, its files stay
         (staging / "state.json").write_text(json.dumps({"reference_round": state.reference_round,
@@ -168,7 +173,7 @@ def _read(path: Path, run_key: str, node_key: str) -> NodeMemory:
 
 
 def _read_training(state: NodeMemory, path: Path) -> None:
-    """The residual and optimizer state saved in `path` (none saved: none kept)."""
+    """The residual, optimizer state, variate and adapter saved in `path` (none saved: none kept)."""
     from safetensors.numpy import load_file
     from safetensors.torch import load_file as load_torch
 
@@ -176,6 +181,8 @@ def _read_training(state: NodeMemory, path: Path) -> None:
         state.feedback.load_state_dict(load_file(str(path / RESIDUAL)))
     if (path / CONTROL).is_file():
         state.control = load_file(str(path / CONTROL))
+    if (path / ADAPTER).is_file():
+        state.adapter = load_file(str(path / ADAPTER))
     if (path / OPTIMIZER).is_file():
         state.optimizer = {}
         for name, value in load_torch(str(path / OPTIMIZER)).items():
