@@ -235,9 +235,13 @@ def test_the_adapter_persists_in_node_memory_under_the_run_key(adapted, zk0_cach
     _, grid = adapted
     memory._memory.clear()  # what a fresh process finds on disk
     for node, context in grid.contexts.items():
-        kept = NodeMemory.load(grid.run_key, node_key(context.node_config)).adapter
+        mine = NodeMemory.load(grid.run_key, node_key(context.node_config))
+        kept = mine.adapter
         assert kept and all(".lora_A." in name or ".lora_B." in name for name in kept)
         assert any(".lora_B." in name and np.any(value != 0) for name, value in kept.items())  # trained off B = 0
+        # one AdamW over the rounds: 2 rounds x 2 steps, for every adapter tensor (A and B)
+        assert len(mine.adapter_optimizer) == len(kept)
+        assert all(int(entry["step"]) == 4 for entry in mine.adapter_optimizer.values())
         assert NodeMemory.load("another-run", node_key(context.node_config)).adapter is None
 
 

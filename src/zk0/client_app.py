@@ -103,7 +103,8 @@ def train(msg: Message, context: Context) -> Message:
     if adapter:
         # The reply is built; now this node's own adapter over the global model as received.
         session.load_weights(received)
-        memory.adapter = personal.train_adapter(session, memory.adapter, ins.server_round)
+        memory.adapter, memory.adapter_optimizer = personal.train_adapter(
+            session, memory.adapter, memory.adapter_optimizer, ins.server_round)
     if codec not in transfer.FULL_CODECS or memory.optimizer or scaffold or adapter:
         memory.save()
     report = TrainReport(

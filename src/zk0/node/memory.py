@@ -1,8 +1,8 @@
 """What a node must remember between rounds of a run: the last global model it received
 (the base of the next delta download), its error-feedback residual and, with run-config
 `keep-optimizer-state`, its AdamW state; with `drift-correction = "scaffold"`, its control
-variate (zk0.node.drift); with `personalize = "adapter"`, its personal LoRA adapter
-(zk0.node.personal), which only this node ever reads.
+variate (zk0.node.drift); with `personalize = "adapter"`, its personal LoRA adapter and that
+adapter's AdamW state (zk0.node.personal), which only this node ever reads.
 
 On disk, so that a fresh ClientApp process (deployment), another simulation worker or a
 restarted node picks it up: `<zk0 cache>/node-state/run-<run key>-node-<node key>/`, written
@@ -46,8 +46,9 @@ if TYPE_CHECKING:
     from zk0.wire.protocol import Attempts
 
 STALE_SECONDS = 2 * 24 * 3600
-RESIDUAL, OPTIMIZER, CONTROL, ADAPTER = (  # what a training changes
-    "residual.safetensors", "optimizer.safetensors", "control.safetensors", "adapter.safetensors")
+RESIDUAL, OPTIMIZER, CONTROL, ADAPTER, ADAPTER_OPTIMIZER = (  # what a training changes
+    "residual.safetensors", "optimizer.safetensors", "control.safetensors", "adapter.safetensors",
+    "adapter-optimizer.safetensors")
 BEFORE = "before"  # the state the last training started from
 
 
@@ -68,6 +69,7 @@ class NodeMemory:
     optimizer: dict[int, dict[str, "torch.Tensor"]] | None = None  # torch's optimizer state_dict()["state"]
     control: dict[str, np.ndarray] | None = None  # drift-correction = "scaffold": this node's c_i (zk0.node.drift)
     adapter: dict[str, np.ndarray] | None = None  # personalize = "adapter": peft's state dict (zk0.node.personal)
+    adapter_optimizer: dict[int, dict[str, "torch.Tensor"]] | None = None  # its AdamW state, as `optimizer`
     trained: tuple[int, int, int] | None = None  # (round, start, attempt) of the training that left them
     version: str = ""  # changes with every save
     _start: Path | None = field(default=None, repr=False)  # the saved state this training starts from
@@ -94,7 +96,8 @@ class NodeMemory:
         if trained_round < server_round and attempts.made(trained_round) == (start, attempt):
             return
         self._start = path / BEFORE
-        self.feedback, self.optimizer, self.control, self.adapter = ErrorFeedback(), None, None, None
+        self.feedback, self.optimizer, self.control = ErrorFeedback(), None, None
+        self.adapter, self.adapter_optimizer = None, None
         _read_training(self, self._start)
 
     def save(self) -> None:
@@ -143,13 +146,13 @@ def _save(state: NodeMemory) -> None:
             save_file(state.control, str(staging / CONTROL))
         if state.adapter is not None:
             save_file(state.adapter, str(staging / ADAPTER))
-        if state.optimizer:
-            save_torch({f"{index}/{key}": value.detach().cpu().contiguous()
-                        for index, entry in state.optimizer.items() for key, value in entry.items()},
-                       str(staging / OPTIMIZER))
+        for optimizer, name in ((state.optimizer, OPTIMIZER), (state.adapter_optimizer, ADAPTER_OPTIMIZER)):
+            if optimizer:
+                save_torch({f"{index}/{key}": value.detach().cpu().contiguous()
+                            for index, entry in optimizer.items() for key, value in entry.items()}, str(staging / name))
         if state._start is not None:
             (staging / BEFORE).mkdir()
-            for name in (RESIDUAL, OPTIMIZER, CONTROL, ADAPTER):
+            for name in (RESIDUAL, OPTIMIZER, CONTROL, ADAPTER, ADAPTER_OPTIMIZER):
                 if (state._start / name).is_file():
                     os.link(state._start / name, staging / BEFORE / name)  # the old directory goes, its files stay
         (staging / "state.json").write_text(json.dumps({"reference_round": state.reference_round,
@@ -184,10 +187,18 @@ def _read_training(state: NodeMemory, path: Path) -> None:
     if (path / ADAPTER).is_file():
         state.adapter = load_file(str(path / ADAPTER))
     if (path / OPTIMIZER).is_file():
-        state.optimizer = {}
-        for name, value in load_torch(str(path / OPTIMIZER)).items():
-            index, key = name.split("/", 1)
-            state.optimizer.setdefault(int(index), {})[key] = value
+        state.optimizer = _optimizer(load_torch(str(path / OPTIMIZER)))
+    if (path / ADAPTER_OPTIMIZER).is_file():
+        state.adapter_optimizer = _optimizer(load_torch(str(path / ADAPTER_OPTIMIZER)))
+
+
+def _optimizer(saved: dict) -> dict[int, dict]:
+    """torch's optimizer state ({parameter index: {key: tensor}}) from its flat `index/key` names."""
+    state: dict[int, dict] = {}
+    for name, value in saved.items():
+        index, key = name.split("/", 1)
+        state.setdefault(int(index), {})[key] = value
+    return state
 
 
 def _purge_stale(root: Path) -> None:
