@@ -68,7 +68,7 @@ def main() -> int:
             """The final global model with `adapter_state` merged in, on every held-out frame."""
             session.load_weights(saved.global_weights)
             if adapter_state is not None:
-                with personal._personal_adapter(session, adapter_state) as adapter:
+                with personal.adapter_on(session, adapter_state) as adapter:
                     adapter.merge()
             batches = fixed_batches(heldout, base.batch_size, 0, all_batches(heldout, base.batch_size))
             result = evaluate_policy(session.policy, session.preprocessor, session.postprocessor, batches)

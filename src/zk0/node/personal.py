@@ -15,9 +15,10 @@ from that, then puts the round's global model back, adds its adapter and trains 
 for `adapter_steps` steps (`personal-steps` spread over the rounds) at `personal-lr`. The adapter
 and its AdamW moments live in node memory (zk0.node.memory, under the run key) between rounds
 and never enter a reply: its steps over the rounds are one optimizer's (measured on the tiny
-demo, restarting AdamW every 10 steps at lr 1e-2 undid most of what 120 steps bought). When the final evaluation brings the last global model, the node merges its adapter into
-it (peft's `merge_and_unload`: a plain SmolVLA checkpoint, no adapter files) and saves and scores
-that as its personal model; a node that trained no round has no adapter and reports no personal score.
+demo, restarting AdamW every 10 steps at lr 1e-2 undid most of what 120 steps bought). When the
+final evaluation brings the last global model, the node merges its adapter into it (peft's
+`merge_and_unload`: a plain SmolVLA checkpoint, no adapter files) and saves and scores that as
+its personal model; a node that trained no round has no adapter and reports no personal score.
 
 Where the personal model goes (`personal_dir`):
 - simulation (the node's config holds a `partition-id`; the nodes run on the server's machine):
@@ -120,7 +121,8 @@ def _adapter_spec(config):
     return LoraSpec(config.lora_rank, config.lora_alpha, "fedit", config.seed, config.lora_targets)
 
 
-def _personal_adapter(session, state: dict[str, np.ndarray] | None):
+def adapter_on(session, state: dict[str, np.ndarray] | None):
+    """The session's policy with this node's adapter `state` on it, for a `with` block (zk0.policy.lora)."""
     from zk0.policy.lora import personal_adapter
     from zk0.policy.presets import pretrained_path
 
@@ -134,7 +136,7 @@ def train_adapter(session, state: dict[str, np.ndarray] | None, optimizer: dict 
     from zk0.policy.train import train_local
 
     config = session.config
-    with _personal_adapter(session, state) as adapter:
+    with adapter_on(session, state) as adapter:
         result = train_local(adapter.model, session.preprocessor, session.train_batches(seed=PERSONAL_SEED + server_round),
                              steps=adapter_steps(config), lr=config.personal_lr or config.lr, proximal_mu=0.0,
                              desc=f"round {server_round} adapter {session.data.uri}",
@@ -148,7 +150,7 @@ def merge_adapter(session, directory: Path, state: dict[str, np.ndarray]) -> Non
     from zk0.run.checkpoint import write_model
 
     config = session.config
-    with _personal_adapter(session, state) as adapter:
+    with adapter_on(session, state) as adapter:
         policy = adapter.merge()
     directory.parent.mkdir(parents=True, exist_ok=True)
     with replace_dir(directory) as staging:
