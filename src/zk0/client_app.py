@@ -7,7 +7,9 @@ episodes, then trains, and replies with its encoded update and both sets of metr
 A query message at the start of a run asks for this dataset's normalization statistics
 (zk0.data.stats: a few numbers per joint, never frames); an evaluate message after the last
 round scores the final global model (and, with run-config `personalize`, fine-tunes it into
-this node's personal model, kept on this node: zk0.node.personal). Frames, frozen weights and the dataset never leave.
+this node's personal model, kept on this node: zk0.node.personal; with `personalize = "adapter"`
+each train message also trains the node's personal adapter after its reply is built). Frames,
+frozen weights, personal weights and the dataset never leave.
 """
 
 from __future__ import annotations
@@ -97,7 +99,13 @@ def train(msg: Message, context: Context) -> Message:
         memory.control = drift.own_update(trained, received, correction)
     memory.optimizer = result.optimizer_state
     memory.trained = (ins.server_round, ins.attempts.start, ins.attempt)
-    if codec not in transfer.FULL_CODECS or memory.optimizer or scaffold:
+    adapter = session.config.personalize == "adapter"
+    if adapter:
+        # The reply is built; now this node's own adapter over the global model as received.
+        session.load_weights(received)
+        memory.adapter, memory.adapter_optimizer = personal.train_adapter(
+            session, memory.adapter, memory.adapter_optimizer, ins.server_round)
+    if codec not in transfer.FULL_CODECS or memory.optimizer or scaffold or adapter:
         memory.save()
     report = TrainReport(
         update=upload,
@@ -128,21 +136,32 @@ def evaluate(msg: Message, context: Context) -> Message:
     scores = _evaluate(session)
     metrics = {"startup-seconds": session.startup_seconds}
     mine = None
-    if session.config.personalize == "finetune" and session.has_heldout:
+    if session.config.personalize != "none" and session.has_heldout:
         try:
-            mine, seconds = _personalize(session, ins, context)
-            metrics["personal/train-seconds"] = seconds
+            made = _personalize(session, ins, context)
+            if made is not None:
+                mine, metrics["personal/train-seconds"] = made
         finally:
             session.load_weights(received)  # the process's shared policy holds the global model again
     report = EvaluateReport(scores, session.identity(), metrics, personal=mine)
     return Message(report.to_content(), reply_to=msg)
 
 
-def _personalize(session: NodeSession, ins: EvaluateInstructions, context: Context) -> tuple[Scores, float]:
-    """Fine-tune the received global model into this node's personal model, saved on this node."""
+def _personalize(session: NodeSession, ins: EvaluateInstructions, context: Context) -> tuple[Scores, float] | None:
+    """This node's personal model from the received global model (fine-tuned, or with its
+    adapter merged in), saved on this node; None: an adapter node that trained no round."""
     config = session.config
-    directory = personal.personal_dir(dict(context.node_config), ins.run_dir, node_key(context.node_config))
-    made = personal.finetune(session, directory, config.personal_steps, config.personal_lr or config.lr)
+    key = node_key(context.node_config)
+    directory = personal.personal_dir(dict(context.node_config), ins.run_dir, key)
+    started = time.perf_counter()
+    if config.personalize == "finetune":
+        personal.finetune(session, directory, config.personal_steps, config.personal_lr or config.lr)
+    else:
+        adapter = NodeMemory.load(ins.run_key, key).adapter
+        if adapter is None:
+            return None
+        personal.merge_adapter(session, directory, adapter)
+    seconds = time.perf_counter() - started
     scores = _evaluate(session)
-    personal.record_scores(made.directory, {"heldout": scores.metrics(), "server_round": ins.server_round})
-    return scores, made.seconds
+    personal.record_scores(directory, {"heldout": scores.metrics(), "server_round": ins.server_round})
+    return scores, seconds

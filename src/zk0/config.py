@@ -23,8 +23,10 @@ LR_SCHEDULES = ("constant", "cosine")
 NORMALIZATIONS = ("federated", "local")
 # none: every node is scored with the global model; finetune: after the last round each node
 # fine-tunes the final global model on its own training episodes (personal-steps), keeps the
-# result on its own disk and reports only its score (zk0.node.personal).
-PERSONALIZATIONS = ("none", "finetune")
+# result on its own disk and reports only its score; adapter: each node trains a personal LoRA
+# adapter over the global model every round it trains, merged into the final global model for
+# its personal model (zk0.node.personal).
+PERSONALIZATIONS = ("none", "finetune", "adapter")
 # none: plain local steps; scaffold: SCAFFOLD-style control variates kept in node memory,
 # estimated from the global models the node receives (zk0.node.drift): nothing extra travels.
 DRIFT_CORRECTIONS = ("none", "scaffold")
@@ -145,6 +147,11 @@ class RunConfig:
         if self.personalize != "none" and self.fraction_evaluate == 0.0:
             raise ConfigError(f"run-config key 'personalize' is '{self.personalize}' but fraction-evaluate is 0: "
                               f"nodes personalize when the final evaluation reaches them; set fraction-evaluate > 0")
+        if self.personalize == "adapter" and self.trainable == "lora":
+            # The shared part would itself be a LoRA adapter on the same layers: a second one on top
+            # is not built.
+            raise ConfigError("run-config key 'personalize' is 'adapter' but trainable is 'lora': a personal adapter "
+                              "goes over the shared expert; set trainable='expert' or personalize='finetune'")
         plain_average = self.aggregation == "fedprox" or (
             self.aggregation == "fedavgm" and self.server_lr == 1.0 and self.server_momentum == 0.0)
         if self.drift_correction == "scaffold" and not plain_average:

@@ -3,12 +3,14 @@
 A personal model is made on its node and stays there: the test runs zk0's whole ServerApp over
 zk0's ClientApp in this process (simulated nodes: their folders sit in the run directory), then
 checks that the personal models load with LeRobot, that every evaluate reply carried numbers
-only, and that none of the server's records holds a personal weight.
+only, and that none of the server's records holds a personal weight. With `personalize =
+"adapter"` every train reply is the one the same run without personalization gets, to the bit.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +25,11 @@ from zk0.client_app import app as zk0_client_app
 from zk0.config import ConfigError, RunConfig
 from zk0.node import drift
 from zk0.node.personal import NODES, PERSONAL, PersonalError, personal_dir
+from zk0.node.personal import adapter_steps as personal_adapter_steps
 from zk0.run.directory import PRETRAINED, RunDir
-from zk0.wire.protocol import EvaluateReport, NodeIdentity, ProtocolError, Scores
+from zk0.wire import transfer
+from zk0.node.memory import ADAPTER, NodeMemory, node_key
+from zk0.wire.protocol import EvaluateReport, NodeIdentity, ProtocolError, Scores, TrainInstructions, TrainReport
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -36,16 +41,22 @@ def one_torch_thread():
 
 
 class RecordingGrid(LocalGrid):
-    """LocalGrid that keeps every evaluate reply's content, as it left the node."""
+    """LocalGrid that keeps every train and evaluate reply's content, as it left the node, and
+    the run key the train messages carry."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.evaluate_replies: list[RecordDict] = []
+        self.train_replies: list[tuple[int, RecordDict]] = []  # (node, content), in delivery order
+        self.run_key = ""
 
     def _deliver(self, message):
         reply = super()._deliver(message)
         if message.metadata.message_type == MessageType.EVALUATE and reply.has_content():
             self.evaluate_replies.append(reply.content)
+        if message.metadata.message_type == MessageType.TRAIN and reply.has_content():
+            self.run_key = TrainInstructions.from_content(message.content).run_key
+            self.train_replies.append((message.metadata.dst_node_id, reply.content))
         return reply
 
 
@@ -184,3 +195,107 @@ def test_scaffold_runs_through_the_federation(tmp_path, demo_roots, zk0_cache_di
     rows = run.read_metrics()
     assert [len(row["clients"]) for row in rows] == [0, 2, 2, 2]
     assert all(np.isfinite(row["eval/action_mse"]) for row in rows)
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory, demo_roots, zk0_cache_dir):
+    return federate(tmp_path_factory.mktemp("plain"), demo_roots)
+
+
+@pytest.fixture(scope="module")
+def adapted(tmp_path_factory, demo_roots, zk0_cache_dir):
+    # 2 rounds, 4 personal steps: 2 adapter steps per round; lr 1e-2 so that B moves visibly off zero.
+    return federate(tmp_path_factory.mktemp("adapter"), demo_roots, personalize="adapter", personal_steps=4,
+                    personal_lr=1e-2, lora_rank=4, lora_alpha=4.0)
+
+
+def _timeless(metrics) -> dict:
+    return {key: value for key, value in metrics.items() if "second" not in key}
+
+
+def test_adapter_train_replies_are_the_ones_without_personalization(plain, adapted):
+    """Same seed, same data: every train reply (update bytes, counts, scores of the received
+    model, labels) is what the run with personalize = "none" got; only timings differ."""
+    (_, without), (_, with_adapter) = plain, adapted
+    assert len(with_adapter.train_replies) == len(without.train_replies) == 4  # 2 rounds x 2 nodes
+    for (node, content), (other_node, other) in zip(with_adapter.train_replies, without.train_replies, strict=True):
+        assert node == other_node
+        assert set(content.array_records) == set(other.array_records) == {"arrays"}
+        mine, theirs = TrainReport.from_content(content), TrainReport.from_content(other)
+        assert mine.update.keys() == theirs.update.keys()
+        for name, value in mine.update.items():
+            assert value.dtype == theirs.update[name].dtype and value.tobytes() == theirs.update[name].tobytes(), name
+        assert _timeless(content["metrics"]) == _timeless(other["metrics"])
+        assert dict(content.config_records) == dict(other.config_records)
+
+
+def test_the_adapter_persists_in_node_memory_under_the_run_key(adapted, zk0_cache_dir):
+    from zk0.node import memory
+
+    _, grid = adapted
+    memory._memory.clear()  # what a fresh process finds on disk
+    for node, context in grid.contexts.items():
+        mine = NodeMemory.load(grid.run_key, node_key(context.node_config))
+        kept = mine.adapter
+        assert kept and all(".lora_A." in name or ".lora_B." in name for name in kept)
+        assert any(".lora_B." in name and np.any(value != 0) for name, value in kept.items())  # trained off B = 0
+        # one AdamW over the rounds: 2 rounds x 2 steps, for every adapter tensor (A and B)
+        assert len(mine.adapter_optimizer) == len(kept)
+        assert all(int(entry["step"]) == 4 for entry in mine.adapter_optimizer.values())
+        assert NodeMemory.load("another-run", node_key(context.node_config)).adapter is None
+
+
+def test_the_adapter_personal_model_loads_and_is_the_global_model_with_the_adapter_merged(adapted):
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+    run, _ = adapted
+    final = run.read_metrics()[-1]
+    assert len(final["client_eval"]) == 2
+    for metrics in final["client_eval"].values():
+        assert metrics["personal/num-examples"] == metrics["num-examples"] == 2
+        assert metrics["personal/eval/action_mse"] != metrics["eval/action_mse"]
+    global_weights = load_file(str(run.checkpoint(2) / PRETRAINED / "model.safetensors"))
+    received = transfer.bf16_round(global_weights)
+    # LeRobot's default targets: the expert's q/v projections and the state/action/time projections
+    projections = ("state_proj", "action_in_proj", "action_out_proj", "action_time_mlp_in", "action_time_mlp_out")
+    targets = {name for name in global_weights if name.endswith(".weight") and (
+        re.fullmatch(r"model\.vlm_with_expert\.lm_expert\.layers\.\d+\.self_attn\.[qv]_proj\.weight", name)
+        or name in {f"model.{projection}.weight" for projection in projections})}
+    assert len(targets) > len(projections)
+    for i in range(2):
+        folder = run.path / NODES / f"client_{i}" / PERSONAL
+        record = json.loads((folder / "zk0_personal.json").read_text())
+        assert record["personalize"] == "adapter" and record["merged"] and record["steps_per_round"] == 2
+        assert not (folder / "adapter").exists()  # merged: a plain SmolVLA checkpoint
+        policy = SmolVLAPolicy.from_pretrained(folder / PRETRAINED)
+        assert not getattr(policy.config, "use_peft", False)
+        personal = load_file(str(folder / PRETRAINED / "model.safetensors"))
+        assert personal.keys() == global_weights.keys()
+        # the node received the final model's trainable weights as bf16 (the evaluate message's codec)
+        changed = {name for name, value in personal.items()
+                   if not (np.array_equal(value, global_weights[name]) or np.array_equal(value, received[name]))}
+        assert changed == targets
+
+
+def test_no_adapter_reaches_the_server(adapted, zk0_cache_dir):
+    run, grid = adapted
+    for content in grid.evaluate_replies:
+        assert not content.array_records
+    for _, content in grid.train_replies:
+        assert not any("lora" in name for name in TrainReport.from_content(content).update)
+    server_tensors = [tensor for path in run.path.rglob("*.safetensors") if NODES not in path.relative_to(run.path).parts
+                      for tensor in load_file(str(path)).values()]
+    kept = [tensor for path in zk0_cache_dir.glob(f"node-state/run-{grid.run_key}-node-*/{ADAPTER}")
+            for tensor in load_file(str(path)).values()]
+    assert len(kept) > 0 and server_tensors
+    for value in kept:
+        assert not any(t.shape == value.shape and np.array_equal(t, value) for t in server_tensors)
+
+
+def test_adapter_refuses_lora_training_and_needs_the_final_evaluation():
+    with pytest.raises(ConfigError, match="personalize.*trainable='expert'"):
+        RunConfig.from_run_config(pyproject_run_config(personalize="adapter", trainable="lora"))
+    with pytest.raises(ConfigError, match="fraction-evaluate"):
+        RunConfig.from_run_config(pyproject_run_config(personalize="adapter", fraction_evaluate=0.0))
+    config = RunConfig.from_run_config(pyproject_run_config(personalize="adapter", personal_steps=100, num_rounds=12))
+    assert personal_adapter_steps(config) == 9  # ceil(100 / 12): at least the personal steps asked for

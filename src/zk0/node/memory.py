@@ -1,7 +1,8 @@
 """What a node must remember between rounds of a run: the last global model it received
 (the base of the next delta download), its error-feedback residual and, with run-config
 `keep-optimizer-state`, its AdamW state; with `drift-correction = "scaffold"`, its control
-variate (zk0.node.drift).
+variate (zk0.node.drift); with `personalize = "adapter"`, its personal LoRA adapter and that
+adapter's AdamW state (zk0.node.personal), which only this node ever reads.
 
 On disk, so that a fresh ClientApp process (deployment), another simulation worker or a
 restarted node picks it up: `<zk0 cache>/node-state/run-<run key>-node-<node key>/`, written
@@ -12,7 +13,7 @@ last memory is also kept in this process, keyed by run and node, and used only w
 holds the same version: in simulation several processes serve the same node in turn, and a
 copy another process has since replaced must never be trusted.
 
-A training's residual and moments stand once the attempt it answered made its round's model,
+A training's residual, moments, variate and adapter stand once the attempt it answered made its round's model,
 which the node learns from a later message (zk0.wire.protocol.Attempts). Until then the state
 the training started from stays beside them (`before/`: hard links to files already written,
 no bytes copied), and `settle` takes the training back when its round runs again (a retry, or
@@ -45,7 +46,9 @@ if TYPE_CHECKING:
     from zk0.wire.protocol import Attempts
 
 STALE_SECONDS = 2 * 24 * 3600
-RESIDUAL, OPTIMIZER, CONTROL = "residual.safetensors", "optimizer.safetensors", "control.safetensors"  # what a training changes
+RESIDUAL, OPTIMIZER, CONTROL, ADAPTER, ADAPTER_OPTIMIZER = (  # what a training changes
+    "residual.safetensors", "optimizer.safetensors", "control.safetensors", "adapter.safetensors",
+    "adapter-optimizer.safetensors")
 BEFORE = "before"  # the state the last training started from
 
 
@@ -65,6 +68,8 @@ class NodeMemory:
     feedback: ErrorFeedback = field(default_factory=ErrorFeedback)
     optimizer: dict[int, dict[str, "torch.Tensor"]] | None = None  # torch's optimizer state_dict()["state"]
     control: dict[str, np.ndarray] | None = None  # drift-correction = "scaffold": this node's c_i (zk0.node.drift)
+    adapter: dict[str, np.ndarray] | None = None  # personalize = "adapter": peft's state dict (zk0.node.personal)
+    adapter_optimizer: dict[int, dict[str, "torch.Tensor"]] | None = None  # its AdamW state, as `optimizer`
     trained: tuple[int, int, int] | None = None  # (round, start, attempt) of the training that left them
     version: str = ""  # changes with every save
     _start: Path | None = field(default=None, repr=False)  # the saved state this training starts from
@@ -92,6 +97,7 @@ class NodeMemory:
             return
         self._start = path / BEFORE
         self.feedback, self.optimizer, self.control = ErrorFeedback(), None, None
+        self.adapter, self.adapter_optimizer = None, None
         _read_training(self, self._start)
 
     def save(self) -> None:
@@ -138,13 +144,15 @@ def _save(state: NodeMemory) -> None:
             save_file(residual, str(staging / RESIDUAL))
         if state.control is not None:
             save_file(state.control, str(staging / CONTROL))
-        if state.optimizer:
-            save_torch({f"{index}/{key}": value.detach().cpu().contiguous()
-                        for index, entry in state.optimizer.items() for key, value in entry.items()},
-                       str(staging / OPTIMIZER))
+        if state.adapter is not None:
+            save_file(state.adapter, str(staging / ADAPTER))
+        for optimizer, name in ((state.optimizer, OPTIMIZER), (state.adapter_optimizer, ADAPTER_OPTIMIZER)):
+            if optimizer:
+                save_torch({f"{index}/{key}": value.detach().cpu().contiguous()
+                            for index, entry in optimizer.items() for key, value in entry.items()}, str(staging / name))
         if state._start is not None:
             (staging / BEFORE).mkdir()
-            for name in (RESIDUAL, OPTIMIZER, CONTROL):
+            for name in (RESIDUAL, OPTIMIZER, CONTROL, ADAPTER, ADAPTER_OPTIMIZER):
                 if (state._start / name).is_file():
                     os.link(state._start / name, staging / BEFORE / name)  # the old directory goes, its files stay
         (staging / "state.json").write_text(json.dumps({"reference_round": state.reference_round,
@@ -168,7 +176,7 @@ def _read(path: Path, run_key: str, node_key: str) -> NodeMemory:
 
 
 def _read_training(state: NodeMemory, path: Path) -> None:
-    """The residual and optimizer state saved in `path` (none saved: none kept)."""
+    """The residual, optimizer state, variate and adapter saved in `path` (none saved: none kept)."""
     from safetensors.numpy import load_file
     from safetensors.torch import load_file as load_torch
 
@@ -176,11 +184,21 @@ def _read_training(state: NodeMemory, path: Path) -> None:
         state.feedback.load_state_dict(load_file(str(path / RESIDUAL)))
     if (path / CONTROL).is_file():
         state.control = load_file(str(path / CONTROL))
+    if (path / ADAPTER).is_file():
+        state.adapter = load_file(str(path / ADAPTER))
     if (path / OPTIMIZER).is_file():
-        state.optimizer = {}
-        for name, value in load_torch(str(path / OPTIMIZER)).items():
-            index, key = name.split("/", 1)
-            state.optimizer.setdefault(int(index), {})[key] = value
+        state.optimizer = _optimizer(load_torch(str(path / OPTIMIZER)))
+    if (path / ADAPTER_OPTIMIZER).is_file():
+        state.adapter_optimizer = _optimizer(load_torch(str(path / ADAPTER_OPTIMIZER)))
+
+
+def _optimizer(saved: dict) -> dict[int, dict]:
+    """torch's optimizer state ({parameter index: {key: tensor}}) from its flat `index/key` names."""
+    state: dict[int, dict] = {}
+    for name, value in saved.items():
+        index, key = name.split("/", 1)
+        state.setdefault(int(index), {})[key] = value
+    return state
 
 
 def _purge_stale(root: Path) -> None:

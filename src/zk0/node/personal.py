@@ -8,6 +8,18 @@ point is to leave the federation's optimum for this node's task), saves the resu
 checkpoint, scores it on the same held-out episodes and replies both scores: numbers only, the
 evaluate reply holds no arrays (zk0.wire.protocol.EvaluateReport).
 
+`adapter`: the node keeps a personal LoRA adapter (LeRobot's `wrap_with_peft` on the run's
+`lora-targets`, `lora-rank`, `lora-alpha`; A and B both train) over the shared trainable part,
+FedRep-like: each round it trains the shared part exactly as with `none` and builds its reply
+from that, then puts the round's global model back, adds its adapter and trains only the adapter
+for `adapter_steps` steps (`personal-steps` spread over the rounds) at `personal-lr`. The adapter
+and its AdamW moments live in node memory (zk0.node.memory, under the run key) between rounds
+and never enter a reply: its steps over the rounds are one optimizer's (measured on the tiny
+demo, restarting AdamW every 10 steps at lr 1e-2 undid most of what 120 steps bought). When the
+final evaluation brings the last global model, the node merges its adapter into it (peft's
+`merge_and_unload`: a plain SmolVLA checkpoint, no adapter files) and saves and scores that as
+its personal model; a node that trained no round has no adapter and reports no personal score.
+
 Where the personal model goes (`personal_dir`):
 - simulation (the node's config holds a `partition-id`; the nodes run on the server's machine):
   `<run directory>/nodes/client_<partition>/personal/`, beside the run's records, so that
@@ -25,11 +37,14 @@ was made and what it scored.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from zk0.util.atomic import replace_dir
 
@@ -91,6 +106,60 @@ def finetune(session, directory: Path, steps: int, lr: float) -> PersonalResult:
             "train/loss": result.loss, "train_episodes": list(session.data.train_episodes),
             "heldout_episodes": list(session.data.heldout_episodes)}, indent=2))
     return PersonalResult(directory, steps, lr, result.loss, time.perf_counter() - started)
+
+
+def adapter_steps(config) -> int:
+    """A personal adapter's steps per round the node trains: `personal-steps` spread over the
+    rounds (at least one), so that both methods spend about the same personal steps."""
+    return max(1, math.ceil(config.personal_steps / config.num_rounds))
+
+
+def _adapter_spec(config):
+    from zk0.policy.lora import LoraSpec
+
+    # A and B both train ("fedit"): nothing is averaged, so FFA's frozen A buys nothing here.
+    return LoraSpec(config.lora_rank, config.lora_alpha, "fedit", config.seed, config.lora_targets)
+
+
+def adapter_on(session, state: dict[str, np.ndarray] | None):
+    """The session's policy with this node's adapter `state` on it, for a `with` block (zk0.policy.lora)."""
+    from zk0.policy.lora import personal_adapter
+    from zk0.policy.presets import pretrained_path
+
+    return personal_adapter(session.policy, _adapter_spec(session.config), pretrained_path(session.config.model), state)
+
+
+def train_adapter(session, state: dict[str, np.ndarray] | None, optimizer: dict | None,
+                  server_round: int) -> tuple[dict[str, np.ndarray], dict]:
+    """This node's adapter and its AdamW state after `adapter_steps` more steps over the global
+    model the session's policy holds, the shared part frozen (`state` None: a fresh adapter, B at zero)."""
+    from zk0.policy.train import train_local
+
+    config = session.config
+    with adapter_on(session, state) as adapter:
+        result = train_local(adapter.model, session.preprocessor, session.train_batches(seed=PERSONAL_SEED + server_round),
+                             steps=adapter_steps(config), lr=config.personal_lr or config.lr, proximal_mu=0.0,
+                             desc=f"round {server_round} adapter {session.data.uri}",
+                             optimizer_state=optimizer, keep_optimizer_state=True)
+        return adapter.state(), result.optimizer_state
+
+
+def merge_adapter(session, directory: Path, state: dict[str, np.ndarray]) -> None:
+    """Fold the node's adapter into the global model the session's policy holds and save that
+    under `directory`; the policy keeps the merged weights (the caller restores)."""
+    from zk0.run.checkpoint import write_model
+
+    config = session.config
+    with adapter_on(session, state) as adapter:
+        policy = adapter.merge()
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with replace_dir(directory) as staging:
+        write_model(staging, policy, session.preprocessor, session.postprocessor)
+        (staging / RECORD).write_text(json.dumps({
+            "personalize": "adapter", "dataset": str(session.data.uri), "steps_per_round": adapter_steps(config),
+            "lr": config.personal_lr or config.lr, "lora_rank": config.lora_rank, "lora_alpha": config.lora_alpha,
+            "lora_targets": config.lora_targets, "merged": True, "train_episodes": list(session.data.train_episodes),
+            "heldout_episodes": list(session.data.heldout_episodes)}, indent=2))
 
 
 def record_scores(directory: Path, scores: dict) -> None:

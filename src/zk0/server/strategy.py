@@ -230,7 +230,7 @@ class ZK0Strategy:
         codec = "fp32" if self.config.update_codec == "fp32" else "bf16"
         model = transfer.encode({name: array.numpy() for name, array in arrays.items()}, codec)
         return instructions.evaluate_messages(self._record(server_round), nodes, EvaluateInstructions(
-            server_round, model, self.federation_stats, self.run_dir))
+            server_round, model, self.federation_stats, self.run_dir, self.run_key))
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         server_round += self.round_offset

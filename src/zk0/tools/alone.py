@@ -173,9 +173,12 @@ def alone_table(alone: dict) -> str:
         "",
         "Each client's local-only twin (alone: `lerobot-train` on its own training episodes, from the same start "
         "model, for the steps it took in the federation), the federation's final model (global)"
-        + (" and the client's personal model (personalized: the global model fine-tuned on its own training "
-           f"episodes for {alone.get('personal_steps')} steps, run-config personalize = "
-           f"'{alone.get('personalize')}')" if personalized else "")
+        + (f" and the client's personal model (personalized, run-config personalize = '{alone.get('personalize')}': "
+           + (f"the global model fine-tuned on its own training episodes for {alone.get('personal_steps')} steps"
+              if alone.get("personalize") == "finetune" else
+              f"the global model with its personal LoRA adapter merged in, trained on its own training episodes "
+              f"over the rounds, {alone.get('personal_steps')} steps in all")
+           + ")" if personalized else "")
         + ". Held-out action MSE over every frame (lower is better); gaps against alone, negative when it pays.",
         "",
         "| client | dataset | steps | " + " | ".join(headings) + " |",

@@ -301,16 +301,19 @@ class TrainInstructions:
 @dataclass
 class EvaluateInstructions:
     """After the last round: the final global model, whole, and the server's run directory
-    (a simulated node keeps its personal model in it; a deployed node takes only its name)."""
+    (a simulated node keeps its personal model in it; a deployed node takes only its name) and
+    the run key (a node with a personal adapter finds it in its memory under that key)."""
 
     server_round: int
     model: dict[str, np.ndarray]
     stats: dict | None = None
     run_dir: str = ""
+    run_key: str = ""
 
     def to_content(self) -> RecordDict:
         content = RecordDict({ARRAYS: array_record(self.model),
-                              CONFIG: ConfigRecord({"server-round": self.server_round, "run-dir": self.run_dir})})
+                              CONFIG: ConfigRecord({"server-round": self.server_round, "run-dir": self.run_dir,
+                                                    "run-key": self.run_key})})
         if self.stats:
             content[STATS] = stats_record(self.stats)
         return content
@@ -319,7 +322,7 @@ class EvaluateInstructions:
     def from_content(cls, content: RecordDict) -> "EvaluateInstructions":
         return cls(int(content[CONFIG]["server-round"]), read_arrays(content[ARRAYS]),
                    read_stats(content[STATS]) if STATS in content else None,
-                   str(content[CONFIG].get("run-dir", "")))
+                   str(content[CONFIG].get("run-dir", "")), str(content[CONFIG].get("run-key", "")))
 
 
 # ---------------------------------------------------------------- node -> server
