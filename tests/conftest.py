@@ -27,6 +27,17 @@ def pytest_collection_modifyitems(config, items) -> None:
         item.add_marker(pytest.mark.system if item.path.parent.name == "system" else pytest.mark.unit)
 
 
+@pytest.fixture(autouse=True)
+def ordinary_scheduling() -> Iterator[None]:
+    """Put this process back on the ordinary scheduler after each test. As root, something in the
+    sim tests' path (ffmpeg's SVT-AV1 encoder is the suspect: it switches its thread to real time)
+    left pytest at SCHED_FIFO 99; every process a later test started inherited it, and one busy
+    thread then starved both cores (test_closed_loop hung past its timeout)."""
+    yield
+    if os.sched_getscheduler(0) != os.SCHED_OTHER:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
 # Small datasets keep the session fast; 4 episodes leave 2 to train on and 2 held out.
 DEMO_EPISODES = 4
 DEMO_FRAMES = 30

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_simulation_e2e import run_simulation
 
 pytestmark = pytest.mark.timeout(900)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 ZK0 = Path(sys.executable).with_name("zk0")
 ROUNDS = 2
 
@@ -30,14 +30,14 @@ def sim_run(tmp_path_factory: pytest.TempPathFactory):
     recorded = subprocess.run([str(ZK0), "sim-data", str(base / "sim" / "sim-so101-2"), "--clients", "2"],
                               capture_output=True, text=True, env=env, timeout=600)
     assert recorded.returncode == 0, recorded.stderr[-2000:]
-    run = subprocess.run(
-        [str(REPO_ROOT / "train-fl-simulation.sh"), "--sim", "so101", "--rounds", str(ROUNDS),
-         "--output-dir", str(base / "outputs"),
-         "--run-config", "local-steps=3 eval-episodes=10 eval-env-every=1"],
-        capture_output=True, text=True, env=env, timeout=840)
-    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    # In its own process group, ended whole on a timeout (a killed script's children would
+    # hold its output pipes open and hang the test).
+    run = run_simulation(["--sim", "so101", "--rounds", str(ROUNDS), "--output-dir", str(base / "outputs"),
+                          "--run-config", "local-steps=3 eval-episodes=10 eval-env-every=1"],
+                         base / "sim", base / "run.log", timeout=840)
+    assert run.returncode == 0 and not run.timed_out, run.output[-3000:]
     (run_dir,) = (base / "outputs").iterdir()
-    return recorded.stderr, run.stdout + run.stderr, run_dir, base
+    return recorded.stderr, run.output, run_dir, base
 
 
 def test_the_scripted_expert_succeeds_in_at_least_95_percent_of_recorded_episodes(sim_run):
