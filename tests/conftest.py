@@ -29,10 +29,11 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 @pytest.fixture(autouse=True)
 def ordinary_scheduling() -> Iterator[None]:
-    """Put this process back on the ordinary scheduler after each test. As root, something in the
-    sim tests' path (ffmpeg's SVT-AV1 encoder is the suspect: it switches its thread to real time)
-    left pytest at SCHED_FIFO 99; every process a later test started inherited it, and one busy
-    thread then starved both cores (test_closed_loop hung past its timeout)."""
+    """Put this process back on the ordinary scheduler after each test. As root, writing a LeRobot
+    dataset's videos left pytest at SCHED_FIFO 99 (zk0's writers now restore it:
+    zk0.util.scheduling); every process a later test started inherited it, and one busy thread
+    then starved both cores (test_closed_loop hung past its timeout). This guards the suite
+    against any other path that does the same."""
     yield
     if os.sched_getscheduler(0) != os.SCHED_OTHER:
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))

@@ -144,3 +144,16 @@ def test_a_policy_of_another_arm_is_refused_in_one_line(tiny_policy):
 
     with pytest.raises(ValueError, match=r"'observation.state' has shape \(17,\) there, \(6,\) in the policy"):
         check_fits(tiny_policy.config, "so101_reach")
+
+
+def test_recording_leaves_the_writer_on_the_ordinary_scheduler(tmp_path: Path):
+    """As root, the video encoder switched the recording process to SCHED_FIFO 99 (every process
+    it started inherited it); zk0.util.scheduling puts it back. Where that cannot happen (not
+    root) the check holds trivially."""
+    import os
+
+    from zk0.tools.sim_data import SimSpec, write_owner
+
+    before = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+    write_owner(tmp_path / "owner_0", "owner_0", 0, 2, SimSpec(episodes=2, eval_episodes=1))
+    assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == before

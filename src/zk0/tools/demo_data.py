@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zk0.util.scheduling import ordinary_scheduling
+
 FPS = 30
 JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
 IMAGE_SHAPE = (48, 64, 3)
@@ -118,8 +120,10 @@ def write_dataset(root: Path, repo_id: str, task_indices: list[int], spec: DemoS
             for c, key in enumerate(cameras):
                 frame[key] = render(state, task_index, c)
             dataset.add_frame(frame)
-        dataset.save_episode()
-    dataset.finalize()
+        with ordinary_scheduling():
+            dataset.save_episode()
+    with ordinary_scheduling():
+        dataset.finalize()
     return root
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from zk0.tools.quiet import quiet_dataset_writer
+from zk0.util.scheduling import ordinary_scheduling
 
 NOISE = 0.3  # std of the executed position deltas' noise (action units: 7.5 mm)
 HOLD = 5
@@ -111,12 +112,14 @@ def write_owner(root: Path, name: str, owner: int, owners: int, spec: SimSpec) -
                 continue
             for frame in episode:
                 dataset.add_frame(frame)
-            dataset.save_episode()
+            with ordinary_scheduling():
+                dataset.save_episode()
             recorded += 1
             frames += len(episode)
     finally:
         env.close()
-    dataset.finalize()
+    with ordinary_scheduling():
+        dataset.finalize()
     return {"episodes": recorded, "frames": frames, "failed": failed}
 
 
