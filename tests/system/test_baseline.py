@@ -124,6 +124,16 @@ def test_merged_data_is_the_clients_training_episodes_only(baseline, demo_roots)
     assert not (run_dir / "baseline" / "data" / ".parts").exists()
 
 
+def test_merging_leaves_the_process_on_the_ordinary_scheduler(baseline, tmp_path):
+    """As root, LeRobot's video encoder switched the merging process to SCHED_FIFO 99, and the
+    lerobot-train it then started inherited it. Where that cannot happen (not root) it holds trivially."""
+    from zk0.tools.baseline import merge_training_data, read_run
+
+    before = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+    merge_training_data(read_run(baseline[0]), tmp_path / "train")
+    assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == before
+
+
 def test_centralized_model_normalizes_with_the_merged_data_and_loads(baseline):
     """The final checkpoint is a LeRobot policy whose processors carry the training union's statistics."""
     from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata

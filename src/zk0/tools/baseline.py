@@ -58,6 +58,7 @@ from zk0.policy.model import load_policy, make_processors
 from zk0.run.directory import LEROBOT_CHECKPOINTS, PRETRAINED, RunDir, RunDirError
 from zk0.policy.train import BETAS, GRAD_CLIP_NORM, WEIGHT_DECAY
 from zk0.data.uri import DatasetURI, URIError, parse_dataset_uri
+from zk0.util.scheduling import ordinary_scheduling
 
 TRAIN_REPO_ID = "zk0-baseline/train"
 
@@ -227,9 +228,10 @@ def merge_training_data(run: FederatedRun, out: Path):
     parts_dir = out.parent / ".parts"
     shutil.rmtree(parts_dir, ignore_errors=True)
     try:
-        parts = [training_part(run, uri, parts_dir / str(index), f"zk0-baseline/part-{index}")
-                 for index, uri in enumerate(run.datasets)]
-        merged = merge_datasets(parts, TRAIN_REPO_ID, output_dir=out)
+        with ordinary_scheduling():  # as root, LeRobot's video encoder leaves the thread at SCHED_FIFO 99
+            parts = [training_part(run, uri, parts_dir / str(index), f"zk0-baseline/part-{index}")
+                     for index, uri in enumerate(run.datasets)]
+            merged = merge_datasets(parts, TRAIN_REPO_ID, output_dir=out)
     except DatasetError as err:
         raise BaselineError(str(err)) from None
     except Exception as err:  # LeRobot raises many types (different fps, features, robot types, ...)
