@@ -13,6 +13,7 @@ first, then the system tier; the markers `unit` and `system` follow the folders.
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +22,19 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+# Seconds each system-tier module took alone on a 2-core machine (tests/system/durations.json).
+MODULE_SECONDS = json.loads((Path(__file__).parent / "system" / "durations.json").read_text())
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """The tier is the folder: tests/system starts real processes, tests/unit does not."""
+    """The tier is the folder: tests/system starts real processes, tests/unit does not.
+
+    Longest module first: run-tests.sh gives the system tier's modules to pytest-xdist workers
+    whole, in this order, so a long module taken last would leave the others idle while it runs.
+    The sort is stable: a module's tests keep their order (test_zk0bot's build on each other)."""
     for item in items:
         item.add_marker(pytest.mark.system if item.path.parent.name == "system" else pytest.mark.unit)
+    items.sort(key=lambda item: -MODULE_SECONDS.get(item.path.name, 0) if item.path.parent.name == "system" else 0)
 
 
 @pytest.fixture(autouse=True)
