@@ -107,9 +107,10 @@ def error_message(message: Message | None, code: int, reason: str) -> Message | 
 
 
 def pull_task_input(
-    client: RuntimeHttpClient, initial_backoff: float, backoff_cap: float
+    client: RuntimeHttpClient, initial_backoff: float, backoff_cap: float, max_time: float
 ) -> tuple[Message, Context, Run, Fab]:
-    """Flower's run_clientapp.pull_task_input (flwr 1.42.0), with the object pulls' backoff as arguments."""
+    """Flower's run_clientapp.pull_task_input (flwr 1.42.0), with the object pulls' backoff and
+    time limit as arguments."""
     res = client.PullTaskInput(PullTaskInputRequest())
     TaskIdentity.task_id = res.task_id
     TaskIdentity.run_id = res.run.run_id
@@ -129,6 +130,7 @@ def pull_task_input(
         return_type=Message,
         initial_backoff=initial_backoff,
         backoff_cap=backoff_cap,
+        max_time=max_time,
     )
     # The deflated message does not carry its own id (its object id)
     message.metadata.__dict__["_message_id"] = object_tree.object_id

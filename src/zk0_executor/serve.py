@@ -60,6 +60,11 @@ POLL_MAX_SECONDS = 1.0
 # one-shot process starts at 1 s and backs off to 10 s, which its start-up time hides).
 PULL_INITIAL_BACKOFF_SECONDS = 0.05
 PULL_BACKOFF_CAP_SECONDS = 1.0
+# How long a claimed message's objects may stay unavailable. When a run stops while the
+# SuperNode fetches a message, Flower 1.42's SuperNode drops the message but leaves its task
+# open: the objects never come, and Flower's default (2 hours) wedged the node that long.
+# 5 minutes still lets a slow link fetch a real-size broadcast (60 MB at 0.2 MB/s).
+PULL_MAX_SECONDS = 300.0
 # How long one Runtime API call of a task may keep retrying before the task is given up.
 TASK_CALL_RETRY_SECONDS = 60.0
 _RETRYABLE_STATUS = {httpx.codes.BAD_GATEWAY, httpx.codes.SERVICE_UNAVAILABLE, httpx.codes.GATEWAY_TIMEOUT}
@@ -207,7 +212,7 @@ def serve_task(endpoint: Endpoint, token: str, run_id: int, loader: AppLoader) -
     sub_status, details = SubStatus.FAILED, "ClientApp task failed due to unknown reason"
     pull_seconds = app_load_seconds = 0.0
     try:
-        message, context, run, fab = pull_task_input(client, PULL_INITIAL_BACKOFF_SECONDS, PULL_BACKOFF_CAP_SECONDS)
+        message, context, run, fab = pull_task_input(client, PULL_INITIAL_BACKOFF_SECONDS, PULL_BACKOFF_CAP_SECONDS, PULL_MAX_SECONDS)
         pulled = time.perf_counter()
         pull_seconds = pulled - started
         app = loader.load(run, fab)
