@@ -22,6 +22,8 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import zk0  # noqa: E402,F401  (before any test module loads torch: it sets the OpenMP wait policy)
+
 # Seconds each system-tier module took alone on a 2-core machine (tests/system/durations.json).
 MODULE_SECONDS = json.loads((Path(__file__).parent / "system" / "durations.json").read_text())
 
