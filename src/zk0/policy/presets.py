@@ -118,12 +118,13 @@ def ensure_preset_policy(name: str, root: Path) -> Path:
     `lerobot-train` does with its training dataset's. At real size (`smolvla-shape`)
     the build takes ~7 GB of memory and writes 1.8 GB.
     """
-    from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
-
     preset = _preset(name)
     backbone = ensure_backbone(root, preset.backbone)
 
     def build(staging: Path) -> None:
+        # Imported here: a built preset is found without LeRobot (~10 s of imports).
+        from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
+
         config = preset_config(name, root)
         seeded_policy(config).save_pretrained(staging)
         for processor in make_smolvla_pre_post_processors(config, dataset_stats=None):
