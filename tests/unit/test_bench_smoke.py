@@ -1,0 +1,53 @@
+"""Every bench script still starts: its imports and arguments (`--help`), and the cheap ones run
+at their smallest size, so none rots unnoticed between the runs that fill bench/README.md.
+
+Their figures are bench/README.md's business, not this test's. The scripts that need a
+simulation, a deployment or the real-size model (scale.py, real_round.py, lora_memory.py, ...)
+are covered here by `--help` only; node_memory.py, which takes no options and starts a
+deployment when run, not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+# Scripts without options: they do their work when started.
+NO_OPTIONS = {"import_memory.py", "node_memory.py"}
+
+
+def bench(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=BENCH.parent)
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("*.py") if p.name not in NO_OPTIONS))
+def test_bench_script_answers_help(script):
+    run = bench(script, "--help")
+    assert run.returncode == 0 and run.stdout.startswith("usage:"), run.stderr[-2000:]
+
+
+def test_fuzz_replies_smallest():
+    run = bench("fuzz_replies.py", "--cases", "50")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith("cases 50 |") and "uncaught exceptions 0 |" in run.stdout
+
+
+def test_import_memory_runs():
+    run = bench("import_memory.py")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "zk0.client_app" in run.stdout
+
+
+def test_openmp_wait_smallest(demo_roots):
+    """One repeat of one step per policy on the demo data (its figures mean nothing here)."""
+    run = bench("openmp_wait.py", "--busy", "0", "--repeats", "1", "--steps", "1", "--data", str(demo_roots[0].parent))
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [row["policy"] for row in rows] == ["spin", "passive"]
+    assert all(row["train_step_s"] > 0 and row["eval_s"] > 0 for row in rows)
