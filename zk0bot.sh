@@ -91,6 +91,15 @@ python_bin() {
   echo "$VENV/bin/python"
 }
 
+# zk0bot's small Python jobs (zk0.ops.bot: URIs, addresses, JSON, HTTPS probes, the node table).
+bot() { "$(python_bin)" -m zk0.ops.bot "$@"; }
+
+# `bot_check COMMAND ARGS...`: its output; a refusal ends zk0bot with the refusal's one line.
+bot_check() {
+  local err
+  { err=$(bot "$@" 2>&1 >&3 3>&-); } 3>&1 || die "$(tail -n1 <<<"$err")"
+}
+
 # Flower's executables (flower-superexec, flwr-serverapp, ...) must be on PATH for the SuperLink/SuperNode.
 use_venv() {
   python_bin >/dev/null
@@ -261,15 +270,7 @@ write_flwr_connection() {
   mkdir -p "$SERVER_DIR/flwr-home"
   write_file "$SERVER_DIR/flwr-home/config.toml" printf '[superlink]\ndefault = "%s"\n\n[superlink.%s]\naddress = "%s"\nroot-certificates = "%s"\n' \
     "$CONNECTION" "$CONNECTION" "$address" "$SERVER_DIR/certs/ca.crt"
-  write_file "$SERVER_DIR/flwr-home/credentials.yaml" "$(python_bin)" - "$address" "$SERVER_DIR/admin.token" <<'PY'
-import base64, json, sys
-address, token_file = sys.argv[1:]
-token = base64.b64encode(open(token_file, "rb").read().strip()).decode()
-oidc = base64.b64encode(b"oidc").decode()
-key = f"flower.account-auth.{address}"
-# JSON is YAML, quoting the address's ':' for Flower's YAML reader.
-json.dump({f"{key}.authn-type": oidc, f"{key}.oidc-access-token": token, f"{key}.oidc-refresh-token": token}, sys.stdout)
-PY
+  write_file "$SERVER_DIR/flwr-home/credentials.yaml" bot flwr-credentials "$address" "$SERVER_DIR/admin.token"
 }
 
 server_setting() {
@@ -430,7 +431,7 @@ check_server_certs() {
 # holders take a run's ServerApp task), the admin's bearer token for the Control API.
 ensure_secret() {
   local file=$1
-  [[ -s $file ]] || write_file "$file" "$(python_bin)" -c 'import secrets; print(secrets.token_hex(32), end="")'
+  [[ -s $file ]] || write_file "$file" bot secret
   chmod 600 "$file"
 }
 
@@ -671,19 +672,8 @@ CONF
 # checked for localhost, which it always carries.
 probe() {
   local port=$1 path=$2 expect=$3 scheme=${4:-https} client=${5:-} host=${6:-127.0.0.1}
-  "$(python_bin)" - "$port" "$scheme" "$SERVER_DIR/certs" "$path" "$expect" "$client" "$host" <<'PY' 2>/dev/null
-import ssl, sys, httpx
-port, scheme, certs, path, expect, client, host = sys.argv[1:]
-host = f"[{host}]" if ":" in host else host
-verify = False
-if scheme == "https":
-    verify = ssl.create_default_context(cafile=f"{certs}/ca.crt")
-    if client:
-        verify.load_cert_chain(f"{certs}/link-client.crt", f"{certs}/link-client.key")
-with httpx.Client(verify=verify, timeout=2) as client:
-    reply = client.get(f"{scheme}://{host}:{port}{path}", extensions={"sni_hostname": "localhost"})
-sys.exit(0 if (reply.is_success if expect == "ok" else reply.status_code == int(expect)) else 1)
-PY
+  bot probe "$port" "$path" "$expect" --scheme "$scheme" --certs "$SERVER_DIR/certs" ${client:+--client} \
+    --host "$host" 2>/dev/null
 }
 
 link_health() { probe "$(server_setting link_port)" /health ok https client; }
@@ -921,9 +911,7 @@ check_public_names() {
 HOST_LABEL='[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?'
 
 # Whether $1 is an IPv4 or IPv6 address literal.
-is_ip() {
-  "$(python_bin)" -c 'import ipaddress, sys; ipaddress.ip_address(sys.argv[1])' "$1" 2>/dev/null
-}
+is_ip() { bot is-ip "$1" 2>/dev/null; }
 
 # Logs are appended across restarts, with a line marking each start.
 log_start() {
@@ -1124,42 +1112,7 @@ server_nodes() {
   local json
   json=$(flwr_admin supernode list "$CONNECTION" --format json 2>&1) \
     || die "listing nodes failed: $(grep -v '^\s*$' <<<"$json" | tail -n1)"
-  NODES_JSON=$json "$(python_bin)" - "$SERVER_DIR/nodes" "$limit" <<'PY'
-import json, os, sys
-from collections import Counter
-from pathlib import Path
-
-from zk0.server.identities import clean_name
-
-text = os.environ["NODES_JSON"]
-nodes = json.loads(text[text.index("{"):]).get("nodes", [])
-limit = int(sys.argv[2])
-kept = {}
-for id_file in Path(sys.argv[1]).glob("*.id"):
-    key, name = id_file.with_suffix(".pub"), id_file.with_suffix(".name")
-    parts = key.read_text().split() if key.is_file() else []
-    comment = clean_name(parts[2]) if len(parts) > 2 else key.name  # the node operator's text
-    kept[id_file.read_text().strip()] = (clean_name(name.read_text()) if name.is_file() else "") or comment, comment
-counts = Counter(node["status"] for node in nodes)
-order = {"online": 0, "offline": 1, "registered": 2}
-rows = sorted(
-    ((node, *kept.get(node["node-id"], ("(registered outside zk0bot)", ""))) for node in nodes),
-    key=lambda row: (order.get(row[0]["status"], 3), row[1], row[0]["node-id"]),
-)
-# "registered": known to Flower, never connected since the SuperLink started.
-summary = ", ".join(f"{counts[s]} {s}" for s in ("online", "offline", "registered"))
-summary += "".join(f", {n} {s}" for s, n in sorted(counts.items()) if s not in order)
-print(f"nodes: {len(nodes)} ({summary})")
-if not nodes:
-    print("(no nodes registered)")
-    sys.exit()
-shown = rows if limit == 0 else rows[:limit]
-print(f"{'node id':>20}  {'status':<12}  {'name':<24}  key (when not the name)")
-for node, name, comment in shown:
-    print(f"{node['node-id']:>20}  {node['status']:<12}  {name:<24}  {comment if comment != name else ''}".rstrip())
-if len(shown) < len(rows):
-    print(f"... and {len(rows) - len(shown)} more (zk0bot server nodes --all)")
-PY
+  bot_check nodes "$SERVER_DIR/nodes" "$limit" <<<"$json"
 }
 
 cmd_server() {
@@ -1247,9 +1200,8 @@ known_clients() {
 
 # The URI's form, and for local: datasets that the directory exists (milliseconds).
 check_uri() {
-  local uri=$1 out
-  out=$("$(python_bin)" -c 'import sys; from zk0.data.uri import parse_dataset_uri; parse_dataset_uri(sys.argv[1])' "$uri" 2>&1) \
-    || die "$(tail -n1 <<<"$out" | sed 's/^zk0.data.uri.URIError: //')"
+  local uri=$1
+  bot_check check-uri "$uri"
   if [[ $uri == local:* && ! -d ${uri#local:} ]]; then
     die "dataset $uri: directory does not exist; pass the root of a LeRobot dataset"
   fi
@@ -1312,16 +1264,14 @@ client_start() {
   [[ -z $address || $address =~ ^[0-9.]+$ || $address == *:* ]] \
     || die "--local-address must be an IP address of this machine (e.g. 127.0.0.1), got '$address'"
   # The SuperNode's runtime API is plaintext: it must not listen on every interface.
-  if [[ -n $address ]] && "$(python_bin)" -c 'import ipaddress, sys; sys.exit(not ipaddress.ip_address(sys.argv[1]).is_unspecified)' "$address" 2>/dev/null; then
+  if [[ -n $address ]] && bot is-unspecified "$address" 2>/dev/null; then
     die "--local-address $address means every interface, and the SuperNode's runtime API is plaintext; give one address of this machine (e.g. 127.0.0.1)"
   fi
   [[ -z $threads || $threads =~ ^[1-9][0-9]*$ ]] || die "--threads must be a positive integer, got '$threads'"
   check_uri "$uri"
   if [[ -n $rename ]]; then
-    local err
     [[ $rename != *"'"* ]] || die "--rename-map must not contain single quotes; write it as '{\"observation.images.top\": \"observation.images.front\"}'"
-    err=$("$(python_bin)" -c 'import sys; from zk0.data.cameras import parse_rename_map; parse_rename_map(sys.argv[1])' "$rename" 2>&1) \
-      || die "--rename-map: $(tail -n1 <<<"$err" | sed 's/^zk0.data.cameras.CameraError: //')"
+    bot_check check-rename-map "$rename"
   fi
   if [[ $insecure -eq 0 ]]; then
     [[ -f $ca ]] || die "CA certificate '$ca' not found; get ca.crt from the server admin and pass --ca-cert FILE (or set ZK0_CA_CERT)"
@@ -1648,7 +1598,7 @@ check_eval_dataset_reachable() {
   grep -Eqi '^declare -x HF_HUB_OFFLINE="(1|true|yes|on)"' "$SERVER_DIR/.session-$SUPEREXEC_SESSION.sh" 2>/dev/null \
     || return 0
   merged=$("$VENV/bin/zk0" check-run-config --json --app-dir "$ROOT" "$@" 2>/dev/null) || return 0
-  uri=$("$(python_bin)" -c 'import json, sys; print(json.load(sys.stdin).get("eval-dataset", ""))' <<<"$merged")
+  uri=$(bot json-get eval-dataset <<<"$merged")
   cache=$(uncached_hub_dataset "$uri") || return 0
   die "eval-dataset '$uri' is a Hugging Face Hub dataset, the server runs offline (HF_HUB_OFFLINE) and $cache holds no copy; pass a local one: --run-config \"eval-dataset='local:/path/to/dataset'\""
 }
@@ -2052,7 +2002,7 @@ status_facts() {
 # zk0's version and the commit of this checkout (the installer's path is a git checkout).
 version_line() {
   local version commit
-  version=$("$VENV/bin/python" -c 'import zk0; print(zk0.__version__)' 2>/dev/null || echo unknown)
+  version=$(bot version 2>/dev/null || echo unknown)
   if commit=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null); then
     [[ -z $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]] || commit+=" (modified)"
   else
@@ -2151,19 +2101,7 @@ cmd_doctor() {
   if [[ -x $VENV/bin/python ]]; then
     ok "python environment $VENV ($("$VENV/bin/python" -V 2>&1))"
     local report
-    report=$("$VENV/bin/python" - <<'PY' 2>&1
-import importlib
-for name in ("torch", "torchcodec", "flwr", "lerobot", "zk0"):
-    try:
-        module = importlib.import_module(name if name != "torchcodec" else "torchcodec.decoders")
-        version = getattr(importlib.import_module(name), "__version__", "")
-        print(f"ok {name} {version}")
-    except Exception as err:
-        print(f"bad {name} {type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}")
-import torch
-print("cuda", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")
-PY
-    ) || true
+    report=$(bot imports 2>/dev/null) || report="bad zk0 (python -m zk0.ops.bot fails)"
     while read -r kind name rest; do
       case $kind in
         ok) ok "$name $rest" ;;
@@ -2221,7 +2159,7 @@ PY
   fi
   if [[ -n ${ZK0_SERVER:-} ]]; then
     local host=${ZK0_SERVER%:*} port=${ZK0_SERVER##*:}
-    if [[ -x $VENV/bin/python ]] && "$VENV/bin/python" -c 'import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()' "$host" "$port" 2>/dev/null; then
+    if [[ -x $VENV/bin/python ]] && bot reachable "$host" "$port" 2>/dev/null; then
       ok "server $ZK0_SERVER reachable"
     elif [[ $role == server ]]; then
       note "server $ZK0_SERVER not reachable yet: start it with '$PROG server start'"

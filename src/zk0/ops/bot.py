@@ -1,0 +1,225 @@
+"""zk0bot's small Python jobs, one subcommand each: `python -m zk0.ops.bot COMMAND ...`.
+
+zk0bot.sh keeps the commands operators type and the process work (tmux, nginx, openssl); what
+is easier said in Python (address literals, URIs, JSON, HTTPS probes, the node table) lives
+here, tested in tests/unit/test_bot.py. Each command imports only what it needs: zk0bot calls
+them on every start, and torch's import alone takes seconds. A refused input exits 2 with one
+line on stderr, which zk0bot passes on as its own error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import importlib
+import ipaddress
+import json
+import secrets
+import sys
+from collections import Counter
+from pathlib import Path
+
+
+class Refused(Exception):
+    """An input zk0bot must refuse: the message is its one-line reason."""
+
+
+def _secret(_: argparse.Namespace) -> None:
+    print(secrets.token_hex(32), end="")
+
+
+def _flwr_credentials(args: argparse.Namespace) -> None:
+    """The flwr CLI's credential store for ADDRESS: the admin token as a stored OIDC access
+    token, which the CLI sends as `Authorization: Bearer` on every Control request."""
+    token = base64.b64encode(Path(args.token_file).read_bytes().strip()).decode()
+    key = f"flower.account-auth.{args.address}"
+    # JSON is YAML, quoting the address's ':' for Flower's YAML reader.
+    json.dump({f"{key}.authn-type": base64.b64encode(b"oidc").decode(), f"{key}.oidc-access-token": token,
+               f"{key}.oidc-refresh-token": token}, sys.stdout)
+
+
+def _probe(args: argparse.Namespace) -> None:
+    """GET SCHEME://HOST:PORT/PATH: succeed on EXPECT ("ok": any 2xx). HTTPS checks the server's
+    CA (and presents the link's client certificate with --client) for the name localhost,
+    which zk0bot's certificates always carry, whatever HOST is."""
+    import ssl
+
+    import httpx
+
+    verify: ssl.SSLContext | bool = False
+    if args.scheme == "https":
+        verify = ssl.create_default_context(cafile=f"{args.certs}/ca.crt")
+        if args.client:
+            verify.load_cert_chain(f"{args.certs}/link-client.crt", f"{args.certs}/link-client.key")
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    try:
+        with httpx.Client(verify=verify, timeout=2) as client:
+            reply = client.get(f"{args.scheme}://{host}:{args.port}{args.path}", extensions={"sni_hostname": "localhost"})
+    except (httpx.HTTPError, OSError, ssl.SSLError) as err:
+        raise Refused(f"{args.scheme}://{host}:{args.port}{args.path}: {err}") from None
+    if not (reply.is_success if args.expect == "ok" else reply.status_code == int(args.expect)):
+        raise Refused(f"{args.scheme}://{host}:{args.port}{args.path} answered {reply.status_code}, expected {args.expect}")
+
+
+def node_table(flwr_json: str, nodes_dir: Path, limit: int) -> list[str]:
+    """`zk0bot server nodes`: Flower's node list (`flwr supernode list --format json`, whatever
+    it printed before the JSON) with each node's name from zk0bot's kept keys, or its key's
+    comment when that differs. Online nodes first, then by name; LIMIT rows (0: all)."""
+    from zk0.server.identities import clean_name
+
+    try:
+        nodes = json.loads(flwr_json[flwr_json.index("{"):]).get("nodes", [])
+    except ValueError:
+        raise Refused(f"Flower's node list is not JSON: {flwr_json.strip()[-200:]!r}") from None
+    kept = {}
+    for id_file in nodes_dir.glob("*.id"):
+        key, name = id_file.with_suffix(".pub"), id_file.with_suffix(".name")
+        parts = key.read_text().split() if key.is_file() else []
+        comment = clean_name(parts[2]) if len(parts) > 2 else key.name  # the node operator's text
+        kept[id_file.read_text().strip()] = (clean_name(name.read_text()) if name.is_file() else "") or comment, comment
+    counts = Counter(node["status"] for node in nodes)
+    order = {"online": 0, "offline": 1, "registered": 2}
+    rows = sorted(((node, *kept.get(node["node-id"], ("(registered outside zk0bot)", ""))) for node in nodes),
+                  key=lambda row: (order.get(row[0]["status"], 3), row[1], row[0]["node-id"]))
+    # "registered": known to Flower, never connected since the SuperLink started.
+    summary = ", ".join(f"{counts[s]} {s}" for s in order)
+    summary += "".join(f", {n} {s}" for s, n in sorted(counts.items()) if s not in order)
+    lines = [f"nodes: {len(nodes)} ({summary})"]
+    if not nodes:
+        return [*lines, "(no nodes registered)"]
+    shown = rows if limit == 0 else rows[:limit]
+    lines.append(f"{'node id':>20}  {'status':<12}  {'name':<24}  key (when not the name)")
+    lines += [f"{node['node-id']:>20}  {node['status']:<12}  {name:<24}  {comment if comment != name else ''}".rstrip()
+              for node, name, comment in shown]
+    if len(shown) < len(rows):
+        lines.append(f"... and {len(rows) - len(shown)} more (zk0bot server nodes --all)")
+    return lines
+
+
+def _nodes(args: argparse.Namespace) -> None:
+    print("\n".join(node_table(sys.stdin.read(), Path(args.nodes_dir), args.limit)))
+
+
+def _check_uri(args: argparse.Namespace) -> None:
+    from zk0.data.uri import URIError, parse_dataset_uri
+
+    try:
+        parse_dataset_uri(args.uri)
+    except URIError as err:
+        raise Refused(str(err)) from None
+
+
+def _check_rename_map(args: argparse.Namespace) -> None:
+    from zk0.data.cameras import CameraError, parse_rename_map
+
+    try:
+        parse_rename_map(args.json)
+    except CameraError as err:
+        raise Refused(f"--rename-map: {err}") from None
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise Refused(f"'{text}' is not an IP address") from None
+
+
+def _is_ip(args: argparse.Namespace) -> None:
+    _address(args.address)
+
+
+def _is_unspecified(args: argparse.Namespace) -> None:
+    if not _address(args.address).is_unspecified:
+        raise Refused(f"{args.address} is one address")
+
+
+def _reachable(args: argparse.Namespace) -> None:
+    import socket
+
+    try:
+        socket.create_connection((args.host, args.port), timeout=5).close()
+    except OSError as err:
+        raise Refused(f"{args.host}:{args.port} not reachable: {err}") from None
+
+
+def _json_get(args: argparse.Namespace) -> None:
+    try:
+        value = json.load(sys.stdin).get(args.key, "")
+    except (ValueError, AttributeError):
+        raise Refused("the input is not a JSON object") from None
+    print(value)
+
+
+def _imports(_: argparse.Namespace) -> None:
+    """doctor's check: `ok NAME VERSION` or `bad NAME REASON` per package, then `cuda GPU|none`."""
+    for name in ("torch", "torchcodec", "flwr", "lerobot", "zk0"):
+        try:
+            importlib.import_module(name if name != "torchcodec" else "torchcodec.decoders")
+            print(f"ok {name} {getattr(importlib.import_module(name), '__version__', '')}")
+        except Exception as err:  # noqa: BLE001 - any import failure is the report
+            reason = str(err).splitlines()[0][:120] if str(err) else ""
+            print(f"bad {name} {type(err).__name__}: {reason}")
+    try:
+        import torch
+
+        print("cuda", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")
+    except Exception:  # noqa: BLE001 - reported above as a bad torch
+        pass
+
+
+def _version(_: argparse.Namespace) -> None:
+    import zk0
+
+    print(zk0.__version__)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m zk0.ops.bot", description=__doc__.split("\n\n")[0])
+    sub = top.add_subparsers(dest="command", required=True)
+
+    def command(name: str, func, help: str) -> argparse.ArgumentParser:
+        one = sub.add_parser(name, help=help)
+        one.set_defaults(func=func)
+        return one
+
+    command("secret", _secret, "a random 256-bit secret, hex, no newline")
+    creds = command("flwr-credentials", _flwr_credentials, "the flwr CLI's credentials.yaml for the admin token")
+    creds.add_argument("address")
+    creds.add_argument("token_file")
+    probe = command("probe", _probe, "GET an endpoint; exit 0 when it answers as expected")
+    probe.add_argument("port", type=int)
+    probe.add_argument("path")
+    probe.add_argument("expect", help='"ok" (any 2xx) or a status code')
+    probe.add_argument("--scheme", choices=("https", "http"), default="https")
+    probe.add_argument("--certs", default=".", help="directory of ca.crt (and link-client.crt/.key)")
+    probe.add_argument("--client", action="store_true", help="present the link's client certificate")
+    probe.add_argument("--host", default="127.0.0.1")
+    nodes = command("nodes", _nodes, "the server's node table from `flwr supernode list --format json` on stdin")
+    nodes.add_argument("nodes_dir")
+    nodes.add_argument("limit", type=int)
+    command("check-uri", _check_uri, "refuse a malformed dataset URI").add_argument("uri")
+    command("check-rename-map", _check_rename_map, "refuse a malformed camera rename map").add_argument("json")
+    command("is-ip", _is_ip, "succeed for an IPv4 or IPv6 address literal").add_argument("address")
+    command("is-unspecified", _is_unspecified, "succeed for 0.0.0.0 or ::").add_argument("address")
+    reach = command("reachable", _reachable, "succeed when HOST:PORT accepts a TCP connection (5 s)")
+    reach.add_argument("host")
+    reach.add_argument("port", type=int)
+    command("json-get", _json_get, "print KEY of the JSON object on stdin ('' when absent)").add_argument("key")
+    command("imports", _imports, "doctor's import check of zk0's main packages")
+    command("version", _version, "zk0's version")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except Refused as err:
+        print(err, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
