@@ -27,10 +27,11 @@ import pytest
 from test_zk0bot import TINY_RUN, ZK0BOT, Zk0bot
 
 from zk0.ops.log_cap import cap
+from zk0.ops.nginx import ADDRESS_CONNECTIONS
 
 MIB = 1024 * 1024
 LARGEST_FLEET_REQUEST = 5 * MIB + 115  # a push-object of one full 5 MiB chunk (measured, see zk0bot.sh)
-BURST, RATE = 2000, 500  # limit_req in write_proxy_config
+BURST, RATE = 2000, 500  # limit_req in zk0.ops.nginx
 
 
 @pytest.fixture(scope="module")
@@ -139,9 +140,6 @@ def test_a_flood_from_one_address_gets_503(server: Zk0bot):
     assert statuses[-1] == b"503"  # the Fleet request, sent right after 999 others
 
 
-ADDRESS_CONNECTIONS = 128  # PROXY_ADDRESS_CONNECTIONS in zk0bot.sh
-
-
 def still_open(tls: ssl.SSLSocket) -> bool:
     """Whether nginx still holds this connection (it sent nothing and did not close it)."""
     tls.setblocking(False)
@@ -235,7 +233,7 @@ def test_log_cap_ends_with_its_parent(tmp_path: Path):
 ATTACKERS = [f"127.0.0.{host}" for host in range(100, 120)]
 IDLE = 2000
 FLOOD_SECONDS = 30
-HEADER_TIMEOUT = 10  # client_header_timeout in write_proxy_config
+HEADER_TIMEOUT = 10  # client_header_timeout in zk0.ops.nginx
 
 
 class Flood:

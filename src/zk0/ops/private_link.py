@@ -4,8 +4,8 @@ Flower 1.42 serves the Fleet, Control and Runtime APIs on one HTTP port and chec
 caller on the Control API: any local account that reaches 127.0.0.1:PORT is the admin.
 This runs flower-superlink unchanged except that its TLS server (uvicorn) requires a client
 certificate signed by CLIENT_CA. zk0bot gives that certificate to its nginx only, which
-serves the Fleet API publicly and the Control/Runtime APIs to the admin (see zk0bot.sh,
-write_proxy_config):
+serves the Fleet API publicly and the Control/Runtime APIs to the admin (see
+zk0.ops.nginx):
 
     python -m zk0.ops.private_link CLIENT_CA <flower-superlink arguments>
 """
