@@ -70,9 +70,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per case (default 5)")
     parser.add_argument("--data", type=Path, help="zk0 demo-data directory (default: written to a temporary one)")
+    parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated, of spin,passive (default both)")
     parser.add_argument("--child", choices=POLICIES, help=argparse.SUPPRESS)
     parser.add_argument("--loop", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if set(args.policies.split(",")) - set(POLICIES):
+        parser.error(f"--policies takes spin and/or passive, got '{args.policies}'")
     if args.child:
         work(args.child, args.data, args.steps, args.loop)
         return 0
@@ -87,9 +90,9 @@ def main() -> int:
                            for _ in range(busy)]
             try:
                 time.sleep(15 if busy else 0)  # the competitors past their imports, training
-                runs: dict[str, list[dict]] = {policy: [] for policy in POLICIES}
+                runs: dict[str, list[dict]] = {policy: [] for policy in args.policies.split(",")}
                 for _ in range(args.repeats):
-                    for policy in POLICIES:
+                    for policy in runs:
                         runs[policy].append(measure(policy, data_dir, args.steps))
             finally:
                 for competitor in competitors:
