@@ -11,11 +11,16 @@ adds the averaged update to: `broadcast` (the weights the nodes trained from, bf
 codec's downlink error included: zk0 before issue 23's fix) or `global` (the server's fp32
 global: the downlink error is carried into the next round's delta). `--central STEPS` instead
 trains one model on the pooled training episodes (kept AdamW moments) and scores it after
-each of STEPS. Every score: zk0.sim.rollout.score, seed 0 (the cubes bench/closed_loop.py
-uses), over the whole table.
+each of STEPS. `--split`: who holds which training episodes: `owners` (as recorded: each owner
+its strip of the table), `pool` (one owner holding every owner's episodes: with no second
+update to average, only the federation's mechanics stand between it and `--central`) or `iid`
+(the pooled episodes dealt to as many owners at random, as many each as recorded). Every score:
+zk0.sim.rollout.score, seed 0 (the cubes bench/closed_loop.py uses), over the whole table.
 
     PYTHONPATH=src .venv/bin/python bench/fl_recipes.py DATA_DIR --rounds 20 --local-steps 20 \\
         --codec q3z --master broadcast --eval-rounds 10,20 --episodes 30
+    PYTHONPATH=src .venv/bin/python bench/fl_recipes.py DATA_DIR --split pool --keep-moments --rounds 60 \\
+        --eval-rounds 20,40,60
     PYTHONPATH=src .venv/bin/python bench/fl_recipes.py DATA_DIR --central 400,800,1200
 
 DATA_DIR: `zk0 sim-data DATA_DIR --clients K` (owner_0 .. owner_{K-1}). Prints one JSON line per
@@ -46,6 +51,24 @@ def owners(data_dir: Path) -> list:
     if not roots:
         sys.exit(f"fl_recipes: no owner_* datasets under {data_dir}; record them with zk0 sim-data")
     return [open_node_data(parse_dataset_uri(f"local:{root}"), ACTION_DIM, HELDOUT, STATE_DIM) for root in roots]
+
+
+def deal(split: str, seed: int, data: list, policy_config) -> list:
+    """The owners' training sets under `--split`."""
+    from zk0.data.dataset import open_split
+
+    if split == "owners":
+        return [open_split(node, node.train_episodes, policy_config) for node in data]
+    held = [(k, episode) for k, node in enumerate(data) for episode in node.train_episodes]
+    if split == "pool":
+        hands = [held]
+    else:
+        order = np.random.default_rng(seed).permutation(len(held))
+        sizes = np.cumsum([len(node.train_episodes) for node in data])[:-1]
+        hands = [[held[i] for i in sorted(part)] for part in np.split(order, sizes)]
+    return [torch.utils.data.ConcatDataset([
+        open_split(node, [e for k, e in hand if k == owner], policy_config)
+        for owner, node in enumerate(data) if any(k == owner for k, _ in hand)]) for hand in hands]
 
 
 def weighted_mean(deltas: list[dict], weights: list[int]) -> dict:
@@ -120,7 +143,7 @@ def report(args, policy, preprocessor, postprocessor, **point) -> None:
 
     result = score(policy, preprocessor, postprocessor, ENV, args.episodes, seed=0, region="all")
     recipe = {key: getattr(args, key) for key in ("codec", "master", "rounds", "local_steps", "lr", "keep_moments",
-                                                   "server_lr", "server_momentum", "proximal_mu", "seed")}
+                                                   "server_lr", "server_momentum", "proximal_mu", "seed", "split")}
     print(json.dumps({**recipe, **point, "success": result.success_rate, "episodes": args.episodes,
                       "rollout_seconds": round(result.seconds, 1)}), flush=True)
 
@@ -141,10 +164,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="the run-config seed")
     parser.add_argument("--eval-rounds", default="20")
     parser.add_argument("--episodes", type=int, default=30)
+    parser.add_argument("--split", choices=("owners", "pool", "iid"), default="owners")
     parser.add_argument("--central", help="comma-separated step counts: train centralized instead")
     args = parser.parse_args()
 
-    from zk0.data.dataset import open_split
     from zk0.data.stats import node_stats, pool, with_stats
     from zk0.policy.model import load_policy, make_processors
 
@@ -152,11 +175,11 @@ def main() -> int:
     policy = load_policy("tiny", data[0].meta, "cpu")
     pooled = pool([node_stats(node.stats, policy.config) for node in data])
     preprocessor, postprocessor = make_processors(policy, with_stats(data[0].stats, pooled))
-    splits = [open_split(node, node.train_episodes, policy.config) for node in data]
+    splits = deal(args.split, args.seed, data, policy.config)
     if args.central:
         centralize(args, policy, preprocessor, postprocessor, splits)
     else:
-        federate(args, policy, preprocessor, postprocessor, data, splits)
+        federate(args, policy, preprocessor, postprocessor, data[:len(splits)], splits)
     return 0
 
 
