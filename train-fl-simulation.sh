@@ -381,8 +381,9 @@ main() {
     || bad_input "--clients $clients but run-config 'datasets' lists $datasets; give at most $datasets clients or more datasets"
 
   export FLWR_HOME="$SIM_DIR/flwr-home-$$"
-  FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=$(any_free_port "$VENV/bin/python")
-  FLWR_LOCAL_CONTROL_API_PORT=$(any_free_port "$VENV/bin/python")
+  local ports
+  ports=$("$VENV/bin/python" -m zk0.ops.bot free-port --count 2 2>&1) || die "$ports"
+  read -r FLWR_LOCAL_SUPERLINK_HTTP_API_PORT FLWR_LOCAL_CONTROL_API_PORT <<<"$ports"
   export FLWR_LOCAL_SUPERLINK_HTTP_API_PORT FLWR_LOCAL_CONTROL_API_PORT
   # The app runs in this environment: never let the SuperLink install packages per run.
   export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1

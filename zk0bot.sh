@@ -214,7 +214,7 @@ stop_session() {
   kill -KILL $pids 2>/dev/null || true
 }
 
-port_free() { port_is_free "$(python_bin)" "$@"; }
+port_free() { bot port-free "$@" 2>/dev/null; }
 
 # Decimal only: bash arithmetic would read 08 as a bad octal number and print its own error.
 check_port() {
@@ -723,7 +723,7 @@ log_start() {
     || cannot_write "$1" "$err"
 }
 
-free_local_port() { any_free_port "$(python_bin)"; }
+free_local_port() { bot_check free-port; }
 
 # Registrations live in the SuperLink's memory; the keys kept in nodes/ restore them.
 reregister_nodes() {
@@ -1517,7 +1517,7 @@ unit_text() {
     stop="$ROOT/zk0bot.sh client stop $(systemd_quote "$uri")"
   fi
   start="$ROOT/zk0bot.sh service watch $kind${uri:+ $(systemd_quote "$uri")}"
-  for name in ZK0_HOME ZK0_VENV ZK0_SERVER ZK0_CA_CERT ZK0_LOCAL_ADDRESS HF_HOME HF_HUB_OFFLINE ZK0_START_TIMEOUT; do
+  for name in ZK0_HOME ZK0_VENV ZK0_SERVER ZK0_CA_CERT ZK0_LOCAL_ADDRESS ZK0_LOCAL_PORTS HF_HOME HF_HUB_OFFLINE ZK0_START_TIMEOUT; do
     [[ -z ${!name:-} ]] || env+="Environment=$(systemd_quote "$name=${!name}")"$'\n'
   done
   [[ -n ${ZK0_HOME:-} ]] || env+="Environment=$(systemd_quote "ZK0_HOME=$ZK0_HOME")"$'\n'
@@ -2003,7 +2003,9 @@ This machine:
 
 Environment: ZK0_HOME (state, default ~/.zk0), ZK0_SERVER (HOST:PORT clients connect
 to, default 127.0.0.1:9092), ZK0_SERVER_PORT, ZK0_SERVER_HOST, ZK0_SERVER_HOSTNAMES,
-ZK0_CA_CERT, ZK0_LOCAL_ADDRESS, ZK0_VENV, ZK0_START_TIMEOUT (seconds, default 90).
+ZK0_CA_CERT, ZK0_LOCAL_ADDRESS, ZK0_VENV, ZK0_START_TIMEOUT (seconds, default 90),
+ZK0_LOCAL_PORTS (LOW-HIGH: the server's ports on 127.0.0.1 for its SuperLink, proxy
+and admin API; default 20000 up to the kernel's ephemeral range).
 Docs: docs/NODE-OPERATORS.md
 USAGE
 }

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from zk0.ops.ports import free_ports
 
 MARKER = "ZK0_BENCH_MEMORY_MARKER"
 TINY_RUN = (
@@ -162,12 +163,6 @@ class NodeMemory:
     peak_executor: Usage
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -181,7 +176,7 @@ def warm_node(tree: Path, venv: Path, data: list[str], work: Path) -> NodeMemory
     marker = uuid.uuid4().hex
     home = work / f"node-{marker[:8]}"
     (home / "flwr-home").mkdir(parents=True)
-    superlink_port, node_port = _free_port(), _free_port()
+    superlink_port, node_port = free_ports(2)
     env = environment(tree, marker, venv) | {"FLWR_HOME": str(home / "flwr-home"), "OMP_NUM_THREADS": "1"}
     (home / "flwr-home" / "config.toml").write_text(
         f'[superlink]\ndefault = "bench"\n\n[superlink.bench]\naddress = "127.0.0.1:{superlink_port}"\ninsecure = true\n')

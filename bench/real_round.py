@@ -38,6 +38,8 @@ from pathlib import Path
 
 import psutil
 
+from zk0.ops.ports import free_ports
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv"
 # What each mode adds to the run config (expert: the default, so older code takes it too).
@@ -120,14 +122,6 @@ class MemorySampler:
         return self.peak
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def zk0bot(source: Path, env: dict, *args: str, timeout: float = 3600) -> subprocess.CompletedProcess:
     result = subprocess.run([str(source / "zk0bot.sh"), *args], env=env, capture_output=True, text=True,
                             timeout=timeout, cwd=env["ZK0_HOME"])
@@ -149,7 +143,7 @@ def run_version(name: str, source: Path, work: Path, model_dir: Path, datasets: 
                 overrides: dict[str, str]) -> dict:
     home = work / f"home-{name}"
     home.mkdir()
-    server_port = free_port()
+    server_port, = free_ports()
     env = {**os.environ, "ZK0_HOME": str(home), "ZK0_VENV": str(VENV), "ZK0_SERVER_HOST": "127.0.0.1",
            "ZK0_SERVER_PORT": str(server_port), "ZK0_START_TIMEOUT": "300", "PYTHONPATH": str(source / "src"),
            "HF_HUB_OFFLINE": "1"}

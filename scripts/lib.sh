@@ -58,24 +58,6 @@ apt_hint() {
   fi
 }
 
-# A TCP port on 127.0.0.1 that is free now ($1: a python).
-any_free_port() {
-  "$1" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Can HOST:PORT be bound now ($1: a python, $2 host, $3 port)?
-port_is_free() {
-  "$1" - "$2" "$3" <<'PY'
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try:
-    s.bind((sys.argv[1], int(sys.argv[2])))
-except OSError:
-    sys.exit(1)
-PY
-}
-
 # A Flower connection's table for $FLWR_HOME/config.toml ($1: name, $2: address, then extra
 # `key = value` lines). Connections live there, never in pyproject.toml, which flwr rewrites.
 flwr_connection() {

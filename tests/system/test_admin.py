@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ports import free_port
+
 from zk0.ops import admin
 from zk0.run import state as run_state
 from zk0.tools.cli import main
@@ -133,12 +135,6 @@ def test_json_reply_skips_notes_before_the_object():
 # ---------------------------------------------------------------------------
 # through a real SuperLink
 # ---------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def listening(port: int) -> bool:
     with socket.socket() as sock:

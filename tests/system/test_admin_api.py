@@ -17,7 +17,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from test_zk0bot import ROOT, Zk0bot, free_port
+from ports import free_port
+from test_zk0bot import ROOT, Zk0bot
 from unprivileged import NOBODY, as_nobody, give_to_nobody, nobody_dir  # noqa: F401 - nobody_dir is a fixture
 
 FLWR = str(ROOT / ".venv" / "bin" / "flwr")

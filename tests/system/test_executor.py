@@ -22,7 +22,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import pytest
 from flwr.cli.build import build_fab_from_disk
+from ports import free_port
 
 from zk0_executor import flower as executor_flower
 from zk0_executor.trust import APP_FILES, AppPolicy, RefusedApp, installed_app_dir, parse_allowed
@@ -48,12 +48,6 @@ TINY_RUN = (
     "model='tiny' local-steps=4 batch-size=4 eval-batches=2 num-workers=0 min-train-clients=1 "
     "min-evaluate-clients=1 min-available-clients=1 node-wait-timeout=30.0"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float, what: str, log: Path | None = None) -> None:

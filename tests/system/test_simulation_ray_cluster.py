@@ -20,19 +20,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from ports import free_port
 from test_simulation_e2e import MARKER, marked_processes, run_simulation
 
 pytestmark = pytest.mark.timeout(600)
 
 RAY = Path(sys.executable).parent / "ray"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def end_marked(marker: str) -> None:

@@ -13,7 +13,6 @@ import html
 import json
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from ports import free_port
 
 WEBSITE = Path(__file__).resolve().parents[2] / "website"
 REPO_URL = "https://github.com/ivelin/zk0"
@@ -167,9 +167,7 @@ def _webdriver(base: str, method: str, path: str, body: dict | None = None) -> d
 @pytest.fixture
 def webdriver(chromium, tmp_path):
     """A chromedriver session on a headless Chromium; yields a call(method, path, body) function."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     driver = subprocess.Popen(
         [chromium[1], f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

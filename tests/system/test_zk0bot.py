@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from ports import free_port, worker_address
 from unprivileged import as_nobody, nobody_dir, user_env  # noqa: F401 - nobody_dir is a fixture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,20 +29,6 @@ TINY_RUN = (
     "model='tiny' local-steps=8 batch-size=4 lr=1e-3 eval-batches=2 num-workers=0 "
     "checkpoint-every=1 heldout-episodes=2"
 )
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def worker_address() -> str:
-    """This pytest-xdist worker's loopback address for its nodes' local ports (127.0.0.1 for the
-    first worker or none). zk0bot gives a node the first free port from 9100: two workers starting
-    nodes at the same moment on one address would both take the same one."""
-    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
-    return f"127.0.{worker}.1"
-
 
 class Zk0bot:
     """Runs zk0bot.sh with one ZK0_HOME and one server port, as an operator would."""

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ from safetensors.torch import load_file
 
 from test_lora import predicted_chunk
 
+from zk0.ops.ports import free_ports
 from zk0.tools.cli import main
 from zk0.config import RunConfig
 from zk0.policy.evaluate import EvalResult
@@ -384,9 +384,8 @@ def zk0_cli(args: list[str], tmp_path: Path, **env: str) -> subprocess.Completed
 
 
 def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on, outside the range where other processes' bind(0) land."""
+    return free_ports()[0]
 
 
 def test_console_entry_dry_run(run, tmp_path):

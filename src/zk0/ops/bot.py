@@ -143,6 +143,22 @@ def _reachable(args: argparse.Namespace) -> None:
         raise Refused(f"{args.host}:{args.port} not reachable: {err}") from None
 
 
+def _free_port(args: argparse.Namespace) -> None:
+    from zk0.ops.ports import PortError, free_ports
+
+    try:
+        print(*free_ports(args.count, args.host))
+    except PortError as err:
+        raise Refused(str(err)) from None
+
+
+def _port_free(args: argparse.Namespace) -> None:
+    from zk0.ops.ports import is_free
+
+    if not is_free(args.host, args.port):
+        raise Refused(f"port {args.port} on {args.host} is in use")
+
+
 def _json_get(args: argparse.Namespace) -> None:
     try:
         value = json.load(sys.stdin).get(args.key, "")
@@ -205,6 +221,12 @@ def parser() -> argparse.ArgumentParser:
     reach = command("reachable", _reachable, "succeed when HOST:PORT accepts a TCP connection (5 s)")
     reach.add_argument("host")
     reach.add_argument("port", type=int)
+    free = command("free-port", _free_port, "COUNT distinct ports free on HOST now (zk0.ops.ports)")
+    free.add_argument("--count", type=int, default=1)
+    free.add_argument("--host", default="127.0.0.1")
+    bindable = command("port-free", _port_free, "succeed when a server can bind HOST:PORT now")
+    bindable.add_argument("host")
+    bindable.add_argument("port", type=int)
     command("json-get", _json_get, "print KEY of the JSON object on stdin ('' when absent)").add_argument("key")
     command("imports", _imports, "doctor's import check of zk0's main packages")
     command("version", _version, "zk0's version")
