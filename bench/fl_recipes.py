@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import zk0  # noqa: F401 - before torch: OpenMP's passive wait policy (bench/openmp_wait.py)
 import torch
 
 ENV = "so101_reach"
