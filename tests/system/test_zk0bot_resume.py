@@ -48,6 +48,14 @@ def session_pane_pid(bot: Zk0bot, session: str) -> int:
     return int(result.stdout.split()[0])
 
 
+def command_line(process: psutil.Process) -> str:
+    """A process's command line, or "" once it has ended (a child may end while the tree is read)."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.NoSuchProcess:
+        return ""
+
+
 def assert_resumed_like_an_uninterrupted_run(run_dir: Path, rounds: int) -> None:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["round"] for row in rows] == list(range(rounds + 1))
@@ -98,7 +106,7 @@ def test_serverapp_killed_mid_run_then_resumed(joined):
     bot, clients, eval_uri, seen = joined
     run, run_dir, _ = start_run_past_round_one(bot, clients, eval_uri)
     superexec = psutil.Process(session_pane_pid(bot, "zk0-superexec"))
-    serverapps = [p for p in superexec.children(recursive=True) if "flwr-serverapp" in " ".join(p.cmdline())]
+    serverapps = [p for p in superexec.children(recursive=True) if "flwr-serverapp" in command_line(p)]
     assert serverapps
     for process in serverapps:
         process.send_signal(signal.SIGKILL)
