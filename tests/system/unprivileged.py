@@ -22,8 +22,10 @@ USER_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 def user_env(home: Path, **extra: str) -> dict[str, str]:
     """A service account's environment: a plain PATH, its own HOME and no SHELL (programs that
-    fall back to the login shell, as tmux does, get uid 65534's nologin)."""
-    return {"PATH": USER_PATH, "HOME": str(home), "LANG": "C.UTF-8", **extra}
+    fall back to the login shell, as tmux does, get uid 65534's nologin). It keeps this xdist
+    worker's ZK0_LOCAL_PORTS (conftest.py), so that its servers stay off other workers' ports."""
+    ports = {"ZK0_LOCAL_PORTS": os.environ["ZK0_LOCAL_PORTS"]} if "ZK0_LOCAL_PORTS" in os.environ else {}
+    return {"PATH": USER_PATH, "HOME": str(home), "LANG": "C.UTF-8", **ports, **extra}
 
 
 def as_nobody() -> list[str]:
