@@ -16,6 +16,7 @@ the check that a FAB is the installed zk0 (zk0_executor.trust), done where Flowe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from logging import ERROR
 
 from flwr.app import Context, Message
@@ -29,6 +30,7 @@ from flwr.common.serde import context_from_proto, fab_from_proto, run_from_proto
 from flwr.proto.node_pb2 import Node  # pylint: disable=E0611
 from flwr.proto.runtime_pb2 import (  # pylint: disable=E0611
     AcquireTaskRequest,
+    AcquireTaskResponse,
     PullAppMessagesRequest,
     PullTaskInputRequest,
     SendTaskHeartbeatRequest,
@@ -44,7 +46,11 @@ from flwr.supercore.inflatable.inflatable_protobuf_utils import (
     make_confirm_message_received_fn_protobuf,
     make_pull_object_fn_protobuf,
 )
-from flwr.supercore.inflatable.inflatable_utils import pull_and_inflate_object_from_tree
+from flwr.supercore.inflatable.inflatable_utils import (
+    ObjectPullError,
+    ObjectUnavailableError,
+    pull_and_inflate_object_from_tree,
+)
 from flwr.supercore.interceptors import (
     RuntimeTokenHttpInterceptor,
     RuntimeVersionHttpInterceptor,
@@ -59,7 +65,7 @@ from flwr.supercore.tls import validate_and_resolve_root_certificates
 from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 
 __all__ = [  # what the executor's other modules take from here
-    "MAX_RETRY_DELAY", "AcquireTaskRequest", "ClientApp", "Context", "ErrorCode", "Fab", "HeartbeatSender",
+    "MAX_RETRY_DELAY", "AcquireTaskRequest", "AcquireTaskResponse", "ClientApp", "Context", "ErrorCode", "Fab", "HeartbeatSender",
     "Message", "RetryInvoker", "Run", "RuntimeHttpClient", "SendTaskHeartbeatRequest", "SubStatus", "TaskType",
     "add_superexec_auth_secret_args", "error_message", "error_reply", "exponential", "get_load_client_app_fn",
     "get_project_config", "get_project_dir", "install_from_fab", "load_superexec_auth_secret", "log",
@@ -107,10 +113,12 @@ def error_message(message: Message | None, code: int, reason: str) -> Message | 
 
 
 def pull_task_input(
-    client: RuntimeHttpClient, initial_backoff: float, backoff_cap: float, max_time: float
+    client: RuntimeHttpClient, initial_backoff: float, backoff_cap: float, max_time: float,
+    dropped: Callable[[], bool],
 ) -> tuple[Message, Context, Run, Fab]:
     """Flower's run_clientapp.pull_task_input (flwr 1.42.0), with the object pulls' backoff and
-    time limit as arguments."""
+    time limit as arguments, given up as soon as `dropped()` says, while an object is still
+    unavailable, that the SuperNode has dropped the message."""
     res = client.PullTaskInput(PullTaskInputRequest())
     TaskIdentity.task_id = res.task_id
     TaskIdentity.run_id = res.run.run_id
@@ -125,7 +133,7 @@ def pull_task_input(
     object_tree = pulled.message_object_trees[0]
     message = pull_and_inflate_object_from_tree(
         object_tree,
-        make_pull_object_fn_protobuf(client.PullObject, node, context.run_id),
+        _unless_dropped(make_pull_object_fn_protobuf(client.PullObject, node, context.run_id), dropped),
         make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node, context.run_id),
         return_type=Message,
         initial_backoff=initial_backoff,
@@ -135,3 +143,18 @@ def pull_task_input(
     # The deflated message does not carry its own id (its object id)
     message.metadata.__dict__["_message_id"] = object_tree.object_id
     return message, context, run, fab
+
+
+def _unless_dropped(pull_object: Callable[[str], bytes], dropped: Callable[[], bool]) -> Callable[[str], bytes]:
+    """Flower's object pull, failing for good instead of retrying once the message is dropped."""
+
+    def pull(object_id: str) -> bytes:
+        try:
+            return pull_object(object_id)
+        except ObjectUnavailableError:
+            if dropped():
+                raise ObjectPullError(object_id, "the SuperNode dropped this message and handed out a newer task "
+                                                 "(its run ended while the message was fetched)") from None
+            raise
+
+    return pull

@@ -14,7 +14,9 @@ import gc
 import hashlib
 import os
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from logging import ERROR, INFO, WARNING
 
@@ -23,6 +25,7 @@ import httpx
 from zk0_executor.flower import (
     MAX_RETRY_DELAY,
     AcquireTaskRequest,
+    AcquireTaskResponse,
     ClientApp,
     Context,
     ErrorCode,
@@ -62,9 +65,13 @@ PULL_INITIAL_BACKOFF_SECONDS = 0.05
 PULL_BACKOFF_CAP_SECONDS = 1.0
 # How long a claimed message's objects may stay unavailable. When a run stops while the
 # SuperNode fetches a message, Flower 1.42's SuperNode drops the message but leaves its task
-# open: the objects never come, and Flower's default (2 hours) wedged the node that long.
-# 5 minutes still lets a slow link fetch a real-size broadcast (60 MB at 0.2 MB/s).
+# open: the objects never come (Flower's default of 2 hours wedged the node that long). The
+# next run's task ends that wait at once (Tasks.dropped); this bounds it when none comes, and
+# still lets a slow link fetch a real-size broadcast (60 MB at 0.2 MB/s).
 PULL_MAX_SECONDS = 300.0
+# While a claimed message's objects are unavailable, how often to ask the SuperNode for a newer
+# task (Tasks.dropped).
+DROPPED_PROBE_SECONDS = 5.0
 # How long one Runtime API call of a task may keep retrying before the task is given up.
 TASK_CALL_RETRY_SECONDS = 60.0
 _RETRYABLE_STATUS = {httpx.codes.BAD_GATEWAY, httpx.codes.SERVICE_UNAVAILABLE, httpx.codes.GATEWAY_TIMEOUT}
@@ -162,6 +169,48 @@ def _heartbeat_fn(client: RuntimeHttpClient, run_label: str):
     return beat
 
 
+class Tasks:
+    """The SuperNode's pending tasks, claimed one at a time, and the sign that the task being
+    served has been dropped.
+
+    Flower 1.42's SuperNode receives one message at a time: it creates the message's task, then
+    fetches its objects, then waits for the reply before receiving the next. When the run stops
+    while it fetches, it drops the message but leaves the task open, and the objects never come
+    (PULL_MAX_SECONDS would hold the node that long). A newer task can only exist once the
+    SuperNode has moved past the current message: claiming one while the current message's
+    objects are unavailable proves the message dropped. That task is served next."""
+
+    def __init__(self, poller: RuntimeHttpClient) -> None:
+        self.poller = poller
+        self.request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
+        self._ahead: AcquireTaskResponse | None = None
+        self._asked = 0.0
+        self._lock = threading.Lock()
+
+    def claim(self) -> AcquireTaskResponse:
+        """The task claimed ahead, else the SuperNode's answer to AcquireTask (which may hold none)."""
+        with self._lock:
+            claimed, self._ahead = self._ahead, None
+            self._asked = time.monotonic()  # a new message's objects get DROPPED_PROBE_SECONDS first
+        return claimed if claimed is not None else self.poller.AcquireTask(self.request)
+
+    def dropped(self) -> bool:
+        """Called by the current task's object pulls while an object is unavailable."""
+        with self._lock:
+            if self._ahead is not None:
+                return True
+            if time.monotonic() - self._asked < DROPPED_PROBE_SECONDS:
+                return False
+            self._asked = time.monotonic()
+            try:
+                claimed = self.poller.AcquireTask(self.request)
+            except (httpx.TransportError, httpx.HTTPStatusError):
+                return False
+            if claimed.HasField("task") and claimed.token:
+                self._ahead = claimed
+            return self._ahead is not None
+
+
 class AppLoader:
     """Loads the ClientApp of a task's FAB once `policy` accepts it; a new FAB drops the previous
     app's modules first."""
@@ -198,7 +247,7 @@ class AppLoader:
         log(INFO, "zk0 executor: new app version; reloading package '%s'", self.package)
 
 
-def serve_task(endpoint: Endpoint, token: str, run_id: int, loader: AppLoader) -> Served:
+def serve_task(endpoint: Endpoint, token: str, run_id: int, loader: AppLoader, dropped: Callable[[], bool]) -> Served:
     """Run the task claimed with `token` in this process and leave its reply with the SuperNode."""
     started = time.perf_counter()
     retry_invoker = _task_retry_invoker()
@@ -212,7 +261,8 @@ def serve_task(endpoint: Endpoint, token: str, run_id: int, loader: AppLoader) -
     sub_status, details = SubStatus.FAILED, "ClientApp task failed due to unknown reason"
     pull_seconds = app_load_seconds = 0.0
     try:
-        message, context, run, fab = pull_task_input(client, PULL_INITIAL_BACKOFF_SECONDS, PULL_BACKOFF_CAP_SECONDS, PULL_MAX_SECONDS)
+        message, context, run, fab = pull_task_input(client, PULL_INITIAL_BACKOFF_SECONDS, PULL_BACKOFF_CAP_SECONDS, PULL_MAX_SECONDS,
+                                                   dropped)
         pulled = time.perf_counter()
         pull_seconds = pulled - started
         app = loader.load(run, fab)
@@ -258,7 +308,7 @@ def serve(endpoint: Endpoint, policy: AppPolicy) -> None:
     """Claim and serve the SuperNode's ClientApp tasks one after another, until stopped."""
     poller = _client(endpoint, superexec_interceptors(endpoint.auth_secret), None)
     loader = AppLoader(policy)
-    request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
+    tasks = Tasks(poller)
     allowed = f" and {len(policy.allowed)} FAB(s) allowed by hash" if policy.allowed else ""
     print(f"zk0-executor pid={os.getpid()} serving ClientApp tasks of the SuperNode at {endpoint.address}: "
           f"the zk0 installed at {policy.installed}{allowed}", flush=True)
@@ -266,7 +316,7 @@ def serve(endpoint: Endpoint, policy: AppPolicy) -> None:
     try:
         while True:
             try:
-                claimed = poller.AcquireTask(request)
+                claimed = tasks.claim()
             except httpx.TransportError as err:
                 if reachable:
                     log(WARNING, "zk0 executor: SuperNode at %s not reachable (%s); retrying", endpoint.address, err)
@@ -286,7 +336,7 @@ def serve(endpoint: Endpoint, policy: AppPolicy) -> None:
                 log(INFO, "zk0 executor: SuperNode at %s reachable again", endpoint.address)
                 reachable = True
             if claimed.HasField("task") and claimed.token:
-                served = serve_task(endpoint, claimed.token, claimed.task.run_id, loader)
+                served = serve_task(endpoint, claimed.token, claimed.task.run_id, loader, tasks.dropped)
                 print(served.line(), flush=True)
                 wait = POLL_MIN_SECONDS
                 continue

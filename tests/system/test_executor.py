@@ -409,6 +409,15 @@ def test_executor_follows_the_flower_runtime_it_was_built_on():
     superexec = {type(i).__name__ for i in executor_flower.superexec_interceptors(b"secret")}
     assert superexec == flower_interceptors(run_superexec.run_superexec), "the executor's poller differs from Flower's"
     assert run_superexec._SUPEREXEC_AUTH_METHODS == {executor_flower.ACQUIRE_TASK_METHOD}  # what the secret signs
+    # zk0_executor.serve.Tasks infers a dropped message from a newer task: the SuperNode creates a
+    # message's task before it fetches the objects, and receives the next message only after it
+    # pushed this one's reply (or dropped it).
+    from flwr.supernode import start_client_internal as supernode
+    receive = inspect.getsource(supernode._pull_and_store_message)
+    assert receive.index("state.create_task(") < receive.index("pull_objects(") < receive.rindex("return run_id")
+    loop = inspect.getsource(supernode.start_client_internal)
+    assert re.search(r"while True:\s+run_id = _pull_and_store_message\(.*?\)\s+.*?if run_id is None:.*?continue\s+"
+                     r"_push_messages\(", loop, re.S), "the SuperNode no longer receives one message at a time"
 
 
 def test_the_executor_is_fenced_off_from_the_app_and_its_flower_surface_is_one_module():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+from zk0_executor.serve import PULL_MAX_SECONDS
+
 from test_zk0bot import TINY_RUN, ZK0BOT, Zk0bot, error_lines, federation, join  # noqa: F401 - federation is a fixture
 
 
@@ -118,3 +121,8 @@ def test_serverapp_killed_mid_run_then_resumed(joined):
     resumed = bot("run", "--resume", timeout=900)
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
     assert_resumed_like_an_uninterrupted_run(run_dir, RESUME_ROUNDS)
+    # A message the killed run left half-fetched holds no executor until PULL_MAX_SECONDS: the
+    # resumed run's task shows it dropped (zk0_executor.serve.Tasks).
+    served = [float(seconds) for log in (bot.home / "clients").glob("*/executor.log")
+              for seconds in re.findall(r"zk0-executor pid=\d+ run=\d+ type=\S+ round=\S+ seconds=([\d.]+)", log.read_text())]
+    assert served and max(served) < PULL_MAX_SECONDS / 2, served
