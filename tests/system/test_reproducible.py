@@ -2,10 +2,10 @@
 weights, on the same machine.
 
 In-process: local training is a function of (weights, data, seed) alone, whatever the
-process did before. End to end: the tiny federation run twice through
-`train-fl-simulation.sh` leaves identical metrics.jsonl rows (timings and Flower's random
-node ids aside) and bitwise identical checkpoints; a run of one round resumed for a second
-(another simulation: another Flower run id, other node ids) ends with the same weights.
+process did before. End to end, through `train-fl-simulation.sh`: the tiny federation run for
+two rounds, and the same seed run for one round at another path then resumed for the second
+(another simulation: another Flower run id, other node ids), leave identical metrics.jsonl rows
+(timings and Flower's random node ids aside) and bitwise identical checkpoints of every round.
 """
 
 from __future__ import annotations
@@ -81,45 +81,20 @@ def sim_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory, sim_dir) -> list[Path]:
-    """The tiny federation (2 clients, 2 rounds, default seed) run twice on the same demo data."""
-    run_dirs = []
-    for attempt in range(2):
-        work = tmp_path_factory.mktemp(f"run-{attempt}")
-        output_dir = work / "outputs"
-        run = run_simulation(["--tiny", "--rounds", str(ROUNDS), "--output-dir", str(output_dir)],
-                             sim_dir, work / "sim.log", timeout=600)
-        assert run.returncode == 0, run.output[-4000:]
-        run_dirs.extend(output_dir.iterdir())
-    return run_dirs
-
-
-def test_same_seed_gives_the_same_metrics(two_runs):
-    """Every metrics.jsonl row matches exactly (floats included), timings and node ids aside."""
-    rows = [[json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-            for run_dir in two_runs]
-    assert [row["round"] for row in rows[0]] == list(range(ROUNDS + 1))
-    assert rows[0][1]["train/loss"] != rows[0][2]["train/loss"]  # the rounds really trained
-    assert [comparable(row) for row in rows[0]] == [comparable(row) for row in rows[1]]
+def uninterrupted_run(tmp_path_factory, sim_dir) -> Path:
+    """The tiny federation (2 clients, 2 rounds, default seed)."""
+    work = tmp_path_factory.mktemp("uninterrupted")
+    output_dir = work / "outputs"
+    run = run_simulation(["--tiny", "--rounds", str(ROUNDS), "--output-dir", str(output_dir)],
+                         sim_dir, work / "sim.log", timeout=600)
+    assert run.returncode == 0, run.output[-4000:]
+    [run_dir] = output_dir.iterdir()
+    return run_dir
 
 
 def as_bytes(tensor: torch.Tensor) -> torch.Tensor:
     """The tensor's raw bytes: bitwise equality, -0.0 and NaN payloads included."""
     return tensor.contiguous().view(-1).view(torch.uint8)
-
-
-def test_same_seed_gives_bitwise_identical_checkpoints(two_runs):
-    """Each round's model.safetensors holds the same tensors, bit for bit."""
-    for server_round in range(1, ROUNDS + 1):
-        first, second = (
-            load_file(run_dir / "checkpoints" / f"{server_round:06d}" / "pretrained_model" / "model.safetensors")
-            for run_dir in two_runs
-        )
-        assert first.keys() == second.keys()
-        for name, tensor in first.items():
-            other = second[name]
-            assert tensor.dtype == other.dtype and tensor.shape == other.shape, name
-            assert torch.equal(as_bytes(tensor), as_bytes(other)), name
 
 
 @pytest.fixture(scope="module")
@@ -139,20 +114,30 @@ def resumed_run(tmp_path_factory, sim_dir) -> Path:
     return run_dir
 
 
-def test_a_resumed_run_ends_with_the_uninterrupted_runs_weights(two_runs, resumed_run):
-    """Round by round the same metrics (the 1-round run's final client evaluation and the bytes
-    of whole downloads aside) and bitwise the same checkpoint; participation counts both rounds."""
+def test_the_same_seed_gives_the_same_run_even_when_resumed(uninterrupted_run, resumed_run):
+    """Round by round the same metrics (floats included; timings, node ids, the 1-round run's final
+    client evaluation and the bytes of whole downloads aside), bitwise the same checkpoint of every
+    round (the first written by the 1-round run, at another path), and participation counts both
+    rounds."""
     def computed(row: dict) -> dict:
         return {key: value for key, value in comparable(row).items()
                 if key not in ("client_eval", "client_eval/action_mse", "bytes_down", "bytes_up")}
 
     rows = [[json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-            for run_dir in (two_runs[0], resumed_run)]
+            for run_dir in (uninterrupted_run, resumed_run)]
+    assert [row["round"] for row in rows[0]] == list(range(ROUNDS + 1))
+    assert rows[0][1]["train/loss"] != rows[0][2]["train/loss"]  # the rounds really trained
     assert [computed(row) for row in rows[0]] == [computed(row) for row in rows[1]]
     assert comparable(rows[0][-1])["client_eval"] == comparable(rows[1][-1])["client_eval"]
-    checkpoint = Path("checkpoints") / f"{ROUNDS:06d}" / "pretrained_model" / "model.safetensors"
-    first, second = (load_file(run_dir / checkpoint) for run_dir in (two_runs[0], resumed_run))
-    assert first.keys() == second.keys()
-    assert all(torch.equal(as_bytes(tensor), as_bytes(second[name])) for name, tensor in first.items())
+    for server_round in range(1, ROUNDS + 1):
+        first, second = (
+            load_file(run_dir / "checkpoints" / f"{server_round:06d}" / "pretrained_model" / "model.safetensors")
+            for run_dir in (uninterrupted_run, resumed_run)
+        )
+        assert first.keys() == second.keys()
+        for name, tensor in first.items():
+            other = second[name]
+            assert tensor.dtype == other.dtype and tensor.shape == other.shape, name
+            assert torch.equal(as_bytes(tensor), as_bytes(other)), name
     participation = json.loads((resumed_run / "participation.json").read_text())
     assert sum(counts["accepted"] for counts in participation.values()) == 2 * ROUNDS
