@@ -422,7 +422,9 @@ main() {
   RUN_LOG="$SIM_DIR/flwr-run-$$.log"
   ZK0_SIM_RUN="$$-$(date +%s%N)"
   export ZK0_SIM_RUN
-  trap 'stop_run_processes; rm -rf "$FLWR_HOME" "$RUN_LOG"' EXIT
+  # The app's files alone: `flwr run` walks every file of the folder it packs (.venv included).
+  APP_COPY=$("$VENV/bin/python" -m zk0.ops.fab "$SIM_DIR" 2>&1) || die "${APP_COPY#zk0: error: }"
+  trap 'stop_run_processes; rm -rf "$FLWR_HOME" "$RUN_LOG" "$APP_COPY"' EXIT
 
   log "starting the simulation: $clients clients${ray_address:+ on the Ray cluster at $ray_address}, outputs under $outputs"
   local run_id status reason arg
@@ -430,7 +432,7 @@ main() {
   for arg in "${run_configs[@]}"; do
     run_args+=(--run-config "$arg")
   done
-  (cd "$ROOT" && flwr run . local-simulation --stream \
+  (cd "$ROOT" && flwr run "$APP_COPY" local-simulation --stream \
     --federation-config "$(federation_config "$clients" "$actors")" "${run_args[@]}") 2>&1 \
     | tee "$RUN_LOG" | console "$verbose" || true
   run_id=$(grep -oE 'run [0-9]+' "$RUN_LOG" | head -n1 | cut -d' ' -f2 || true)

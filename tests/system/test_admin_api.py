@@ -21,6 +21,8 @@ from ports import free_port
 from test_zk0bot import ROOT, Zk0bot
 from unprivileged import NOBODY, as_nobody, give_to_nobody, nobody_dir  # noqa: F401 - nobody_dir is a fixture
 
+from zk0.ops.fab import copy_app
+
 FLWR = str(ROOT / ".venv" / "bin" / "flwr")
 
 
@@ -57,7 +59,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, demo_roots: list[Path]):
     assert started.returncode == 0, started.stderr + started.stdout
     run_config = f"model='tiny' eval-dataset='local:{demo_roots[-1]}' node-wait-timeout=600 num-workers=0"
     submitted = subprocess.run(
-        [FLWR, "run", str(ROOT), "zk0-superlink", "--run-config", run_config, "--format", "json"],
+        [FLWR, "run", str(copy_app(ROOT, tmp_path_factory.mktemp("app"))), "zk0-superlink", "--run-config", run_config,
+         "--format", "json"],
         env={**os.environ, "FLWR_HOME": str(bot.home / "server" / "flwr-home")},
         capture_output=True, text=True, timeout=120, cwd=bot.home / "server",
     )
@@ -128,7 +131,8 @@ def test_flwr_of_another_account_is_refused(server: Zk0bot, public_ca: Path, nob
         f'[superlink]\ndefault = "t"\n\n[superlink.t]\naddress = "127.0.0.1:{admin_port}"\n'
         f'root-certificates = "{public_ca}"\n'
     )
-    attempts = (("ls", "t"), ("supernode", "list", "t"), ("run", str(ROOT), "t"), ("stop", "1", "t"))
+    attempts = (("ls", "t"), ("supernode", "list", "t"), ("run", str(copy_app(ROOT, nobody_dir / "app")), "t"),
+                ("stop", "1", "t"))
     for forged in (None, "0" * 64):
         if forged:
             key = f"flower.account-auth.127.0.0.1:{admin_port}"

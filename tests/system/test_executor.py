@@ -34,6 +34,7 @@ import pytest
 from flwr.cli.build import build_fab_from_disk
 from ports import free_port
 
+from zk0.ops.fab import copy_app
 from zk0_executor import flower as executor_flower
 from zk0_executor.trust import APP_FILES, AppPolicy, RefusedApp, installed_app_dir, parse_allowed
 
@@ -137,13 +138,14 @@ class Deployment:
         return subprocess.run([str(BIN / "flwr"), *args], env=self.env, capture_output=True, text=True,
                               timeout=120, cwd=self.tmp)
 
-    def run(self, rounds: int, extra: str = "", timeout: float = 240, app: Path = ROOT) -> tuple[int, str, float]:
+    def run(self, rounds: int, extra: str = "", timeout: float = 240, app: Path | None = None) -> tuple[int, str, float]:
         """Submit a zk0 run (of the app at `app`); wait until it finishes; its id, final status and seconds taken."""
         config = (
             f"{TINY_RUN} num-rounds={rounds} datasets='{self.clients[0]}' eval-dataset='{self.eval_uri}' "
             f"output-dir='{self.tmp / 'runs'}' {extra}"
         )
         started = time.monotonic()
+        app = app or copy_of_app(self.tmp / f"app-{time.monotonic_ns()}")  # as zk0 submits: the app's files alone
         submitted = self.flwr("run", str(app), CONNECTION, "--format", "json", "--run-config", config)
         text = submitted.stdout
         assert "run-id" in text, submitted.stdout + submitted.stderr
@@ -253,14 +255,8 @@ def test_raising_clientapp_gets_an_error_reply_and_the_executor_keeps_serving(de
 
 
 def copy_of_app(where: Path, change=None) -> Path:
-    """A copy of the app as `flwr run` packs it (pyproject.toml, the APP_FILES of src/zk0); `change(copy)` edits it."""
-    where.mkdir(parents=True)
-    (where / "pyproject.toml").write_bytes((ROOT / "pyproject.toml").read_bytes())
-    for pattern in APP_FILES:
-        for module in (ROOT / "src" / "zk0").glob(pattern):
-            copy = where / module.relative_to(ROOT)
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            copy.write_bytes(module.read_bytes())
+    """A copy of the app as `flwr run` packs it (zk0.ops.fab); `change(copy)` edits it."""
+    copy_app(ROOT, where)
     if change is not None:
         change(where)
     return where
@@ -420,7 +416,7 @@ def test_executor_follows_the_flower_runtime_it_was_built_on():
                      r"_push_messages\(", loop, re.S), "the SuperNode no longer receives one message at a time"
 
 
-def test_the_executor_is_fenced_off_from_the_app_and_its_flower_surface_is_one_module():
+def test_the_executor_is_fenced_off_from_the_app_and_its_flower_surface_is_one_module(tmp_path: Path):
     """Only zk0_executor.flower imports Flower; no executor module imports zk0 (so dropping the app's
     modules never drops the executor); the FAB carries zk0 and not the executor."""
     for module in (ROOT / "src" / "zk0_executor").glob("*.py"):
@@ -432,7 +428,7 @@ def test_the_executor_is_fenced_off_from_the_app_and_its_flower_surface_is_one_m
                 imported.add(node.module.split(".")[0])
         assert "zk0" not in imported, module
         assert ("flwr" in imported) == (module.name == "flower.py"), module
-    with zipfile.ZipFile(io.BytesIO(build_fab_from_disk(ROOT))) as fab:
+    with zipfile.ZipFile(io.BytesIO(build_fab_from_disk(copy_of_app(tmp_path / "app")))) as fab:
         names = fab.namelist()
     assert "src/zk0/client_app.py" in names and not [n for n in names if "zk0_executor" in n], names
 
@@ -445,7 +441,7 @@ def test_the_installed_zk0_is_the_checkout_and_its_fab_is_accepted(tmp_path: Pat
 
     assert app_files(installed) == app_files(ROOT / "src" / "zk0")
     policy = AppPolicy(installed)
-    assert policy.differences(build_fab_from_disk(ROOT)) == []
+    assert policy.differences(build_fab_from_disk(copy_of_app(tmp_path / "same"))) == []
     assert policy.check(build_fab_from_disk(copy_of_app(tmp_path / "copy")), "zk0/zk0", "0.1.0") is False
 
 

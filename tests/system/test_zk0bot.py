@@ -23,6 +23,8 @@ import pytest
 from ports import free_port, worker_address
 from unprivileged import as_nobody, nobody_dir, user_env  # noqa: F401 - nobody_dir is a fixture
 
+from zk0.ops.fab import copy_app
+
 ROOT = Path(__file__).resolve().parents[2]
 ZK0BOT = ROOT / "zk0bot.sh"
 TINY_RUN = (
@@ -200,7 +202,7 @@ def test_outsider_cannot_steer_the_federation(federation, tmp_path: Path):
         "list nodes": ("supernode", "list", "target", "--format", "json"),
         "unregister": ("supernode", "unregister", "1", "target", "--format", "json"),
         "list runs": ("ls", "target", "--format", "json"),
-        "run": ("run", str(ROOT), "target", "--format", "json"),
+        "run": ("run", str(copy_app(ROOT, tmp_path / "app")), "target", "--format", "json"),
         "stop": ("stop", "1", "target", "--format", "json"),
     }
     for name, args in attempts.items():

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from flwr.cli.build import build_fab_from_disk
 
+from zk0.ops.fab import copy_app
 from zk0_executor.trust import APP_FILES, FAB_SOURCES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,10 +73,11 @@ def folder(module: str) -> str:
     return parts[1] if len(parts) > 1 and (PACKAGE / parts[1]).is_dir() else ""
 
 
-def test_the_fab_ships_exactly_the_app_files_and_pyproject_names_them():
+def test_the_fab_ships_exactly_the_app_files_and_pyproject_names_them(tmp_path: Path):
+    """(From the copy `flwr run` reads, which packs as the whole checkout does: test_fab.py.)"""
     fab_include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["fab-include"]
     assert fab_include == [FAB_SOURCES + pattern for pattern in APP_FILES]
-    with zipfile.ZipFile(io.BytesIO(build_fab_from_disk(ROOT))) as fab:
+    with zipfile.ZipFile(io.BytesIO(build_fab_from_disk(copy_app(ROOT, tmp_path / "app")))) as fab:
         shipped = {name for name in fab.namelist() if name.startswith(FAB_SOURCES)}
     expected = {FAB_SOURCES + p.relative_to(PACKAGE).as_posix() for pattern in APP_FILES for p in PACKAGE.glob(pattern)}
     assert shipped == expected

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from zk0.ops.fab import copy_app
 from zk0.run import state as run_state
 from zk0.run.directory import RunDir, RunDirError
 
@@ -150,11 +151,17 @@ def json_reply(text: str) -> dict:
 
 def submit(app_dir: Path, connection: str, run_configs: list[str]) -> int:
     overrides = [arg for value in run_configs for arg in ("--run-config", value)]
-    try:
-        result = flwr("run", str(app_dir), connection, "--format", "json", *overrides)
-    except subprocess.TimeoutExpired:
-        raise AdminError(f"the SuperLink did not answer `flwr run` within {FLWR_TIMEOUT:.0f} s; "
-                         f"check it: {OPERATOR} server status") from None
+    with tempfile.TemporaryDirectory(prefix="zk0-app-") as scratch:
+        try:  # flwr would walk app_dir's .venv
+            app = copy_app(app_dir, Path(scratch) / "app")
+        except OSError as err:
+            raise AdminError(f"cannot copy the app for `flwr run` under {tempfile.gettempdir()}: {err}; "
+                             "free space there or set TMPDIR to another folder") from None
+        try:
+            result = flwr("run", str(app), connection, "--format", "json", *overrides)
+        except subprocess.TimeoutExpired:
+            raise AdminError(f"the SuperLink did not answer `flwr run` within {FLWR_TIMEOUT:.0f} s; "
+                             f"check it: {OPERATOR} server status") from None
     text = result.stdout + result.stderr
     reply = json_reply(result.stdout) or json_reply(text)
     run_id = str(reply.get("run-id") or "")
