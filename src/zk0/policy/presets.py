@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from zk0.util.paths import build_once, cache_dir
 from zk0.policy.tiny_backbone import SMOLVLM2_500M_BACKBONE, TINY_BACKBONE, BackboneShape, ensure_backbone
 
@@ -102,6 +100,7 @@ def seeded_policy(config):
     Under `with torch.device("meta"):` it allocates nothing, which counts a real-size
     model's parameters in seconds.
     """
+    import torch  # here, with LeRobot: a built preset is found without either
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
 
     with torch.random.fork_rng():

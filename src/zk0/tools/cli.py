@@ -24,10 +24,11 @@ import sys
 from pathlib import Path
 
 from zk0.ops import admin
-from zk0.data.dataset import DatasetError, open_node_data
 from zk0.ops.preflight import PreflightError, check_plain, check_tls
-from zk0.data.uri import URIError, parse_dataset_uri
 from zk0.sim import ENVS
+
+# Each command imports what it needs: torch and LeRobot take seconds, and train-fl-simulation.sh
+# and zk0bot run light commands (check-run-config, demo-data and prepare-tiny once cached) often.
 
 
 def _demo_data(args: argparse.Namespace) -> int:
@@ -67,6 +68,9 @@ def _rollout(args: argparse.Namespace) -> int:
 
 
 def _check_dataset(args: argparse.Namespace) -> int:
+    from zk0.data.dataset import open_node_data
+    from zk0.data.uri import parse_dataset_uri
+
     data = open_node_data(parse_dataset_uri(args.uri), args.action_dim, args.heldout_episodes, args.state_dim)
     episodes = f"{data.meta.total_episodes} episodes"
     if data.uri.shard:
@@ -236,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DatasetError, URIError, PreflightError, ValueError) as err:
+    except (PreflightError, ValueError) as err:  # DatasetError and URIError are ValueErrors
         print(f"zk0: error: {err}", file=sys.stderr)
         return 2
 
