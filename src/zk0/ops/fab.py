@@ -3,7 +3,7 @@
 Flower 1.42's `flwr run APP_DIR` walks and resolves every file under APP_DIR before it keeps
 those pyproject.toml's `fab-include` names: with a .venv inside (this checkout's, or the
 install's under ~/zk0: 67,000 files) that took 10 s per run. A folder holding only
-pyproject.toml and the files fab-include names gives Flower the same FAB, byte for byte
+pyproject.toml, .gitignore and the files fab-include names gives Flower the same FAB, byte for byte
 (tests/unit/test_fab.py), in a twentieth of a second.
 
     python -m zk0.ops.fab PARENT [--app APP_DIR]
@@ -23,11 +23,14 @@ CHECKOUT = Path(__file__).resolve().parents[3]
 
 
 def app_files(app_dir: Path) -> list[Path]:
-    """pyproject.toml and every file its [tool.flwr.app] fab-include names, relative to app_dir."""
+    """pyproject.toml, .gitignore (Flower filters by it) and every file [tool.flwr.app] fab-include
+    names, relative to app_dir; symbolic links left out, as Flower leaves them out."""
     project = tomllib.loads((app_dir / "pyproject.toml").read_text())
     patterns = project["tool"]["flwr"]["app"]["fab-include"]
-    matched = {path.relative_to(app_dir) for pattern in patterns for path in app_dir.glob(pattern) if path.is_file()}
-    return [Path("pyproject.toml"), *sorted(matched)]
+    matched = {path.relative_to(app_dir) for pattern in patterns for path in app_dir.glob(pattern)
+               if path.is_file() and not path.is_symlink()}
+    ignore = [Path(".gitignore")] if (app_dir / ".gitignore").is_file() else []
+    return [Path("pyproject.toml"), *ignore, *sorted(matched)]
 
 
 def copy_app(app_dir: Path, dest: Path) -> Path:
