@@ -19,8 +19,10 @@ SERVICE_PORTS = f"{FIRST}-{FIRST + 499}"
 
 
 def free_port() -> int:
-    """A port of this worker's own half, free now."""
-    return free_ports(ports=range(FIRST + 500, FIRST + 1000))[0]
+    """A port of this worker's own half, free now on every local address: tests bind theirs on
+    other loopback addresses too (127.0.0.100 stands in for a server's public address), where
+    a port free on 127.0.0.1 may be held."""
+    return free_ports(host="0.0.0.0", ports=range(FIRST + 500, FIRST + 1000))[0]
 
 
 def worker_address() -> str:
