@@ -65,8 +65,8 @@ from flwr.supercore.tls import validate_and_resolve_root_certificates
 from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 
 __all__ = [  # what the executor's other modules take from here
-    "MAX_RETRY_DELAY", "AcquireTaskRequest", "AcquireTaskResponse", "ClientApp", "Context", "ErrorCode", "Fab", "HeartbeatSender",
-    "Message", "RetryInvoker", "Run", "RuntimeHttpClient", "SendTaskHeartbeatRequest", "SubStatus", "TaskType",
+    "MAX_RETRY_DELAY", "AcquireTaskRequest", "AcquireTaskResponse", "ClientApp", "Context", "ErrorCode", "Fab",
+    "HeartbeatSender", "Message", "RetryInvoker", "Run", "RuntimeHttpClient", "SendTaskHeartbeatRequest", "SubStatus", "TaskType",
     "add_superexec_auth_secret_args", "error_message", "error_reply", "exponential", "get_load_client_app_fn",
     "get_project_config", "get_project_dir", "install_from_fab", "load_superexec_auth_secret", "log",
     "parse_address", "pull_task_input", "push_message", "push_task_output", "start_parent_process_monitor",

@@ -261,8 +261,8 @@ def serve_task(endpoint: Endpoint, token: str, run_id: int, loader: AppLoader, d
     sub_status, details = SubStatus.FAILED, "ClientApp task failed due to unknown reason"
     pull_seconds = app_load_seconds = 0.0
     try:
-        message, context, run, fab = pull_task_input(client, PULL_INITIAL_BACKOFF_SECONDS, PULL_BACKOFF_CAP_SECONDS, PULL_MAX_SECONDS,
-                                                   dropped)
+        message, context, run, fab = pull_task_input(
+            client, PULL_INITIAL_BACKOFF_SECONDS, PULL_BACKOFF_CAP_SECONDS, PULL_MAX_SECONDS, dropped)
         pulled = time.perf_counter()
         pull_seconds = pulled - started
         app = loader.load(run, fab)

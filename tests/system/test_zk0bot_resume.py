@@ -123,6 +123,7 @@ def test_serverapp_killed_mid_run_then_resumed(joined):
     assert_resumed_like_an_uninterrupted_run(run_dir, RESUME_ROUNDS)
     # A message the killed run left half-fetched holds no executor until PULL_MAX_SECONDS: the
     # resumed run's task shows it dropped (zk0_executor.serve.Tasks).
+    line = re.compile(r"zk0-executor pid=\d+ run=\d+ type=\S+ round=\S+ seconds=([\d.]+)")
     served = [float(seconds) for log in (bot.home / "clients").glob("*/executor.log")
-              for seconds in re.findall(r"zk0-executor pid=\d+ run=\d+ type=\S+ round=\S+ seconds=([\d.]+)", log.read_text())]
+              for seconds in line.findall(log.read_text())]
     assert served and max(served) < PULL_MAX_SECONDS / 2, served
