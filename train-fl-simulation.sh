@@ -425,6 +425,9 @@ main() {
   # The app's files alone: `flwr run` walks every file of the folder it packs (.venv included).
   APP_COPY=$("$VENV/bin/python" -m zk0.ops.fab "$SIM_DIR" 2>&1) || die "${APP_COPY#zk0: error: }"
   trap 'stop_run_processes; rm -rf "$FLWR_HOME" "$RUN_LOG" "$APP_COPY"' EXIT
+  # flwr run would give the local SuperLink 15 s to start: too few on a busy machine.
+  local superlink
+  superlink=$("$VENV/bin/python" -m zk0.ops.local_superlink 2>&1) || die "${superlink##*zk0: error: }"
 
   log "starting the simulation: $clients clients${ray_address:+ on the Ray cluster at $ray_address}, outputs under $outputs"
   local run_id status reason arg
