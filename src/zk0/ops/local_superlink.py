@@ -25,9 +25,10 @@ STARTUP_SECONDS = 180.0
 
 
 def start(timeout: float = STARTUP_SECONDS) -> None:
-    """Starts the in-memory local SuperLink unless it answers already; raises click.ClickException
-    (Flower's words) when it exits or does not answer within `timeout` seconds."""
-    # Flower reads the deadline from its module at each start (pinned flwr, tests/unit/test_local_superlink.py).
+    """Starts the in-memory local SuperLink (the connection train-fl-simulation.sh writes) unless
+    it answers already; raises click.ClickException (Flower's words) when it exits or does not
+    answer within `timeout` seconds."""
+    # Flower reads the deadline from its module at each start (pinned flwr; tests/system/test_local_superlink.py).
     local_superlink.LOCAL_SUPERLINK_STARTUP_TIMEOUT = timeout
     local_superlink.ensure_local_superlink(
         SuperLinkConnection(name="local-simulation", address=LOCAL_SUPERLINK_ADDRESS_MAGIC_VALUE_IN_MEMORY))
