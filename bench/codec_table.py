@@ -75,9 +75,9 @@ def real_shapes(mode: str, lora_rank: int) -> dict[str, tuple[int, ...]]:
 
 
 def record_bytes(arrays: dict[str, np.ndarray]) -> int:
-    from flwr.app import Array, ArrayRecord
+    from zk0.wire.protocol import pack
 
-    return ArrayRecord({name: Array(value) for name, value in arrays.items()}).count_bytes()
+    return pack(arrays).count_bytes()
 
 
 def measure_real_size(mode: str, codecs: list[str], repeats: int, lora_rank: int) -> list[dict]:

@@ -68,7 +68,7 @@ def measure(work: Path, nodes: int) -> dict:
 
     from zk0.server import inbox
     from zk0.config import RunConfig
-    from zk0.wire.protocol import ARRAYS, METRICS, NODE, array_record
+    from zk0.wire.protocol import ARRAYS, METRICS, NODE, array_record, pack
     from zk0.server.strategy import make_strategy
 
     sys.path.insert(0, str(ROOT / "tests" / "unit"))
@@ -107,7 +107,7 @@ def measure(work: Path, nodes: int) -> dict:
                 request = Message(RecordDict(), dst_node_id=node, message_type="train")
                 request.metadata.__dict__["_message_id"] = message_id
                 content = RecordDict({
-                    ARRAYS: array_record(updates[node % TEMPLATES]),
+                    ARRAYS: pack(updates[node % TEMPLATES]),
                     METRICS: MetricRecord({"num-examples": 64, "train/loss": 0.5}),
                     NODE: ConfigRecord({"dataset-uri": f"hf:bench/node_{node}"}),
                 })

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord
 from PIL import Image
 
 from zk0.wire.codec import encode
+from zk0.wire.protocol import pack
 from zk0.config import RunConfig
 from zk0.server.schedule import round_lr
 
@@ -274,7 +274,7 @@ def test_readme_and_running_sample_lines_are_what_the_code_prints(rows, final_po
     # codes + 1/256 + 64 B per tensor (zstd's compress bound), and at least nothing.
     trainable = {name: np.zeros(tuple(p.shape), np.float32) for name, p in final_policy.named_parameters()
                  if p.requires_grad}
-    q4 = ArrayRecord({key: Array(value) for key, value in encode(trainable, "q4").items()}).count_bytes()
+    q4 = pack(encode(trainable, "q4")).count_bytes()
     coded = q4 * 257 / 256 + 64 * len(trainable)
     assert abs(readme_moved - moved) <= 2 * CLIENTS * coded + 0.005e6, (readme_moved, moved)  # + README's rounding
 

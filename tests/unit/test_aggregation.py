@@ -35,6 +35,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from zk0.config import RunConfig
 from zk0.server.strategy import FederationError, ZK0Strategy, make_strategy
+from zk0.wire.protocol import pack
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
@@ -131,7 +132,7 @@ def scripted_app(answers: dict[int, tuple[float, int, float] | str]) -> ClientAp
             raise RuntimeError(answer)
         value, num_examples, loss = answer
         content = RecordDict({
-            "arrays": array_record(value),
+            "arrays": pack(weights(value)),
             "metrics": MetricRecord({"num-examples": num_examples, "train/loss": loss, "train/lr": 1e-4}),
             "node": ConfigRecord({"dataset-uri": f"local:/data/client_{context.node_id}"}),
         })
@@ -185,7 +186,7 @@ def test_round_record_keeps_each_clients_report_and_upload_size(strategy):
     and names each node by its id and the dataset it claims, for people reading metrics.jsonl."""
     run_round(strategy, {1: (1.0, 10, 2.0), 2: (5.0, 30, 1.0)}, server_round=3)
     record = strategy.rounds[3]
-    uploaded = array_record(1.0).count_bytes()
+    uploaded = pack(weights(1.0)).count_bytes()
     assert record.clients[2]["num-examples"] == 30
     assert record.bytes_up == {1: uploaded, 2: uploaded}
     assert record.named(record.bytes_up) == {"node 1 claiming local:/data/client_1": uploaded,

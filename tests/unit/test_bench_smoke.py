@@ -53,3 +53,11 @@ def test_openmp_wait_smallest(demo_roots):
     rows = [json.loads(line) for line in run.stdout.splitlines()]
     assert [row["policy"] for row in rows] == ["passive"]
     assert all(row["train_step_s"] > 0 and row["eval_s"] > 0 for row in rows)
+
+
+def test_wire_objects_tiny():
+    run = bench("wire_objects.py", "--models", "tiny")
+    assert run.returncode == 0, run.stderr[-2000:]
+    [row] = [line.split() for line in run.stdout.splitlines() if line.split()[0] == "tiny"]
+    tensors, arrays, objects, packed = map(int, row[1:5])
+    assert arrays == 3 * tensors and packed < 10 < tensors < objects, row

@@ -20,7 +20,7 @@ from flwr.app import Context, MessageType, RecordDict
 from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
 from safetensors.numpy import load_file
 
-from test_aggregation import LocalGrid, array_record, pyproject_run_config, scripted_app
+from test_aggregation import LocalGrid, array_record, pyproject_run_config, scripted_app, weights
 from zk0 import server_app
 from zk0.client_app import app as zk0_client_app
 from zk0.config import RunConfig
@@ -29,7 +29,7 @@ from zk0.run.directory import STATE_WEIGHTS, RunDir
 from zk0.server import sampling
 from zk0.server.round_summary import round_row, summary_line
 from zk0.server.strategy import FederationError, make_strategy
-from zk0.wire.protocol import Attempts
+from zk0.wire.protocol import Attempts, pack
 
 
 class Stop(Exception):
@@ -87,7 +87,7 @@ def test_a_round_short_of_usable_replies_runs_again_with_a_fresh_sample(caplog):
     assert row["retries"] == [reason] and row["sampled"] == 3
     assert "nodes 3 sampled: 3 ok, 0 rejected, 0 failed, 0 late (attempt 2) |" in summary_line(row, 1)
     assert strategy.roster.participation[first[0]]["failed"] == 1
-    one_reply = array_record(0.0).count_bytes()  # what each scripted node sends
+    one_reply = pack(weights(0.0)).count_bytes()  # what each scripted node sends
     assert record.bytes_up == {node: one_reply * ((node in first[1:]) + (node in second))
                                for node in set(first[1:]) | set(second)}  # what every attempt moved
 

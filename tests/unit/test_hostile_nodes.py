@@ -13,11 +13,13 @@ and the global update at most as far as zk0.data.stats and zk0.server.validation
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 
 import numpy as np
 import pytest
+import safetensors.numpy
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from test_aggregation import LocalGrid
@@ -39,7 +41,7 @@ from zk0.data import stats
 from zk0.wire import transfer
 from zk0.client_app import app as zk0_client_app
 from zk0.config import RunConfig
-from zk0.wire.protocol import MAX_LABEL_CHARS, TrainInstructions, read_stats
+from zk0.wire.protocol import MAX_LABEL_CHARS, PACKED, TrainInstructions, pack, read_stats, unpack
 from zk0.server import sampling
 from zk0.server.strategy import make_strategy
 
@@ -95,54 +97,63 @@ def aggregate(federation, global_model, contents: dict[int, RecordDict], mutate_
 
 # --- attacks on a q3 training reply -------------------------------------------------------------
 
-def raw(data: bytes, dtype: str = "uint8", shape=(8,), stype: str = "numpy.ndarray") -> Array:
-    return Array(dtype=dtype, shape=shape, stype=stype, data=data)
+def packed(data: bytes, stype: str = PACKED) -> ArrayRecord:
+    """A record of one Array carrying `data` as is: what a node may forge instead of a safetensors blob."""
+    return ArrayRecord({PACKED: Array(dtype="uint8", shape=(len(data),), stype=stype, data=data)})
 
 
-def npy_claiming(shape: tuple, dtype: str = "<f4") -> bytes:
-    """A .npy header claiming `shape`, followed by 16 bytes: what Array.numpy() would trust."""
-    header = "{'descr': '%s', 'fortran_order': False, 'shape': %r, }" % (dtype, shape)
-    header = header + " " * (63 - (10 + len(header)) % 64) + "\n"
-    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + b"\0" * 16
+def safetensors_claiming(dtype: str, shape: tuple, offsets: tuple = (0, 16)) -> bytes:
+    """A safetensors header claiming one tensor of `shape`, followed by 16 bytes."""
+    header = json.dumps({"w": {"dtype": dtype, "shape": list(shape), "data_offsets": list(offsets)}}).encode()
+    return len(header).to_bytes(8, "little") + header + bytes(16)
 
 
-def first(arrays: ArrayRecord, suffix: str) -> str:
+def arrays_of(record: ArrayRecord) -> dict[str, np.ndarray]:
+    """A packed record's arrays as the node packed them (writeable copies, nothing checked)."""
+    return dict(safetensors.numpy.load(record[PACKED].data))
+
+
+def first(arrays: dict, suffix: str) -> str:
     return next(key for key in arrays if key.endswith(suffix))
 
 
 def edit_arrays(edit):
-    """An attack that edits the reply's ArrayRecord in place: edit(record, numpy view)."""
+    """An attack that edits the reply's arrays, edit(arrays: name -> numpy), and packs them again."""
     def attack(content: RecordDict) -> None:
-        record = content["arrays"]
-        values = {key: array.numpy().copy() for key, array in record.items()}
-        edit(record, values)
+        arrays = arrays_of(content["arrays"])
+        edit(arrays)
+        content["arrays"] = pack(arrays)
     return attack
 
 
-def as_array(value) -> Array:
-    return value if isinstance(value, Array) else Array(np.asarray(value))
-
-
 def set_array(suffix: str, make):
-    return edit_arrays(lambda record, values: record.__setitem__(first(record, suffix),
-                                                                 as_array(make(values[first(record, suffix)]))))
+    def edit(arrays):
+        arrays[first(arrays, suffix)] = np.asarray(make(arrays[first(arrays, suffix)]))
+    return edit_arrays(edit)
 
 
 def drop(suffix: str):
-    return edit_arrays(lambda record, values: record.__delitem__(first(record, suffix)))
+    return edit_arrays(lambda arrays: arrays.__delitem__(first(arrays, suffix)))
 
 
 def add(key: str, array):
-    return edit_arrays(lambda record, values: record.__setitem__(key, as_array(array)))
+    return edit_arrays(lambda arrays: arrays.__setitem__(key, np.asarray(array)))
+
+
+def forged(data: bytes, stype: str = PACKED):
+    """An attack that replaces the reply's arrays by `data`, whatever it is."""
+    def attack(content: RecordDict) -> None:
+        content["arrays"] = packed(data, stype)
+    return attack
 
 
 def scaled_update(factor: float):
     """Every quantization scale x factor: the decoded delta is `factor` x the honest one."""
-    def edit(record, values):
-        for key in [k for k in record if k.endswith("@q3.scale")]:
-            bits = values[key].astype(np.uint32) << 16
+    def edit(arrays):
+        for key in [k for k in arrays if k.endswith("@q3.scale")]:
+            bits = arrays[key].astype(np.uint32) << 16
             scaled = (bits.view(np.float32) * np.float32(factor)).view(np.uint32) >> 16
-            record[key] = Array(scaled.astype(np.uint16))
+            arrays[key] = scaled.astype(np.uint16)
     return edit_arrays(edit)
 
 
@@ -176,14 +187,14 @@ def replace_all(content: RecordDict) -> None:
 
 
 def whole_fp32_weights(content: RecordDict) -> None:
-    content["arrays"] = ArrayRecord({"w": Array(np.zeros(3, np.float32))})
+    content["arrays"] = pack({"w": np.zeros(3, np.float32)})
 
 
 ATTACKS = {
     # the codec's arrays
-    "q3 shape overflowing int64": (edit_arrays(lambda r, v: (
-        r.__setitem__(first(r, "@q3.shape"), Array(np.array([2**32, 2**32], np.int64))),
-        r.__setitem__(first(r, "@q3"), Array(np.zeros(0, np.uint8))))), r"has shape \(4294967296, 4294967296\)"),
+    "q3 shape overflowing int64": (edit_arrays(lambda a: (
+        a.__setitem__(first(a, "@q3.shape"), np.array([2**32, 2**32], np.int64)),
+        a.__setitem__(first(a, "@q3"), np.zeros(0, np.uint8)))), r"has shape \(4294967296, 4294967296\)"),
     "q3 shape of another size": (set_array("@q3.shape", lambda v: v * 2), r"has shape .*, expected"),
     "q3 negative shape": (set_array("@q3.shape", lambda v: -v), r"has shape \(-\d+"),
     "q3 shape with 9 dims": (set_array("@q3.shape", lambda v: np.ones(9, np.int64)), r"is not a tensor shape"),
@@ -201,18 +212,19 @@ ATTACKS = {
     "unknown part": (add("x@q3.zero", np.zeros(1, np.uint8)), r"unexpected tensor 'x'|unknown key"),
     "unknown codec": (add("x@q5", np.zeros(8, np.uint8)), r"has an unknown suffix"),
     "unexpected 64 MB tensor": (add("big@bf16", np.zeros(32 * 2**20, np.uint16)), r"^unexpected tensor 'big'"),
-    "a tensor in two codecs": (edit_arrays(lambda r, v: r.__setitem__(first(r, "@q3").replace("@q3", "@bf16"),
-                                                                       Array(np.zeros(3, np.uint16)))),
+    "a tensor in two codecs": (edit_arrays(lambda a: a.__setitem__(first(a, "@q3").replace("@q3", "@bf16"),
+                                                                   np.zeros(3, np.uint16))),
                                r"arrives in two codecs"),
     "whole fp32 weights in a q3 run": (whole_fp32_weights, r"not encoded with the run's update-codec 'q3'"),
-    "garbage bytes": (set_array("@q3", lambda v: raw(b"\x00garbage")), r"no valid numpy header"),
-    "npy header claiming 1 TB": (set_array("@q3", lambda v: raw(npy_claiming((2**38,)))),
-                                 r"claims 1099511627776 bytes, more than"),
-    "npy header claiming more than its bytes": (set_array("@q3", lambda v: raw(npy_claiming((1000,), "|u1"))),
-                                                r"needs 1000 bytes, got 16"),
-    "object dtype (pickle)": (set_array("@q3", lambda v: raw(npy_claiming((2,), "|O"))), r"dtype object"),
-    "not a numpy array": (set_array("@q3", lambda v: raw(b"\0" * 8, stype="torch.Tensor")),
-                          r"not a serialized numpy array"),
+    "an array per tensor (Flower's plain form)": (
+        lambda c: c.__setitem__("arrays", ArrayRecord({k: Array(v) for k, v in arrays_of(c["arrays"]).items()})),
+        r"expected one array 'safetensors', got \d+"),
+    "garbage bytes": (forged(b"\x00garbage"), r"safetensors header is \d+ bytes, more than"),
+    "header claiming 1 TB": (forged(safetensors_claiming("F32", (2**38,))), r"not valid safetensors"),
+    "header claiming more than its bytes": (forged(safetensors_claiming("U8", (1000,), (0, 1000))),
+                                            r"not valid safetensors"),
+    "float16 arrays": (set_array("@q3", lambda v: v.astype(np.float16)), r"has dtype F16, which zk0 never sends"),
+    "not a safetensors blob": (forged(bytes(16), stype="torch.Tensor"), r"not a safetensors blob"),
     "x100 update": (scaled_update(100.0), r"update norm .* exceeds 10 x the round's median"),
     # metrics
     "num-examples 10**9": (metric("num-examples", 10**9), r"'num-examples' is 1e\+09, more than the 16"),
@@ -342,11 +354,20 @@ def collect(federation, global_model, contents: dict[int, RecordDict], **overrid
     return strategy, pooled, grid
 
 
-def stat(feature: str, key: str, change):
+def edit_stats(edit):
+    """An attack that edits the report's statistics, edit(entries: "feature/key" -> numpy), and packs them again."""
     def attack(content: RecordDict) -> None:
-        name = f"{feature}/{key}"
-        content["stats"][name] = Array(np.asarray(change(content["stats"][name].numpy().copy()), np.float64))
+        entries = arrays_of(content["stats"])
+        edit(entries)
+        content["stats"] = pack(entries)
     return attack
+
+
+def stat(feature: str, key: str, change):
+    def edit(entries):
+        name = f"{feature}/{key}"
+        entries[name] = np.asarray(change(entries[name]), np.float64)
+    return edit_stats(edit)
 
 
 def poisoned_normalizer(content: RecordDict) -> None:
@@ -369,10 +390,11 @@ STATS_ATTACKS = {
     "std beyond the range": (stat("action", "std", lambda s: s * 0 + 1e6), r"std exceeds max - min"),
     "mean outside [min, max]": (stat("observation.state", "mean", lambda m: m + 1e6), r"mean lies outside"),
     "min above max": (stat("action", "min", lambda m: m + 1e6), r"mean lies outside \[min, max\] \(or min > max\)"),
-    "missing key": (lambda c: c["stats"].__delitem__("action/std"), r"lack \['std'\]"),
-    "unknown key": (lambda c: c["stats"].__setitem__("action/q99", Array(np.zeros(6))), r"unexpected statistics entry"),
-    "extra feature": (lambda c: [c["stats"].__setitem__(f"observation.images.front/{k}", Array(np.ones(1)))
-                                 for k in ("count", "mean", "std", "min", "max")], r"statistics for features"),
+    "missing key": (edit_stats(lambda e: e.__delitem__("action/std")), r"lack \['std'\]"),
+    "unknown key": (edit_stats(lambda e: e.__setitem__("action/q99", np.zeros(6))), r"unexpected statistics entry"),
+    "extra feature": (edit_stats(lambda e: e.update({f"observation.images.front/{k}": np.ones(1)
+                                                     for k in ("count", "mean", "std", "min", "max")})),
+                      r"statistics for features"),
     "no statistics": (lambda c: c.__delitem__("stats"), r"expected one ArrayRecord 'stats'"),
 }
 
@@ -425,7 +447,7 @@ def test_one_node_cannot_own_the_normalization_with_frames_it_claims(federation,
     counts for no more frames than the other node."""
     two = [HONEST[0], ATTACKER]
     contents = {node: copy_content(honest_stats[node]) for node in two}
-    honest_frames = float(contents[HONEST[0]]["stats"]["action/count"].numpy()[0])
+    honest_frames = float(read_stats(contents[HONEST[0]]["stats"])["action"]["count"][0])
     for feature in ("action", "observation.state"):
         stat(feature, "count", lambda c: c * 0 + 1e9)(contents[ATTACKER])
     _, pooled, _ = collect(federation, global_model, contents)
@@ -442,7 +464,7 @@ def test_a_refused_node_in_the_sample_is_replaced_by_another(federation, global_
     stat("action", "mean", lambda m: m * np.nan)(contents[sample[0]])
     strategy, pooled, _ = collect(federation, global_model, contents, fraction_train=0.4)
     assert list(strategy.roster.refused) == [sample[0]]
-    frames = {node: float(content["stats"]["action/count"].numpy()[0]) for node, content in honest_stats.items()}
+    frames = {node: float(read_stats(content["stats"])["action"]["count"][0]) for node, content in honest_stats.items()}
     assert float(pooled["action"]["count"][0]) in {frames[sample[1]] + frames[n] for n in NODES if n not in sample}
 
 
@@ -468,7 +490,7 @@ def honest_reports(honest_stats, nodes: list[int]) -> list[dict]:
 def poisoning(honest: list[dict], how: str):
     """An attack that rewrites a report's statistics as `how` says, from the honest reports
     (colluders know them), so that they pass zk0.data.stats.check."""
-    def attack(content: RecordDict) -> None:
+    def edit(entries) -> None:
         for feature in POISONED_FEATURES:
             means = np.stack([report[feature]["mean"] for report in honest])
             stds = np.stack([report[feature]["std"] for report in honest])
@@ -482,8 +504,8 @@ def poisoning(honest: list[dict], how: str):
             }[how]
             for key, value in (("count", np.array([1e9])), ("mean", mean), ("std", std),
                                ("min", mean - 3 * std - 1.0), ("max", mean + 3 * std + 1.0)):
-                content["stats"][f"{feature}/{key}"] = Array(np.asarray(value, np.float64))
-    return attack
+                entries[f"{feature}/{key}"] = np.asarray(value, np.float64)
+    return edit_stats(edit)
 
 
 @pytest.mark.parametrize("how", ["push up", "push down", "copy the highest, no spread", "mirror the highest"])
@@ -571,8 +593,7 @@ UPDATE_ATTACKS = {"ALIE": alie, "IPM": inner_product_manipulation, "min-max": mi
 
 def flat_deltas(content: RecordDict, reference: dict[str, np.ndarray]) -> np.ndarray:
     """A reply's update as the server decodes it: float64 deltas, in the reference's order."""
-    arrays = {name: array.numpy() for name, array in content["arrays"].items()}
-    deltas = dict(transfer.update_deltas(arrays, reference))
+    deltas = dict(transfer.update_deltas(unpack(content["arrays"]), reference))
     return np.concatenate([deltas[name].ravel() for name in reference])
 
 
@@ -597,7 +618,7 @@ def with_delta(content: RecordDict, delta: np.ndarray, reference: dict[str, np.n
         arrays = encoded(delta * 0.99 * most / decoded_norm(arrays))
     assert decoded_norm(arrays) <= most
     crafted = copy_content(content)
-    crafted["arrays"] = ArrayRecord({key: Array(value) for key, value in arrays.items()})
+    crafted["arrays"] = pack(arrays)
     return crafted
 
 

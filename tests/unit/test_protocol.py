@@ -5,7 +5,7 @@ ProtocolError with a one-line reason, decided before any array is materialized."
 from __future__ import annotations
 
 import dataclasses
-import io
+import json
 import re
 import time
 import tracemalloc
@@ -13,17 +13,17 @@ import tracemalloc
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from numpy.lib import format as npy
 
 from zk0.wire.protocol import (
-    ARRAYS, CONFIG, MAX_ARRAY_BYTES, MAX_ARRAY_DIMS, MAX_ARRAYS, MAX_CAMERAS, MAX_LABEL_CHARS, MAX_METRICS,
-    MAX_NAME_CHARS, METRICS, NODE, STAT_KEYS, STATS, WIRE_DTYPES, Attempts, EvaluateInstructions, EvaluateReport,
-    NodeIdentity, ProtocolError, Scores, StatsReport, TrainInstructions, TrainReport, claimed_identity, read_array,
-    read_arrays, read_metrics,
+    ARRAYS, CONFIG, MAX_ARRAY_BYTES, MAX_ARRAY_DIMS, MAX_ARRAYS, MAX_CAMERAS, MAX_HEADER_BYTES, MAX_LABEL_CHARS,
+    MAX_METRICS, MAX_NAME_CHARS, METRICS, NODE, PACKED, STAT_KEYS, STATS, WIRE_DTYPES, Attempts, EvaluateInstructions,
+    EvaluateReport, NodeIdentity, ProtocolError, Scores, StatsReport, TrainInstructions, TrainReport,
+    claimed_identity, pack, read_metrics, unpack,
 )
 
 DIGEST = "0123456789abcdef" * 4
@@ -62,17 +62,15 @@ def over_the_wire(content: RecordDict) -> RecordDict:
     return recorddict_from_proto(recorddict_to_proto(content))
 
 
-def npy_bytes(shape, descr: str = "<f4", fortran: bool = False, payload: bytes = b"", version=(1, 0)) -> bytes:
-    """A .npy file whose header (written by numpy.lib.format) claims `shape`, followed by `payload`."""
-    stream = io.BytesIO()
-    header = {"descr": descr, "fortran_order": fortran, "shape": tuple(shape)}
-    (npy.write_array_header_1_0 if version == (1, 0) else npy.write_array_header_2_0)(stream, header)
-    return stream.getvalue() + payload
+def blob(header: object, payload: bytes = b"") -> bytes:
+    """A safetensors blob whose header (any JSON) claims what it likes, followed by `payload`."""
+    text = json.dumps(header).encode()
+    return len(text).to_bytes(8, "little") + text + payload
 
 
-def raw(data: bytes, stype: str = "numpy.ndarray") -> Array:
-    """An Array carrying `data` as is (its dtype/shape fields, which zk0 ignores, lie too)."""
-    return Array(dtype="float32", shape=(1,), stype=stype, data=data)
+def packed(data: bytes, stype: str = PACKED) -> ArrayRecord:
+    """A record of one Array carrying `data` as is (its dtype/shape fields, which zk0 ignores, lie too)."""
+    return ArrayRecord({PACKED: Array(dtype="float32", shape=(1,), stype=stype, data=data)})
 
 
 def train_content(**records) -> RecordDict:
@@ -86,9 +84,8 @@ def train_content(**records) -> RecordDict:
     return content
 
 
-def with_array(array: Array, name: str = "w@q3") -> RecordDict:
-    arrays = ArrayRecord({**train_content()[ARRAYS], name: array})
-    return train_content(arrays=arrays)
+def with_arrays(**arrays: np.ndarray) -> RecordDict:
+    return train_content(arrays=pack({**UPDATE, **arrays}))
 
 
 def with_metrics(**metrics) -> RecordDict:
@@ -106,8 +103,9 @@ def evaluate_content(**metrics) -> RecordDict:
 
 
 def stats_content(**arrays) -> RecordDict:
+    """An honest statistics report with `arrays` added or replacing (None: removing) some entries."""
     content = StatsReport(STATISTICS, IDENTITY).to_content()
-    content[STATS] = ArrayRecord({k: v for k, v in {**content[STATS], **arrays}.items() if v is not None})
+    content[STATS] = pack({k: v for k, v in {**unpack(content[STATS]), **arrays}.items() if v is not None})
     return content
 
 
@@ -165,13 +163,6 @@ def test_optional_fields_are_absent_from_the_content_when_unset():
     assert set(EVALUATE_INSTRUCTIONS["plain"].to_content()) == {ARRAYS, CONFIG}
     assert not any(k.startswith("received/") for k in TRAIN_REPORTS["plain"].to_content()[METRICS])
     assert set(EVALUATE_REPORTS["plain"].to_content()[METRICS]) == {"num-examples", "eval/loss", "eval/action_mse"}
-
-
-def test_decoded_arrays_are_read_only_views_of_the_received_bytes():
-    """read_array wraps the bytes it checked (no copy): a decoded array cannot be written."""
-    value = read_array(Array(np.arange(6, dtype=np.float32)))
-    assert not value.flags.writeable and not value.flags.owndata
-    assert same(value, np.arange(6, dtype=np.float32))
 
 
 # ---------------------------------------------------------------- what a node sends: records
@@ -317,86 +308,99 @@ def test_the_claimed_identity_of_any_content_never_raises():
 # ---------------------------------------------------------------- arrays
 
 
+def entry(dtype="F32", shape=(4,), offsets=(0, 16)) -> dict:
+    return {"dtype": dtype, "shape": list(shape), "data_offsets": list(offsets)}
+
+
 ARRAY_REFUSALS = {
-    "not numpy": (raw(npy_bytes((4,), payload=bytes(16)), stype="torch.Tensor"),
-                  r"^an array is not a serialized numpy array$"),
-    "garbage": (raw(b"\x00garbage"), r"^an array has no valid numpy header \(ValueError\)$"),
-    "no bytes": (raw(b""), r"^an array has no valid numpy header"),
-    "a truncated header": (raw(npy_bytes((4,))[:20]), r"^an array has no valid numpy header"),
-    "format version 3": (raw(npy.magic(3, 0) + npy_bytes((4,), payload=bytes(16))[8:]),
-                         r"^an array has no valid numpy header"),
-    "a header that is no dict": (raw(npy.magic(1, 0) + b"\x11\x00" + b"__import__('os')\n"),
-                                 r"^an array has no valid numpy header"),
-    "object dtype": (raw(npy_bytes((2,), "|O", payload=bytes(16))), r"^an array has dtype object, which zk0 never"),
-    "big-endian float32": (raw(npy_bytes((4,), ">f4", payload=bytes(16))), r"^an array has dtype >f4, which"),
-    "float16": (raw(npy_bytes((8,), "<f2", payload=bytes(16))), r"^an array has dtype float16"),
-    "complex128": (raw(npy_bytes((1,), "<c16", payload=bytes(16))), r"^an array has dtype complex128"),
-    "int32": (raw(npy_bytes((4,), "<i4", payload=bytes(16))), r"^an array has dtype int32"),
-    "a structured dtype": (raw(npy_bytes((2,), [("a", "<f4"), ("b", "<f4")], payload=bytes(16))),
-                           r"^an array has dtype \["),
-    "fortran order": (raw(npy_bytes((2, 2), fortran=True, payload=bytes(16))),
-                      r"^an array has an unusable shape \(2, 2\)$"),
-    "too many dims": (raw(npy_bytes((1,) * (MAX_ARRAY_DIMS + 1), payload=bytes(4))),
+    "not safetensors": (packed(Array(np.zeros(4, np.float32)).data, stype="numpy.ndarray"),
+                        r"^the arrays are not a safetensors blob$"),
+    "an array per tensor": (ArrayRecord({name: Array(value) for name, value in UPDATE.items()}),
+                            r"^expected one array 'safetensors', got 7: w@q3, w@q3.scale, w@q3.shape$"),
+    "no array": (ArrayRecord(), r"^expected one array 'safetensors', got 0: $"),
+    "no bytes": (packed(b""), r"^the safetensors blob is 0 bytes, too short for its header's length$"),
+    "garbage": (packed(b"\x00garbage"),
+                rf"^the safetensors header is \d+ bytes, more than the {MAX_HEADER_BYTES} allowed$"),
+    "a header longer than its blob": (packed(blob({"w": entry()})[:20]),
+                                      r"^the safetensors header claims \d+ bytes, 12 are present$"),
+    "an empty header": (packed(bytes(8) + b"{}"), r"^the safetensors header claims 0 bytes, 2 are present$"),
+    "a header over the bound": (packed(blob({"x": "y" * MAX_HEADER_BYTES})),
+                                rf"^the safetensors header is \d+ bytes, more than the {MAX_HEADER_BYTES} allowed$"),
+    "a header that is no JSON": (packed(len(b"__import__('os')").to_bytes(8, "little") + b"__import__('os')"),
+                                 r"^the arrays are not valid safetensors \("),
+    "a header that is a list": (packed(blob([1, 2])), r"^the arrays are not valid safetensors"),
+    "an unknown dtype": (packed(blob({"w": entry("O")}, bytes(16))), r"^the arrays are not valid safetensors"),
+    "bfloat16": (packed(blob({"w": entry("BF16", (8,))}, bytes(16))), r"^an array has dtype BF16, which zk0 never"),
+    "float16": (packed(pack({"w": np.zeros(8, np.float16)})[PACKED].data), r"^an array has dtype F16, which"),
+    "complex64": (packed(blob({"w": entry("C64", (2,))}, bytes(16))), r"^an array has dtype C64"),
+    "int32": (packed(blob({"w": entry("I32")}, bytes(16))), r"^an array has dtype I32"),
+    "bool": (packed(blob({"w": entry("BOOL", (16,))}, bytes(16))), r"^an array has dtype BOOL"),
+    "too many dims": (packed(blob({"w": entry(shape=(1,) * (MAX_ARRAY_DIMS + 1), offsets=(0, 4))}, bytes(4))),
                       r"^an array has an unusable shape \(1, 1, 1, 1, 1, 1, 1, 1, 1\)$"),
-    "a negative dim": (raw(npy_bytes((-4,), payload=bytes(16))), r"^an array has an unusable shape \(-4,\)$"),
-    "a boolean dim": (raw(npy_bytes((True,), payload=bytes(4))), r"^an array has an unusable shape \(True,\)$"),
-    "10**12 elements": (raw(npy_bytes((10**12,), "<f8", payload=bytes(16))),
-                        rf"^an array claims 8000000000000 bytes, more than the {MAX_ARRAY_BYTES} allowed$"),
-    "one byte over the bound": (raw(npy_bytes((MAX_ARRAY_BYTES + 1,), "|u1", payload=bytes(16))),
-                                rf"^an array claims {MAX_ARRAY_BYTES + 1} bytes, more than"),
-    "dims whose product has 8000 digits": (raw(npy_bytes((10**1000,) * MAX_ARRAY_DIMS)),
-                                           r"^an array claims over 2\*\*64 bytes, more than"),
-    "no elements but a dim numpy cannot hold": (raw(npy_bytes((0, 2**70))), r"^an array claims over 2\*\*64 bytes"),
-    "no elements but dims numpy cannot hold": (raw(npy_bytes((0, 2**40, 2**40))), r"^an array claims over 2\*\*64"),
-    "no elements but a dim over the bound": (raw(npy_bytes((2**31, 0))), r"^an array claims 8589934592 bytes, more"),
-    "more than its bytes": (raw(npy_bytes((1000,), "|u1", payload=bytes(16))),
-                            r"^an array of shape \(1000,\) and dtype uint8 needs 1000 bytes, got 16$"),
-    "fewer than its bytes": (raw(npy_bytes((1,), "<f4", payload=bytes(20))),
-                             r"^an array of shape \(1,\) and dtype float32 needs 4 bytes, got 20$"),
-    "format 2.0 lying": (raw(npy_bytes((64,), "<i8", payload=bytes(8), version=(2, 0))), r"needs 512 bytes, got 8$"),
+    "a negative dim": (packed(blob({"w": entry(shape=(-4,))}, bytes(16))), r"^the arrays are not valid safetensors"),
+    "a boolean dim": (packed(blob({"w": entry(shape=(True,), offsets=(0, 4))}, bytes(4))),
+                      r"^the arrays are not valid safetensors"),
+    "10**12 elements over 16 bytes": (packed(blob({"w": entry("F64", (10**12,))}, bytes(16))),
+                                      r"^the arrays are not valid safetensors \("),
+    "dims whose product overflows": (packed(blob({"w": entry(shape=(2**40, 2**40, 0), offsets=(0, 0))})),
+                                     r"^the arrays are not valid safetensors \("),
+    "a dim beyond 64 bits": (packed(blob({"w": entry(shape=(2**70,))}, bytes(16))),
+                             r"^the arrays are not valid safetensors"),
+    "offsets past its bytes": (packed(blob({"w": entry("U8", (1000,), (0, 1000))}, bytes(16))),
+                               r"^the arrays are not valid safetensors"),
+    "bytes past its offsets": (packed(blob({"w": entry("F32", (1,), (0, 4))}, bytes(20))),
+                               r"^the arrays are not valid safetensors"),
+    "two tensors on the same bytes": (packed(blob({"w": entry(), "v": entry()}, bytes(16))),
+                                      r"^the arrays are not valid safetensors"),
 }
 
 
 @pytest.mark.parametrize("case", list(ARRAY_REFUSALS))
-def test_an_array_that_zk0_never_sends_is_refused_before_it_is_read(case):
-    array, reason = ARRAY_REFUSALS[case]
-    assert re.search(reason, refusal(TrainReport.from_content, with_array(array)))
+def test_arrays_that_zk0_never_sends_are_refused_before_they_are_read(case):
+    record, reason = ARRAY_REFUSALS[case]
+    assert re.search(reason, refusal(TrainReport.from_content, train_content(arrays=record)))
 
 
 def test_array_names_and_counts_are_bounded():
-    """Array names are non-empty and at most 4 x MAX_NAME_CHARS; a record holds at most
-    MAX_ARRAYS arrays, counted before any is read."""
-    value = Array(np.zeros(1, np.float32))
-    assert "n" * 4 * MAX_NAME_CHARS in TrainReport.from_content(with_array(value, "n" * 4 * MAX_NAME_CHARS)).update
+    """Array names are non-empty and at most 4 x MAX_NAME_CHARS; a blob holds at most MAX_ARRAYS arrays."""
+    value = np.zeros(1, np.float32)
+    assert "n" * 4 * MAX_NAME_CHARS in TrainReport.from_content(with_arrays(**{"n" * 4 * MAX_NAME_CHARS: value})).update
     assert re.search(r"^unusable array or metric name 'n+\.\.\.'$",
-                     refusal(TrainReport.from_content, with_array(value, "n" * (4 * MAX_NAME_CHARS + 1))))
-    assert refusal(TrainReport.from_content, with_array(value, "")) == "unusable array or metric name ''"
-    unreadable = raw(b"not numpy at all")
-    at_bound = ArrayRecord({f"a{i}": value for i in range(MAX_ARRAYS)})
-    assert len(read_arrays(at_bound)) == MAX_ARRAYS
-    over = ArrayRecord({**at_bound, "last": unreadable})
-    assert refusal(TrainReport.from_content, train_content(arrays=over)) == \
+                     refusal(TrainReport.from_content, with_arrays(**{"n" * (4 * MAX_NAME_CHARS + 1): value})))
+    assert refusal(TrainReport.from_content, with_arrays(**{"": value})) == "unusable array or metric name ''"
+    at_bound = {f"a{i}": value for i in range(MAX_ARRAYS)}
+    assert len(unpack(pack(at_bound))) == MAX_ARRAYS
+    assert refusal(unpack, pack({**at_bound, "last": value})) == \
         f"{MAX_ARRAYS + 1} arrays, more than the {MAX_ARRAYS} allowed"
 
 
+def test_the_longest_header_zk0_allows_holds_max_arrays_of_the_longest_names():
+    """MAX_HEADER_BYTES is no tighter than the other bounds: MAX_ARRAYS arrays of the largest
+    shapes and offsets, each named with the longest name, pack into a header within it."""
+    name = "n" * (4 * MAX_NAME_CHARS - 8)
+    header = {f"{name}{i:08d}": entry("U16", (2**31 - 1,) * MAX_ARRAY_DIMS, (10**15, 10**15))
+              for i in range(MAX_ARRAYS)}
+    assert len(json.dumps(header, separators=(",", ":"))) <= MAX_HEADER_BYTES
+
+
 def test_every_wire_dtype_and_the_byte_bound_itself_are_accepted():
-    for dtype in sorted(WIRE_DTYPES, key=str):
+    for dtype in WIRE_DTYPES.values():
         value = np.arange(6).astype(dtype).reshape(2, 3)
-        assert same(read_array(Array(value)), value)
+        assert same(unpack(pack({"v": value}))["v"], value)
     exact = np.zeros(8, np.float64)
-    assert same(read_array(Array(exact), max_bytes=64), exact)
-    assert re.search(r"^an array claims 72 bytes, more than the 64 allowed$",
-                     refusal(lambda a: read_array(a, max_bytes=64), Array(np.zeros(9, np.float64))))
+    assert same(unpack(pack({"v": exact}), max_bytes=64)["v"], exact)
+    assert refusal(lambda r: unpack(r, max_bytes=64), pack({"v": np.zeros(9, np.float64)})) == \
+        "an array holds 72 bytes, more than the 64 allowed"
     deepest = np.zeros((1,) * MAX_ARRAY_DIMS, np.float32)
-    assert read_array(Array(deepest)).shape == deepest.shape
+    assert unpack(pack({"v": deepest}))["v"].shape == deepest.shape
 
 
-@pytest.mark.parametrize("shape, dtype", [((10**12,), "<f8"), ((MAX_ARRAY_BYTES // 8,), "<f8"),
-                                          ((2**30, 2**30), "|u1")], ids=["8 TB", "exactly the bound", "an EB square"])
+@pytest.mark.parametrize("shape, dtype", [((10**12,), "F64"), ((MAX_ARRAY_BYTES // 8,), "F64"),
+                                          ((2**30, 2**30), "U8")], ids=["8 TB", "the byte bound", "an EB square"])
 def test_a_lying_header_allocates_nothing(shape, dtype):
     """A header claiming a GB to an EB over 16 bytes is refused at once, with well under a MB
-    allocated on the way (Flower's Array.numpy() would allocate the claim first)."""
-    content = with_array(raw(npy_bytes(shape, dtype, payload=bytes(16))))
+    allocated on the way."""
+    content = train_content(arrays=packed(blob({"w": entry(dtype, shape)}, bytes(16))))
     tracemalloc.start()
     try:
         began = time.perf_counter()
@@ -408,22 +412,30 @@ def test_a_lying_header_allocates_nothing(shape, dtype):
     assert peak < 1 << 20 and seconds < 5.0, (peak, seconds)
 
 
+def test_a_message_of_many_tensors_is_a_few_flower_objects():
+    """What packing is for: Flower moves each Array as its own objects (one request each), so a
+    message's tensors travel in one Array: the tiny model's hundreds of encoded tensors make a
+    handful of objects, not one or two per tensor."""
+    update = {f"layer{i}.weight@q3": np.full(64, i, np.uint16) for i in range(300)}
+    content = TrainReport(update, 16, {}, IDENTITY).to_content()
+    # the RecordDict, its three records, the one Array and its one chunk (Flower adds the Message)
+    assert len(get_all_nested_objects(content)) == 6
+
+
 # ---------------------------------------------------------------- statistics
 
 
 STATS_REFUSALS = {
-    "an unknown statistic": (stats_content(**{"action/median": Array(np.zeros(6))}),
+    "an unknown statistic": (stats_content(**{"action/median": np.zeros(6)}),
                              r"^unexpected statistics entry 'action/median'$"),
-    "no feature": (stats_content(**{"mean": Array(np.zeros(6))}), r"^unexpected statistics entry 'mean'$"),
-    "an empty feature": (stats_content(**{"/mean": Array(np.zeros(6))}), r"^unexpected statistics entry '/mean'$"),
+    "no feature": (stats_content(**{"mean": np.zeros(6)}), r"^unexpected statistics entry 'mean'$"),
+    "an empty feature": (stats_content(**{"/mean": np.zeros(6)}), r"^unexpected statistics entry '/mean'$"),
     "a missing statistic": (stats_content(**{"action/std": None, "action/max": None}),
                             r"^statistics for 'action' lack \['max', 'std'\]$"),
-    "an object array": (stats_content(**{"action/mean": raw(npy_bytes((6,), "|O", payload=bytes(48)))}),
-                        r"^an array has dtype object"),
-    "a lying header": (stats_content(**{"action/mean": raw(npy_bytes((10**12,), "<f8", payload=bytes(48)))}),
-                       r"^an array claims 8000000000000 bytes"),
-    "too many arrays": (stats_content(**{f"f{i}/{key}": Array(np.zeros(1)) for i in range(MAX_METRICS)
-                                         for key in STAT_KEYS}),
+    "a float16 array": (stats_content(**{"action/mean": np.zeros(6, np.float16)}), r"^an array has dtype F16"),
+    "a lying header": (RecordDict({STATS: packed(blob({"action/mean": entry("F64", (10**12,))}, bytes(48))),
+                                   NODE: IDENTITY.to_record()}), r"^the arrays are not valid safetensors"),
+    "too many arrays": (stats_content(**{f"f{i}/{key}": np.zeros(1) for i in range(MAX_METRICS) for key in STAT_KEYS}),
                         rf"^{(MAX_METRICS + 2) * len(STAT_KEYS)} arrays, more than the {MAX_METRICS * len(STAT_KEYS)}"),
 }
 
@@ -435,28 +447,32 @@ def test_unusable_statistics_are_refused(case):
 
 
 def test_statistics_of_any_wire_dtype_read_as_float64():
-    content = stats_content(**{"action/count": Array(np.array([40], np.int64))})
+    content = stats_content(**{"action/count": np.array([40], np.int64)})
     stats = StatsReport.from_content(content).stats
     assert same(stats["action"]["count"], np.array([40.0]))
-    many = {f"f{i}/{key}": Array(np.zeros(1)) for i in range(MAX_METRICS) for key in STAT_KEYS}
-    report = StatsReport.from_content(RecordDict({STATS: ArrayRecord(many), NODE: ConfigRecord()}))
+    many = {f"f{i}/{key}": np.zeros(1) for i in range(MAX_METRICS) for key in STAT_KEYS}
+    report = StatsReport.from_content(RecordDict({STATS: pack(many), NODE: ConfigRecord()}))
     assert len(report.stats) == MAX_METRICS
 
 
 # ---------------------------------------------------------------- anything at all
 
 
-DESCRS = ["<f4", "<f8", "|u1", "<u2", "<u4", "<i8", "|O", ">f4", "<f2", "<c16", "|b1", "<U3"]
+SAFETENSORS_DTYPES = ["F32", "F64", "U8", "U16", "U32", "I64", "BF16", "F16", "BOOL", "I32", "C64", "O", ""]
 DIMS = st.one_of(st.integers(0, 6), st.sampled_from([-1, True, 2**31, 2**40, 2**64, 2**70, 10**30]))
-FORGED = st.builds(lambda shape, descr, fortran, payload: raw(npy_bytes(shape, descr, fortran, payload)),
-                   st.lists(DIMS, max_size=MAX_ARRAY_DIMS + 2), st.sampled_from(DESCRS), st.booleans(),
+OFFSETS = st.one_of(st.tuples(st.integers(0, 64), st.integers(0, 64)), st.just((0, 2**64)), st.just((-1, 4)))
+NAMES = st.one_of(st.text(max_size=12), st.sampled_from(["w@q3", *(f"action/{k}" for k in STAT_KEYS), "/mean", ""]),
+                  st.integers(4 * MAX_NAME_CHARS, 4 * MAX_NAME_CHARS + 2).map(lambda n: "n" * n))
+ENTRIES = st.builds(entry, st.sampled_from(SAFETENSORS_DTYPES), st.lists(DIMS, max_size=MAX_ARRAY_DIMS + 2), OFFSETS)
+FORGED = st.builds(blob, st.one_of(st.dictionaries(NAMES, ENTRIES, max_size=4), st.lists(st.integers(), max_size=2)),
                    st.binary(max_size=64))
-HONEST = hnp.arrays(st.sampled_from(["<f4", "<f8", "|u1", "<u2", "<u4", "<i8", "<i4", "<f2", "|b1"]),
-                    hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)).map(Array)
-BYTES = st.builds(raw, st.binary(max_size=80), st.sampled_from(["numpy.ndarray", "torch", ""]))
-ARRAY_NAMES = st.one_of(st.text(max_size=12), st.sampled_from(["w@q3", *(f"action/{k}" for k in STAT_KEYS), "/mean"]),
-                        st.integers(4 * MAX_NAME_CHARS, 4 * MAX_NAME_CHARS + 2).map(lambda n: "n" * n))
-ARRAY_RECORDS = st.dictionaries(ARRAY_NAMES, st.one_of(FORGED, HONEST, BYTES), max_size=6).map(ArrayRecord)
+NUMPY_DTYPES = st.sampled_from(["<f4", "<f8", "|u1", "<u2", "<u4", "<i8", "<i4", "<f2", "|b1"])
+HONEST = st.dictionaries(NAMES, hnp.arrays(NUMPY_DTYPES, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)),
+                         max_size=4).map(lambda arrays: pack(arrays)[PACKED].data)
+BLOBS = st.one_of(FORGED, HONEST, st.binary(max_size=80))
+ARRAY_RECORDS = st.one_of(st.builds(packed, BLOBS, st.sampled_from([PACKED, PACKED, "numpy.ndarray", ""])),
+                          st.dictionaries(st.sampled_from([PACKED, "w@q3"]),
+                                          BLOBS.map(lambda data: packed(data)[PACKED]), max_size=2).map(ArrayRecord))
 NUMBERS = st.one_of(st.integers(-(2**70), 2**70), st.floats(), st.sampled_from([10**400, -(10**400), 2**63, -0.0]))
 METRIC_VALUES = st.one_of(NUMBERS, st.lists(st.integers(-5, 5), max_size=3), st.lists(st.floats(), max_size=3))
 METRIC_NAMES = st.one_of(

@@ -39,7 +39,7 @@ from zk0.server.aggregation import AGGREGATIONS as ZK0_AGGREGATIONS
 from zk0.client_app import app as zk0_client_app
 from zk0.config import RunConfig
 from zk0.server.strategy import FederationError, ZK0Strategy, make_strategy
-from zk0.wire.protocol import ProtocolError, read_metrics
+from zk0.wire.protocol import ProtocolError, pack, read_metrics, unpack
 from zk0.server.validation import check_arrays, check_finite, norm_clips, norm_outliers, update_norm
 
 pytestmark = pytest.mark.timeout(600)
@@ -166,7 +166,8 @@ def global_model(federation, zk0_cache_dir):
 def copy_content(content: RecordDict) -> RecordDict:
     """An independent copy of a reply's records (strategies may modify what they aggregate)."""
     return RecordDict({
-        key: ArrayRecord({name: Array(a.numpy().copy()) for name, a in record.items()})
+        key: ArrayRecord({name: Array(dtype=a.dtype, shape=a.shape, stype=a.stype, data=bytes(a.data))
+                          for name, a in record.items()})
         if isinstance(record, ArrayRecord) else type(record)(dict(record))
         for key, record in content.items()
     })
@@ -197,11 +198,11 @@ def honest_replies(federation, global_model) -> dict[int, RecordDict]:
 
 
 def numpy_of(content: RecordDict) -> dict[str, np.ndarray]:
-    return {name: array.numpy() for name, array in content["arrays"].items()}
+    return {name: value.copy() for name, value in unpack(content["arrays"]).items()}
 
 
 def with_arrays(content: RecordDict, update: dict[str, np.ndarray]) -> None:
-    content["arrays"] = ArrayRecord({name: Array(value) for name, value in update.items()})
+    content["arrays"] = pack(update)
 
 
 def scaled(factor: float) -> Tamper:
@@ -409,7 +410,7 @@ def tampering_app(tamper: Tamper | None, sent: dict) -> ClientApp:
     def train(msg: Message, context: Context) -> Message:
         reply = zk0_client_app(msg, context)
         if tamper is not None and context.node_id == ATTACKER:
-            tamper(reply.content, msg.content["arrays"])
+            tamper(reply.content, ArrayRecord({n: Array(v) for n, v in unpack(msg.content["arrays"]).items()}))
         sent[(int(msg.content["config"]["server-round"]), context.node_id)] = numpy_of(reply.content)
         return reply
 

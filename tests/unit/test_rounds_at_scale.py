@@ -19,6 +19,7 @@ from test_aggregation import LocalGrid, array_record, pyproject_run_config, scri
 from zk0.server import inbox
 from zk0.config import RunConfig
 from zk0.server.strategy import FederationError, make_strategy
+from zk0.wire.protocol import pack
 
 
 class CountingGrid(LocalGrid):
@@ -207,7 +208,7 @@ def test_the_server_holds_no_reply_after_folding_it():
         def train(msg: Message, context: Context) -> Message:
             value = np.full(shape, float(context.node_id), np.float32)
             return Message(RecordDict({
-                "arrays": ArrayRecord({"expert.weight": Array(value)}),
+                "arrays": pack({"expert.weight": value}),
                 "metrics": MetricRecord({"num-examples": 10, "train/loss": 1.0}),
                 "node": ConfigRecord({"dataset-uri": f"local:/data/client_{context.node_id}"}),
             }), reply_to=msg)

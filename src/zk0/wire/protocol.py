@@ -12,20 +12,20 @@ and nothing else spells a record key.
 
 Everything a node sends crosses a trust boundary. `TrainReport/EvaluateReport/StatsReport
 .from_content` raise nothing but `ProtocolError` (one-line reason), whatever the content:
-record layout, metric counts and names, and every array's declared size are checked before
-any array is materialized (a numpy header may claim any shape; see `read_array`).
+record layout, metric counts and names, and the arrays' header before any array is
+materialized (a message's arrays travel packed as one safetensors blob; see `unpack`).
 """
 
 from __future__ import annotations
 
-import io
 import math
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
+import safetensors
+import safetensors.numpy
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
-from numpy.lib import format as npy
 
 # Record keys of the contract (Flower's own strategies name theirs "arrays" and "config").
 ARRAYS, CONFIG, METRICS, STATS, NODE = "arrays", "config", "metrics", "stats", "node"
@@ -39,8 +39,9 @@ MAX_ARRAYS = 10_000
 MAX_ARRAY_DIMS = 8
 # One array's bytes: SmolVLA's largest trainable tensor in fp32 is ~60 MB.
 MAX_ARRAY_BYTES = 1 << 30
-# The dtypes zk0's codecs and statistics produce; anything else is refused before decoding.
-WIRE_DTYPES = frozenset(np.dtype(t) for t in ("<f4", "<f8", "<u2", "<u4", "|u1", "<i8"))
+# The dtypes zk0's codecs and statistics produce, by their safetensors names; anything else is refused.
+WIRE_DTYPES = {name: np.dtype(t) for name, t in
+               (("F32", "<f4"), ("F64", "<f8"), ("U16", "<u2"), ("U32", "<u4"), ("U8", "|u1"), ("I64", "<i8"))}
 
 _PRINTABLE = re.compile(r"[^\x20-\x7e]")
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -58,52 +59,63 @@ def clean_label(text: object, limit: int = MAX_LABEL_CHARS) -> str:
 
 # ---------------------------------------------------------------- arrays
 
-
-def read_array(array: Array, max_bytes: int = MAX_ARRAY_BYTES) -> np.ndarray:
-    """An Array's values, refusing before allocation what zk0 never sends.
-
-    Flower's `Array.numpy()` trusts the .npy header's shape and allocates it (a few bytes can
-    claim terabytes); this parses the header, checks dtype, shape and byte count against the
-    data actually present, then wraps those bytes without copying (read-only)."""
-    if not isinstance(array, Array) or array.stype != "numpy.ndarray" or not isinstance(array.data, bytes):
-        raise ProtocolError("an array is not a serialized numpy array")
-    stream = io.BytesIO(array.data)
-    try:
-        version = npy.read_magic(stream)
-        if version == (1, 0):
-            shape, fortran, dtype = npy.read_array_header_1_0(stream)
-        elif version == (2, 0):
-            shape, fortran, dtype = npy.read_array_header_2_0(stream)
-        else:
-            raise ValueError(f"npy format version {version}")
-    except Exception as err:  # malformed headers raise anything from ValueError to SyntaxError
-        raise ProtocolError(f"an array has no valid numpy header ({type(err).__name__})") from None
-    if dtype not in WIRE_DTYPES:
-        raise ProtocolError(f"an array has dtype {dtype}, which zk0 never sends")
-    if fortran or len(shape) > MAX_ARRAY_DIMS or not all(type(n) is int and n >= 0 for n in shape):  # not bool
-        raise ProtocolError(f"an array has an unusable shape {shape!r}")
-    # Python ints: no overflow. numpy refuses nonzero dims beyond its limits even beside a 0, so bound them too.
-    extent = math.prod(n for n in shape if n) * dtype.itemsize
-    if extent > max_bytes:
-        claimed = extent if extent < 2**64 else "over 2**64"  # (int-to-str conversion stops at 4300 digits)
-        raise ProtocolError(f"an array claims {claimed} bytes, more than the {max_bytes} allowed")
-    size = math.prod(shape) * dtype.itemsize
-    offset = stream.tell()
-    if len(array.data) - offset != size:
-        raise ProtocolError(f"an array of shape {tuple(shape)} and dtype {dtype} needs {size} bytes, "
-                            f"got {len(array.data) - offset}")
-    return np.frombuffer(array.data, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
+# A message's arrays travel as one safetensors blob in one Flower Array: Flower moves every
+# Array as its own objects (one request each, two at a time), so the tiny model's ~350 encoded
+# tensors took ~700 requests per message; packed, a message is a handful of objects.
+PACKED = "safetensors"
+# safetensors' own header bound is 100 MB; zk0's is what MAX_ARRAYS entries with the longest
+# names need, so a header is refused before it is parsed into Python objects.
+MAX_HEADER_BYTES = MAX_ARRAYS * (4 * MAX_NAME_CHARS + 256)
 
 
-def read_arrays(record: object, max_arrays: int = MAX_ARRAYS) -> dict[str, np.ndarray]:
+def pack(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    """Named arrays as one ArrayRecord holding one safetensors blob (the wire form)."""
+    data = safetensors.numpy.save({name: np.asarray(value, order="C") for name, value in arrays.items()})
+    return ArrayRecord({PACKED: Array(dtype="uint8", shape=(len(data),), stype=PACKED, data=data)})
+
+
+def unpack(record: object, max_arrays: int = MAX_ARRAYS, max_bytes: int = MAX_ARRAY_BYTES) -> dict[str, np.ndarray]:
+    """The named arrays of a packed ArrayRecord, refusing what zk0 never sends: the header is
+    bounded before it is parsed, safetensors checks that every tensor's offsets and shape match
+    the bytes present (no header can claim more than it carries), and zk0 checks the count,
+    names, dtypes and dimensions."""
     if not isinstance(record, ArrayRecord):
         raise ProtocolError("expected an ArrayRecord")
-    if len(record) > max_arrays:
-        raise ProtocolError(f"{len(record)} arrays, more than the {max_arrays} allowed")
-    return {_name(name): read_array(array) for name, array in record.items()}
+    if list(record) != [PACKED]:
+        raise ProtocolError(f"expected one array '{PACKED}', got {len(record)}: "
+                            f"{clean_label(', '.join(map(str, list(record)[:3])), 60)}")
+    array = record[PACKED]
+    if not isinstance(array, Array) or array.stype != PACKED or not isinstance(array.data, bytes):
+        raise ProtocolError("the arrays are not a safetensors blob")
+    data = array.data
+    if len(data) < 8:
+        raise ProtocolError(f"the safetensors blob is {len(data)} bytes, too short for its header's length")
+    header = int.from_bytes(data[:8], "little")
+    if header > MAX_HEADER_BYTES:
+        raise ProtocolError(f"the safetensors header is {header} bytes, more than the {MAX_HEADER_BYTES} allowed")
+    if not 0 < header <= len(data) - 8:
+        raise ProtocolError(f"the safetensors header claims {header} bytes, {len(data) - 8} are present")
+    try:
+        tensors = safetensors.deserialize(data)
+    except Exception as err:  # SafetensorError; anything else a malformed header may raise
+        raise ProtocolError(f"the arrays are not valid safetensors ({clean_label(err, 80)})") from None
+    if len(tensors) > max_arrays:
+        raise ProtocolError(f"{len(tensors)} arrays, more than the {max_arrays} allowed")
+    arrays = {}
+    for name, tensor in tensors:
+        dtype, shape = WIRE_DTYPES.get(tensor["dtype"]), tuple(tensor["shape"])
+        if dtype is None:
+            raise ProtocolError(f"an array has dtype {clean_label(tensor['dtype'], 20)}, which zk0 never sends")
+        if len(shape) > MAX_ARRAY_DIMS:
+            raise ProtocolError(f"an array has an unusable shape {shape!r}")
+        if len(tensor["data"]) > max_bytes:
+            raise ProtocolError(f"an array holds {len(tensor['data'])} bytes, more than the {max_bytes} allowed")
+        arrays[_name(name)] = np.frombuffer(tensor["data"], dtype=dtype).reshape(shape)
+    return arrays
 
 
 def array_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    """Named arrays as Flower's own strategies read them, in process (not the wire form: `pack`)."""
     # np.asarray, not np.ascontiguousarray: that one turns a 0-d array into shape (1,)
     return ArrayRecord({name: Array(np.asarray(value, order="C")) for name, value in arrays.items()})
 
@@ -267,7 +279,7 @@ class TrainInstructions:
     def to_content(self) -> RecordDict:
         retried = sorted(self.attempts.retried.items())
         content = RecordDict({
-            ARRAYS: array_record(self.model),
+            ARRAYS: pack(self.model),
             CONFIG: ConfigRecord({
                 "server-round": self.server_round, "lr": self.lr, "proximal-mu": self.proximal_mu,
                 "broadcast-round": self.broadcast_round,
@@ -289,7 +301,7 @@ class TrainInstructions:
         return cls(
             server_round=int(config["server-round"]), lr=float(config["lr"]),
             proximal_mu=float(config["proximal-mu"]), broadcast_round=int(config["broadcast-round"]),
-            reference_round=None if reference < 0 else reference, model=read_arrays(content[ARRAYS]),
+            reference_round=None if reference < 0 else reference, model=unpack(content[ARRAYS]),
             cameras=tuple(c for c in str(config.get("cameras", "")).split(",") if c),
             stats=read_stats(content[STATS]) if STATS in content else None,
             run_key=str(config["run-key"]), attempt=int(config["attempt"]),
@@ -311,7 +323,7 @@ class EvaluateInstructions:
     run_key: str = ""
 
     def to_content(self) -> RecordDict:
-        content = RecordDict({ARRAYS: array_record(self.model),
+        content = RecordDict({ARRAYS: pack(self.model),
                               CONFIG: ConfigRecord({"server-round": self.server_round, "run-dir": self.run_dir,
                                                     "run-key": self.run_key})})
         if self.stats:
@@ -320,7 +332,7 @@ class EvaluateInstructions:
 
     @classmethod
     def from_content(cls, content: RecordDict) -> "EvaluateInstructions":
-        return cls(int(content[CONFIG]["server-round"]), read_arrays(content[ARRAYS]),
+        return cls(int(content[CONFIG]["server-round"]), unpack(content[ARRAYS]),
                    read_stats(content[STATS]) if STATS in content else None,
                    str(content[CONFIG].get("run-dir", "")), str(content[CONFIG].get("run-key", "")))
 
@@ -340,7 +352,7 @@ class TrainReport:
         metrics = {"num-examples": self.num_examples, **self.metrics}
         if self.received is not None:
             metrics.update(self.received.metrics("received/"))
-        return RecordDict({ARRAYS: array_record(self.update), METRICS: MetricRecord(metrics),
+        return RecordDict({ARRAYS: pack(self.update), METRICS: MetricRecord(metrics),
                            NODE: self.identity.to_record()})
 
     @classmethod
@@ -348,7 +360,7 @@ class TrainReport:
         _only(content, {ARRAYS}, {METRICS}, {NODE})
         metrics = read_metrics(_record(content, METRICS, MetricRecord))
         identity = NodeIdentity.from_record(_record(content, NODE, ConfigRecord))
-        update = read_arrays(_record(content, ARRAYS, ArrayRecord))
+        update = unpack(_record(content, ARRAYS, ArrayRecord))
         received = Scores.from_metrics(metrics, "received/")
         own = {k: v for k, v in metrics.items() if not k.startswith("received/") and k != "num-examples"}
         return cls(update, _count(metrics), own, identity, received)
@@ -421,14 +433,14 @@ STAT_KEYS = ("count", "mean", "std", "min", "max")
 
 
 def stats_record(stats: dict[str, dict[str, np.ndarray]]) -> ArrayRecord:
-    return ArrayRecord({f"{feature}/{key}": Array(np.asarray(value, dtype=np.float64))
-                        for feature, values in stats.items() for key, value in values.items()})
+    return pack({f"{feature}/{key}": np.asarray(value, dtype=np.float64)
+                 for feature, values in stats.items() for key, value in values.items()})
 
 
 def read_stats(record: object) -> dict[str, dict[str, np.ndarray]]:
     """Per feature: count, mean, std, min, max as float64 arrays (values are checked by zk0.data.stats)."""
     stats: dict[str, dict[str, np.ndarray]] = {}
-    for name, value in read_arrays(record, max_arrays=len(STAT_KEYS) * MAX_METRICS).items():
+    for name, value in unpack(record, max_arrays=len(STAT_KEYS) * MAX_METRICS).items():
         feature, _, key = name.rpartition("/")
         if key not in STAT_KEYS or not feature:
             raise ProtocolError(f"unexpected statistics entry '{clean_label(name, 60)}'")
