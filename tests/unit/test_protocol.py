@@ -412,6 +412,26 @@ def test_a_lying_header_allocates_nothing(shape, dtype):
     assert peak < 1 << 20 and seconds < 5.0, (peak, seconds)
 
 
+def test_decoded_arrays_are_read_only_views_of_the_received_bytes():
+    """unpack wraps the bytes it checked (no copy): a decoded array cannot be written, and a
+    message is not held twice while it lives."""
+    record = pack({"v": np.arange(6, dtype=np.float32), "w": np.arange(3, dtype=np.uint8)})
+    arrays = unpack(record)
+    for value in arrays.values():
+        assert not value.flags.writeable and not value.flags.owndata
+        assert np.shares_memory(value, np.frombuffer(record[PACKED].data, np.uint8))
+    assert same(arrays["v"], np.arange(6, dtype=np.float32)) and same(arrays["w"], np.arange(3, dtype=np.uint8))
+
+
+def test_a_tensor_named_twice_reads_as_the_entry_safetensors_checked():
+    """JSON lets a header name a tensor twice; safetensors and Python's json both keep the last
+    entry, so the view unpack makes is the tensor safetensors validated."""
+    text = json.dumps({"w": entry("U8", (4,), (0, 4))})[:-1] + ', "w": ' + json.dumps(entry("U8", (2,), (0, 2))) + "}"
+    data = len(text).to_bytes(8, "little") + text.encode() + bytes([7, 9])
+    assert same(unpack(packed(data))["w"], np.array([7, 9], np.uint8))
+    assert re.search(r"^the arrays are not valid safetensors", refusal(unpack, packed(data + bytes(2))))
+
+
 def test_a_message_of_many_tensors_is_a_few_flower_objects():
     """What packing is for: Flower moves each Array as its own objects (one request each), so a
     message's tensors travel in one Array: the tiny model's hundreds of encoded tensors make a
