@@ -12,6 +12,10 @@
 # on 127.0.0.1: the Control API for requests bearing the admin's token, the Runtime API for
 # the SuperExec (shared secret) and each run's ServerApp (its task token). Admin commands go
 # through the admin port, which no traffic on the public port can starve.
+#
+# A command's options are its function's locals, declared by `eval "$(parse ...)"`, which the
+# linter cannot follow (SC2154), and commands are called by name, "server_$1" (SC2120).
+# shellcheck disable=SC2154,SC2120
 set -euo pipefail
 # Keys, logs, run outputs and checkpoints are private to the operator.
 umask 077
@@ -100,6 +104,12 @@ bot_check() {
   { err=$(bot "$@" 2>&1 >&3 3>&-); } 3>&1 || die "$(tail -n1 <<<"$err")"
 }
 
+# `eval "$(parse GROUP [COMMAND] "$@")"` first in a command's function: the operator's words,
+# read, checked and given their defaults by zk0.ops.commands, become the function's locals
+# (`local port=9092 ...`); or its help is printed and zk0bot exits 0; or a mistake ends zk0bot
+# with its one line.
+parse() { bot parse "$ZK0_HOME" "$@" || echo "exit 1"; }
+
 # Flower's executables (flower-superexec, flwr-serverapp, ...) must be on PATH for the SuperLink/SuperNode.
 use_venv() {
   python_bin >/dev/null
@@ -120,11 +130,6 @@ ensure_home() {
 # tmux's socket ($ZK0_HOME/tmux.sock) is a Unix socket: its path holds at most 107 bytes.
 MAX_SOCKET=107
 home_fits_socket() { ((${#ZK0_HOME} + 10 <= MAX_SOCKET)); }
-
-# `opt_value "$@"` inside an option loop: the option's value must follow it.
-opt_value() {
-  [[ $# -ge 2 && -n $2 && $2 != --* ]] || die "option $1 needs a value (see --help)"
-}
 
 need_tmux() {
   command -v tmux >/dev/null || die "tmux is not installed; $(apt_hint tmux)"
@@ -216,47 +221,11 @@ stop_session() {
 
 port_free() { bot port-free "$@" 2>/dev/null; }
 
-# Decimal only: bash arithmetic would read 08 as a bad octal number and print its own error.
-check_port() {
-  local port=$1
-  if ! [[ $port =~ ^[1-9][0-9]{0,4}$ ]] || ((port > 65535)); then
-    die "port '$port' is not a number in 1-65535"
-  fi
-}
-
 # Print the last lines of a log after a failed start, so the operator sees why.
 show_log_tail() {
   [[ -f $1 ]] || return 0
   printf -- '--- last lines of %s ---\n' "$1" >&2
   tail -n 15 "$1" >&2
-}
-
-require_no_args() {
-  [[ $# -eq 0 ]] || die "unexpected argument '$1' (see --help)"
-}
-
-# `zk0bot GROUP SUB --help`: the group's usage narrowed to SUB's entry (its first line, which
-# starts with "  SUB", and the more indented lines that follow), else the whole group's.
-sub_usage() {
-  local text=$1 group=$2 sub=$3 entry
-  entry=$(awk -v sub_="$sub" '
-    $0 ~ "^  " sub_ "( |$)" { on = 1; print; next }
-    on && /^  [^ ]/ { exit }
-    on && /^$/ { exit }
-    on { print }' <<<"$text")
-  if [[ -z $entry ]]; then
-    printf '%s\n' "$text"
-  else
-    printf 'Usage: %s %s %s\n\n%s\n' "$PROG" "$group" "$sub" "$entry"
-  fi
-}
-
-wants_help() {
-  local arg
-  for arg in "$@"; do
-    [[ $arg == "-h" || $arg == "--help" ]] && return 0
-  done
-  return 1
 }
 
 # The connection the flwr CLI uses to reach this machine's Control API: nginx's admin port
@@ -494,52 +463,6 @@ proxy_health() {
   probe "$(server_setting port)" / 403 "$scheme" "" "$host"
 }
 
-usage_server() {
-  cat <<'USAGE'
-Usage: zk0bot server <command> [options]
-
-Commands:
-  start [--port P] [--host H] [--public-address NAMES] [--insecure]
-        [--ca-cert F --cert F --key F]
-          Start the server: the SuperLink (on 127.0.0.1, admitting only the proxy,
-          session zk0-superlink), the SuperExec that runs ServerApps (zk0-superexec)
-          and the reverse proxies (nginx): on the public port (zk0-proxy) only the
-          Fleet API the nodes use; on an admin port on 127.0.0.1 (zk0-admin-proxy,
-          its own workers) the Control API, for requests bearing your token (~/.zk0/server/admin.token; zk0bot and
-          FLWR_HOME=~/.zk0/server/flwr-home flwr send it).
-          Creates a CA and a server certificate once (or installs the given ones),
-          enables TLS and SuperNode authentication, and re-registers every node key
-          registered before (kept in ~/.zk0/server/nodes/). --host/--port: the public
-          address (default 0.0.0.0:9092; ZK0_SERVER_HOST, ZK0_SERVER_PORT).
-          --public-address: the names/IPs nodes dial, comma-separated (e.g.
-          fl.example.org,203.0.113.7; ZK0_SERVER_HOSTNAMES): the server certificate
-          must carry them (and localhost, 127.0.0.1; a certificate zk0 creates also
-          names --host when it is a specific address); zk0's CA signs a new one when
-          they change, so nodes keep their ca.crt. Kept for restarts.
-          Starts only what is not running, so it also recovers from a crash.
-  stop    Stop the proxy, the SuperExec, the SuperLink and everything they started.
-  status  Sessions, PIDs, ports, health, node counts and the first 10 nodes
-          (as 'nodes --limit 10'), and recent runs.
-  logs [-f] [--superlink | --superexec | --proxy]
-          Show (or follow) the newest run's ServerApp log (runs/<run>/server.log: round
-          summaries, warnings, errors), or the SuperLink's, the SuperExec's, or the
-          proxy's (refused requests).
-  register <node-public-key-file>... [--name NAME]
-          Allow nodes (each operator sends you the .pub file `client start` printed);
-          many keys register in one go; keys that are refused are named one per line,
-          the others are registered and kept. NAME (one key only; 1-64 printable
-          characters, unique; default: the key's comment, e.g. zk0-node-<dataset>)
-          labels the node in `server nodes` and the run's logs and metrics, across
-          SuperLink restarts.
-  nodes [--all | --limit N]
-          Counts first (nodes known to the SuperLink: online, offline, registered but
-          not connected since it started), then one row per node: node id, status,
-          name, and the key's comment where it is not the name. Online nodes first,
-          then by name; the first 20 rows (--limit N), the rest summed up; --all lists
-          every node.
-USAGE
-}
-
 wait_until() {
   local what=$1 session=$2 log=$3 check=$4 waited=0
   until "$check"; do
@@ -557,34 +480,10 @@ wait_until() {
 }
 
 server_start() {
-  # A restart keeps the address of the last start unless told otherwise.
-  local last_port="" last_host="" last_names=""
-  if [[ -f $SERVER_DIR/server.env ]]; then
-    last_port=$(server_setting port)
-    last_host=$(server_setting host)
-    last_names=$(server_setting names)
-  fi
-  local port="${ZK0_SERVER_PORT:-${last_port:-$DEFAULT_SERVER_PORT}}" host="${ZK0_SERVER_HOST:-${last_host:-0.0.0.0}}"
-  local names="${ZK0_SERVER_HOSTNAMES:-$last_names}" insecure=0 ca="" cert="" key=""
-  while [[ $# -gt 0 ]]; do
-    case $1 in
-      --port) opt_value "$@"; port=$2; shift ;;
-      --host) opt_value "$@"; host=$2; shift ;;
-      --public-address) opt_value "$@"; names=$2; shift ;;
-      --insecure) insecure=1 ;;
-      --ca-cert) opt_value "$@"; ca=$2; shift ;;
-      --cert) opt_value "$@"; cert=$2; shift ;;
-      --key) opt_value "$@"; key=$2; shift ;;
-      *) die "unknown option '$1' for 'server start' (see: $PROG server --help)" ;;
-    esac
-    shift
-  done
-  # Tools first, in this shell: a check inside "$(python_bin)" could only end its subshell.
-  need_tmux
+  [[ " $* " == *" -h "* || " $* " == *" --help "* ]] || need_tmux  # the tools first: apt, then zk0's Python
+  # port, host, names (a restart keeps the last start's unless told otherwise), insecure, ca, cert, key, last_*
+  eval "$(parse server start "$@")"
   use_venv
-  check_port "$port"
-  check_public_names "$host" "$names"
-  [[ -z $ca$cert$key || (-n $ca && -n $cert && -n $key) ]] || die "--ca-cert, --cert and --key go together; give all three"
   ensure_home
   local nginx stream_module
   nginx=$(nginx_bin)
@@ -698,24 +597,6 @@ server_start() {
   fi
 }
 
-# The public bind address and the addresses nodes dial: what a certificate can name.
-check_public_names() {
-  local host=$1 names=$2 name
-  [[ $host =~ ^[A-Za-z0-9.:-]+$ ]] || die "--host '$host' is not an address (e.g. 0.0.0.0 or 203.0.113.7)"
-  [[ $names =~ ^[A-Za-z0-9.:,-]*$ ]] \
-    || die "--public-address '$names' must list host names or IP addresses, comma-separated (e.g. fl.example.org,203.0.113.7)"
-  for name in ${names//,/ }; do
-    is_ip "$name" || [[ ! $name =~ ^[0-9.]+$ && $name =~ ^$HOST_LABEL(\.$HOST_LABEL)*$ ]] \
-      || die "--public-address '$name' is not a host name or IP address (no port: e.g. fl.example.org,203.0.113.7)"
-  done
-}
-
-# A host name's label: letters, digits and inner hyphens, 1-63 characters.
-HOST_LABEL='[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?'
-
-# Whether $1 is an IPv4 or IPv6 address literal.
-is_ip() { bot is-ip "$1" 2>/dev/null; }
-
 # Logs are appended across restarts, with a line marking each start.
 log_start() {
   local err
@@ -745,57 +626,17 @@ write_node_names() {
   write_file "$SERVER_DIR/node-names.json" "$(python_bin)" -m zk0.server.identities "$SERVER_DIR/nodes"
 }
 
-# What a name may be: what an operator can read in one log line.
-check_node_name() {
-  [[ -n ${1// /} && ${#1} -le 64 && $1 =~ ^[[:print:]]+$ ]] \
-    || die "node name '$1' must be 1-64 printable characters (e.g. --name robot-7)"
-}
-
-# Register public keys with the SuperLink, all in one process (zk0.ops.register_keys); keep
-# each, its name (NAME for a single key, else the one kept, else the key's comment, else the
-# file name) and the node id Flower gave it in nodes/ for restarts, `server nodes` and the
-# ServerApp's labels. Prints a line per key: "ok <node id>" or "refused <key>: <Flower's
-# reason>"; returns KEYS_REFUSED when any was refused. Every key the helper reported registered
-# is kept, even when it stopped early (its lines name their keys). Run in a subshell: any other
-# non-zero status is an error it already reported in one line (a full disk), which ends the caller.
+# Register public keys with the SuperLink and keep them in nodes/ (zk0.ops.register_keys: a line
+# per key, "ok <node id> <name>" or "refused <key>: <reason>"; KEYS_REFUSED when any was refused, the
+# others kept). Any other non-zero status is an error it reported in one line (a full disk).
 KEYS_REFUSED=3
 register_keys() {
-  local name=$1 out key id kept failed=0 line reason="" paths=()
-  local -A results=()
-  shift
-  # The helper runs in SERVER_DIR: the operator's relative paths must not change meaning.
-  for key in "$@"; do paths+=("$(realpath -- "$key")"); done
-  out=$(cd "$SERVER_DIR" && FLWR_HOME="$SERVER_DIR/flwr-home" "$(python_bin)" -m zk0.ops.register_keys "${paths[@]}") \
-    || reason=$(grep -v $'\t' <<<"$out" | tail -n1)
-  while IFS= read -r line; do
-    [[ $line != *$'\t'* ]] || results[${line%%$'\t'*}]=${line#*$'\t'}
-  done <<<"$out"
-  for key in "${paths[@]}"; do
-    id=${results[$key]:-"error: no reply${reason:+ ($reason)}"}
-    kept="$SERVER_DIR/nodes/$(awk '{print $2}' "$key" | sha256sum | cut -c1-16)"
-    if [[ $id == "in use" ]]; then
-      id=$(cat "$kept.id" 2>/dev/null || echo "(already registered)")
-    elif [[ $id == error:* ]]; then
-      echo "refused $key: ${id#error: }"
-      failed=$KEYS_REFUSED
-      continue
-    fi
-    [[ $key -ef $kept.pub ]] || write_file "$kept.pub" cat "$key"
-    [[ $id == "(already registered)" ]] || write_file "$kept.id" echo "$id"
-    if [[ -n $name ]]; then
-      write_file "$kept.name" echo "$name"
-    elif [[ ! -s $kept.name ]]; then
-      local comment
-      comment=$(awk '{print $3}' "$key" | tr -cd '[:print:]')
-      write_file "$kept.name" echo "${comment:-$(basename "$key" .pub)}"
-    fi
-    echo "ok $id"
-  done
-  return "$failed"
+  FLWR_HOME="$SERVER_DIR/flwr-home" ZK0_RETRY_COMMAND=$RETRY_COMMAND \
+    "$(python_bin)" -m zk0.ops.register_keys "$SERVER_DIR" "$@"
 }
 
 server_stop() {
-  require_no_args "$@"
+  [[ $# -eq 0 ]] || eval "$(parse server stop "$@")"  # without words, no Python: stop works on a broken install
   need_tmux
   local session any=0
   for session in "$PROXY_SESSION" "$ADMIN_PROXY_SESSION" "$SUPEREXEC_SESSION" "$SERVER_SESSION"; do
@@ -808,7 +649,7 @@ server_stop() {
 }
 
 server_status() {
-  require_no_args "$@"
+  eval "$(parse server status "$@")"
   need_tmux
   use_venv
   local session state health
@@ -830,17 +671,8 @@ server_status() {
 }
 
 server_logs() {
-  local follow=() component=run log
-  while [[ $# -gt 0 ]]; do
-    case $1 in
-      -f | --follow) follow=(-f) ;;
-      --superlink) component=superlink ;;
-      --superexec) component=superexec ;;
-      --proxy) component=proxy ;;
-      *) die "unknown option '$1' for 'server logs' (see: $PROG server --help)" ;;
-    esac
-    shift
-  done
+  eval "$(parse server logs "$@")"  # follow, component
+  local log
   if [[ $component == run ]]; then
     log=$(zk0_admin newest-log "$SERVER_DIR/runs")
   else
@@ -851,29 +683,8 @@ server_logs() {
 }
 
 server_register() {
-  local keys=() name="" key kept other out line registered refused
-  while [[ $# -gt 0 ]]; do
-    case $1 in
-      --name) opt_value "$@"; name=$2; shift ;;
-      -*) die "unknown option '$1' for 'server register' (see: $PROG server --help)" ;;
-      *) keys+=("$1") ;;
-    esac
-    shift
-  done
-  [[ ${#keys[@]} -gt 0 ]] || die "usage: $PROG server register <node-public-key-file>... [--name NAME]"
-  [[ -z $name || ${#keys[@]} -eq 1 ]] || die "--name labels one node; register several keys without it (each is named by its key's comment)"
-  for key in "${keys[@]}"; do
-    [[ -f $key ]] || die "public key file '$key' does not exist"
-    grep -q '^ecdsa-sha2-nistp384 ' "$key" || die "'$key' is not a node public key (expected an 'ecdsa-sha2-nistp384 ...' line from zk0bot client start)"
-  done
-  if [[ -n $name ]]; then
-    check_node_name "$name"
-    kept="$SERVER_DIR/nodes/$(awk '{print $2}' "${keys[0]}" | sha256sum | cut -c1-16).name"
-    for other in "$SERVER_DIR"/nodes/*.name; do
-      [[ -f $other && $other != "$kept" && $(<"$other") == "$name" ]] \
-        && die "the name '$name' is taken by another node key ($other); choose another with --name"
-    done
-  fi
+  eval "$(parse server register "$@")"  # keys (files of node keys), name (free, or already this key's)
+  local out line registered refused
   [[ $(server_setting mode) == secure ]] || die "the server runs with --insecure: node authentication is off, nothing to register"
   session_running "$SERVER_SESSION" || die "the SuperLink is not running; start it first: $PROG server start"
   # Keys that registered are kept even when others are refused: nothing is lost.
@@ -890,8 +701,8 @@ server_register() {
     die "$refused of ${#keys[@]} node key(s) could not be registered (see above)$([[ $registered -eq 0 ]] || echo "; the other $registered were registered and are kept in $SERVER_DIR/nodes")"
   fi
   if [[ ${#keys[@]} -eq 1 ]]; then
-    name=$(<"$SERVER_DIR/nodes/$(awk '{print $2}' "${keys[0]}" | sha256sum | cut -c1-16).name")
-    info "registered node ${out#ok } as '$name'; the key is kept in $SERVER_DIR/nodes for restarts"
+    out=${out#ok }  # "<node id> <name>"
+    info "registered node ${out%% *} as '${out#* }'; the key is kept in $SERVER_DIR/nodes for restarts"
   else
     info "registered ${#keys[@]} node keys; they are kept in $SERVER_DIR/nodes for restarts"
   fi
@@ -900,17 +711,8 @@ server_register() {
 # Flower's node table, counts first, with the name each node id was registered under and,
 # when it differs, its key's comment (zk0-node-<dataset>). Online nodes come first, then by
 # name; LIMIT rows at most (0: all), the rest summed up in one line.
-NODES_SHOWN=20
 server_nodes() {
-  local limit=$NODES_SHOWN
-  while [[ $# -gt 0 ]]; do
-    case $1 in
-      --all) limit=0 ;;
-      --limit) opt_value "$@"; [[ $2 =~ ^[1-9][0-9]*$ ]] || die "--limit must be a positive integer, got '$2'"; limit=$2; shift ;;
-      *) die "unknown option '$1' for 'server nodes' (see: $PROG server --help)" ;;
-    esac
-    shift
-  done
+  eval "$(parse server nodes "$@")"  # limit (0: all)
   session_running "$SERVER_SESSION" || die "the SuperLink is not running; start it first: $PROG server start"
   local json
   json=$(flwr_admin supernode list "$CONNECTION" --format json 2>&1) \
@@ -919,61 +721,15 @@ server_nodes() {
 }
 
 cmd_server() {
-  local sub=${1:-}
-  [[ -n $sub ]] || { usage_server; exit 1; }
-  shift
-  if [[ $sub == -h || $sub == --help ]]; then
-    usage_server
-    return 0
-  elif wants_help "$@"; then
-    sub_usage "$(usage_server)" server "$sub"
-    return 0
-  fi
-  case $sub in
-    start) server_start "$@" ;;
-    stop) server_stop "$@" ;;
-    status) server_status "$@" ;;
-    logs) server_logs "$@" ;;
-    register) server_register "$@" ;;
-    nodes) server_nodes "$@" ;;
-    *) die "unknown server command '$sub' (see: $PROG server --help)" ;;
+  case ${1:-} in
+    start | stop | status | logs | register | nodes) "server_$1" "${@:2}" ;;
+    *) eval "$(parse server "$@")" ;;  # the group's help, or why no such command exists
   esac
 }
 
 # ---------------------------------------------------------------------------
 # client (one SuperNode per dataset)
 # ---------------------------------------------------------------------------
-
-usage_client() {
-  cat <<'USAGE'
-Usage: zk0bot client <command> [options]
-
-Commands:
-  start <dataset-uri> [--server HOST:PORT] [--ca-cert FILE] [--local-address IP]
-        [--port P] [--threads N] [--rename-map JSON] [--allow-app SHA256]... [--insecure]
-          Start a SuperNode that trains on this node's dataset, in tmux session
-          zk0-supernode-<id>. <dataset-uri> is hf:owner/name, owner/name or
-          local:/absolute/path. The first start creates the node's key pair and prints
-          the public key to send to the server admin. --server defaults to
-          $ZK0_SERVER (127.0.0.1:9092); --ca-cert to $ZK0_CA_CERT, else the local
-          server's CA, else $ZK0_HOME/ca.crt. --local-address/--port: where the
-          SuperNode serves its executor (default 127.0.0.1 and the first free port
-          from 9100; $ZK0_LOCAL_ADDRESS; one address, never 0.0.0.0 or ::, as it is
-          plaintext); nothing else dials it, nothing needs to reach this machine from
-          outside. Messages are served by one warm
-          executor process (session zk0-executor-<id>). --threads: torch threads
-          (default: the cores shared among this machine's clients). --rename-map:
-          map this dataset's camera names onto the federation's, LeRobot style:
-          '{"observation.images.top": "observation.images.front"}'.
-          The executor runs only the zk0 installed here; --allow-app also lets it run
-          the FAB with that SHA-256 (its refusal line in executor.log names it). The
-          allowed list is the last start's: starting with another list restarts the executor.
-  stop [<dataset-uri>]     Stop one client (or all of them).
-  status                   Every client on this machine: session, PID, port, dataset.
-  logs [<dataset-uri>] [-f]
-                           Show (or follow) a client's log (the only one, or the named one).
-USAGE
-}
 
 # A stable, readable id per dataset: several clients can run on one machine.
 client_id() {
@@ -1001,15 +757,6 @@ known_clients() {
   return 0
 }
 
-# The URI's form, and for local: datasets that the directory exists (milliseconds).
-check_uri() {
-  local uri=$1
-  bot_check check-uri "$uri"
-  if [[ $uri == local:* && ! -d ${uri#local:} ]]; then
-    die "dataset $uri: directory does not exist; pass the root of a LeRobot dataset"
-  fi
-}
-
 # A local dataset opens and fits the policy (seconds: LeRobot is imported).
 validate_dataset() {
   local uri=$1 out
@@ -1026,58 +773,11 @@ next_free_port() {
   echo "$port"
 }
 
-default_ca_cert() {
-  if [[ -n ${ZK0_CA_CERT:-} ]]; then
-    echo "$ZK0_CA_CERT"
-  elif [[ -f $SERVER_DIR/certs/ca.crt ]]; then
-    echo "$SERVER_DIR/certs/ca.crt"
-  else
-    echo "$ZK0_HOME/ca.crt"
-  fi
-}
-
 client_start() {
-  local uri="" server="${ZK0_SERVER:-127.0.0.1:$DEFAULT_SERVER_PORT}" ca port="" insecure=0 threads="" rename=""
-  local address="${ZK0_LOCAL_ADDRESS:-}"
-  local server_given=0 given=("$@")
-  [[ -z ${ZK0_SERVER:-} ]] || server_given=1
-  ca=$(default_ca_cert)
-  local allow=()
-  while [[ $# -gt 0 ]]; do
-    case $1 in
-      --server) opt_value "$@"; server=$2; server_given=1; shift ;;
-      --ca-cert) opt_value "$@"; ca=$2; shift ;;
-      --port) opt_value "$@"; port=$2; shift ;;
-      --local-address) opt_value "$@"; address=$2; shift ;;
-      --threads) opt_value "$@"; threads=$2; shift ;;
-      --rename-map) opt_value "$@"; rename=$2; shift ;;
-      --allow-app) opt_value "$@"; check_sha256 "$2"; allow+=("${2,,}"); shift ;;
-      --insecure) insecure=1 ;;
-      -*) die "unknown option '$1' for 'client start' (see: $PROG client --help)" ;;
-      *) [[ -z $uri ]] || die "client start takes one dataset URI, got '$uri' and '$1'"; uri=$1 ;;
-    esac
-    shift
-  done
-  python_bin >/dev/null  # in this shell: a check inside "$(python_bin)" could only end its subshell
-  # Arguments first: they are checked in milliseconds, the dataset and server in seconds.
-  [[ -n $uri ]] || die "usage: $PROG client start <dataset-uri>  (hf:owner/name or local:/absolute/path)"
-  [[ $server =~ ^[^:]+:[0-9]+$ ]] || die "--server must be HOST:PORT, got '$server'"
-  check_port "${server##*:}"
-  [[ -z $port ]] || check_port "$port"
-  [[ -z $address || $address =~ ^[0-9.]+$ || $address == *:* ]] \
-    || die "--local-address must be an IP address of this machine (e.g. 127.0.0.1), got '$address'"
-  # The SuperNode's runtime API is plaintext: it must not listen on every interface.
-  if [[ -n $address ]] && bot is-unspecified "$address" 2>/dev/null; then
-    die "--local-address $address means every interface, and the SuperNode's runtime API is plaintext; give one address of this machine (e.g. 127.0.0.1)"
-  fi
-  [[ -z $threads || $threads =~ ^[1-9][0-9]*$ ]] || die "--threads must be a positive integer, got '$threads'"
-  check_uri "$uri"
-  if [[ -n $rename ]]; then
-    [[ $rename != *"'"* ]] || die "--rename-map must not contain single quotes; write it as '{\"observation.images.top\": \"observation.images.front\"}'"
-    bot_check check-rename-map "$rename"
-  fi
+  # uri, server, server_given, ca (a file unless insecure), port, address, threads, rename, allow (FAB hashes), insecure
+  eval "$(parse client start "$@")"
+  local given=("$@")
   if [[ $insecure -eq 0 ]]; then
-    [[ -f $ca ]] || die "CA certificate '$ca' not found; get ca.crt from the server admin and pass --ca-cert FILE (or set ZK0_CA_CERT)"
     # Before the dataset check (seconds to minutes): a damaged file is named at once.
     ! command -v openssl >/dev/null || openssl x509 -noout -in "$ca" 2>/dev/null \
       || die "CA certificate '$ca' is not a readable PEM certificate; get ca.crt from the server admin again"
@@ -1185,10 +885,6 @@ refuse_changes() {
   [[ -z $changed ]] || die "the client for $uri already runs with $changed; to change it, stop it first: $PROG client stop $uri, then start it again with the new options"
 }
 
-check_sha256() {
-  [[ $1 =~ ^[0-9a-fA-F]{64}$ ]] || die "--allow-app takes a FAB's SHA-256 (64 hex digits), got '$1'"
-}
-
 # The node's warm ClientApp process, in its own session, restarted if it dies. It runs the
 # installed zk0 and the FABs whose SHA-256 follow the id; another list restarts it.
 start_executor() {
@@ -1291,10 +987,11 @@ pick_client() {
 }
 
 client_stop() {
-  [[ $# -le 1 ]] || die "usage: $PROG client stop [<dataset-uri>]"
+  local uri=""  # "": every client
+  [[ $# -eq 0 ]] || eval "$(parse client stop "$@")"
   need_tmux
   local ids id
-  if [[ $# -eq 1 ]]; then ids=$(pick_client "$1"); else ids=$(known_clients); fi
+  if [[ -n $uri ]]; then ids=$(pick_client "$uri"); else ids=$(known_clients); fi
   for id in $ids; do
     if session_running "zk0-supernode-$id" || session_running "zk0-executor-$id"; then
       stop_session "zk0-executor-$id"
@@ -1305,7 +1002,7 @@ client_stop() {
 }
 
 client_status() {
-  require_no_args "$@"
+  eval "$(parse client status "$@")"
   need_tmux
   local id state any=0
   for id in $(known_clients); do
@@ -1325,64 +1022,22 @@ client_status() {
 }
 
 client_logs() {
-  local uri="" follow=()
-  while [[ $# -gt 0 ]]; do
-    case $1 in
-      -f | --follow) follow=(-f) ;;
-      -*) die "unknown option '$1' for 'client logs'" ;;
-      *) uri=$1 ;;
-    esac
-    shift
-  done
+  eval "$(parse client logs "$@")"  # uri, follow
   local id
   id=$(pick_client "$uri")
   tail -n 100 "${follow[@]}" "$CLIENTS_DIR/$id/supernode.log"
 }
 
 cmd_client() {
-  local sub=${1:-}
-  [[ -n $sub ]] || { usage_client; exit 1; }
-  shift
-  if [[ $sub == -h || $sub == --help ]]; then
-    usage_client
-    return 0
-  elif wants_help "$@"; then
-    sub_usage "$(usage_client)" client "$sub"
-    return 0
-  fi
-  case $sub in
-    start) client_start "$@" ;;
-    stop) client_stop "$@" ;;
-    status) client_status "$@" ;;
-    logs) client_logs "$@" ;;
-    *) die "unknown client command '$sub' (see: $PROG client --help)" ;;
+  case ${1:-} in
+    start | stop | status | logs) "client_$1" "${@:2}" ;;
+    *) eval "$(parse client "$@")" ;;
   esac
 }
 
 # ---------------------------------------------------------------------------
 # run
 # ---------------------------------------------------------------------------
-
-usage_run() {
-  cat <<'USAGE'
-Usage: zk0bot run [--rounds N] [--run-config "key=value ..."] [--stream | --quiet]
-       zk0bot run --resume [RUN_DIR] [--rounds N] [--stream | --quiet]
-
-Submit the zk0 app to this machine's SuperLink and wait until the run ends.
-Outputs land in ~/.zk0/server/runs/<timestamp>/ (metrics.jsonl, checkpoints/,
-plots/, state/). Any [tool.flwr.app.config] key can be overridden with
---run-config; the string is checked before it is submitted.
---resume continues an interrupted run (SuperLink or ServerApp crash, server
-restart) from its last completed round, into the same run directory, with the
-run's saved configuration; RUN_DIR defaults to the newest unfinished run.
---rounds with --resume sets the new total number of rounds.
-Prints the run's status as it changes and one line per round as the server logs it
-(success rate where measured, eval MSE, nodes ok/rejected/failed/late, seconds, MB
-moved) with an ETA, and last the run directory. --quiet prints only that last line
-(for scripts); --stream prints the run's full logs while it runs.
-Exits 0 only when the run completed.
-USAGE
-}
 
 # `zk0 admin ...`, the run bookkeeping in Python (zk0.ops.admin), against this machine's SuperLink:
 # its output, or die with its one-line reason.
@@ -1419,25 +1074,7 @@ uncached_hub_dataset() {
 hub_offline() { [[ ${HF_HUB_OFFLINE:-} =~ ^(1|[Tt][Rr][Uu][Ee]|[Yy][Ee][Ss]|[Oo][Nn])$ ]]; }
 
 cmd_run() {
-  local rounds="" extra="" stream=0 resume=0 resume_dir="" quiet=()
-  while [[ $# -gt 0 ]]; do
-    case $1 in
-      --rounds) opt_value "$@"; rounds=$2; shift ;;
-      --run-config) opt_value "$@"; extra=$2; shift ;;
-      --stream) stream=1 ;;
-      --quiet) quiet=(--quiet) ;;
-      --resume)
-        resume=1
-        if [[ $# -ge 2 && $2 != -* ]]; then resume_dir=$2; shift; fi
-        ;;
-      -h | --help) usage_run; return 0 ;;
-      *) die "unknown option '$1' for 'run' (see: $PROG run --help)" ;;
-    esac
-    shift
-  done
-  [[ -z $rounds || $rounds =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive integer, got '$rounds'"
-  [[ $resume -eq 0 || -z $extra ]] || die "--resume uses the interrupted run's own configuration; drop --run-config"
-  [[ $stream -eq 0 || ${#quiet[@]} -eq 0 ]] || die "--stream and --quiet contradict each other; choose one"
+  eval "$(parse run "$@")"  # rounds, extra (--run-config), stream, quiet (an array), resume, resume_dir
   need_tmux
   use_venv
   local config="output-dir='$SERVER_DIR/runs'" run_config=()
@@ -1478,116 +1115,24 @@ cmd_run() {
 # service (systemd units: start at boot, restart on failure)
 # ---------------------------------------------------------------------------
 
-usage_service() {
-  cat <<'USAGE'
-Usage: zk0bot service install [--user] [--unit-dir DIR]
-       zk0bot service remove  [--user] [--unit-dir DIR]
-       zk0bot service watch server | client <dataset-uri>     (what the units run)
-
-install writes one systemd unit per component this machine runs (started once by hand):
-zk0-server.service for the server, zk0-client-<id>.service for each client, then
-enables them. Each unit starts its component with this ZK0_HOME and environment, checks
-it every 30 s and starts what stopped again (SuperNodes and executors also restart
-themselves in tmux); if that fails, systemd restarts the unit (Restart=on-failure).
-System units (/etc/systemd/system, root only) run as the account that installs them
-(or, run as root for a service account: sudo -u zk0 zk0bot service install --user).
---user: units of this account (~/.config/systemd/user); for them to start at boot
-without a login, an administrator runs: loginctl enable-linger <account>.
---unit-dir: write the units there and change nothing else (to review them).
-remove disables and deletes the units (the components keep running: zk0bot stop).
-USAGE
-}
-
 SERVICE_CHECK_SECONDS=30
 
-# The unit for one component in FILE: `kind` is server or client; for a client, its dataset URI.
-write_unit() {
-  write_file "$1" unit_text "${@:2}"
-  chmod 644 "$1"
-}
-
-# The text of write_unit's unit, on standard output.
-unit_text() {
-  local wanted=$1 kind=$2 uri=${3:-} description start stop env="" name
-  if [[ $kind == server ]]; then
-    description="zk0 server (SuperLink, SuperExec, proxies) of ${ZK0_HOME//%/%%}"
-    stop="$ROOT/zk0bot.sh server stop"
-  else
-    description="zk0 client for ${uri//%/%%} of ${ZK0_HOME//%/%%}"
-    stop="$ROOT/zk0bot.sh client stop $(systemd_quote "$uri")"
-  fi
-  start="$ROOT/zk0bot.sh service watch $kind${uri:+ $(systemd_quote "$uri")}"
-  for name in ZK0_HOME ZK0_VENV ZK0_SERVER ZK0_CA_CERT ZK0_LOCAL_ADDRESS ZK0_LOCAL_PORTS HF_HOME HF_HUB_OFFLINE ZK0_START_TIMEOUT; do
-    [[ -z ${!name:-} ]] || env+="Environment=$(systemd_quote "$name=${!name}")"$'\n'
-  done
-  [[ -n ${ZK0_HOME:-} ]] || env+="Environment=$(systemd_quote "ZK0_HOME=$ZK0_HOME")"$'\n'
-  echo "# Written by zk0bot service install; zk0bot service remove deletes it."
-  echo "[Unit]"
-  echo "Description=$description"
-  echo "After=network-online.target"
-  echo "Wants=network-online.target"
-  echo
-  echo "[Service]"
-  echo "Type=simple"
-  [[ $wanted == default.target ]] || echo "User=$(id -un)"
-  printf '%s' "$env"
-  echo "ExecStart=$start"
-  echo "ExecStop=$stop"
-  # The components live in zk0's tmux server, which the units share: stopping one unit
-  # must stop its component (ExecStop), not every process the tmux server holds.
-  echo "KillMode=process"
-  echo "Restart=on-failure"
-  echo "RestartSec=10"
-  echo "TimeoutStartSec=300"
-  echo
-  echo "[Install]"
-  echo "WantedBy=$wanted"
-}
-
-# A word for a unit file's command line or Environment= (double quotes, backslashes escaped).
-systemd_quote() {
-  local text=${1//\\/\\\\}
-  text=${text//\"/\\\"}
-  printf '"%s"' "${text//%/%%}"
-}
-
 cmd_service() {
-  local sub=${1:-} user=0 dir="" units=() id
-  [[ -n $sub ]] || { usage_service; exit 1; }
-  shift
-  if [[ $sub == -h || $sub == --help ]] || wants_help "$@"; then
-    usage_service
-    return 0
-  fi
-  if [[ $sub == watch ]]; then
-    service_watch "$@"
-    return
-  fi
-  [[ $sub == install || $sub == remove ]] || die "unknown service command '$sub' (see: $PROG service --help)"
-  while [[ $# -gt 0 ]]; do
-    case $1 in
-      --user) user=1 ;;
-      --unit-dir) opt_value "$@"; dir=$2; shift ;;
-      *) die "unknown option '$1' for 'service $sub' (see: $PROG service --help)" ;;
-    esac
-    shift
-  done
-  [[ -d $ZK0_HOME ]] || die "ZK0_HOME=$ZK0_HOME is not a directory: start the server or a client once by hand first"
-  local wanted=multi-user.target systemctl=(systemctl)
-  if [[ $user -eq 1 ]]; then
-    wanted=default.target systemctl=(systemctl --user)
-    [[ -n $dir ]] || dir="${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user"
-  else
-    [[ -n $dir || $(id -u) -eq 0 ]] || die "system units need root; install this account's own with: $PROG service install --user"
-    [[ -n $dir ]] || dir=/etc/systemd/system
-  fi
-  local review=0
-  [[ $dir != /etc/systemd/system && $dir != "${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user" ]] && review=1
+  case ${1:-} in
+    install | remove) service_units "$@" ;;
+    watch) service_watch "${@:2}" ;;
+    *) eval "$(parse service "$@")" ;;
+  esac
+}
+
+# `service install|remove`: the units are zk0.ops.units'; telling systemd is done here.
+service_units() {
+  eval "$(parse service "$@")"  # sub, dir, wanted, systemctl (an array), user, review (1: only write/delete)
+  local listed units=() file
   if [[ $sub == remove ]]; then
-    local file
-    for file in "$dir"/zk0-server.service "$dir"/zk0-client-*.service; do
-      [[ -f $file ]] || continue
-      grep -q "of $ZK0_HOME\$" "$file" || continue
+    listed=$(bot_check units-of "$ZK0_HOME" "$dir")
+    [[ -z $listed ]] || mapfile -t units <<<"$listed"
+    for file in "${units[@]}"; do
       [[ $review -eq 1 ]] || "${systemctl[@]}" disable "$(basename "$file")" >/dev/null 2>&1 || true
       rm -f "$file"
       info "removed $file"
@@ -1595,19 +1140,10 @@ cmd_service() {
     [[ $review -eq 1 ]] || "${systemctl[@]}" daemon-reload 2>/dev/null || true
     return 0
   fi
-  [[ -f $SERVER_DIR/server.env ]] && units+=("zk0-server.service")
-  for id in $(known_clients); do units+=("zk0-client-$id.service"); done
-  [[ ${#units[@]} -gt 0 ]] || die "nothing to install: this ZK0_HOME has run no server and no client; start them once by hand first"
-  mkdir -p "$dir" 2>/dev/null || die "cannot create $dir; choose another with --unit-dir"
-  [[ -w $dir ]] || die "$dir is not writable by $(id -un); run as root, or use --user"
-  [[ ! -f $SERVER_DIR/server.env ]] || write_unit "$dir/zk0-server.service" "$wanted" server
-  for id in $(known_clients); do
-    write_unit "$dir/zk0-client-$id.service" "$wanted" client "$(client_setting "$id" dataset-uri)"
-  done
+  listed=$(bot_check write-units "$ROOT" "$ZK0_HOME" "$dir" "$wanted")
+  mapfile -t units <<<"$listed"
   info "wrote ${units[*]} in $dir"
-  if [[ $review -eq 1 ]]; then
-    return 0
-  fi
+  [[ $review -eq 0 ]] || return 0
   if "${systemctl[@]}" daemon-reload 2>/dev/null && "${systemctl[@]}" enable "${units[@]}" >/dev/null 2>&1; then
     info "enabled at boot; start them now with: ${systemctl[*]} start ${units[*]}"
   else
@@ -1619,12 +1155,8 @@ cmd_service() {
 # What a unit runs: start the component, then every SERVICE_CHECK_SECONDS start again what
 # stopped; exit non-zero (systemd then restarts the unit) when a start fails.
 service_watch() {
-  local kind=${1:-} uri=${2:-} sessions
-  case $kind in
-    server) [[ $# -eq 1 ]] || die "usage: $PROG service watch server" ;;
-    client) [[ $# -eq 2 ]] || die "usage: $PROG service watch client <dataset-uri>" ;;
-    *) die "usage: $PROG service watch server | client <dataset-uri>" ;;
-  esac
+  eval "$(parse service watch "$@")"  # kind (server or client), uri
+  local sessions
   while :; do
     if [[ $kind == server ]]; then
       sessions=("$SERVER_SESSION" "$SUPEREXEC_SESSION" "$PROXY_SESSION" "$ADMIN_PROXY_SESSION")
@@ -1652,21 +1184,6 @@ service_watch() {
 # upgrade
 # ---------------------------------------------------------------------------
 
-usage_upgrade() {
-  cat <<'USAGE'
-Usage: zk0bot upgrade [--ref R]
-
-Upgrade this checkout the installer's way (website/get-zk0bot.sh, from the repository it
-was installed from, ZK0_REPO to override): it refuses uncommitted changes to tracked files
-and local commits R lacks, changing nothing, and sets up the Python environment again.
-Then the new version must run (zk0bot version), and what ran here (the server, each
-client) is stopped and started again on it; a run in progress fails (continue it with
-zk0bot run --resume). If the check or a start fails, the checkout goes back to the
-commit it was at, and what ran is started again on that.
---ref: branch, tag or commit (default: the current branch, else main).
-USAGE
-}
-
 # The installer from a private copy (the checkout changes under a script bash is reading).
 run_installer() {
   local installer=$1 ref=$2
@@ -1689,15 +1206,8 @@ restart_components() {
 }
 
 cmd_upgrade() {
-  local ref="" old new installer server=0 clients=() id
-  while [[ $# -gt 0 ]]; do
-    case $1 in
-      -h | --help) usage_upgrade; return 0 ;;
-      --ref) opt_value "$@"; ref=$2; shift ;;
-      *) die "unknown option '$1' for 'upgrade' (see: $PROG upgrade --help)" ;;
-    esac
-    shift
-  done
+  eval "$(parse upgrade "$@")"  # ref
+  local old new installer server=0 clients=() id
   git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1 \
     || die "$ROOT is not a git checkout; upgrade by running the installer again (docs/INSTALLATION.md)"
   [[ -f $ROOT/website/get-zk0bot.sh ]] || die "$ROOT has no website/get-zk0bot.sh; upgrade by running the installer again"
@@ -1744,62 +1254,23 @@ cmd_upgrade() {
 # ---------------------------------------------------------------------------
 
 cmd_status() {
-  local json=0
-  while [[ $# -gt 0 ]]; do
-    case $1 in
-      -h | --help)
-        echo "Usage: $PROG status [--json]    (server and clients on this machine; --json: one JSON object for monitors)"
-        return 0
-        ;;
-      --json) json=1 ;;
-      *) die "unexpected argument '$1' (see: $PROG status --help)" ;;
-    esac
-    shift
-  done
+  eval "$(parse status "$@")"  # json
   # A ZK0_HOME that is a file holds no state: "never started" would hide the mistake.
   [[ ! -e $ZK0_HOME || -d $ZK0_HOME ]] || die "ZK0_HOME=$ZK0_HOME exists and is not a directory; set ZK0_HOME to zk0's state directory"
   need_tmux
   if [[ $json -eq 1 ]]; then
-    status_facts | FLWR_HOME="$SERVER_DIR/flwr-home" "$(python_bin)" -m zk0.ops.health \
-      --runs-dir "$SERVER_DIR/runs" --connection "$CONNECTION"
+    local healthy=no
+    if [[ -f $SERVER_DIR/server.env ]] && session_running "$SERVER_SESSION" && link_health && admin_health; then
+      healthy=yes
+    fi
+    { printf 'version\t%s\nhealthy\t%s\n' "$(version_line)" "$healthy"
+      tmx list-panes -a -F $'pane\t#{session_name}\t#{pane_pid}' 2>/dev/null || true; } \
+      | FLWR_HOME="$SERVER_DIR/flwr-home" "$(python_bin)" -m zk0.ops.health "$ZK0_HOME" \
+        --runs-dir "$SERVER_DIR/runs" --connection "$CONNECTION"
     return 0
   fi
   if [[ -f $SERVER_DIR/server.env ]]; then server_status; else info "SuperLink: never started on this machine"; fi
   client_status
-}
-
-# What zk0.ops.health turns into `status --json`: tab-separated facts.
-status_facts() {
-  local session pid key id
-  printf 'version\t%s\n' "$(version_line)"
-  if [[ -f $SERVER_DIR/server.env ]]; then
-    for session in "$SERVER_SESSION" "$SUPEREXEC_SESSION" "$PROXY_SESSION" "$ADMIN_PROXY_SESSION"; do
-      pid=""
-      session_running "$session" && pid=$(session_pid "$session")
-      printf 'session\t%s\t%s\n' "$session" "$pid"
-    done
-    for key in port host names mode link_port admin_port; do
-      printf 'server\t%s\t%s\n' "$key" "$(server_setting "$key")"
-    done
-    if session_running "$SERVER_SESSION" && link_health && admin_health; then
-      printf 'server\thealthy\tyes\n'
-    else
-      printf 'server\thealthy\tno\n'
-    fi
-  fi
-  for id in $(known_clients); do
-    local uri
-    uri=$(client_setting "$id" dataset-uri)
-    for session in "zk0-supernode-$id" "zk0-executor-$id"; do
-      pid=""
-      session_running "$session" && pid=$(session_pid "$session")
-      printf 'session\t%s\t%s\n' "$session" "$pid"
-      printf 'client\t%s\t%s\t%s\n' "$uri" "${session%%-"$id"}" "${pid:-stopped}"
-    done
-    for key in server address port threads; do
-      printf 'client\t%s\t%s\t%s\n' "$uri" "$key" "$(client_setting "$id" "$key")"
-    done
-  done
 }
 
 # zk0's version and the commit of this checkout (the installer's path is a git checkout).
@@ -1814,15 +1285,19 @@ version_line() {
   echo "zk0 $version, commit $commit, $ROOT"
 }
 
+# version, stop and doctor read their words here: they must work where zk0's Python does not.
+only_help() {
+  [[ $# -eq 0 ]] && return 1
+  [[ $1 == -h || $1 == --help ]] || die "unexpected argument '$1' (see --help)"
+}
+
 cmd_version() {
-  [[ ${1:-} == -h || ${1:-} == --help ]] && { echo "Usage: $PROG version    (zk0's package version and the commit of this checkout)"; return 0; }
-  require_no_args "$@"
+  if only_help "$@"; then echo "Usage: $PROG version    (zk0's package version and the commit of this checkout)"; return 0; fi
   version_line
 }
 
 cmd_stop() {
-  [[ ${1:-} == -h || ${1:-} == --help ]] && { echo "Usage: $PROG stop    (every zk0 client and server on this machine)"; return 0; }
-  require_no_args "$@"
+  if only_help "$@"; then echo "Usage: $PROG stop    (every zk0 client and server on this machine)"; return 0; fi
   need_tmux
   client_stop
   server_stop
@@ -1861,34 +1336,24 @@ home_creatable() {
   fi
 }
 
-usage_doctor() {
-  cat <<'USAGE'
-Usage: zk0bot doctor [--role server|node]
-
-Check this machine for running zk0; prints a fix for each problem, exits 1 if any.
---role server: what a server needs now (nginx; certificates once started).
---role node:   what a node needs now (the server's CA certificate, the server reachable
-               at ZK0_SERVER). Without --role: the role this machine already plays (a
-               server or clients started here), else the checks both roles share; a
-               missing CA or an unreachable server is then a note, not a failure.
-USAGE
-}
-
 cmd_doctor() {
   local role=""
-  while [[ $# -gt 0 ]]; do
-    case $1 in
-      -h | --help) usage_doctor; return 0 ;;
-      --role)
-        opt_value "$@"
-        [[ $2 == server || $2 == node ]] || die "--role must be 'server' or 'node', got '$2'"
-        role=$2
-        shift
-        ;;
-      *) die "unexpected argument '$1' (see: $PROG doctor --help)" ;;
-    esac
-    shift
-  done
+  case "$*" in
+    "") ;;
+    "--role server" | "--role node") role=$2 ;;
+    --role*) die "--role must be 'server' or 'node', got '${2:-}'" ;;
+    *)
+      only_help "$@"
+      printf '%s\n' "Usage: $PROG doctor [--role server|node]" "" \
+        "Check this machine for running zk0; prints a fix for each problem, exits 1 if any." \
+        "--role server: what a server needs now (nginx; certificates once started)." \
+        "--role node:   what a node needs now (the server's CA certificate, the server reachable" \
+        "               at ZK0_SERVER). Without --role: the role this machine already plays (a" \
+        "               server or clients started here), else the checks both roles share; a" \
+        "               missing CA or an unreachable server is then a note, not a failure."
+      return 0
+      ;;
+  esac
   if [[ -z $role && -d $ZK0_HOME ]]; then
     [[ -f $SERVER_DIR/server.env ]] && role=server
     [[ -z $(known_clients) ]] || role=${role:+both}${role:-node}
@@ -1952,7 +1417,8 @@ cmd_doctor() {
     fi
   fi
   local ca
-  ca=$(default_ca_cert)
+  ca=${ZK0_CA_CERT:-$SERVER_DIR/certs/ca.crt}
+  [[ -n ${ZK0_CA_CERT:-} || -f $ca ]] || ca=$ZK0_HOME/ca.crt
   if [[ -f $ca ]]; then
     ok "CA certificate $ca"
   elif [[ $role == server ]]; then

@@ -47,3 +47,27 @@ def test_an_unusable_key_is_its_error_line(tmp_path: Path):
     bad = tmp_path / "bad.pub"
     bad.write_text("ecdsa-sha2-nistp384 AAAAnotakey c\n")
     assert register(Client(RuntimeError()), str(bad)).startswith("error: not a readable SSH public key")
+
+
+def test_a_registered_key_is_kept_with_its_id_and_name(key: str, tmp_path: Path):
+    """nodes/<id>.pub, .id and .name: the name given, else the one kept, else the key's comment."""
+    from zk0.ops.commands import kept_key
+    from zk0.ops.register_keys import keep
+
+    nodes, key_file = tmp_path / "nodes", Path(key)
+    kept = kept_key(nodes, key_file)
+    comment = key_file.read_text().split()[2]
+    assert keep(nodes, key_file, "123", "") == f"ok 123 {comment}"
+    assert kept.with_suffix(".pub").read_bytes() == key_file.read_bytes()
+    assert (kept.with_suffix(".id").read_text(), kept.with_suffix(".name").read_text()) == ("123\n", f"{comment}\n")
+    assert keep(nodes, key_file, "456", "robot-7") == "ok 456 robot-7"
+    assert keep(nodes, kept.with_suffix(".pub"), "in use", "") == "ok 456 robot-7"  # a restart: the kept name stays
+    assert kept.with_suffix(".pub").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_refused_key_keeps_nothing(key: str, tmp_path: Path):
+    from zk0.ops.register_keys import keep
+
+    assert keep(tmp_path / "nodes", Path(key), "error: the SuperLink said no", "x") == \
+        f"refused {key}: the SuperLink said no"
+    assert not (tmp_path / "nodes").exists()

@@ -1,8 +1,8 @@
 """zk0bot's small Python jobs, one subcommand each: `python -m zk0.ops.bot COMMAND ...`.
 
 zk0bot.sh keeps the commands operators type and the process work (tmux, nginx, openssl); what
-is easier said in Python (address literals, URIs, JSON, HTTPS probes, the node table) lives
-here, tested in tests/unit/test_bot.py. Each command imports only what it needs: zk0bot calls
+is easier said in Python (the operator's words: `parse`, zk0.ops.commands; JSON, HTTPS probes,
+the node table, systemd units) lives here, tested in tests/unit/test_bot.py. Each command imports only what it needs: zk0bot calls
 them on every start, and torch's import alone takes seconds. A refused input exits 2 with one
 line on stderr, which zk0bot passes on as its own error.
 """
@@ -12,16 +12,14 @@ from __future__ import annotations
 import argparse
 import base64
 import importlib
-import ipaddress
 import json
 import secrets
 import sys
 from collections import Counter
 from pathlib import Path
 
+from zk0.ops.commands import Refused
 
-class Refused(Exception):
-    """An input zk0bot must refuse: the message is its one-line reason."""
 
 
 def _secret(_: argparse.Namespace) -> None:
@@ -100,40 +98,6 @@ def _nodes(args: argparse.Namespace) -> None:
     print("\n".join(node_table(sys.stdin.read(), Path(args.nodes_dir), args.limit)))
 
 
-def _check_uri(args: argparse.Namespace) -> None:
-    from zk0.data.uri import URIError, parse_dataset_uri
-
-    try:
-        parse_dataset_uri(args.uri)
-    except URIError as err:
-        raise Refused(str(err)) from None
-
-
-def _check_rename_map(args: argparse.Namespace) -> None:
-    from zk0.data.cameras import CameraError, parse_rename_map
-
-    try:
-        parse_rename_map(args.json)
-    except CameraError as err:
-        raise Refused(f"--rename-map: {err}") from None
-
-
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        raise Refused(f"'{text}' is not an IP address") from None
-
-
-def _is_ip(args: argparse.Namespace) -> None:
-    _address(args.address)
-
-
-def _is_unspecified(args: argparse.Namespace) -> None:
-    if not _address(args.address).is_unspecified:
-        raise Refused(f"{args.address} is one address")
-
-
 def _reachable(args: argparse.Namespace) -> None:
     import socket
 
@@ -184,6 +148,18 @@ def _imports(_: argparse.Namespace) -> None:
         pass
 
 
+def _write_units(args: argparse.Namespace) -> None:
+    from zk0.ops.units import install
+
+    print("\n".join(install(Path(args.root), Path(args.home), Path(args.dir), args.wanted)))
+
+
+def _units_of(args: argparse.Namespace) -> None:
+    from zk0.ops.units import installed
+
+    print("\n".join(str(path) for path in installed(Path(args.home), Path(args.dir))))
+
+
 def _version(_: argparse.Namespace) -> None:
     import zk0
 
@@ -214,10 +190,6 @@ def parser() -> argparse.ArgumentParser:
     nodes = command("nodes", _nodes, "the server's node table from `flwr supernode list --format json` on stdin")
     nodes.add_argument("nodes_dir")
     nodes.add_argument("limit", type=int)
-    command("check-uri", _check_uri, "refuse a malformed dataset URI").add_argument("uri")
-    command("check-rename-map", _check_rename_map, "refuse a malformed camera rename map").add_argument("json")
-    command("is-ip", _is_ip, "succeed for an IPv4 or IPv6 address literal").add_argument("address")
-    command("is-unspecified", _is_unspecified, "succeed for 0.0.0.0 or ::").add_argument("address")
     reach = command("reachable", _reachable, "succeed when HOST:PORT accepts a TCP connection (5 s)")
     reach.add_argument("host")
     reach.add_argument("port", type=int)
@@ -229,11 +201,23 @@ def parser() -> argparse.ArgumentParser:
     bindable.add_argument("port", type=int)
     command("json-get", _json_get, "print KEY of the JSON object on stdin ('' when absent)").add_argument("key")
     command("imports", _imports, "doctor's import check of zk0's main packages")
+    units = command("write-units", _write_units, "write the systemd units of what HOME ran into DIR (zk0.ops.units)")
+    for name in ("root", "home", "dir", "wanted"):
+        units.add_argument(name)
+    units_of = command("units-of", _units_of, "the units in DIR that zk0bot wrote for HOME")
+    units_of.add_argument("home")
+    units_of.add_argument("dir")
     command("version", _version, "zk0's version")
+    sub.add_parser("parse", help="HOME GROUP ARG...: a zk0bot command's options as shell code (zk0.ops.commands)")
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["parse"]:  # an operator's words, passed on untouched (zk0.ops.commands)
+        from zk0.ops import commands
+
+        return commands.main(argv[1:])
     args = parser().parse_args(argv)
     try:
         args.func(args)

@@ -1,15 +1,15 @@
 """`zk0bot status --json`: what runs on this machine as one JSON object, for monitors.
 
-zk0bot.sh writes what it knows as tab-separated lines on stdin (it owns the tmux sessions
-and settings); this adds the SuperLink's node counts and newest runs (through the flwr CLI,
+zk0bot.sh writes what only it can see (it owns the tmux sessions and probes the server) as
+tab-separated lines on stdin; this reads the settings zk0bot keeps under ZK0_HOME (server.env,
+clients/*/client.env), adds the SuperLink's node counts and newest runs (through the flwr CLI,
 FLWR_HOME from the environment) when the server is healthy, and prints the object:
 
-    session <TAB> NAME <TAB> PID (empty: not running)
-    server <TAB> KEY <TAB> VALUE         (port, host, admin_port, link_port, mode, healthy)
-    client <TAB> DATASET <TAB> KEY <TAB> VALUE
     version <TAB> VALUE
+    healthy <TAB> yes|no                 (the SuperLink and the admin port answer)
+    pane <TAB> SESSION <TAB> PID         (one per running tmux session)
 
-    python -m zk0.ops.health [--runs-dir DIR --connection NAME] < facts
+    python -m zk0.ops.health HOME [--runs-dir DIR --connection NAME] < facts
 """
 
 from __future__ import annotations
@@ -23,21 +23,36 @@ from pathlib import Path
 from zk0.ops.admin import AdminError, flwr, json_reply, recent_runs
 
 
-def parse(lines: list[str]) -> dict:
-    state: dict = {"version": None, "sessions": {}, "server": None, "clients": {}}
-    for line in lines:
-        fields = line.rstrip("\n").split("\t")
-        if fields[0] == "session" and len(fields) == 3:
-            state["sessions"][fields[1]] = {"running": bool(fields[2]), "pid": int(fields[2]) if fields[2] else None}
-        elif fields[0] == "server" and len(fields) == 3:
-            state["server"] = state["server"] or {}
-            value = fields[2]
-            state["server"][fields[1]] = int(value) if value.isdigit() else value == "yes" if fields[1] == "healthy" else value
-        elif fields[0] == "client" and len(fields) == 4:
-            state["clients"].setdefault(fields[1], {"dataset": fields[1]})[fields[2]] = fields[3]
-        elif fields[0] == "version" and len(fields) == 2:
-            state["version"] = fields[1]
-    state["clients"] = list(state["clients"].values())
+SERVER_SESSIONS = ("zk0-superlink", "zk0-superexec", "zk0-proxy", "zk0-admin-proxy")
+SERVER_KEYS = ("port", "host", "names", "mode", "link_port", "admin_port")
+CLIENT_KEYS = ("server", "address", "port", "threads")
+
+
+def parse(lines: list[str], home: Path) -> dict:
+    from zk0.ops.commands import settings
+
+    facts = [line.rstrip("\n").split("\t") for line in lines]
+    panes = {fields[1]: int(fields[2]) for fields in facts if fields[0] == "pane" and len(fields) == 3}
+    said = {fields[0]: fields[1] for fields in facts if len(fields) == 2}
+    state: dict = {"version": said.get("version"), "sessions": {}, "server": None, "clients": []}
+
+    def session(name: str) -> int | None:
+        state["sessions"][name] = {"running": name in panes, "pid": panes.get(name)}
+        return panes.get(name)
+
+    server = settings(home / "server" / "server.env")
+    if server:
+        for name in SERVER_SESSIONS:
+            session(name)
+        state["server"] = {key: int(server[key]) if server.get(key, "").isdigit() else server.get(key, "")
+                           for key in SERVER_KEYS} | {"healthy": said.get("healthy") == "yes"}
+    for env in sorted((home / "clients").glob("*/client.env")):
+        client = settings(env)
+        entry = {"dataset": client.get("dataset-uri", "")}
+        for kind in ("zk0-supernode", "zk0-executor"):
+            pid = session(f"{kind}-{env.parent.name}")
+            entry[kind] = str(pid) if pid else "stopped"
+        state["clients"].append(entry | {key: client.get(key, "") for key in CLIENT_KEYS})
     return state
 
 
@@ -50,10 +65,11 @@ def node_counts(connection: str) -> dict | None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m zk0.ops.health", description=__doc__.splitlines()[0])
+    parser.add_argument("home", type=Path)
     parser.add_argument("--runs-dir")
     parser.add_argument("--connection")
     args = parser.parse_args(argv)
-    state = parse(sys.stdin.readlines())
+    state = parse(sys.stdin.readlines(), args.home)
     server = state["server"]
     if server is not None and server.get("healthy") and args.connection:
         server["nodes"] = node_counts(args.connection)
