@@ -11,17 +11,22 @@ adds the averaged update to: `broadcast` (the weights the nodes trained from, bf
 codec's downlink error included: zk0 before issue 23's fix) or `global` (the server's fp32
 global: the downlink error is carried into the next round's delta). `--central STEPS` instead
 trains one model on the pooled training episodes (kept AdamW moments) and scores it after
-each of STEPS. `--split`: who holds which training episodes: `owners` (as recorded: each owner
+each of STEPS; `--alone STEPS` trains each owner's own model on its own training episodes alone
+(kept AdamW moments, its own batch stream) and scores it after each of STEPS; `--personal-steps N`
+fine-tunes the final global model on each owner's own episodes as `personalize = "finetune"`
+does on a node (a fresh AdamW, `--personal-lr`) and scores each owner's model. `--split`: who holds which training episodes: `owners` (as recorded: each owner
 its strip of the table), `pool` (one owner holding every owner's episodes: with no second
 update to average, only the federation's mechanics stand between it and `--central`) or `iid`
 (the pooled episodes dealt to as many owners at random, as many each as recorded). Every score:
-zk0.sim.rollout.score, seed 0 (the cubes bench/closed_loop.py uses), over the whole table.
+zk0.sim.rollout.score, seed 0 (the cubes bench/closed_loop.py uses), over the whole table, and
+with `--own-regions` also on each owner's own strip (`I/K`).
 
     PYTHONPATH=src .venv/bin/python bench/fl_recipes.py DATA_DIR --rounds 20 --local-steps 20 \\
         --codec q3z --master broadcast --eval-rounds 10,20 --episodes 30
     PYTHONPATH=src .venv/bin/python bench/fl_recipes.py DATA_DIR --split pool --keep-moments --rounds 60 \\
         --eval-rounds 20,40,60
     PYTHONPATH=src .venv/bin/python bench/fl_recipes.py DATA_DIR --central 400,800,1200
+    PYTHONPATH=src .venv/bin/python bench/fl_recipes.py DATA_DIR --alone 600,1200 --own-regions
 
 DATA_DIR: `zk0 sim-data DATA_DIR --clients K` (owner_0 .. owner_{K-1}). Prints one JSON line per
 scored point.
@@ -123,6 +128,26 @@ def federate(args, policy, preprocessor, postprocessor, data: list, splits: list
             report(args, policy, preprocessor, postprocessor, round=server_round,
                    samples=server_round * args.local_steps * args.batch_size * len(data),
                    train_seconds=time.perf_counter() - started)
+    if args.personal_steps:
+        personalize(args, policy, preprocessor, postprocessor, data, splits,
+                    {name: value.astype(np.float32) for name, value in global_weights.items()})
+
+
+def personalize(args, policy, preprocessor, postprocessor, data: list, splits: list, final: dict) -> None:
+    """`personalize = "finetune"` as a node runs it (zk0.node.personal.finetune): the final global
+    model trained on the owner's own episodes, a fresh optimizer, then scored."""
+    from zk0.data.dataset import infinite_batches, stream_seed
+    from zk0.node.personal import PERSONAL_SEED
+    from zk0.policy.model import set_trainable
+    from zk0.policy.train import train_local
+
+    for owner, (node, split) in enumerate(zip(data, splits)):
+        set_trainable(policy, final)
+        batches = infinite_batches(split, args.batch_size, 0, stream_seed(PERSONAL_SEED + args.seed, node))
+        result = train_local(policy, preprocessor, batches, steps=args.personal_steps, lr=args.personal_lr,
+                             proximal_mu=0.0, desc=f"owner {owner} personal")
+        report(args, policy, preprocessor, postprocessor, personal=owner, personal_steps=args.personal_steps,
+               personal_lr=args.personal_lr, train_loss=result.loss)
 
 
 def centralize(args, policy, preprocessor, postprocessor, splits: list) -> None:
@@ -139,14 +164,36 @@ def centralize(args, policy, preprocessor, postprocessor, splits: list) -> None:
                train_loss=result.loss)
 
 
+def alone(args, policy, preprocessor, postprocessor, data: list, splits: list) -> None:
+    from zk0.data.dataset import infinite_batches, stream_seed
+    from zk0.policy.model import get_trainable, set_trainable
+    from zk0.policy.train import train_local
+
+    start = get_trainable(policy)
+    for owner, (node, split) in enumerate(zip(data, splits)):
+        set_trainable(policy, start)
+        batches = infinite_batches(split, args.batch_size, 0, stream_seed(args.seed, node))
+        done, moments = 0, None
+        for steps in sorted(int(s) for s in args.alone.split(",")):
+            result = train_local(policy, preprocessor, batches, steps=steps - done, lr=args.lr, proximal_mu=0.0,
+                                 desc=f"owner {owner} alone to {steps}", optimizer_state=moments,
+                                 keep_optimizer_state=True)
+            moments, done = result.optimizer_state, steps
+            report(args, policy, preprocessor, postprocessor, alone=owner, alone_steps=steps,
+                   samples=steps * args.batch_size, train_loss=result.loss)
+
+
 def report(args, policy, preprocessor, postprocessor, **point) -> None:
     from zk0.sim.rollout import score
 
-    result = score(policy, preprocessor, postprocessor, ENV, args.episodes, seed=0, region="all")
+    regions = ["all"] + ([f"{k}/{args.owners}" for k in range(args.owners)] if args.own_regions else [])
+    results = {region: score(policy, preprocessor, postprocessor, ENV, args.episodes, seed=0, region=region)
+               for region in regions}
     recipe = {key: getattr(args, key) for key in ("codec", "master", "rounds", "local_steps", "lr", "keep_moments",
                                                    "server_lr", "server_momentum", "proximal_mu", "seed", "split")}
-    print(json.dumps({**recipe, **point, "success": result.success_rate, "episodes": args.episodes,
-                      "rollout_seconds": round(result.seconds, 1)}), flush=True)
+    own = {f"success_{region.split('/')[0]}": r.success_rate for region, r in results.items() if region != "all"}
+    print(json.dumps({**recipe, **point, "success": results["all"].success_rate, **own, "episodes": args.episodes,
+                      "rollout_seconds": round(sum(r.seconds for r in results.values()), 1)}), flush=True)
 
 
 def main() -> int:
@@ -167,18 +214,26 @@ def main() -> int:
     parser.add_argument("--episodes", type=int, default=30)
     parser.add_argument("--split", choices=("owners", "pool", "iid"), default="owners")
     parser.add_argument("--central", help="comma-separated step counts: train centralized instead")
+    parser.add_argument("--alone", help="comma-separated step counts: train each owner alone instead")
+    parser.add_argument("--own-regions", action="store_true", help="also score on each owner's own strip")
+    parser.add_argument("--personal-steps", type=int, default=0,
+                        help="after the last round, fine-tune the global model on each owner's episodes (finetune)")
+    parser.add_argument("--personal-lr", type=float, default=3e-3)
     args = parser.parse_args()
 
     from zk0.data.stats import node_stats, pool, with_stats
     from zk0.policy.model import load_policy, make_processors
 
     data = owners(args.data_dir)
+    args.owners = len(data)
     policy = load_policy("tiny", data[0].meta, "cpu")
     pooled = pool([node_stats(node.stats, policy.config) for node in data])
     preprocessor, postprocessor = make_processors(policy, with_stats(data[0].stats, pooled))
     splits = deal(args.split, args.seed, data, policy.config)
     if args.central:
         centralize(args, policy, preprocessor, postprocessor, splits)
+    elif args.alone:
+        alone(args, policy, preprocessor, postprocessor, data, splits)
     else:
         federate(args, policy, preprocessor, postprocessor, data[:len(splits)], splits)
     return 0
