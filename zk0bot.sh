@@ -731,14 +731,6 @@ cmd_server() {
 # client (one SuperNode per dataset)
 # ---------------------------------------------------------------------------
 
-# A stable, readable id per dataset: several clients can run on one machine.
-client_id() {
-  local slug hash
-  slug=$(printf '%s' "$1" | tr '[:upper:]' '[:lower:]' | tr -c 'a-z0-9' '-' | sed 's/--*/-/g; s/^-//; s/-$//' | tail -c 40)
-  hash=$(printf '%s' "$1" | sha1sum | cut -c1-6)
-  echo "${slug#-}-$hash"
-}
-
 client_setting() { sed -n "s/^$2=//p" "$CLIENTS_DIR/$1/client.env"; }
 
 # The address a client's SuperNode serves its Runtime API on, for its executor (clients
@@ -765,8 +757,8 @@ validate_dataset() {
 }
 
 next_free_port() {
-  local address=$1 port=9100 used
-  used=" $(for id in $(known_clients); do client_setting "$id" port; done | tr '\n' ' ') "
+  local address=$1 port=9100 used other
+  used=" $(for other in $(known_clients); do client_setting "$other" port; done | tr '\n' ' ') "
   while [[ $used == *" $port "* ]] || ! port_free "$address" "$port"; do
     port=$((port + 1))
   done
@@ -774,7 +766,8 @@ next_free_port() {
 }
 
 client_start() {
-  # uri, server, server_given, ca (a file unless insecure), port, address, threads, rename, allow (FAB hashes), insecure
+  # uri, id (its directory's), server, server_given, ca (a file unless insecure), port, address, threads, rename,
+  # allow (FAB hashes), insecure, changes (why a start of the running client is refused, or "")
   eval "$(parse client start "$@")"
   local given=("$@")
   if [[ $insecure -eq 0 ]]; then
@@ -790,13 +783,10 @@ client_start() {
   need_tmux
   use_venv
 
-  local id dir session log
-  id=$(client_id "$uri")
-  dir="$CLIENTS_DIR/$id"
-  session="zk0-supernode-$id"
-  log="$dir/supernode.log"
+  local dir="$CLIENTS_DIR/$id" session="zk0-supernode-$id"
+  local log="$dir/supernode.log"
   if session_running "$session"; then
-    refuse_changes "$id" "$uri" "$server_given" "$server" "$port" "$threads" "$address"
+    [[ -z $changes ]] || die "$changes"
     start_executor "$id" "${allow[@]}"
     info "client for $uri already running (session $session, port $(client_setting "$id" port))"
     return 0
@@ -867,22 +857,6 @@ new_node_key() {
   if ssh-keygen -q -t ecdsa -b 384 -N "" -C "$2" -f "$scratch/key"; then cat "$scratch/key" || status=$?; else status=$?; fi
   rm -rf "$scratch"
   return "$status"
-}
-
-# A running client keeps its settings: a start asking for another server, address, port or thread
-# count is refused (not silently ignored), with the commands that apply it.
-refuse_changes() {
-  local id=$1 uri=$2 server_given=$3 server=$4 port=$5 threads=$6 address=$7 changed=""
-  if [[ $server_given -eq 1 && $server != "$(client_setting "$id" server)" ]]; then
-    changed="server $(client_setting "$id" server)"
-  elif [[ -n $address && $address != "$(client_address "$id")" ]]; then
-    changed="local address $(client_address "$id")"
-  elif [[ -n $port && $port != "$(client_setting "$id" port)" ]]; then
-    changed="port $(client_setting "$id" port)"
-  elif [[ -n $threads && $threads != "$(client_setting "$id" threads)" ]]; then
-    changed="$(client_setting "$id" threads) thread(s)"
-  fi
-  [[ -z $changed ]] || die "the client for $uri already runs with $changed; to change it, stop it first: $PROG client stop $uri, then start it again with the new options"
 }
 
 # The node's warm ClientApp process, in its own session, restarted if it dies. It runs the
@@ -971,13 +945,12 @@ wait_for_supernode() {
   done
 }
 
-# The client named by a URI, or the only one when no URI is given.
+# The client of URI with its ID (from parse), or the only one when no URI is given.
 pick_client() {
-  local uri=${1:-} ids
+  local uri=$1 id=$2 ids
   if [[ -n $uri ]]; then
-    ids=$(client_id "$uri")
-    [[ -f $CLIENTS_DIR/$ids/client.env ]] || die "no client for '$uri' on this machine (see: $PROG client status)"
-    echo "$ids"
+    [[ -f $CLIENTS_DIR/$id/client.env ]] || die "no client for '$uri' on this machine (see: $PROG client status)"
+    echo "$id"
     return
   fi
   ids=$(known_clients)
@@ -987,11 +960,10 @@ pick_client() {
 }
 
 client_stop() {
-  local uri=""  # "": every client
+  local uri="" id="" ids  # no URI: every client
   [[ $# -eq 0 ]] || eval "$(parse client stop "$@")"
   need_tmux
-  local ids id
-  if [[ -n $uri ]]; then ids=$(pick_client "$uri"); else ids=$(known_clients); fi
+  if [[ -n $uri ]]; then ids=$(pick_client "$uri" "$id"); else ids=$(known_clients); fi
   for id in $ids; do
     if session_running "zk0-supernode-$id" || session_running "zk0-executor-$id"; then
       stop_session "zk0-executor-$id"
@@ -1022,9 +994,8 @@ client_status() {
 }
 
 client_logs() {
-  eval "$(parse client logs "$@")"  # uri, follow
-  local id
-  id=$(pick_client "$uri")
+  eval "$(parse client logs "$@")"  # uri, id, follow
+  id=$(pick_client "$uri" "$id")
   tail -n 100 "${follow[@]}" "$CLIENTS_DIR/$id/supernode.log"
 }
 
@@ -1155,13 +1126,13 @@ service_units() {
 # What a unit runs: start the component, then every SERVICE_CHECK_SECONDS start again what
 # stopped; exit non-zero (systemd then restarts the unit) when a start fails.
 service_watch() {
-  eval "$(parse service watch "$@")"  # kind (server or client), uri
+  eval "$(parse service watch "$@")"  # kind (server or client), uri and id (a client's)
   local sessions
   while :; do
     if [[ $kind == server ]]; then
       sessions=("$SERVER_SESSION" "$SUPEREXEC_SESSION" "$PROXY_SESSION" "$ADMIN_PROXY_SESSION")
     else
-      sessions=("zk0-supernode-$(client_id "$uri")" "zk0-executor-$(client_id "$uri")")
+      sessions=("zk0-supernode-$id" "zk0-executor-$id")
     fi
     local session missing=""
     for session in "${sessions[@]}"; do session_running "$session" || missing+=" $session"; done
@@ -1170,9 +1141,8 @@ service_watch() {
       if [[ $kind == server ]]; then
         cmd_server start
       else
-        local replay=("$uri") dir
-        dir="$CLIENTS_DIR/$(client_id "$uri")"
-        [[ ! -f $dir/start-args ]] || mapfile -d '' replay <"$dir/start-args"
+        local replay=("$uri")
+        [[ ! -f $CLIENTS_DIR/$id/start-args ]] || mapfile -d '' replay <"$CLIENTS_DIR/$id/start-args"
         cmd_client start "${replay[@]}"
       fi
     fi

@@ -278,6 +278,31 @@ def kept_key(nodes_dir: Path, key_file: Path) -> Path:
     return nodes_dir / hashlib.sha256(fields.encode()).hexdigest()[:16]
 
 
+def client_id(uri: str) -> str:
+    """A stable, readable id per dataset (several clients can run on one machine): the URI's
+    last 40 letters and digits, dashes between, and 6 hex digits of its SHA-1 (as zk0bot's
+    `tr`/`sed`/`tail -c 40` pipeline always named client directories)."""
+    slug = re.sub(rb"-+", b"-", re.sub(rb"[^a-z0-9]", b"-", uri.encode().lower()))
+    slug = slug.removeprefix(b"-").removesuffix(b"-")[-40:].removeprefix(b"-")
+    return f"{slug.decode()}-{hashlib.sha1(uri.encode()).hexdigest()[:6]}"
+
+
+def changed_settings(home: Path, uri: str, server: str | None, address: str, port: str, threads: str) -> str:
+    """Why a start of the client of URI, if it runs, must be refused: it asks for another server,
+    address, port or thread count than it runs with ("" when it does not)."""
+    kept = settings(home / "clients" / client_id(uri) / "client.env")
+    if not kept:
+        return ""
+    changed = next((what for asked, key, what in (
+        (server, "server", f"server {kept.get('server')}"),
+        (address, "address", f"local address {kept.get('address') or '127.0.0.1'}"),
+        (port, "port", f"port {kept.get('port')}"),
+        (threads, "threads", f"{kept.get('threads')} thread(s)"))
+        if asked and asked != (kept.get(key) or ("127.0.0.1" if key == "address" else ""))), "")
+    return (f"the client for {uri} already runs with {changed}; to change it, stop it first: {PROG} client stop "
+            f"{uri}, then start it again with the new options") if changed else ""
+
+
 def settings(path: Path) -> dict[str, str]:
     """A zk0bot state file (server.env, client.env): KEY=VALUE lines."""
     if not path.is_file():
@@ -382,9 +407,12 @@ def client_start(opts: Options, home: Path) -> Shell:
     if insecure == "0" and not Path(ca).is_file():
         raise Refused(f"CA certificate '{ca}' not found; get ca.crt from the server admin and pass --ca-cert FILE "
                       "(or set ZK0_CA_CERT)")
-    return {"uri": uri, "server": server, "server_given": "1" if "--server" in opts.values or env.get("ZK0_SERVER")
-            else "0", "ca": ca, "port": port, "address": address, "threads": threads, "rename": rename,
-            "allow": [digest.lower() for digest in opts.lists.get("--allow-app", [])], "insecure": insecure}
+    given = "--server" in opts.values or bool(env.get("ZK0_SERVER"))
+    return {"uri": uri, "id": client_id(uri), "server": server, "server_given": "1" if given else "0", "ca": ca,
+            "port": port, "address": address, "threads": threads, "rename": rename,
+            "allow": [digest.lower() for digest in opts.lists.get("--allow-app", [])], "insecure": insecure,
+            # what a start of the running client would change: refused, with how to apply it
+            "changes": changed_settings(home, uri, server if given else None, address, port, threads)}
 
 
 def _check_rename_map(rename: str) -> None:
@@ -411,13 +439,15 @@ def client_stop(opts: Options, _: Path) -> Shell:
     opts.parse(positional=True)
     if len(opts.positional) > 1:
         raise Refused(f"usage: {PROG} client stop [<dataset-uri>]")
-    return {"uri": opts.positional[0] if opts.positional else ""}
+    uri = opts.positional[0] if opts.positional else ""
+    return {"uri": uri, "id": client_id(uri) if uri else ""}
 
 
 def client_logs(opts: Options, _: Path) -> Shell:
     opts.see = ""
     opts.parse(flags=("-f", "--follow"), positional=True)
-    return {"uri": opts.positional[-1] if opts.positional else "", "follow": _follow(opts)}
+    uri = opts.positional[-1] if opts.positional else ""
+    return {"uri": uri, "id": client_id(uri) if uri else "", "follow": _follow(opts)}
 
 
 def run(opts: Options, _: Path) -> Shell:
@@ -466,7 +496,8 @@ def service_watch(opts: Options, _: Path) -> Shell:
     if kind not in wanted or len(opts.argv) != wanted[kind]:
         raise Refused(f"usage: {PROG} service watch " + {"server": "server", "client": "client <dataset-uri>"}.get(
             kind, "server | client <dataset-uri>"))
-    return {"kind": kind, "uri": opts.argv[1] if kind == "client" else ""}
+    uri = opts.argv[1] if kind == "client" else ""
+    return {"kind": kind, "uri": uri, "id": client_id(uri) if uri else ""}
 
 
 def no_arguments(opts: Options, _: Path) -> Shell:
