@@ -14,7 +14,8 @@ trains one model on the pooled training episodes (kept AdamW moments) and scores
 each of STEPS; `--alone STEPS` trains each owner's own model on its own training episodes alone
 (kept AdamW moments, its own batch stream) and scores it after each of STEPS; `--personal-steps N`
 fine-tunes the final global model on each owner's own episodes as `personalize = "finetune"`
-does on a node (a fresh AdamW, `--personal-lr`) and scores each owner's model. `--split`: who holds which training episodes: `owners` (as recorded: each owner
+does on a node (a fresh AdamW, `--personal-lr`) and scores each owner's model (`--save-global`
+keeps the federated model, `--from-global` personalizes it again without federating). `--split`: who holds which training episodes: `owners` (as recorded: each owner
 its strip of the table), `pool` (one owner holding every owner's episodes: with no second
 update to average, only the federation's mechanics stand between it and `--central`) or `iid`
 (the pooled episodes dealt to as many owners at random, as many each as recorded). Every score:
@@ -128,9 +129,11 @@ def federate(args, policy, preprocessor, postprocessor, data: list, splits: list
             report(args, policy, preprocessor, postprocessor, round=server_round,
                    samples=server_round * args.local_steps * args.batch_size * len(data),
                    train_seconds=time.perf_counter() - started)
+    final = {name: value.astype(np.float32) for name, value in global_weights.items()}
+    if args.save_global:
+        np.savez(args.save_global, **final)
     if args.personal_steps:
-        personalize(args, policy, preprocessor, postprocessor, data, splits,
-                    {name: value.astype(np.float32) for name, value in global_weights.items()})
+        personalize(args, policy, preprocessor, postprocessor, data, splits, final)
 
 
 def personalize(args, policy, preprocessor, postprocessor, data: list, splits: list, final: dict) -> None:
@@ -219,6 +222,8 @@ def main() -> int:
     parser.add_argument("--personal-steps", type=int, default=0,
                         help="after the last round, fine-tune the global model on each owner's episodes (finetune)")
     parser.add_argument("--personal-lr", type=float, default=3e-3)
+    parser.add_argument("--save-global", type=Path, help="write the final global model's trainable weights (.npz)")
+    parser.add_argument("--from-global", type=Path, help="personalize a model --save-global wrote, no federation")
     args = parser.parse_args()
 
     from zk0.data.stats import node_stats, pool, with_stats
@@ -230,7 +235,10 @@ def main() -> int:
     pooled = pool([node_stats(node.stats, policy.config) for node in data])
     preprocessor, postprocessor = make_processors(policy, with_stats(data[0].stats, pooled))
     splits = deal(args.split, args.seed, data, policy.config)
-    if args.central:
+    if args.from_global:
+        with np.load(args.from_global) as saved:
+            personalize(args, policy, preprocessor, postprocessor, data, splits, dict(saved))
+    elif args.central:
         centralize(args, policy, preprocessor, postprocessor, splits)
     elif args.alone:
         alone(args, policy, preprocessor, postprocessor, data, splits)
