@@ -49,7 +49,7 @@ ENV = "so101_reach"
 HELDOUT = 4  # the --sim so101 preset's heldout-episodes: the owners train on the same episodes
 
 
-def owners(data_dir: Path) -> list:
+def owners(data_dir: Path, heldout: int = HELDOUT) -> list:
     from zk0.data.dataset import open_node_data
     from zk0.data.uri import parse_dataset_uri
     from zk0.sim.so101 import ACTION_DIM, STATE_DIM
@@ -57,7 +57,7 @@ def owners(data_dir: Path) -> list:
     roots = sorted((p for p in data_dir.glob("owner_*") if p.is_dir()), key=lambda p: int(p.name.split("_")[1]))
     if not roots:
         sys.exit(f"fl_recipes: no owner_* datasets under {data_dir}; record them with zk0 sim-data")
-    return [open_node_data(parse_dataset_uri(f"local:{root}"), ACTION_DIM, HELDOUT, STATE_DIM) for root in roots]
+    return [open_node_data(parse_dataset_uri(f"local:{root}"), ACTION_DIM, heldout, STATE_DIM) for root in roots]
 
 
 def deal(split: str, seed: int, data: list, policy_config) -> list:
@@ -222,6 +222,7 @@ def main() -> int:
     parser.add_argument("--personal-steps", type=int, default=0,
                         help="after the last round, fine-tune the global model on each owner's episodes (finetune)")
     parser.add_argument("--personal-lr", type=float, default=3e-3)
+    parser.add_argument("--heldout", type=int, default=HELDOUT, help="episodes each owner holds out (the preset's)")
     parser.add_argument("--save-global", type=Path, help="write the final global model's trainable weights (.npz)")
     parser.add_argument("--from-global", type=Path, help="personalize a model --save-global wrote, no federation")
     args = parser.parse_args()
@@ -229,7 +230,7 @@ def main() -> int:
     from zk0.data.stats import node_stats, pool, with_stats
     from zk0.policy.model import load_policy, make_processors
 
-    data = owners(args.data_dir)
+    data = owners(args.data_dir, args.heldout)
     args.owners = len(data)
     policy = load_policy("tiny", data[0].meta, "cpu")
     pooled = pool([node_stats(node.stats, policy.config) for node in data])

@@ -61,3 +61,18 @@ def test_wire_objects_tiny():
     [row] = [line.split() for line in run.stdout.splitlines() if line.split()[0] == "tiny"]
     tensors, arrays, objects, packed = map(int, row[1:5])
     assert arrays == 3 * tensors and packed < 10 < tensors < objects, row
+
+
+def test_fl_recipes_smallest(sim_roots, tmp_path):
+    """One round of one step on two simulated owners, scored on the table and each strip by one
+    episode, then each owner's fine-tuned model; and again from the saved global model."""
+    data = sim_roots[0].parent
+    small = ("--batch-size", "2", "--episodes", "1", "--heldout", "1", "--own-regions", "--personal-steps", "1")
+    first = bench("fl_recipes.py", str(data), "--rounds", "1", "--local-steps", "1", "--eval-rounds", "1", *small,
+                  "--save-global", str(tmp_path / "global.npz"))
+    again = bench("fl_recipes.py", str(data), "--from-global", str(tmp_path / "global.npz"), *small)
+    for run in (first, again):
+        assert run.returncode == 0, run.stderr[-2000:]
+    rows = [json.loads(line) for line in (first.stdout + again.stdout).splitlines() if line.startswith("{")]
+    assert [row.get("round", row.get("personal")) for row in rows] == [1, 0, 1, 0, 1]
+    assert all({"success", "success_0", "success_1"} <= row.keys() for row in rows)
