@@ -96,7 +96,11 @@ python_bin() {
 }
 
 # zk0bot's small Python jobs (zk0.ops.bot: URIs, addresses, JSON, HTTPS probes, the node table).
-bot() { "$(python_bin)" -m zk0.ops.bot "$@"; }
+bot() {
+  local python
+  python=$(python_bin) || return 1
+  "$python" -m zk0.ops.bot "$@"
+}
 
 # `bot_check COMMAND ARGS...`: its output; a refusal ends zk0bot with the refusal's one line.
 bot_check() {
@@ -1154,6 +1158,21 @@ service_watch() {
 # upgrade
 # ---------------------------------------------------------------------------
 
+usage_upgrade() {
+  cat <<'USAGE'
+Usage: zk0bot upgrade [--ref R]
+
+Upgrade this checkout the installer's way (website/get-zk0bot.sh, from the repository it
+was installed from, ZK0_REPO to override): it refuses uncommitted changes to tracked files
+and local commits R lacks, changing nothing, and sets up the Python environment again.
+Then the new version must run (zk0bot version), and what ran here (the server, each
+client) is stopped and started again on it; a run in progress fails (continue it with
+zk0bot run --resume). If the check or a start fails, the checkout goes back to the
+commit it was at, and what ran is started again on that.
+--ref: branch, tag or commit (default: the current branch, else main).
+USAGE
+}
+
 # The installer from a private copy (the checkout changes under a script bash is reading).
 run_installer() {
   local installer=$1 ref=$2
@@ -1175,9 +1194,17 @@ restart_components() {
   done
 }
 
+# upgrade reads its words here: it repairs an install whose Python may not run.
 cmd_upgrade() {
-  eval "$(parse upgrade "$@")"  # ref
-  local old new installer server=0 clients=() id
+  local ref="" old new installer server=0 clients=() id
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      -h | --help) usage_upgrade; return 0 ;;
+      --ref) [[ -n ${2:-} && $2 != --* ]] || die "option --ref needs a value (see --help)"; ref=$2; shift ;;
+      *) die "unknown option '$1' for 'upgrade' (see: $PROG upgrade --help)" ;;
+    esac
+    shift
+  done
   git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1 \
     || die "$ROOT is not a git checkout; upgrade by running the installer again (docs/INSTALLATION.md)"
   [[ -f $ROOT/website/get-zk0bot.sh ]] || die "$ROOT has no website/get-zk0bot.sh; upgrade by running the installer again"

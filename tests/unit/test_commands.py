@@ -76,7 +76,6 @@ def home(tmp_path, monkeypatch) -> Path:
     (("run", "--quiet", "--stream"), "--stream and --quiet contradict each other; choose one"),
     (("run", "now"), "unexpected argument 'now'"),
     (("status", "--all"), "unknown option '--all' for 'status' (see: zk0bot status --help)"),
-    (("upgrade", "--ref"), "option --ref needs a value"),
     (("service", "enable"), "unknown service command 'enable'"),
     (("service", "watch", "client"), "usage: zk0bot service watch client <dataset-uri>"),
     (("service", "watch", "node", "x"), "usage: zk0bot service watch server | client <dataset-uri>"),

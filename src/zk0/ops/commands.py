@@ -128,17 +128,6 @@ System units (/etc/systemd/system, root only) run as the account that installs t
 without a login, an administrator runs: loginctl enable-linger <account>.
 --unit-dir: write the units there and change nothing else (to review them).
 remove disables and deletes the units (the components keep running: zk0bot stop).""",
-    "upgrade": """\
-Usage: zk0bot upgrade [--ref R]
-
-Upgrade this checkout the installer's way (website/get-zk0bot.sh, from the repository it
-was installed from, ZK0_REPO to override): it refuses uncommitted changes to tracked files
-and local commits R lacks, changing nothing, and sets up the Python environment again.
-Then the new version must run (zk0bot version), and what ran here (the server, each
-client) is stopped and started again on it; a run in progress fails (continue it with
-zk0bot run --resume). If the check or a start fails, the checkout goes back to the
-commit it was at, and what ran is started again on that.
---ref: branch, tag or commit (default: the current branch, else main).""",
     "status": "Usage: zk0bot status [--json]    (server and clients on this machine; --json: one JSON object for monitors)",
 }
 SUBCOMMANDS = {"server": ("start", "stop", "status", "logs", "register", "nodes"),
@@ -469,10 +458,6 @@ def status(opts: Options, _: Path) -> Shell:
     return {"json": _flag(opts.parse(flags=("--json",)), "--json")}
 
 
-def upgrade(opts: Options, _: Path) -> Shell:
-    return {"ref": opts.parse(values=("--ref",)).get("--ref")}
-
-
 def service(opts: Options, home: Path) -> Shell:
     """`service install|remove`: where the units go and for which systemd target."""
     opts.parse(values=("--unit-dir",), flags=("--user",))
@@ -518,7 +503,7 @@ COMMANDS: dict[tuple[str, str], Callable[[Options, Path], Shell]] = {
     ("server", "start"): server_start, ("server", "stop"): no_arguments, ("server", "status"): no_arguments,
     ("server", "logs"): server_logs, ("server", "register"): server_register, ("server", "nodes"): server_nodes,
     ("client", "start"): client_start, ("client", "stop"): client_stop, ("client", "status"): no_arguments,
-    ("client", "logs"): client_logs, ("run", ""): run, ("status", ""): status, ("upgrade", ""): upgrade,
+    ("client", "logs"): client_logs, ("run", ""): run, ("status", ""): status,
     ("service", "install"): service, ("service", "remove"): service, ("service", "watch"): service_watch,
 }
 
