@@ -262,41 +262,10 @@ flwr_admin() {
 # certificates and keys
 # ---------------------------------------------------------------------------
 
-# The names and addresses of the server certificate: the SuperLink's own (the proxy and
-# zk0bot dial localhost), this machine's host name, every public address nodes dial
-# (--public-address) and, when HOST is a specific bind address (not "", 0.0.0.0 or ::),
-# HOST too. A certificate must carry all but HOST (behind NAT nodes dial a name, not the
-# bind address): zk0's CA adds HOST for nodes that dial it. Prints "DNS:a,IP:b,...".
-server_sans() {
-  local host=$1 names=$2 name sans
-  sans="DNS:localhost,IP:127.0.0.1,DNS:$(hostname)"
-  [[ -z $host || $host == 0.0.0.0 || $host == "::" ]] || names="$host,$names"
-  for name in ${names//,/ }; do
-    if [[ $name =~ ^[0-9.]+$ || $name == *:* ]]; then name="IP:$name"; else name="DNS:$name"; fi
-    [[ ,$sans, == *",$name,"* ]] || sans+=",$name"
-  done
-  echo "$sans"
-}
-
-# The SANs a certificate carries, in server_sans' form.
-cert_sans() {
-  openssl x509 -noout -ext subjectAltName -in "$1" 2>/dev/null | tail -n +2 | tr -d ' ' | sed 's/IPAddress:/IP:/g'
-}
-
-# The SANs of SANS that certificate CERT does not cover, comma-separated, as a TLS client
-# checks them (openssl -checkhost/-checkip: wildcards match, IPv6 in any spelling). This
-# machine's host name is a convenience, never required: it may change.
-missing_sans() {
-  local san missing="" test
-  for san in ${2//,/ }; do
-    [[ $san != "DNS:$(hostname)" ]] || continue
-    test=(-checkhost "${san#DNS:}")
-    [[ $san != IP:* ]] || test=(-checkip "${san#IP:}")
-    openssl x509 -noout -in "$1" "${test[@]}" 2>/dev/null | grep -q ' does match certificate$' \
-      || missing+="${missing:+,}$san"
-  done
-  echo "$missing"
-}
+# The SANs the server certificate must carry, carries, and lacks (zk0.ops.certs: "DNS:a,IP:b,...").
+server_sans() { bot_check sans "$1" "$2"; }
+cert_sans() { bot_check cert-sans "$1"; }
+missing_sans() { bot_check missing-sans "$1" "$2"; }
 
 # A new P-256 private key, PEM on standard output (for write_file).
 new_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1; }
@@ -320,7 +289,7 @@ issue_server_cert() { write_file "$1/server.pem" signed_server_cert "$@"; }
 # A private CA and a server certificate for the SuperLink, created once. A certificate that
 # lacks an address nodes dial (a new --public-address or --host) is signed again by zk0's CA:
 # nodes keep their ca.crt. The admin's own certificates (no CA key here) are never replaced:
-# they must name the --public-address names (not --host: see server_sans).
+# they must name the --public-address names (not --host: see zk0.ops.certs.wanted).
 ensure_server_certs() {
   local host=$1 names=$2 dir="$SERVER_DIR/certs" sans missing
   command -v openssl >/dev/null || die "openssl is needed to create certificates; $(apt_hint openssl)"

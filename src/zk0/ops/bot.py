@@ -160,6 +160,27 @@ def _units_of(args: argparse.Namespace) -> None:
     print("\n".join(str(path) for path in installed(Path(args.home), Path(args.dir))))
 
 
+def _sans(args: argparse.Namespace) -> None:
+    from zk0.ops.certs import wanted
+
+    print(",".join(wanted(args.host, args.names)))
+
+
+def _cert_sans(args: argparse.Namespace) -> None:
+    from zk0.ops.certs import carried
+
+    print(",".join(carried(Path(args.cert))))
+
+
+def _missing_sans(args: argparse.Namespace) -> None:
+    from zk0.ops.certs import missing
+
+    try:
+        print(",".join(missing(Path(args.cert), [san for san in args.sans.split(",") if san])))
+    except ValueError as err:  # an IP: entry that is no address
+        raise Refused(f"{args.sans}: {err}") from None
+
+
 def _version(_: argparse.Namespace) -> None:
     import zk0
 
@@ -207,6 +228,13 @@ def parser() -> argparse.ArgumentParser:
     units_of = command("units-of", _units_of, "the units in DIR that zk0bot wrote for HOME")
     units_of.add_argument("home")
     units_of.add_argument("dir")
+    sans = command("sans", _sans, "the SANs the server certificate must carry for bind address HOST and NAMES")
+    sans.add_argument("host")
+    sans.add_argument("names")
+    command("cert-sans", _cert_sans, "the SANs a certificate carries").add_argument("cert")
+    lacking = command("missing-sans", _missing_sans, "which of SANS (comma-separated) CERT does not cover")
+    lacking.add_argument("cert")
+    lacking.add_argument("sans")
     command("version", _version, "zk0's version")
     sub.add_parser("parse", help="HOME GROUP ARG...: a zk0bot command's options as shell code (zk0.ops.commands)")
     return top
