@@ -135,3 +135,20 @@ def test_point_link_is_relative_and_replaces_in_one_rename(tmp_path):
     assert os.readlink(tmp_path / "best") == "000002"
     assert not (tmp_path / ".best.partial").is_symlink()
 
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_partial(tmp_path, monkeypatch):
+    """A full disk mid-write (here: fsync refusing, as ENOSPC would): the old content stays, and
+    no hidden .partial is left for an operator to find."""
+    import errno
+
+    target = tmp_path / "kept.id"
+    atomic.write_text(target, "old\n")
+
+    def full(_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        atomic.write_text(target, "new\n")
+    assert target.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["kept.id"]

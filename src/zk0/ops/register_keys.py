@@ -32,6 +32,8 @@ from flwr.cli.utils import flwr_cli_exc_handler, init_http_client_from_connectio
 from flwr.proto.control_pb2 import RegisterNodeRequest  # pylint: disable=E0611
 from flwr.supercore.primitives.asymmetric import public_key_to_bytes, uses_nist_ec_curve
 
+from zk0.util.atomic import write_text
+
 IN_USE = "already in use"
 KEYS_REFUSED = 3
 
@@ -100,14 +102,11 @@ def keep(nodes_dir: Path, key_file: Path, result: str, name: str) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    """PATH whole or not at all (0600): a full disk leaves the old file or none."""
-    temporary = path.with_name(f".{path.name}.tmp")
+    """PATH whole or not at all (0600); a failure is one line naming the zk0bot command to rerun."""
     try:
-        temporary.write_text(text)
-        temporary.chmod(0o600)
-        temporary.replace(path)
+        write_text(path, text)
+        path.chmod(0o600)
     except OSError as err:
-        temporary.unlink(missing_ok=True)
         retry = os.environ.get("ZK0_RETRY_COMMAND", "zk0bot server register")
         raise OSError(f"cannot write {path}: {(err.strerror or str(err)).lower()}; free space on its disk "
                       f"(df -h {path.parent}), then run '{retry}' again") from None

@@ -12,6 +12,7 @@ import pwd
 from pathlib import Path
 
 from zk0.ops.commands import Refused, settings
+from zk0.util.atomic import write_text
 
 # What a unit's component must see as the operator's shell did when it was installed.
 ENVIRONMENT = ("ZK0_VENV", "ZK0_SERVER", "ZK0_CA_CERT", "ZK0_LOCAL_ADDRESS", "ZK0_LOCAL_PORTS", "HF_HOME",
@@ -57,7 +58,7 @@ def unit_text(root: Path, home: Path, wanted: str, uri: str) -> str:
 
 
 def install(root: Path, home: Path, directory: Path, wanted: str) -> list[str]:
-    """Write the units of what HOME ran into DIRECTORY (0644, each whole or not at all)."""
+    """Write the units of what HOME ran into DIRECTORY (0644, each whole or not at all: zk0.util.atomic)."""
     found = components(home)
     if not found:
         raise Refused("nothing to install: this ZK0_HOME has run no server and no client; start them once by hand first")
@@ -68,13 +69,10 @@ def install(root: Path, home: Path, directory: Path, wanted: str) -> list[str]:
     if not os.access(directory, os.W_OK):
         raise Refused(f"{directory} is not writable by {pwd.getpwuid(os.getuid()).pw_name}; run as root, or use --user")
     for name, uri in found:
-        temporary = directory / f".{name}.tmp"
         try:
-            temporary.write_text(unit_text(root, home, wanted, uri))
-            temporary.chmod(0o644)
-            temporary.replace(directory / name)
+            write_text(directory / name, unit_text(root, home, wanted, uri))
+            (directory / name).chmod(0o644)
         except OSError as err:
-            temporary.unlink(missing_ok=True)
             raise Refused(f"cannot write {directory / name}: {err.strerror or err}; free space on its disk") from None
     return [name for name, _ in found]
 

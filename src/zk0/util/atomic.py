@@ -21,11 +21,15 @@ from pathlib import Path
 
 def write_bytes(path: Path, data: bytes) -> None:
     staging = _partial(path)
-    with open(staging, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(staging, path)
+    try:
+        with open(staging, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)  # a full disk leaves the old file or none, and no partial
+        raise
     _fsync_dir(path.parent)
 
 
